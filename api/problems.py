@@ -1,0 +1,78 @@
+"""Every error is an RFC 9457 problem+json document naming the offending field."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
+from domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, field: str | None = None, **extra) -> JSONResponse:
+    body = {"type": f"https://etsypro.dev/problems/{title.lower().replace(' ', '-')}",
+            "title": title, "status": status, "detail": detail}
+    if field:
+        body["field"] = field
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def field_path(loc: tuple) -> str:
+    """('body', 'listings', 3, 'price') -> 'listings[3].price'; headers/query keep their name."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part:
+            path += f".{part}" if path else str(part)
+    return path or str(loc[0] if loc else "body")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError):
+        errors = [{"field": field_path(tuple(e.get("loc", ()))), "detail": e.get("msg", "invalid")}
+                  for e in exc.errors()[:50]]
+        first = errors[0] if errors else {"field": "body", "detail": "invalid request"}
+        return problem(422, "Invalid request", f"{first['field']}: {first['detail']}", first["field"], errors=errors)
+
+    @app.exception_handler(DomainError)
+    async def refused_by_domain(_: Request, exc: DomainError):
+        return problem(422, "Refused by business rule", exc.detail, exc.field)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound):
+        return problem(404, "Not found", exc.detail, exc.field)
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict):
+        return problem(409, "Conflict", exc.detail, exc.field, **exc.extra)
+
+    @app.exception_handler(IdempotencyKeyReused)
+    async def key_reused(_: Request, exc: IdempotencyKeyReused):
+        return problem(422, "Idempotency key reused", exc.detail, exc.field)
+
+    @app.exception_handler(CommandRefused)
+    async def refused(_: Request, exc: CommandRefused):
+        return problem(400, "Command refused", exc.detail, exc.field, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException):
+        title = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+                 413: "Payload too large", 415: "Unsupported media type", 429: "Too many requests"}
+        field = exc.headers.get("X-Problem-Field") if exc.headers else None
+        return problem(exc.status_code, title.get(exc.status_code, "Error"), str(exc.detail), field)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception):
+        log.exception("unhandled error")  # never echo internals (SQL, stack) to the client
+        return problem(500, "Internal error", "the server failed to process the request; it was logged")

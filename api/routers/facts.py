@@ -1,0 +1,21 @@
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from api.deps import Context, Engine
+from api.schemas import PROBLEMS, BatchRecorded, answer
+from commands import models
+
+router = APIRouter(prefix="/shops/{shop_id}", tags=["facts"], responses=PROBLEMS)
+
+
+@router.post("/observations", status_code=201, response_model=BatchRecorded,
+             summary="Record competitor observations (up to 10,000 per request, all or nothing)")
+def record_observations(shop_id: UUID, cmd: models.RecordObservations, ctx: Context, engine: Engine):
+    return answer(engine.record_observations(ctx, shop_id, cmd))
+
+
+@router.post("/sales", status_code=201, response_model=BatchRecorded,
+             summary="Record sales, returns and cancellations (up to 10,000 lines, all or nothing)")
+def record_sales(shop_id: UUID, cmd: models.RecordSales, ctx: Context, engine: Engine):
+    return answer(engine.record_sales(ctx, shop_id, cmd))

@@ -1,0 +1,33 @@
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from api.deps import Context, Engine
+from api.schemas import PROBLEMS, ListingsRegistered, ShopOpened, answer
+from commands import models
+
+router = APIRouter(prefix="/shops", tags=["shops"], responses=PROBLEMS)
+
+
+@router.post("", status_code=201, response_model=ShopOpened, summary="Open a shop")
+def open_shop(cmd: models.OpenShop, ctx: Context, engine: Engine):
+    return answer(engine.open_shop(ctx, cmd))
+
+
+@router.get("", summary="The caller's shops")
+def list_shops(ctx: Context, engine: Engine) -> dict:
+    return {"shops": [str(s) for s in engine.shops_of(ctx.tenant_id)]}
+
+
+@router.get("/{shop_id}", summary="A shop's current state")
+def get_shop(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
+    tenant, currency = engine.shop_facts(ctx, shop_id)
+    shop = engine.repository.get(shop_id)
+    return {"shop_id": str(shop.id), "name": shop.name, "currency": shop.currency,
+            "marketplace": shop.marketplace, "version": shop.version}
+
+
+@router.post("/{shop_id}/listings", status_code=201, response_model=ListingsRegistered,
+             summary="Register one or many listings (all or nothing)")
+def register_listings(shop_id: UUID, cmd: models.RegisterListings, ctx: Context, engine: Engine):
+    return answer(engine.register_listings(ctx, shop_id, cmd))

@@ -1,0 +1,57 @@
+"""Everything a command knows about who sent it and why, independent of HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from uuid import uuid4
+
+from domain.meta import Actor, EventMeta, Source
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    actor: Actor
+    tenant_id: str
+    command_id: str = field(default_factory=lambda: uuid4().hex)
+    correlation_id: str | None = None
+    causation_id: str | None = None  # the event or command that caused this one; else the command itself
+    idempotency_key: str | None = None
+
+    def meta(self, shop_id, source: Source | str = Source.MANUAL, reason: str = "",
+             occurred_at: datetime | None = None) -> EventMeta:
+        return EventMeta(
+            shop_id=str(shop_id) if shop_id else None,
+            actor_id=self.actor.id,
+            actor_kind=self.actor.kind.value,
+            source=Source(source).value,
+            reason=reason,
+            command_id=self.command_id,
+            correlation_id=self.correlation_id or self.command_id,
+            causation_id=self.causation_id or self.command_id,
+            occurred_at=occurred_at or datetime.now(timezone.utc),
+        )
+
+    @property
+    def idempotency_scope(self) -> str:
+        return f"{self.tenant_id}/{self.actor.id}"
+
+
+@dataclass
+class Decision:
+    """What a handler decided: aggregates with pending events, the answer, and what it reserves."""
+
+    aggregates: list
+    response: dict
+    status: int = 200
+    reservations: list = field(default_factory=list)
+    strict: bool = False  # the client gave expected_version: a lost race is a 409, not a retry
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    body: dict
+    replayed: bool = False  # answered from the idempotency record; nothing was written
+
+

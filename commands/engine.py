@@ -1,0 +1,317 @@
+"""The write side: an eventsourcing Application whose methods are the command handlers.
+
+Every handler loads aggregates, lets them decide, and saves all resulting events in one
+transaction, together with the command's idempotency record and uniqueness reservations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from psycopg.conninfo import conninfo_to_dict
+
+from commands import models
+from commands.context import CommandContext, Decision, Result
+from commands.errors import Conflict, IdempotencyKeyReused, NotFound
+from commands.rollback import TimeTravel
+from commands.persistence import TRANSCODINGS, IdempotencyRecord, IndexRow, Reservation
+from domain.errors import DomainError
+from domain.facts import Observation, ObservationBatch, SaleLine, SalesBatch
+from domain.listing import Guardrails, Listing
+from domain.money import Money
+from domain.shop import Shop
+
+SNAPSHOT_EVERY = 50
+CONFLICT_RETRIES = 5
+
+
+def library_env(conninfo: str, pool_size: int = 10) -> dict[str, str]:
+    """The eventsourcing library's settings for a PostgreSQL URL or conninfo string."""
+    params = conninfo_to_dict(conninfo)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": "commands.persistence:PricingRecorder",
+        "POSTGRES_DBNAME": params.get("dbname", "postgres"),
+        "POSTGRES_HOST": params.get("host", "127.0.0.1"),
+        "POSTGRES_PORT": str(params.get("port", "5432")),
+        "POSTGRES_USER": params.get("user", "postgres"),
+        "POSTGRES_PASSWORD": params.get("password", ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "CREATE_TABLE": "n",  # tables come from migrations/
+        "IS_SNAPSHOTTING_ENABLED": "y",
+    }
+
+
+def _prefixed(error: DomainError, prefix: str) -> DomainError:
+    return type(error)(f"{prefix}.{error.field}" if prefix else error.field, error.detail)
+
+
+def _money(amount, currency: str, field: str, positive: bool = False) -> Money | None:
+    if amount is None:
+        return None
+    return Money.price(amount, currency, field) if positive else Money.of(amount, currency, field)
+
+
+class PricingEngine(TimeTravel, Application):
+    name = "pricing"
+    snapshotting_intervals = {Listing: SNAPSHOT_EVERY, Shop: SNAPSHOT_EVERY}
+
+    def __init__(self, conninfo: str, pool_size: int = 10):
+        super().__init__(env=library_env(conninfo, pool_size))
+        self._shops: dict[UUID, tuple[str, str]] = {}  # id -> (tenant, currency): never change
+
+    def register_transcodings(self, transcoder) -> None:
+        super().register_transcodings(transcoder)
+        for transcoding in TRANSCODINGS:
+            transcoder.register(transcoding)
+
+    def _record(self, processing_event):
+        # One audit index row per event, in the same transaction (see PricingRecorder).
+        processing_event.saved_kwargs["index"] = [
+            IndexRow(e.meta.shop_id, e.meta.actor_id, e.meta.occurred_at, e.timestamp)
+            for e in processing_event.events
+        ]
+        return super()._record(processing_event)
+
+    # -- running a command ----------------------------------------------------------------
+    def execute(self, ctx: CommandContext, name: str, command: dict, decide: Callable[[], Decision]) -> Result:
+        """Decide and save atomically, honouring the Idempotency-Key and retrying lost races."""
+        request_hash = hashlib.sha256(
+            json.dumps({"command": name, **command}, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        if ctx.idempotency_key and (prior := self.recorder.find_command(ctx.idempotency_scope, ctx.idempotency_key)):
+            return self._replay(prior, request_hash)
+        for _ in range(CONFLICT_RETRIES):
+            decision = decide()
+            record = None
+            if ctx.idempotency_key and decision.aggregates:
+                record = IdempotencyRecord(ctx.idempotency_scope, ctx.idempotency_key, request_hash,
+                                           decision.status, decision.response)
+            try:
+                self.save(*decision.aggregates, idempotency=record, reservations=decision.reservations)
+            except IntegrityError as e:
+                constraint = getattr(getattr(e.__cause__, "diag", None), "constraint_name", None)
+                if constraint == "command_log_pkey":  # the same key won a race with us
+                    return self._replay(self.recorder.find_command(ctx.idempotency_scope, ctx.idempotency_key), request_hash)
+                if constraint == "reservations_pkey":
+                    raise Conflict("a unique value in this command was taken concurrently; retry") from None
+                if decision.strict:
+                    aggregate = decision.aggregates[0]
+                    raise Conflict("changed concurrently", current_version=self._current_version(aggregate.id)) from None
+                continue  # someone else's event took our version: decide again on fresh state
+            return Result(decision.status, decision.response)
+        raise Conflict("too much concurrent activity on this aggregate; retry")
+
+    @staticmethod
+    def _replay(prior: tuple[str, int, dict], request_hash: str) -> Result:
+        prior_hash, status, body = prior
+        if prior_hash != request_hash:
+            raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request",
+                                       field="Idempotency-Key")
+        return Result(status, body, replayed=True)
+
+    def _current_version(self, aggregate_id) -> int:
+        last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+        return last[0].originator_version if last else 0
+
+    # -- loading with tenancy checks ------------------------------------------------------
+    def shop_facts(self, ctx: CommandContext, shop_id: UUID) -> tuple[str, str]:
+        """(tenant, currency) of a shop the context may use; NotFound for others' shops."""
+        if shop_id not in self._shops:
+            try:
+                shop = self.repository.get(shop_id)
+            except AggregateNotFoundError:
+                raise NotFound("shop not found") from None
+            if not isinstance(shop, Shop):
+                raise NotFound("shop not found")
+            self._shops[shop_id] = (shop.tenant_id, shop.currency)
+        tenant, currency = self._shops[shop_id]
+        if tenant != ctx.tenant_id:
+            raise NotFound("shop not found")
+        return tenant, currency
+
+    def listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, version: int | None = None) -> Listing:
+        self.shop_facts(ctx, shop_id)
+        try:
+            listing = self.repository.get(listing_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound("listing not found") from None
+        if not isinstance(listing, Listing) or listing.shop_id != shop_id:
+            raise NotFound("listing not found")
+        return listing
+
+    def shops_of(self, tenant_id: str) -> list[UUID]:
+        with self.recorder.datastore.get_connection() as conn:
+            rows = conn.execute(
+                "SELECT aggregate_id FROM reservations WHERE kind = 'tenant' AND key = %s ORDER BY aggregate_id",
+                [tenant_id]).fetchall()
+        return [r["aggregate_id"] for r in rows]
+
+    # -- shops and listings ---------------------------------------------------------------
+    def open_shop(self, ctx: CommandContext, cmd: models.OpenShop) -> Result:
+        shop_id = uuid4()
+
+        def decide() -> Decision:
+            shop = Shop.open(ctx.tenant_id, cmd.name, cmd.currency, cmd.marketplace, ctx.meta(shop_id))
+            return Decision([shop], {"shop_id": str(shop.id), "version": shop.version}, status=201,
+                            reservations=[Reservation(shop.id, "tenant", ctx.tenant_id, shop.id)])
+
+        return self.execute(ctx, "open_shop", cmd.model_dump(mode="json"), decide)
+
+    def register_listings(self, ctx: CommandContext, shop_id: UUID, cmd: models.RegisterListings) -> Result:
+        _, currency = self.shop_facts(ctx, shop_id)
+
+        def decide() -> Decision:
+            listings, seen = [], {}
+            for i, spec in enumerate(cmd.listings):
+                where = f"listings[{i}]"
+                for key in ("external_id", "sku"):
+                    value = getattr(spec, key)
+                    if (key, value) in seen:
+                        raise DomainError(f"{where}.{key}", f"{value!r} also appears at listings[{seen[key, value]}]")
+                    seen[key, value] = i
+                if spec.currency != currency:
+                    raise DomainError(f"{where}.currency", f"{spec.currency} does not match the shop's {currency}")
+                try:
+                    guardrails = Guardrails(_money(spec.floor, currency, "floor", positive=True),
+                                            _money(spec.ceiling, currency, "ceiling", positive=True),
+                                            _money(spec.cost, currency, "cost"))
+                    listings.append(Listing.register(
+                        shop_id, spec.external_id, spec.sku, spec.title, spec.status,
+                        Money.price(spec.price, currency, "price"), guardrails, ctx.meta(shop_id)))
+                except DomainError as e:
+                    raise _prefixed(e, where) from None
+            self._refuse_taken(shop_id, "external_id", [s.external_id for s in cmd.listings], "listings[{}].external_id")
+            self._refuse_taken(shop_id, "sku", [s.sku for s in cmd.listings], "listings[{}].sku")
+            reservations = [Reservation(shop_id, kind, key, listing.id)
+                            for listing in listings
+                            for kind, key in (("listing", str(listing.id)), ("external_id", listing.external_id),
+                                              ("sku", listing.sku))]
+            body = {"listings": [{"listing_id": str(x.id), "external_id": x.external_id, "version": x.version}
+                                 for x in listings]}
+            return Decision(listings, body, status=201, reservations=reservations)
+
+        return self.execute(ctx, "register_listings", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+
+    def _refuse_taken(self, shop_id: UUID, kind: str, keys: list[str], field: str) -> None:
+        taken = self.recorder.reserved(shop_id, kind, keys)
+        for i, key in enumerate(keys):
+            if key in taken:
+                raise Conflict(f"{key!r} is already used in this shop", field=field.format(i))
+
+    def set_price(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, cmd: models.SetPrice) -> Result:
+        def decide() -> Decision:
+            listing = self._listing_at(ctx, shop_id, listing_id, cmd.expected_version)
+            price = Money.price(cmd.price, cmd.currency, "price")
+            if price.currency != listing.currency:
+                raise DomainError("currency", f"{price.currency} does not match the listing's {listing.currency}")
+            changed = listing.change_price(price, ctx.meta(shop_id, cmd.source, cmd.reason), rule=cmd.rule)
+            return Decision([listing], self.listing_answer(listing, changed), strict=cmd.expected_version is not None)
+
+        return self.execute(ctx, "set_price", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide)
+
+    def set_guardrails(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, cmd: models.SetGuardrails) -> Result:
+        def decide() -> Decision:
+            listing = self._listing_at(ctx, shop_id, listing_id, cmd.expected_version)
+            if cmd.currency != listing.currency:
+                raise DomainError("currency", f"{cmd.currency} does not match the listing's {listing.currency}")
+            guardrails = Guardrails(_money(cmd.floor, cmd.currency, "floor", positive=True),
+                                    _money(cmd.ceiling, cmd.currency, "ceiling", positive=True),
+                                    _money(cmd.cost, cmd.currency, "cost"))
+            changed = listing.set_guardrails(guardrails, ctx.meta(shop_id, reason=cmd.reason))
+            return Decision([listing], self.listing_answer(listing, changed), strict=cmd.expected_version is not None)
+
+        return self.execute(ctx, "set_guardrails", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide)
+
+    def bulk_set_prices(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkSetPrices) -> Result:
+        def decide() -> Decision:
+            meta = ctx.meta(shop_id, cmd.source, cmd.reason)
+            listings, answers, seen = [], [], set()
+            for i, item in enumerate(cmd.changes):
+                where = f"changes[{i}]"
+                if item.listing_id in seen:
+                    raise DomainError(f"{where}.listing_id", "appears more than once")
+                seen.add(item.listing_id)
+                try:
+                    listing = self._listing_at(ctx, shop_id, item.listing_id, item.expected_version)
+                except NotFound:
+                    raise DomainError(f"{where}.listing_id", "no such listing in this shop") from None
+                except Conflict as e:
+                    raise Conflict(e.detail, field=f"{where}.expected_version", **e.extra) from None
+                try:
+                    if cmd.currency != listing.currency:
+                        raise DomainError("currency", f"{cmd.currency} does not match the listing's {listing.currency}")
+                    changed = listing.change_price(Money.price(item.price, cmd.currency, "price"), meta, rule=cmd.rule)
+                except DomainError as e:
+                    raise _prefixed(e, where) from None
+                listings.append(listing)
+                answers.append(self.listing_answer(listing, changed))
+            strict = any(item.expected_version for item in cmd.changes)
+            return Decision(listings, {"changes": answers}, strict=strict)
+
+        return self.execute(ctx, "bulk_set_prices", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+
+    def _listing_at(self, ctx, shop_id: UUID, listing_id: UUID, expected_version: int | None) -> Listing:
+        listing = self.listing(ctx, shop_id, listing_id)
+        if expected_version is not None and listing.version != expected_version:
+            raise Conflict(f"listing is at version {listing.version}, not {expected_version}",
+                           field="expected_version", current_version=listing.version)
+        return listing
+
+    @staticmethod
+    def listing_answer(listing: Listing, changed: bool = True) -> dict:
+        return {"listing_id": str(listing.id), "version": listing.version, "changed": changed,
+                "price": str(listing.price.amount), "currency": listing.currency}
+
+    # -- facts ----------------------------------------------------------------------------
+    def record_observations(self, ctx: CommandContext, shop_id: UUID, cmd: models.RecordObservations) -> Result:
+        _, currency = self.shop_facts(ctx, shop_id)
+
+        def decide() -> Decision:
+            self._refuse_unknown_listings(shop_id, [o.listing_id for o in cmd.observations], "observations[{}].listing_id")
+            observations = [
+                Observation(o.listing_id, o.competitor, _money(o.price, o.currency, f"observations[{i}].price", True),
+                            o.observed_at, o.source)
+                for i, o in enumerate(cmd.observations)
+            ]
+            batch = ObservationBatch.record(shop_id, currency, observations, ctx.meta(shop_id))
+            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(observations)}, status=201)
+
+        return self.execute(ctx, "record_observations", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+
+    def record_sales(self, ctx: CommandContext, shop_id: UUID, cmd: models.RecordSales) -> Result:
+        _, currency = self.shop_facts(ctx, shop_id)
+
+        def decide() -> Decision:
+            self._refuse_unknown_listings(shop_id, [s.listing_id for s in cmd.sales], "sales[{}].listing_id")
+            seen: dict[str, int] = {}
+            for i, s in enumerate(cmd.sales):
+                if s.transaction_id in seen:
+                    raise DomainError(f"sales[{i}].transaction_id", f"also appears at sales[{seen[s.transaction_id]}]")
+                seen[s.transaction_id] = i
+            self._refuse_taken(shop_id, "sale_transaction", [s.transaction_id for s in cmd.sales], "sales[{}].transaction_id")
+            lines = [
+                SaleLine(s.listing_id, s.quantity, _money(s.unit_price, s.currency, f"sales[{i}].unit_price"),
+                         s.order_id, s.transaction_id, s.sold_at)
+                for i, s in enumerate(cmd.sales)
+            ]
+            batch = SalesBatch.record(shop_id, currency, lines, ctx.meta(shop_id, ))
+            reservations = [Reservation(shop_id, "sale_transaction", s.transaction_id, batch.id) for s in cmd.sales]
+            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, status=201,
+                            reservations=reservations)
+
+        return self.execute(ctx, "record_sales", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+
+    def _refuse_unknown_listings(self, shop_id: UUID, listing_ids: list[UUID], field: str) -> None:
+        known = self.recorder.reserved(shop_id, "listing", list({str(x) for x in listing_ids}))
+        for i, listing_id in enumerate(listing_ids):
+            if str(listing_id) not in known:
+                raise DomainError(field.format(i), "no such listing in this shop")

@@ -1,0 +1,177 @@
+"""Command models: what a client may ask for, validated at the edge (pydantic) and documented in
+OpenAPI with examples. Money amounts are decimal strings (JSON numbers are accepted when they are
+exactly decimal); currencies are ISO 4217 codes checked against the shop's currency."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from domain.errors import InvalidValue
+from domain.meta import Source
+from domain.money import parse_amount
+
+MAX_BATCH = 10_000
+
+
+def _amount(value: object) -> Decimal:
+    try:
+        return parse_amount(value)
+    except InvalidValue as e:
+        raise ValueError(e.detail) from None
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must include a timezone offset (e.g. 2026-11-25T10:00:00Z)")
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_amount)]
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["GBP"])]
+Reason = Annotated[str, Field(max_length=500, pattern=r"^[^\x00]*$")]
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpenShop(Command):
+    name: Text
+    currency: Currency
+    marketplace: Literal["etsy", "shopify", "amazon", "other"] = "etsy"
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Hedgerow Ceramics", "currency": "GBP"}]})
+
+
+class ListingSpec(Command):
+    external_id: Text = Field(description="The marketplace's listing id")
+    sku: Text
+    title: Annotated[str, Field(min_length=1, max_length=500)]
+    price: Amount
+    currency: Currency
+    floor: Amount | None = None
+    ceiling: Amount | None = None
+    cost: Amount | None = None
+    status: Literal["active", "inactive", "draft", "sold_out"] = "active"
+
+
+class RegisterListings(Command):
+    listings: Annotated[list[ListingSpec], Field(min_length=1, max_length=MAX_BATCH)]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"listings": [{
+        "external_id": "1234567890", "sku": "MUG-BLUE", "title": "Blue speckled mug",
+        "price": "24.00", "currency": "GBP", "floor": "18.00", "ceiling": "32.00", "cost": "9.50"}]}]})
+
+
+class SetPrice(Command):
+    price: Amount
+    currency: Currency
+    reason: Reason = ""
+    source: Literal["manual", "rule", "experiment", "import"] = "manual"
+    rule: Annotated[str, Field(max_length=200)] | None = None
+    expected_version: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Refuse with 409 unless the listing is still at this version")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"price": "22.50", "currency": "GBP", "reason": "winter sale", "expected_version": 3}]})
+
+
+class SetGuardrails(Command):
+    floor: Amount | None = None
+    ceiling: Amount | None = None
+    cost: Amount | None = None
+    currency: Currency
+    reason: Reason = ""
+    expected_version: Annotated[int, Field(ge=1)] | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"floor": "18.00", "ceiling": "32.00", "cost": "9.50", "currency": "GBP"}]})
+
+
+class ObservationIn(Command):
+    listing_id: UUID
+    competitor: Text = Field(description="The competitor's listing or shop reference")
+    price: Amount
+    currency: Currency
+    observed_at: AwareDatetime
+    source: Annotated[str, Field(min_length=1, max_length=50)] = "manual"
+
+
+class RecordObservations(Command):
+    observations: Annotated[list[ObservationIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"observations": [{
+        "listing_id": "0b9d6b9a-4c2b-4c55-9b7e-2f1f4b7e9a10", "competitor": "etsy:shop/ClayAndCo/98765",
+        "price": "21.95", "currency": "GBP", "observed_at": "2026-11-25T09:30:00Z", "source": "etsy-api"}]}]})
+
+
+class SaleIn(Command):
+    listing_id: UUID
+    quantity: Annotated[int, Field(ge=-100_000, le=100_000, description="Negative for a return or cancellation")]
+    unit_price: Amount
+    currency: Currency
+    order_id: Text
+    transaction_id: Text = Field(description="Unique per shop: a line recorded twice is refused")
+    sold_at: AwareDatetime
+
+
+class RecordSales(Command):
+    sales: Annotated[list[SaleIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"sales": [{
+        "listing_id": "0b9d6b9a-4c2b-4c55-9b7e-2f1f4b7e9a10", "quantity": 2, "unit_price": "24.00",
+        "currency": "GBP", "order_id": "3011223344", "transaction_id": "4011223344-1",
+        "sold_at": "2026-11-25T10:02:00Z"}]}]})
+
+
+class PriceChangeItem(Command):
+    listing_id: UUID
+    price: Amount
+    expected_version: Annotated[int, Field(ge=1)] | None = None
+
+
+class BulkSetPrices(Command):
+    """All or nothing: if any listing refuses its price, nothing changes."""
+
+    changes: Annotated[list[PriceChangeItem], Field(min_length=1, max_length=MAX_BATCH)]
+    currency: Currency
+    reason: Reason = ""
+    source: Literal["manual", "rule", "experiment", "import"] = "manual"
+    rule: Annotated[str, Field(max_length=200)] | None = None
+
+
+class RollbackListing(Command):
+    """Exactly one of to_version, to_time, undo_version."""
+
+    to_version: Annotated[int, Field(ge=1)] | None = Field(None, description="Restore the price the listing had at this version")
+    to_time: AwareDatetime | None = Field(None, description="Restore the price the listing had at this moment")
+    undo_version: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Undo the price change recorded at this version (refused if the price changed since)")
+    reason: Reason = ""
+    expected_version: Annotated[int, Field(ge=1)] | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"to_version": 2, "reason": "bad import"}]})
+
+
+class BulkRollback(Command):
+    """Compensate every price change in the shop that matches all given filters."""
+
+    source: Literal["manual", "rule", "experiment", "import", "rollback"] | None = None
+    rule: Annotated[str, Field(max_length=200)] | None = None
+    actor: Annotated[str, Field(max_length=200)] | None = None
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    reason: Reason = ""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"source": "rule", "rule": "beat-lowest-5pct", "since": "2026-11-25T00:00:00Z", "reason": "rule misfired"}]})
+
+
+SOURCES = tuple(s.value for s in Source)

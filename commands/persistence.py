@@ -1,0 +1,166 @@
+"""The event store: the eventsourcing library's PostgreSQL recorder, extended so that the rows a
+command owns besides its events (idempotency record, uniqueness reservations, audit index) commit
+in the same transaction as the events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Sequence
+from uuid import UUID
+
+from eventsourcing.persistence import InterfaceError, OperationalError, Transcoding
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg.types.json import Jsonb
+
+from domain.listing import Guardrails
+from domain.meta import EventMeta
+from domain.money import Money
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    scope: str
+    key: str
+    request_hash: str
+    status: int
+    response: dict
+
+
+@dataclass(frozen=True)
+class Reservation:
+    shop_id: Any
+    kind: str
+    key: str
+    aggregate_id: Any
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    shop_id: str | None
+    actor_id: str | None
+    occurred_at: Any
+    recorded_at: Any
+
+
+class PricingRecorder(PostgresApplicationRecorder):
+    """Inserts events with binary COPY inside the library's locking protocol.
+
+    As in the library: one transaction takes an EXCLUSIVE lock on the events table before
+    inserting, so notification ids are issued and committed in the same order and readers of the
+    global log never pass over a gap that fills later. COPY (instead of INSERT ... unnest) is what
+    lets one command carry 10,000 events at more than 20k events/s.
+    """
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence, **kwargs: Any) -> Sequence[int] | None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._insert_side_rows(curs, kwargs)
+            if not stored_events:
+                return []
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            last = curs.execute("SELECT coalesce(max(notification_id), 0) AS last FROM pricing_events").fetchone()["last"]
+            with curs.copy("COPY pricing_events (originator_id, originator_version, topic, state)"
+                           " FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["uuid", "int8", "text", "bytea"])
+                for e in stored_events:
+                    copy.write_row((e.originator_id, e.originator_version, e.topic, e.state))
+            # We hold the lock, so every id above `last` is ours, issued in COPY order.
+            ids = [r["notification_id"] for r in curs.execute(
+                "SELECT notification_id FROM pricing_events WHERE notification_id > %s ORDER BY notification_id",
+                [last])]
+            assert len(ids) == len(stored_events)
+            index: list[IndexRow] = kwargs.get("index") or []
+            if index:
+                with curs.copy("COPY event_index (notification_id, shop_id, actor_id, occurred_at, recorded_at)"
+                               " FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["int8", "uuid", "text", "timestamptz", "timestamptz"])
+                    for notification_id, row in zip(ids, index, strict=True):
+                        copy.write_row((notification_id, row.shop_id and UUID(row.shop_id), row.actor_id, row.occurred_at, row.recorded_at))
+            return ids
+
+    @staticmethod
+    def _insert_side_rows(curs, kwargs: dict) -> None:
+        record: IdempotencyRecord | None = kwargs.get("idempotency")
+        if record is not None:
+            curs.execute(
+                "INSERT INTO command_log (scope, idempotency_key, request_hash, status, response)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                [record.scope, record.key, record.request_hash, record.status,
+                 Jsonb(record.response, dumps=_dumps)],
+            )
+        reservations: list[Reservation] = kwargs.get("reservations") or []
+        if reservations:
+            curs.execute(
+                "INSERT INTO reservations (shop_id, kind, key, aggregate_id)"
+                " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::uuid[])",
+                [[r.shop_id for r in reservations], [r.kind for r in reservations],
+                 [r.key for r in reservations], [r.aggregate_id for r in reservations]],
+            )
+
+    def find_command(self, scope: str, key: str) -> tuple[str, int, dict] | None:
+        with self.datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT request_hash, status, response FROM command_log WHERE scope = %s AND idempotency_key = %s",
+                [scope, key],
+            ).fetchone()
+        return (row["request_hash"], row["status"], row["response"]) if row else None
+
+    def reserved(self, shop_id, kind: str, keys: list[str]) -> dict[str, Any]:
+        """Which of these keys are already reserved in the shop, and by which aggregate."""
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute(
+                "SELECT key, aggregate_id FROM reservations WHERE shop_id = %s AND kind = %s AND key = ANY(%s)",
+                [shop_id, kind, keys],
+            ).fetchall()
+        return {r["key"]: r["aggregate_id"] for r in rows}
+
+    def reserved_all(self, shop_id, kind: str) -> dict[str, Any]:
+        with self.datastore.get_connection() as conn:
+            rows = conn.execute("SELECT key, aggregate_id FROM reservations WHERE shop_id = %s AND kind = %s",
+                                [shop_id, kind]).fetchall()
+        return {r["key"]: r["aggregate_id"] for r in rows}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+# -- how our value objects are stored inside events -------------------------------------------
+class MoneyAsDict(Transcoding):
+    type = Money
+    name = "money"
+
+    def encode(self, obj: Money) -> list[str]:
+        return [str(obj.amount), obj.currency]
+
+    def decode(self, data: list[str]) -> Money:
+        return Money(Decimal(data[0]), data[1])
+
+
+class EventMetaAsDict(Transcoding):
+    type = EventMeta
+    name = "meta"
+
+    def encode(self, obj: EventMeta) -> dict:
+        return {f: getattr(obj, f) for f in EventMeta.__slots__}
+
+    def decode(self, data: dict) -> EventMeta:
+        return EventMeta(**data)
+
+
+class GuardrailsAsDict(Transcoding):
+    type = Guardrails
+    name = "guardrails"
+
+    def encode(self, obj: Guardrails) -> dict:
+        return {"floor": obj.floor, "ceiling": obj.ceiling, "cost": obj.cost}
+
+    def decode(self, data: dict) -> Guardrails:
+        return Guardrails(**data)
+
+
+TRANSCODINGS = (MoneyAsDict(), EventMetaAsDict(), GuardrailsAsDict())

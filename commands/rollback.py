@@ -1,0 +1,155 @@
+"""Time travel and rollback: replay answers "what was true then"; rollback appends a
+compensating price change that names the changes it compensates. History is never edited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from commands import models
+from commands.context import CommandContext, Decision
+from commands.errors import Conflict, NotFound
+from domain.errors import DomainError
+from domain.listing import Listing
+from domain.meta import Source
+
+
+@dataclass(frozen=True)
+class PriceChange:
+    version: int
+    price: object
+    previous: object
+    meta: object
+    rule: str | None
+    compensates: tuple[int, ...]
+    recorded_at: datetime
+
+
+def describe_listing(listing: Listing) -> dict:
+    g = listing.guardrails
+    money = lambda m: None if m is None else str(m.amount)  # noqa: E731
+    return {
+        "listing_id": str(listing.id), "shop_id": str(listing.shop_id), "version": listing.version,
+        "external_id": listing.external_id, "sku": listing.sku, "title": listing.title, "status": listing.status,
+        "price": str(listing.price.amount), "currency": listing.currency,
+        "floor": money(g.floor), "ceiling": money(g.ceiling), "cost": money(g.cost),
+        "last_price_change_version": listing.last_price_change,
+        "modified_at": listing.modified_on.isoformat(),
+    }
+
+
+class TimeTravel:
+    """Mixed into PricingEngine."""
+
+    def version_at(self, aggregate_id: UUID, at: datetime) -> int:
+        """The aggregate's version at a moment of recorded time (0 if it did not exist yet)."""
+        version = 0
+        for e in self.events.get(aggregate_id):
+            if e.timestamp > at:
+                break
+            version = e.originator_version
+        return version
+
+    def listing_state(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID,
+                      version: int | None = None, at: datetime | None = None) -> dict:
+        if at is not None:
+            if at.tzinfo is None:
+                raise DomainError("at", "must include a timezone offset")
+            self.listing(ctx, shop_id, listing_id)  # tenancy check before reading history
+            version = self.version_at(listing_id, at)
+            if version == 0:
+                raise NotFound("the listing did not exist at that time", field="at")
+        listing = self.listing(ctx, shop_id, listing_id, version=version)
+        if version is not None and listing.version != version:
+            raise NotFound(f"the listing has no version {version} (latest is {listing.version})", field="version")
+        return describe_listing(listing)
+
+    def price_changes(self, listing_id: UUID) -> list[PriceChange]:
+        return [
+            PriceChange(e.originator_version, e.price, e.previous, e.meta, e.rule, tuple(e.compensates), e.timestamp)
+            for e in self.events.get(listing_id)
+            if type(e) is Listing.PriceChanged
+        ]
+
+    # -- one listing ------------------------------------------------------------------------
+    def rollback_listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, cmd: models.RollbackListing):
+        given = [n for n in ("to_version", "to_time", "undo_version") if getattr(cmd, n) is not None]
+        if len(given) != 1:
+            raise DomainError(given[1] if given else "to_version",
+                              "give exactly one of to_version, to_time, undo_version")
+
+        def decide():
+            listing = self._listing_at(ctx, shop_id, listing_id, cmd.expected_version)
+            meta = ctx.meta(shop_id, Source.ROLLBACK, cmd.reason)
+            changes = self.price_changes(listing_id)
+            if cmd.undo_version is not None:
+                undone = next((c for c in changes if c.version == cmd.undo_version), None)
+                if undone is None:
+                    raise DomainError("undo_version", f"version {cmd.undo_version} is not a price change of this listing")
+                if listing.last_price_change != undone.version:
+                    raise Conflict(f"the price changed since, at version {listing.last_price_change}; "
+                                   "roll back to a version instead", field="undo_version",
+                                   current_version=listing.version)
+                target, compensated = undone.previous, [undone.version]
+            else:
+                version = cmd.to_version if cmd.to_version is not None else self.version_at(listing_id, cmd.to_time)
+                field = "to_version" if cmd.to_version is not None else "to_time"
+                if version < 1:
+                    raise DomainError(field, "the listing did not exist then")
+                if version > listing.version:
+                    raise DomainError(field, f"the listing is only at version {listing.version}")
+                target = self.repository.get(listing_id, version=version).price
+                compensated = [c.version for c in changes if c.version > version]
+            try:
+                changed = listing.restore_price(target, compensated, meta)
+            except DomainError as e:
+                raise Conflict(f"cannot restore {target}: {e.detail}", field=e.field) from None
+            answer = {**self.listing_answer(listing, changed), "compensates": compensated if changed else []}
+            return Decision([listing], answer, strict=cmd.expected_version is not None)
+
+        return self.execute(ctx, "rollback_listing", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide)
+
+    # -- many listings ----------------------------------------------------------------------
+    def bulk_rollback(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkRollback):
+        self.shop_facts(ctx, shop_id)
+        if not any(getattr(cmd, f) is not None for f in ("source", "rule", "actor", "since", "until")):
+            raise DomainError("source", "give at least one filter: source, rule, actor, since or until")
+
+        def matches(c: PriceChange) -> bool:
+            return ((cmd.source is None or c.meta.source == cmd.source)
+                    and (cmd.rule is None or c.rule == cmd.rule)
+                    and (cmd.actor is None or c.meta.actor_id == cmd.actor)
+                    and (cmd.since is None or c.recorded_at >= cmd.since)
+                    and (cmd.until is None or c.recorded_at < cmd.until))
+
+        def decide():
+            meta = ctx.meta(shop_id, Source.ROLLBACK, cmd.reason)
+            listing_ids = sorted(self.recorder.reserved_all(shop_id, "listing").values())
+            touched, compensated, skipped = [], [], []
+            for listing_id in listing_ids:
+                changes = self.price_changes(listing_id)
+                already = {v for c in changes for v in c.compensates}
+                hits = [c for c in changes if matches(c) and c.version not in already]
+                if not hits:
+                    continue
+                first = hits[0]
+                later_others = [c for c in changes if c.version > first.version and not matches(c)]
+                if later_others:
+                    other = later_others[-1]
+                    skipped.append({"listing_id": str(listing_id), "reason": "changed since by someone else",
+                                    "changed_by": other.meta.actor_id, "source": other.meta.source,
+                                    "version": other.version, "at": other.recorded_at.isoformat()})
+                    continue
+                listing = self.repository.get(listing_id)
+                try:
+                    listing.restore_price(first.previous, [c.version for c in hits], meta)
+                except DomainError as e:
+                    skipped.append({"listing_id": str(listing_id), "reason": f"restoring {first.previous} "
+                                    f"is outside the current guardrails: {e.detail}"})
+                    continue
+                touched.append(listing)
+                compensated.append({**self.listing_answer(listing), "compensates": [c.version for c in hits]})
+            return Decision(touched, {"compensated": compensated, "skipped": skipped})
+
+        return self.execute(ctx, "bulk_rollback", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)

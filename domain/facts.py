@@ -1,0 +1,109 @@
+"""High-volume facts: competitor observations and sales.
+
+Each accepted batch is its own small aggregate, with one event per fact. Keeping facts out of
+the Listing stream means loading a listing for a command never replays them, however many
+accumulate (see bench `load_ms_100k`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidValue
+from domain.meta import EventMeta
+from domain.money import Money
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    listing_id: UUID
+    competitor: str  # the competitor's listing or shop reference
+    price: Money
+    observed_at: datetime
+    source: str  # where it was seen: "etsy-api", "scraper", "manual", ...
+
+
+@dataclass(frozen=True, slots=True)
+class SaleLine:
+    listing_id: UUID
+    quantity: int  # negative for a return or cancellation of an earlier sale
+    unit_price: Money
+    order_id: str
+    transaction_id: str
+    sold_at: datetime
+
+    @property
+    def revenue(self) -> Money:
+        return Money(self.unit_price.amount * self.quantity, self.unit_price.currency)
+
+
+class ObservationBatch(Aggregate):
+    @event("Received")
+    def __init__(self, shop_id: UUID, size: int, meta: EventMeta):
+        self.shop_id = shop_id
+        self.size = size
+
+    @classmethod
+    def record(cls, shop_id: UUID, currency: str, observations: list[Observation], meta: EventMeta) -> ObservationBatch:
+        if not observations:
+            raise InvalidValue("observations", "must not be empty")
+        for i, o in enumerate(observations):
+            if o.price.currency != currency:
+                raise InvalidValue(f"observations[{i}].currency",
+                                   f"{o.price.currency} does not match the shop's {currency}")
+            if o.price.amount <= 0:
+                raise InvalidValue(f"observations[{i}].price", "must be greater than zero")
+        batch = cls(shop_id=shop_id, size=len(observations), meta=meta)
+        for o in observations:
+            batch._observed(listing_id=o.listing_id, competitor=o.competitor, price=o.price,
+                            source=o.source, meta=meta.at(o.observed_at))
+        return batch
+
+    @event("CompetitorPriceObserved")
+    def _observed(self, listing_id: UUID, competitor: str, price: Money, source: str, meta: EventMeta) -> None:
+        pass
+
+
+class SalesBatch(Aggregate):
+    @event("Received")
+    def __init__(self, shop_id: UUID, size: int, meta: EventMeta):
+        self.shop_id = shop_id
+        self.size = size
+
+    @classmethod
+    def record(cls, shop_id: UUID, currency: str, lines: list[SaleLine], meta: EventMeta) -> SalesBatch:
+        if not lines:
+            raise InvalidValue("sales", "must not be empty")
+        for i, line in enumerate(lines):
+            if line.unit_price.currency != currency:
+                raise InvalidValue(f"sales[{i}].currency",
+                                   f"{line.unit_price.currency} does not match the shop's {currency}")
+            if line.quantity == 0:
+                raise InvalidValue(f"sales[{i}].quantity", "must not be zero")
+            if line.unit_price.amount < 0:
+                raise InvalidValue(f"sales[{i}].unit_price", "must not be negative")
+        batch = cls(shop_id=shop_id, size=len(lines), meta=meta)
+        for line in lines:
+            if line.quantity > 0:
+                batch._sold(listing_id=line.listing_id, quantity=line.quantity, unit_price=line.unit_price,
+                            order_id=line.order_id, transaction_id=line.transaction_id,
+                            meta=meta.at(line.sold_at))
+            else:
+                batch._returned(listing_id=line.listing_id, quantity=-line.quantity,
+                                unit_price=line.unit_price, order_id=line.order_id,
+                                transaction_id=line.transaction_id, meta=meta.at(line.sold_at))
+        return batch
+
+    @event("Sold")
+    def _sold(self, listing_id: UUID, quantity: int, unit_price: Money, order_id: str,
+              transaction_id: str, meta: EventMeta) -> None:
+        pass
+
+    @event("Returned")
+    def _returned(self, listing_id: UUID, quantity: int, unit_price: Money, order_id: str,
+                  transaction_id: str, meta: EventMeta) -> None:
+        """A cancellation or return: negative units and revenue, kept as its own fact."""
