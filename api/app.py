@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import problems
-from api.routers import facts, listings, shops
+from api.routers import facts, listings, rollbacks, shops
 from commands.engine import PricingEngine
 
 
@@ -55,7 +55,7 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024) -> 
     )
     app.state.engine = engine
     problems.install(app)
-    for module in (shops, listings, facts):
+    for module in (shops, listings, facts, rollbacks):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app

@@ -1,0 +1,95 @@
+"""`etsypro demo`: a demo shop created through the real HTTP API, then a summary of what happened."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from decimal import Decimal
+
+from api.server import build, running
+from api.settings import Settings
+
+
+def run_demo(settings: Settings) -> int:
+    started = time.monotonic()
+    engine, app = build(settings)
+    with running(app) as base_url, httpx.Client(base_url=base_url, headers=demo_identity(), timeout=60) as http:
+        print(f"engine serving at {base_url}")
+        summary = populate(http)
+    engine.close()
+    print_summary(summary, time.monotonic() - started)
+    return 0
+
+
+def demo_identity() -> dict[str, str]:
+    return {"X-Tenant-Id": "demo-tenant", "X-Actor-Id": "demo-seller"}
+
+
+def call(http: httpx.Client, method: str, path: str, **kwargs) -> dict:
+    response = http.request(method, path, **kwargs)
+    if response.status_code >= 400:
+        raise SystemExit(f"{method} {path} -> {response.status_code}: {response.text}")
+    return response.json()
+
+
+def populate(http: httpx.Client) -> dict:
+    rng = random.Random(7)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    shop = call(http, "POST", "/shops", json={"name": f"Hedgerow Ceramics {now:%H%M%S}", "currency": "GBP"})["shop_id"]
+    products = [("Blue speckled mug", "24.00"), ("Bud vase", "18.50"), ("Serving bowl", "42.00"),
+                ("Espresso cup", "14.00"), ("Planter", "29.00")]
+    specs = [{"external_id": f"{1_000_000 + i}", "sku": f"HC-{i:03d}", "title": title, "price": price,
+              "currency": "GBP", "floor": pct(price, 70), "ceiling": pct(price, 150), "cost": pct(price, 35)} for i, (title, price) in enumerate(products)]
+    listings = [x["listing_id"] for x in call(http, "POST", f"/shops/{shop}/listings", json={"listings": specs})["listings"]]
+
+    # A manual price change, then an "experiment" that lowers every price by 5%.
+    call(http, "PUT", f"/shops/{shop}/listings/{listings[0]}/price",
+         json={"price": "25.00", "currency": "GBP", "reason": "new glaze"})
+    experiment = [{"listing_id": lid, "price": pct(spec["price"], 95)} for lid, spec in zip(listings, specs)]
+    call(http, "POST", f"/shops/{shop}/price-changes",
+         json={"changes": experiment, "currency": "GBP", "source": "experiment", "reason": "5% off test"})
+
+    # Someone else reprices the bowl after the experiment started: the bulk rollback must skip it.
+    call(http, "PUT", f"/shops/{shop}/listings/{listings[2]}/price", headers={"X-Actor-Id": "demo-partner"},
+         json={"price": "44.00", "currency": "GBP", "reason": "supplier price rise"})
+
+    observations = [{"listing_id": rng.choice(listings), "competitor": f"etsy:shop/rival{rng.randrange(4)}",
+                     "price": f"{rng.uniform(12, 45):.2f}", "currency": "GBP",
+                     "observed_at": (now - timedelta(minutes=rng.randrange(600))).isoformat(), "source": "demo"}
+                    for _ in range(500)]
+    call(http, "POST", f"/shops/{shop}/observations", json={"observations": observations},
+         headers={"Idempotency-Key": f"demo-observations-{shop}"})
+    sales = [{"listing_id": listings[i % len(listings)], "quantity": 1 + i % 3, "unit_price": specs[i % len(specs)]["price"],
+              "currency": "GBP", "order_id": f"order-{i // 2}", "transaction_id": f"txn-{i}",
+              "sold_at": (now - timedelta(hours=i)).isoformat()} for i in range(40)]
+    sales.append({**sales[0], "quantity": -1, "transaction_id": "txn-0-return"})  # a return
+    call(http, "POST", f"/shops/{shop}/sales", json={"sales": sales})
+
+    # Undo the experiment everywhere; then roll the mug back to its very first price.
+    bulk = call(http, "POST", f"/shops/{shop}/rollbacks", json={"source": "experiment", "reason": "experiment over"})
+    single = call(http, "POST", f"/shops/{shop}/listings/{listings[0]}/rollback",
+                  json={"to_version": 1, "reason": "back to launch price"})
+    first = call(http, "GET", f"/shops/{shop}/listings/{listings[0]}", params={"version": 1})
+    board = [call(http, "GET", f"/shops/{shop}/listings/{lid}") for lid in listings]
+    return {"shop": shop, "listings": board, "observations": len(observations), "sales": len(sales),
+            "bulk": bulk, "single": single, "first": first}
+
+
+def pct(amount: str, percent: int) -> str:
+    return str((Decimal(amount) * percent / 100).quantize(Decimal("0.01")))
+
+
+def print_summary(s: dict, seconds: float) -> None:
+    print(f"\nDemo shop {s['shop']} created through the HTTP API in {seconds:.1f}s:")
+    print(f"  {len(s['listings'])} listings registered; 1 manual price change; a 5% 'experiment' on all of them")
+    print(f"  {s['observations']} competitor observations and {s['sales']} sale lines (one of them a return) recorded")
+    print(f"  bulk rollback of the experiment: {len(s['bulk']['compensated'])} compensated, "
+          f"{len(s['bulk']['skipped'])} skipped (changed since by someone else)")
+    print(f"  '{s['listings'][0]['title']}' rolled back to version 1 (compensating versions {s['single']['compensates']})")
+    print("\n  price board now:")
+    for listing in s["listings"]:
+        print(f"    {listing['sku']:8} {listing['title']:20} {listing['price']:>7} {listing['currency']}"
+              f"  (v{listing['version']}, floor {listing['floor']}, ceiling {listing['ceiling']})")

@@ -1,0 +1,19 @@
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from api.deps import Context, Engine
+from api.schemas import PROBLEMS, answer
+from commands import models
+
+router = APIRouter(prefix="/shops/{shop_id}", tags=["rollback"], responses=PROBLEMS)
+
+
+@router.post("/listings/{listing_id}/rollback", summary="Roll a listing's price back (appends a compensating change)")
+def rollback_listing(shop_id: UUID, listing_id: UUID, cmd: models.RollbackListing, ctx: Context, engine: Engine):
+    return answer(engine.rollback_listing(ctx, shop_id, listing_id, cmd))
+
+
+@router.post("/rollbacks", summary="Compensate every price change matching a filter; report skipped listings")
+def bulk_rollback(shop_id: UUID, cmd: models.BulkRollback, ctx: Context, engine: Engine):
+    return answer(engine.bulk_rollback(ctx, shop_id, cmd))
