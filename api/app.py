@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import problems
-from api.routers import facts, listings, rollbacks, shops
+from api import auth, problems
+from api.routers import accounts, analytics, audit, facts, listings, rollbacks, rules, shops
+from api.routers import auth as auth_routes
 from commands.engine import PricingEngine
 
 
@@ -22,20 +25,32 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await self._too_large(send)
-        seen = 0
+        seen, too_large, answered = 0, False, False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                too_large = True
                 raise _TooLarge
             return message
 
+        async def guarded_send(message) -> None:
+            # The framework catches our _TooLarge while reading the body and answers its own 400;
+            # whatever the app answers to a body it could not read, the client gets the 413.
+            nonlocal answered
+            if not too_large:
+                return await send(message)
+            if message["type"] == "http.response.start" and not answered:
+                answered = True
+                await self._too_large(send)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            await self._too_large(send)
+            if not answered:
+                await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
         response = problems.problem(413, "Payload too large", f"request bodies are limited to {self.limit} bytes")
@@ -47,15 +62,35 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024) -> FastAPI:
+@asynccontextmanager
+async def background_workers(app: FastAPI):
+    """Start what runs next to the API (the in-process projector) and stop it on shutdown."""
+    projector = app.state.projector
+    if projector is not None:
+        projector.start()
+    try:
+        yield
+    finally:
+        if projector is not None:
+            projector.stop()
+
+
+def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
+               auth_settings: auth.AuthSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="EtsyPro Pricing",
         version="0.1.0",
         description="Event-sourced pricing engine: every price it ever set is explained, reversible and provable.",
+        # Every route, of every router included below or later, is authenticated and must declare
+        # its permission (api/auth.py); public ones (login) are marked as such.
+        dependencies=[Depends(auth.authenticate)],
+        lifespan=background_workers,
     )
     app.state.engine = engine
+    app.state.projector = None  # api/server.py sets the in-process projector (ETSYPRO_PROJECTOR)
+    auth.install(app, auth_settings)
     problems.install(app)
-    for module in (shops, listings, facts, rollbacks):
+    for module in (auth_routes, accounts, shops, listings, facts, rollbacks, audit, analytics, rules):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from api.settings import Settings
 
 
 def serve(args) -> int:
-    import uvicorn
-
-    from api.server import build
+    from api.server import serve as run
 
     settings = Settings.from_env()
-    _, app = build(settings)
-    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port, log_level="info")
+    run(settings, args.host or settings.host, args.port or settings.port, args.workers)
     return 0
 
 
@@ -34,6 +33,295 @@ def demo(args) -> int:
     return run_demo(Settings.from_env())
 
 
+def bench_auth(args) -> int:
+    from bench.auth import main as run
+
+    return run(args)
+
+
+def admin_create(args) -> int:
+    """The first admin of a tenant (and any later one): the only account not made through the API."""
+    import getpass
+
+    import migrations
+    from api.passwords import check_password
+    from api.server import database_url
+    from commands.context import CommandContext
+    from commands.engine import PricingEngine
+    from commands.errors import CommandRefused
+    from domain.errors import DomainError
+    from domain.meta import Actor
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 1
+    try:
+        check_password(password, args.username)
+    except DomainError as e:
+        print(f"refused: password {e.detail}", file=sys.stderr)
+        return 1
+    settings = Settings.from_env()
+    url = database_url(settings, log=lambda m: print(m, file=sys.stderr))
+    migrations.apply(url, log=lambda *_: None)
+    engine = PricingEngine(url, pool_size=1)
+    try:
+        ctx = CommandContext(actor=Actor("cli:admin-create"), tenant_id=args.tenant)
+        created = engine.create_account(ctx, args.username, "user", password, {"admin": None})
+    except (DomainError, CommandRefused) as e:
+        print(f"refused: {e.field}: {e.detail}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    print(f"admin {created.body['username']} created in tenant {args.tenant} (account {created.body['account_id']});"
+          " log in with POST /auth/login")
+    return 0
+
+
+def _tenant(text: str) -> str:
+    import re
+
+    if not re.match(r"^[A-Za-z0-9._:@/-]{1,200}$", text):
+        raise argparse.ArgumentTypeError("1-200 characters of letters, digits and ._:@/-")
+    return text
+
+
+def bench_write(args) -> int:
+    from bench.write import main as run
+
+    return run(args)
+
+
+def audit_verify(args) -> int:
+    from api.server import database_url
+    from commands.engine import PricingEngine
+
+    from eventsourcing.persistence import PersistenceError
+
+    engine = PricingEngine(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    try:
+        report = engine.verify_chain(args.from_position, progress=_progress_line if sys.stderr.isatty() else None)
+    except PersistenceError as e:  # unreachable, or no event store yet (never migrated)
+        print(f"cannot verify: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    if report.ok:
+        print(f"ok: {report.checked} events verified up to position {report.last_position}; head {report.head}")
+        return 0
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # end the progress line
+    print(f"TAMPERED: first bad position {report.first_bad_position}: {report.problem}"
+          f" ({report.checked} events verified before it)", file=sys.stderr)
+    return 1
+
+
+def _position(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a position is a whole number from 1")
+    return int(text)
+
+
+def _progress_line(checked: int, position: int, last: int) -> None:
+    share = f" ({100 * position / last:.0f}%)" if last else ""
+    print(f"\rverified {checked} events, position {position} of {last}{share}", end="", file=sys.stderr, flush=True)
+    if position >= last:
+        print(file=sys.stderr)
+
+
+def import_online_retail(args) -> int:
+    import migrations
+    from api.server import database_url
+    from commands.engine import PricingEngine
+    from commands.importer import ImportFailed, TerminalProgress, find_file, run_import
+
+    try:
+        path = find_file(args.path)  # before any database work: a wrong path fails at once
+    except ImportFailed as e:
+        print(f"import failed: {e}", file=sys.stderr)
+        return 1
+    settings = Settings.from_env()
+    url = database_url(settings, log=lambda m: print(m, file=sys.stderr))
+    migrations.apply(url, log=lambda *_: None)
+    engine = PricingEngine(url, pool_size=2)
+    try:
+        summary = run_import(engine, path, args.tenant, args.shop_name, args.limit,
+                             args.rejects or settings.data_dir / "online_retail.rejects.csv", TerminalProgress())
+    except ImportFailed as e:
+        print(f"import failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("a count is a whole number from 1")
+    return int(text)
+
+
+# -- the read side: projector, rebuild, lag -------------------------------------------------
+def _read_side():
+    """(database url, engine) for the projection commands, on a migrated database."""
+    import migrations
+    from api.server import database_url
+    from commands.engine import PricingEngine
+
+    url = database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr))
+    migrations.apply(url, log=lambda *_: None)
+    return url, PricingEngine(url, pool_size=1)
+
+
+def project(args) -> int:
+    """Run the projector as its own process (use ETSYPRO_PROJECTOR=off on the servers then)."""
+    import signal
+    import threading
+    import time
+
+    from projections.projector import Projector, tune_gc
+
+    url, engine = _read_side()
+    tune_gc()
+    projector = Projector(url, engine.mapper.to_domain_event, batch_size=args.batch)
+    started = time.monotonic()
+    covered = projector.catch_up(_progress("catching up") if sys.stderr.isatty() else None)
+    print(f"caught up: {covered:,} events in {time.monotonic() - started:.1f}s", file=sys.stderr)
+    if args.once:
+        return 0
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print("following the event log (Ctrl-C to stop)", file=sys.stderr)
+    projector.run(stop)
+    projector.close()
+    return 0
+
+
+def projections_rebuild(args) -> int:
+    from projections.projector import tune_gc
+    from projections.rebuild import rebuild
+    from projections.registry import ALL, by_name
+
+    try:
+        projections = ALL if args.name == "all" else (by_name(args.name),)
+    except KeyError as e:
+        print(e.args[0], file=sys.stderr)
+        return 2
+    url, engine = _read_side()
+    tune_gc()
+    progress = _progress(f"rebuilding {args.name}") if sys.stderr.isatty() else None
+    done = rebuild(url, engine.mapper.to_domain_event, projections, batch_size=args.batch, progress=progress,
+                   fresh=args.fresh)
+    resumed = f" (resumed from position {done.resumed_from:,})" if done.resumed_from else ""
+    print(f"rebuilt {', '.join(done.projections)}{resumed}: replayed {done.events:,} events in {done.seconds:.1f}s;"
+          f" swapped in at position {done.log_position:,}")
+    return 0
+
+
+def projections_status(args) -> int:
+    import json
+
+    import psycopg
+
+    from projections.lag import lag
+    from projections.registry import ALL
+
+    url, _ = _read_side()
+    with psycopg.connect(url) as conn:
+        lags = lag(conn, [p.name for p in ALL])
+    if args.json:
+        print(json.dumps([x.as_dict() for x in lags], indent=2))
+        return 0
+    print(f"{'projection':<20} {'position':>12} {'head':>12} {'events behind':>14} {'seconds behind':>15}")
+    for x in lags:
+        print(f"{x.projection:<20} {x.log_position:>12,} {x.head:>12,} {x.events_behind:>14,} {x.seconds_behind:>15.3f}")
+    return 0
+
+
+def _progress(label: str):
+    """A one-line progress counter on stderr: events done (of total), rate."""
+    import time
+
+    started, last = time.monotonic(), [0.0]
+
+    def show(done: int, total: int | None = None) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.25 and (total is None or done < total):
+            return
+        last[0] = now
+        rate = done / max(now - started, 1e-9)
+        of = f"/{total:,} ({100 * done / total:.0f}%)" if total else ""
+        sys.stderr.write(f"\r  {label}: {done:,}{of} events, {rate:,.0f}/s   ")
+        if total and done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def bench_read(args) -> int:
+    from bench.read import main as run
+
+    return run(args)
+
+
+# -- the Kafka path: relay and faust workers (streams/) ------------------------------------
+def _bootstrap(text: str) -> str:
+    if not text or any(not part.rpartition(":")[2].isdigit() for part in text.split(",")):
+        raise argparse.ArgumentTypeError("host:port[,host:port...]")
+    return text
+
+
+def relay(args) -> int:
+    """Publish the event log to Kafka and follow it (one relay per name publishes at a time)."""
+    import asyncio
+    import signal
+
+    from streams.relay import Relay
+
+    url, engine = _read_side()
+    publisher = Relay(url, args.bootstrap_servers, engine.recorder, name=args.name, page_size=args.page,
+                      partitions=args.partitions)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        if args.once:
+            await publisher.catch_up()
+        else:
+            print(f"relay {args.name}: publishing the event log to {args.bootstrap_servers} (Ctrl-C to stop)",
+                  file=sys.stderr)
+            await publisher.run(stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.close()
+    print(f"relay {args.name}: published {publisher.stats.published:,} events; at log position"
+          f" {publisher.stats.position:,}", file=sys.stderr)
+    return 0
+
+
+def worker(args) -> int:
+    """A faust worker applying the projections from Kafka (exits on SIGINT/SIGTERM)."""
+    from projections.projector import tune_gc
+    from streams.workers import WorkerConfig, run
+
+    url, engine = _read_side()
+    tune_gc()
+    datadir = Settings.from_env().data_dir / "faust" / args.app_id
+    config = WorkerConfig(url, args.bootstrap_servers, app_id=args.app_id, batch=args.batch,
+                          partitions=args.partitions, datadir=str(datadir))
+    run(config, engine.mapper.to_domain_event, loglevel=args.loglevel)  # exits the process
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etsypro", description="EtsyPro Pricing engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -41,11 +329,94 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the HTTP API (embedded PostgreSQL unless ETSYPRO_DATABASE_URL is set)")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=_count, default=1,
+                   help="HTTP worker processes (default 1); use about one per core (login rate limits are per worker)")
     s.set_defaults(func=serve)
 
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=migrate)
     sub.add_parser("demo", help="create a demo shop through the real API and print what happened").set_defaults(func=demo)
     # Further subcommands register here: one add_parser + set_defaults each.
+
+    pj = sub.add_parser("project", help="run the projector as its own process: catch up, then follow the log")
+    pj.add_argument("--once", action="store_true", help="stop once caught up")
+    pj.add_argument("--batch", type=_count, default=5000, help="events per transaction (default 5000)")
+    pj.set_defaults(func=project)
+
+    pr = sub.add_parser("projections", help="the read side's projections")
+    prs = pr.add_subparsers(dest="projections", required=True)
+    rb = prs.add_parser("rebuild", help="replay the whole log into fresh tables, then swap them in atomically")
+    rb.add_argument("name", help="price_board | price_changes | competitor_prices | sales | all (one replay)")
+    rb.add_argument("--fresh", action="store_true", help="discard an interrupted rebuild instead of resuming it")
+    rb.add_argument("--batch", type=_count, default=5000, help="events per transaction (default 5000)")
+    rb.set_defaults(func=projections_rebuild)
+    st = prs.add_parser("status", help="each projection's position and lag (events and seconds behind)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=projections_status)
+
+    b = sub.add_parser("bench", help="measure the engine on this machine and print the figures")
+    benches = b.add_subparsers(dest="bench", required=True)  # one add_parser per benchmark (write, read, ...)
+    w = benches.add_parser("write", help="ingest vs raw COPY, HTTP price changes, listing load time")
+    w.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    w.add_argument("--events", dest="ingest_events", type=int, help="observations to ingest (default 200000)")
+    w.add_argument("--batch", type=int, help="observations per command (default 10000)")
+    w.add_argument("--commands", type=int, help="measured HTTP price changes (default 5000)")
+    w.add_argument("--clients", type=int, help="concurrent keep-alive HTTP clients (default 8)")
+    w.add_argument("--workers", type=int, help="server worker processes (default 1)")
+    w.add_argument("--http-client", choices=("raw", "httpx"), help="load generator (default raw: lean asyncio HTTP/1.1)")
+    w.add_argument("--large", dest="load_large", type=int, help="observations for the large load case (default 100000)")
+    w.set_defaults(func=bench_write)
+    ba = benches.add_parser("auth", help="login latency over HTTP (argon2 verify) and the argon2 parameters")
+    ba.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ba.add_argument("--logins", type=int, help="measured logins (default 300)")
+    ba.set_defaults(func=bench_auth)
+    br = benches.add_parser("read", help="projector catch-up, rebuild, live lag and analyst queries on 1M events")
+    br.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    br.add_argument("--events", type=_count, help="events in the log (default 1000000)")
+    br.add_argument("--batch", type=_count, help="projector events per transaction (default 5000)")
+    br.set_defaults(func=bench_read)
+
+    kafka = {"type": _bootstrap, "default": os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
+             "required": not os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
+             "help": "Kafka bootstrap servers host:port[,...] (default $ETSYPRO_KAFKA_BOOTSTRAP)"}
+    rl = sub.add_parser("relay", help="publish the event log to Kafka topics, keyed by aggregate id, and follow it")
+    rl.add_argument("--bootstrap-servers", **kafka)
+    rl.add_argument("--name", default="default", help="the relay's name: where its position is recorded")
+    rl.add_argument("--page", type=_count, default=5000, help="events per page read and acknowledged (default 5000)")
+    rl.add_argument("--partitions", type=_count, default=8, help="partitions of topics it creates (default 8)")
+    rl.add_argument("--once", action="store_true", help="stop once the head of the log is published")
+    rl.set_defaults(func=relay)
+    wk = sub.add_parser("worker", help="a faust-streaming worker applying the projections from the Kafka topics")
+    wk.add_argument("--bootstrap-servers", **kafka)
+    wk.add_argument("--app-id", default="etsypro-projections",
+                    help="consumer group and sink name; workers with the same id share the partitions")
+    wk.add_argument("--batch", type=_count, default=2000, help="records per transaction at most (default 2000)")
+    wk.add_argument("--partitions", type=_count, default=8, help="partitions of topics it creates (default 8)")
+    wk.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
+    wk.set_defaults(func=worker)
+
+    ad = sub.add_parser("admin", help="manage accounts from the server's shell")
+    admins = ad.add_subparsers(dest="admin", required=True)
+    ac = admins.add_parser("create", help="create an admin account for a tenant (the first one, typically)")
+    ac.add_argument("--tenant", required=True, type=_tenant, help="the tenant the admin manages")
+    ac.add_argument("--username", required=True)
+    ac.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    ac.set_defaults(func=admin_create)
+
+    a = sub.add_parser("audit", help="audit the event log")
+    audits = a.add_subparsers(dest="audit", required=True)
+    v = audits.add_parser("verify", help="recompute the hash chain; exit 1 naming the first bad position")
+    v.add_argument("--from-position", type=_position, help="start here, trusting the stored hash just before it")
+    v.set_defaults(func=audit_verify)
+
+    imp = sub.add_parser("import", help="import external data through the command handlers")
+    sources = imp.add_subparsers(dest="source", required=True)  # one add_parser per data source
+    o = sources.add_parser("online-retail", help="the UCI Online Retail history as one GBP shop (resumable)")
+    o.add_argument("path", nargs="?", help="parquet file (default ../shared/data/online_retail.parquet)")
+    o.add_argument("--shop-name", default="Online Retail (UCI)")
+    o.add_argument("--tenant", default="online-retail")
+    o.add_argument("--limit", type=_count, help="import only the first N sale lines of the file")
+    o.add_argument("--rejects", type=Path, help="CSV of set-aside lines (default $ETSYPRO_DATA_DIR/online_retail.rejects.csv)")
+    o.set_defaults(func=import_online_retail)
     return p
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -11,21 +12,29 @@ from decimal import Decimal
 
 from api.server import build, running
 from api.settings import Settings
+from commands.context import CommandContext
+from domain.meta import Actor
 
 
 def run_demo(settings: Settings) -> int:
     started = time.monotonic()
     engine, app = build(settings)
-    with running(app) as base_url, httpx.Client(base_url=base_url, headers=demo_identity(), timeout=60) as http:
+    with running(app) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
         print(f"engine serving at {base_url}")
-        summary = populate(http)
+        http.headers.update(demo_login(engine, http, "demo-seller", shops=[]))
+        summary = populate(http, partner=lambda shop: demo_login(engine, http, "demo-partner", shops=[shop]))
     engine.close()
     print_summary(summary, time.monotonic() - started)
     return 0
 
 
-def demo_identity() -> dict[str, str]:
-    return {"X-Tenant-Id": "demo-tenant", "X-Actor-Id": "demo-seller"}
+def demo_login(engine, http: httpx.Client, name: str, shops: list[str]) -> dict[str, str]:
+    """A seller of the demo tenant, created as an admin would, logged in through the API."""
+    username, password = f"{name}-{uuid.uuid4().hex[:6]}", f"demo passphrase {uuid.uuid4().hex}"
+    ctx = CommandContext(actor=Actor("demo"), tenant_id="demo-tenant")
+    engine.create_account(ctx, username, "user", password, {"seller": shops})
+    tokens = call(http, "POST", "/auth/login", json={"username": username, "password": password})
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def call(http: httpx.Client, method: str, path: str, **kwargs) -> dict:
@@ -35,7 +44,7 @@ def call(http: httpx.Client, method: str, path: str, **kwargs) -> dict:
     return response.json()
 
 
-def populate(http: httpx.Client) -> dict:
+def populate(http: httpx.Client, partner) -> dict:
     rng = random.Random(7)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     shop = call(http, "POST", "/shops", json={"name": f"Hedgerow Ceramics {now:%H%M%S}", "currency": "GBP"})["shop_id"]
@@ -53,7 +62,7 @@ def populate(http: httpx.Client) -> dict:
          json={"changes": experiment, "currency": "GBP", "source": "experiment", "reason": "5% off test"})
 
     # Someone else reprices the bowl after the experiment started: the bulk rollback must skip it.
-    call(http, "PUT", f"/shops/{shop}/listings/{listings[2]}/price", headers={"X-Actor-Id": "demo-partner"},
+    call(http, "PUT", f"/shops/{shop}/listings/{listings[2]}/price", headers=partner(shop),
          json={"price": "44.00", "currency": "GBP", "reason": "supplier price rise"})
 
     observations = [{"listing_id": rng.choice(listings), "competitor": f"etsy:shop/rival{rng.randrange(4)}",

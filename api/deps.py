@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from api.auth import Caller
 from commands.context import CommandContext
 from commands.engine import PricingEngine
-from domain.meta import Actor, ActorKind
 
 _TOKEN = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
 
@@ -26,26 +26,15 @@ def _token(value: str | None, name: str) -> str | None:
 
 
 def command_context(
-    x_tenant_id: Annotated[str | None, Header(description="Tenant the caller acts for")] = None,
-    x_actor_id: Annotated[str | None, Header(description="Who is acting (user or service id)")] = None,
+    caller: Caller,
     idempotency_key: Annotated[str | None, Header(description="Retry-safe key: the same key and body "
                                                   "returns the original answer and writes nothing")] = None,
     x_correlation_id: Annotated[str | None, Header()] = None,
 ) -> CommandContext:
-    """Development identity: the caller names its tenant and actor in headers.
-
-    This is the one place the identity issue replaces with verified tokens; every handler
-    already receives its actor and tenant through this context.
-    """
-    if not x_tenant_id or not x_actor_id:
-        raise HTTPException(401, "X-Tenant-Id and X-Actor-Id headers are required",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return CommandContext(
-        actor=Actor(_token(x_actor_id, "X-Actor-Id"), ActorKind.USER),
-        tenant_id=_token(x_tenant_id, "X-Tenant-Id"),
-        idempotency_key=_token(idempotency_key, "Idempotency-Key"),
-        correlation_id=_token(x_correlation_id, "X-Correlation-Id"),
-    )
+    """The handlers' view of the caller: the verified principal (api/auth.py) as actor and tenant,
+    with the shops it may see, plus the request's idempotency key and correlation id."""
+    return caller.context(idempotency_key=_token(idempotency_key, "Idempotency-Key"),
+                          correlation_id=_token(x_correlation_id, "X-Correlation-Id"))
 
 
 Engine = Annotated[PricingEngine, Depends(engine)]

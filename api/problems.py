@@ -14,6 +14,7 @@ from domain.errors import DomainError
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
+BODY_UNREADABLE = "There was an error parsing the body"  # FastAPI's detail for a body it cannot decode
 
 
 def problem(status: int, title: str, detail: str, field: str | None = None, **extra) -> JSONResponse:
@@ -40,7 +41,8 @@ def field_path(loc: tuple) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):
-        errors = [{"field": field_path(tuple(e.get("loc", ()))), "detail": e.get("msg", "invalid")}
+        errors = [{"field": "body" if e.get("type") == "json_invalid" else field_path(tuple(e.get("loc", ()))),
+                   "detail": e.get("msg", "invalid")}
                   for e in exc.errors()[:50]]
         first = errors[0] if errors else {"field": "body", "detail": "invalid request"}
         return problem(422, "Invalid request", f"{first['field']}: {first['detail']}", first["field"], errors=errors)
@@ -67,10 +69,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException):
-        title = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+        title = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
                  413: "Payload too large", 415: "Unsupported media type", 429: "Too many requests"}
         field = exc.headers.get("X-Problem-Field") if exc.headers else None
-        return problem(exc.status_code, title.get(exc.status_code, "Error"), str(exc.detail), field)
+        if exc.status_code == 400 and exc.detail == BODY_UNREADABLE:
+            field = "body"  # not UTF-8, or nested too deep to parse
+        response = problem(exc.status_code, title.get(exc.status_code, "Error"), str(exc.detail), field)
+        for name, value in (exc.headers or {}).items():  # WWW-Authenticate, Retry-After, Allow
+            if name.lower() != "x-problem-field":
+                response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception):

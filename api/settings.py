@@ -15,6 +15,11 @@ class Settings:
     port: int                 # ETSYPRO_PORT
     pool_size: int            # ETSYPRO_POOL_SIZE: database connections per process
     max_body_bytes: int       # ETSYPRO_MAX_BODY_BYTES: larger request bodies get 413
+    secret_key: str | None = None   # ETSYPRO_SECRET_KEY (32+ chars): signs tokens, encrypts TOTP secrets;
+                                    # unset = a key file created once in ETSYPRO_DATA_DIR
+    access_token_minutes: int = 10  # ETSYPRO_ACCESS_TOKEN_MINUTES
+    login_per_minute: int = 10      # ETSYPRO_LOGIN_PER_MINUTE: login attempts per client address
+    projector: str = "inprocess"    # ETSYPRO_PROJECTOR: inprocess (serve runs the projector) | off
 
     @classmethod
     def from_env(cls, env=os.environ) -> Settings:
@@ -25,4 +30,15 @@ class Settings:
             port=int(env.get("ETSYPRO_PORT", "8000")),
             pool_size=int(env.get("ETSYPRO_POOL_SIZE", "10")),
             max_body_bytes=int(env.get("ETSYPRO_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
+            secret_key=env.get("ETSYPRO_SECRET_KEY") or None,
+            access_token_minutes=int(env.get("ETSYPRO_ACCESS_TOKEN_MINUTES", "10")),
+            login_per_minute=int(env.get("ETSYPRO_LOGIN_PER_MINUTE", "10")),
+            projector=_choice(env, "ETSYPRO_PROJECTOR", ("inprocess", "off")),
         )
+
+
+def _choice(env, name: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, allowed[0])
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value

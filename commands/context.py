@@ -17,6 +17,10 @@ class CommandContext:
     correlation_id: str | None = None
     causation_id: str | None = None  # the event or command that caused this one; else the command itself
     idempotency_key: str | None = None
+    shops: frozenset[str] | None = None  # the shops the caller may see; None: all of the tenant's
+
+    def may_see(self, shop_id) -> bool:
+        return self.shops is None or str(shop_id) in self.shops
 
     def meta(self, shop_id, source: Source | str = Source.MANUAL, reason: str = "",
              occurred_at: datetime | None = None) -> EventMeta:
@@ -46,6 +50,7 @@ class Decision:
     status: int = 200
     reservations: list = field(default_factory=list)
     strict: bool = False  # the client gave expected_version: a lost race is a 409, not a retry
+    statements: list = field(default_factory=list)  # (sql, params) rows committed with the events
 
 
 @dataclass(frozen=True)

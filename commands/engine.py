@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import random
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 from uuid import UUID, uuid4
 
@@ -17,18 +19,22 @@ from eventsourcing.persistence import IntegrityError
 from psycopg.conninfo import conninfo_to_dict
 
 from commands import models
+from commands.audit import AuditLog
 from commands.context import CommandContext, Decision, Result
-from commands.errors import Conflict, IdempotencyKeyReused, NotFound
+from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
+from commands.identity import IdentityHandlers
+from commands.repricing import Repricing
 from commands.rollback import TimeTravel
 from commands.persistence import TRANSCODINGS, IdempotencyRecord, IndexRow, Reservation
 from domain.errors import DomainError
+from domain.account import Account
 from domain.facts import Observation, ObservationBatch, SaleLine, SalesBatch
 from domain.listing import Guardrails, Listing
 from domain.money import Money
 from domain.shop import Shop
 
 SNAPSHOT_EVERY = 50
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = 30  # each lost race means another writer landed: N racing writers need up to N tries
 
 
 def library_env(conninfo: str, pool_size: int = 10) -> dict[str, str]:
@@ -60,9 +66,9 @@ def _money(amount, currency: str, field: str, positive: bool = False) -> Money |
     return Money.price(amount, currency, field) if positive else Money.of(amount, currency, field)
 
 
-class PricingEngine(TimeTravel, Application):
+class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Application):
     name = "pricing"
-    snapshotting_intervals = {Listing: SNAPSHOT_EVERY, Shop: SNAPSHOT_EVERY}
+    snapshotting_intervals = {Listing: SNAPSHOT_EVERY, Shop: SNAPSHOT_EVERY, Account: SNAPSHOT_EVERY}
 
     def __init__(self, conninfo: str, pool_size: int = 10):
         super().__init__(env=library_env(conninfo, pool_size))
@@ -89,24 +95,34 @@ class PricingEngine(TimeTravel, Application):
         ).hexdigest()
         if ctx.idempotency_key and (prior := self.recorder.find_command(ctx.idempotency_scope, ctx.idempotency_key)):
             return self._replay(prior, request_hash)
-        for _ in range(CONFLICT_RETRIES):
-            decision = decide()
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                decision = decide()
+            except (DomainError, CommandRefused):
+                # A duplicate of this very command may have committed since we looked: the value it
+                # reserved or the version it moved to now refuses us. Its retry gets its answer.
+                if ctx.idempotency_key and (prior := self.recorder.find_command(ctx.idempotency_scope, ctx.idempotency_key)):
+                    return self._replay(prior, request_hash)
+                raise
             record = None
-            if ctx.idempotency_key and decision.aggregates:
+            if ctx.idempotency_key:  # kept even when nothing changed: a retry must not act later
                 record = IdempotencyRecord(ctx.idempotency_scope, ctx.idempotency_key, request_hash,
                                            decision.status, decision.response)
             try:
-                self.save(*decision.aggregates, idempotency=record, reservations=decision.reservations)
+                self.save(*decision.aggregates, idempotency=record, reservations=decision.reservations,
+                          statements=decision.statements)
             except IntegrityError as e:
                 constraint = getattr(getattr(e.__cause__, "diag", None), "constraint_name", None)
                 if constraint == "command_log_pkey":  # the same key won a race with us
                     return self._replay(self.recorder.find_command(ctx.idempotency_scope, ctx.idempotency_key), request_hash)
-                if constraint == "reservations_pkey":
-                    raise Conflict("a unique value in this command was taken concurrently; retry") from None
-                if decision.strict:
+                if decision.strict and constraint != "reservations_pkey":
                     aggregate = decision.aggregates[0]
-                    raise Conflict("changed concurrently", current_version=self._current_version(aggregate.id)) from None
-                continue  # someone else's event took our version: decide again on fresh state
+                    raise Conflict("changed concurrently", field="expected_version",
+                                   current_version=self._current_version(aggregate.id)) from None
+                # Someone else's event took our version, or a unique value we wanted: decide again on
+                # fresh state (which names the taken value, or lands after theirs). Jitter spreads racers.
+                time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
+                continue
             return Result(decision.status, decision.response)
         raise Conflict("too much concurrent activity on this aggregate; retry")
 
@@ -134,7 +150,7 @@ class PricingEngine(TimeTravel, Application):
                 raise NotFound("shop not found")
             self._shops[shop_id] = (shop.tenant_id, shop.currency)
         tenant, currency = self._shops[shop_id]
-        if tenant != ctx.tenant_id:
+        if tenant != ctx.tenant_id or not ctx.may_see(shop_id):
             raise NotFound("shop not found")
         return tenant, currency
 
@@ -161,8 +177,10 @@ class PricingEngine(TimeTravel, Application):
 
         def decide() -> Decision:
             shop = Shop.open(ctx.tenant_id, cmd.name, cmd.currency, cmd.marketplace, ctx.meta(shop_id))
-            return Decision([shop], {"shop_id": str(shop.id), "version": shop.version}, status=201,
-                            reservations=[Reservation(shop.id, "tenant", ctx.tenant_id, shop.id)])
+            opener, grant_rows = self.grant_opener(ctx, shop.id)  # the seller who opens a shop gets it
+            return Decision([shop, *opener], {"shop_id": str(shop.id), "version": shop.version}, status=201,
+                            reservations=[Reservation(shop.id, "tenant", ctx.tenant_id, shop.id)],
+                            statements=grant_rows)
 
         return self.execute(ctx, "open_shop", cmd.model_dump(mode="json"), decide)
 
@@ -223,15 +241,20 @@ class PricingEngine(TimeTravel, Application):
             listing = self._listing_at(ctx, shop_id, listing_id, cmd.expected_version)
             if cmd.currency != listing.currency:
                 raise DomainError("currency", f"{cmd.currency} does not match the listing's {listing.currency}")
-            guardrails = Guardrails(_money(cmd.floor, cmd.currency, "floor", positive=True),
-                                    _money(cmd.ceiling, cmd.currency, "ceiling", positive=True),
-                                    _money(cmd.cost, cmd.currency, "cost"))
+            # Floor, ceiling and cost are replaced; automation limits (their own route) are kept.
+            guardrails = replace(listing.guardrails, floor=_money(cmd.floor, cmd.currency, "floor", positive=True),
+                                 ceiling=_money(cmd.ceiling, cmd.currency, "ceiling", positive=True),
+                                 cost=_money(cmd.cost, cmd.currency, "cost"))
             changed = listing.set_guardrails(guardrails, ctx.meta(shop_id, reason=cmd.reason))
             return Decision([listing], self.listing_answer(listing, changed), strict=cmd.expected_version is not None)
 
         return self.execute(ctx, "set_guardrails", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide)
 
     def bulk_set_prices(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkSetPrices) -> Result:
+        _, currency = self.shop_facts(ctx, shop_id)  # unknown or others' shop: 404 before any item is looked at
+        if cmd.currency != currency:  # every listing is in its shop's currency
+            raise DomainError("currency", f"{cmd.currency} does not match the shop's {currency}")
+
         def decide() -> Decision:
             meta = ctx.meta(shop_id, cmd.source, cmd.reason)
             listings, answers, seen = [], [], set()
@@ -247,8 +270,6 @@ class PricingEngine(TimeTravel, Application):
                 except Conflict as e:
                     raise Conflict(e.detail, field=f"{where}.expected_version", **e.extra) from None
                 try:
-                    if cmd.currency != listing.currency:
-                        raise DomainError("currency", f"{cmd.currency} does not match the listing's {listing.currency}")
                     changed = listing.change_price(Money.price(item.price, cmd.currency, "price"), meta, rule=cmd.rule)
                 except DomainError as e:
                     raise _prefixed(e, where) from None

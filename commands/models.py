@@ -35,7 +35,10 @@ Amount = Annotated[Decimal, BeforeValidator(_amount)]
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*$")]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["GBP"])]
-Reason = Annotated[str, Field(max_length=500, pattern=r"^[^\x00]*$")]
+# Free text may hold tabs and line breaks; no other control characters (NUL breaks PostgreSQL text
+# columns of the read models, terminal escapes would reach whoever reads the audit log).
+Reason = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+Label = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]  # a rule's or an actor's name
 
 
 class Command(BaseModel):
@@ -53,7 +56,7 @@ class OpenShop(Command):
 class ListingSpec(Command):
     external_id: Text = Field(description="The marketplace's listing id")
     sku: Text
-    title: Annotated[str, Field(min_length=1, max_length=500)]
+    title: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
     price: Amount
     currency: Currency
     floor: Amount | None = None
@@ -75,7 +78,7 @@ class SetPrice(Command):
     currency: Currency
     reason: Reason = ""
     source: Literal["manual", "rule", "experiment", "import"] = "manual"
-    rule: Annotated[str, Field(max_length=200)] | None = None
+    rule: Label | None = None
     expected_version: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Refuse with 409 unless the listing is still at this version")
 
@@ -101,7 +104,7 @@ class ObservationIn(Command):
     price: Amount
     currency: Currency
     observed_at: AwareDatetime
-    source: Annotated[str, Field(min_length=1, max_length=50)] = "manual"
+    source: Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f\x7f]*$")] = "manual"
 
 
 class RecordObservations(Command):
@@ -144,7 +147,7 @@ class BulkSetPrices(Command):
     currency: Currency
     reason: Reason = ""
     source: Literal["manual", "rule", "experiment", "import"] = "manual"
-    rule: Annotated[str, Field(max_length=200)] | None = None
+    rule: Label | None = None
 
 
 class RollbackListing(Command):
@@ -164,8 +167,8 @@ class BulkRollback(Command):
     """Compensate every price change in the shop that matches all given filters."""
 
     source: Literal["manual", "rule", "experiment", "import", "rollback"] | None = None
-    rule: Annotated[str, Field(max_length=200)] | None = None
-    actor: Annotated[str, Field(max_length=200)] | None = None
+    rule: Label | None = None
+    actor: Label | None = None
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     reason: Reason = ""

@@ -143,13 +143,15 @@ class TimeTravel:
                     continue
                 listing = self.repository.get(listing_id)
                 try:
-                    listing.restore_price(first.previous, [c.version for c in hits], meta)
+                    changed = listing.restore_price(first.previous, [c.version for c in hits], meta)
                 except DomainError as e:
                     skipped.append({"listing_id": str(listing_id), "reason": f"restoring {first.previous} "
                                     f"is outside the current guardrails: {e.detail}"})
                     continue
                 touched.append(listing)
-                compensated.append({**self.listing_answer(listing), "compensates": [c.version for c in hits]})
+                # Changes that cancelled out leave the price as it was: nothing is appended, and we say so.
+                compensated.append({**self.listing_answer(listing, changed),
+                                    "compensates": [c.version for c in hits] if changed else []})
             return Decision(touched, {"compensated": compensated, "skipped": skipped})
 
         return self.execute(ctx, "bulk_rollback", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidValue, InvariantViolated
 from domain.meta import EventMeta, Source
-from domain.money import Money
+from domain.money import CURRENCY_DECIMALS, Money
+from domain.rules import ListingFacts, Proposal
 
 STATUSES = ("active", "inactive", "draft", "sold_out")
+DAY = timedelta(hours=24)
+MAX_COOLDOWN_MINUTES = 7 * 24 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +26,11 @@ class Guardrails:
     floor: Money | None = None
     ceiling: Money | None = None
     cost: Money | None = None
+    # Limits on automated (rule-made) changes only; manual changes answer to floor and ceiling alone.
+    min_margin: Decimal | None = None        # percent of the price: derives a floor from cost
+    max_step_percent: Decimal | None = None  # largest move of one automated change
+    max_daily_changes: int | None = None     # automated changes in any 24 hours
+    cooldown_minutes: int | None = None      # least time between two automated changes
 
     def check(self, currency: str) -> None:
         for name in ("floor", "ceiling", "cost"):
@@ -29,6 +39,40 @@ class Guardrails:
                 raise InvalidValue(name, f"currency {value.currency} does not match the listing's {currency}")
         if self.floor and self.ceiling and self.floor.amount > self.ceiling.amount:
             raise InvariantViolated("floor", f"floor {self.floor} is above ceiling {self.ceiling}")
+        if self.cost is not None and self.cost.amount < 0:  # zero is a real cost (digital goods); below is not
+            raise InvalidValue("cost", "must not be negative")
+        self._check_automation_limits()
+
+    def _check_automation_limits(self) -> None:
+        if self.min_margin is not None:
+            if not 0 <= self.min_margin < 100:
+                raise InvalidValue("min_margin", "must be at least 0 and below 100 (percent of the price)")
+            if self.cost is None:
+                raise InvalidValue("min_margin", "a minimum margin needs the listing's cost")
+            derived = self.margin_floor()
+            if self.ceiling and derived.amount > self.ceiling.amount:
+                raise InvariantViolated("min_margin", f"cost {self.cost} at a {self.min_margin}% margin needs "
+                                        f"at least {derived}, above the ceiling {self.ceiling}")
+        if self.max_step_percent is not None and not 0 < self.max_step_percent <= 100:
+            raise InvalidValue("max_step_percent", "must be above 0 and at most 100")
+        if self.max_daily_changes is not None and not 1 <= self.max_daily_changes <= 10_000:
+            raise InvalidValue("max_daily_changes", "must be from 1 to 10000 (stop automation to allow none)")
+        if self.cooldown_minutes is not None and not 0 <= self.cooldown_minutes <= MAX_COOLDOWN_MINUTES:
+            raise InvalidValue("cooldown_minutes", f"must be from 0 to {MAX_COOLDOWN_MINUTES}")
+
+    def margin_floor(self) -> Money | None:
+        """The lowest price that keeps `min_margin` on `cost` (margin as a share of the price)."""
+        if self.cost is None or self.min_margin is None:
+            return None
+        amount = self.cost.amount / (1 - self.min_margin / 100)
+        return Money(amount.quantize(_minor(self.cost.currency), ROUND_CEILING), self.cost.currency)
+
+    def automated_floor(self) -> Money | None:
+        """The floor an automated change respects: the higher of the fixed and the margin floor."""
+        derived = self.margin_floor()
+        if derived is None or (self.floor is not None and self.floor.amount >= derived.amount):
+            return self.floor
+        return derived
 
     def admit(self, price: Money, field: str = "price") -> None:
         if self.floor and price.amount < self.floor.amount:
@@ -37,7 +81,41 @@ class Guardrails:
             raise InvariantViolated(field, f"{price} is above the ceiling {self.ceiling}")
 
 
+@dataclass(frozen=True, slots=True)
+class Automation:
+    """What an automated change (or its refusal) records beyond price and meta: which rule version,
+    which cause, what the rule proposed, which guardrails clamped it, and the rule's own steps."""
+
+    rule_id: UUID
+    rule_version: int
+    cause: str                        # the event that caused it: an observation, a rule revision...
+    proposed: Money | None            # the rule's proposal before guardrails
+    clamps: tuple[str, ...] = ()      # each guardrail that moved the proposal, in words
+    reasons: tuple[str, ...] = ()     # the rule's steps (Proposal.reasons)
+    observations: tuple[str, ...] = ()  # refs of the observations the proposal used
+
+
+CHANGED, UNCHANGED, HELD, REFUSED = "changed", "unchanged", "held", "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the listing makes of a rule's proposal. `price` is the listing's price afterwards."""
+
+    outcome: str  # changed | unchanged (guardrails leave it where it is) | held (no proposal) | refused
+    price: Money
+    proposed: Money | None = None
+    clamps: tuple[str, ...] = ()
+    refusal: str | None = None
+
+
 class Listing(Aggregate):
+    # Defaults for state added after the first events were stored: snapshots taken before then
+    # lack these attributes, and instances fall back to these (immutable) class values.
+    rule_id = None            # the pricing rule assigned to this listing, if any
+    automated_at = ()         # times (business time) of automated changes in the last 24 hours
+    last_automated_at = None
+
     @event("Registered")
     def __init__(
         self,
@@ -96,12 +174,143 @@ class Listing(Aggregate):
                             compensates=sorted(compensates))
         return True
 
-    @event("PriceChanged")
+    class PriceChanged(Aggregate.Event):
+        """v2 adds `automation` (None for manual changes, imports and rollbacks)."""
+
+        price: Money
+        previous: Money
+        meta: EventMeta
+        rule: str | None
+        compensates: list[int]
+        automation: Automation | None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["automation"] = None
+
+    @event(PriceChanged)
     def _price_changed(self, price: Money, previous: Money, meta: EventMeta, rule: str | None,
-                       compensates: list[int]) -> None:
+                       compensates: list[int], automation: Automation | None = None) -> None:
         self.price = price
         # The library applies the event before it bumps the version: this event's version is +1.
         self.last_price_change = self.version + 1
+        if automation is not None:
+            at = meta.occurred_at
+            self.automated_at = tuple(t for t in self.automated_at if t > at - DAY) + (at,)
+            self.last_automated_at = at
+
+    # -- automated changes -----------------------------------------------------------------
+    def pricing_facts(self) -> ListingFacts:
+        """What a rule may know: price, cost, and the bounds automated changes respect."""
+        g = self.guardrails
+        return ListingFacts(price=self.price, floor=g.automated_floor(), ceiling=g.ceiling, cost=g.cost)
+
+    def reprice(self, proposal: Proposal, rule_id: UUID, rule_version: int, cause: str, meta: EventMeta,
+                stopped: str | None = None) -> Verdict:
+        """Apply a rule's proposal within every guardrail, recording the outcome.
+
+        A change is clamped into the floor/ceiling and the maximum step, naming each clamp; when
+        the automation is stopped (`stopped` says by whom and why), the daily cap is reached or
+        the cooldown runs, the change is refused and the refusal is recorded. Holds and proposals
+        that leave the price where it is record nothing. The event's causation id is `cause`.
+        """
+        if meta.source != Source.RULE.value:
+            raise InvalidValue("source", "an automated change must have source 'rule'")
+        if self.rule_id != rule_id:
+            raise InvariantViolated("rule_id", f"rule {rule_id} is not the rule assigned to this listing")
+        verdict = self.judge(proposal, meta.occurred_at, stopped)
+        if verdict.outcome not in (CHANGED, REFUSED):
+            return verdict
+        meta = replace(meta, causation_id=cause)
+        automation = Automation(rule_id, rule_version, cause, verdict.proposed, verdict.clamps,
+                                tuple(proposal.reasons), tuple(proposal.used))
+        if verdict.outcome == CHANGED:
+            self._price_changed(price=verdict.price, previous=self.price, meta=meta, rule=str(rule_id),
+                                compensates=[], automation=automation)
+        else:
+            self._automated_change_refused(automation=automation, reason=verdict.refusal, meta=meta)
+        return verdict
+
+    def judge(self, proposal: Proposal, now: datetime, stopped: str | None = None) -> Verdict:
+        """What `reprice` would do at `now`, without doing it (also what a dry run shows)."""
+        if proposal.price is None:
+            return Verdict(HELD, self.price)
+        self.price.same_currency(proposal.price, "price")
+        target, clamps = self._within_bounds(proposal.price)
+        if target == self.price:
+            return Verdict(UNCHANGED, self.price, proposal.price, clamps)
+        refusal = stopped or self._rate_limited(now)
+        if refusal is None:
+            target, step_clamp = self._within_step(target)
+            clamps += step_clamp
+            if target == self.price:
+                refusal = f"the maximum step of {self.guardrails.max_step_percent}% cannot move {self.price} at all"
+        if refusal is not None:
+            return Verdict(REFUSED, self.price, proposal.price, clamps, refusal)
+        return Verdict(CHANGED, target, proposal.price, clamps)
+
+    def _within_bounds(self, price: Money) -> tuple[Money, tuple[str, ...]]:
+        floor, ceiling = self.guardrails.automated_floor(), self.guardrails.ceiling
+        if floor is not None and price.amount < floor.amount:
+            why = "the margin floor" if floor != self.guardrails.floor else "the floor"
+            return floor, (f"proposed {price} is below {why} {floor}: clamped to it",)
+        if ceiling is not None and price.amount > ceiling.amount:
+            return ceiling, (f"proposed {price} is above the ceiling {ceiling}: clamped to it",)
+        return price, ()
+
+    def _within_step(self, price: Money) -> tuple[Money, tuple[str, ...]]:
+        step = self.guardrails.max_step_percent
+        if step is None:
+            return price, ()
+        current, minor = self.price.amount, _minor(self.currency)
+        # Bounds rounded towards the current price, so that no change exceeds the step.
+        low = max((current * (1 - step / 100)).quantize(minor, ROUND_CEILING), minor)
+        high = (current * (1 + step / 100)).quantize(minor, ROUND_FLOOR)
+        bounded = min(max(price.amount, low), high)
+        if bounded == price.amount:
+            return price, ()
+        return (Money(bounded, self.currency),
+                (f"a move from {self.price} to {price} exceeds the maximum step of {step}%: clamped to {bounded}",))
+
+    def _rate_limited(self, now: datetime) -> str | None:
+        g = self.guardrails
+        if g.max_daily_changes is not None:
+            recent = [t for t in self.automated_at if t > now - DAY]
+            if len(recent) >= g.max_daily_changes:
+                return (f"{len(recent)} automated changes in the last 24 hours reach the daily cap of "
+                        f"{g.max_daily_changes}; the next is possible after {(min(recent) + DAY).isoformat()}")
+        if g.cooldown_minutes and self.last_automated_at is not None:
+            ready = self.last_automated_at + timedelta(minutes=g.cooldown_minutes)
+            if now < ready:
+                return (f"cooling down for {g.cooldown_minutes} min after the automated change at "
+                        f"{self.last_automated_at.isoformat()}; the next is possible from {ready.isoformat()}")
+        return None
+
+    @event("AutomatedChangeRefused")
+    def _automated_change_refused(self, automation: Automation, reason: str, meta: EventMeta) -> None:
+        pass  # the record is the point: "why didn't my price follow?" has an answer
+
+    # -- rule assignment -------------------------------------------------------------------
+    def assign_rule(self, rule_id: UUID, meta: EventMeta) -> bool:
+        if rule_id == self.rule_id:
+            return False
+        self._rule_assigned(rule_id=rule_id, previous=self.rule_id, meta=meta)
+        return True
+
+    @event("RuleAssigned")
+    def _rule_assigned(self, rule_id: UUID, previous: UUID | None, meta: EventMeta) -> None:
+        self.rule_id = rule_id
+
+    def unassign_rule(self, meta: EventMeta) -> bool:
+        if self.rule_id is None:
+            return False
+        self._rule_unassigned(rule_id=self.rule_id, meta=meta)
+        return True
+
+    @event("RuleUnassigned")
+    def _rule_unassigned(self, rule_id: UUID, meta: EventMeta) -> None:
+        self.rule_id = None
 
     # -- guardrails ------------------------------------------------------------------------
     def set_guardrails(self, guardrails: Guardrails, meta: EventMeta) -> bool:
@@ -118,3 +327,7 @@ class Listing(Aggregate):
     @event("GuardrailsSet")
     def _guardrails_set(self, guardrails: Guardrails, meta: EventMeta) -> None:
         self.guardrails = guardrails
+
+
+def _minor(currency: str) -> Decimal:
+    return Decimal(1).scaleb(-CURRENCY_DECIMALS[currency])

@@ -6,12 +6,17 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.automation import check_reason
 from domain.errors import InvalidValue
 from domain.meta import EventMeta
 from domain.money import check_currency
 
 
 class Shop(Aggregate):
+    # Who stopped automated repricing in this shop (their event meta), or None while it runs.
+    # A class default, because snapshots taken before the stop existed lack the attribute.
+    automation_stop = None
+
     @event("Opened")
     def __init__(self, tenant_id: str, name: str, currency: str, marketplace: str, meta: EventMeta):
         self.tenant_id = tenant_id
@@ -36,3 +41,26 @@ class Shop(Aggregate):
     @property
     def shop_id(self) -> UUID:
         return self.id
+
+    # -- emergency stop of automated repricing ---------------------------------------------
+    def stop_automation(self, meta: EventMeta) -> bool:
+        check_reason(meta)
+        if self.automation_stop is not None:
+            return False
+        self._automation_stopped(meta=meta)
+        return True
+
+    @event("AutomationStopped")
+    def _automation_stopped(self, meta: EventMeta) -> None:
+        self.automation_stop = meta
+
+    def resume_automation(self, meta: EventMeta) -> bool:
+        check_reason(meta)
+        if self.automation_stop is None:
+            return False
+        self._automation_resumed(meta=meta)
+        return True
+
+    @event("AutomationResumed")
+    def _automation_resumed(self, meta: EventMeta) -> None:
+        self.automation_stop = None

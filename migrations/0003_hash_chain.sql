@@ -15,15 +15,16 @@ $$;
 CREATE FUNCTION chain_new_events() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     head bytea;
-    e pricing_events;
+    r record;
     ids bigint[] := '{}';
     hashes bytea[] := '{}';
 BEGIN
     SELECT hash INTO head FROM event_chain ORDER BY notification_id DESC LIMIT 1;
     head := coalesce(head, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
-    FOR e IN SELECT * FROM new_events ORDER BY notification_id LOOP
-        head := sha256(head || event_bytes(e));
-        ids := ids || e.notification_id;
+    -- The bytes are computed by the query (set-based, event_bytes inlined); only the chaining loops.
+    FOR r IN SELECT e.notification_id AS id, event_bytes(e) AS bytes FROM new_events e ORDER BY e.notification_id LOOP
+        head := sha256(head || r.bytes);
+        ids := ids || r.id;
         hashes := hashes || head;
     END LOOP;
     INSERT INTO event_chain SELECT * FROM unnest(ids, hashes);

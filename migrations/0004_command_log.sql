@@ -24,3 +24,6 @@ CREATE TABLE reservations (
     aggregate_id uuid NOT NULL,
     PRIMARY KEY (shop_id, kind, key)
 );
+
+-- "Which shops does this tenant own?" is asked on every log query.
+CREATE INDEX reservations_tenant_shops ON reservations (key) WHERE kind = 'tenant';

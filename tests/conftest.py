@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 import migrations
 from api.app import create_app
+from api.auth import issue_access_token
 from api.database import create_database, drop_database, reachable, start_embedded
 from api.server import running
+from commands.context import CommandContext
 from commands.engine import PricingEngine
+from domain.account import API_KEY_SCOPES
+from domain.meta import Actor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP_DATA = ROOT.parent / "shared" / "data" / "online_retail.parquet"
@@ -52,6 +58,17 @@ def database_url(new_database) -> str:
 
 
 @pytest.fixture(scope="session")
+def count_events(database_url):
+    """count_events() -> rows in pricing_events. Compare before and after to prove nothing was written."""
+
+    def count() -> int:
+        with psycopg.connect(database_url) as conn:
+            return conn.execute("SELECT count(*) FROM pricing_events").fetchone()[0]
+
+    return count
+
+
+@pytest.fixture(scope="session")
 def engine(database_url) -> PricingEngine:
     engine = PricingEngine(database_url)
     yield engine
@@ -64,10 +81,53 @@ def base_url(engine) -> str:
         yield url
 
 
+class Credentials(dict):
+    """Headers that authenticate as one account ({"Authorization": "Bearer ..."}), and who it is."""
+
+    def __init__(self, token: str, tenant_id: str, account_id: str, username: str, password: str | None):
+        super().__init__({"Authorization": f"Bearer {token}"})
+        self.tenant_id, self.account_id, self.username, self.password = tenant_id, account_id, username, password
+
+
+class Accounts:
+    """Creates accounts as the CLI and admin API do, and logs them in (via the engine: the HTTP
+    login itself, with its rate limits, is what tests/test_auth*.py exercise)."""
+
+    def __init__(self, engine: PricingEngine):
+        self.engine = engine
+
+    def new(self, role: str = "seller", tenant_id: str | None = None, shops: list[str] | None | str = "default",
+            scopes: list[str] | None = None) -> Credentials:
+        """A fresh account with one role. shops: the role's shops (default: none yet for a seller,
+        who is granted each shop it opens; the whole tenant for other roles). A service account
+        comes with an API key of `scopes` (default: all of the service role's)."""
+        tenant_id = tenant_id or f"tenant-{uuid.uuid4().hex[:10]}"
+        if shops == "default":
+            shops = [] if role == "seller" else None
+        username, password = f"{role}-{uuid.uuid4().hex[:12]}", f"pw {uuid.uuid4().hex}"
+        ctx = CommandContext(actor=Actor("pytest"), tenant_id=tenant_id)
+        kind = "service" if role == "service" else "user"
+        created = self.engine.create_account(ctx, username, kind, password if kind == "user" else None,
+                                             {role: shops})
+        account_id = created.body["account_id"]
+        if kind == "service":
+            key = self.engine.issue_api_key(ctx, uuid.UUID(account_id), scopes or sorted(API_KEY_SCOPES), None)
+            return Credentials(key.body["api_key"], tenant_id, account_id, username, None)
+        session = self.engine.login(username, password, "pytest")
+        token = issue_access_token(self.engine.secrets, session, timedelta(minutes=30))
+        return Credentials(token, tenant_id, account_id, username, password)
+
+
+@pytest.fixture(scope="session")
+def accounts(engine) -> Accounts:
+    return Accounts(engine)
+
+
 @pytest.fixture
-def tenant() -> dict[str, str]:
-    """Headers for a tenant of its own: tests never see each other's shops."""
-    return {"X-Tenant-Id": f"tenant-{uuid.uuid4().hex[:10]}", "X-Actor-Id": "alice"}
+def tenant(accounts) -> Credentials:
+    """Headers of a fresh seller in a tenant of its own: tests never see each other's shops.
+    `tenant.tenant_id` names the tenant; accounts.new(role, tenant.tenant_id) adds colleagues."""
+    return accounts.new("seller")
 
 
 @pytest.fixture

@@ -2,11 +2,13 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
+from api.auth import requires
 from api.deps import Context, Engine
 from api.schemas import PROBLEMS, BatchRecorded, answer
 from commands import models
 
-router = APIRouter(prefix="/shops/{shop_id}", tags=["facts"], responses=PROBLEMS)
+router = APIRouter(prefix="/shops/{shop_id}", tags=["facts"], responses=PROBLEMS,
+                   dependencies=[requires("facts:write")])
 
 
 @router.post("/observations", status_code=201, response_model=BatchRecorded,

@@ -2,11 +2,13 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
+from api.auth import requires
 from api.deps import Context, Engine
 from api.schemas import PROBLEMS, answer
 from commands import models
 
-router = APIRouter(prefix="/shops/{shop_id}", tags=["rollback"], responses=PROBLEMS)
+router = APIRouter(prefix="/shops/{shop_id}", tags=["rollback"], responses=PROBLEMS,
+                   dependencies=[requires("prices:write")])
 
 
 @router.post("/listings/{listing_id}/rollback", summary="Roll a listing's price back (appends a compensating change)")

@@ -2,6 +2,7 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
+from api.auth import requires
 from api.deps import Context, Engine
 from api.schemas import PROBLEMS, ListingsRegistered, ShopOpened, answer
 from commands import models
@@ -9,17 +10,18 @@ from commands import models
 router = APIRouter(prefix="/shops", tags=["shops"], responses=PROBLEMS)
 
 
-@router.post("", status_code=201, response_model=ShopOpened, summary="Open a shop")
+@router.post("", status_code=201, response_model=ShopOpened, summary="Open a shop",
+             dependencies=[requires("shops:create")])
 def open_shop(cmd: models.OpenShop, ctx: Context, engine: Engine):
     return answer(engine.open_shop(ctx, cmd))
 
 
-@router.get("", summary="The caller's shops")
+@router.get("", summary="The caller's shops", dependencies=[requires("shops:read")])
 def list_shops(ctx: Context, engine: Engine) -> dict:
-    return {"shops": [str(s) for s in engine.shops_of(ctx.tenant_id)]}
+    return {"shops": [str(s) for s in engine.shops_of(ctx.tenant_id) if ctx.may_see(s)]}
 
 
-@router.get("/{shop_id}", summary="A shop's current state")
+@router.get("/{shop_id}", summary="A shop's current state", dependencies=[requires("shops:read")])
 def get_shop(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
     tenant, currency = engine.shop_facts(ctx, shop_id)
     shop = engine.repository.get(shop_id)
@@ -28,6 +30,6 @@ def get_shop(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
 
 
 @router.post("/{shop_id}/listings", status_code=201, response_model=ListingsRegistered,
-             summary="Register one or many listings (all or nothing)")
+             summary="Register one or many listings (all or nothing)", dependencies=[requires("prices:write")])
 def register_listings(shop_id: UUID, cmd: models.RegisterListings, ctx: Context, engine: Engine):
     return answer(engine.register_listings(ctx, shop_id, cmd))

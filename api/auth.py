@@ -1,0 +1,245 @@
+"""Authentication and authorization at the edge, in one place.
+
+- Every route of the app passes `authenticate` (installed app-wide in api/app.py): a route is
+  either marked `PUBLIC` (login, token refresh) or needs credentials: a Bearer access token (JWT,
+  HS256 pinned, issuer and audience checked, short-lived, naming a live session) or an API key.
+- Every protected route declares what it needs with `requires("prices:write")`. A route that
+  declares nothing is refused to everyone (fail closed), so a forgotten declaration is a bug that
+  shows, not a hole.
+- For routes under /shops/{shop_id}, the shop must be one the caller can see: another tenant's
+  shop, or a shop outside the caller's grants, answers 404 (no existence leak); a visible shop
+  without the permission answers 403. No credentials answers 401.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+from uuid import UUID, uuid4
+
+import jwt
+from fastapi import Depends, HTTPException, Request
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from commands.credentials import Secrets
+from commands.errors import NotFound
+from commands.identity import Principal, Session
+
+log = logging.getLogger(__name__)
+
+ISSUER = "etsypro"
+AUDIENCE = "etsypro-api"
+ALGORITHM = "HS256"  # the only one accepted: "none" and asymmetric-key confusion are refused
+API_KEY_PREFIX = "ek_"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="etsypro"'}
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    access_token_ttl: timedelta = timedelta(minutes=10)
+    login_per_minute: int = 10   # per client address, over /auth/login and /auth/login/mfa
+    token_per_minute: int = 30   # per client address, over /auth/token
+    clock_leeway_s: int = 10     # tolerated clock difference between servers
+
+
+# -- access tokens --------------------------------------------------------------------------
+def issue_access_token(secrets: Secrets, session: Session, ttl: timedelta) -> str:
+    now = datetime.now(timezone.utc)
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": session.account_id, "tid": session.tenant_id,
+              "sid": session.family_id, "iat": now, "nbf": now, "exp": now + ttl, "jti": uuid4().hex}
+    return jwt.encode(claims, secrets.jwt_key, algorithm=ALGORITHM)
+
+
+def read_access_token(secrets: Secrets, token: str, leeway_s: int = 10) -> tuple[str, str]:
+    """(account id, session id) from a valid token; jwt.InvalidTokenError otherwise."""
+    claims = jwt.decode(token, secrets.jwt_key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+                        leeway=leeway_s, options={"require": ["exp", "iat", "sub", "sid", "iss", "aud"]})
+    UUID(claims["sub"]), UUID(claims["sid"])  # well-formed, or refused below
+    return claims["sub"], claims["sid"]
+
+
+def token_answer(request: Request, session: Session) -> dict:
+    settings: AuthSettings = request.app.state.auth
+    engine = request.app.state.engine
+    return {"access_token": issue_access_token(engine.secrets, session, settings.access_token_ttl),
+            "token_type": "Bearer", "expires_in": int(settings.access_token_ttl.total_seconds()),
+            "refresh_token": session.refresh_token}
+
+
+# -- who is calling -------------------------------------------------------------------------
+bearer = HTTPBearer(auto_error=False, scheme_name="Bearer",
+                    description="An access token from POST /auth/login, or an API key (ek_...)")
+
+
+def unauthorized(detail: str = "credentials are missing, invalid or expired") -> HTTPException:
+    return HTTPException(401, detail, headers=CHALLENGE)
+
+
+def resolve_principal(request: Request) -> Principal:
+    """The caller behind the Authorization header (once per request); 401 if none."""
+    if (known := getattr(request.state, "principal", None)) is not None:
+        return known
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise unauthorized()
+    engine = request.app.state.engine
+    credential = credential.strip()
+    if credential.startswith(API_KEY_PREFIX):
+        found = engine.principal_for_api_key(credential)
+    else:
+        try:
+            account_id, session_id = read_access_token(engine.secrets, credential,
+                                                       request.app.state.auth.clock_leeway_s)
+        except (jwt.InvalidTokenError, ValueError, KeyError):
+            raise unauthorized() from None
+        found = engine.principal_for_session(account_id, session_id)  # None once logged out or revoked
+    if found is None:
+        raise unauthorized()
+    request.state.principal = found
+    return found
+
+
+def principal(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    return resolve_principal(request)
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+# -- what a route needs ---------------------------------------------------------------------
+def requires(permission: str, tenant_wide: bool = False):
+    """Declare a route's permission: `dependencies=[requires("prices:write")]`.
+
+    tenant_wide: the route answers about the whole tenant (its global log, its accounts), so a
+    grant over some shops is not enough.
+    """
+
+    def check(request: Request, caller: Caller) -> None:
+        if permission == SELF:
+            return
+        shop = request.path_params.get("shop_id")
+        if shop is not None:
+            try:
+                shop_id = UUID(shop)
+            except ValueError:
+                raise HTTPException(422, "shop_id must be a UUID", headers={"X-Problem-Field": "shop_id"}) from None
+            try:
+                request.app.state.engine.shop_facts(caller.context(), shop_id)  # the one tenancy check
+            except NotFound:
+                raise HTTPException(404, "shop not found") from None
+        if not caller.grants.allows(permission, shop, tenant_wide):
+            raise HTTPException(403, f"this needs the {permission!r} permission"
+                                     + (" over the whole tenant" if tenant_wide else ""))
+
+    check.permission = permission
+    return Depends(check)
+
+
+SELF = "self"
+SIGNED_IN = requires(SELF)  # for routes about the caller's own account: any valid credentials
+
+
+def _public() -> None:
+    pass
+
+
+_public.public = True
+PUBLIC = Depends(_public)  # for routes anyone may call: logging in, refreshing a token
+
+
+def authenticate(request: Request) -> None:
+    """Installed on the whole app: nothing reaches a route without this check."""
+    route = request.scope.get("route")
+    declared = _declaration(route) if isinstance(route, APIRoute) else None
+    if declared == "public":
+        return
+    resolve_principal(request)
+    if declared is None:
+        log.error("route %s %s declares no permission; refusing it (add requires(...))",
+                  ",".join(sorted(route.methods or ())) if route else "?", getattr(route, "path", "?"))
+        raise HTTPException(403, "this route declares no permission, so nobody may use it")
+
+
+_declarations: dict[int, str | None] = {}
+
+
+def _declaration(route: APIRoute) -> str | None:
+    """'public', the permission a route requires, or None; read once per route."""
+    if id(route) not in _declarations:
+        calls = list(_calls(route.dependant))
+        if any(getattr(c, "public", False) for c in calls):
+            _declarations[id(route)] = "public"
+        else:
+            _declarations[id(route)] = next((c.permission for c in calls if hasattr(c, "permission")), None)
+    return _declarations[id(route)]
+
+
+def _calls(dependant):
+    for sub in dependant.dependencies:
+        yield sub.call
+        yield from _calls(sub)
+
+
+# -- rate limits ----------------------------------------------------------------------------
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class RateLimiter:
+    """Token buckets per (purpose, client address), in this process: `per_minute` requests in a
+    burst, refilled evenly over a minute. (Per account, the lockout in domain/account.py holds
+    across processes; this bounds how fast one client can try.)"""
+
+    per_minute: int
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def retry_after(self, client: str) -> int:
+        """0 when the request may go ahead (and is counted); else seconds to wait."""
+        now = time.monotonic()
+        rate = self.per_minute / 60.0
+        with self.lock:
+            if len(self.buckets) > 100_000:  # forget clients whose buckets are full again
+                self.buckets = {k: b for k, b in self.buckets.items()
+                                if b.tokens + (now - b.updated) * rate < self.per_minute}
+            bucket = self.buckets.setdefault(client, _Bucket(self.per_minute, now))
+            bucket.tokens = min(self.per_minute, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                return 0
+            return max(1, int((1 - bucket.tokens) / rate + 0.999))
+
+
+def client_address(request: Request) -> str:
+    # Behind a proxy, uvicorn puts the forwarded address here for trusted proxies only
+    # (--forwarded-allow-ips); clients cannot pick their own address.
+    return request.client.host if request.client else "unknown"
+
+
+def rate_limited(purpose: str):
+    """Dependency: 429 with Retry-After once a client exceeds the limit for this purpose."""
+
+    def check(request: Request) -> None:
+        limiter: RateLimiter = request.app.state.rate_limits[purpose]
+        wait = limiter.retry_after(client_address(request))
+        if wait:
+            raise HTTPException(429, f"too many attempts from this address; retry in {wait} s",
+                                headers={"Retry-After": str(wait)})
+
+    return Depends(check)
+
+
+def install(app, settings: AuthSettings | None = None) -> None:
+    settings = settings or AuthSettings()
+    app.state.auth = settings
+    app.state.rate_limits = {"login": RateLimiter(settings.login_per_minute),
+                             "token": RateLimiter(settings.token_per_minute)}

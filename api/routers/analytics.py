@@ -1,0 +1,113 @@
+"""For analysts: the projected views of a shop over REST, with filters, keyset paging and exports
+(JSON, CSV, Parquet), and the projections' lag. The views and their columns are documented in
+docs/views.md; the same tables and functions are there for analysts who use SQL directly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from api.auth import requires
+from api.deps import Context, Engine
+from api.schemas import PROBLEMS
+from commands.errors import NotFound
+from commands.models import AwareDatetime
+from domain.errors import InvalidValue
+from projections import export, queries
+from projections.lag import lag
+from projections.registry import ALL
+
+router = APIRouter(tags=["analytics"], responses=PROBLEMS)
+ANALYTICS_READ = "analytics:read"
+
+ListingQuery = Annotated[UUID | None, Query(description="Only this listing")]
+SinceQuery = Annotated[AwareDatetime | None, Query(description="From this time on (ISO 8601 with offset); "
+                                                              "bucketed views: hourly buckets overlapping [since, until)")]
+UntilQuery = Annotated[AwareDatetime | None, Query(description="Before this time (ISO 8601 with offset)")]
+LimitQuery = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="Rows per page (exports: up to 100,000)")]
+CursorQuery = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page")]
+FormatQuery = Annotated[Literal["json", "csv", "parquet"], Query(description="json (a page), csv or parquet (a file)")]
+BucketQuery = Annotated[Literal["hour", "day", "week"], Query(description="Bucket width (weeks start Monday, UTC)")]
+
+SUMMARIES = {
+    "prices": "The price board: every listing's current price and guardrails",
+    "price-changes": "Every price a listing was given: who, why, source, rule, compensations",
+    "competitor-observations": "Competitor prices as observed",
+    "competitor-bands": "Competitor price bands per listing per bucket: min, p25, median, p75, max, count",
+    "sales": "Sale and return lines (returns negative)",
+    "sales-by-listing": "Units and revenue per listing per bucket (net of returns)",
+    "sales-by-shop": "Units and revenue of the shop per bucket (net of returns)",
+}
+
+
+def answer(request: Request, engine, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | None = None,
+           **filters) -> Response:
+    engine.shop_facts(ctx, shop_id)  # the tenancy check (also made by requires()): others' shops are 404
+    if listing_id is not None and not engine.recorder.reserved(shop_id, "listing", [str(listing_id)]):
+        raise NotFound("listing not found in this shop", field="listing_id")
+    try:
+        q = queries.query(view, shop_id, listing_id=listing_id, **filters)
+    except queries.InvalidQuery as e:
+        raise InvalidValue(e.field, e.detail) from None
+    with engine.recorder.datastore.get_connection() as conn:
+        result = queries.run(conn, q)
+    headers = {"X-Next-Cursor": result.next_cursor} if result.next_cursor else {}
+    if fmt == "json":
+        return JSONResponse({"view": view, "columns": list(result.columns), "types": list(result.types),
+                             "items": export.records(result),
+                             "next_cursor": result.next_cursor}, headers=headers)
+    headers["Content-Disposition"] = f'attachment; filename="{view}.{fmt}"'
+    return Response(export.to_bytes(result, fmt), media_type=export.MEDIA_TYPES[fmt], headers=headers)
+
+
+def _register(view: queries.View) -> None:
+    path = f"/shops/{{shop_id}}/analytics/{view.name}"
+    options = dict(summary=SUMMARIES[view.name], dependencies=[requires(ANALYTICS_READ)],
+                   response_class=JSONResponse,
+                   responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
+                                    "description": "A page (json) or a file (csv, parquet); header X-Next-Cursor"
+                                                   " carries the cursor of the next page when there is one"}})
+    if view.bucketed and view.by_listing:
+        def endpoint(request: Request, shop_id: UUID, ctx: Context, engine: Engine, bucket: BucketQuery,
+                     listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
+                     limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
+            return answer(request, engine, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
+                          since=since, until=until, limit=limit, cursor=cursor)
+    elif view.bucketed:
+        def endpoint(request: Request, shop_id: UUID, ctx: Context, engine: Engine, bucket: BucketQuery,
+                     since: SinceQuery = None, until: UntilQuery = None,
+                     limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
+            return answer(request, engine, ctx, shop_id, view.name, format, bucket=bucket,
+                          since=since, until=until, limit=limit, cursor=cursor)
+    elif view.time_column:
+        def endpoint(request: Request, shop_id: UUID, ctx: Context, engine: Engine,
+                     listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
+                     limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
+            return answer(request, engine, ctx, shop_id, view.name, format, listing_id,
+                          since=since, until=until, limit=limit, cursor=cursor)
+    else:
+        def endpoint(request: Request, shop_id: UUID, ctx: Context, engine: Engine,
+                     listing_id: ListingQuery = None, limit: LimitQuery = 100, cursor: CursorQuery = None,
+                     format: FormatQuery = "json"):
+            return answer(request, engine, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
+    endpoint.__name__ = f"analytics_{view.name.replace('-', '_')}"
+    router.add_api_route(path, endpoint, methods=["GET"], **options)
+
+
+for _view in queries.VIEWS.values():
+    _register(_view)
+
+
+@router.get("/analytics/lag", summary="How far each projection is behind the event log (events and seconds)",
+            dependencies=[requires(ANALYTICS_READ)])
+def projection_lag(request: Request, engine: Engine) -> dict:
+    with engine.recorder.datastore.get_connection() as conn:
+        lags = lag(conn, [p.name for p in ALL])
+    background = getattr(request.app.state, "projector", None)
+    return {"projector": "inprocess" if background is not None else "external or off",
+            "last_error": background.projector.stats.last_error if background is not None else None,
+            "projections": [x.as_dict() for x in lags]}

@@ -1,0 +1,147 @@
+"""Logging in and out, refreshing tokens, and one's own password and second factor."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import segno
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.auth import PUBLIC, SIGNED_IN, Caller, client_address, rate_limited, token_answer, unauthorized
+from api.deps import Context, Engine
+from api.passwords import check_password
+from api.schemas import PROBLEMS
+from commands.identity import LoginRefused, MfaChallenge, TokenRefused
+
+router = APIRouter(prefix="/auth", tags=["auth"], responses=PROBLEMS)
+
+# One answer for every refused login, whatever the reason: no account enumeration.
+REFUSED = "invalid username or password, or the account is temporarily locked"
+
+Secret = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class LoginIn(Body):
+    username: Annotated[str, Field(min_length=1, max_length=254)]
+    password: Secret
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"username": "alice", "password": "…"}]})
+
+
+class SecondFactorIn(Body):
+    challenge: Annotated[str, Field(min_length=1, max_length=200)]
+    code: Annotated[str, Field(pattern=r"^\s*\d{3}\s?\d{3}\s*$")] | None = None
+    recovery_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self):
+        if (self.code is None) == (self.recovery_code is None):
+            raise ValueError("give exactly one of code, recovery_code")
+        return self
+
+
+class RefreshIn(Body):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class PasswordChangeIn(Body):
+    current_password: Secret
+    new_password: Secret
+
+
+class CodeIn(Body):
+    code: Annotated[str, Field(pattern=r"^\s*\d{3}\s?\d{3}\s*$")]
+
+
+class PasswordIn(Body):
+    password: Secret
+
+
+@router.post("/login", summary="Log in with a password; answers tokens, or a challenge for the second factor",
+             dependencies=[PUBLIC, rate_limited("login")],
+             responses={401: {"description": REFUSED}, 429: {"description": "Too many attempts; see Retry-After"}})
+def login(body: LoginIn, request: Request, engine: Engine) -> dict:
+    try:
+        outcome = engine.login(body.username, body.password, client_address(request))
+    except LoginRefused:
+        raise unauthorized(REFUSED) from None
+    if isinstance(outcome, MfaChallenge):
+        return {"mfa_required": True, "challenge": outcome.challenge, "expires_in": outcome.expires_in}
+    return token_answer(request, outcome)
+
+
+@router.post("/login/mfa", summary="Complete a login with a TOTP code or a recovery code",
+             dependencies=[PUBLIC, rate_limited("login")],
+             responses={401: {"description": REFUSED}, 429: {"description": "Too many attempts; see Retry-After"}})
+def login_second_factor(body: SecondFactorIn, request: Request, engine: Engine) -> dict:
+    try:
+        session = engine.login_second_factor(body.challenge, client_address(request), code=body.code,
+                                             recovery_code=body.recovery_code)
+    except LoginRefused:
+        raise unauthorized(REFUSED) from None
+    return token_answer(request, session)
+
+
+@router.post("/token", summary="Exchange a refresh token for new tokens (the old refresh token is spent)",
+             dependencies=[PUBLIC, rate_limited("token")],
+             responses={401: {"description": "Unknown, expired or revoked; a reused token revokes its session"},
+                        429: {"description": "Too many attempts; see Retry-After"}})
+def refresh(body: RefreshIn, request: Request, engine: Engine) -> dict:
+    try:
+        session = engine.refresh(body.refresh_token)
+    except TokenRefused:
+        raise unauthorized("the refresh token is not valid") from None
+    return token_answer(request, session)
+
+
+@router.post("/logout", summary="End this session: its refresh and access tokens stop working",
+             dependencies=[SIGNED_IN])
+def logout(caller: Caller, engine: Engine) -> dict:
+    if caller.via != "token":
+        raise HTTPException(422, "API keys are revoked by an admin, not logged out")
+    engine.end_session(caller.account_id, caller.session_id, "logout")
+    return {"logged_out": True}
+
+
+@router.get("/me", summary="Who the credentials belong to: roles, shops, MFA", dependencies=[SIGNED_IN])
+def me(caller: Caller, engine: Engine) -> dict:
+    return engine.describe_self(caller)
+
+
+@router.post("/password", summary="Change one's password (other sessions end)", dependencies=[SIGNED_IN])
+def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine: Engine) -> dict:
+    _person(caller)
+    check_password(body.new_password, engine.describe_self(caller)["username"], field="new_password")
+    return engine.change_password(ctx, caller.session_id, body.current_password, body.new_password).body
+
+
+@router.post("/mfa/enroll", summary="Start TOTP enrollment: scan the QR code (or enter the secret) in an app",
+             dependencies=[SIGNED_IN])
+def enroll_mfa(caller: Caller, ctx: Context, engine: Engine) -> dict:
+    _person(caller)
+    secret, uri = engine.enroll_mfa(ctx)
+    return {"secret": secret, "otpauth_uri": uri, "qr_svg": segno.make(uri, error="m").svg_data_uri(scale=4),
+            "next": "POST /auth/mfa/confirm with a current code"}
+
+
+@router.post("/mfa/confirm", summary="Turn MFA on with a first code; answers single-use recovery codes (once)",
+             dependencies=[SIGNED_IN])
+def confirm_mfa(body: CodeIn, caller: Caller, ctx: Context, engine: Engine) -> dict:
+    _person(caller)
+    return {"mfa": "confirmed", "recovery_codes": engine.confirm_mfa(ctx, body.code)}
+
+
+@router.post("/mfa/disable", summary="Turn MFA off (needs the password)", dependencies=[SIGNED_IN])
+def disable_mfa(body: PasswordIn, caller: Caller, ctx: Context, engine: Engine) -> dict:
+    _person(caller)
+    return engine.disable_mfa(ctx, body.password).body
+
+
+def _person(caller) -> None:
+    if caller.via != "token":
+        raise HTTPException(403, "API keys cannot manage passwords or MFA")

@@ -1,0 +1,599 @@
+"""Identity commands (mixed into PricingEngine, so account events share the one event log and
+hash chain): accounts and roles, logins with lockout, MFA, sessions with rotating refresh tokens,
+API keys, and who is calling (the principal behind a token or key).
+
+Secrets go only into the credential tables of migrations/0200_identity.sql, written in the same
+transaction as the account event they belong to (Decision.statements). They never reach an
+event, a command_log row, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
+from psycopg.rows import dict_row
+
+from commands import credentials
+from commands.audit import describe_event
+from commands.context import CommandContext, Decision, Result
+from commands.credentials import Secrets
+from commands.errors import Conflict, NotFound
+from domain.account import Account, AccountKind, FailureReason, Grants, normalize_username
+from domain.errors import DomainError, InvalidValue, InvariantViolated
+from domain.meta import Actor, ActorKind
+
+REFRESH_TOKEN_TTL = timedelta(days=14)
+SESSION_MAX_AGE = timedelta(days=30)      # refreshing cannot keep a session alive longer
+MFA_CHALLENGE_TTL = timedelta(minutes=5)
+MFA_CHALLENGE_ATTEMPTS = 5
+
+Statement = tuple[str, Any]
+
+
+class LoginRefused(Exception):
+    """Always the same, whatever the cause: unknown user, wrong password, locked, bad code."""
+
+
+class TokenRefused(Exception):
+    """A refresh token that is unknown, expired, revoked or reused."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as proven by an access token or an API key."""
+
+    account_id: str
+    tenant_id: str
+    kind: str              # user | service
+    grants: Grants
+    session_id: str        # the token family (login session) or the API key id
+    via: str               # "token" | "api_key"
+
+    def context(self, **kwargs) -> CommandContext:
+        actor_kind = ActorKind.SERVICE if self.kind == AccountKind.SERVICE.value else ActorKind.USER
+        return CommandContext(actor=Actor(self.account_id, actor_kind), tenant_id=self.tenant_id,
+                              shops=self.grants.shops, **kwargs)
+
+
+@dataclass(frozen=True)
+class Session:
+    account_id: str
+    tenant_id: str
+    family_id: str
+    refresh_token: str  # shown to the client once; stored as a digest
+
+
+@dataclass(frozen=True)
+class MfaChallenge:
+    challenge: str
+    expires_in: int
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class IdentityHandlers:
+    """Mixed into PricingEngine."""
+
+    secrets: Secrets = Secrets.ephemeral()  # api/server.py installs the configured one
+
+    def use_secret_key(self, secret: str | bytes) -> None:
+        self.secrets = Secrets(secret)
+
+    # -- accounts (admins, and the CLI for the first admin) ---------------------------------
+    def create_account(self, ctx: CommandContext, username: str, kind: str, password: str | None,
+                       roles: dict[str, list[str] | None]) -> Result:
+        kind = AccountKind(kind)
+        if (kind is AccountKind.USER) != (password is not None):
+            raise InvalidValue("password", "people need a password; service accounts use API keys instead")
+        password_hash = credentials.hash_password(password) if password is not None else None
+        account_id = uuid4()
+
+        def decide() -> Decision:
+            account = Account.register(ctx.tenant_id, username, kind, self._meta(ctx), account_id)
+            if self._account_id_by_username(account.username) is not None:
+                raise Conflict("this username is taken", field="username")
+            for role, shops in roles.items():
+                self._refuse_foreign_shops(ctx, shops)
+                account.grant_role(role, shops, self._meta(ctx))
+            statements = [("INSERT INTO accounts (account_id, tenant_id, username, kind) VALUES (%s, %s, %s, %s)",
+                           [account.id, account.tenant_id, account.username, account.kind]),
+                          *_role_rows(account)]
+            if password_hash is not None:
+                statements.append(("INSERT INTO password_credentials (account_id, hash) VALUES (%s, %s)",
+                                   [account.id, password_hash]))
+            return Decision([account], describe_account(account), status=201, statements=statements)
+
+        # The password is neither part of the hashed command nor of the stored answer.
+        command = {"username": username, "kind": kind.value, "roles": roles}
+        return self.execute(ctx, "create_account", command, decide)
+
+    def grant_role(self, ctx: CommandContext, account_id: UUID, role: str, shops: list[str] | None) -> Result:
+        return self._change_roles(ctx, "grant_role", account_id, role, shops,
+                                  lambda account, meta: account.grant_role(role, shops, meta))
+
+    def revoke_role(self, ctx: CommandContext, account_id: UUID, role: str, shops: list[str] | None) -> Result:
+        return self._change_roles(ctx, "revoke_role", account_id, role, shops,
+                                  lambda account, meta: account.revoke_role(role, shops, meta))
+
+    def _change_roles(self, ctx, name, account_id, role, shops, change) -> Result:
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            self._refuse_foreign_shops(ctx, shops)
+            changed = change(account, self._meta(ctx))
+            return Decision([account] if changed else [], describe_account(account),
+                            statements=_role_rows(account) if changed else [])
+
+        return self.execute(ctx, name, {"account": str(account_id), "role": role, "shops": shops}, decide)
+
+    def unlock_account(self, ctx: CommandContext, account_id: UUID) -> Result:
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            changed = account.unlock(self._meta(ctx))
+            return Decision([account] if changed else [], describe_account(account))
+
+        return self.execute(ctx, "unlock_account", {"account": str(account_id)}, decide)
+
+    def reset_mfa(self, ctx: CommandContext, account_id: UUID) -> Result:
+        """An admin removes a lost second factor; the person enrolls again at next login."""
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            changed = account.disable_mfa(self._meta(ctx, reason="reset by an admin"))
+            return Decision([account] if changed else [], describe_account(account), statements=_mfa_removed(account.id))
+
+        return self.execute(ctx, "reset_mfa", {"account": str(account_id)}, decide)
+
+    def grant_opener(self, ctx: CommandContext, shop_id: UUID) -> tuple[list[Account], list[Statement]]:
+        """The account opening a shop gets it in each shop-scoped role that may open shops
+        (a seller of some shops becomes seller of this one too). Tenant-wide roles see it anyway."""
+        try:
+            account = self.tenant_account(ctx, UUID(ctx.actor.id))
+        except (ValueError, NotFound):
+            return [], []  # not an account (a policy, or a test's bare context)
+        meta = self._meta(ctx)
+        changed = [account.grant_role(role, [str(shop_id)], meta)
+                   for role, shops in list(account.roles.items())
+                   if shops is not None and account.grants_of(role).allows("shops:create")]
+        return ([account], _role_rows(account)) if any(changed) else ([], [])
+
+    def _refuse_foreign_shops(self, ctx: CommandContext, shops: list[str] | None) -> None:
+        """Grants and keys name only shops of the caller's own tenant (others' look unknown)."""
+        for i, shop in enumerate(shops or ()):
+            try:
+                self.shop_facts(ctx, UUID(str(shop)))
+            except (NotFound, ValueError):
+                raise DomainError(f"shops[{i}]", "no such shop in this tenant") from None
+
+    def tenant_account(self, ctx: CommandContext, account_id: UUID) -> Account:
+        """An account of the caller's tenant; others' accounts do not exist for the caller."""
+        try:
+            account = self.repository.get(account_id)
+        except AggregateNotFoundError:
+            raise NotFound("account not found") from None
+        if not isinstance(account, Account) or account.tenant_id != ctx.tenant_id:
+            raise NotFound("account not found")
+        return account
+
+    def accounts_of(self, ctx: CommandContext) -> list[dict]:
+        rows = self._rows("SELECT account_id, username, kind, created_at FROM accounts WHERE tenant_id = %s"
+                          " ORDER BY username", [ctx.tenant_id])
+        return [{"account_id": str(r["account_id"]), "username": r["username"], "kind": r["kind"],
+                 "created_at": r["created_at"].isoformat()} for r in rows]
+
+    # -- API keys ---------------------------------------------------------------------------
+    def issue_api_key(self, ctx: CommandContext, account_id: UUID, scopes: list[str],
+                      shops: list[str] | None) -> Result:
+        key, key_id = credentials.new_token("ek"), uuid4()
+
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            self._refuse_foreign_shops(ctx, shops)
+            account.issue_api_key(str(key_id), scopes, shops, self._meta(ctx))
+            statement = ("INSERT INTO api_keys (key_id, account_id, key_digest, prefix, scopes, shops)"
+                         " VALUES (%s, %s, %s, %s, %s, %s::uuid[])",
+                         [key_id, account.id, self.secrets.digest(key), key[:10], sorted(set(scopes)),
+                          None if shops is None else [UUID(str(s)) for s in shops]])
+            body = {"key_id": str(key_id), "api_key": key, "prefix": key[:10], "scopes": sorted(set(scopes)),
+                    "shops": None if shops is None else sorted(map(str, shops))}
+            return Decision([account], body, status=201, statements=[statement])
+
+        # The answer carries the key: it must never be kept in command_log for a replay.
+        return self.execute(replace(ctx, idempotency_key=None), "issue_api_key", {}, decide)
+
+    def revoke_api_key(self, ctx: CommandContext, account_id: UUID, key_id: UUID) -> Result:
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            if not account.revoke_api_key(str(key_id), self._meta(ctx)):
+                raise NotFound("no such live API key", field="key_id")
+            return Decision([account], {"key_id": str(key_id), "revoked": True},
+                            statements=[("UPDATE api_keys SET revoked_at = now() WHERE key_id = %s", [key_id])])
+
+        return self.execute(ctx, "revoke_api_key", {"account": str(account_id), "key": str(key_id)}, decide)
+
+    def api_keys_of(self, ctx: CommandContext, account_id: UUID) -> list[dict]:
+        self.tenant_account(ctx, account_id)
+        rows = self._rows("SELECT key_id, prefix, scopes, shops, created_at, revoked_at FROM api_keys"
+                          " WHERE account_id = %s ORDER BY created_at", [account_id])
+        return [{"key_id": str(r["key_id"]), "prefix": r["prefix"], "scopes": r["scopes"],
+                 "shops": None if r["shops"] is None else [str(s) for s in r["shops"]],
+                 "created_at": r["created_at"].isoformat(),
+                 "revoked_at": r["revoked_at"] and r["revoked_at"].isoformat()} for r in rows]
+
+    # -- logging in -------------------------------------------------------------------------
+    def login(self, username: str, password: str, client: str) -> Session | MfaChallenge:
+        """Check a password; then either a session, or a challenge for the second factor.
+
+        Unknown user, wrong password and locked account all raise the same LoginRefused after
+        the same argon2 work, so neither the answer nor its timing tells which it was.
+        """
+        found = self._password_of(normalize_username(username))
+        if found is None:
+            credentials.waste_a_verify(password)
+            raise LoginRefused
+        account_id, stored_hash = found
+        account = self.repository.get(account_id)
+        if account.is_locked(_now()):
+            credentials.waste_a_verify(password)
+            self._record_failure(account, FailureReason.LOCKED, client)
+            raise LoginRefused
+        matches, upgraded_hash = credentials.verify_password(password, stored_hash)
+        if not matches:
+            self._record_failure(account, FailureReason.BAD_PASSWORD, client)
+            raise LoginRefused
+        rehash = [("UPDATE password_credentials SET hash = %s WHERE account_id = %s", [upgraded_hash, account_id])
+                  ] if upgraded_hash else []
+        if account.mfa_required:
+            self._run(rehash)
+            return self._new_challenge(account_id)
+        return self._start_session(account, "password", client, rehash)
+
+    def login_second_factor(self, challenge: str, client: str, code: str | None = None,
+                            recovery_code: str | None = None) -> Session:
+        account_id = self._take_challenge_attempt(challenge)
+        if account_id is None:
+            raise LoginRefused
+        account = self.repository.get(account_id)
+        if account.is_locked(_now()):
+            self._record_failure(account, FailureReason.LOCKED, client)
+            raise LoginRefused
+        if code is not None:
+            failure, method = self._check_totp(account_id, code), "password+totp"
+        else:
+            failure, method = self._use_recovery_code(account_id, recovery_code or ""), "password+recovery_code"
+        if failure is not None:
+            self._record_failure(account, failure, client)
+            raise LoginRefused
+        used = [("UPDATE mfa_challenges SET used_at = now() WHERE challenge_digest = %s",
+                 [self.secrets.digest(challenge)])]
+        return self._start_session(account, method, client, used)
+
+    def _record_failure(self, account: Account, reason: FailureReason, client: str) -> None:
+        loaded = [account]  # the caller's copy first; a retry after a lost race reloads
+
+        def decide() -> Decision:
+            current = loaded.pop() if loaded else self.repository.get(account.id)
+            current.login_failed(reason, client, self._meta(self._as_account(current)))
+            return Decision([current], {})
+
+        self.execute(self._as_account(account), "login_failed", {}, decide)
+
+    def _start_session(self, account: Account, method: str, client: str, statements: list[Statement]) -> Session:
+        family_id, token = uuid4(), credentials.new_token("rt")
+        now = _now()
+        loaded = [account]  # the caller's copy first; a retry after a lost race reloads
+
+        def decide() -> Decision:
+            current = loaded.pop() if loaded else self.repository.get(account.id)
+            if current.is_locked(now):  # locked between the password check and now
+                raise LoginRefused
+            current.login_succeeded(method, client, self._meta(self._as_account(current)))
+            return Decision([current], {}, statements=[
+                *statements,
+                ("INSERT INTO token_families (family_id, account_id, expires_at) VALUES (%s, %s, %s)",
+                 [family_id, current.id, now + SESSION_MAX_AGE]),
+                _refresh_token_row(self.secrets.digest(token), family_id, now)])
+
+        self.execute(self._as_account(account), "login", {}, decide)
+        return Session(str(account.id), account.tenant_id, str(family_id), token)
+
+    def _new_challenge(self, account_id: UUID) -> MfaChallenge:
+        challenge = credentials.new_token("mfa")
+        self._run([("INSERT INTO mfa_challenges (challenge_digest, account_id, expires_at) VALUES (%s, %s, %s)",
+                    [self.secrets.digest(challenge), account_id, _now() + MFA_CHALLENGE_TTL])])
+        return MfaChallenge(challenge, int(MFA_CHALLENGE_TTL.total_seconds()))
+
+    def _take_challenge_attempt(self, challenge: str) -> UUID | None:
+        rows = self._rows(
+            "UPDATE mfa_challenges SET attempts = attempts + 1 WHERE challenge_digest = %s AND used_at IS NULL"
+            " AND expires_at > now() AND attempts < %s RETURNING account_id",
+            [self.secrets.digest(challenge), MFA_CHALLENGE_ATTEMPTS])
+        return rows[0]["account_id"] if rows else None
+
+    def _check_totp(self, account_id: UUID, code: str) -> FailureReason | None:
+        secret = self._totp_secret(account_id, confirmed=True)
+        step = credentials.matching_totp_step(secret, code) if secret else None
+        if step is None:
+            return FailureReason.BAD_MFA_CODE
+        # Atomic: of two logins racing with the same code, one moves last_used_step, the other
+        # finds it already there. A code of this step or any earlier one is never accepted again.
+        moved = self._rows("UPDATE totp_credentials SET last_used_step = %s WHERE account_id = %s"
+                           " AND last_used_step < %s RETURNING 1", [step, account_id, step])
+        return None if moved else FailureReason.MFA_CODE_REPLAYED
+
+    def _use_recovery_code(self, account_id: UUID, code: str) -> FailureReason | None:
+        used = self._rows("UPDATE recovery_codes SET used_at = now() WHERE account_id = %s AND code_digest = %s"
+                          " AND used_at IS NULL RETURNING 1",
+                          [account_id, self.secrets.digest(credentials.normalize_recovery_code(code))])
+        return None if used else FailureReason.BAD_RECOVERY_CODE
+
+    # -- sessions ---------------------------------------------------------------------------
+    def refresh(self, refresh_token: str) -> Session:
+        """Rotate: the presented token is spent and a new one of the same family is issued.
+        A spent token presented again means two parties hold it: the whole family is revoked."""
+        digest = self.secrets.digest(refresh_token)
+        now = _now()
+        with self.recorder.datastore.get_connection() as conn, conn.transaction(), \
+                conn.cursor(row_factory=dict_row) as curs:
+            row = curs.execute(
+                "SELECT t.family_id, t.expires_at, t.used_at, f.account_id, f.revoked_at, f.expires_at AS family_expires"
+                " FROM refresh_tokens t JOIN token_families f USING (family_id) WHERE t.token_digest = %s"
+                " FOR UPDATE OF t", [digest]).fetchone()
+            if row is None or row["revoked_at"] is not None:
+                raise TokenRefused
+            if row["used_at"] is None and min(row["expires_at"], row["family_expires"]) > now:
+                token = credentials.new_token("rt")
+                curs.execute("UPDATE refresh_tokens SET used_at = %s WHERE token_digest = %s", [now, digest])
+                curs.execute(*_refresh_token_row(self.secrets.digest(token), row["family_id"], now,
+                                                 row["family_expires"]))
+                account = self.repository.get(row["account_id"])
+                return Session(str(row["account_id"]), account.tenant_id, str(row["family_id"]), token)
+        if row["used_at"] is not None:
+            self.end_session(row["account_id"], row["family_id"], "refresh_token_reused")
+        raise TokenRefused
+
+    def end_session(self, account_id: UUID, family_id: UUID, reason: str) -> None:
+        """Revoke a token family: its refresh tokens stop working and so do its access tokens."""
+        def decide() -> Decision:
+            account = self.repository.get(account_id)
+            live = self._rows("SELECT 1 FROM token_families WHERE family_id = %s AND revoked_at IS NULL", [family_id])
+            if not live:
+                return Decision([], {})
+            account.revoke_token_family(str(family_id), reason, self._meta(self._as_account(account)))
+            return Decision([account], {}, statements=[
+                ("UPDATE token_families SET revoked_at = now(), revoked_reason = %s"
+                 " WHERE family_id = %s AND revoked_at IS NULL", [reason, family_id])])
+
+        self.execute(self._as_account(self.repository.get(account_id)), "end_session", {}, decide)
+
+    # -- one's own credentials --------------------------------------------------------------
+    def change_password(self, ctx: CommandContext, session_id: str, current: str, new: str) -> Result:
+        found = self._password_of_account(UUID(ctx.actor.id))
+        if found is None or not credentials.verify_password(current, found)[0]:
+            raise DomainError("current_password", "does not match")
+        new_hash = credentials.hash_password(new)
+
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, UUID(ctx.actor.id))
+            account.change_password(self._meta(ctx))
+            return Decision([account], {"changed": True}, statements=[
+                ("UPDATE password_credentials SET hash = %s, changed_at = now() WHERE account_id = %s",
+                 [new_hash, account.id]),
+                # Other sessions may be the reason for the change: they end now.
+                ("UPDATE token_families SET revoked_at = now(), revoked_reason = 'password_changed'"
+                 " WHERE account_id = %s AND family_id <> %s AND revoked_at IS NULL", [account.id, UUID(session_id)])])
+
+        return self.execute(replace(ctx, idempotency_key=None), "change_password", {}, decide)
+
+    def enroll_mfa(self, ctx: CommandContext) -> tuple[str, str]:
+        """(secret, otpauth URI) for an authenticator app; MFA starts once a code confirms it."""
+        secret = credentials.new_totp_secret()
+
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, UUID(ctx.actor.id))
+            account.enroll_mfa(self._meta(ctx))
+            encrypted = self.secrets.encrypt(secret.encode(), account.id.bytes)
+            return Decision([account], {}, statements=[
+                *_mfa_removed(account.id),
+                ("INSERT INTO totp_credentials (account_id, secret_encrypted) VALUES (%s, %s)", [account.id, encrypted])])
+
+        self.execute(replace(ctx, idempotency_key=None), "enroll_mfa", {}, decide)
+        username = self.tenant_account(ctx, UUID(ctx.actor.id)).username
+        return secret, credentials.totp_uri(secret, username)
+
+    def confirm_mfa(self, ctx: CommandContext, code: str) -> list[str]:
+        """Turn MFA on with a first valid code; returns ten single-use recovery codes (shown once)."""
+        account_id = UUID(ctx.actor.id)
+        secret = self._totp_secret(account_id, confirmed=False)
+        step = credentials.matching_totp_step(secret, code) if secret else None
+        if step is None:
+            raise DomainError("code", "does not match the authenticator's current code")
+        codes = credentials.new_recovery_codes()
+
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            account.confirm_mfa(self._meta(ctx))
+            return Decision([account], {}, statements=[
+                ("UPDATE totp_credentials SET confirmed = true, last_used_step = %s WHERE account_id = %s",
+                 [step, account_id]),
+                ("DELETE FROM recovery_codes WHERE account_id = %s", [account_id]),
+                ("INSERT INTO recovery_codes (account_id, code_digest) SELECT %s, unnest(%s::bytea[])",
+                 [account_id, [self.secrets.digest(c) for c in codes]])])
+
+        self.execute(replace(ctx, idempotency_key=None), "confirm_mfa", {}, decide)
+        return codes
+
+    def disable_mfa(self, ctx: CommandContext, password: str) -> Result:
+        found = self._password_of_account(UUID(ctx.actor.id))
+        if found is None or not credentials.verify_password(password, found)[0]:
+            raise DomainError("password", "does not match")
+
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, UUID(ctx.actor.id))
+            changed = account.disable_mfa(self._meta(ctx))
+            return Decision([account] if changed else [], {"mfa": account.mfa}, statements=_mfa_removed(account.id))
+
+        return self.execute(replace(ctx, idempotency_key=None), "disable_mfa", {}, decide)
+
+    # -- who is calling ---------------------------------------------------------------------
+    def principal_for_session(self, account_id: str, family_id: str) -> Principal | None:
+        """The account behind an access token, if its session is still live."""
+        rows = self._rows(
+            "SELECT a.account_id, a.tenant_id, a.kind, " + _ROLES_OF_A +
+            " FROM accounts a JOIN token_families f ON f.account_id = a.account_id"
+            " WHERE a.account_id = %s AND f.family_id = %s AND f.revoked_at IS NULL AND f.expires_at > now()",
+            [account_id, family_id])
+        if not rows:
+            return None
+        r = rows[0]
+        return Principal(str(r["account_id"]), r["tenant_id"], r["kind"], Grants.of_roles(r["roles"]),
+                         str(family_id), "token")
+
+    def principal_for_api_key(self, key: str) -> Principal | None:
+        rows = self._rows(
+            "SELECT a.account_id, a.tenant_id, a.kind, k.key_id, k.scopes, k.shops, " + _ROLES_OF_A +
+            " FROM api_keys k JOIN accounts a ON a.account_id = k.account_id"
+            " WHERE k.key_digest = %s AND k.revoked_at IS NULL", [self.secrets.digest(key)])
+        if not rows:
+            return None
+        r = rows[0]
+        shops = None if r["shops"] is None else [str(s) for s in r["shops"]]
+        grants = Grants.of_roles(r["roles"]).narrowed(r["scopes"], shops)
+        return Principal(str(r["account_id"]), r["tenant_id"], r["kind"], grants, str(r["key_id"]), "api_key")
+
+    def describe_self(self, principal: Principal) -> dict:
+        account = self.repository.get(UUID(principal.account_id))
+        return {**describe_account(account), "via": principal.via}
+
+    # -- the security view ------------------------------------------------------------------
+    def security_report(self, ctx: CommandContext, days: int = 7) -> dict:
+        """Failed logins per account and day (by reason) and lockouts, from the event log."""
+        since = _now() - timedelta(days=days)
+        failed = self._rows(
+            "SELECT e.originator_id AS account_id, a.username, date_trunc('day', i.recorded_at) AS day,"
+            " convert_from(e.state, 'UTF8')::jsonb ->> 'reason' AS reason, count(*) AS n"
+            " FROM accounts a JOIN pricing_events e ON e.originator_id = a.account_id"
+            " JOIN event_index i ON i.notification_id = e.notification_id"
+            " WHERE a.tenant_id = %s AND e.topic = %s AND i.recorded_at >= %s"
+            " GROUP BY 1, 2, 3, 4 ORDER BY 3 DESC, 2, 4", [ctx.tenant_id, _FAILED, since])
+        days_seen: dict[tuple, dict] = {}
+        for r in failed:
+            key = (r["account_id"], r["day"])
+            entry = days_seen.setdefault(key, {"account_id": str(r["account_id"]), "username": r["username"],
+                                               "day": r["day"].date().isoformat(), "failed": 0, "reasons": {}})
+            entry["failed"] += r["n"]
+            entry["reasons"][r["reason"]] = r["n"]
+        locks = self._rows(
+            "SELECT e.originator_id AS account_id, e.originator_version AS version, a.username, i.recorded_at,"
+            " e.state"
+            " FROM accounts a JOIN pricing_events e ON e.originator_id = a.account_id"
+            " JOIN event_index i ON i.notification_id = e.notification_id"
+            " WHERE a.tenant_id = %s AND e.topic = %s AND i.recorded_at >= %s ORDER BY e.notification_id DESC",
+            [ctx.tenant_id, _LOCKED, since])
+        lockouts = []
+        for r in locks:
+            locked = self.mapper.to_domain_event(StoredEvent(r["account_id"], r["version"], _LOCKED, bytes(r["state"])))
+            account = self.repository.get(r["account_id"])
+            lockouts.append({"account_id": str(r["account_id"]), "username": r["username"],
+                             "locked_at": r["recorded_at"].isoformat(), "failures": locked.failures,
+                             "until": locked.until.isoformat(),
+                             # a later lock or an admin's unlock ends this one
+                             "still_locked": account.is_locked(_now()) and account.locked_until == locked.until})
+        return {"since": since.isoformat(), "failed_logins": list(days_seen.values()), "lockouts": lockouts}
+
+    def account_history(self, ctx: CommandContext, account_id: UUID, after_version: int = 0,
+                        limit: int = 100) -> dict:
+        """An account's events (logins, failures, locks, roles, MFA, sessions, keys), oldest first."""
+        self.tenant_account(ctx, account_id)
+        rows = self._rows("SELECT notification_id, originator_version, topic, state FROM pricing_events"
+                          " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version"
+                          " LIMIT %s", [account_id, after_version, limit + 1])
+        events = [describe_event(self.mapper.to_domain_event(StoredEvent(
+            account_id, r["originator_version"], r["topic"], bytes(r["state"]))), r["notification_id"])
+            for r in rows[:limit]]
+        return {"account_id": str(account_id), "events": events,
+                "next_after_version": events[-1]["version"] if events else after_version, "more": len(rows) > limit}
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _meta(self, ctx: CommandContext, reason: str = ""):
+        return ctx.meta(None, reason=reason)
+
+    @staticmethod
+    def _as_account(account: Account) -> CommandContext:
+        """The context of an account acting for itself (logins, sessions)."""
+        kind = ActorKind.SERVICE if account.kind == AccountKind.SERVICE.value else ActorKind.USER
+        return CommandContext(actor=Actor(str(account.id), kind), tenant_id=account.tenant_id)
+
+    def _account_id_by_username(self, username: str) -> UUID | None:
+        rows = self._rows("SELECT account_id FROM accounts WHERE username = %s", [username])
+        return rows[0]["account_id"] if rows else None
+
+    def _password_of(self, username: str) -> tuple[UUID, str] | None:
+        rows = self._rows("SELECT a.account_id, p.hash FROM accounts a JOIN password_credentials p"
+                          " ON p.account_id = a.account_id WHERE a.username = %s", [username])
+        return (rows[0]["account_id"], rows[0]["hash"]) if rows else None
+
+    def _password_of_account(self, account_id: UUID) -> str | None:
+        rows = self._rows("SELECT hash FROM password_credentials WHERE account_id = %s", [account_id])
+        return rows[0]["hash"] if rows else None
+
+    def _totp_secret(self, account_id: UUID, confirmed: bool) -> str | None:
+        rows = self._rows("SELECT secret_encrypted FROM totp_credentials WHERE account_id = %s AND confirmed = %s",
+                          [account_id, confirmed])
+        if not rows:
+            return None
+        return self.secrets.decrypt(bytes(rows[0]["secret_encrypted"]), account_id.bytes).decode()
+
+    def _rows(self, sql: str, params) -> list[dict]:
+        with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+            curs.execute(sql, params)
+            return curs.fetchall() if curs.description else []
+
+    def _run(self, statements: list[Statement]) -> None:
+        if statements:
+            with self.recorder.datastore.get_connection() as conn, conn.transaction():
+                for sql, params in statements:
+                    conn.execute(sql, params)
+
+
+_FAILED = get_topic(Account.LoginFailed)
+_LOCKED = get_topic(Account.Locked)
+
+# The account's roles as {"seller": ["<shop uuid>", ...], "admin": null}.
+_ROLES_OF_A = ("(SELECT coalesce(jsonb_object_agg(r.role, r.shops), '{}'::jsonb) FROM account_roles r"
+               " WHERE r.account_id = a.account_id) AS roles")
+
+
+def _role_rows(account: Account) -> list[Statement]:
+    """Replace the account's rows in account_roles with its current roles."""
+    rows: list[Statement] = [("DELETE FROM account_roles WHERE account_id = %s", [account.id])]
+    for role, shops in account.roles.items():
+        rows.append(("INSERT INTO account_roles (account_id, role, shops) VALUES (%s, %s, %s::uuid[])",
+                     [account.id, role, None if shops is None else [UUID(s) for s in shops]]))
+    return rows
+
+
+def _mfa_removed(account_id: UUID) -> list[Statement]:
+    return [("DELETE FROM recovery_codes WHERE account_id = %s", [account_id]),
+            ("DELETE FROM totp_credentials WHERE account_id = %s", [account_id])]
+
+
+def _refresh_token_row(digest: bytes, family_id, now: datetime, family_expires: datetime | None = None) -> Statement:
+    expires = now + REFRESH_TOKEN_TTL
+    if family_expires is not None:
+        expires = min(expires, family_expires)
+    return ("INSERT INTO refresh_tokens (token_digest, family_id, expires_at) VALUES (%s, %s, %s)",
+            [digest, family_id, expires])
+
+
+def describe_account(account: Account) -> dict:
+    return {"account_id": str(account.id), "tenant_id": account.tenant_id, "username": account.username,
+            "kind": account.kind, "roles": dict(account.roles), "mfa": account.mfa,
+            "locked_until": account.locked_until and account.locked_until.isoformat(),
+            "api_keys": sorted(account.api_keys), "version": account.version}

@@ -1,0 +1,341 @@
+"""Pricing rules, their assignment to listings, the emergency stops, and the automated price
+change the repricing policy (streams/) issues: `reprice_listing`.
+
+Mixed into PricingEngine. Rules propose (domain/rules.py); the Listing decides within its
+guardrails (Listing.reprice); this layer loads, checks tenancy and saves — and makes every
+automated change idempotent per cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Sequence
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from commands import rule_models as m
+from commands.context import CommandContext, Decision, Result
+from commands.errors import Conflict, NotFound
+from commands.persistence import Reservation
+from domain.automation import GLOBAL_SWITCH_ID, AutomationSwitch, stop_reason
+from domain.errors import DomainError, InvalidValue
+from domain.listing import CHANGED, REFUSED, Listing, Verdict
+from domain.meta import Actor, ActorKind, EventMeta, Source
+from domain.pricing_rule import PricingRule
+from domain.rules import CompetitorPrice, Rule, evaluate
+from domain.shop import Shop
+
+POLICY_ACTOR = Actor("repricing-policy", ActorKind.POLICY)
+REPRICE_RETRIES = 5
+
+# Outcomes of reprice_listing besides the Listing's own (changed, unchanged, held, refused).
+DUPLICATE = "duplicate"  # this cause was already acted on: nothing more happens
+NO_RULE = "no_rule"      # no rule assigned, or it is retired
+
+
+def observation_cause(batch_id: UUID, version: int) -> str:
+    """The cause naming one CompetitorPriceObserved event (its batch aggregate and version)."""
+    return f"observation:{batch_id}/{version}"
+
+
+def rule_cause(rule_id: UUID, rule_version: int) -> str:
+    """The cause naming a rule version taking effect (Defined or Revised)."""
+    return f"rule:{rule_id}/v{rule_version}"
+
+
+@dataclass(frozen=True)
+class RepriceResult:
+    outcome: str                 # changed | unchanged | held | refused | duplicate | no_rule
+    listing_id: str
+    price: str | None = None     # the listing's price afterwards
+    previous: str | None = None
+    version: int | None = None   # the listing's version afterwards
+    rule_id: str | None = None
+    rule_version: int | None = None
+    cause: str | None = None
+    proposed: str | None = None
+    clamps: list[str] = field(default_factory=list)
+    refusal: str | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def describe_rule(rule: PricingRule) -> dict:
+    r = rule.rule
+    return {
+        "rule_id": str(rule.id), "shop_id": str(rule.shop_id), "name": rule.name, "version": rule.version,
+        "rule_version": rule.rule_version, "retired": rule.retired, "summary": r.describe(),
+        "kind": r.kind, "currency": r.currency,
+        "amount": None if r.amount is None else str(r.amount),
+        "percent": None if r.percent is None else str(r.percent), "direction": r.direction,
+        "rounding": r.rounding, "include": list(r.include), "exclude": list(r.exclude),
+        "max_age_minutes": r.max_age_minutes, "no_competition": r.no_competition, "below_floor": r.below_floor,
+        "modified_at": rule.modified_on.isoformat(),
+    }
+
+
+def describe_stop(stop: EventMeta | None) -> dict:
+    if stop is None:
+        return {"stopped": False}
+    return {"stopped": True, "by": stop.actor_id, "reason": stop.reason, "at": stop.occurred_at.isoformat()}
+
+
+def rule_from(spec: m.RuleSpec, shop_currency: str) -> Rule:
+    if spec.currency is not None and spec.currency != shop_currency:
+        raise InvalidValue("currency", f"{spec.currency} does not match the shop's {shop_currency}")
+    return Rule.define(kind=spec.kind, currency=shop_currency, amount=spec.amount, percent=spec.percent,
+                       direction=spec.direction, rounding=spec.rounding, include=spec.include,
+                       exclude=spec.exclude, max_age_minutes=spec.max_age_minutes,
+                       no_competition=spec.no_competition, below_floor=spec.below_floor)
+
+
+class Repricing:
+    """Mixed into PricingEngine (uses its execute, shop_facts, listing, _listing_at, repository)."""
+
+    # -- rules ------------------------------------------------------------------------------
+    def define_rule(self, ctx: CommandContext, shop_id: UUID, cmd: m.DefineRule) -> Result:
+        _, currency = self.shop_facts(ctx, shop_id)
+
+        def decide() -> Decision:
+            rule = PricingRule.define(shop_id, cmd.name, rule_from(cmd, currency), ctx.meta(shop_id, reason=cmd.reason))
+            return Decision([rule], describe_rule(rule), status=201,
+                            reservations=[Reservation(shop_id, "rule", str(rule.id), rule.id)])
+
+        return self.execute(ctx, "define_rule", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+
+    def revise_rule(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, cmd: m.ReviseRule) -> Result:
+        _, currency = self.shop_facts(ctx, shop_id)
+
+        def decide() -> Decision:
+            rule = self._rule_at(ctx, shop_id, rule_id, cmd.expected_version)
+            changed = rule.revise(rule_from(cmd, currency), ctx.meta(shop_id, reason=cmd.reason), name=cmd.name)
+            return Decision([rule], {**describe_rule(rule), "changed": changed}, strict=cmd.expected_version is not None)
+
+        return self.execute(ctx, "revise_rule", {"rule": str(rule_id), **cmd.model_dump(mode="json")}, decide)
+
+    def retire_rule(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, cmd: m.RetireRule) -> Result:
+        def decide() -> Decision:
+            rule = self._rule_at(ctx, shop_id, rule_id, cmd.expected_version)
+            changed = rule.retire(ctx.meta(shop_id, reason=cmd.reason))
+            return Decision([rule], {**describe_rule(rule), "changed": changed}, strict=cmd.expected_version is not None)
+
+        return self.execute(ctx, "retire_rule", {"rule": str(rule_id), **cmd.model_dump(mode="json")}, decide)
+
+    def pricing_rule(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, version: int | None = None) -> PricingRule:
+        self.shop_facts(ctx, shop_id)
+        try:
+            rule = self.repository.get(rule_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound("rule not found") from None
+        if not isinstance(rule, PricingRule) or rule.shop_id != shop_id:
+            raise NotFound("rule not found")
+        if version is not None and rule.version != version:
+            raise NotFound(f"the rule has no version {version} (latest is {rule.version})", field="version")
+        return rule
+
+    def rules_of(self, ctx: CommandContext, shop_id: UUID) -> list[dict]:
+        self.shop_facts(ctx, shop_id)
+        rules = [self.repository.get(rule_id) for rule_id in self.recorder.reserved_all(shop_id, "rule").values()]
+        return [describe_rule(r) for r in sorted(rules, key=lambda r: (r.retired, r.name.lower(), str(r.id)))]
+
+    def _rule_at(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, expected_version: int | None) -> PricingRule:
+        rule = self.pricing_rule(ctx, shop_id, rule_id)
+        if expected_version is not None and rule.version != expected_version:
+            raise Conflict(f"rule is at version {rule.version}, not {expected_version}",
+                           field="expected_version", current_version=rule.version)
+        return rule
+
+    # -- assignment -------------------------------------------------------------------------
+    def assign_rule(self, ctx: CommandContext, shop_id: UUID, cmd: m.AssignRule) -> Result:
+        """Point listings at a rule, or at none (`rule_id` None). All or nothing."""
+        self.shop_facts(ctx, shop_id)
+
+        def decide() -> Decision:
+            meta = ctx.meta(shop_id, reason=cmd.reason)
+            if cmd.rule_id is not None:
+                try:
+                    self.pricing_rule(ctx, shop_id, cmd.rule_id).refuse_if_retired()
+                except NotFound:
+                    raise DomainError("rule_id", "no such rule in this shop") from None
+            listings, answers, seen = [], [], {}
+            for i, listing_id in enumerate(cmd.listing_ids):
+                if listing_id in seen:
+                    raise DomainError(f"listing_ids[{i}]", f"also appears at listing_ids[{seen[listing_id]}]")
+                seen[listing_id] = i
+                try:
+                    listing = self.listing(ctx, shop_id, listing_id)
+                except NotFound:
+                    raise DomainError(f"listing_ids[{i}]", "no such listing in this shop") from None
+                changed = (listing.assign_rule(cmd.rule_id, meta) if cmd.rule_id is not None
+                           else listing.unassign_rule(meta))
+                listings.append(listing)
+                answers.append({"listing_id": str(listing_id), "version": listing.version, "changed": changed})
+            rule = None if cmd.rule_id is None else str(cmd.rule_id)
+            return Decision(listings, {"rule_id": rule, "listings": answers})
+
+        return self.execute(ctx, "assign_rule", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+
+    # -- automation limits ------------------------------------------------------------------
+    def set_automation_limits(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID,
+                              cmd: m.SetAutomationLimits) -> Result:
+        def decide() -> Decision:
+            listing = self._listing_at(ctx, shop_id, listing_id, cmd.expected_version)
+            guardrails = replace(listing.guardrails, min_margin=cmd.min_margin, max_step_percent=cmd.max_step_percent,
+                                 max_daily_changes=cmd.max_daily_changes, cooldown_minutes=cmd.cooldown_minutes)
+            changed = listing.set_guardrails(guardrails, ctx.meta(shop_id, reason=cmd.reason))
+            return Decision([listing], {**self.automation_of(listing), "changed": changed},
+                            strict=cmd.expected_version is not None)
+
+        return self.execute(ctx, "set_automation_limits", {"listing": str(listing_id), **cmd.model_dump(mode="json")},
+                            decide)
+
+    def listing_automation(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID) -> dict:
+        return self.automation_of(self.listing(ctx, shop_id, listing_id))
+
+    @staticmethod
+    def automation_of(listing: Listing) -> dict:
+        """A listing's automation settings and the bounds its automated changes respect."""
+        g = listing.guardrails
+        text = lambda v: None if v is None else str(v)  # noqa: E731
+        money = lambda v: None if v is None else str(v.amount)  # noqa: E731
+        last = listing.last_automated_at
+        return {
+            "listing_id": str(listing.id), "version": listing.version, "price": str(listing.price.amount),
+            "currency": listing.currency, "rule_id": text(listing.rule_id),
+            "floor": money(g.floor), "ceiling": money(g.ceiling), "cost": money(g.cost),
+            "min_margin": text(g.min_margin), "max_step_percent": text(g.max_step_percent),
+            "max_daily_changes": g.max_daily_changes, "cooldown_minutes": g.cooldown_minutes,
+            "automated_floor": money(g.automated_floor()),
+            "last_automated_change_at": None if last is None else last.isoformat(),
+        }
+
+    # -- emergency stop ---------------------------------------------------------------------
+    def stop_shop_automation(self, ctx: CommandContext, shop_id: UUID, cmd: m.StopAutomation) -> Result:
+        return self._switch_shop(ctx, shop_id, cmd, "stop_shop_automation", Shop.stop_automation)
+
+    def resume_shop_automation(self, ctx: CommandContext, shop_id: UUID, cmd: m.StopAutomation) -> Result:
+        return self._switch_shop(ctx, shop_id, cmd, "resume_shop_automation", Shop.resume_automation)
+
+    def _switch_shop(self, ctx, shop_id: UUID, cmd: m.StopAutomation, name: str, flip) -> Result:
+        self.shop_facts(ctx, shop_id)
+
+        def decide() -> Decision:
+            shop = self.repository.get(shop_id)
+            changed = flip(shop, ctx.meta(shop_id, reason=cmd.reason))
+            return Decision([shop], {**self._automation_state(shop), "changed": changed})
+
+        return self.execute(ctx, name, {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+
+    def stop_all_automation(self, ctx: CommandContext, cmd: m.StopAutomation) -> Result:
+        """The global stop. Authorization (platform operators only) is the API's job."""
+        return self._switch_all(ctx, cmd, "stop_all_automation", AutomationSwitch.stop)
+
+    def resume_all_automation(self, ctx: CommandContext, cmd: m.StopAutomation) -> Result:
+        return self._switch_all(ctx, cmd, "resume_all_automation", AutomationSwitch.resume)
+
+    def _switch_all(self, ctx, cmd: m.StopAutomation, name: str, flip) -> Result:
+        def decide() -> Decision:
+            meta = ctx.meta(None, reason=cmd.reason)
+            switch = self.automation_switch() or AutomationSwitch(meta=meta)
+            changed = flip(switch, meta)
+            return Decision([switch], {"global": describe_stop(switch.stopped_by), "changed": changed})
+
+        return self.execute(ctx, name, cmd.model_dump(mode="json"), decide)
+
+    def automation_switch(self) -> AutomationSwitch | None:
+        try:
+            return self.repository.get(GLOBAL_SWITCH_ID)
+        except AggregateNotFoundError:
+            return None
+
+    def global_automation_status(self) -> dict:
+        switch = self.automation_switch()
+        return {"global": describe_stop(switch.stopped_by if switch else None)}
+
+    def automation_status(self, ctx: CommandContext, shop_id: UUID) -> dict:
+        self.shop_facts(ctx, shop_id)
+        return self._automation_state(self.repository.get(shop_id))
+
+    def _automation_state(self, shop: Shop) -> dict:
+        switch = self.automation_switch()
+        global_stop = switch.stopped_by if switch else None
+        return {"shop_id": str(shop.id), "shop": describe_stop(shop.automation_stop),
+                "global": describe_stop(global_stop),
+                "running": stop_reason(shop.automation_stop, global_stop) is None}
+
+    # -- the automated change ---------------------------------------------------------------
+    def automation_context(self, shop_id: UUID, cause: str, correlation_id: str | None = None) -> CommandContext:
+        """The policy's identity for acting on a shop's listings: the shop's own tenant."""
+        try:
+            shop = self.repository.get(shop_id)
+        except AggregateNotFoundError:
+            raise NotFound("shop not found") from None
+        return CommandContext(actor=POLICY_ACTOR, tenant_id=shop.tenant_id, causation_id=cause,
+                              correlation_id=correlation_id)
+
+    def reprice_listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID,
+                        observations: Sequence[CompetitorPrice], cause: str,
+                        now: datetime | None = None) -> RepriceResult:
+        """Evaluate the listing's rule on `observations` and let the listing decide.
+
+        Idempotent per cause: (cause, rule version) is reserved in the same transaction as the
+        change or refusal it produced, so a redelivered cause finds it and does nothing. The
+        shop's stop, the global stop and the rule are checked to be unchanged at commit (under
+        the event table lock): a stop that commits first always wins.
+        """
+        self.shop_facts(ctx, shop_id)
+        for _ in range(REPRICE_RETRIES):
+            listing = self.listing(ctx, shop_id, listing_id)
+            rule = self._assigned_rule(listing)
+            if rule is None:
+                return RepriceResult(NO_RULE, str(listing_id), str(listing.price.amount), version=listing.version,
+                                     cause=cause)
+            key = f"{listing_id}/{cause}/{rule.id}@v{rule.rule_version}"
+            if self.recorder.reserved(shop_id, "reprice_cause", [key]):
+                return self._duplicate(listing, rule, cause)
+            shop, switch = self.repository.get(shop_id), self.automation_switch()
+            stopped = stop_reason(shop.automation_stop, switch.stopped_by if switch else None)
+            meta = ctx.meta(shop_id, Source.RULE, f"rule {rule.name!r} v{rule.rule_version}: {rule.rule.describe()}",
+                            occurred_at=now or datetime.now(timezone.utc))
+            proposal = evaluate(rule.rule, listing.pricing_facts(), observations, meta.occurred_at)
+            previous = listing.price
+            verdict = listing.reprice(proposal, rule.id, rule.rule_version, cause, meta, stopped)
+            result = self._reprice_result(listing, rule, cause, previous, verdict, proposal.reasons)
+            if verdict.outcome not in (CHANGED, REFUSED):
+                return result  # nothing to record: a redelivery will find the same
+            unchanged = [(shop.id, shop.version), (GLOBAL_SWITCH_ID, switch.version if switch else 0),
+                         (rule.id, rule.version)]
+            try:
+                self.save(listing, reservations=[Reservation(shop_id, "reprice_cause", key, listing.id)],
+                          unchanged=unchanged)
+            except IntegrityError as e:
+                if getattr(getattr(e.__cause__, "diag", None), "constraint_name", None) == "reservations_pkey":
+                    return self._duplicate(listing, rule, cause)  # a concurrent delivery of this cause won
+                continue  # the listing, a stop or the rule moved on: decide again on fresh state
+            return result
+        raise Conflict("too much concurrent activity on this listing; retry")
+
+    def _assigned_rule(self, listing: Listing) -> PricingRule | None:
+        if listing.rule_id is None:
+            return None
+        rule = self.repository.get(listing.rule_id)
+        return None if rule.retired else rule
+
+    @staticmethod
+    def _duplicate(listing: Listing, rule: PricingRule, cause: str) -> RepriceResult:
+        return RepriceResult(DUPLICATE, str(listing.id), str(listing.price.amount), version=listing.version,
+                             rule_id=str(rule.id), rule_version=rule.rule_version, cause=cause)
+
+    @staticmethod
+    def _reprice_result(listing: Listing, rule: PricingRule, cause: str, previous, verdict: Verdict,
+                        reasons) -> RepriceResult:
+        return RepriceResult(
+            verdict.outcome, str(listing.id), str(listing.price.amount), str(previous.amount), listing.version,
+            str(rule.id), rule.rule_version, cause,
+            None if verdict.proposed is None else str(verdict.proposed.amount),
+            list(verdict.clamps), verdict.refusal, list(reasons))

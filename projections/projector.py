@@ -1,0 +1,258 @@
+"""The projector: follows the global log in commit order and applies it to the projections in
+batches, each batch one transaction holding the view rows and the new tracking positions.
+
+A crash at any point loses nothing and counts nothing twice: either the batch's transaction
+committed (rows and positions together) or none of it did, and the next run resumes from the
+committed positions. Catch-up reads pages of `batch_size` events; once caught up, the projector
+sleeps until the recorder's NOTIFY on channel `pricing_events` says a transaction committed new
+events (or `idle_timeout` passes), so new events are visible in the views within milliseconds.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import psycopg
+
+from projections import tracking
+from projections.base import LIVE, Projection, Tables, of_types
+from projections.log import Decoder, EventLog, Page
+from projections.registry import ALL
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "pricing_events"  # the recorder NOTIFYs it in every transaction that inserts events
+DEFAULT_BATCH = 5000
+APPLICATION_NAME = "etsypro-projector"
+
+
+@dataclass
+class Stats:
+    batches: int = 0
+    events_read: int = 0
+    last_error: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Projector:
+    def __init__(self, conninfo: str, decode: Decoder, projections: Sequence[Projection] = ALL,
+                 batch_size: int = DEFAULT_BATCH, tables: Tables = LIVE, tracking_prefix: str = "",
+                 application_name: str = APPLICATION_NAME):
+        self.conninfo = conninfo
+        self.projections = tuple(projections)
+        self.batch_size = batch_size
+        self.tables = tables
+        self.track_as = {p.name: f"{tracking_prefix}{p.name}" for p in self.projections}
+        self.log = EventLog(decode, self.projections)
+        self.application_name = application_name
+        self.stats = Stats()
+        self._conn: psycopg.Connection | None = None
+
+    # -- one batch ------------------------------------------------------------------------
+    def step(self) -> int:
+        """Apply the next batch in one transaction; returns how many stored events it covered
+        (0 when the projections are at the head of the log)."""
+        return self._step(None)
+
+    def _step(self, prefetched: tuple[int, Page] | None) -> int | None:
+        """As step(), using a page read ahead when it starts where the projections are.
+        None: the prefetched page starts elsewhere (someone else moved the positions)."""
+        conn = self._connection()
+        names = list(self.track_as.values())
+        with conn.transaction(), conn.cursor() as cur:
+            # Views are derived data: a server crash may lose the last few batches committed
+            # without waiting for the disk, but recovery keeps or loses each transaction whole
+            # (rows and position together), so the projector simply applies them again.
+            cur.execute("SET LOCAL synchronous_commit = off", prepare=True)
+            positions = tracking.lock(cur, names)
+            start = min(positions.values())
+            if prefetched is None:
+                page = self.log.read(cur, start, self.batch_size)
+            elif prefetched[0] == start:
+                page = prefetched[1]
+            else:
+                return None
+            if page.last is None:
+                return 0
+            moves = {}
+            for projection in self.projections:
+                name = self.track_as[projection.name]
+                done = positions[name]
+                mine = page.events if done == start else [pe for pe in page.events if pe[0] > done]
+                projection.apply(cur, mine, self.tables)
+                moves[name] = (max(done, page.last), len(of_types(mine, projection.event_types)))
+            tracking.advance(cur, moves)
+        self.stats.batches += 1
+        self.stats.events_read += page.rows
+        return page.rows
+
+    def catch_up(self, progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> int:
+        """Apply batches until the head of the log; returns the stored events covered.
+
+        The next pages are read and decoded on another thread and connection while this one
+        applies the current page, so Python's decoding overlaps with the database's writing."""
+        self._ensure_tracking()
+        total = 0
+        reader = None
+        try:
+            while stop is None or not stop.is_set():
+                if reader is None:
+                    reader = _ReadAhead(self.conninfo, self.log, self._start(), self.batch_size)
+                covered = self._step(reader.next())
+                if covered is None:  # positions moved under us: read from where they are now
+                    reader.close()
+                    reader = None
+                    continue
+                if covered == 0:
+                    return total
+                total += covered
+                if progress:
+                    progress(total)
+            return total
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _start(self) -> int:
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            rows = cur.execute("SELECT min(log_position) FROM analytics.projection_tracking"
+                               " WHERE projection = ANY(%s)", [list(self.track_as.values())]).fetchone()
+        return rows[0] or 0
+
+    # -- following the log ----------------------------------------------------------------
+    def run(self, stop: threading.Event, idle_timeout: float = 1.0) -> None:
+        """Follow the log until `stop` is set, surviving database restarts and failing batches."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                self._follow(stop, idle_timeout)
+            except Exception as e:  # noqa: BLE001 - a database outage or an event we cannot apply:
+                # keep retrying (the lag endpoint shows last_error) rather than die silently.
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                log.exception("projector: %s; retrying in %.1fs", self.stats.last_error, backoff)
+                self.close()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.1
+
+    def _follow(self, stop: threading.Event, idle_timeout: float) -> None:
+        self._ensure_tracking()
+        with psycopg.connect(self.conninfo, autocommit=True,
+                             application_name=f"{self.application_name}-listen") as listener:
+            # LISTEN before reading: a commit that happens while a batch is being applied leaves
+            # its notification queued, so the wait below returns at once instead of sleeping.
+            listener.execute(f"LISTEN {CHANNEL}")
+            self.catch_up(stop=stop)
+            while not stop.is_set():
+                covered = self.step()
+                self.stats.last_error = None
+                if covered < self.batch_size:
+                    self._wait(listener, idle_timeout)
+
+    @staticmethod
+    def _wait(listener: psycopg.Connection, timeout: float) -> None:
+        for _ in listener.notifies(timeout=timeout, stop_after=1):
+            pass
+        for _ in listener.notifies(timeout=0.0):  # drain the rest: one step reads them all
+            pass
+
+    # -- connections ----------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.conninfo, application_name=self.application_name)
+        return self._conn
+
+    def _ensure_tracking(self) -> None:
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            tracking.ensure(cur, self.track_as.values())
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _ReadAhead:
+    """Reads and decodes the pages after `after`, in order, on its own thread and connection.
+
+    Pages read on any connection are the same pages: ids are only ever visible in commit order,
+    so reading ahead never skips an event. It stops after the first empty page (the head)."""
+
+    def __init__(self, conninfo: str, event_log: EventLog, after: int, limit: int, depth: int = 2):
+        self._pages: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._args = (conninfo, event_log, after, limit)
+        self._thread = threading.Thread(target=self._run, name="projector-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conninfo, event_log, after, limit = self._args
+        try:
+            with psycopg.connect(conninfo, autocommit=True, application_name=f"{APPLICATION_NAME}-read") as conn, \
+                    conn.cursor() as cur:
+                while not self._stop.is_set():
+                    page = event_log.read(cur, after, limit)
+                    self._put((after, page))
+                    if page.last is None:
+                        return
+                    after = page.last
+        except BaseException as e:  # hand it to the consumer, who raises it
+            self._put(e)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._pages.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def next(self) -> tuple[int, Page]:
+        item = self._pages.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def tune_gc() -> None:
+    """Fewer, larger garbage collections. Decoding a page allocates about a million small
+    objects; with the default thresholds the collector runs often enough to cost ~40% of the
+    decoding time. Call it in processes whose main work is projecting (`etsypro project`,
+    rebuild, bench); memory stays bounded by the batch size."""
+    gc.set_threshold(100_000, 50, 1000)
+
+
+class BackgroundProjector:
+    """The projector on a daemon thread: what `etsypro serve` runs next to the HTTP API."""
+
+    def __init__(self, projector: Projector):
+        self.projector = projector
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="projector", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.projector.run(self._stop)
+        finally:
+            self.projector.close()
+
+    def start(self) -> BackgroundProjector:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)

