@@ -189,6 +189,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
 
         def decide() -> Decision:
             listings, seen = [], {}
+            meta = ctx.meta(shop_id, cmd.source, cmd.reason)
             for i, spec in enumerate(cmd.listings):
                 where = f"listings[{i}]"
                 for key in ("external_id", "sku"):
@@ -204,7 +205,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                                             _money(spec.cost, currency, "cost"))
                     listings.append(Listing.register(
                         shop_id, spec.external_id, spec.sku, spec.title, spec.status,
-                        Money.price(spec.price, currency, "price"), guardrails, ctx.meta(shop_id)))
+                        Money.price(spec.price, currency, "price"), guardrails, meta))
                 except DomainError as e:
                     raise _prefixed(e, where) from None
             self._refuse_taken(shop_id, "external_id", [s.external_id for s in cmd.listings], "listings[{}].external_id")
@@ -303,7 +304,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                             o.observed_at, o.source)
                 for i, o in enumerate(cmd.observations)
             ]
-            batch = ObservationBatch.record(shop_id, currency, observations, ctx.meta(shop_id))
+            batch = ObservationBatch.record(shop_id, currency, observations, ctx.meta(shop_id, cmd.source, cmd.reason))
             return Decision([batch], {"batch_id": str(batch.id), "recorded": len(observations)}, status=201)
 
         return self.execute(ctx, "record_observations", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
@@ -324,7 +325,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                          s.order_id, s.transaction_id, s.sold_at)
                 for i, s in enumerate(cmd.sales)
             ]
-            batch = SalesBatch.record(shop_id, currency, lines, ctx.meta(shop_id, ))
+            batch = SalesBatch.record(shop_id, currency, lines, ctx.meta(shop_id, cmd.source, cmd.reason))
             reservations = [Reservation(shop_id, "sale_transaction", s.transaction_id, batch.id) for s in cmd.sales]
             return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, status=201,
                             reservations=reservations)

@@ -9,6 +9,8 @@ event, a command_log row, a log line or an error message.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -32,6 +34,10 @@ REFRESH_TOKEN_TTL = timedelta(days=14)
 SESSION_MAX_AGE = timedelta(days=30)      # refreshing cannot keep a session alive longer
 MFA_CHALLENGE_TTL = timedelta(minutes=5)
 MFA_CHALLENGE_ATTEMPTS = 5
+# Every refused login takes at least this long. An unknown user costs one argon2 verify; a wrong
+# password costs the same plus loading the account and recording the failure (a few ms, tens
+# under load): without a floor, that difference would tell which usernames exist.
+REFUSAL_FLOOR_S = 0.25
 
 Statement = tuple[str, Any]
 
@@ -77,6 +83,16 @@ class MfaChallenge:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@contextmanager
+def _refusals_take_the_same_time():
+    started = time.monotonic()
+    try:
+        yield
+    except LoginRefused:
+        time.sleep(max(0.0, started + REFUSAL_FLOOR_S - time.monotonic()))
+        raise
 
 
 class IdentityHandlers:
@@ -231,8 +247,13 @@ class IdentityHandlers:
         """Check a password; then either a session, or a challenge for the second factor.
 
         Unknown user, wrong password and locked account all raise the same LoginRefused after
-        the same argon2 work, so neither the answer nor its timing tells which it was.
+        the same argon2 work and no sooner than REFUSAL_FLOOR_S, so neither the answer nor its
+        timing tells which it was.
         """
+        with _refusals_take_the_same_time():
+            return self._login(username, password, client)
+
+    def _login(self, username: str, password: str, client: str) -> Session | MfaChallenge:
         found = self._password_of(normalize_username(username))
         if found is None:
             credentials.waste_a_verify(password)
@@ -256,6 +277,11 @@ class IdentityHandlers:
 
     def login_second_factor(self, challenge: str, client: str, code: str | None = None,
                             recovery_code: str | None = None) -> Session:
+        with _refusals_take_the_same_time():
+            return self._login_second_factor(challenge, client, code, recovery_code)
+
+    def _login_second_factor(self, challenge: str, client: str, code: str | None,
+                             recovery_code: str | None) -> Session:
         account_id = self._take_challenge_attempt(challenge)
         if account_id is None:
             raise LoginRefused

@@ -32,7 +32,9 @@ How the data's mess maps onto the domain:
   exist or is ambiguous around a clock change would be reported rather than guessed (none occurs).
 
 The listing catalogue always comes from the whole file and chunk boundaries are fixed multiples of
-10,000 file rows, so `--limit N` imports a prefix that a later, larger import continues.
+10,000 file rows, so `--limit N` with N a multiple of 10,000 imports a prefix that a later, larger
+import continues. Any other N leaves a partial last chunk under that chunk's key: a larger import
+afterwards stops with a clear error (same key, different command) instead of recording twice.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ CURRENCY = "GBP"
 CHUNK_ROWS = models.MAX_BATCH
 LONDON = ZoneInfo("Europe/London")
 FILE_NAME = "online_retail.parquet"
+IMPORT_REASON = "Online Retail (UCI) shop history import"
 # The project root's sibling `shared/data/`, wherever the command is started from.
 DEFAULT_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / FILE_NAME
 
@@ -112,10 +115,6 @@ class ImportSummary:
     chunks_replayed: int = 0
     rejects_file: Path | None = None
     seconds: float = 0.0
-
-    @property
-    def recorded_lines(self) -> int:
-        return self.sale_lines + self.returns
 
     @property
     def rows_per_s(self) -> float:
@@ -277,7 +276,7 @@ class OnlineRetailImport:
         for number, start in enumerate(range(0, len(specs), CHUNK_ROWS)):
             batch = specs[start:start + CHUNK_ROWS]
             result = self._send(f"listings:{number}", lambda ctx: self.engine.register_listings(
-                ctx, self.summary.shop_id, models.RegisterListings(listings=batch)))
+                ctx, self.summary.shop_id, models.RegisterListings(listings=batch, source="import", reason=IMPORT_REASON)))
             for spec, answer in zip(batch, result.body["listings"], strict=True):
                 outcome[spec.external_id] = UUID(answer["listing_id"])
                 self.summary.listings += 1
@@ -306,7 +305,7 @@ class OnlineRetailImport:
             sales = self._domain_accepts(sales, sources)
             if sales:
                 self._send(f"sales:{number}", lambda ctx: self.engine.record_sales(
-                    ctx, self.summary.shop_id, models.RecordSales(sales=sales)))
+                    ctx, self.summary.shop_id, models.RecordSales(sales=sales, source="import", reason=IMPORT_REASON)))
             for sale in sales:
                 self.summary.sale_lines += sale.quantity > 0
                 self.summary.returns += sale.quantity < 0

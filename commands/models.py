@@ -41,6 +41,9 @@ Reason = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e
 Label = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]  # a rule's or an actor's name
 
 
+ImportOrManual = Literal["manual", "import"]
+
+
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -67,6 +70,8 @@ class ListingSpec(Command):
 
 class RegisterListings(Command):
     listings: Annotated[list[ListingSpec], Field(min_length=1, max_length=MAX_BATCH)]
+    source: ImportOrManual = "manual"
+    reason: Reason = ""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"listings": [{
         "external_id": "1234567890", "sku": "MUG-BLUE", "title": "Blue speckled mug",
@@ -109,6 +114,8 @@ class ObservationIn(Command):
 
 class RecordObservations(Command):
     observations: Annotated[list[ObservationIn], Field(min_length=1, max_length=MAX_BATCH)]
+    source: ImportOrManual = "manual"
+    reason: Reason = ""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"observations": [{
         "listing_id": "0b9d6b9a-4c2b-4c55-9b7e-2f1f4b7e9a10", "competitor": "etsy:shop/ClayAndCo/98765",
@@ -127,6 +134,8 @@ class SaleIn(Command):
 
 class RecordSales(Command):
     sales: Annotated[list[SaleIn], Field(min_length=1, max_length=MAX_BATCH)]
+    source: ImportOrManual = "manual"
+    reason: Reason = ""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"sales": [{
         "listing_id": "0b9d6b9a-4c2b-4c55-9b7e-2f1f4b7e9a10", "quantity": 2, "unit_price": "24.00",

@@ -19,6 +19,7 @@ import pytest
 
 from api.auth import ALGORITHM, AUDIENCE, ISSUER
 from commands.credentials import Secrets
+from commands.identity import REFUSAL_FLOOR_S
 
 REFUSED = "invalid username or password, or the account is temporarily locked"
 
@@ -176,8 +177,9 @@ def test_unknown_user_and_wrong_password_get_the_same_answer_in_similar_time(htt
         unknown.append(timed({"username": f"nobody-{uuid.uuid4().hex[:8]}", "password": "a wrong password"}))
         wrong.append(timed({"username": people[i % 3]["username"], "password": "a wrong password"}))
     fast, slow = sorted([statistics.median(unknown), statistics.median(wrong)])
-    # Both spend one argon2 verify; the wrong password also records an event (a few ms).
-    assert slow / fast < 1.6, (unknown, wrong)
+    # Both spend one argon2 verify, the wrong password also records an event, and every refusal
+    # is held to the same floor, so the difference is noise.
+    assert fast >= REFUSAL_FLOOR_S and slow / fast < 1.25, (unknown, wrong)
 
 
 # -- lockout ------------------------------------------------------------------------------------
