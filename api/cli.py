@@ -270,6 +270,12 @@ def bench_read(args) -> int:
     return run(args)
 
 
+def bench_kafka(args) -> int:
+    from bench.kafka import main as run
+
+    return run(args)
+
+
 # -- the Kafka path: relay and faust workers (streams/) ------------------------------------
 def _bootstrap(text: str) -> str:
     if not text or any(not part.rpartition(":")[2].isdigit() for part in text.split(",")):
@@ -374,6 +380,11 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("--events", type=_count, help="events in the log (default 1000000)")
     br.add_argument("--batch", type=_count, help="projector events per transaction (default 5000)")
     br.set_defaults(func=bench_read)
+    bk = benches.add_parser("kafka", help="relay -> Kafka (local Tansu) -> faust worker -> views, end to end")
+    bk.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bk.add_argument("--events", type=_count, help="events relayed and applied (default 100000)")
+    bk.add_argument("--batch", type=_count, help="worker records per transaction (default 2000)")
+    bk.set_defaults(func=bench_kafka)
 
     kafka = {"type": _bootstrap, "default": os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
              "required": not os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),

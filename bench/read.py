@@ -13,6 +13,7 @@ kafka_events_per_s belongs to the Kafka path's benchmark.
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 import secrets
@@ -21,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import httpx
@@ -148,7 +150,7 @@ def raw_read(url: str, page: int) -> tuple[int, float]:
         while True:
             got = cur.execute("SELECT notification_id, originator_id, originator_version, topic, state"
                               " FROM pricing_events WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
-                              [after, page], prepare=True).fetchall()
+                              [after, page], prepare=True, binary=True).fetchall()
             if not got:
                 break
             rows += len(got)
@@ -157,16 +159,52 @@ def raw_read(url: str, page: int) -> tuple[int, float]:
 
 
 # -- (c) catch-up, (d) rebuild --------------------------------------------------------------
-def catch_up(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float, float]:
-    """(events, seconds, CPU seconds of this process)."""
+class BackendCpu:
+    """CPU seconds used by the projector's database backends, read from /proc while they run
+    (only when the database server runs on this machine; None otherwise)."""
+
+    def __init__(self, url: str):
+        self.url, self.seen = url, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> BackendCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.is_set():
+                for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                           " AND application_name LIKE 'etsypro-projector%%'"):
+                    try:
+                        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    self.seen[pid] = (int(fields[11]) + int(fields[12])) / ticks
+                self._stop.wait(0.05)
+
+    @property
+    def seconds(self) -> float | None:
+        return sum(self.seen.values()) if self.seen else None
+
+
+def catch_up(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float, float, float | None]:
+    """(events, seconds, CPU seconds of this process, CPU seconds of its database backends)."""
     projector = Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch)
     progress = Progress("catching up", _head(url))
     cpu = time.process_time()
     started = time.perf_counter()
-    events = projector.catch_up(progress.update)
+    with BackendCpu(url) as backends:
+        events = projector.catch_up(progress.update)
     seconds = time.perf_counter() - started
     projector.close()
-    return events, seconds, time.process_time() - cpu
+    return events, seconds, time.process_time() - cpu, backends.seconds
 
 
 def rebuild_all(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float]:
@@ -290,7 +328,8 @@ def run(sizes: Sizes) -> dict:
             note("raw read ...")
             raw_rows, raw_s = raw_read(url, sizes.batch)
             note("catch-up ...")
-            caught, catch_s, catch_cpu = catch_up(url, engine, sizes)
+            caught, catch_s, catch_cpu, catch_server_cpu = catch_up(url, engine, sizes)
+            load = os.getloadavg()[0]
             note("rebuild ...")
             rebuilt, rebuild_s = rebuild_all(url, engine, sizes)
             note("live lag ...")
@@ -305,7 +344,9 @@ def run(sizes: Sizes) -> dict:
         "raw_read_rows_per_s": round(rate(raw_rows, raw_s)),
         "catchup_events_per_s": round(rate(caught, catch_s)),
         "catchup_s": round(catch_s, 1),
-        "catchup_client_cpu_s": round(catch_cpu, 1),
+        "catchup_client_cpu_us_per_event": round(catch_cpu / caught * 1e6, 1),
+        "catchup_server_cpu_us_per_event": round(catch_server_cpu / caught * 1e6, 1) if catch_server_cpu else None,
+        "load_average_catchup": round(load, 1),
         "rebuild_s": round(rebuild_s, 1),
         "rebuild_s_1m": round(rebuild_s * 1_000_000 / rebuilt, 1),
         "live_lag_p50_ms": round(median(lags), 1),
@@ -323,10 +364,12 @@ def run(sizes: Sizes) -> dict:
 
 MEANINGS = {
     "events": "events in the log (written through the command handlers)",
-    "raw_read_rows_per_s": "baseline: the same events by plain paged SELECT, no decoding",
+    "raw_read_rows_per_s": "baseline: the same events by plain paged SELECT (binary rows, as the projector), no decoding",
     "catchup_events_per_s": "fresh projector, all views, whole log (target >= 30,000)",
     "catchup_s": "",
-    "catchup_client_cpu_s": "CPU seconds of the projector process during catch-up",
+    "catchup_client_cpu_us_per_event": "CPU of the projector process per event (decode, rows, COPY)",
+    "catchup_server_cpu_us_per_event": "CPU of its PostgreSQL backends per event (read, insert, rollups)",
+    "load_average_catchup": "1-minute load average after catch-up: other work on the machine slows every figure",
     "rebuild_s": "rebuild of all views: replay into fresh tables, index, swap",
     "rebuild_s_1m": "the same scaled to 1,000,000 events (target <= 60)",
     "live_lag_p50_ms": "",

@@ -27,3 +27,7 @@ CREATE TABLE reservations (
 
 -- "Which shops does this tenant own?" is asked on every log query.
 CREATE INDEX reservations_tenant_shops ON reservations (key) WHERE kind = 'tenant';
+
+CREATE TRIGGER command_log_no_truncate
+    BEFORE TRUNCATE ON command_log
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_history_edit();

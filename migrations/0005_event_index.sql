@@ -14,3 +14,6 @@ CREATE INDEX event_index_recorded ON event_index USING brin (recorded_at);
 CREATE TRIGGER event_index_append_only
     BEFORE UPDATE OR DELETE ON event_index
     FOR EACH ROW EXECUTE FUNCTION refuse_history_edit();
+CREATE TRIGGER event_index_no_truncate
+    BEFORE TRUNCATE ON event_index
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_history_edit();

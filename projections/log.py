@@ -43,7 +43,9 @@ class EventLog:
         self.topics = topics_of(projections)
 
     def read(self, cur: Cursor, after: int, limit: int) -> Page:
-        rows = cur.execute(_SELECT, [after, limit], prepare=True).fetchall()
+        # Binary results: the state arrives as raw bytes rather than hex text, which halves
+        # the reading cost on both sides.
+        rows = cur.execute(_SELECT, [after, limit], prepare=True, binary=True).fetchall()
         if not rows:
             return Page([], None, 0)
         topics, decode = self.topics, self.decode

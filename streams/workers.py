@@ -109,7 +109,7 @@ class _Rewinds:
 def run(config: WorkerConfig, decode: Decoder, projections: Sequence[Projection] = ALL,
         loglevel: str = "warning") -> None:
     """Run a worker until SIGINT/SIGTERM (never returns: faust's Worker exits the process)."""
-    loop = asyncio.new_event_loop()
+    loop = _new_event_loop()
     asyncio.set_event_loop(loop)  # faust's Worker runs on this loop
     # Create the topics before subscribing: Tansu (and Kafka with auto-create on) would otherwise
     # create them on first sight with its default partition count.
@@ -117,3 +117,13 @@ def run(config: WorkerConfig, decode: Decoder, projections: Sequence[Projection]
                                                config.partitions))
     app = create_app(config, decode, projections)
     faust.Worker(app, loglevel=loglevel, loop=loop).execute_from_commandline()
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed: faust spends most of a record's cost in the event loop (tasks and
+    callbacks per message), which uvloop makes markedly cheaper."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -40,8 +40,10 @@ EDITS = [
     "TRUNCATE event_chain",
     "UPDATE event_index SET actor_id = 'someone-else'",
     "DELETE FROM event_index",
+    "TRUNCATE event_index",
     "UPDATE command_log SET status = 500",
     "DELETE FROM command_log",
+    "TRUNCATE command_log",
 ]
 
 

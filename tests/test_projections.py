@@ -261,3 +261,22 @@ def test_money_survives_the_projection_exactly(projected):
     with psycopg.connect(url) as conn:
         prices = [r[0] for r in conn.execute("SELECT price FROM analytics.competitor_observations LIMIT 200")]
     assert all(isinstance(p, Decimal) and p == p.quantize(Decimal("0.01")) for p in prices)
+
+
+def test_cli_status_and_rebuild(projected, monkeypatch, capsys):
+    import json
+
+    from api.cli import main
+
+    url, _, _ = projected
+    monkeypatch.setenv("ETSYPRO_DATABASE_URL", url)
+    before = snapshot(url)
+    assert main(["projections", "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert {s["projection"] for s in status} == {p.name for p in ALL}
+    assert all(s["events_behind"] == 0 and s["log_position"] == s["head"] for s in status)
+    assert main(["projections", "rebuild", "sales", "--batch", "500"]) == 0
+    assert "rebuilt sales" in capsys.readouterr().out
+    assert snapshot(url) == before
+    assert main(["projections", "rebuild", "nonsense"]) == 2
+    assert "no projection named 'nonsense'" in capsys.readouterr().err
