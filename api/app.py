@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth, problems
-from api.routers import accounts, analytics, audit, facts, listings, rollbacks, rules, shops
+from api.routers import accounts, analytics, audit, facts, listings, repricing, rollbacks, rules, shops
 from api.routers import auth as auth_routes
 from commands.engine import PricingEngine
 
@@ -64,15 +64,16 @@ class _TooLarge(Exception):
 
 @asynccontextmanager
 async def background_workers(app: FastAPI):
-    """Start what runs next to the API (the in-process projector) and stop it on shutdown."""
-    projector = app.state.projector
-    if projector is not None:
-        projector.start()
+    """Start what runs next to the API (the in-process projector and repricing policy) and stop
+    them on shutdown."""
+    workers = [w for w in (app.state.projector, app.state.repricing) if w is not None]
+    for worker in workers:
+        worker.start()
     try:
         yield
     finally:
-        if projector is not None:
-            projector.stop()
+        for worker in reversed(workers):
+            worker.stop()
 
 
 def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
@@ -88,9 +89,10 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
     )
     app.state.engine = engine
     app.state.projector = None  # api/server.py sets the in-process projector (ETSYPRO_PROJECTOR)
+    app.state.repricing = None  # ... and the in-process repricing policy (ETSYPRO_REPRICING)
     auth.install(app, auth_settings)
     problems.install(app)
-    for module in (auth_routes, accounts, shops, listings, facts, rollbacks, audit, analytics, rules):
+    for module in (auth_routes, accounts, shops, listings, facts, rollbacks, audit, analytics, rules, repricing):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app

@@ -328,6 +328,76 @@ def worker(args) -> int:
     return 0
 
 
+# -- automated repricing: the policy, explanations, the benchmark --------------------------
+def reprice(args) -> int:
+    """Run the repricing policy as its own process (use ETSYPRO_REPRICING=off on the servers then).
+    It reads competitor prices from the projections: a projector must run (serve's or `project`)."""
+    import signal
+    import threading
+
+    from streams.repricing import RepricingPolicy
+
+    url, engine = _read_side()
+    policy = RepricingPolicy(engine, url, page_size=args.page)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        if args.once:
+            policy.catch_up(stop)
+        else:
+            print("repricing: following the event log (Ctrl-C to stop)", file=sys.stderr)
+            policy.run(stop)
+    finally:
+        policy.close()
+        engine.close()
+    outcomes = ", ".join(f"{n} {outcome}" for outcome, n in sorted(policy.stats.outcomes.items())) or "no evaluations"
+    print(f"repricing: at log position {policy.stats.position:,}; {outcomes}", file=sys.stderr)
+    return 0
+
+
+def explain(args) -> int:
+    """Why a listing has its price. The operator on the server's shell reads as the listing's own
+    tenant (like `audit verify`, this is an operator's tool with the database's credentials)."""
+    import json
+    from uuid import UUID
+
+    from eventsourcing.application import AggregateNotFoundError
+
+    from api.server import database_url
+    from commands.context import CommandContext
+    from commands.engine import PricingEngine
+    from commands.explain import as_text, explain as explain_listing
+    from domain.listing import Listing
+    from domain.meta import Actor, ActorKind
+
+    engine = PricingEngine(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    try:
+        try:
+            listing = engine.repository.get(UUID(args.listing))
+        except (AggregateNotFoundError, ValueError):
+            listing = None
+        if not isinstance(listing, Listing):
+            print(f"listing {args.listing} not found", file=sys.stderr)
+            return 1
+        tenant = engine.repository.get(listing.shop_id).tenant_id
+        if args.tenant is not None and args.tenant != tenant:
+            print(f"listing {args.listing} not found in tenant {args.tenant}", file=sys.stderr)
+            return 1
+        ctx = CommandContext(actor=Actor("cli:explain", ActorKind.SERVICE), tenant_id=tenant)
+        report = explain_listing(engine, ctx, listing.shop_id, listing.id)
+    finally:
+        engine.close()
+    print(json.dumps(report, indent=2) if args.json else as_text(report))
+    return 0
+
+
+def bench_pricing(args) -> int:
+    from bench.pricing import main as run
+
+    return run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etsypro", description="EtsyPro Pricing engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -363,13 +433,13 @@ def parser() -> argparse.ArgumentParser:
     benches = b.add_subparsers(dest="bench", required=True)  # one add_parser per benchmark (write, read, ...)
     w = benches.add_parser("write", help="ingest vs raw COPY, HTTP price changes, listing load time")
     w.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    w.add_argument("--events", dest="ingest_events", type=int, help="observations to ingest (default 200000)")
-    w.add_argument("--batch", type=int, help="observations per command (default 10000)")
-    w.add_argument("--commands", type=int, help="measured HTTP price changes (default 5000)")
-    w.add_argument("--clients", type=int, help="concurrent keep-alive HTTP clients (default 8)")
-    w.add_argument("--workers", type=int, help="server worker processes (default 1)")
+    w.add_argument("--events", dest="ingest_events", type=_count, metavar="N", help="observations to ingest (default 200000)")
+    w.add_argument("--batch", type=_count, metavar="N", help="observations per command (default and most 10000)")
+    w.add_argument("--commands", type=_count, metavar="N", help="measured HTTP price changes (default 5000)")
+    w.add_argument("--clients", type=_count, metavar="N", help="concurrent keep-alive HTTP clients (default 8)")
+    w.add_argument("--workers", type=_count, metavar="N", help="server worker processes (default one per core, up to 4)")
     w.add_argument("--http-client", choices=("raw", "httpx"), help="load generator (default raw: lean asyncio HTTP/1.1)")
-    w.add_argument("--large", dest="load_large", type=int, help="observations for the large load case (default 100000)")
+    w.add_argument("--large", dest="load_large", type=_count, metavar="N", help="observations for the large load case (default 100000)")
     w.set_defaults(func=bench_write)
     ba = benches.add_parser("auth", help="login latency over HTTP (argon2 verify) and the argon2 parameters")
     ba.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -385,6 +455,11 @@ def parser() -> argparse.ArgumentParser:
     bk.add_argument("--events", type=_count, help="events relayed and applied (default 100000)")
     bk.add_argument("--batch", type=_count, help="worker records per transaction (default 2000)")
     bk.set_defaults(func=bench_kafka)
+    bp = benches.add_parser("pricing", help="rule evaluations per second; observation -> automated price change latency")
+    bp.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    bp.add_argument("--evaluations", type=_count, help="rule evaluations measured (default 200000)")
+    bp.add_argument("--reprices", type=_count, help="observations measured end to end (default 300)")
+    bp.set_defaults(func=bench_pricing)
 
     kafka = {"type": _bootstrap, "default": os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
              "required": not os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
@@ -404,6 +479,16 @@ def parser() -> argparse.ArgumentParser:
     wk.add_argument("--partitions", type=_count, default=8, help="partitions of topics it creates (default 8)")
     wk.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
     wk.set_defaults(func=worker)
+
+    rp = sub.add_parser("reprice", help="run the automated repricing policy as its own process (needs a projector)")
+    rp.add_argument("--once", action="store_true", help="stop once the head of the log is acted on")
+    rp.add_argument("--page", type=_count, default=1000, help="events per page (default 1000)")
+    rp.set_defaults(func=reprice)
+    ex = sub.add_parser("explain", help="why a listing has its price: the events, rule version, observations, clamps")
+    ex.add_argument("listing", help="the listing's id")
+    ex.add_argument("--tenant", type=_tenant, help="refuse unless the listing belongs to this tenant")
+    ex.add_argument("--json", action="store_true", help="the JSON the API answers, instead of text")
+    ex.set_defaults(func=explain)
 
     ad = sub.add_parser("admin", help="manage accounts from the server's shell")
     admins = ad.add_subparsers(dest="admin", required=True)

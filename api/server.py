@@ -19,6 +19,7 @@ from api.database import start_embedded
 from api.settings import Settings
 from commands.engine import PricingEngine
 from projections.projector import BackgroundProjector, Projector
+from streams.repricing import BackgroundRepricing, RepricingPolicy
 
 
 def database_url(settings: Settings, log=print) -> str:
@@ -40,6 +41,8 @@ def build(settings: Settings, log=print):
     app = create_app(engine, settings.max_body_bytes, auth_settings)
     if settings.projector == "inprocess":  # else run `etsypro project` as its own process
         app.state.projector = BackgroundProjector(Projector(url, engine.mapper.to_domain_event))
+    if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
+        app.state.repricing = BackgroundRepricing(RepricingPolicy(engine, url))
     return engine, app
 
 
@@ -50,7 +53,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     request handling uses every core; the parent resolves the database (starting the embedded
     one), migrates and fixes the secret key once and hands them to the workers in the
     environment. Projections must have a single writer, so with several workers the in-process
-    projector runs once, in the parent (uvicorn's supervisor, otherwise idle), not per worker.
+    projector runs once, in the parent (uvicorn's supervisor, otherwise idle), not per worker;
+    so does the repricing policy.
     """
     if workers == 1:
         _, app = build(settings, log)
@@ -58,16 +62,20 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
         return
     url = database_url(settings, log)
     migrations.apply(url, log=log)
-    os.environ.update(ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off")
-    projector = None
+    os.environ.update(ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off",
+                      ETSYPRO_REPRICING="off")
+    projector = repricing = None
     if settings.projector == "inprocess":
         decoder = PricingEngine(url, pool_size=1).mapper.to_domain_event
         projector = BackgroundProjector(Projector(url, decoder)).start()
+    if settings.repricing == "inprocess":  # one policy, like one projector: in the parent
+        repricing = BackgroundRepricing(RepricingPolicy(PricingEngine(url, pool_size=2), url)).start()
     try:
         uvicorn.run("api.server:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
     finally:
-        if projector is not None:
-            projector.stop()
+        for worker in (repricing, projector):
+            if worker is not None:
+                worker.stop()
 
 
 def app_from_env():

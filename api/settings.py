@@ -20,6 +20,7 @@ class Settings:
     access_token_minutes: int = 10  # ETSYPRO_ACCESS_TOKEN_MINUTES
     login_per_minute: int = 10      # ETSYPRO_LOGIN_PER_MINUTE: login attempts per client address
     projector: str = "inprocess"    # ETSYPRO_PROJECTOR: inprocess (serve runs the projector) | off
+    repricing: str = "inprocess"    # ETSYPRO_REPRICING: inprocess (serve runs the repricing policy) | off
 
     @classmethod
     def from_env(cls, env=os.environ) -> Settings:
@@ -34,6 +35,7 @@ class Settings:
             access_token_minutes=int(env.get("ETSYPRO_ACCESS_TOKEN_MINUTES", "10")),
             login_per_minute=int(env.get("ETSYPRO_LOGIN_PER_MINUTE", "10")),
             projector=_choice(env, "ETSYPRO_PROJECTOR", ("inprocess", "off")),
+            repricing=_choice(env, "ETSYPRO_REPRICING", ("inprocess", "off")),
         )
 
 

@@ -19,7 +19,7 @@ import resource
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -130,7 +130,7 @@ def write_log(engine: PricingEngine, url: str, sizes: Sizes) -> tuple[int, float
             changes = [{"listing_id": str(x), "price": f"{rng.randrange(2000, 3000) / 100:.2f}"}
                        for x in shop.listings[: sizes.listings // 5]]
             engine.bulk_set_prices(ctx, shop.shop_id, models.BulkSetPrices.model_validate(
-                {"changes": changes, "currency": CURRENCY, "source": "rule", "rule": "bench", "reason": "bench"}))
+                {"changes": changes, "currency": CURRENCY, "source": "experiment", "rule": "bench", "reason": "bench"}))
         n += 1
         events = _head(url)
         progress.update(min(events, sizes.events))

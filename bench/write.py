@@ -51,7 +51,7 @@ class Sizes:
     load_small: int = 100         # observations recorded for the listing in (d), small case
     load_large: int = 100_000     # ... and large case
     load_repeats: int = 15        # loads per case; the median is reported
-    workers: int = 1              # uvicorn worker processes of the server under test
+    workers: int = min(os.cpu_count() or 1, 4)  # server worker processes: one per core (up to 4)
     http_client: str = "raw"      # load generator: "raw" (lean asyncio HTTP/1.1) or "httpx"
 
 

@@ -56,6 +56,11 @@ def library_env(conninfo: str, pool_size: int = 10) -> dict[str, str]:
     }
 
 
+def _request_hash(name: str, command: dict) -> str:
+    """Fingerprint of a command, to tell a retry from another command reusing its key."""
+    return hashlib.sha256(json.dumps({"command": name, **command}, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _prefixed(error: DomainError, prefix: str) -> DomainError:
     return type(error)(f"{prefix}.{error.field}" if prefix else error.field, error.detail)
 
@@ -90,9 +95,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
     # -- running a command ----------------------------------------------------------------
     def execute(self, ctx: CommandContext, name: str, command: dict, decide: Callable[[], Decision]) -> Result:
         """Decide and save atomically, honouring the Idempotency-Key and retrying lost races."""
-        request_hash = hashlib.sha256(
-            json.dumps({"command": name, **command}, sort_keys=True, default=str).encode()
-        ).hexdigest()
+        request_hash = _request_hash(name, command) if ctx.idempotency_key else ""
         if ctx.idempotency_key and (prior := self.recorder.find_command(ctx.idempotency_scope, ctx.idempotency_key)):
             return self._replay(prior, request_hash)
         for attempt in range(CONFLICT_RETRIES):

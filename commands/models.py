@@ -42,6 +42,11 @@ Label = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]  #
 
 
 ImportOrManual = Literal["manual", "import"]
+# What a price set through the price routes may say it is. Not "rule": an automated change comes
+# only from the repricing policy (Listing.reprice), which names its rule version and cause and
+# answers to the automation guardrails and the stops; a client claiming "rule" would bypass all that.
+ManualPriceSource = Annotated[Literal["manual", "experiment", "import"], Field(
+    description="manual | experiment | import; automated (rule) changes come only from the repricing policy")]
 
 
 class Command(BaseModel):
@@ -82,7 +87,7 @@ class SetPrice(Command):
     price: Amount
     currency: Currency
     reason: Reason = ""
-    source: Literal["manual", "rule", "experiment", "import"] = "manual"
+    source: ManualPriceSource = "manual"
     rule: Label | None = None
     expected_version: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Refuse with 409 unless the listing is still at this version")
@@ -155,7 +160,7 @@ class BulkSetPrices(Command):
     changes: Annotated[list[PriceChangeItem], Field(min_length=1, max_length=MAX_BATCH)]
     currency: Currency
     reason: Reason = ""
-    source: Literal["manual", "rule", "experiment", "import"] = "manual"
+    source: ManualPriceSource = "manual"
     rule: Label | None = None
 
 
@@ -176,14 +181,17 @@ class BulkRollback(Command):
     """Compensate every price change in the shop that matches all given filters."""
 
     source: Literal["manual", "rule", "experiment", "import", "rollback"] | None = None
-    rule: Label | None = None
+    rule: Label | None = Field(None, description="A rule's id (automated changes) or the label a manual change gave")
+    rule_version: Annotated[int, Field(ge=1, le=2**31)] | None = Field(
+        None, description="Only automated changes made by this version of `rule` (needs `rule`)")
     actor: Label | None = None
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     reason: Reason = ""
 
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"source": "rule", "rule": "beat-lowest-5pct", "since": "2026-11-25T00:00:00Z", "reason": "rule misfired"}]})
+        {"source": "rule", "rule": "5b0f1c4e-2d7a-4f43-9b1e-6c2d8f0a7e11", "rule_version": 2,
+         "since": "2026-11-25T00:00:00Z", "reason": "rule misfired"}]})
 
 
 SOURCES = tuple(s.value for s in Source)

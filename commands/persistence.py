@@ -21,6 +21,42 @@ from domain.money import Money
 from domain.rules import Rule
 
 
+SMALL_SAVE = 200  # events; larger saves stream with COPY
+
+# One statement: the events, their audit index rows (matched by aggregate id and version), and
+# the ids the events were given.
+INSERT_EVENTS_WITH_INDEX = """
+WITH event AS (
+    INSERT INTO pricing_events (originator_id, originator_version, topic, state)
+    SELECT * FROM unnest(%(ids)s::uuid[], %(versions)s::bigint[], %(topics)s::text[], %(states)s::bytea[])
+    RETURNING notification_id, originator_id, originator_version
+), indexed AS (
+    INSERT INTO event_index (notification_id, shop_id, actor_id, occurred_at, recorded_at)
+    SELECT event.notification_id, i.shop_id, i.actor_id, i.occurred_at, i.recorded_at
+    FROM event JOIN unnest(%(ids)s::uuid[], %(versions)s::bigint[], %(shops)s::uuid[], %(actors)s::text[],
+                           %(occurred)s::timestamptz[], %(recorded)s::timestamptz[])
+         AS i(originator_id, originator_version, shop_id, actor_id, occurred_at, recorded_at)
+    USING (originator_id, originator_version)
+)
+SELECT notification_id, originator_id, originator_version FROM event
+"""
+
+
+def _events_with_index(stored_events: Sequence, index: Sequence | None) -> dict[str, list]:
+    index = index or []
+    assert not index or len(index) == len(stored_events), "one index row per stored event"
+    return {
+        "ids": [e.originator_id for e in stored_events],
+        "versions": [e.originator_version for e in stored_events],
+        "topics": [e.topic for e in stored_events],
+        "states": [e.state for e in stored_events],
+        "shops": [r.shop_id for r in index],
+        "actors": [r.actor_id for r in index],
+        "occurred": [r.occurred_at for r in index],
+        "recorded": [r.recorded_at for r in index],
+    }
+
+
 @dataclass(frozen=True)
 class IdempotencyRecord:
     scope: str
@@ -57,6 +93,11 @@ class PricingRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence, **kwargs: Any) -> Sequence[int] | None:
+        if len(stored_events) > SMALL_SAVE or kwargs.get("unchanged"):
+            return self._insert_with_copy(stored_events, **kwargs)
+        return self._insert_pipelined(stored_events, **kwargs)
+
+    def _insert_with_copy(self, stored_events: Sequence, **kwargs: Any) -> list[int]:
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._insert_side_rows(curs, kwargs)
             if not stored_events:
@@ -83,6 +124,29 @@ class PricingRecorder(PostgresApplicationRecorder):
                     for notification_id, row in zip(ids, index, strict=True):
                         copy.write_row((notification_id, row.shop_id and UUID(row.shop_id), row.actor_id, row.occurred_at, row.recorded_at))
             return ids
+
+    def _insert_pipelined(self, stored_events: Sequence, **kwargs: Any) -> list[int]:
+        """A command's few events in one round trip (BEGIN ... COMMIT pipelined), so the table
+        lock is held only while the server works, not across several client round trips."""
+        events_and_index = _events_with_index(stored_events, kwargs.get("index"))
+        failure = None
+        with self.datastore.get_connection() as conn, conn.cursor() as curs, conn.cursor() as inserted:
+            with conn.pipeline():
+                try:
+                    with conn.transaction():
+                        self._insert_side_rows(curs, kwargs)
+                        if stored_events:
+                            self._lock_table(curs)
+                            self._notify_channel(curs)
+                            inserted.execute(INSERT_EVENTS_WITH_INDEX, events_and_index)
+                except Exception as e:  # raised after the pipeline is closed, as psycopg prefers
+                    failure = e
+            if failure is not None:
+                raise failure
+            if not stored_events:
+                return []
+            ids = {(r["originator_id"], r["originator_version"]): r["notification_id"] for r in inserted.fetchall()}
+        return [ids[e.originator_id, e.originator_version] for e in stored_events]
 
     @staticmethod
     def _insert_side_rows(curs, kwargs: dict) -> None:

@@ -20,7 +20,7 @@ from commands import rule_models as m
 from commands.context import CommandContext, Decision, Result
 from commands.errors import Conflict, NotFound
 from commands.persistence import Reservation
-from domain.automation import GLOBAL_SWITCH_ID, AutomationSwitch, stop_reason
+from domain.automation import AutomationSwitch, stop_reason, tenant_switch_id
 from domain.errors import DomainError, InvalidValue
 from domain.listing import CHANGED, REFUSED, Listing, Verdict
 from domain.meta import Actor, ActorKind, EventMeta, Source
@@ -34,6 +34,7 @@ REPRICE_RETRIES = 5
 # Outcomes of reprice_listing besides the Listing's own (changed, unchanged, held, refused).
 DUPLICATE = "duplicate"  # this cause was already acted on: nothing more happens
 NO_RULE = "no_rule"      # no rule assigned, or it is retired
+INACTIVE = "inactive"    # the listing is not for sale (draft, inactive, sold out): automation leaves it alone
 
 
 def observation_cause(batch_id: UUID, version: int) -> str:
@@ -46,9 +47,14 @@ def rule_cause(rule_id: UUID, rule_version: int) -> str:
     return f"rule:{rule_id}/v{rule_version}"
 
 
+def assignment_cause(listing_id: UUID, listing_version: int) -> str:
+    """The cause naming a rule's assignment to a listing (its RuleAssigned event)."""
+    return f"assignment:{listing_id}/v{listing_version}"
+
+
 @dataclass(frozen=True)
 class RepriceResult:
-    outcome: str                 # changed | unchanged | held | refused | duplicate | no_rule
+    outcome: str                 # changed | unchanged | held | refused | duplicate | no_rule | inactive
     listing_id: str
     price: str | None = None     # the listing's price afterwards
     previous: str | None = None
@@ -137,6 +143,15 @@ class Repricing:
         if version is not None and rule.version != version:
             raise NotFound(f"the rule has no version {version} (latest is {rule.version})", field="version")
         return rule
+
+    def pricing_rule_version(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, rule_version: int) -> PricingRule:
+        """The rule as it was at one of its own versions (v1 = Defined, vN = the Nth revision) — the
+        numbering price changes name — rather than at an aggregate version (which retiring also moves)."""
+        self.pricing_rule(ctx, shop_id, rule_id)  # tenancy, existence
+        for e in self.events.get(rule_id):
+            if getattr(e, "rule_version", 1 if isinstance(e, PricingRule.Defined) else None) == rule_version:
+                return self.pricing_rule(ctx, shop_id, rule_id, version=e.originator_version)
+        raise NotFound(f"the rule has no version {rule_version}", field="rule_version")
 
     def rules_of(self, ctx: CommandContext, shop_id: UUID) -> list[dict]:
         self.shop_facts(ctx, shop_id)
@@ -232,7 +247,8 @@ class Repricing:
         return self.execute(ctx, name, {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
     def stop_all_automation(self, ctx: CommandContext, cmd: m.StopAutomation) -> Result:
-        """The global stop. Authorization (platform operators only) is the API's job."""
+        """The tenant-wide stop: every shop of the caller's tenant, and no other tenant's.
+        Authorization (the tenant's admins) is the API's job."""
         return self._switch_all(ctx, cmd, "stop_all_automation", AutomationSwitch.stop)
 
     def resume_all_automation(self, ctx: CommandContext, cmd: m.StopAutomation) -> Result:
@@ -241,28 +257,33 @@ class Repricing:
     def _switch_all(self, ctx, cmd: m.StopAutomation, name: str, flip) -> Result:
         def decide() -> Decision:
             meta = ctx.meta(None, reason=cmd.reason)
-            switch = self.automation_switch() or AutomationSwitch(meta=meta)
+            switch = self.automation_switch(ctx.tenant_id) or AutomationSwitch(tenant_id=ctx.tenant_id, meta=meta)
             changed = flip(switch, meta)
-            return Decision([switch], {"global": describe_stop(switch.stopped_by), "changed": changed})
+            return Decision([switch], {**self._tenant_state(ctx.tenant_id, switch), "changed": changed})
 
         return self.execute(ctx, name, cmd.model_dump(mode="json"), decide)
 
-    def automation_switch(self) -> AutomationSwitch | None:
+    def automation_switch(self, tenant_id: str) -> AutomationSwitch | None:
         try:
-            return self.repository.get(GLOBAL_SWITCH_ID)
+            return self.repository.get(tenant_switch_id(tenant_id))
         except AggregateNotFoundError:
             return None
 
-    def global_automation_status(self) -> dict:
-        switch = self.automation_switch()
-        return {"global": describe_stop(switch.stopped_by if switch else None)}
+    def global_automation_status(self, ctx: CommandContext) -> dict:
+        """The caller's tenant-wide stop ("global" in the API: it spans all the tenant's shops)."""
+        return self._tenant_state(ctx.tenant_id, self.automation_switch(ctx.tenant_id))
+
+    @staticmethod
+    def _tenant_state(tenant_id: str, switch: AutomationSwitch | None) -> dict:
+        return {"global": describe_stop(switch.stopped_by if switch else None), "scope": "tenant",
+                "tenant_id": tenant_id}
 
     def automation_status(self, ctx: CommandContext, shop_id: UUID) -> dict:
         self.shop_facts(ctx, shop_id)
         return self._automation_state(self.repository.get(shop_id))
 
     def _automation_state(self, shop: Shop) -> dict:
-        switch = self.automation_switch()
+        switch = self.automation_switch(shop.tenant_id)
         global_stop = switch.stopped_by if switch else None
         return {"shop_id": str(shop.id), "shop": describe_stop(shop.automation_stop),
                 "global": describe_stop(global_stop),
@@ -285,7 +306,7 @@ class Repricing:
 
         Idempotent per cause: (cause, rule version) is reserved in the same transaction as the
         change or refusal it produced, so a redelivered cause finds it and does nothing. The
-        shop's stop, the global stop and the rule are checked to be unchanged at commit (under
+        shop's stop, the tenant-wide stop and the rule are checked to be unchanged at commit (under
         the event table lock): a stop that commits first always wins.
         """
         self.shop_facts(ctx, shop_id)
@@ -295,10 +316,14 @@ class Repricing:
             if rule is None:
                 return RepriceResult(NO_RULE, str(listing_id), str(listing.price.amount), version=listing.version,
                                      cause=cause)
+            if listing.status != "active":
+                return RepriceResult(INACTIVE, str(listing_id), str(listing.price.amount), version=listing.version,
+                                     rule_id=str(rule.id), rule_version=rule.rule_version, cause=cause)
             key = f"{listing_id}/{cause}/{rule.id}@v{rule.rule_version}"
             if self.recorder.reserved(shop_id, "reprice_cause", [key]):
                 return self._duplicate(listing, rule, cause)
-            shop, switch = self.repository.get(shop_id), self.automation_switch()
+            shop = self.repository.get(shop_id)
+            switch = self.automation_switch(shop.tenant_id)
             stopped = stop_reason(shop.automation_stop, switch.stopped_by if switch else None)
             meta = ctx.meta(shop_id, Source.RULE, f"rule {rule.name!r} v{rule.rule_version}: {rule.rule.describe()}",
                             occurred_at=now or datetime.now(timezone.utc))
@@ -308,7 +333,7 @@ class Repricing:
             result = self._reprice_result(listing, rule, cause, previous, verdict, proposal.reasons)
             if verdict.outcome not in (CHANGED, REFUSED):
                 return result  # nothing to record: a redelivery will find the same
-            unchanged = [(shop.id, shop.version), (GLOBAL_SWITCH_ID, switch.version if switch else 0),
+            unchanged = [(shop.id, shop.version), (tenant_switch_id(shop.tenant_id), switch.version if switch else 0),
                          (rule.id, rule.version)]
             try:
                 self.save(listing, reservations=[Reservation(shop_id, "reprice_cause", key, listing.id)],

@@ -24,6 +24,7 @@ class PriceChange:
     rule: str | None
     compensates: tuple[int, ...]
     recorded_at: datetime
+    automation: object = None  # domain.listing.Automation of an automated change (rule version, cause...)
 
 
 def describe_listing(listing: Listing) -> dict:
@@ -67,7 +68,8 @@ class TimeTravel:
 
     def price_changes(self, listing_id: UUID) -> list[PriceChange]:
         return [
-            PriceChange(e.originator_version, e.price, e.previous, e.meta, e.rule, tuple(e.compensates), e.timestamp)
+            PriceChange(e.originator_version, e.price, e.previous, e.meta, e.rule, tuple(e.compensates), e.timestamp,
+                        e.automation)
             for e in self.events.get(listing_id)
             if type(e) is Listing.PriceChanged
         ]
@@ -113,12 +115,17 @@ class TimeTravel:
     # -- many listings ----------------------------------------------------------------------
     def bulk_rollback(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkRollback):
         self.shop_facts(ctx, shop_id)
+        if cmd.rule_version is not None and cmd.rule is None:
+            raise DomainError("rule_version", "a rule version needs the rule's id in `rule`")
         if not any(getattr(cmd, f) is not None for f in ("source", "rule", "actor", "since", "until")):
             raise DomainError("source", "give at least one filter: source, rule, actor, since or until")
+        rule = _rule_reference(cmd.rule)
 
         def matches(c: PriceChange) -> bool:
             return ((cmd.source is None or c.meta.source == cmd.source)
-                    and (cmd.rule is None or c.rule == cmd.rule)
+                    and (rule is None or c.rule == rule)
+                    and (cmd.rule_version is None
+                         or (c.automation is not None and c.automation.rule_version == cmd.rule_version))
                     and (cmd.actor is None or c.meta.actor_id == cmd.actor)
                     and (cmd.since is None or c.recorded_at >= cmd.since)
                     and (cmd.until is None or c.recorded_at < cmd.until))
@@ -155,3 +162,13 @@ class TimeTravel:
             return Decision(touched, {"compensated": compensated, "skipped": skipped})
 
         return self.execute(ctx, "bulk_rollback", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+
+
+def _rule_reference(rule: str | None) -> str | None:
+    """Automated changes name their rule by id (str(UUID)); accept any spelling of a UUID."""
+    if rule is None:
+        return None
+    try:
+        return str(UUID(rule))
+    except ValueError:
+        return rule  # the label a manual or experiment change gave

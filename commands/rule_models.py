@@ -105,3 +105,31 @@ class StopAutomation(Command):
     reason: Why
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "supplier price error, investigating"}]})
+
+
+MAX_DRY_RUN = 1000  # listings per dry run: each is loaded and judged; page through a shop with `after`
+
+
+class DraftRule(RuleSpec):
+    """A rule not saved yet: the same fields as a new rule, the name optional."""
+
+    name: Text = "draft"
+
+
+class DryRun(Command):
+    """What a rule would do to listings now, without doing it: exactly one of `rule_id` (a saved
+    rule, at `rule_version` or its latest) or `rule` (a draft). Listings: `listing_ids`, or the
+    shop's listings in id order, `limit` at a time after `after`."""
+
+    rule_id: UUID | None = None
+    rule_version: Annotated[int, Field(ge=1, le=2**31)] | None = Field(
+        None, description="The saved rule's version (v1 = as defined); default: its latest")
+    rule: DraftRule | None = None
+    listing_ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_DRY_RUN)] | None = None
+    after: UUID | None = Field(None, description="Page through the shop's listings: start after this listing id")
+    limit: Annotated[int, Field(ge=1, le=MAX_DRY_RUN)] = 200
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"rule_id": "5b0f1c4e-2d7a-4f43-9b1e-6c2d8f0a7e11", "rule_version": 2},
+        {"rule": {"kind": "beat_lowest", "percent": "3", "rounding": ".99"},
+         "listing_ids": ["0b9d6b9a-4c2b-4c55-9b7e-2f1f4b7e9a10"]}]})

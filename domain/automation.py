@@ -1,6 +1,11 @@
-"""The emergency stop for automated repricing: per shop (on the Shop aggregate) and global, for
-admins (the AutomationSwitch below, one aggregate with a fixed id). While either is stopped the
-Listing refuses every automated change; manual changes are never affected."""
+"""The emergency stop for automated repricing: per shop (on the Shop aggregate) and tenant-wide,
+for the tenant's admins (the AutomationSwitch below, one aggregate per tenant with an id derived
+from the tenant id). While either is stopped the Listing refuses every automated change; manual
+changes are never affected.
+
+The tenant-wide switch is what the API calls the "global" stop (POST /automation/stop). It is
+deliberately not global across tenants: a tenant's admin may stop that tenant's automation, and
+nobody else's."""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import InvalidValue
 from domain.meta import EventMeta
 
-GLOBAL_SWITCH_ID = uuid5(NAMESPACE_URL, "https://etsypro.dev/automation/global")
+
+def tenant_switch_id(tenant_id: str) -> UUID:
+    """The id of a tenant's switch: derived, so every process finds the same aggregate."""
+    return uuid5(NAMESPACE_URL, f"https://etsypro.dev/automation/tenant/{tenant_id}")
 
 
 def check_reason(meta: EventMeta) -> None:
@@ -24,25 +32,26 @@ def describe_stop(stop: EventMeta, scope: str) -> str:
     return f"{scope} automation stopped by {stop.actor_id} at {stop.occurred_at.isoformat()}: {stop.reason}"
 
 
-def stop_reason(shop_stop: EventMeta | None, global_stop: EventMeta | None) -> str | None:
+def stop_reason(shop_stop: EventMeta | None, tenant_stop: EventMeta | None) -> str | None:
     """Why automated changes are refused right now, or None when automation runs."""
-    if global_stop is not None:
-        return describe_stop(global_stop, "global")
+    if tenant_stop is not None:
+        return describe_stop(tenant_stop, "tenant-wide")
     if shop_stop is not None:
         return describe_stop(shop_stop, "shop")
     return None
 
 
 class AutomationSwitch(Aggregate):
-    """The global stop. Created on first use; its id is fixed so everyone finds the same one."""
+    """A tenant's stop for all of its shops. Created on first use."""
 
     @event("Installed")
-    def __init__(self, meta: EventMeta):
+    def __init__(self, tenant_id: str, meta: EventMeta):
+        self.tenant_id = tenant_id
         self.stopped_by: EventMeta | None = None
 
     @staticmethod
-    def create_id(meta: EventMeta) -> UUID:
-        return GLOBAL_SWITCH_ID
+    def create_id(tenant_id: str, meta: EventMeta) -> UUID:
+        return tenant_switch_id(tenant_id)
 
     def stop(self, meta: EventMeta) -> bool:
         check_reason(meta)

@@ -41,6 +41,21 @@ class SaleLine:
         return Money(self.unit_price.amount * self.quantity, self.unit_price.currency)
 
 
+def observation_ref(batch_id: UUID, version: int) -> str:
+    """How a rule's proposal and an automated price change name one observation: the
+    CompetitorPriceObserved event's batch (aggregate id) and version."""
+    return f"{batch_id}/{version}"
+
+
+def parse_observation_ref(ref: str) -> tuple[UUID, int] | None:
+    """(batch id, version) of an observation_ref; None for anything else."""
+    batch, _, version = ref.rpartition("/")
+    try:
+        return UUID(batch), int(version)
+    except ValueError:
+        return None
+
+
 class ObservationBatch(Aggregate):
     @event("Received")
     def __init__(self, shop_id: UUID, size: int, meta: EventMeta):

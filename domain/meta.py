@@ -46,7 +46,9 @@ class EventMeta:
     occurred_at: datetime
 
     def at(self, occurred_at: datetime) -> EventMeta:
-        return replace(self, occurred_at=occurred_at)
+        # Spelled out rather than dataclasses.replace(): called once per fact in 10,000-fact batches.
+        return EventMeta(self.shop_id, self.actor_id, self.actor_kind, self.source, self.reason,
+                         self.command_id, self.correlation_id, self.causation_id, occurred_at)
 
     def as_dict(self) -> dict[str, str]:
         return {

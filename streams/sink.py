@@ -25,6 +25,7 @@ from a thread.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -64,9 +65,16 @@ class Sink:
         self.application_name = application_name
         self._conn: psycopg.Connection | None = None
         self._known: set[TP] = set()  # partitions that have an offsets row
+        # One transaction at a time on our connection, even if a cancelled caller's thread is
+        # still finishing one (faust restarts agents on a rebalance).
+        self._busy = threading.Lock()
 
     def apply(self, records: Sequence[Record]) -> Applied:
         """Apply the records not applied yet, in one transaction with their partitions' offsets."""
+        with self._busy:
+            return self._apply(records)
+
+    def _apply(self, records: Sequence[Record]) -> Applied:
         by_tp: dict[TP, list[Record]] = defaultdict(list)
         for r in records:
             by_tp[r.topic, r.partition].append(r)

@@ -52,7 +52,7 @@ def trading_shop(api, shop):
         {"external_id": f"e{i}", "sku": f"S{i}", "title": f"Vase {i}", "price": "20.00", "currency": "GBP",
          "floor": "10.00", "ceiling": "60.00", "cost": "5.00"} for i in range(3)]}).json()["listings"]]
     assert api.put(f"/shops/{shop}/listings/{listings[0]}/price",
-                   json={"price": "24.50", "currency": "GBP", "reason": "spring", "source": "rule",
+                   json={"price": "24.50", "currency": "GBP", "reason": "spring", "source": "experiment",
                          "rule": "beat-lowest"}).status_code == 200
     observations = [{"listing_id": listings[i % 2], "competitor": f"rival-{i % 4}", "price": f"{18 + i * 0.25:.2f}",
                      "currency": "GBP", "observed_at": (DAY + timedelta(minutes=47 * i)).isoformat()}
@@ -90,7 +90,7 @@ def test_views_answer_with_filters(api, trading_shop):
 
     changes = api.get(f"/shops/{shop}/analytics/price-changes", params={"listing_id": listings[0]}).json()["items"]
     assert [(c["kind"], c["price"], c["previous_price"], c["source"], c["rule"]) for c in changes] == [
-        ("registered", "20.00", None, "manual", None), ("changed", "24.50", "20.00", "rule", "beat-lowest")]
+        ("registered", "20.00", None, "manual", None), ("changed", "24.50", "20.00", "experiment", "beat-lowest")]
 
     bands = api.get(f"/shops/{shop}/analytics/competitor-bands",
                     params={"bucket": "day", "listing_id": listings[1]}).json()["items"]

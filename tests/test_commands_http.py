@@ -102,14 +102,14 @@ class TestRegisterListings:
 class TestSetPrice:
     def test_a_new_price_is_recorded_with_who_and_why(self, api, tenant, shop, listing, engine):
         response = api.put(f"/shops/{shop}/listings/{listing}/price",
-                           json={"price": "24.50", "currency": "GBP", "reason": "winter sale", "source": "rule",
+                           json={"price": "24.50", "currency": "GBP", "reason": "winter sale", "source": "experiment",
                                  "rule": "beat-lowest"})
         assert response.json() == {"listing_id": listing, "version": 2, "changed": True, "price": "24.50",
                                    "currency": "GBP"}
         change = list(engine.events.get(UUID(listing)))[-1]
         assert (str(change.price.amount), str(change.previous.amount), change.rule) == ("24.50", "20.00", "beat-lowest")
         assert (change.meta.actor_id, change.meta.source, change.meta.reason) == (
-            tenant.account_id, "rule", "winter sale")
+            tenant.account_id, "experiment", "winter sale")
 
     def test_the_same_price_again_changes_nothing_and_writes_nothing(self, api, shop, listing, count_events):
         before = count_events()

@@ -81,7 +81,7 @@ def test_price_changes_say_who_why_and_what_they_compensate(projected):
     source, compensates, reason, actor, previous, change, price = compensation
     assert source == "rollback" and compensates and all(v > 1 for v in compensates)
     assert reason == "undo" and actor == "pytest" and change == price - previous
-    assert {"manual", "rule", "experiment", "rollback"} <= sources
+    assert {"manual", "experiment", "rollback"} <= sources
 
 
 def test_bands_equal_percentiles_over_the_raw_observations(projected):

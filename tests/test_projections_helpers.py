@@ -84,7 +84,7 @@ def reprice(engine: PricingEngine, shop: Shop, rng: random.Random) -> None:
     listing = rng.choice(shop.listings)
     engine.set_price(shop.ctx, shop.shop_id, listing, models.SetPrice(
         price=Decimal(rng.randrange(1000, 8000)) / 100, currency="GBP", reason="test", source=rng.choice(
-            ["manual", "rule", "experiment"]), rule=rng.choice([None, "beat-lowest"])))
+            ["manual", "experiment", "import"]), rule=rng.choice([None, "beat-lowest"])))
 
 
 def populate(engine: PricingEngine, tenant: str, rng: random.Random, written: Written, listings: int = 12,

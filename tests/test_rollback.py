@@ -170,8 +170,8 @@ class TestBulkRollback:
 
     def test_by_rule_touches_only_that_rule(self, api, shop, engine):
         a, b = register(api, shop, 2)
-        set_price(api, shop, a, "19.00", source="rule", rule="beat-lowest-5pct")
-        set_price(api, shop, b, "19.00", source="rule", rule="match-median")
+        set_price(api, shop, a, "19.00", source="experiment", rule="beat-lowest-5pct")
+        set_price(api, shop, b, "19.00", source="experiment", rule="match-median")
         response = bulk_rollback(api, shop, rule="beat-lowest-5pct")
         assert [x["listing_id"] for x in response.json()["compensated"]] == [a]
         assert (state(api, shop, a)["price"], state(api, shop, b)["price"]) == ("20.00", "19.00")
@@ -221,15 +221,15 @@ class TestBulkRollback:
 
     def test_several_matching_changes_restore_the_price_before_the_first(self, api, shop, engine):
         [a] = register(api, shop, 1)
-        set_price(api, shop, a, "19.00", source="rule", rule="r")
-        set_price(api, shop, a, "18.00", source="rule", rule="r")
+        set_price(api, shop, a, "19.00", source="experiment", rule="r")
+        set_price(api, shop, a, "18.00", source="experiment", rule="r")
         [x] = bulk_rollback(api, shop, rule="r").json()["compensated"]
         assert (x["price"], x["compensates"]) == ("20.00", [2, 3])
 
     def test_matching_changes_that_cancel_out_write_nothing_and_say_so(self, api, shop, count_events):
         [a] = register(api, shop, 1)
-        set_price(api, shop, a, "19.00", source="rule", rule="r")
-        set_price(api, shop, a, "20.00", source="rule", rule="r")
+        set_price(api, shop, a, "19.00", source="experiment", rule="r")
+        set_price(api, shop, a, "20.00", source="experiment", rule="r")
         before = count_events()
         [x] = bulk_rollback(api, shop, rule="r").json()["compensated"]
         assert (x["changed"], x["compensates"], x["version"]) == (False, [], 3)

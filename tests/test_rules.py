@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from domain.automation import AutomationSwitch, GLOBAL_SWITCH_ID, stop_reason
+from domain.automation import AutomationSwitch, stop_reason, tenant_switch_id
 from domain.errors import DomainError, InvalidValue, InvariantViolated
 from domain.listing import CHANGED, HELD, REFUSED, UNCHANGED, Guardrails, Listing
 from domain.meta import EventMeta
@@ -428,10 +428,10 @@ class TestStops:
             shop.stop_automation(meta(reason="  "))
         assert e.value.field == "reason"
 
-    def test_the_global_switch_has_one_fixed_id_and_wins_over_the_shop(self):
-        switch = AutomationSwitch(meta=meta())
-        assert switch.id == GLOBAL_SWITCH_ID
+    def test_the_tenant_switch_has_an_id_per_tenant_and_wins_over_the_shop(self):
+        switch = AutomationSwitch(tenant_id="t1", meta=meta())
+        assert switch.id == tenant_switch_id("t1") != tenant_switch_id("t2")
         switch.stop(meta(reason="incident 42", actor="ops"))
-        assert stop_reason(None, switch.stopped_by).startswith("global automation stopped by ops")
-        assert stop_reason(meta(reason="shop"), switch.stopped_by).startswith("global")
+        assert stop_reason(None, switch.stopped_by).startswith("tenant-wide automation stopped by ops")
+        assert stop_reason(meta(reason="shop"), switch.stopped_by).startswith("tenant-wide")
         assert switch.resume(meta(reason="resolved")) and switch.stopped_by is None

@@ -385,7 +385,7 @@ def test_no_automated_change_commits_after_the_stop(api, shop, engine, database_
     assert any(isinstance(e, Listing.AutomatedChangeRefused) for e in decoded)
 
 
-# -- the global stop: admins only, in a database of its own (it stops every shop) ------------------
+# -- the tenant-wide ("global") stop: the tenant's admins only; it stops that tenant's shops -------
 @pytest.fixture
 def separate(new_database):
     engine = PricingEngine(new_database())
@@ -394,7 +394,7 @@ def separate(new_database):
     engine.close()
 
 
-def test_an_admin_stops_every_shop_and_resumes(separate):
+def test_an_admin_stops_every_shop_of_the_tenant_and_resumes(separate):
     engine, url, accounts = separate
     seller = accounts.new("seller")
     admin = accounts.new("admin", tenant_id=seller.tenant_id)
@@ -413,7 +413,7 @@ def test_an_admin_stops_every_shop_and_resumes(separate):
         assert api.get(f"/shops/{shop}/automation").json()["running"] is False
         ctx = engine.automation_context(UUID(shop), cause="global")
         refused = engine.reprice_listing(ctx, UUID(shop), UUID(listing), market("15.00"), "observation:g/1")
-        assert refused.outcome == "refused" and refused.refusal.startswith("global automation stopped")
+        assert refused.outcome == "refused" and refused.refusal.startswith("tenant-wide automation stopped")
         assert ops.post("/automation/resume", json={"reason": "resolved"}).json()["global"] == {"stopped": False}
         changed = engine.reprice_listing(ctx, UUID(shop), UUID(listing), market("15.00"), "observation:g/2")
         assert changed.outcome == "changed" and changed.price == "14.25"

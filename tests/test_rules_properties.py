@@ -124,7 +124,7 @@ class World:
     def __init__(self, price: int, rails: Guardrails, rule: Rule):
         self.now = START
         self.shop = Shop.open("t", "Hedgerow", "GBP", "etsy", meta(self.now))
-        self.switch = AutomationSwitch(meta=meta(self.now))
+        self.switch = AutomationSwitch(tenant_id="t", meta=meta(self.now))
         self.rule = PricingRule.define(self.shop.id, "the rule", rule, meta(self.now))
         self.listing = Listing.register(self.shop.id, "e", "s", "t", "active", gbp(price), rails, meta(self.now))
         self.listing.assign_rule(self.rule.id, meta(self.now))

@@ -4,7 +4,6 @@ docs/views.md; the same tables and functions are there for analysts who use SQL 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -44,7 +43,7 @@ SUMMARIES = {
 }
 
 
-def answer(request: Request, engine, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | None = None,
+def answer(engine, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | None = None,
            **filters) -> Response:
     engine.shop_facts(ctx, shop_id)  # the tenancy check (also made by requires()): others' shops are 404
     if listing_id is not None and not engine.recorder.reserved(shop_id, "listing", [str(listing_id)]):
@@ -72,28 +71,28 @@ def _register(view: queries.View) -> None:
                                     "description": "A page (json) or a file (csv, parquet); header X-Next-Cursor"
                                                    " carries the cursor of the next page when there is one"}})
     if view.bucketed and view.by_listing:
-        def endpoint(request: Request, shop_id: UUID, ctx: Context, engine: Engine, bucket: BucketQuery,
+        def endpoint(shop_id: UUID, ctx: Context, engine: Engine, bucket: BucketQuery,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(request, engine, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
+            return answer(engine, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
                           since=since, until=until, limit=limit, cursor=cursor)
     elif view.bucketed:
-        def endpoint(request: Request, shop_id: UUID, ctx: Context, engine: Engine, bucket: BucketQuery,
+        def endpoint(shop_id: UUID, ctx: Context, engine: Engine, bucket: BucketQuery,
                      since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(request, engine, ctx, shop_id, view.name, format, bucket=bucket,
+            return answer(engine, ctx, shop_id, view.name, format, bucket=bucket,
                           since=since, until=until, limit=limit, cursor=cursor)
     elif view.time_column:
-        def endpoint(request: Request, shop_id: UUID, ctx: Context, engine: Engine,
+        def endpoint(shop_id: UUID, ctx: Context, engine: Engine,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(request, engine, ctx, shop_id, view.name, format, listing_id,
+            return answer(engine, ctx, shop_id, view.name, format, listing_id,
                           since=since, until=until, limit=limit, cursor=cursor)
     else:
-        def endpoint(request: Request, shop_id: UUID, ctx: Context, engine: Engine,
+        def endpoint(shop_id: UUID, ctx: Context, engine: Engine,
                      listing_id: ListingQuery = None, limit: LimitQuery = 100, cursor: CursorQuery = None,
                      format: FormatQuery = "json"):
-            return answer(request, engine, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
+            return answer(engine, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
     endpoint.__name__ = f"analytics_{view.name.replace('-', '_')}"
     router.add_api_route(path, endpoint, methods=["GET"], **options)
 

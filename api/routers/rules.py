@@ -16,7 +16,8 @@ from commands.repricing import describe_rule
 
 router = APIRouter(tags=["pricing rules"], responses=PROBLEMS)
 READ, WRITE = requires("shops:read"), requires("prices:write")
-# The global stop reaches every shop: only admins over a whole tenant (see the report on tenancy).
+# The "global" stop reaches every shop of the caller's tenant (never another tenant's): only the
+# tenant's admins, over the whole tenant, may use it.
 ADMIN = requires("accounts:manage", tenant_wide=True)
 SHOP = "/shops/{shop_id}"
 
@@ -100,18 +101,19 @@ def resume_shop(shop_id: UUID, cmd: m.StopAutomation, ctx: Context, engine: Engi
     return answer(engine.resume_shop_automation(ctx, shop_id, cmd))
 
 
-@router.get("/automation", summary="Is automated repricing stopped everywhere?", dependencies=[READ])
-def global_automation(engine: Engine) -> dict:
-    return engine.global_automation_status()
+@router.get("/automation", summary="Is automated repricing stopped in all of the tenant's shops?",
+            dependencies=[READ])
+def global_automation(ctx: Context, engine: Engine) -> dict:
+    return engine.global_automation_status(ctx)
 
 
-@router.post("/automation/stop", summary="Stop automated price changes in every shop (admins)",
+@router.post("/automation/stop", summary="Stop automated price changes in every shop of the tenant (admins)",
              dependencies=[ADMIN])
 def stop_all(cmd: m.StopAutomation, ctx: Context, engine: Engine):
     return answer(engine.stop_all_automation(ctx, cmd))
 
 
-@router.post("/automation/resume", summary="Resume automated price changes everywhere (admins)",
+@router.post("/automation/resume", summary="Resume automated price changes in the tenant's shops (admins)",
              dependencies=[ADMIN])
 def resume_all(cmd: m.StopAutomation, ctx: Context, engine: Engine):
     return answer(engine.resume_all_automation(ctx, cmd))

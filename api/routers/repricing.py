@@ -1,0 +1,50 @@
+"""Trusting automated repricing: a dry run of a rule before it acts, and the explanation of any
+listing's current price afterwards."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+from uuid import UUID
+
+from fastapi import APIRouter
+from psycopg.rows import tuple_row
+
+from api.auth import requires
+from api.deps import Context, Engine
+from api.schemas import PROBLEMS
+from commands import rule_models as m
+from commands.dry_run import dry_run
+from commands.explain import explain
+from domain.rules import CompetitorPrice
+from projections.observations import Wanted, latest, newest_per_competitor
+
+router = APIRouter(tags=["pricing rules"], responses=PROBLEMS)
+READ = requires("shops:read")
+# A dry run writes nothing, but it is part of authoring a rule: those who may set prices and rules
+# preview them (and every POST stays a write for the role checks: auditors and analysts never POST).
+PREVIEW = requires("prices:write")
+SHOP = "/shops/{shop_id}"
+
+
+def observations_from_view(engine):
+    """The dry run's source of competitor prices: everything projected so far."""
+
+    def fetch(wanted: Sequence[tuple[UUID, datetime | None]]) -> dict[UUID, list[CompetitorPrice]]:
+        with engine.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            found = latest(cur, [Wanted(listing_id, since) for listing_id, since in wanted])
+        return {listing_id: newest_per_competitor(rows) for listing_id, rows in found.items()}
+
+    return fetch
+
+
+@router.post(SHOP + "/rules/dry-run", dependencies=[PREVIEW],
+             summary="What a rule (saved, at a version, or a draft) would do to listings now; writes nothing")
+def rule_dry_run(shop_id: UUID, cmd: m.DryRun, ctx: Context, engine: Engine) -> dict:
+    return dry_run(engine, ctx, shop_id, cmd, observations_from_view(engine))
+
+
+@router.get(SHOP + "/listings/{listing_id}/explain", dependencies=[READ],
+            summary="Why the listing has its price: the events behind it, rule version, observations, clamps")
+def explain_price(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine) -> dict:
+    return explain(engine, ctx, shop_id, listing_id)

@@ -1,0 +1,411 @@
+"""The automated repricing policy: follows the global event log and re-evaluates listings when
+something that decides their price happens, issuing automated price changes through
+`engine.reprice_listing` (commands/repricing.py), each caused by the event that triggered it.
+
+What triggers an evaluation of a listing (its *cause*):
+- a competitor observation of it (CompetitorPriceObserved): cause = that observation event; a
+  batch's observations are grouped per listing, the cause being the listing's last observation;
+- a revision of its rule (PricingRule.Revised): every listing using the rule; cause = the version;
+- the assignment of a rule to it (Listing.RuleAssigned): cause = the assignment event.
+Within a page of the log only the latest trigger of each listing is acted on: an evaluation
+uses everything known up to its trigger, so the older triggers add nothing.
+
+Exactly one change per cause, also across crashes, restarts and replays:
+- `reprice_listing` reserves (listing, cause, rule version) in the transaction of the change it
+  makes (or the refusal it records); a redelivered cause finds it and does nothing;
+- the policy records its log position (and its small index, streams.repricing_listings) in one
+  transaction per page, after the page's changes committed; a crash re-reads the page;
+- the index remembers each listing's latest trigger (forward only), so a replay from an earlier
+  position acts only on causes that are still each listing's latest; an older cause — whose
+  rule version or assignment may have changed since — is superseded, not evaluated again.
+
+The competitor prices an evaluation sees are the projected facts (projections/observations.py)
+up to the trigger's position in the log: the view where the projector got that far, and the
+page's own observation events beyond it. When the projector is behind the page's start the
+policy waits for it (and says so in `stats.waiting_for`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, Sequence
+from uuid import UUID
+
+import psycopg
+from eventsourcing.application import AggregateNotFoundError
+
+from commands.errors import CommandRefused, Conflict
+from commands.repricing import CHANGED, RepriceResult, assignment_cause, observation_cause, rule_cause
+from domain.errors import DomainError
+from domain.facts import ObservationBatch, observation_ref
+from domain.listing import Listing
+from domain.pricing_rule import PricingRule
+from domain.rules import CompetitorPrice
+from projections.log import Decoder, EventLog, Page
+from projections.observations import Positioned, Wanted, latest, newest_per_competitor, projected_up_to
+from projections.projector import CHANNEL
+
+log = logging.getLogger(__name__)
+
+NAME = "repricing"
+DEFAULT_PAGE = 1000
+APPLICATION_NAME = "etsypro-repricing"
+
+Observed = ObservationBatch.CompetitorPriceObserved
+EVENT_TYPES = (Observed, PricingRule.Revised, Listing.RuleAssigned, Listing.RuleUnassigned)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """An event that asks for a listing's re-evaluation."""
+
+    position: int        # the triggering event's position in the global log
+    listing_id: UUID
+    shop_id: UUID
+    cause: str           # what the change will name as its causation id
+    correlation_id: str  # carried over from the triggering event
+
+
+@dataclass(frozen=True)
+class Assignment:
+    listing_id: UUID
+    shop_id: UUID
+    rule_id: UUID | None
+    version: int  # the listing's version of the (un)assignment
+
+
+@dataclass
+class Plan:
+    """What one page of the log means for the policy (pure: no I/O)."""
+
+    assignments: dict[UUID, Assignment] = field(default_factory=dict)
+    triggers: list[Trigger] = field(default_factory=list)
+    revisions: list[tuple[int, UUID, str, str]] = field(default_factory=list)  # (position, rule, cause, correlation)
+    observed: dict[UUID, list[Positioned]] = field(default_factory=lambda: defaultdict(list))
+
+    @classmethod
+    def of(cls, events: Iterable[tuple[int, object]]) -> Plan:
+        plan = cls()
+        for position, e in events:
+            kind = type(e)
+            if kind is Observed:
+                plan._observed(position, e)
+            elif kind is Listing.RuleAssigned:
+                plan.assignments[e.originator_id] = Assignment(e.originator_id, UUID(e.meta.shop_id), e.rule_id,
+                                                               e.originator_version)
+                plan.triggers.append(Trigger(position, e.originator_id, UUID(e.meta.shop_id),
+                                             assignment_cause(e.originator_id, e.originator_version),
+                                             e.meta.correlation_id))
+            elif kind is Listing.RuleUnassigned:
+                plan.assignments[e.originator_id] = Assignment(e.originator_id, UUID(e.meta.shop_id), None,
+                                                               e.originator_version)
+            elif kind is PricingRule.Revised:
+                plan.revisions.append((position, e.originator_id, rule_cause(e.originator_id, e.rule_version),
+                                       e.meta.correlation_id))
+        return plan
+
+    def _observed(self, position: int, e) -> None:
+        self.observed[e.listing_id].append(
+            (position, CompetitorPrice(observation_ref(e.originator_id, e.originator_version), e.competitor,
+                                       e.price, e.meta.occurred_at)))
+        # Later observations of the same listing in the page supersede this trigger (latest wins).
+        self.triggers.append(Trigger(position, e.listing_id, UUID(e.meta.shop_id),
+                                     observation_cause(e.originator_id, e.originator_version),
+                                     e.meta.correlation_id))
+
+    def latest_per_listing(self, rule_listings: dict[UUID, list[tuple[UUID, UUID]]]) -> dict[UUID, Trigger]:
+        """Each listing's latest trigger: its own events, and revisions of the rule it uses."""
+        latest: dict[UUID, Trigger] = {}
+        for t in self.triggers:
+            latest[t.listing_id] = t  # triggers are in log order
+        for position, rule_id, cause, correlation in self.revisions:
+            for listing_id, shop_id in rule_listings.get(rule_id, ()):
+                seen = latest.get(listing_id)
+                if seen is None or seen.position < position:
+                    latest[listing_id] = Trigger(position, listing_id, shop_id, cause, correlation)
+        return latest
+
+
+@dataclass
+class Stats:
+    pages: int = 0
+    events_read: int = 0
+    position: int = 0
+    outcomes: Counter = field(default_factory=Counter)
+    failed: int = 0
+    last_error: str | None = None
+    waiting_for: str | None = None  # set while the policy waits for the projector
+
+
+class RepricingPolicy:
+    """Follows the log; see the module's docstring. `engine` is a PricingEngine."""
+
+    def __init__(self, engine, conninfo: str, *, page_size: int = DEFAULT_PAGE, name: str = NAME,
+                 on_result: Callable[[Trigger, RepriceResult], None] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 projector_timeout: float | None = None):
+        self.engine = engine
+        self.conninfo = conninfo
+        self.page_size = page_size
+        self.name = name
+        self.on_result = on_result
+        self.clock = clock
+        self.projector_timeout = projector_timeout  # None: wait for the projector as long as it takes
+        self.event_types = EVENT_TYPES
+        self.log = EventLog(engine.mapper.to_domain_event, [self])
+        self.stats = Stats()
+        self._conn: psycopg.Connection | None = None
+        self._stop = threading.Event()
+
+    # -- one page -----------------------------------------------------------------------
+    def step(self) -> int:
+        """Act on the next page of the log; returns how many stored events it covered (0 at the head)."""
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            after = self._lock_position(cur)
+            page = self._read(cur, after)
+            if page.last is None:
+                return 0
+            plan = Plan.of(page.events)
+            work = self._work(cur, plan)
+            results = self._act(cur, work, plan, after)
+            self._advance(cur, page, results)
+        self.stats.pages += 1
+        self.stats.events_read += page.rows
+        self.stats.position = page.last
+        return page.rows
+
+    def _read(self, cur, after: int) -> Page:
+        """The next page, extended to the end of an observation batch it would otherwise split
+        (a batch's events are contiguous in the log): a batch is grouped per listing as a whole."""
+        page = self.log.read(cur, after, self.page_size)
+        if not page.events or page.events[-1][0] != page.last or type(page.events[-1][1]) is not Observed:
+            return page
+        batch = page.events[-1][1]
+        last_version = cur.execute("SELECT max(originator_version) FROM pricing_events WHERE originator_id = %s",
+                                   [batch.originator_id]).fetchone()[0]
+        rest = last_version - batch.originator_version
+        if rest <= 0:
+            return page
+        more = self.log.read(cur, page.last, rest)
+        return Page(page.events + more.events, more.last or page.last, page.rows + more.rows)
+
+    def _work(self, cur, plan: Plan) -> list[tuple[Trigger, UUID]]:
+        """(trigger, rule) of each listing to evaluate: its latest trigger in the page, unless the
+        index knows a later one (a replay), and only while it has a rule."""
+        self._apply_assignments(cur, plan.assignments.values())
+        rule_listings: dict[UUID, list[tuple[UUID, UUID]]] = defaultdict(list)
+        if plan.revisions:
+            rows = cur.execute("SELECT rule_id, listing_id, shop_id FROM streams.repricing_listings"
+                               " WHERE rule_id = ANY(%s)", [list({r for _, r, _, _ in plan.revisions})]).fetchall()
+            for rule_id, listing_id, shop_id in rows:
+                rule_listings[rule_id].append((listing_id, shop_id))
+        latest = plan.latest_per_listing(rule_listings)
+        if not latest:
+            return []
+        rows = cur.execute(
+            "UPDATE streams.repricing_listings t SET last_trigger = greatest(t.last_trigger, u.position),"
+            " updated_at = now() FROM unnest(%s::uuid[], %s::int8[]) AS u(listing_id, position)"
+            " WHERE t.listing_id = u.listing_id RETURNING t.listing_id, t.rule_id, t.last_trigger",
+            [list(latest), [t.position for t in latest.values()]]).fetchall()
+        work = [(latest[listing_id], rule_id) for listing_id, rule_id, last_trigger in rows
+                if rule_id is not None and last_trigger == latest[listing_id].position]
+        return sorted(work, key=lambda w: w[0].position)
+
+    def _apply_assignments(self, cur, assignments: Iterable[Assignment]) -> None:
+        rows = list(assignments)
+        if rows:
+            cur.execute(
+                "INSERT INTO streams.repricing_listings AS t (listing_id, shop_id, rule_id, assignment_version)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::int8[])"
+                " ON CONFLICT (listing_id) DO UPDATE SET rule_id = excluded.rule_id,"
+                " assignment_version = excluded.assignment_version, updated_at = now()"
+                " WHERE excluded.assignment_version > t.assignment_version",
+                [[a.listing_id for a in rows], [a.shop_id for a in rows], [a.rule_id for a in rows],
+                 [a.version for a in rows]])
+
+    def _act(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, after: int) -> list[RepriceResult]:
+        if not work:
+            return []
+        now = self.clock()
+        facts = self._facts(cur, work, plan, after, now)
+        results = []
+        for trigger, _ in work:
+            result = self._reprice(trigger, facts.get(trigger.listing_id, []), now)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def _facts(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, after: int,
+               now: datetime) -> dict[UUID, list[CompetitorPrice]]:
+        """Each listing's competitor prices up to its trigger: projected facts up to where the
+        projector is, plus the page's own observations after that."""
+        projected = self._projected_from(cur, after)
+        rules = {rule_id: self._rule(rule_id) for rule_id in {r for _, r in work}}
+        wanted = [Wanted(t.listing_id, _since(rules[rule_id], now), min(t.position, projected)) for t, rule_id in work]
+        facts = latest(cur, wanted)
+        for trigger, _ in work:
+            facts[trigger.listing_id].extend(
+                (position, o) for position, o in plan.observed.get(trigger.listing_id, ())
+                if projected < position <= trigger.position)
+        return {listing_id: newest_per_competitor(found) for listing_id, found in facts.items()}
+
+    def _projected_from(self, cur, after: int) -> int:
+        """Where the projected facts end, once they reach the page's start (we hold the rest)."""
+        started, warned, pause = time.monotonic(), 0.0, 0.002
+        while True:
+            projected = projected_up_to(cur)
+            if projected >= after:
+                self.stats.waiting_for = None
+                return projected
+            waited = time.monotonic() - started
+            self.stats.waiting_for = f"projection competitor_prices at {projected}, needed {after}"
+            if waited - warned > 10:
+                warned = waited
+                log.warning("repricing: waiting %.0fs for the projector (%s); is it running?", waited,
+                            self.stats.waiting_for)
+            if self.projector_timeout is not None and waited > self.projector_timeout:
+                raise TimeoutError(f"the projector did not catch up: {self.stats.waiting_for}")
+            if self._stop.wait(pause):
+                raise InterruptedError("stopped while waiting for the projector")
+            pause = min(pause * 2, 0.1)
+
+    def _rule(self, rule_id: UUID) -> PricingRule | None:
+        try:
+            return self.engine.repository.get(rule_id)
+        except AggregateNotFoundError:  # cannot be (assigned rules exist); reprice_listing will say
+            return None
+
+    def _reprice(self, trigger: Trigger, observations: Sequence[CompetitorPrice], now: datetime) -> RepriceResult | None:
+        engine = self.engine
+        try:
+            ctx = engine.automation_context(trigger.shop_id, trigger.cause, trigger.correlation_id)
+            result = engine.reprice_listing(ctx, trigger.shop_id, trigger.listing_id, observations, trigger.cause,
+                                            now=now)
+        except Conflict:
+            raise  # too much concurrent activity on the listing: retry the page (changes made are kept)
+        except (CommandRefused, DomainError) as e:
+            # Not something a retry fixes (a bug, or data that no longer fits): skip this listing
+            # rather than stop automated repricing for everyone; the error is logged and counted.
+            self.stats.failed += 1
+            self.stats.last_error = f"{trigger.cause} on listing {trigger.listing_id}: {type(e).__name__}: {e}"
+            log.error("repricing: %s", self.stats.last_error)
+            return None
+        self.stats.outcomes[result.outcome] += 1
+        if self.on_result is not None:
+            self.on_result(trigger, result)
+        return result
+
+    # -- tracking -----------------------------------------------------------------------
+    def _lock_position(self, cur) -> int:
+        cur.execute("INSERT INTO streams.policy_positions (policy) VALUES (%s) ON CONFLICT DO NOTHING", [self.name])
+        return cur.execute("SELECT log_position FROM streams.policy_positions WHERE policy = %s FOR UPDATE",
+                           [self.name], prepare=True).fetchone()[0]
+
+    def _advance(self, cur, page: Page, results: list[RepriceResult]) -> None:
+        changed = sum(1 for r in results if r.outcome == CHANGED)
+        cur.execute("UPDATE streams.policy_positions SET log_position = %s, events_seen = events_seen + %s,"
+                    " evaluations = evaluations + %s, changes = changes + %s, updated_at = now() WHERE policy = %s",
+                    [page.last, len(page.events), len(results), changed, self.name], prepare=True)
+
+    def position(self) -> int:
+        with psycopg.connect(self.conninfo) as conn:
+            row = conn.execute("SELECT log_position FROM streams.policy_positions WHERE policy = %s",
+                               [self.name]).fetchone()
+        return row[0] if row else 0
+
+    def rewind(self, position: int) -> None:
+        """Act again on the log after `position` (what a redelivery does): causes already acted
+        on are found done, superseded ones are skipped."""
+        with psycopg.connect(self.conninfo) as conn:
+            conn.execute("INSERT INTO streams.policy_positions (policy, log_position) VALUES (%s, %s)"
+                         " ON CONFLICT (policy) DO UPDATE SET log_position = excluded.log_position, updated_at = now()",
+                         [self.name, position])
+
+    # -- following the log --------------------------------------------------------------
+    def catch_up(self, stop: threading.Event | None = None) -> int:
+        """Act on the log up to its head; returns the stored events covered."""
+        if stop is not None:
+            self._stop = stop
+        total = 0
+        while not self._stop.is_set():
+            covered = self.step()
+            if covered == 0:
+                return total
+            total += covered
+        return total
+
+    def run(self, stop: threading.Event, idle_timeout: float = 1.0) -> None:
+        """Follow the log until `stop` is set, surviving database restarts and failing pages."""
+        self._stop = stop
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                self._follow(stop, idle_timeout)
+            except InterruptedError:
+                return
+            except Exception as e:  # noqa: BLE001 - an outage or a conflict: retry the page, keep following
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                log.exception("repricing: %s; retrying in %.1fs", self.stats.last_error, backoff)
+                self.close()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.1
+
+    def _follow(self, stop: threading.Event, idle_timeout: float) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True, application_name=f"{APPLICATION_NAME}-listen") as listener:
+            listener.execute(f"LISTEN {CHANNEL}")  # before reading: commits meanwhile stay queued
+            while not stop.is_set():
+                covered = self.step()
+                if covered < self.page_size:
+                    for _ in listener.notifies(timeout=idle_timeout, stop_after=1):
+                        pass
+                    for _ in listener.notifies(timeout=0.0):  # drain: one step reads them all
+                        pass
+
+    # -- connection ---------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.conninfo, application_name=APPLICATION_NAME)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _since(rule: PricingRule | None, now: datetime) -> datetime | None:
+    if rule is None or rule.rule.max_age_minutes is None:
+        return None
+    return now - timedelta(minutes=rule.rule.max_age_minutes)
+
+
+class BackgroundRepricing:
+    """The policy on a daemon thread: what `etsypro serve` runs next to the HTTP API and the
+    projector (ETSYPRO_REPRICING=inprocess)."""
+
+    def __init__(self, policy: RepricingPolicy):
+        self.policy = policy
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="repricing", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.policy.run(self._stop)
+        finally:
+            self.policy.close()
+
+    def start(self) -> BackgroundRepricing:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
