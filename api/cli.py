@@ -415,7 +415,7 @@ def parser() -> argparse.ArgumentParser:
 
     pj = sub.add_parser("project", help="run the projector as its own process: catch up, then follow the log")
     pj.add_argument("--once", action="store_true", help="stop once caught up")
-    pj.add_argument("--batch", type=_count, default=5000, help="events per transaction (default 5000)")
+    pj.add_argument("--batch", type=_count, default=10_000, help="events per transaction (default 10000)")
     pj.set_defaults(func=project)
 
     pr = sub.add_parser("projections", help="the read side's projections")
@@ -423,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
     rb = prs.add_parser("rebuild", help="replay the whole log into fresh tables, then swap them in atomically")
     rb.add_argument("name", help="price_board | price_changes | competitor_prices | sales | all (one replay)")
     rb.add_argument("--fresh", action="store_true", help="discard an interrupted rebuild instead of resuming it")
-    rb.add_argument("--batch", type=_count, default=5000, help="events per transaction (default 5000)")
+    rb.add_argument("--batch", type=_count, default=10_000, help="events per transaction (default 10000)")
     rb.set_defaults(func=projections_rebuild)
     st = prs.add_parser("status", help="each projection's position and lag (events and seconds behind)")
     st.add_argument("--json", action="store_true")
@@ -448,7 +448,7 @@ def parser() -> argparse.ArgumentParser:
     br = benches.add_parser("read", help="projector catch-up, rebuild, live lag and analyst queries on 1M events")
     br.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     br.add_argument("--events", type=_count, help="events in the log (default 1000000)")
-    br.add_argument("--batch", type=_count, help="projector events per transaction (default 5000)")
+    br.add_argument("--batch", type=_count, help="projector events per transaction (default 10000)")
     br.set_defaults(func=bench_read)
     bk = benches.add_parser("kafka", help="relay -> Kafka (local Tansu) -> faust worker -> views, end to end")
     bk.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

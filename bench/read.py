@@ -48,7 +48,7 @@ START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 @dataclass(frozen=True)
 class Sizes:
     events: int = 1_000_000
-    batch: int = 5_000            # projector events per transaction
+    batch: int = 10_000           # projector events per transaction (as `etsypro project`)
     command_batch: int = 10_000   # facts per command
     shops: int = 10
     listings: int = 100           # per shop

