@@ -82,9 +82,40 @@ def populate(http: httpx.Client, partner) -> dict:
     single = call(http, "POST", f"/shops/{shop}/listings/{listings[0]}/rollback",
                   json={"to_version": 1, "reason": "back to launch price"})
     first = call(http, "GET", f"/shops/{shop}/listings/{listings[0]}", params={"version": 1})
-    board = [call(http, "GET", f"/shops/{shop}/listings/{lid}") for lid in listings]
-    return {"shop": shop, "listings": board, "observations": len(observations), "sales": len(sales),
-            "bulk": bulk, "single": single, "first": first}
+
+    # Automated repricing: the espresso cup follows the cheapest rival minus 5%, within its guardrails.
+    rule = call(http, "POST", f"/shops/{shop}/rules",
+                json={"name": "beat the cheapest by 5%", "kind": "beat_lowest", "percent": "5", "rounding": ".95"})
+    call(http, "PUT", f"/shops/{shop}/listings/{listings[3]}/rule", json={"rule_id": rule["rule_id"]})
+    call(http, "POST", f"/shops/{shop}/observations", json={"observations": [{
+        "listing_id": listings[3], "competitor": "etsy:shop/KilnCorner", "price": "13.40", "currency": "GBP",
+        "observed_at": datetime.now(timezone.utc).isoformat(), "source": "demo"}]})
+    explained = wait_for(lambda: call(http, "GET", f"/shops/{shop}/listings/{listings[3]}/explain"),
+                         lambda e: Decimal(e["price"]) < Decimal("13.40"))
+
+    wait_for(lambda: call(http, "GET", "/analytics/lag"), lambda lag: _caught_up(lag))
+    board = call(http, "GET", f"/shops/{shop}/analytics/prices")
+    bands = call(http, "GET", f"/shops/{shop}/analytics/competitor-bands", params={"bucket": "day"})
+    revenue = call(http, "GET", f"/shops/{shop}/analytics/sales-by-shop", params={"bucket": "week"})
+    verify = call(http, "GET", "/audit/verify")
+    return {"shop": shop, "listings": [call(http, "GET", f"/shops/{shop}/listings/{lid}") for lid in listings],
+            "observations": len(observations), "sales": len(sales), "bulk": bulk, "single": single,
+            "first": first, "explained": explained, "board": board, "bands": bands, "revenue": revenue,
+            "verify": verify}
+
+
+def wait_for(fetch, done, seconds: float = 20.0):
+    """The read side and the repricing policy follow the log a moment behind the write."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def _caught_up(lag: dict) -> bool:
+    return all(p["events_behind"] == 0 for p in lag["projections"])
 
 
 def pct(amount: str, percent: int) -> str:
@@ -98,6 +129,14 @@ def print_summary(s: dict, seconds: float) -> None:
     print(f"  bulk rollback of the experiment: {len(s['bulk']['compensated'])} compensated, "
           f"{len(s['bulk']['skipped'])} skipped (changed since by someone else)")
     print(f"  '{s['listings'][0]['title']}' rolled back to version 1 (compensating versions {s['single']['compensates']})")
+    e = s["explained"]
+    print(f"  automated repricing: '{e['title']}' now {e['price']} {e['currency']} by rule "
+          f"'beat the cheapest by 5%' after a competitor was seen at 13.40 (GET .../explain has the chain)")
+    revenue = sum(Decimal(row["revenue"]) for row in s["revenue"]["items"])
+    print(f"  read side: {len(s['board']['items'])} listings on the price board, {len(s['bands']['items'])} daily "
+          f"competitor price bands, net revenue {revenue} GBP in {len(s['revenue']['items'])} weekly bucket(s)")
+    v = s["verify"]
+    print(f"  audit: hash chain over {v['checked']} events verified: {'intact' if v['ok'] else 'TAMPERED at ' + str(v['first_bad_position'])}")
     print("\n  price board now:")
     for listing in s["listings"]:
         print(f"    {listing['sku']:8} {listing['title']:20} {listing['price']:>7} {listing['currency']}"
