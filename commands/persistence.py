@@ -234,7 +234,11 @@ class EventMetaAsDict(Transcoding):
     name = "meta"
 
     def encode(self, obj: EventMeta) -> dict:
-        return {f: getattr(obj, f) for f in EventMeta.__slots__}
+        # A literal rather than a loop over the fields: this runs once per event, 10,000 per batch.
+        return {"shop_id": obj.shop_id, "actor_id": obj.actor_id, "actor_kind": obj.actor_kind,
+                "source": obj.source, "reason": obj.reason, "command_id": obj.command_id,
+                "correlation_id": obj.correlation_id, "causation_id": obj.causation_id,
+                "occurred_at": obj.occurred_at}
 
     def decode(self, data: dict) -> EventMeta:
         return EventMeta(**data)

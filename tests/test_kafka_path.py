@@ -270,8 +270,9 @@ IN_A_TRANSACTION = """
 
 def kill_inside_a_transaction(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
     """SIGKILL the worker while its transaction holds uncommitted view rows. Seen writing, it is
-    frozen (SIGSTOP) and checked again: only if that same transaction is still open (a frozen
-    client cannot commit) does the SIGKILL follow; otherwise it thaws and we look again."""
+    frozen (SIGSTOP); the kill follows only once its session, still in that transaction, waits
+    for the frozen client ('idle in transaction'): a COMMIT it had already sent would otherwise
+    complete after the kill. If the transaction ends instead, the worker thaws and we look again."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
@@ -280,13 +281,23 @@ def kill_inside_a_transaction(url: str, proc: subprocess.Popen, log: Path, timeo
             seen = conn.execute(IN_A_TRANSACTION).fetchone()
             if seen:
                 os.kill(proc.pid, signal.SIGSTOP)
-                if conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND backend_xid::text = %s",
-                                seen).fetchone():
+                if _settles_in_transaction(conn, *seen):
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait()
                     return
                 os.kill(proc.pid, signal.SIGCONT)
             time.sleep(0.002)
+
+
+def _settles_in_transaction(conn: psycopg.Connection, pid: int, xid: str) -> bool:
+    for _ in range(500):
+        row = conn.execute("SELECT state, backend_xid::text FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+        if row is None or row[1] != xid:
+            return False  # committed (or gone)
+        if row[0] == "idle in transaction":
+            return True
+        time.sleep(0.002)
+    return False
 
 
 def sink_offsets(url: str, sink: str = "etsypro-projections") -> dict[tuple[str, int], int]:
