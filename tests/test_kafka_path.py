@@ -4,11 +4,13 @@
   change nothing, an offset gap is refused (never skipped), and the views equal the in-process
   projector's over the same events;
 - the relay: killed with SIGKILL mid-stream and restarted, every event of the log is on Kafka
-  (duplicates allowed), each aggregate's events in version order within one partition;
+  (duplicates allowed), each aggregate's events in version order within one partition; a second
+  relay of the same name stands by while the first publishes;
 - end to end: relay + faust worker (`etsypro relay`, `etsypro worker`); the worker is killed with
   SIGKILL inside a transaction, events keep coming, the relay republishes half the log (as after
   a crash between the broker's ack and the recorded position), the worker restarts: the views
-  equal those of the in-process projector over the same events, exactly.
+  equal those of the in-process projector over the same events, exactly;
+- the consumer group's offsets ahead of the sink's: the worker seeks back, nothing is skipped.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ import pytest
 from commands.engine import PricingEngine
 from projections.base import Tables
 from projections.projector import Projector
+from projections.registry import ALL
 from streams import wire
 from streams.broker import TansuBroker, find_tansu_binary
 from streams.relay import Relay
 from streams.sink import Sink
 from streams.workers import topics_for
-from projections.registry import ALL
 from test_projections_helpers import VIEW_TABLES, Written, broken_invariants, populate, reprice, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
