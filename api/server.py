@@ -18,8 +18,8 @@ from api.auth import AuthSettings
 from api.database import start_embedded
 from api.settings import Settings
 from commands.engine import PricingEngine
-from projections.projector import BackgroundProjector, Projector
-from streams.repricing import BackgroundRepricing, RepricingPolicy
+from projections.projector import InBackground, Projector
+from streams.repricing import RepricingPolicy
 
 
 def database_url(settings: Settings, log=print) -> str:
@@ -40,9 +40,9 @@ def build(settings: Settings, log=print):
                                  login_per_minute=settings.login_per_minute)
     app = create_app(engine, settings.max_body_bytes, auth_settings)
     if settings.projector == "inprocess":  # else run `etsypro project` as its own process
-        app.state.projector = BackgroundProjector(Projector(url, engine.mapper.to_domain_event))
+        app.state.projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event))
     if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
-        app.state.repricing = BackgroundRepricing(RepricingPolicy(engine, url))
+        app.state.repricing = InBackground(RepricingPolicy(engine, url), "repricing")
     return engine, app
 
 
@@ -67,9 +67,9 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     projector = repricing = None
     if settings.projector == "inprocess":
         decoder = PricingEngine(url, pool_size=1).mapper.to_domain_event
-        projector = BackgroundProjector(Projector(url, decoder)).start()
+        projector = InBackground.projector(Projector(url, decoder)).start()
     if settings.repricing == "inprocess":  # one policy, like one projector: in the parent
-        repricing = BackgroundRepricing(RepricingPolicy(PricingEngine(url, pool_size=2), url)).start()
+        repricing = InBackground(RepricingPolicy(PricingEngine(url, pool_size=2), url), "repricing").start()
     try:
         uvicorn.run("api.server:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
     finally:

@@ -235,24 +235,30 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 1000)
 
 
-class BackgroundProjector:
-    """The projector on a daemon thread: what `etsypro serve` runs next to the HTTP API."""
+class InBackground:
+    """A log follower (anything with run(stop_event) and close()) on a daemon thread: how
+    `etsypro serve` runs the projector and the repricing policy next to the HTTP API."""
 
-    def __init__(self, projector: Projector):
-        self.projector = projector
+    def __init__(self, follower, name: str):
+        self.follower = follower
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="projector", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
         try:
-            self.projector.run(self._stop)
+            self.follower.run(self._stop)
         finally:
-            self.projector.close()
+            self.follower.close()
 
-    def start(self) -> BackgroundProjector:
+    def start(self) -> InBackground:
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+
+    @classmethod
+    def projector(cls, projector: Projector) -> InBackground:
+        return cls(projector, "projector")
+

@@ -385,27 +385,3 @@ def _since(rule: PricingRule | None, now: datetime) -> datetime | None:
     if rule is None or rule.rule.max_age_minutes is None:
         return None
     return now - timedelta(minutes=rule.rule.max_age_minutes)
-
-
-class BackgroundRepricing:
-    """The policy on a daemon thread: what `etsypro serve` runs next to the HTTP API and the
-    projector (ETSYPRO_REPRICING=inprocess)."""
-
-    def __init__(self, policy: RepricingPolicy):
-        self.policy = policy
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="repricing", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.policy.run(self._stop)
-        finally:
-            self.policy.close()
-
-    def start(self) -> BackgroundRepricing:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)

@@ -19,7 +19,7 @@ import pytest
 from api.server import build, running
 from api.settings import Settings
 from commands import models
-from projections.projector import BackgroundProjector, Projector
+from projections.projector import InBackground, Projector
 from projections.queries import VIEWS
 from test_projections_helpers import context
 
@@ -29,7 +29,7 @@ DAY = datetime(2026, 3, 2, tzinfo=timezone.utc)
 @pytest.fixture(scope="module", autouse=True)
 def projector(database_url, engine):
     """The session database's views, kept current while this module runs."""
-    background = BackgroundProjector(Projector(database_url, engine.mapper.to_domain_event)).start()
+    background = InBackground.projector(Projector(database_url, engine.mapper.to_domain_event)).start()
     yield
     background.stop()
 

@@ -24,8 +24,8 @@ from commands.engine import PricingEngine
 from commands.repricing import assignment_cause, observation_cause, rule_cause
 from conftest import ROOT, Accounts, listing_spec
 from domain.listing import Listing
-from projections.projector import BackgroundProjector, Projector
-from streams.repricing import BackgroundRepricing, RepricingPolicy
+from projections.projector import InBackground, Projector
+from streams.repricing import RepricingPolicy
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -68,8 +68,8 @@ def live(new_database):
     app = create_app(engine)
     results = []
     policy = RepricingPolicy(engine, url, on_result=lambda trigger, result: results.append((trigger, result)))
-    app.state.projector = BackgroundProjector(Projector(url, engine.mapper.to_domain_event))
-    app.state.repricing = BackgroundRepricing(policy)
+    app.state.projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event))
+    app.state.repricing = InBackground(policy, "repricing")
     with running(app) as base_url:  # the app's lifespan starts (and stops) both, as in `etsypro serve`
         world = Live(url, engine, base_url, policy)
         world.results = results

@@ -127,7 +127,7 @@ def test_serve_runs_the_policy_in_process_unless_told_not_to(new_database, tmp_p
     url = new_database()
     env = {"ETSYPRO_DATABASE_URL": url, "ETSYPRO_DATA_DIR": str(tmp_path), "ETSYPRO_POOL_SIZE": "1"}
     engine, app = build(Settings.from_env(env), log=lambda *_: None)
-    assert app.state.repricing is not None and app.state.repricing.policy.engine is engine
+    assert app.state.repricing is not None and app.state.repricing.follower.engine is engine
     engine.close()
     engine, app = build(Settings.from_env({**env, "ETSYPRO_REPRICING": "off"}), log=lambda *_: None)
     assert app.state.repricing is None

@@ -108,5 +108,5 @@ def projection_lag(request: Request, engine: Engine) -> dict:
         lags = lag(conn, [p.name for p in ALL])
     background = getattr(request.app.state, "projector", None)
     return {"projector": "inprocess" if background is not None else "external or off",
-            "last_error": background.projector.stats.last_error if background is not None else None,
+            "last_error": background.follower.stats.last_error if background is not None else None,
             "projections": [x.as_dict() for x in lags]}
