@@ -104,7 +104,8 @@ def resolve_principal(request: Request) -> Principal:
     return found
 
 
-def principal(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+async def principal(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    # Resolved by `authenticate` (which runs first, in the threadpool, as it may query): cached.
     return resolve_principal(request)
 
 
@@ -119,7 +120,8 @@ def requires(permission: str, tenant_wide: bool = False):
     grant over some shops is not enough.
     """
 
-    def check(request: Request, caller: Caller) -> None:
+    async def check(request: Request, caller: Caller) -> None:
+        # No threadpool hop: shop facts are cached in memory after a shop's first use.
         if permission == SELF:
             return
         shop = request.path_params.get("shop_id")
