@@ -30,8 +30,8 @@ from domain.listing import Guardrails, Listing
 from domain.meta import Actor, EventMeta
 from domain.money import Money
 from domain.rules import CompetitorPrice, Rule, evaluate
-from projections.projector import BackgroundProjector, Projector
-from streams.repricing import BackgroundRepricing, RepricingPolicy
+from projections.projector import InBackground, Projector
+from streams.repricing import RepricingPolicy
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,9 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
                 committed[trigger.listing_id, result.outcome] = time.perf_counter()
                 arrived.notify_all()
 
-        projector = BackgroundProjector(Projector(url, engine.mapper.to_domain_event)).start()
+        projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event)).start()
         policy = RepricingPolicy(engine, url, on_result=on_result)
-        repricing = BackgroundRepricing(policy).start()
+        repricing = InBackground(policy, "repricing").start()
         try:
             _wait_for(lambda: policy.stats.position > 0 and policy.stats.waiting_for is None, 30)
             latencies, missed = _observe(engine, ctx, shop, listings, sizes, committed, arrived)

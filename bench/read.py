@@ -37,7 +37,7 @@ from commands.context import CommandContext
 from commands.engine import PricingEngine
 from domain.meta import Actor, ActorKind
 from projections import queries
-from projections.projector import BackgroundProjector, Projector, tune_gc
+from projections.projector import InBackground, Projector, tune_gc
 from projections.rebuild import rebuild
 from projections.registry import ALL
 
@@ -221,7 +221,7 @@ def live_lag(url: str, engine: PricingEngine, sizes: Sizes) -> list[float]:
     rng, ctx = random.Random(7), _context()
     shop_id = engine.shops_of(ctx.tenant_id)[0]
     listings = [UUID(k) for k in engine.recorder.reserved_all(shop_id, "listing")][:50]
-    background = BackgroundProjector(Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch)).start()
+    background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch)).start()
     lags: list[float] = []
     interval = 1 / sizes.live_commands_per_s
     try:

@@ -15,7 +15,7 @@ import pytest
 from commands.engine import PricingEngine
 from projections.base import LIVE
 from projections.log import EventLog
-from projections.projector import BackgroundProjector, Projector
+from projections.projector import InBackground, Projector
 from projections.rebuild import rebuild
 from projections.registry import ALL, by_name
 from test_projections_helpers import (Written, broken_invariants, observe, open_shop, populate, reprice, sell,
@@ -134,7 +134,7 @@ def test_no_event_is_missed_while_many_writers_commit_concurrently(new_database)
     engine = PricingEngine(url, pool_size=3)
     written = Written()
     shops = [open_shop(engine, f"t-{i}", 6, written) for i in range(4)]
-    background = BackgroundProjector(Projector(url, engine.mapper.to_domain_event, batch_size=50)).start()
+    background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=50)).start()
     stop, errors, commits = threading.Event(), [], [0]
 
     def write(seed: int) -> None:
@@ -198,7 +198,7 @@ def test_interrupted_rebuild_resumes_while_queries_and_writes_go_on(new_database
     engine = PricingEngine(url, pool_size=2)
     rng, written = random.Random(11), Written()
     shop = populate(engine, "t-resume", rng, written, rounds=4)
-    background = BackgroundProjector(Projector(url, engine.mapper.to_domain_event, batch_size=200)).start()
+    background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=200)).start()
     wait_caught_up(url)
     projection = by_name("competitor_prices")
 
