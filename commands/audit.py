@@ -143,9 +143,25 @@ CROSS JOIN LATERAL (
     ORDER BY i.notification_id
     LIMIT %(limit)s
 ) p
-WHERE r.kind = 'tenant' AND r.key = %(tenant)s{shops}
-ORDER BY p.notification_id
+WHERE r.kind = 'tenant' AND r.key = %(tenant)s{shops}{accounts}
+ORDER BY notification_id
 LIMIT %(limit)s
+"""
+
+# Account events (logins, lockouts, grants...) belong to no shop: tenant-wide readers see those
+# of their tenant's accounts too.
+_ACCOUNT_EVENTS = """
+UNION ALL
+SELECT p.notification_id, p.originator_id, p.originator_version, p.topic, p.state
+FROM accounts a
+CROSS JOIN LATERAL (
+    SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state
+    FROM pricing_events e JOIN event_index i ON i.notification_id = e.notification_id
+    WHERE e.originator_id = a.account_id AND i.notification_id > %(after)s AND i.notification_id <= %(to)s{conditions}
+    ORDER BY i.notification_id
+    LIMIT %(limit)s
+) p
+WHERE a.tenant_id = %(tenant)s
 """
 
 NO_END = 2**63 - 1
@@ -172,8 +188,13 @@ class AuditLog:
         rows = self._query(
             "SELECT i.shop_id FROM pricing_events e JOIN event_index i ON i.notification_id = e.notification_id"
             " WHERE e.originator_id = %s ORDER BY e.originator_version LIMIT 1", [aggregate_id])
-        if not rows or rows[0][0] is None:
+        if not rows:
             raise NotFound("aggregate not found")
+        if rows[0][0] is None:  # no shop: an account's history, for tenant-wide readers of its tenant
+            tenant = self._query("SELECT tenant_id FROM accounts WHERE account_id = %s", [aggregate_id])
+            if not tenant or tenant[0][0] != ctx.tenant_id or ctx.shops is not None:
+                raise NotFound("aggregate not found")
+            return
         try:
             self.shop_facts(ctx, rows[0][0])
         except NotFound:
@@ -228,7 +249,10 @@ class AuditLog:
             shops, params["shop"] = " AND r.shop_id = %(shop)s", filters.shop_id
         if ctx.shops is not None:  # a caller granted some shops only sees those
             shops, params["visible"] = shops + " AND r.shop_id = ANY(%(visible)s::uuid[])", sorted(ctx.shops)
-        sql = _LOG_PAGE.format(conditions=conditions, shops=shops)
+        accounts = ""
+        if filters.shop_id is None and ctx.shops is None:
+            accounts = _ACCOUNT_EVENTS.format(conditions=conditions)
+        sql = _LOG_PAGE.format(conditions=conditions, shops=shops, accounts=accounts)
         return self._query(sql, {**params, "after": after, "to": NO_END if to is None else to,
                                  "limit": limit, "tenant": ctx.tenant_id})
 
