@@ -43,11 +43,8 @@ def admin_create(args) -> int:
     """The first admin of a tenant (and any later one): the only account not made through the API."""
     import getpass
 
-    import migrations
     from api.passwords import check_password
-    from api.server import database_url
     from commands.context import CommandContext
-    from commands.engine import PricingEngine
     from commands.errors import CommandRefused
     from domain.errors import DomainError
     from domain.meta import Actor
@@ -64,10 +61,7 @@ def admin_create(args) -> int:
     except DomainError as e:
         print(f"refused: password {e.detail}", file=sys.stderr)
         return 1
-    settings = Settings.from_env()
-    url = database_url(settings, log=lambda m: print(m, file=sys.stderr))
-    migrations.apply(url, log=lambda *_: None)
-    engine = PricingEngine(url, pool_size=1)
+    _, engine = _migrated_engine()
     try:
         ctx = CommandContext(actor=Actor("cli:admin-create"), tenant_id=args.tenant)
         created = engine.create_account(ctx, args.username, "user", password, {"admin": None})
@@ -133,9 +127,6 @@ def _progress_line(checked: int, position: int, last: int) -> None:
 
 
 def import_online_retail(args) -> int:
-    import migrations
-    from api.server import database_url
-    from commands.engine import PricingEngine
     from commands.importer import ImportFailed, TerminalProgress, find_file, run_import
 
     try:
@@ -143,13 +134,10 @@ def import_online_retail(args) -> int:
     except ImportFailed as e:
         print(f"import failed: {e}", file=sys.stderr)
         return 1
-    settings = Settings.from_env()
-    url = database_url(settings, log=lambda m: print(m, file=sys.stderr))
-    migrations.apply(url, log=lambda *_: None)
-    engine = PricingEngine(url, pool_size=2)
+    _, engine = _migrated_engine(pool_size=2)
     try:
         summary = run_import(engine, path, args.tenant, args.shop_name, args.limit,
-                             args.rejects or settings.data_dir / "online_retail.rejects.csv", TerminalProgress())
+                             args.rejects or Settings.from_env().data_dir / "online_retail.rejects.csv", TerminalProgress())
     except ImportFailed as e:
         print(f"import failed: {e}", file=sys.stderr)
         return 1
@@ -165,16 +153,18 @@ def _count(text: str) -> int:
     return int(text)
 
 
-# -- the read side: projector, rebuild, lag -------------------------------------------------
-def _read_side():
-    """(database url, engine) for the projection commands, on a migrated database."""
+def _migrated_engine(pool_size: int = 1):
+    """(database url, engine) on the configured (or embedded) database, migrated."""
     import migrations
     from api.server import database_url
     from commands.engine import PricingEngine
 
     url = database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr))
     migrations.apply(url, log=lambda *_: None)
-    return url, PricingEngine(url, pool_size=1)
+    return url, PricingEngine(url, pool_size=pool_size)
+
+
+# -- the read side: projector, rebuild, lag -------------------------------------------------
 
 
 def project(args) -> int:
@@ -185,7 +175,7 @@ def project(args) -> int:
 
     from projections.projector import Projector, tune_gc
 
-    url, engine = _read_side()
+    url, engine = _migrated_engine()
     tune_gc()
     projector = Projector(url, engine.mapper.to_domain_event, batch_size=args.batch)
     started = time.monotonic()
@@ -212,7 +202,7 @@ def projections_rebuild(args) -> int:
     except KeyError as e:
         print(e.args[0], file=sys.stderr)
         return 2
-    url, engine = _read_side()
+    url, engine = _migrated_engine()
     tune_gc()
     progress = _progress(f"rebuilding {args.name}") if sys.stderr.isatty() else None
     done = rebuild(url, engine.mapper.to_domain_event, projections, batch_size=args.batch, progress=progress,
@@ -231,7 +221,7 @@ def projections_status(args) -> int:
     from projections.lag import lag
     from projections.registry import ALL
 
-    url, _ = _read_side()
+    url, _ = _migrated_engine()
     with psycopg.connect(url) as conn:
         lags = lag(conn, [p.name for p in ALL])
     if args.json:
@@ -290,7 +280,7 @@ def relay(args) -> int:
 
     from streams.relay import Relay
 
-    url, engine = _read_side()
+    url, engine = _migrated_engine()
     publisher = Relay(url, args.bootstrap_servers, engine.recorder, name=args.name, page_size=args.page,
                       partitions=args.partitions)
 
@@ -319,7 +309,7 @@ def worker(args) -> int:
     from projections.projector import tune_gc
     from streams.workers import WorkerConfig, run
 
-    url, engine = _read_side()
+    url, engine = _migrated_engine()
     tune_gc()
     datadir = Settings.from_env().data_dir / "faust" / args.app_id
     config = WorkerConfig(url, args.bootstrap_servers, app_id=args.app_id, batch=args.batch,
@@ -337,7 +327,7 @@ def reprice(args) -> int:
 
     from streams.repricing import RepricingPolicy
 
-    url, engine = _read_side()
+    url, engine = _migrated_engine()
     policy = RepricingPolicy(engine, url, page_size=args.page)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

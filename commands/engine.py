@@ -10,8 +10,8 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Callable
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application

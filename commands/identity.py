@@ -27,7 +27,7 @@ from commands.context import CommandContext, Decision, Result
 from commands.credentials import Secrets
 from commands.errors import Conflict, NotFound
 from domain.account import Account, AccountKind, FailureReason, Grants, normalize_username
-from domain.errors import DomainError, InvalidValue, InvariantViolated
+from domain.errors import DomainError, InvalidValue
 from domain.meta import Actor, ActorKind
 
 REFRESH_TOKEN_TTL = timedelta(days=14)

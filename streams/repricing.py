@@ -46,7 +46,7 @@ from domain.facts import ObservationBatch, observation_ref
 from domain.listing import Listing
 from domain.pricing_rule import PricingRule
 from domain.rules import CompetitorPrice
-from projections.log import Decoder, EventLog, Page
+from projections.log import EventLog, Page
 from projections.observations import Positioned, Wanted, latest, newest_per_competitor, projected_up_to
 from projections.projector import CHANNEL
 
