@@ -4,6 +4,7 @@ fresh database per test run, and the engine served over real HTTP."""
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -155,3 +156,19 @@ def listing(api, shop) -> str:
     response = api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec()]})
     assert response.status_code == 201, response.text
     return response.json()["listings"][0]["listing_id"]
+
+
+def send_together(n: int, send) -> list:
+    """Run send(i) in n threads released at the same moment; answers in thread order."""
+    start, answers = threading.Barrier(n), [None] * n
+
+    def run(i: int) -> None:
+        start.wait()
+        answers[i] = send(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return answers

@@ -3,31 +3,14 @@ did not see; clients that do not name one all land, one after the other, with no
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from uuid import UUID
 
 import httpx
 import pytest
 
-from conftest import listing_spec
+from conftest import listing_spec, send_together
 from domain.listing import Listing
-
-
-def send_together(n: int, send) -> list[httpx.Response]:
-    """Run send(i) in n threads released at the same moment; answers in thread order."""
-    start, answers = threading.Barrier(n), [None] * n
-
-    def run(i: int) -> None:
-        start.wait()
-        answers[i] = send(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return answers
 
 
 def price_changes(engine, listing: str) -> list[Listing.PriceChanged]:

@@ -3,7 +3,6 @@ result and write nothing; the same key with another body is refused; racing dupl
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -11,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from conftest import listing_spec
+from conftest import listing_spec, send_together
 
 SEEN_AT = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
 
@@ -159,22 +158,6 @@ def test_a_batch_of_ten_thousand_observations_is_replayed_without_being_stored_t
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert retry.json() == first.json()
     assert count_events() == before + 10_001
-
-
-def send_together(n: int, send) -> list[httpx.Response]:
-    """Run send(i) in n threads released at the same moment."""
-    start, answers = threading.Barrier(n), [None] * n
-
-    def run(i: int) -> None:
-        start.wait()
-        answers[i] = send(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    return answers
 
 
 @pytest.mark.parametrize("name", ["register_listings", "set_price", "record_sales", "open_shop"])
