@@ -38,6 +38,16 @@ def field_path(loc: tuple) -> str:
     return path or str(loc[0] if loc else "body")
 
 
+# How each refusal answers; the most specific class in an exception's MRO wins.
+REFUSALS = {
+    DomainError: (422, "Refused by business rule"),
+    NotFound: (404, "Not found"),
+    Conflict: (409, "Conflict"),
+    IdempotencyKeyReused: (422, "Idempotency key reused"),
+    CommandRefused: (400, "Command refused"),
+}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):
@@ -48,24 +58,10 @@ def install(app: FastAPI) -> None:
         return problem(422, "Invalid request", f"{first['field']}: {first['detail']}", first["field"], errors=errors)
 
     @app.exception_handler(DomainError)
-    async def refused_by_domain(_: Request, exc: DomainError):
-        return problem(422, "Refused by business rule", exc.detail, exc.field)
-
-    @app.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound):
-        return problem(404, "Not found", exc.detail, exc.field)
-
-    @app.exception_handler(Conflict)
-    async def conflict(_: Request, exc: Conflict):
-        return problem(409, "Conflict", exc.detail, exc.field, **exc.extra)
-
-    @app.exception_handler(IdempotencyKeyReused)
-    async def key_reused(_: Request, exc: IdempotencyKeyReused):
-        return problem(422, "Idempotency key reused", exc.detail, exc.field)
-
     @app.exception_handler(CommandRefused)
-    async def refused(_: Request, exc: CommandRefused):
-        return problem(400, "Command refused", exc.detail, exc.field, **exc.extra)
+    async def refused(_: Request, exc: DomainError | CommandRefused):
+        status, title = next(REFUSALS[cls] for cls in type(exc).__mro__ if cls in REFUSALS)
+        return problem(status, title, exc.detail, exc.field, **getattr(exc, "extra", {}))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException):
