@@ -129,19 +129,7 @@ class Projector:
     # -- following the log ----------------------------------------------------------------
     def run(self, stop: threading.Event, idle_timeout: float = 1.0) -> None:
         """Follow the log until `stop` is set, surviving database restarts and failing batches."""
-        backoff = 0.1
-        while not stop.is_set():
-            try:
-                self._follow(stop, idle_timeout)
-            except Exception as e:  # noqa: BLE001 - a database outage or an event we cannot apply:
-                # keep retrying (the lag endpoint shows last_error) rather than die silently.
-                self.stats.last_error = f"{type(e).__name__}: {e}"
-                log.exception("projector: %s; retrying in %.1fs", self.stats.last_error, backoff)
-                self.close()
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            else:
-                backoff = 0.1
+        keep_following("projector", self, stop, lambda: self._follow(stop, idle_timeout))
 
     def _follow(self, stop: threading.Event, idle_timeout: float) -> None:
         self._ensure_tracking()
@@ -233,6 +221,26 @@ def tune_gc() -> None:
     decoding time. Call it in processes whose main work is projecting (`etsypro project`,
     rebuild, bench); memory stays bounded by the batch size."""
     gc.set_threshold(100_000, 50, 1000)
+
+
+def keep_following(name: str, follower, stop: threading.Event, follow) -> None:
+    """Run follow() until `stop` is set. A database outage or an event that cannot be applied is
+    retried with back-off, and shown as follower.stats.last_error (the lag endpoint), rather than
+    ending the follower silently. follow() may raise InterruptedError to end at once."""
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            follow()
+        except InterruptedError:
+            return
+        except Exception as e:  # noqa: BLE001
+            follower.stats.last_error = f"{type(e).__name__}: {e}"
+            log.exception("%s: %s; retrying in %.1fs", name, follower.stats.last_error, backoff)
+            follower.close()
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+        else:
+            backoff = 0.1
 
 
 class InBackground:

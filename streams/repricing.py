@@ -48,7 +48,7 @@ from domain.pricing_rule import PricingRule
 from domain.rules import CompetitorPrice
 from projections.log import EventLog, Page
 from projections.observations import Positioned, Wanted, latest, newest_per_competitor, projected_up_to
-from projections.projector import CHANNEL
+from projections.projector import CHANNEL, keep_following
 
 log = logging.getLogger(__name__)
 
@@ -343,20 +343,7 @@ class RepricingPolicy:
     def run(self, stop: threading.Event, idle_timeout: float = 1.0) -> None:
         """Follow the log until `stop` is set, surviving database restarts and failing pages."""
         self._stop = stop
-        backoff = 0.1
-        while not stop.is_set():
-            try:
-                self._follow(stop, idle_timeout)
-            except InterruptedError:
-                return
-            except Exception as e:  # noqa: BLE001 - an outage or a conflict: retry the page, keep following
-                self.stats.last_error = f"{type(e).__name__}: {e}"
-                log.exception("repricing: %s; retrying in %.1fs", self.stats.last_error, backoff)
-                self.close()
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            else:
-                backoff = 0.1
+        keep_following("repricing", self, stop, lambda: self._follow(stop, idle_timeout))
 
     def _follow(self, stop: threading.Event, idle_timeout: float) -> None:
         with psycopg.connect(self.conninfo, autocommit=True, application_name=f"{APPLICATION_NAME}-listen") as listener:
