@@ -130,19 +130,23 @@ class LogFilter:
         return "".join(f" AND {c}" for c in sql), params
 
 
+# One owner's events (a shop's, or an account's) after a position, in log order, at most `limit`.
+_OWNER_EVENTS = """
+CROSS JOIN LATERAL (
+    SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state
+    FROM event_index i JOIN pricing_events e ON e.notification_id = i.notification_id
+    WHERE {owner} AND i.notification_id > %(after)s AND i.notification_id <= %(to)s{conditions}
+    ORDER BY i.notification_id
+    LIMIT %(limit)s
+) p
+"""
+
 # The tenant's shops are read in the same statement as their events: one snapshot, so a shop
 # opened while someone pages cannot have its first events skipped. Each shop's events come from
 # the (shop_id, notification_id) index in order; the outer ORDER BY merges at most `limit` each.
 _LOG_PAGE = """
 SELECT p.notification_id, p.originator_id, p.originator_version, p.topic, p.state
-FROM reservations r
-CROSS JOIN LATERAL (
-    SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state
-    FROM event_index i JOIN pricing_events e ON e.notification_id = i.notification_id
-    WHERE i.shop_id = r.shop_id AND i.notification_id > %(after)s AND i.notification_id <= %(to)s{conditions}
-    ORDER BY i.notification_id
-    LIMIT %(limit)s
-) p
+FROM reservations r """ + _OWNER_EVENTS.replace("{owner}", "i.shop_id = r.shop_id") + """
 WHERE r.kind = 'tenant' AND r.key = %(tenant)s{shops}{accounts}
 ORDER BY notification_id
 LIMIT %(limit)s
@@ -153,14 +157,7 @@ LIMIT %(limit)s
 _ACCOUNT_EVENTS = """
 UNION ALL
 SELECT p.notification_id, p.originator_id, p.originator_version, p.topic, p.state
-FROM accounts a
-CROSS JOIN LATERAL (
-    SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state
-    FROM pricing_events e JOIN event_index i ON i.notification_id = e.notification_id
-    WHERE e.originator_id = a.account_id AND i.notification_id > %(after)s AND i.notification_id <= %(to)s{conditions}
-    ORDER BY i.notification_id
-    LIMIT %(limit)s
-) p
+FROM accounts a """ + _OWNER_EVENTS.replace("{owner}", "e.originator_id = a.account_id") + """
 WHERE a.tenant_id = %(tenant)s
 """
 
