@@ -40,17 +40,33 @@ def describe_listing(listing: Listing) -> dict:
     }
 
 
+def _version_at(events, at: datetime) -> int:
+    version = 0
+    for e in events:
+        if e.timestamp > at:
+            break
+        version = e.originator_version
+    return version
+
+
+def _price_changes(events) -> list[PriceChange]:
+    return [PriceChange(e.originator_version, e.price, e.previous, e.meta, e.rule, tuple(e.compensates), e.timestamp,
+                        e.automation)
+            for e in events if type(e) is Listing.PriceChanged]
+
+
+def _price_at(events, version: int):
+    """The price the listing had at `version`: set by its registration or its last price change."""
+    return [e.price for e in events
+            if e.originator_version <= version and type(e) in (Listing.Registered, Listing.PriceChanged)][-1]
+
+
 class TimeTravel:
     """Mixed into PricingEngine."""
 
     def version_at(self, aggregate_id: UUID, at: datetime) -> int:
         """The aggregate's version at a moment of recorded time (0 if it did not exist yet)."""
-        version = 0
-        for e in self.events.get(aggregate_id):
-            if e.timestamp > at:
-                break
-            version = e.originator_version
-        return version
+        return _version_at(self.events.get(aggregate_id), at)
 
     def listing_state(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID,
                       version: int | None = None, at: datetime | None = None) -> dict:
@@ -67,12 +83,7 @@ class TimeTravel:
         return describe_listing(listing)
 
     def price_changes(self, listing_id: UUID) -> list[PriceChange]:
-        return [
-            PriceChange(e.originator_version, e.price, e.previous, e.meta, e.rule, tuple(e.compensates), e.timestamp,
-                        e.automation)
-            for e in self.events.get(listing_id)
-            if type(e) is Listing.PriceChanged
-        ]
+        return _price_changes(self.events.get(listing_id))
 
     # -- one listing ------------------------------------------------------------------------
     def rollback_listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, cmd: models.RollbackListing):
@@ -84,7 +95,8 @@ class TimeTravel:
         def decide():
             listing = self._listing_at(ctx, shop_id, listing_id, cmd.expected_version)
             meta = ctx.meta(shop_id, Source.ROLLBACK, cmd.reason)
-            changes = self.price_changes(listing_id)
+            history = list(self.events.get(listing_id))  # read once: changes, versions and prices
+            changes = _price_changes(history)
             if cmd.undo_version is not None:
                 undone = next((c for c in changes if c.version == cmd.undo_version), None)
                 if undone is None:
@@ -95,13 +107,13 @@ class TimeTravel:
                                    current_version=listing.version)
                 target, compensated = undone.previous, [undone.version]
             else:
-                version = cmd.to_version if cmd.to_version is not None else self.version_at(listing_id, cmd.to_time)
+                version = cmd.to_version if cmd.to_version is not None else _version_at(history, cmd.to_time)
                 field = "to_version" if cmd.to_version is not None else "to_time"
                 if version < 1:
                     raise DomainError(field, "the listing did not exist then")
                 if version > listing.version:
                     raise DomainError(field, f"the listing is only at version {listing.version}")
-                target = self.repository.get(listing_id, version=version).price
+                target = _price_at(history, version)
                 compensated = [c.version for c in changes if c.version > version]
             try:
                 changed = listing.restore_price(target, compensated, meta)

@@ -20,6 +20,7 @@ from api.database import create_database, drop_database, reachable, start_embedd
 from api.server import running
 from commands.context import CommandContext
 from commands.engine import PricingEngine
+from domain.listing import Listing
 from domain.account import API_KEY_SCOPES
 from domain.meta import Actor
 
@@ -172,3 +173,8 @@ def send_together(n: int, send) -> list:
     for t in threads:
         t.join(timeout=120)
     return answers
+
+
+def price_changes(engine, listing: str) -> list:
+    """A listing's PriceChanged events, read straight from the event store."""
+    return [e for e in engine.events.get(uuid.UUID(listing)) if isinstance(e, Listing.PriceChanged)]

@@ -4,17 +4,11 @@ did not see; clients that do not name one all land, one after the other, with no
 from __future__ import annotations
 
 from collections import Counter
-from uuid import UUID
 
 import httpx
 import pytest
 
-from conftest import listing_spec, send_together
-from domain.listing import Listing
-
-
-def price_changes(engine, listing: str) -> list[Listing.PriceChanged]:
-    return [e for e in engine.events.get(UUID(listing)) if isinstance(e, Listing.PriceChanged)]
+from conftest import listing_spec, price_changes, send_together
 
 
 def put_price(base_url, tenant, shop, listing, price: str, **extra) -> httpx.Response:

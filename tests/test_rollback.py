@@ -5,17 +5,11 @@ it compensates. Bulk rollback never overwrites a listing someone else changed si
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from uuid import UUID
 
 import httpx
 import pytest
 
-from conftest import listing_spec
-from domain.listing import Listing
-
-
-def price_changes(engine, listing: str) -> list[Listing.PriceChanged]:
-    return [e for e in engine.events.get(UUID(listing)) if isinstance(e, Listing.PriceChanged)]
+from conftest import listing_spec, price_changes
 
 
 def set_price(api, shop, listing, price: str, **extra) -> dict:
