@@ -156,6 +156,10 @@ class Listing(Aggregate):
     # -- price -----------------------------------------------------------------------------
     def change_price(self, price: Money, meta: EventMeta, rule: str | None = None) -> bool:
         """Set a new price within the guardrails. Returns False when the price is unchanged."""
+        if meta.source in (Source.RULE.value, Source.ROLLBACK.value):
+            # Rules answer to the automation guardrails and stops (reprice), compensations name
+            # what they compensate (restore_price): neither may come in through here.
+            raise InvalidValue("source", f"a {meta.source} change cannot be made as a plain price change")
         self.price.same_currency(price, "price")
         self.guardrails.admit(price)
         if price == self.price:

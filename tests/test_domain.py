@@ -136,12 +136,12 @@ class TestListingInvariants:
 
     def test_a_price_change_remembers_the_previous_price_and_who_asked(self):
         listing = mug("20.00")
-        listing.change_price(gbp("22.50"), meta(source="rule"), rule="beat-lowest")
+        listing.change_price(gbp("22.50"), meta(source="experiment"), rule="beat-lowest")
         change = listing.collect_events()[-1]
         assert isinstance(change, Listing.PriceChanged)
         assert (change.previous, change.price, change.rule, change.compensates) == (
             gbp("20.00"), gbp("22.50"), "beat-lowest", [])
-        assert change.meta.source == "rule" and change.meta.actor_id == "alice"
+        assert change.meta.source == "experiment" and change.meta.actor_id == "alice"
         assert listing.last_price_change == change.originator_version == 2
 
 
@@ -231,3 +231,15 @@ class TestFacts:
     def test_empty_batches_are_refused(self):
         assert refused(ObservationBatch.record, uuid4(), "GBP", [], meta()).field == "observations"
         assert refused(SalesBatch.record, uuid4(), "GBP", [], meta()).field == "sales"
+
+
+
+def test_a_plain_price_change_cannot_pose_as_a_rule_or_a_rollback():
+    """Automated changes go through reprice() (stops, caps, cooldown); compensations through
+    restore_price() (naming what they compensate). The aggregate refuses them here, whatever the edge."""
+    listing = mug("20.00")
+    for source in ("rule", "rollback"):
+        with pytest.raises(InvalidValue) as refused:
+            listing.change_price(gbp("21.00"), meta(source=source))
+        assert refused.value.field == "source"
+    assert listing.change_price(gbp("21.00"), meta(source="experiment"))

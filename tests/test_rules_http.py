@@ -309,7 +309,7 @@ class TestReprice:
         listing = engine.repository.get(listing_id)
         shop_version = engine.repository.get(shop).version
         api.post(f"/shops/{shop}/automation/stop", json={"reason": "moved on"})
-        listing.change_price(Money.of("21.00", "GBP"), engine.automation_context(shop, "x").meta(shop, "rule"))
+        listing.change_price(Money.of("21.00", "GBP"), engine.automation_context(shop, "x").meta(shop, "experiment"))  # any pending change will do
         before = count_events()
         with pytest.raises(IntegrityError):
             engine.save(listing, unchanged=[(shop, shop_version)],
