@@ -25,7 +25,7 @@ from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotF
 from commands.identity import IdentityHandlers
 from commands.repricing import Repricing
 from commands.rollback import TimeTravel
-from commands.persistence import TRANSCODINGS, IdempotencyRecord, IndexRow, Reservation
+from commands.persistence import TRANSCODINGS, IdempotencyRecord, IndexRow, PricingMapper, Reservation
 from domain.errors import DomainError
 from domain.account import Account
 from domain.facts import Observation, ObservationBatch, SaleLine, SalesBatch
@@ -78,6 +78,9 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
     def __init__(self, conninfo: str, pool_size: int = 10):
         super().__init__(env=library_env(conninfo, pool_size))
         self._shops: dict[UUID, tuple[str, str]] = {}  # id -> (tenant, currency): never change
+
+    def construct_mapper(self) -> PricingMapper:
+        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PricingMapper)
 
     def register_transcodings(self, transcoder) -> None:
         super().register_transcodings(transcoder)

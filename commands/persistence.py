@@ -10,11 +10,13 @@ from decimal import Decimal
 from typing import Any, Sequence
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Transcoding
+from eventsourcing.persistence import (DatetimeAsISO, IntegrityError, InterfaceError, Mapper, OperationalError,
+                                       StoredEvent, Transcoding, UUIDAsHex)
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import retry
+from eventsourcing.utils import get_topic, retry
 from psycopg.types.json import Jsonb
 
+from domain.facts import ObservationBatch
 from domain.listing import Automation, Guardrails
 from domain.meta import EventMeta
 from domain.money import Money
@@ -284,3 +286,34 @@ class AutomationAsDict(Transcoding):
 
 
 TRANSCODINGS = (MoneyAsDict(), EventMetaAsDict(), GuardrailsAsDict(), RuleAsDict(), AutomationAsDict())
+
+
+# -- the mapper, with a direct path for the event recorded 10,000 at a time --------------------
+class PricingMapper(Mapper):
+    """The library's mapper, except that competitor observations skip the JSON encoder's
+    per-object callbacks (five per event: the larger part of a batch's encoding time). The bytes
+    are exactly those the library's transcoder writes (tests/test_transcodings.py holds it to
+    that), so every reader decodes them the ordinary way."""
+
+    def to_stored_event(self, domain_event) -> StoredEvent:
+        if type(domain_event) is not ObservationBatch.CompetitorPriceObserved or self.compressor or self.cipher:
+            return super().to_stored_event(domain_event)
+        return StoredEvent(domain_event.originator_id, domain_event.originator_version, _OBSERVED_TOPIC,
+                           _PLAIN_JSON.encode(_observed_state(domain_event)).encode())
+
+
+_PLAIN_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # the transcoder's settings
+_OBSERVED_TOPIC = get_topic(ObservationBatch.CompetitorPriceObserved)
+_META, _MONEY = EventMetaAsDict(), MoneyAsDict()
+
+
+def _tagged(transcoding: Transcoding | type[Transcoding], data) -> dict:
+    return {"_type_": transcoding.name, "_data_": data}  # how the JSON transcoder wraps custom types
+
+
+def _observed_state(e) -> dict:
+    meta = _META.encode(e.meta)
+    meta["occurred_at"] = _tagged(DatetimeAsISO, e.meta.occurred_at.isoformat())
+    return {"timestamp": _tagged(DatetimeAsISO, e.timestamp.isoformat()), "listing_id": _tagged(UUIDAsHex, e.listing_id.hex),
+            "competitor": e.competitor, "price": _tagged(_MONEY, _MONEY.encode(e.price)), "source": e.source,
+            "meta": _tagged(_META, meta)}

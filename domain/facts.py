@@ -73,14 +73,24 @@ class ObservationBatch(Aggregate):
             if o.price.amount <= 0:
                 raise InvalidValue(f"observations[{i}].price", "must be greater than zero")
         batch = cls(shop_id=shop_id, size=len(observations), meta=meta)
+        # The event class is triggered directly, not through an @event method: this runs 10,000
+        # times per batch, and the decorator's argument mapping was most of its cost. All the
+        # batch's events are recorded at the batch's time (its first event's timestamp).
+        observed, recorded_at = batch.trigger_event, batch.created_on
         for o in observations:
-            batch._observed(listing_id=o.listing_id, competitor=o.competitor, price=o.price,
-                            source=o.source, meta=meta.at(o.observed_at))
+            observed(cls.CompetitorPriceObserved, timestamp=recorded_at, listing_id=o.listing_id,
+                     competitor=o.competitor, price=o.price, source=o.source, meta=meta.at(o.observed_at))
         return batch
 
-    @event("CompetitorPriceObserved")
-    def _observed(self, listing_id: UUID, competitor: str, price: Money, source: str, meta: EventMeta) -> None:
-        pass
+    class CompetitorPriceObserved(Aggregate.Event):
+        listing_id: UUID
+        competitor: str
+        price: Money
+        source: str
+        meta: EventMeta
+
+        def apply(self, aggregate: ObservationBatch) -> None:
+            pass  # a fact: the batch keeps no state per observation
 
 
 class SalesBatch(Aggregate):

@@ -16,6 +16,7 @@ CURRENCY_DECIMALS = {
     "VND": 0,
 }
 MAX_AMOUNT = Decimal("1000000000")
+_QUANTUM = {code: Decimal(1).scaleb(-decimals) for code, decimals in CURRENCY_DECIMALS.items()}
 
 
 def parse_amount(value: object, field: str = "amount") -> Decimal:
@@ -61,10 +62,10 @@ class Money:
         """Validated construction from user input."""
         currency = check_currency(currency, field=_sibling(field, "currency"))
         value = parse_amount(amount, field)
-        decimals = CURRENCY_DECIMALS[currency]
-        if value != value.quantize(Decimal(1).scaleb(-decimals)):
-            raise InvalidValue(field, f"{currency} amounts have at most {decimals} decimals")
-        return cls(value.quantize(Decimal(1).scaleb(-decimals)), currency)
+        quantized = value.quantize(_QUANTUM[currency])
+        if value != quantized:
+            raise InvalidValue(field, f"{currency} amounts have at most {CURRENCY_DECIMALS[currency]} decimals")
+        return cls(quantized, currency)
 
     @classmethod
     def price(cls, amount: object, currency: object, field: str = "price") -> Money:
