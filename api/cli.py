@@ -425,6 +425,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     w.add_argument("--events", dest="ingest_events", type=_count, metavar="N", help="observations to ingest (default 200000)")
     w.add_argument("--batch", type=_count, metavar="N", help="observations per command (default and most 10000)")
+    w.add_argument("--ingest-clients", type=_count, metavar="N",
+                   help="concurrent ingesting clients for the second half of (a) (default one per core, up to 4)")
     w.add_argument("--commands", type=_count, metavar="N", help="measured HTTP price changes (default 5000)")
     w.add_argument("--clients", type=_count, metavar="N", help="concurrent keep-alive HTTP clients (default 8)")
     w.add_argument("--workers", type=_count, metavar="N", help="server worker processes (default one per core, up to 4)")

@@ -18,7 +18,7 @@ from api.auth import AuthSettings
 from api.database import start_embedded
 from api.settings import Settings
 from commands.engine import PricingEngine
-from projections.projector import InBackground, Projector
+from projections.projector import InBackground, Projector, tune_gc
 from streams.repricing import RepricingPolicy
 
 
@@ -32,6 +32,7 @@ def database_url(settings: Settings, log=print) -> str:
 
 def build(settings: Settings, log=print):
     """Migrate and return (engine, FastAPI app)."""
+    tune_gc()  # a 10,000-observation command allocates like a projector's page
     url = database_url(settings, log)
     migrations.apply(url, log=log)
     engine = PricingEngine(url, pool_size=settings.pool_size)

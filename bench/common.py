@@ -100,8 +100,10 @@ class Progress:
         self.label, self.total = label, total
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._last = 0.0
+        self.done = 0
 
     def update(self, done: int) -> None:
+        self.done = done
         now = time.monotonic()
         if not self.enabled or (now - self._last < 0.2 and done < self.total):
             return

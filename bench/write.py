@@ -19,6 +19,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -35,6 +36,7 @@ from commands import models
 from commands.context import CommandContext
 from commands.engine import PricingEngine
 from domain.meta import Actor, ActorKind
+from projections.projector import tune_gc
 
 CURRENCY = "GBP"
 PRICES = ("21.00", "22.00")  # alternate, so every command really changes the price
@@ -43,6 +45,7 @@ PRICES = ("21.00", "22.00")  # alternate, so every command really changes the pr
 @dataclass(frozen=True)
 class Sizes:
     ingest_events: int = 200_000  # observations ingested for (a) and copied for (b)
+    ingest_clients: int = min(os.cpu_count() or 1, 4)  # concurrent ingesting clients, after a one-client pass
     batch: int = 10_000           # observations per command
     commands: int = 5_000         # measured HTTP price changes for (c)
     warmup_commands: int = 500
@@ -89,22 +92,51 @@ def _record(engine, ctx, shop, payload: dict) -> UUID:
 
 # -- (a) ingest and (b) raw COPY ---------------------------------------------------------------
 def measure_ingest(engine: PricingEngine, sizes: Sizes) -> tuple[dict, list[UUID]]:
+    """Half the observations by one client, then half by `ingest_clients` concurrent clients (as a
+    server's request threads run them: one client's Python work overlaps another's database work)."""
     ctx = _context(f"bench-ingest-{uuid4().hex[:8]}")
     shop = _open_shop(engine, ctx, "Ingest")
     listings = _register_listings(engine, ctx, shop, 100)
     _record(engine, ctx, shop, _observations_payload(listings, min(sizes.batch, 1000), 0))  # warm-up
-    watch, batches, stored, done = Stopwatch(), [], 0, 0
+    # Request bodies are built up front: building them is the clients' work, not the engine's.
+    payloads = [_observations_payload(listings, min(sizes.batch, sizes.ingest_events - start), start)
+                for start in range(0, sizes.ingest_events, sizes.batch)]
+    half = len(payloads) // 2 or 1
     progress = Progress("(a) ingesting observations", sizes.ingest_events)
-    while done < sizes.ingest_events:
-        count = min(sizes.batch, sizes.ingest_events - done)
-        payload = _observations_payload(listings, count, done)  # building the body is the client's work
-        with watch:
-            batches.append(_record(engine, ctx, shop, payload))
-        stored += count + 1  # one CompetitorPriceObserved per observation + the batch's Received
-        done += count
-        progress.update(done)
-    return {"ingest_events": stored, "ingest_seconds": watch.seconds,
-            "ingest_events_per_s": rate(stored, watch.seconds)}, batches
+    one, batches = _ingest(engine, ctx, shop, payloads[:half], 1, progress)
+    many, more = _ingest(engine, ctx, shop, payloads[half:], sizes.ingest_clients, progress)
+    return {"ingest_events": one["events"] + many["events"], "ingest_clients": sizes.ingest_clients,
+            "ingest_events_per_s": many["events_per_s"] if many["events"] else one["events_per_s"],
+            "ingest_events_per_s_one_client": one["events_per_s"]}, batches + more
+
+
+def _ingest(engine, ctx, shop, payloads: list[dict], clients: int, progress: Progress) -> tuple[dict, list[UUID]]:
+    """Record the payloads with `clients` threads; events/s over the wall time of the whole run."""
+    pending, batches, lock = list(reversed(payloads)), [], threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                payload = pending.pop()
+            batch = _record(engine, ctx, shop, payload)
+            with lock:
+                batches.append(batch)
+                progress.update(progress.done + len(payload["observations"]))
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    if len(batches) != len(payloads):
+        raise RuntimeError("an ingest client failed (see the traceback above)")
+    # One CompetitorPriceObserved per observation + the batch's Received.
+    events = sum(len(p["observations"]) + 1 for p in payloads)
+    return {"events": events, "seconds": seconds, "events_per_s": rate(events, seconds)}, batches
 
 
 COPY_TARGET = "bench_copy_events"
@@ -343,6 +375,7 @@ HEADLINE = ("ingest_events_per_s", "copy_rows_per_s", "ingest_vs_copy", "command
 
 
 def run(sizes: Sizes = Sizes()) -> dict:
+    tune_gc()  # the engine runs here as in a server process, which does the same (api/server.py)
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure: say how much
     with fresh_database("etsypro_bench_write") as (url, where):
         engine = PricingEngine(url)
@@ -361,6 +394,7 @@ def run(sizes: Sizes = Sizes()) -> dict:
             engine.close()
         figures = {**ingest, **copy, **commands, **load,
                    "ingest_vs_copy": ingest["ingest_events_per_s"] / copy["copy_rows_per_s"],
+                   "ingest_one_client_vs_copy": ingest["ingest_events_per_s_one_client"] / copy["copy_rows_per_s"],
                    "copy_target": COPY_TARGET_DESCRIPTION, "observations_per_command": sizes.batch,
                    "database": where, "database_version": server_version(url), "cpus": os.cpu_count(),
                    "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
@@ -371,9 +405,11 @@ def report(figures: dict) -> None:
     f = figures
     print_table("Write side", [
         ("ingest", f"{f['ingest_events_per_s']:,.0f} events/s",
-         f"{f['ingest_events']:,} events, {f['observations_per_command']:,} observations per command"),
-        ("raw COPY", f"{f['copy_rows_per_s']:,.0f} rows/s", f["copy_target"]),
-        ("ingest / COPY", f"{f['ingest_vs_copy']:.2f}", ""),
+         f"{f['ingest_clients']} concurrent clients; {f['ingest_events']:,} events in all, "
+         f"{f['observations_per_command']:,} observations per command"),
+        ("  one client", f"{f['ingest_events_per_s_one_client']:,.0f} events/s", "the first half of the events"),
+        ("raw COPY", f"{f['copy_rows_per_s']:,.0f} rows/s", f["copy_target"] + "; one connection"),
+        ("ingest / COPY", f"{f['ingest_vs_copy']:.2f}", f"one client: {f['ingest_one_client_vs_copy']:.2f}"),
         ("HTTP price changes", f"{f['command_rps']:,.0f} req/s",
          f"{f['command_requests']:,} requests, {f['command_clients']} keep-alive clients, "
          f"{f['server_workers']} server worker(s), projector {f['server_projector']}"),

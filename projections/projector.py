@@ -218,8 +218,9 @@ class _ReadAhead:
 def tune_gc() -> None:
     """Fewer, larger garbage collections. Decoding a page allocates about a million small
     objects; with the default thresholds the collector runs often enough to cost ~40% of the
-    decoding time. Call it in processes whose main work is projecting (`etsypro project`,
-    rebuild, bench); memory stays bounded by the batch size."""
+    decoding time (and ~20% of recording a 10,000-observation command). Called by the
+    processes that do such work: `etsypro serve`, `project`, rebuild, workers and benchmarks;
+    memory stays bounded by the batch size."""
     gc.set_threshold(100_000, 50, 1000)
 
 

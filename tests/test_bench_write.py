@@ -6,12 +6,12 @@ import json
 
 from api.cli import main
 
-FIGURES = ("ingest_events_per_s", "copy_rows_per_s", "ingest_vs_copy", "command_rps", "command_p50_ms",
+FIGURES = ("ingest_events_per_s", "ingest_events_per_s_one_client", "copy_rows_per_s", "ingest_vs_copy", "command_rps", "command_p50_ms",
            "command_p99_ms", "load_ms_100", "load_ms_100k")
 
 
 def test_bench_write_reports_every_figure_as_a_positive_number(capsys):
-    status = main(["bench", "write", "--json", "--events", "300", "--batch", "100", "--commands", "40",
+    status = main(["bench", "write", "--json", "--events", "300", "--batch", "100", "--ingest-clients", "2", "--commands", "40",
                    "--clients", "2", "--large", "300"])
 
     assert status == 0
@@ -19,6 +19,7 @@ def test_bench_write_reports_every_figure_as_a_positive_number(capsys):
     for key in FIGURES:
         assert isinstance(figures[key], float) and figures[key] > 0, key
     assert figures["ingest_events"] == 300 + 3  # every observation, plus each batch's Received event
+    assert figures["ingest_clients"] == 2
     assert figures["copy_rows"] == figures["ingest_events"]  # COPY wrote exactly the rows ingest stored
     assert figures["command_requests"] == 40
     assert figures["command_p50_ms"] <= figures["command_p99_ms"]

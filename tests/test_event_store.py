@@ -7,6 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 import psycopg
+import psycopg.rows
 import pytest
 
 from conftest import listing_spec
@@ -201,3 +202,24 @@ def _unwrap(meta: dict) -> dict:
     # The library's transcoder stores a custom type as {"_type_": name, "_data_": value}.
     assert meta["_type_"] == "meta"
     return meta["_data_"]
+
+
+def test_a_large_batch_gets_its_own_ids_even_when_the_id_sequence_was_drawn_from_meanwhile(new_database):
+    """Ids of a COPY are read back as one range when consecutive; a gap (an id drawn by someone
+    else, or a rolled back insert) must make it read them one by one, never guess."""
+    from commands.persistence import PricingRecorder
+
+    url = new_database()
+    with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as conn:
+        conn.execute("INSERT INTO pricing_events (originator_id, originator_version, topic, state)"
+                     " VALUES (gen_random_uuid(), 1, 't', ''), (gen_random_uuid(), 1, 't', '')")
+        conn.execute("SELECT nextval('pricing_events_notification_id_seq')")  # the gap
+        conn.execute("INSERT INTO pricing_events (originator_id, originator_version, topic, state)"
+                     " VALUES (gen_random_uuid(), 1, 't', '')")
+        ids = [r["notification_id"] for r in conn.execute("SELECT notification_id FROM pricing_events ORDER BY 1")]
+        with conn.cursor() as curs:
+            assert PricingRecorder._ids_after(curs, 0, 3) == ids and ids[2] == ids[1] + 2
+            assert PricingRecorder._ids_after(curs, ids[0], 2) == ids[1:]
+            assert PricingRecorder._ids_after(curs, ids[1], 1) == ids[2:]
+            with pytest.raises(AssertionError):
+                PricingRecorder._ids_after(curs, 0, 2)  # three rows above 0: the table moved
