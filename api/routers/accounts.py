@@ -6,17 +6,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import requires
 from api.deps import Context, Engine
 from api.passwords import check_password
-from api.schemas import PROBLEMS, answer
+from api.routing import resource_router
+from api.schemas import answer
 from commands.identity import describe_account
 from domain.account import API_KEY_SCOPES, Role
 
-router = APIRouter(tags=["accounts"], responses=PROBLEMS)
+router = resource_router(tags=["accounts"])
 MANAGE = requires("accounts:manage", tenant_wide=True)
 
 RoleName = Literal["admin", "seller", "analyst", "auditor", "service"]

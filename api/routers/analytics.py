@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import requires
 from api.deps import Context, Engine
-from api.schemas import PROBLEMS
 from commands.errors import NotFound
 from commands.models import AwareDatetime
 from domain.errors import InvalidValue
@@ -20,7 +19,9 @@ from projections import export, queries
 from projections.lag import lag
 from projections.registry import ALL
 
-router = APIRouter(tags=["analytics"], responses=PROBLEMS)
+from api.routing import resource_router
+
+router = resource_router(tags=["analytics"])
 ANALYTICS_READ = "analytics:read"
 
 ListingQuery = Annotated[UUID | None, Query(description="Only this listing")]

@@ -9,19 +9,20 @@ from typing import Annotated, Iterator
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
 
 from api.auth import Caller, requires
 from api.deps import Context, Engine
-from api.schemas import PROBLEMS
 from commands.audit import LogFilter
 from commands.context import CommandContext
 from commands.models import AwareDatetime
 from domain.errors import InvalidValue
 
-router = APIRouter(tags=["audit"], responses=PROBLEMS)
+from api.routing import resource_router
+
+router = resource_router(tags=["audit"])
 AUDIT_READ = "audit:read"
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import segno
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import PUBLIC, SIGNED_IN, Caller, client_address, rate_limited, token_answer, unauthorized
 from api.deps import Context, Engine
 from api.passwords import check_password
-from api.schemas import PROBLEMS
 from commands.identity import LoginRefused, MfaChallenge, TokenRefused
 
-router = APIRouter(prefix="/auth", tags=["auth"], responses=PROBLEMS)
+from api.routing import resource_router
+
+router = resource_router(prefix="/auth", tags=["auth"])
 
 # One answer for every refused login, whatever the reason: no account enumeration.
 REFUSED = "invalid username or password, or the account is temporarily locked"

@@ -1,14 +1,12 @@
 from uuid import UUID
 
-from fastapi import APIRouter
-
 from api.auth import requires
 from api.deps import Context, Engine
-from api.schemas import PROBLEMS, BatchRecorded, answer
+from api.routing import resource_router
+from api.schemas import BatchRecorded, answer
 from commands import models
 
-router = APIRouter(prefix="/shops/{shop_id}", tags=["facts"], responses=PROBLEMS,
-                   dependencies=[requires("facts:write")])
+router = resource_router(prefix="/shops/{shop_id}", tags=["facts"], dependencies=[requires("facts:write")])
 
 
 @router.post("/observations", status_code=201, response_model=BatchRecorded,

@@ -2,14 +2,15 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from api.auth import requires
 from api.deps import Context, Engine
-from api.schemas import PROBLEMS, ListingChanged, PricesChanged, answer
+from api.routing import resource_router
+from api.schemas import ListingChanged, PricesChanged, answer
 from commands import models
 
-router = APIRouter(prefix="/shops/{shop_id}", tags=["prices"], responses=PROBLEMS)
+router = resource_router(prefix="/shops/{shop_id}", tags=["prices"])
 
 
 @router.get("/listings/{listing_id}", summary="A listing now, or as of a version or a moment (by replay)",

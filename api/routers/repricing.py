@@ -7,19 +7,19 @@ from datetime import datetime
 from typing import Sequence
 from uuid import UUID
 
-from fastapi import APIRouter
 from psycopg.rows import tuple_row
 
 from api.auth import requires
 from api.deps import Context, Engine
-from api.schemas import PROBLEMS
 from commands import rule_models as m
 from commands.dry_run import dry_run
 from commands.explain import explain
 from domain.rules import CompetitorPrice
 from projections.observations import Wanted, latest, newest_per_competitor
 
-router = APIRouter(tags=["pricing rules"], responses=PROBLEMS)
+from api.routing import resource_router
+
+router = resource_router(tags=["pricing rules"])
 READ = requires("shops:read")
 # A dry run writes nothing, but it is part of authoring a rule: those who may set prices and rules
 # preview them (and every POST stays a write for the role checks: auditors and analysts never POST).

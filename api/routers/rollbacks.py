@@ -1,14 +1,12 @@
 from uuid import UUID
 
-from fastapi import APIRouter
-
 from api.auth import requires
 from api.deps import Context, Engine
-from api.schemas import PROBLEMS, answer
+from api.routing import resource_router
+from api.schemas import answer
 from commands import models
 
-router = APIRouter(prefix="/shops/{shop_id}", tags=["rollback"], responses=PROBLEMS,
-                   dependencies=[requires("prices:write")])
+router = resource_router(prefix="/shops/{shop_id}", tags=["rollback"], dependencies=[requires("prices:write")])
 
 
 @router.post("/listings/{listing_id}/rollback", summary="Roll a listing's price back (appends a compensating change)")

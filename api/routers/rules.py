@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from api.auth import requires
 from api.deps import Context, Engine
-from api.schemas import PROBLEMS, answer
+from api.routing import resource_router
+from api.schemas import answer
 from commands import rule_models as m
 from commands.models import Reason
 from commands.repricing import describe_rule
 
-router = APIRouter(tags=["pricing rules"], responses=PROBLEMS)
+router = resource_router(tags=["pricing rules"])
 READ, WRITE = requires("shops:read"), requires("prices:write")
 # The "global" stop reaches every shop of the caller's tenant (never another tenant's): only the
 # tenant's admins, over the whole tenant, may use it.

@@ -1,13 +1,12 @@
 from uuid import UUID
 
-from fastapi import APIRouter
-
 from api.auth import requires
 from api.deps import Context, Engine
-from api.schemas import PROBLEMS, ListingsRegistered, ShopOpened, answer
+from api.routing import resource_router
+from api.schemas import ListingsRegistered, ShopOpened, answer
 from commands import models
 
-router = APIRouter(prefix="/shops", tags=["shops"], responses=PROBLEMS)
+router = resource_router(prefix="/shops", tags=["shops"])
 
 
 @router.post("", status_code=201, response_model=ShopOpened, summary="Open a shop",
