@@ -322,6 +322,8 @@ def worker(args) -> int:
 def reprice(args) -> int:
     """Run the repricing policy as its own process (use ETSYPRO_REPRICING=off on the servers then).
     It reads competitor prices from the projections: a projector must run (serve's or `project`)."""
+    if args.kafka:
+        return _reprice_from_kafka(args)
     import signal
     import threading
 
@@ -343,6 +345,24 @@ def reprice(args) -> int:
         engine.close()
     outcomes = ", ".join(f"{n} {outcome}" for outcome, n in sorted(policy.stats.outcomes.items())) or "no evaluations"
     print(f"repricing: at log position {policy.stats.position:,}; {outcomes}", file=sys.stderr)
+    return 0
+
+
+def _reprice_from_kafka(args) -> int:
+    """The policy as a faust worker on the relay's repricing topic (exits on SIGINT/SIGTERM)."""
+    from streams.repricing_worker import run
+    from streams.workers import WorkerConfig
+
+    if not args.bootstrap_servers:
+        print("reprice --kafka: give --bootstrap-servers or set $ETSYPRO_KAFKA_BOOTSTRAP", file=sys.stderr)
+        return 2
+    if args.once:
+        print("reprice --kafka: --once follows the log; a worker runs until stopped", file=sys.stderr)
+        return 2
+    url, engine = _migrated_engine()
+    datadir = Settings.from_env().data_dir / "faust" / args.app_id
+    config = WorkerConfig(url, args.bootstrap_servers, app_id=args.app_id, batch=args.batch, datadir=str(datadir))
+    run(config, engine, loglevel=args.loglevel)  # exits the process
     return 0
 
 
@@ -475,6 +495,15 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reprice", help="run the automated repricing policy as its own process (needs a projector)")
     rp.add_argument("--once", action="store_true", help="stop once the head of the log is acted on")
     rp.add_argument("--page", type=_count, default=1000, help="events per page (default 1000)")
+    rp.add_argument("--kafka", action="store_true",
+                    help="run as a faust worker on the relay's repricing topic instead of following the log")
+    rp.add_argument("--bootstrap-servers", type=_bootstrap, default=os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
+                    help="with --kafka: Kafka bootstrap servers host:port[,...] (default $ETSYPRO_KAFKA_BOOTSTRAP)")
+    rp.add_argument("--app-id", default="etsypro-repricing",
+                    help="with --kafka: consumer group and counters' name; workers with the same id share the shops")
+    rp.add_argument("--batch", type=_count, default=1000, help="with --kafka: records per batch at most (default 1000)")
+    rp.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"),
+                    help="with --kafka: the worker's log level")
     rp.set_defaults(func=reprice)
     ex = sub.add_parser("explain", help="why a listing has its price: the events, rule version, observations, clamps")
     ex.add_argument("listing", help="the listing's id")

@@ -304,8 +304,9 @@ class Repricing:
                         now: datetime | None = None) -> RepriceResult:
         """Evaluate the listing's rule on `observations` and let the listing decide.
 
-        Idempotent per cause: (cause, rule version) is reserved in the same transaction as the
-        change or refusal it produced, so a redelivered cause finds it and does nothing. The
+        Idempotent per cause: (listing, cause) is reserved in the same transaction as the change
+        or refusal it produced, so a redelivered cause finds it and does nothing, even if the
+        listing's rule (or its version) changed meanwhile. The
         shop's stop, the tenant-wide stop and the rule are checked to be unchanged at commit (under
         the event table lock): a stop that commits first always wins.
         """
@@ -319,8 +320,10 @@ class Repricing:
             if listing.status != "active":
                 return RepriceResult(INACTIVE, str(listing_id), str(listing.price.amount), version=listing.version,
                                      rule_id=str(rule.id), rule_version=rule.rule_version, cause=cause)
-            key = f"{listing_id}/{cause}/{rule.id}@v{rule.rule_version}"
-            if self.recorder.reserved(shop_id, "reprice_cause", [key]):
+            # One evaluation per (listing, cause), whatever rule the listing has by the time a cause
+            # comes again. Keys recorded before 2026-11-25 also named the rule version: still honoured.
+            key, legacy_key = f"{listing_id}/{cause}", f"{listing_id}/{cause}/{rule.id}@v{rule.rule_version}"
+            if self.recorder.reserved(shop_id, "reprice_cause", [key, legacy_key]):
                 return self._duplicate(listing, rule, cause)
             shop = self.repository.get(shop_id)
             switch = self.automation_switch(shop.tenant_id)

@@ -10,6 +10,12 @@ projections/base.py). Each event goes to its aggregate type's topic keyed by the
 (streams/wire.py), so one aggregate's events stay in version order within one partition; the
 producer keeps one request in flight per broker, so retries never reorder them.
 
+The events the repricing policy reads go to one more topic (wire.repricing_topic), keyed by the
+shop they belong to, so each shop's are in log order within one partition (what the policy's
+faust worker, streams/repricing_worker.py, relies on). The relay does not decode events: the
+shop of each comes from the audit index (event_index, written in the event's transaction), one
+query per page that has such events.
+
 One relay per name publishes at a time: it holds a PostgreSQL advisory lock on the connection
 that records its position, and a second relay of the same name stands by until it is released.
 """
@@ -27,6 +33,7 @@ from eventsourcing.persistence import Notification
 
 from projections.projector import CHANNEL
 from streams import wire
+from streams.repricing import EVENT_TOPICS as REPRICING_EVENT_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,8 @@ class RelayStats:
 class Relay:
     def __init__(self, conninfo: str, bootstrap_servers: str, recorder: NotificationReader, *, name: str = "default",
                  page_size: int = DEFAULT_PAGE, prefix: str = wire.DEFAULT_PREFIX,
-                 partitions: int = wire.DEFAULT_PARTITIONS, linger_ms: int = 5):
+                 partitions: int = wire.DEFAULT_PARTITIONS, linger_ms: int = 5,
+                 repricing_events: frozenset[str] = REPRICING_EVENT_TOPICS):
         self.conninfo = conninfo
         self.bootstrap_servers = bootstrap_servers
         self.recorder = recorder
@@ -62,8 +70,11 @@ class Relay:
         self.prefix = prefix
         self.partitions = partitions
         self.linger_ms = linger_ms
+        self.repricing_events = repricing_events  # event topics also published to the repricing topic
+        self.repricing_topic = wire.repricing_topic(prefix)
         self.stats = RelayStats()
         self._topics: dict[str, str] = {}  # event topic -> Kafka topic, for topics known to exist
+        self._repricing_topic_exists = False
 
     # -- running ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, idle_timeout: float = 1.0) -> None:
@@ -103,7 +114,7 @@ class Relay:
                     page = await asyncio.to_thread(self.recorder.select_notifications, self.stats.position,
                                                    self.page_size, inclusive_of_start=False)
                     if page:
-                        await self._publish(producer, page)
+                        await self._publish(conn, producer, page)
                         await self._record(conn, page)
                     if len(page) < self.page_size:
                         if not follow:
@@ -113,19 +124,39 @@ class Relay:
                 await producer.stop()
 
     # -- one page -----------------------------------------------------------------------
-    async def _publish(self, producer, page: Sequence[Notification]) -> None:
+    async def _publish(self, conn: psycopg.AsyncConnection, producer, page: Sequence[Notification]) -> None:
         """Send the page and wait until the broker acknowledged every event of it."""
-        await self._ensure_topics({n.topic for n in page})
+        by_shop = await self._repricing_records(conn, page)
+        await self._ensure_topics({n.topic for n in page}, repricing=bool(by_shop))
         topics, pending = self._topics, []
         for n in page:
             pending.append(await producer.send(topics[n.topic], n.state, key=wire.key(n), headers=wire.headers(n)))
+        for n, shop in by_shop:
+            pending.append(await producer.send(self.repricing_topic, n.state, key=shop,
+                                               headers=wire.headers_keyed_by_other(n)))
         await asyncio.gather(*pending)
 
-    async def _ensure_topics(self, event_topics: set[str]) -> None:
+    async def _repricing_records(self, conn: psycopg.AsyncConnection,
+                                 page: Sequence[Notification]) -> list[tuple[Notification, bytes]]:
+        """(event, shop id as the key) of the page's events for the repricing topic, in log order.
+        An event without a shop (none of these types should be) keeps its aggregate id as key."""
+        wanted = [n for n in page if n.topic in self.repricing_events]
+        if not wanted:
+            return []
+        cur = await conn.execute("SELECT notification_id, shop_id FROM event_index"
+                                 " WHERE notification_id = ANY(%s) AND shop_id IS NOT NULL", [[n.id for n in wanted]])
+        shops = dict(await cur.fetchall())
+        return [(n, str(shops[n.id]).encode() if n.id in shops else wire.key(n)) for n in wanted]
+
+    async def _ensure_topics(self, event_topics: set[str], repricing: bool) -> None:
         new = {t: wire.kafka_topic(t, self.prefix) for t in event_topics if t not in self._topics}
-        if new:
-            await wire.ensure_topics(self.bootstrap_servers, set(new.values()), self.partitions)
+        names = set(new.values())
+        if repricing and not self._repricing_topic_exists:
+            names.add(self.repricing_topic)
+        if names:
+            await wire.ensure_topics(self.bootstrap_servers, names, self.partitions)
             self._topics.update(new)
+            self._repricing_topic_exists |= repricing
 
     async def _record(self, conn: psycopg.AsyncConnection, page: Sequence[Notification]) -> None:
         last = page[-1].id

@@ -1,28 +1,41 @@
-"""The automated repricing policy: follows the global event log and re-evaluates listings when
-something that decides their price happens, issuing automated price changes through
-`engine.reprice_listing` (commands/repricing.py), each caused by the event that triggered it.
+"""The automated repricing policy: re-evaluates listings when something that decides their price
+happens, issuing automated price changes through `engine.reprice_listing` (commands/repricing.py),
+each caused by the event that triggered it.
+
+It runs in one of two ways, with the same per-batch logic (`RepricingPolicy.act_on`):
+- in-process (`etsypro serve`, `etsypro reprice`): follows the global event log page by page;
+- as a faust worker (`etsypro reprice --kafka`, streams/repricing_worker.py): takes batches of
+  the repricing topic, where the relay publishes these events again keyed by shop.
+Run one or the other: both are exactly-once per cause, so running both is harmless but does the
+work twice.
 
 What triggers an evaluation of a listing (its *cause*):
 - a competitor observation of it (CompetitorPriceObserved): cause = that observation event; a
   batch's observations are grouped per listing, the cause being the listing's last observation;
 - a revision of its rule (PricingRule.Revised): every listing using the rule; cause = the version;
 - the assignment of a rule to it (Listing.RuleAssigned): cause = the assignment event.
-Within a page of the log only the latest trigger of each listing is acted on: an evaluation
-uses everything known up to its trigger, so the older triggers add nothing.
+Within a page of the log (a batch) only the latest trigger of each listing is acted on: an
+evaluation uses everything known up to its trigger, so the older triggers add nothing.
 
 Exactly one change per cause, also across crashes, restarts and replays:
-- `reprice_listing` reserves (listing, cause, rule version) in the transaction of the change it
+- `reprice_listing` reserves (listing, cause) in the transaction of the change it
   makes (or the refusal it records); a redelivered cause finds it and does nothing;
 - the policy records its log position (and its small index, streams.repricing_listings) in one
   transaction per page, after the page's changes committed; a crash re-reads the page;
 - the index remembers each listing's latest trigger (forward only), so a replay from an earlier
   position acts only on causes that are still each listing's latest; an older cause — whose
-  rule version or assignment may have changed since — is superseded, not evaluated again.
+  rule version or assignment may have changed since — is superseded, not evaluated again; and
+  should the index not know it yet (a crash between a change and the index's commit), the
+  reservation still finds the cause done, whatever rule the listing has by then.
 
 The competitor prices an evaluation sees are the projected facts (projections/observations.py)
 up to the trigger's position in the log: the view where the projector got that far, and the
-page's own observation events beyond it. When the projector is behind the page's start the
-policy waits for it (and says so in `stats.waiting_for`).
+batch's own observation events beyond it. That takes a batch that holds every observation of its
+listings after some position (`complete_below`: for a page of the log, where the page starts),
+and a view that reached it: when the projector is behind, the policy waits for it (and says so
+in `stats.waiting_for`, and in a warning every 10 s). The log-following projector keeps that
+view's watermark (`etsypro serve` or `etsypro project`): the policy needs one running, whichever
+way the policy itself runs.
 """
 
 from __future__ import annotations
@@ -38,6 +51,8 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
 from commands.errors import CommandRefused, Conflict
 from commands.repricing import CHANGED, RepriceResult, assignment_cause, observation_cause, rule_cause
@@ -46,6 +61,7 @@ from domain.facts import ObservationBatch, observation_ref
 from domain.listing import Listing
 from domain.pricing_rule import PricingRule
 from domain.rules import CompetitorPrice
+from projections.base import Positioned as LogEvent  # (log position, domain event)
 from projections.log import EventLog, Page
 from projections.observations import Positioned, Wanted, latest, newest_per_competitor, projected_up_to
 from projections.projector import CHANNEL, keep_following
@@ -58,6 +74,13 @@ APPLICATION_NAME = "etsypro-repricing"
 
 Observed = ObservationBatch.CompetitorPriceObserved
 EVENT_TYPES = (Observed, PricingRule.Revised, Listing.RuleAssigned, Listing.RuleUnassigned)
+EVENT_TOPICS = frozenset(get_topic(t) for t in EVENT_TYPES)  # as the event store names them
+
+_REST_OF_BATCHES = """
+    SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state
+    FROM pricing_events e JOIN unnest(%s::uuid[], %s::int8[]) AS b(batch_id, version)
+      ON e.originator_id = b.batch_id AND e.originator_version > b.version
+    ORDER BY e.notification_id"""
 
 
 @dataclass(frozen=True)
@@ -162,42 +185,58 @@ class RepricingPolicy:
         self._conn: psycopg.Connection | None = None
         self._stop = threading.Event()
 
-    # -- one page -----------------------------------------------------------------------
+    # -- one batch ----------------------------------------------------------------------
+    def act_on(self, cur, events: Sequence[LogEvent], complete_below: int) -> list[RepriceResult]:
+        """Act on a batch of the policy's events, (log position, event) in log order, once each.
+
+        `complete_below`: every observation of the batch's listings after this position, up to
+        the batch's triggers, is in the batch (the earlier ones are read from the view, once the
+        projector reached it). The changes commit on their own; the index updates in `cur`'s
+        transaction, which the caller commits after this returns (never before: a crash then
+        acts on the batch again, and finds its causes done)."""
+        plan = Plan.of(events)
+        work = self._work(cur, plan)
+        return self._act(cur, work, plan, complete_below)
+
     def step(self) -> int:
         """Act on the next page of the log; returns how many stored events it covered (0 at the head)."""
-        conn = self._connection()
+        conn = self.connection()
         with conn.transaction(), conn.cursor() as cur:
             after = self._lock_position(cur)
             page = self._read(cur, after)
             if page.last is None:
                 return 0
-            plan = Plan.of(page.events)
-            work = self._work(cur, plan)
-            results = self._act(cur, work, plan, after)
-            self._advance(cur, page, results)
+            results = self.act_on(cur, page.events, after)  # the page holds every event after `after`
+            self.record_progress(cur, self.name, page.last, len(page.events), results)
         self.stats.pages += 1
         self.stats.events_read += page.rows
         self.stats.position = page.last
         return page.rows
 
     def _read(self, cur, after: int) -> Page:
-        """The next page, extended to the end of an observation batch it would otherwise split
-        (a batch's events are contiguous in the log): a batch is grouped per listing as a whole."""
+        """The next page, extended to the end of an observation batch it would otherwise split."""
         page = self.log.read(cur, after, self.page_size)
-        if not page.events or page.events[-1][0] != page.last or type(page.events[-1][1]) is not Observed:
+        if not page.events or page.events[-1][0] != page.last:
             return page
-        batch = page.events[-1][1]
-        last_version = cur.execute("SELECT max(originator_version) FROM pricing_events WHERE originator_id = %s",
-                                   [batch.originator_id]).fetchone()[0]
-        rest = last_version - batch.originator_version
-        if rest <= 0:
-            return page
-        more = self.log.read(cur, page.last, rest)
-        return Page(page.events + more.events, more.last or page.last, page.rows + more.rows)
+        more = self.rest_of_batches(cur, [page.events[-1][1]])
+        return Page(page.events + more, more[-1][0], page.rows + len(more)) if more else page
+
+    def rest_of_batches(self, cur, ends: Iterable[object]) -> list[LogEvent]:
+        """The events after `ends` of the observation batches they belong to, in log order. A
+        batch's observations are grouped per listing as a whole, so a page or a Kafka batch that
+        ends inside one is completed from the store (one save: its events are contiguous in the log)."""
+        ends = [e for e in ends if type(e) is Observed]
+        if not ends:
+            return []
+        rows = cur.execute(_REST_OF_BATCHES, [[e.originator_id for e in ends], [e.originator_version for e in ends]],
+                           binary=True).fetchall()
+        decode = self.log.decode
+        return [(position, decode(StoredEvent(batch_id, version, topic, state)))
+                for position, batch_id, version, topic, state in rows]
 
     def _work(self, cur, plan: Plan) -> list[tuple[Trigger, UUID]]:
-        """(trigger, rule) of each listing to evaluate: its latest trigger in the page, unless the
-        index knows a later one (a replay), and only while it has a rule."""
+        """(trigger, rule) of each listing to evaluate: its latest trigger in the batch, unless the
+        index knows a later one (a replay, or a batch that arrived late), and only while it has a rule."""
         self._apply_assignments(cur, plan.assignments.values())
         rule_listings: dict[UUID, list[tuple[UUID, UUID]]] = defaultdict(list)
         if plan.revisions:
@@ -229,11 +268,11 @@ class RepricingPolicy:
                 [[a.listing_id for a in rows], [a.shop_id for a in rows], [a.rule_id for a in rows],
                  [a.version for a in rows]])
 
-    def _act(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, after: int) -> list[RepriceResult]:
+    def _act(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, complete_below: int) -> list[RepriceResult]:
         if not work:
             return []
         now = self.clock()
-        facts = self._facts(cur, work, plan, after, now)
+        facts = self._facts(cur, work, plan, complete_below, now)
         results = []
         for trigger, _ in work:
             result = self._reprice(trigger, facts.get(trigger.listing_id, []), now)
@@ -241,11 +280,11 @@ class RepricingPolicy:
                 results.append(result)
         return results
 
-    def _facts(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, after: int,
+    def _facts(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, complete_below: int,
                now: datetime) -> dict[UUID, list[CompetitorPrice]]:
         """Each listing's competitor prices up to its trigger: projected facts up to where the
-        projector is, plus the page's own observations after that."""
-        projected = self._projected_from(cur, after)
+        projector is, plus the batch's own observations after that."""
+        projected = self._projected_from(cur, complete_below)
         rules = {rule_id: self._rule(rule_id) for rule_id in {r for _, r in work}}
         wanted = [Wanted(t.listing_id, _since(rules[rule_id], now), min(t.position, projected)) for t, rule_id in work]
         facts = latest(cur, wanted)
@@ -255,16 +294,16 @@ class RepricingPolicy:
                 if projected < position <= trigger.position)
         return {listing_id: newest_per_competitor(found) for listing_id, found in facts.items()}
 
-    def _projected_from(self, cur, after: int) -> int:
-        """Where the projected facts end, once they reach the page's start (we hold the rest)."""
+    def _projected_from(self, cur, complete_below: int) -> int:
+        """Where the projected facts end, once they reach `complete_below` (the batch holds the rest)."""
         started, warned, pause = time.monotonic(), 0.0, 0.002
         while True:
             projected = projected_up_to(cur)
-            if projected >= after:
+            if projected >= complete_below:
                 self.stats.waiting_for = None
                 return projected
             waited = time.monotonic() - started
-            self.stats.waiting_for = f"projection competitor_prices at {projected}, needed {after}"
+            self.stats.waiting_for = f"projection competitor_prices at {projected}, needed {complete_below}"
             if waited - warned > 10:
                 warned = waited
                 log.warning("repricing: waiting %.0fs for the projector (%s); is it running?", waited,
@@ -288,7 +327,7 @@ class RepricingPolicy:
             result = engine.reprice_listing(ctx, trigger.shop_id, trigger.listing_id, observations, trigger.cause,
                                             now=now)
         except Conflict:
-            raise  # too much concurrent activity on the listing: retry the page (changes made are kept)
+            raise  # too much concurrent activity on the listing: retry the batch (changes made are kept)
         except (CommandRefused, DomainError) as e:
             # Not something a retry fixes (a bug, or data that no longer fits): skip this listing
             # rather than stop automated repricing for everyone; the error is logged and counted.
@@ -307,11 +346,15 @@ class RepricingPolicy:
         return cur.execute("SELECT log_position FROM streams.policy_positions WHERE policy = %s FOR UPDATE",
                            [self.name], prepare=True).fetchone()[0]
 
-    def _advance(self, cur, page: Page, results: list[RepriceResult]) -> None:
+    @staticmethod
+    def record_progress(cur, policy: str, position: int, events: int, results: list[RepriceResult]) -> None:
+        """Count a batch in `policy`'s row (which must exist). The position only moves forward
+        here (`rewind` moves it back): the faust worker's batches may come after earlier ones."""
         changed = sum(1 for r in results if r.outcome == CHANGED)
-        cur.execute("UPDATE streams.policy_positions SET log_position = %s, events_seen = events_seen + %s,"
-                    " evaluations = evaluations + %s, changes = changes + %s, updated_at = now() WHERE policy = %s",
-                    [page.last, len(page.events), len(results), changed, self.name], prepare=True)
+        cur.execute("UPDATE streams.policy_positions SET log_position = greatest(log_position, %s),"
+                    " events_seen = events_seen + %s, evaluations = evaluations + %s, changes = changes + %s,"
+                    " updated_at = now() WHERE policy = %s",
+                    [position, events, len(results), changed, policy], prepare=True)
 
     def position(self) -> int:
         with psycopg.connect(self.conninfo) as conn:
@@ -328,10 +371,14 @@ class RepricingPolicy:
                          [self.name, position])
 
     # -- following the log --------------------------------------------------------------
+    def interrupt_on(self, stop: threading.Event) -> None:
+        """Make a wait for the projector end (InterruptedError) once `stop` is set."""
+        self._stop = stop
+
     def catch_up(self, stop: threading.Event | None = None) -> int:
         """Act on the log up to its head; returns the stored events covered."""
         if stop is not None:
-            self._stop = stop
+            self.interrupt_on(stop)
         total = 0
         while not self._stop.is_set():
             covered = self.step()
@@ -342,7 +389,7 @@ class RepricingPolicy:
 
     def run(self, stop: threading.Event, idle_timeout: float = 1.0) -> None:
         """Follow the log until `stop` is set, surviving database restarts and failing pages."""
-        self._stop = stop
+        self.interrupt_on(stop)
         keep_following("repricing", self, stop, lambda: self._follow(stop, idle_timeout))
 
     def _follow(self, stop: threading.Event, idle_timeout: float) -> None:
@@ -357,7 +404,7 @@ class RepricingPolicy:
                         pass
 
     # -- connection ---------------------------------------------------------------------
-    def _connection(self) -> psycopg.Connection:
+    def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.conninfo, application_name=APPLICATION_NAME)
         return self._conn

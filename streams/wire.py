@@ -7,6 +7,12 @@ event's state exactly as the event store holds it (the write side's mapper decod
 headers carry the rest of the stored event and its position in the global log, so a sink can
 rebuild the very StoredEvent the in-process projector reads, and key its facts by the same
 position.
+
+One more topic, `pricing.repricing`, carries again the events the repricing policy reads
+(streams/repricing.py), keyed by the shop they belong to rather than by aggregate: the policy needs
+one listing's rule assignment, its rule's revisions and its observations in log order, and those
+come from three aggregates of one shop. Its records carry the aggregate's id in a header, since
+the key no longer is it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ DEFAULT_PARTITIONS = 8  # the most workers that can share one topic
 EVENT_TOPIC = "event-topic"       # the library's topic: module:Class.Event
 POSITION = "log-position"         # pricing_events.notification_id, decimal
 VERSION = "originator-version"    # the aggregate's version, decimal
+ORIGINATOR = "originator-id"      # the aggregate's id, on records keyed by something else (the shop)
 
 
 def kafka_topic(event_topic: str, prefix: str = DEFAULT_PREFIX) -> str:
@@ -32,6 +39,11 @@ def kafka_topic(event_topic: str, prefix: str = DEFAULT_PREFIX) -> str:
     module, _, qualname = event_topic.partition(":")
     owner = qualname.split(".")[0] if "." in qualname else module.rsplit(".", 1)[-1]
     return f"{prefix}.{re.sub(r'(?<!^)(?=[A-Z])', '_', owner).lower()}"
+
+
+def repricing_topic(prefix: str = DEFAULT_PREFIX) -> str:
+    """The topic of the repricing policy's events, keyed by shop (in log order per shop)."""
+    return f"{prefix}.repricing"
 
 
 def kafka_topics_for(event_types: Iterable[type], prefix: str = DEFAULT_PREFIX) -> list[str]:
@@ -45,6 +57,11 @@ def key(notification: StoredEvent) -> bytes:
 def headers(notification: Notification) -> list[tuple[str, bytes]]:
     return [(EVENT_TOPIC, notification.topic.encode()), (POSITION, str(notification.id).encode()),
             (VERSION, str(notification.originator_version).encode())]
+
+
+def headers_keyed_by_other(notification: Notification) -> list[tuple[str, bytes]]:
+    """The headers of a record whose key is not the aggregate's id: they name the aggregate."""
+    return [*headers(notification), (ORIGINATOR, str(notification.originator_id).encode())]
 
 
 @dataclass(frozen=True)
@@ -72,7 +89,8 @@ class Record:
         return int(self.headers[POSITION])
 
     def stored_event(self) -> StoredEvent:
-        return StoredEvent(UUID(self.key.decode()), int(self.headers[VERSION]), self.event_topic, self.value)
+        originator = self.headers.get(ORIGINATOR, self.key)
+        return StoredEvent(UUID(originator.decode()), int(self.headers[VERSION]), self.event_topic, self.value)
 
 
 async def ensure_topics(bootstrap_servers: str, names: Iterable[str], partitions: int = DEFAULT_PARTITIONS,

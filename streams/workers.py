@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import faust
 from faust.types import TP
@@ -61,12 +61,16 @@ def topics_for(projections: Sequence[Projection], prefix: str = wire.DEFAULT_PRE
     return wire.kafka_topics_for((t for p in projections for t in p.event_types), prefix)
 
 
-def create_app(config: WorkerConfig, decode: Decoder, projections: Sequence[Projection] = ALL) -> faust.App:
+def new_app(config: WorkerConfig, *topics: str, **settings) -> tuple[faust.App, faust.TopicT]:
+    """A faust app of the config's id (its consumer group) and its topics of raw records."""
     datadir = Path(config.datadir) if config.datadir else Path(tempfile.mkdtemp(prefix="etsypro-faust-"))
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(config.app_id, datadir=str(datadir), **faust_settings(config.bootstrap_servers))
-    topic = app.topic(*topics_for(projections, config.prefix), key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
+    app = faust.App(config.app_id, datadir=str(datadir), **faust_settings(config.bootstrap_servers, **settings))
+    return app, app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def create_app(config: WorkerConfig, decode: Decoder, projections: Sequence[Projection] = ALL) -> faust.App:
+    app, topic = new_app(config, *topics_for(projections, config.prefix))
     sink = Sink(config.conninfo, decode, name=config.app_id, projections=projections)
     rewinds = _Rewinds(app)
 
@@ -75,7 +79,7 @@ def create_app(config: WorkerConfig, decode: Decoder, projections: Sequence[Proj
     @app.agent(topic, name="project", concurrency=1, supervisor_strategy=CrashingSupervisor)
     async def project(stream):
         async for events in stream.noack_take(config.batch, within=config.within):
-            records = [_record(e.message) for e in events]
+            records = [record_of(e.message) for e in events]
             # In a thread: the event loop keeps heartbeating and fetching during the transaction.
             applied = await asyncio.to_thread(sink.apply_retrying, records)
             for event in events:  # committed (or skipped as applied before): Kafka may move on
@@ -86,7 +90,7 @@ def create_app(config: WorkerConfig, decode: Decoder, projections: Sequence[Proj
     return app
 
 
-def _record(message) -> wire.Record:
+def record_of(message) -> wire.Record:
     return wire.Record.of(message.topic, message.partition, message.offset, message.key, message.value,
                           message.headers or ())
 
@@ -114,14 +118,17 @@ class _Rewinds:
 def run(config: WorkerConfig, decode: Decoder, projections: Sequence[Projection] = ALL,
         loglevel: str = "warning") -> None:
     """Run a worker until SIGINT/SIGTERM (never returns: faust's Worker exits the process)."""
+    run_app(config, topics_for(projections, config.prefix), lambda: create_app(config, decode, projections), loglevel)
+
+
+def run_app(config: WorkerConfig, topics: Sequence[str], make_app: Callable[[], faust.App], loglevel: str) -> None:
+    """Run the app make_app() returns until SIGINT/SIGTERM, its topics created first."""
     loop = _new_event_loop()
     asyncio.set_event_loop(loop)  # faust's Worker runs on this loop
     # Create the topics before subscribing: Tansu (and Kafka with auto-create on) would otherwise
     # create them on first sight with its default partition count.
-    loop.run_until_complete(wire.ensure_topics(config.bootstrap_servers, topics_for(projections, config.prefix),
-                                               config.partitions))
-    app = create_app(config, decode, projections)
-    faust.Worker(app, loglevel=loglevel, loop=loop).execute_from_commandline()
+    loop.run_until_complete(wire.ensure_topics(config.bootstrap_servers, topics, config.partitions))
+    faust.Worker(make_app(), loglevel=loglevel, loop=loop).execute_from_commandline()
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

@@ -21,7 +21,7 @@ from commands.context import CommandContext
 from commands.engine import PricingEngine
 from commands.errors import NotFound
 from commands.persistence import Reservation
-from commands.repricing import DUPLICATE, NO_RULE, POLICY_ACTOR, observation_cause
+from commands.repricing import DUPLICATE, NO_RULE, POLICY_ACTOR, observation_cause, rule_cause
 from conftest import Accounts, listing_spec
 from domain.listing import Listing
 from domain.money import Money
@@ -257,12 +257,14 @@ class TestReprice:
         assert again.outcome == DUPLICATE and again.price == "19.95"
         assert count_events() == before
 
-    def test_a_new_rule_version_is_a_new_cause(self, api, engine, automated):
+    def test_a_cause_acts_once_even_under_a_new_rule_version_which_acts_as_its_own_cause(self, api, engine,
+                                                                                          automated):
         shop, listing, rule_id, _ = automated
         cause = observation_cause(uuid4(), 1)
         assert reprice(engine, automated, cause, "21.00").price == "19.95"
         api.put(f"/shops/{shop}/rules/{rule_id}", json={"name": "match", "kind": "match_lowest"})
-        result = reprice(engine, automated, cause, "21.00")
+        assert reprice(engine, automated, cause, "21.00").outcome == DUPLICATE
+        result = reprice(engine, automated, rule_cause(rule_id, 2), "21.00")
         assert (result.outcome, result.price, result.rule_version) == ("changed", "21.00", 2)
 
     def test_a_stopped_shop_refuses_and_records_why_while_manual_changes_go_on(self, api, engine, automated):
