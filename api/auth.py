@@ -25,10 +25,12 @@ import jwt
 from fastapi import Depends, HTTPException, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from commands.credentials import Secrets
 from commands.errors import NotFound
 from commands.identity import Principal, Session
+from domain.account import Account
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ class AuthSettings:
     login_per_minute: int = 10   # per client address, over /auth/login and /auth/login/mfa
     token_per_minute: int = 30   # per client address, over /auth/token
     clock_leeway_s: int = 10     # tolerated clock difference between servers
+    principal_cache_s: float = 1.0  # how long another process's change to an account may go unseen
+                                    # by a shop's routes here (PrincipalCache); 0: look up every request
 
 
 # -- access tokens --------------------------------------------------------------------------
@@ -80,15 +84,18 @@ def unauthorized(detail: str = "credentials are missing, invalid or expired") ->
     return HTTPException(401, detail, headers=CHALLENGE)
 
 
-def resolve_principal(request: Request) -> Principal:
-    """The caller behind the Authorization header (once per request); 401 if none."""
-    if (known := getattr(request.state, "principal", None)) is not None:
-        return known
+def _credential(request: Request) -> str:
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise unauthorized()
+    return credential.strip()
+
+
+def _look_up(request: Request, credential: str) -> Principal:
+    """The principal of a credential, from the database (blocking); 401 if none."""
     engine = request.app.state.engine
-    credential = credential.strip()
+    principals: PrincipalCache = request.app.state.principals
+    generation = principals.generation
     if credential.startswith(API_KEY_PREFIX):
         found = engine.principal_for_api_key(credential)
     else:
@@ -100,13 +107,63 @@ def resolve_principal(request: Request) -> Principal:
         found = engine.principal_for_session(account_id, session_id)  # None once logged out or revoked
     if found is None:
         raise unauthorized()
-    request.state.principal = found
+    principals.put(credential, found, generation)
     return found
 
 
+def resolve_principal(request: Request) -> Principal:
+    """The caller behind the Authorization header (once per request); 401 if none."""
+    if (known := getattr(request.state, "principal", None)) is not None:
+        return known
+    request.state.principal = _look_up(request, _credential(request))
+    return request.state.principal
+
+
 async def principal(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-    # Resolved by `authenticate` (which runs first, in the threadpool, as it may query): cached.
+    # Resolved by `authenticate`, which runs first: from request.state.
     return resolve_principal(request)
+
+
+class PrincipalCache:
+    """Principals looked up in the last `ttl` seconds, by credential, for the routes of one shop.
+
+    Whatever can narrow what a credential may do (a role taken away, a revoked key or session, a
+    new password) is an event of the account. The engine reports every commit (`forget_changed`):
+    a change made through this process counts from the next request on, including requests whose
+    lookup was under way. A change made by another process (another worker, `etsypro admin`) counts
+    within `ttl` seconds, as does a session's expiry. A cached principal is only ever used to
+    let a request through: one that would be refused (a shop it has just opened, a role just
+    granted) is looked up again before the answer.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self.generation = 0  # moves on with every change to any account
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, credential: str) -> Principal | None:
+        entry = self._entries.get(credential)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, credential: str, found: Principal, generation: int) -> None:
+        """Remember `found`, looked up since `generation` (unless an account changed meanwhile)."""
+        with self._lock:
+            if self.ttl <= 0 or generation != self.generation:
+                return
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries = {}
+            self._entries[credential] = (found, time.monotonic() + self.ttl)
+
+    def forget_changed(self, recordings) -> None:
+        if any(isinstance(r.domain_event, Account.Event) for r in recordings):
+            with self._lock:
+                self.generation += 1
+                self._entries = {}
 
 
 Caller = Annotated[Principal, Depends(principal)]
@@ -138,7 +195,7 @@ def requires(permission: str, tenant_wide: bool = False):
             raise HTTPException(403, f"this needs the {permission!r} permission"
                                      + (" over the whole tenant" if tenant_wide else ""))
 
-    check.permission = permission
+    check.permission, check.tenant_wide = permission, tenant_wide
     return Depends(check)
 
 
@@ -154,30 +211,53 @@ _public.public = True
 PUBLIC = Depends(_public)  # for routes anyone may call: logging in, refreshing a token
 
 
-def authenticate(request: Request) -> None:
-    """Installed on the whole app: nothing reaches a route without this check."""
+async def authenticate(request: Request) -> None:
+    """Installed on the whole app: nothing reaches a route without this check.
+
+    `async`: a shop's route whose caller is in the PrincipalCache passes without a query and
+    without a hop to the threadpool (measured: 0.15 ms of ~1.9 ms of worker CPU, and a query)."""
     route = request.scope.get("route")
     declared = _declaration(route) if isinstance(route, APIRoute) else None
     if declared == "public":
         return
-    resolve_principal(request)
+    credential = _credential(request)
+    shop = request.path_params.get("shop_id")
+    cached = request.app.state.principals.get(credential) if shop is not None and declared else None
+    if cached is not None and _allows(request, cached, declared, shop):
+        request.state.principal = cached
+    else:
+        request.state.principal = await run_in_threadpool(_look_up, request, credential)  # it queries
     if declared is None:
         log.error("route %s %s declares no permission; refusing it (add requires(...))",
                   ",".join(sorted(route.methods or ())) if route else "?", getattr(route, "path", "?"))
         raise HTTPException(403, "this route declares no permission, so nobody may use it")
 
 
-_declarations: dict[int, str | None] = {}
+def _allows(request: Request, caller: Principal, declared: Declared, shop: str) -> bool:
+    """Whether `requires` would let the caller through (a cached principal is used only to allow)."""
+    permission, tenant_wide = declared
+    if permission == SELF:
+        return True
+    try:
+        request.app.state.engine.shop_facts(caller.context(), UUID(shop))
+    except (NotFound, ValueError):
+        return False
+    return caller.grants.allows(permission, shop, tenant_wide)
 
 
-def _declaration(route: APIRoute) -> str | None:
-    """'public', the permission a route requires, or None; read once per route."""
+Declared = tuple[str, bool]  # (permission, tenant_wide)
+_declarations: dict[int, Declared | str | None] = {}
+
+
+def _declaration(route: APIRoute) -> Declared | str | None:
+    """'public', (the permission a route requires, tenant-wide), or None; read once per route."""
     if id(route) not in _declarations:
         calls = list(_calls(route.dependant))
         if any(getattr(c, "public", False) for c in calls):
             _declarations[id(route)] = "public"
         else:
-            _declarations[id(route)] = next((c.permission for c in calls if hasattr(c, "permission")), None)
+            _declarations[id(route)] = next(((c.permission, c.tenant_wide) for c in calls
+                                             if hasattr(c, "permission")), None)
     return _declarations[id(route)]
 
 
@@ -243,5 +323,7 @@ def rate_limited(purpose: str):
 def install(app, settings: AuthSettings | None = None) -> None:
     settings = settings or AuthSettings()
     app.state.auth = settings
+    app.state.principals = PrincipalCache(settings.principal_cache_s)
+    app.state.engine.on_commit.append(app.state.principals.forget_changed)
     app.state.rate_limits = {"login": RateLimiter(settings.login_per_minute),
                              "token": RateLimiter(settings.token_per_minute)}

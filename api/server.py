@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import secrets
+import signal
 import socket
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -38,13 +42,53 @@ def build(settings: Settings, log=print):
     engine = PricingEngine(url, pool_size=settings.pool_size)
     engine.use_secret_key(secret_key(settings, log))
     auth_settings = AuthSettings(access_token_ttl=timedelta(minutes=settings.access_token_minutes),
-                                 login_per_minute=settings.login_per_minute)
+                                 login_per_minute=settings.login_per_minute,
+                                 principal_cache_s=settings.principal_cache_ms / 1000)
     app = create_app(engine, settings.max_body_bytes, auth_settings)
-    if settings.projector == "inprocess":  # else run `etsypro project` as its own process
-        app.state.projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event))
-    if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
-        app.state.repricing = InBackground(RepricingPolicy(engine, url), "repricing")
+    projector, repricing = followers(settings, url, engine)
+    if projector is not None:
+        app.state.projector = InBackground.projector(projector)
+    if repricing is not None:
+        app.state.repricing = InBackground(repricing, "repricing")
     return engine, app
+
+
+class _Paced:
+    """A log follower that waits `pause` seconds after each step that found a partial page.
+
+    Every commit NOTIFYs the followers. Under a steady stream of single commands, an unpaced step
+    covers one or two events and pays a whole transaction for them (positions locked, read,
+    advanced); that cost more CPU than the HTTP request that wrote the event. Paced, a step covers
+    whatever committed during the pause. Views and automated repricing trail the log by up to
+    `pause` more; catching up (full pages) is not slowed."""
+
+    pause = 0.0
+
+    def step(self) -> int:
+        covered = super().step()
+        if self.pause > 0 and 0 < covered < getattr(self, "page_size", getattr(self, "batch_size", 0)):
+            time.sleep(self.pause)
+        return covered
+
+
+class PacedProjector(_Paced, Projector):
+    pass
+
+
+class PacedRepricingPolicy(_Paced, RepricingPolicy):
+    pass
+
+
+def followers(settings: Settings, url: str, engine: PricingEngine):
+    """(projector, repricing policy) to run in this process, as the settings ask (None: elsewhere)."""
+    projector = repricing = None
+    if settings.projector == "inprocess":  # else run `etsypro project` as its own process
+        projector = PacedProjector(url, engine.mapper.to_domain_event)
+        projector.pause = settings.follow_pause_ms / 1000
+    if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
+        repricing = PacedRepricingPolicy(engine, url)
+        repricing.pause = settings.follow_pause_ms / 1000
+    return projector, repricing
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print) -> None:
@@ -54,34 +98,118 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     request handling uses every core; the parent resolves the database (starting the embedded
     one), migrates and fixes the secret key once and hands them to the workers in the
     environment. Projections must have a single writer, so with several workers the in-process
-    projector runs once, in the parent (uvicorn's supervisor, otherwise idle), not per worker;
-    so does the repricing policy.
+    projector runs once, in the parent (otherwise idle), not per worker; so does the repricing
+    policy.
     """
     if workers == 1:
         _, app = build(settings, log)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.access_log)
         return
     url = database_url(settings, log)
     migrations.apply(url, log=log)
     os.environ.update(ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off",
                       ETSYPRO_REPRICING="off")
-    projector = repricing = None
-    if settings.projector == "inprocess":
-        decoder = PricingEngine(url, pool_size=1).mapper.to_domain_event
-        projector = InBackground.projector(Projector(url, decoder)).start()
-    if settings.repricing == "inprocess":  # one policy, like one projector: in the parent
-        repricing = InBackground(RepricingPolicy(PricingEngine(url, pool_size=2), url), "repricing").start()
+    # The parent's followers share one engine (its mapper decodes; the policy's commands use its pool).
+    running_followers = [InBackground(follower, name).start() for follower, name in
+                         zip(followers(settings, url, PricingEngine(url, pool_size=2)), ("projector", "repricing"))
+                         if follower is not None]
     try:
-        uvicorn.run("api.server:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+        if REUSE_PORT:
+            Workers(host, port, workers, settings.access_log, log).run()
+        else:
+            uvicorn.run("api.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                        log_level="info", access_log=settings.access_log)
     finally:
-        for worker in (repricing, projector):
-            if worker is not None:
-                worker.stop()
+        for follower in reversed(running_followers):
+            follower.stop()
 
 
 def app_from_env():
     """The app of one worker process of `serve --workers N` (a uvicorn factory)."""
     return build(Settings.from_env(), log=lambda *_: None)[1]
+
+
+REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+STARTUP_FAILURE = 3  # a worker's exit code when it cannot bind or build the app: no point restarting it
+
+
+class Workers:
+    """`count` uvicorn worker processes on one port, each listening on a socket of its own.
+
+    uvicorn's own supervisor has its workers share one listening socket: whichever wakes first
+    accepts a whole burst of new connections, and a keep-alive connection stays where it landed.
+    The write benchmark's 8 clients connect at once: all 8 landed on one worker in 6 runs of 6
+    (about half the runs before httptools), and one core waited while the other queued. With a
+    socket each (SO_REUSEPORT), the kernel spreads new connections over the workers by a hash of
+    their addresses. A worker that dies is started again; SIGINT or SIGTERM stops them all (each
+    finishes the requests it has). The price of a socket each: connections the kernel had queued
+    on a worker's socket when it died are reset rather than taken by another worker (clients
+    retry; a command with an Idempotency-Key is safe to retry). tests/test_serve_workers.py.
+    """
+
+    def __init__(self, host: str, port: int, count: int, access_log: bool, log=print):
+        self.args = (host, port, access_log)
+        self.count, self.log = count, log
+        self.context = multiprocessing.get_context("spawn")
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        self._refuse_taken_port()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        processes = [self._start() for _ in range(self.count)]
+        try:
+            while not self.stopping.wait(0.5):
+                for i, process in enumerate(processes):
+                    if process.is_alive():
+                        continue
+                    if process.exitcode == STARTUP_FAILURE:
+                        raise SystemExit(f"a worker could not start (exit code {STARTUP_FAILURE}); see above")
+                    self.log(f"worker {process.pid} exited with {process.exitcode}; starting another")
+                    processes[i] = self._start()
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join(15)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+
+    def _refuse_taken_port(self) -> None:
+        """Fail, as uvicorn does, when something listens on the port already: the workers' sockets
+        would otherwise join the listening sockets of another `serve` and share its traffic."""
+        host, port, _ = self.args
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+            try:
+                probe.bind((host, port))
+            except OSError as e:
+                raise SystemExit(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+    def _start(self):
+        process = self.context.Process(target=_worker, args=self.args, name="etsypro-worker")
+        process.start()
+        return process
+
+
+def _worker(host: str, port: int, access_log: bool) -> None:
+    config = uvicorn.Config("api.server:app_from_env", factory=True, host=host, port=port, log_level="info",
+                            access_log=access_log)
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        config.load()  # builds the app: a failure here would fail again on every restart
+    except (Exception, SystemExit):
+        logging.getLogger("uvicorn.error").exception("worker could not start on %s:%s", host, port)
+        sys.exit(STARTUP_FAILURE)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def secret_key(settings: Settings, log=print) -> str:

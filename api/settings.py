@@ -21,6 +21,11 @@ class Settings:
     login_per_minute: int = 10      # ETSYPRO_LOGIN_PER_MINUTE: login attempts per client address
     projector: str = "inprocess"    # ETSYPRO_PROJECTOR: inprocess (serve runs the projector) | off
     repricing: str = "inprocess"    # ETSYPRO_REPRICING: inprocess (serve runs the repricing policy) | off
+    follow_pause_ms: int = 50       # ETSYPRO_FOLLOW_PAUSE_MS: the in-process followers' pause between
+                                    # partial pages (api/server.py _Paced); 0: none
+    principal_cache_ms: int = 1000  # ETSYPRO_PRINCIPAL_CACHE_MS: see api/auth.py PrincipalCache; 0: none
+    access_log: bool = False        # ETSYPRO_ACCESS_LOG: off | on (uvicorn's line per request, ~10% of a
+                                    # price change's server CPU; the proxy in front usually logs requests)
 
     @classmethod
     def from_env(cls, env=os.environ) -> Settings:
@@ -36,6 +41,9 @@ class Settings:
             login_per_minute=int(env.get("ETSYPRO_LOGIN_PER_MINUTE", "10")),
             projector=_choice(env, "ETSYPRO_PROJECTOR", ("inprocess", "off")),
             repricing=_choice(env, "ETSYPRO_REPRICING", ("inprocess", "off")),
+            follow_pause_ms=int(env.get("ETSYPRO_FOLLOW_PAUSE_MS", "50")),
+            principal_cache_ms=int(env.get("ETSYPRO_PRINCIPAL_CACHE_MS", "1000")),
+            access_log=_choice(env, "ETSYPRO_ACCESS_LOG", ("off", "on")) == "on",
         )
 
 

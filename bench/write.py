@@ -317,6 +317,7 @@ def measure_commands(engine: PricingEngine, url: str, sizes: Sizes) -> dict:
     secret = secrets.token_urlsafe(48)  # the server's signing key; API keys are stored as its digests
     engine.use_secret_key(secret)
     headers = {"Authorization": f"Bearer {_api_key(engine, ctx)}"}
+    server_settings = Settings.from_env()  # the server reads the same environment
     server = Server(url, sizes.workers, secret)
     try:
         server.wait_ready()
@@ -334,14 +335,19 @@ def measure_commands(engine: PricingEngine, url: str, sizes: Sizes) -> dict:
             "command_p99_ms": percentile(latencies, 99) * 1000,
             "command_requests": len(latencies), "command_clients": sizes.clients,
             "command_http_client": sizes.http_client, "server_workers": sizes.workers,
-            "server_projector": Settings.from_env().projector}
+            "server_projector": server_settings.projector, "server_follow_pause_ms": server_settings.follow_pause_ms,
+            "server_access_log": server_settings.access_log}
 
 
 # -- (d) load time with many observations ------------------------------------------------------
 def _load_ms(engine: PricingEngine, listing: UUID, repeats: int) -> float:
-    engine.repository.get(listing)  # warm-up: connection, caches
+    """Median time of a cold load (from the snapshot and the events after it, as after a restart):
+    the aggregate cache is emptied first, or it would answer from memory."""
+    engine.repository.get(listing)  # warm-up: connection, prepared statements
     times = []
     for _ in range(repeats):
+        if engine.repository.cache is not None:
+            engine.repository.cache.clear()
         started = time.perf_counter()
         engine.repository.get(listing)
         times.append((time.perf_counter() - started) * 1000)

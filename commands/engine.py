@@ -53,6 +53,9 @@ def library_env(conninfo: str, pool_size: int = 10) -> dict[str, str]:
         "POSTGRES_LOCK_TIMEOUT": "10",
         "CREATE_TABLE": "n",  # tables come from migrations/
         "IS_SNAPSHOTTING_ENABLED": "y",
+        # Loaded aggregates stay in memory (LRU): a load then reads only the events after the
+        # cached version (the library's fast-forward) instead of the last snapshot and all since.
+        "AGGREGATE_CACHE_MAXSIZE": "5000",
     }
 
 
@@ -78,6 +81,11 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
     def __init__(self, conninfo: str, pool_size: int = 10):
         super().__init__(env=library_env(conninfo, pool_size))
         self._shops: dict[UUID, tuple[str, str]] = {}  # id -> (tenant, currency): never change
+        self.on_commit: list[Callable[[list], None]] = []  # told each save's recordings once committed
+
+    def _notify(self, recordings) -> None:
+        for listener in self.on_commit:
+            listener(recordings)
 
     def construct_mapper(self) -> PricingMapper:
         return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PricingMapper)

@@ -1,0 +1,101 @@
+"""`etsypro serve --workers N` on Linux: N worker processes, each with a listening socket of its own
+on the same port (api/server.py Workers). A worker killed with SIGKILL is replaced while the other
+keeps serving (connections already queued on the killed worker's socket are reset); a second server on a taken port refuses to start; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.server import REUSE_PORT, free_port
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(not REUSE_PORT, reason="one socket per worker needs SO_REUSEPORT (Linux)")
+
+
+def serve(url: str, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "ETSYPRO_DATABASE_URL": url, "ETSYPRO_SECRET_KEY": "k" * 40}
+    return subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "2"], cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def workers_of(parent: int) -> set[int]:
+    """The server's worker processes (its spawned children, not multiprocessing's resource tracker)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def wait_until(condition, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+def answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/openapi.json", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_workers_share_a_port_survive_a_killed_worker_and_stop_together(new_database, tmp_path):
+    url, port = new_database(), free_port()
+    base, log = f"http://127.0.0.1:{port}", tmp_path / "serve.log"
+    server = serve(url, port, log)
+    try:
+        wait_until(lambda: answers(base) and len(workers_of(server.pid)) == 2, 60, "two serving workers", log)
+        first = workers_of(server.pid)
+
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        # The other worker goes on serving meanwhile. (Connections the kernel had already queued on
+        # the killed worker's own socket are reset: clients retry them, as after any crash.)
+        assert sum(answers(base) for _ in range(20)) >= 5
+        def replacement() -> set[int] | None:
+            now = workers_of(server.pid)
+            return now if len(now) == 2 and victim not in now else None
+
+        replaced = wait_until(replacement, 60, "a replacement worker", log)
+        assert first - {victim} <= replaced
+        wait_until(lambda: all(answers(base) for _ in range(10)), 30, "the replacement to serve", log)
+
+        second_log = tmp_path / "second.log"
+        second = serve(url, port, second_log)
+        assert second.wait(60) != 0
+        assert "cannot listen" in second_log.read_text()
+        assert answers(base)  # the first server keeps its port
+
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)  # raises if it does not stop
+        assert not any(_alive(pid) for pid in replaced)
+        assert not answers(base)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
