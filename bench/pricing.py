@@ -30,8 +30,9 @@ from domain.listing import Guardrails, Listing
 from domain.meta import Actor, EventMeta
 from domain.money import Money
 from domain.rules import CompetitorPrice, Rule, evaluate
-from projections.projector import InBackground, Projector
-from streams.repricing import RepricingPolicy
+from api.server import PacedProjector, PacedRepricingPolicy
+from api.settings import Settings
+from projections.projector import InBackground
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,12 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
                 committed[trigger.listing_id, result.outcome] = time.perf_counter()
                 arrived.notify_all()
 
-        projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event)).start()
-        policy = RepricingPolicy(engine, url, on_result=on_result)
+        # Paced as `etsypro serve` runs them (api/server.py, ETSYPRO_FOLLOW_PAUSE_MS).
+        pause = Settings.from_env().follow_pause_ms / 1000
+        projector = PacedProjector(url, engine.mapper.to_domain_event)
+        policy = PacedRepricingPolicy(engine, url, on_result=on_result)
+        projector.pause = policy.pause = pause
+        projector = InBackground.projector(projector).start()
         repricing = InBackground(policy, "repricing").start()
         try:
             _wait_for(lambda: policy.stats.position > 0 and policy.stats.waiting_for is None, 30)
@@ -113,7 +118,7 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
                 "reprice_p95_ms": round(percentile(latencies, 95) * 1000, 1),
                 "reprice_p99_ms": round(percentile(latencies, 99) * 1000, 1),
                 "reprice_max_ms": round(max(latencies) * 1000, 1),
-                "reprices_measured": len(latencies), "reprices_missed": missed}
+                "reprices_measured": len(latencies), "reprices_missed": missed, "follow_pause_ms": pause * 1000}
     finally:
         engine.close()
 
