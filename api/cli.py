@@ -278,11 +278,11 @@ def relay(args) -> int:
     import asyncio
     import signal
 
-    from streams.relay import Relay
+    from streams.relay import REPRICING_EVENT_TOPICS, Relay
 
     url, engine = _migrated_engine()
     publisher = Relay(url, args.bootstrap_servers, engine.recorder, name=args.name, page_size=args.page,
-                      partitions=args.partitions, **({} if args.repricing_topic else {"repricing_events": frozenset()}))
+                      partitions=args.partitions, repricing_events=REPRICING_EVENT_TOPICS if args.repricing_topic else frozenset())
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -482,9 +482,9 @@ def parser() -> argparse.ArgumentParser:
     rl.add_argument("--page", type=_count, default=5000, help="events per page read and acknowledged (default 5000)")
     rl.add_argument("--partitions", type=_count, default=8, help="partitions of topics it creates (default 8)")
     rl.add_argument("--once", action="store_true", help="stop once the head of the log is published")
-    rl.add_argument("--repricing-topic", action=argparse.BooleanOptionalAction, default=True,
+    rl.add_argument("--repricing-topic", action="store_true",
                     help="also publish the repricing policy's events keyed by shop, for `reprice --kafka`"
-                         " (default on; off saves publishing every observation twice)")
+                         " (it publishes every observation twice)")
     rl.set_defaults(func=relay)
     wk = sub.add_parser("worker", help="a faust-streaming worker applying the projections from the Kafka topics")
     wk.add_argument("--bootstrap-servers", **kafka)

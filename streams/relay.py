@@ -10,8 +10,8 @@ projections/base.py). Each event goes to its aggregate type's topic keyed by the
 (streams/wire.py), so one aggregate's events stay in version order within one partition; the
 producer keeps one request in flight per broker, so retries never reorder them.
 
-The events the repricing policy reads go to one more topic (wire.repricing_topic), keyed by the
-shop they belong to, so each shop's are in log order within one partition (what the policy's
+With `repricing_events` (`etsypro relay --repricing-topic`), the events the repricing policy
+reads go to one more topic (wire.repricing_topic), keyed by the shop they belong to, so each shop's are in log order within one partition (what the policy's
 faust worker, streams/repricing_worker.py, relies on). The relay does not decode events: the
 shop of each comes from the audit index (event_index, written in the event's transaction), one
 query per page that has such events.
@@ -61,7 +61,7 @@ class Relay:
     def __init__(self, conninfo: str, bootstrap_servers: str, recorder: NotificationReader, *, name: str = "default",
                  page_size: int = DEFAULT_PAGE, prefix: str = wire.DEFAULT_PREFIX,
                  partitions: int = wire.DEFAULT_PARTITIONS, linger_ms: int = 5,
-                 repricing_events: frozenset[str] = REPRICING_EVENT_TOPICS):
+                 repricing_events: frozenset[str] = frozenset()):
         self.conninfo = conninfo
         self.bootstrap_servers = bootstrap_servers
         self.recorder = recorder
@@ -70,7 +70,9 @@ class Relay:
         self.prefix = prefix
         self.partitions = partitions
         self.linger_ms = linger_ms
-        self.repricing_events = repricing_events  # event topics also published to the repricing topic
+        # Event topics also published to the repricing topic (REPRICING_EVENT_TOPICS for the
+        # repricing worker; none by default: only `reprice --kafka` reads it).
+        self.repricing_events = repricing_events
         self.repricing_topic = wire.repricing_topic(prefix)
         self.stats = RelayStats()
         self._topics: dict[str, str] = {}  # event topic -> Kafka topic, for topics known to exist
@@ -143,8 +145,12 @@ class Relay:
         wanted = [n for n in page if n.topic in self.repricing_events]
         if not wanted:
             return []
-        cur = await conn.execute("SELECT notification_id, shop_id FROM event_index"
-                                 " WHERE notification_id = ANY(%s) AND shop_id IS NOT NULL", [[n.id for n in wanted]])
+        # A join on unnest, not `notification_id = ANY(%s)`: prepared (from the 5th page on), that
+        # may get a generic plan testing every row against the whole array; on a table without
+        # statistics yet, pages took seconds each and grew with the log (see PricingRecorder.reserved).
+        cur = await conn.execute("SELECT i.notification_id, i.shop_id FROM unnest(%s::int8[]) AS wanted(id)"
+                                 " JOIN event_index i ON i.notification_id = wanted.id WHERE i.shop_id IS NOT NULL",
+                                 [[n.id for n in wanted]])
         shops = dict(await cur.fetchall())
         return [(n, str(shops[n.id]).encode() if n.id in shops else wire.key(n)) for n in wanted]
 

@@ -1,6 +1,7 @@
 """The automated repricing policy as a faust-streaming worker (`etsypro reprice --kafka`): the same
 per-batch logic as the in-process policy (RepricingPolicy.act_on, streams/repricing.py), fed from
-the repricing topic the relay fills (streams/relay.py, wire.repricing_topic) instead of the log.
+the repricing topic the relay fills when started with `--repricing-topic` (streams/relay.py,
+wire.repricing_topic) instead of the log.
 
 Order. Kafka orders records per partition only, while the policy needs each listing's rule
 assignments, its rule's revisions and its observations in log order. All of those belong to the

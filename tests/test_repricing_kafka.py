@@ -236,7 +236,8 @@ def test_the_relay_publishes_the_policys_events_keyed_by_shop_in_log_order(new_d
             for rule_id in (None, shop.rule_id):  # unassigned, then assigned again
                 engine.assign_rule(shop.ctx, shop.shop_id, m.AssignRule(rule_id=rule_id, listing_ids=shop.listings[:1]))
     try:
-        asyncio.run(Relay(url, broker.bootstrap_servers, engine.recorder, page_size=7).catch_up())
+        asyncio.run(Relay(url, broker.bootstrap_servers, engine.recorder, page_size=7,
+                          repricing_events=EVENT_TOPICS).catch_up())
         records = asyncio.run(read_all(broker.bootstrap_servers, [wire.repricing_topic()]))
         with psycopg.connect(url) as conn:
             expected = dict(conn.execute(
@@ -343,7 +344,7 @@ def test_the_worker_acts_once_per_cause_through_republishing_and_a_kill(new_data
                                                          direction="below")]
     listings = [x for s in shops for x in s.listings]
     projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event)).start()
-    relay = etsypro(url, broker, tmp_path, "relay.log", "relay")
+    relay = etsypro(url, broker, tmp_path, "relay.log", "relay", "--repricing-topic")
     workers = [etsypro(url, broker, tmp_path, "worker-1.log", "reprice", "--kafka", "--batch", "50")]
     try:
         # An observation undercut by the rule: one automated change, caused by that observation.
@@ -362,7 +363,7 @@ def test_the_worker_acts_once_per_cause_through_republishing_and_a_kill(new_data
             conn.execute("UPDATE streams.relay_positions SET log_position = 0")
             republished = conn.execute("SELECT count(*) FROM pricing_events WHERE topic = ANY(%s)",
                                        [list(EVENT_TOPICS)]).fetchone()[0]
-        relay = etsypro(url, broker, tmp_path, "relay.log", "relay")
+        relay = etsypro(url, broker, tmp_path, "relay.log", "relay", "--repricing-topic")
         wait_for(lambda: counters(url)["events_seen"] >= seen + republished, 60, "the worker to read them again",
                  workers[0], tmp_path / "worker-1.log")
         assert [len(automated(engine, x)) for x in listings] == [1] + [0] * (len(listings) - 1)
