@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from uuid import uuid4
 
 import httpx
@@ -18,7 +18,8 @@ import httpx
 from api.app import create_app
 from api.auth import AuthSettings
 from api.server import running
-from bench.common import fresh_database, median, note, percentile, print_json, print_table, server_version, Progress
+from bench.common import (Progress, fresh_database, median, note, percentile, print_table, server_version,
+                          show, sizes_from)
 from commands import credentials
 from commands.context import CommandContext
 from commands.engine import PricingEngine
@@ -121,8 +122,4 @@ def report(f: dict) -> None:
 
 
 def main(args) -> int:
-    defaults = Sizes()
-    sizes = Sizes(**{k: v for k, v in vars(args).items() if k in asdict(defaults) and v is not None})
-    figures = run(sizes)
-    print_json(figures) if args.json else report(figures)
-    return 0
+    return show(run(sizes_from(args, Sizes)), args.json, report)

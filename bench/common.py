@@ -14,8 +14,9 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psycopg
 
@@ -130,3 +131,15 @@ def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
 
 def print_json(figures: dict) -> None:
     print(json.dumps(figures, indent=2, sort_keys=False))
+
+
+def sizes_from(args, sizes_class):
+    """A benchmark's Sizes, with the values given on the command line (options named as its fields)."""
+    names = {f.name for f in fields(sizes_class)}
+    return sizes_class(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def show(figures: dict, as_json: bool, report: Callable[[dict], None]) -> int:
+    """Print the figures as JSON (`--json`) or as the benchmark's table; the command's exit status."""
+    print_json(figures) if as_json else report(figures)
+    return 0

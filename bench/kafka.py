@@ -30,7 +30,7 @@ from uuid import UUID
 
 import psycopg
 
-from bench.common import fresh_database, note, print_json, print_table, rate, server_version
+from bench.common import fresh_database, note, print_table, rate, server_version, show
 from commands import models
 from commands.context import CommandContext
 from commands.engine import PricingEngine
@@ -182,9 +182,4 @@ def report(figures: dict) -> None:
 
 
 def main(args) -> int:
-    figures = measure(events=args.events or 100_000, batch=args.batch or 2000)
-    if args.json:
-        print_json(figures)
-    else:
-        report(figures)
-    return 0
+    return show(measure(events=args.events or 100_000, batch=args.batch or 2000), args.json, report)

@@ -21,7 +21,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from uuid import UUID, uuid4
 
-from bench.common import Progress, fresh_database, median, note, percentile, print_json, print_table, rate, server_version
+from bench.common import (Progress, fresh_database, median, note, percentile, print_table, rate,
+                          server_version, show, sizes_from)
 from commands import models
 from commands import rule_models as m
 from commands.context import CommandContext
@@ -190,8 +191,4 @@ def report(f: dict) -> None:
 
 
 def main(args) -> int:
-    defaults = Sizes()
-    sizes = Sizes(**{k: v for k, v in vars(args).items() if k in asdict(defaults) and v is not None})
-    figures = run(sizes)
-    print_json(figures) if args.json else report(figures)
-    return 0
+    return show(run(sizes_from(args, Sizes)), args.json, report)

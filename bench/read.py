@@ -31,8 +31,8 @@ import psycopg
 from api.app import create_app
 from api.server import PacedProjector, running
 from api.settings import Settings
-from bench.common import (Progress, fresh_database, median, note, percentile, print_json, print_table, rate,
-                          server_version)
+from bench.common import (Progress, fresh_database, median, note, percentile, print_table, rate,
+                          server_version, show, sizes_from)
 from commands import models
 from commands.context import CommandContext
 from commands.engine import PricingEngine
@@ -388,12 +388,10 @@ MEANINGS = {
 }
 
 
+def report(figures: dict) -> None:
+    print_table("etsypro bench read", [(k, f"{v:,}" if isinstance(v, int) else str(v), MEANINGS.get(k, ""))
+                                       for k, v in figures.items()])
+
+
 def main(args) -> int:
-    sizes = Sizes(**{k: v for k, v in (("events", args.events), ("batch", args.batch)) if v})
-    figures = run(sizes)
-    if args.json:
-        print_json(figures)
-    else:
-        print_table("etsypro bench read", [(k, f"{v:,}" if isinstance(v, int) else str(v), MEANINGS.get(k, ""))
-                                           for k, v in figures.items()])
-    return 0
+    return show(run(sizes_from(args, Sizes)), args.json, report)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from uuid import UUID, uuid4
@@ -30,8 +30,8 @@ import httpx
 import psycopg
 
 from api.settings import Settings
-from bench.common import (Progress, Stopwatch, fresh_database, median, note, percentile, print_json,
-                          print_table, rate, server_version)
+from bench.common import (Progress, Stopwatch, fresh_database, median, note, percentile, print_table, rate,
+                          server_version, show, sizes_from)
 from commands import models
 from commands.context import CommandContext
 from commands.engine import PricingEngine
@@ -429,11 +429,4 @@ def report(figures: dict) -> None:
 
 
 def main(args) -> int:
-    defaults = Sizes()
-    sizes = Sizes(**{k: v for k, v in vars(args).items() if k in asdict(defaults) and v is not None})
-    figures = run(sizes)
-    if args.json:
-        print_json(figures)
-    else:
-        report(figures)
-    return 0
+    return show(run(sizes_from(args, Sizes)), args.json, report)
