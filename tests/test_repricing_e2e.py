@@ -88,11 +88,7 @@ def api(live, seller):
         yield client
 
 
-@pytest.fixture
-def shop(api) -> str:
-    response = api.post("/shops", json={"name": "Hedgerow Ceramics", "currency": "GBP"})
-    assert response.status_code == 201, response.text
-    return response.json()["shop_id"]
+# `shop` is conftest's: opened through this module's `api`, the live server's.
 
 
 def register(api, shop, n: int, **overrides) -> list[str]:
