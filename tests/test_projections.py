@@ -18,7 +18,7 @@ from projections.log import EventLog
 from projections.projector import InBackground, Projector
 from projections.rebuild import rebuild
 from projections.registry import ALL, by_name
-from test_projections_helpers import (Written, broken_invariants, observe, open_shop, populate, reprice, sell,
+from test_projections_helpers import (INVARIANTS, Written, broken_invariants, observe, open_shop, populate, reprice, sell,
                                       snapshot, wait_caught_up)
 
 
@@ -53,6 +53,25 @@ def test_views_hold_exactly_what_was_written(projected):
     assert observations == written.observations
     assert returns[0] > 0 and returns[1] < 0 and returns[2] < 0  # returns count negative
     assert types == ("numeric", "numeric")  # money is never a float
+
+
+@pytest.mark.parametrize("damage, invariant", [
+    ("DELETE FROM analytics.sales WHERE log_position = (SELECT min(log_position) FROM analytics.sales)",
+     "sale facts are exactly the sale and return events"),
+    ("UPDATE analytics.competitor_price_histogram SET observations = observations + 1"
+     " WHERE ctid = (SELECT min(ctid) FROM analytics.competitor_price_histogram)",
+     "histogram = observation facts counted per listing, hour and price"),
+    ("UPDATE analytics.sales_by_shop_hour SET units_returned = units_returned + 1"
+     " WHERE ctid = (SELECT min(ctid) FROM analytics.sales_by_shop_hour)",
+     "shop sales rollup = sale facts summed per shop and hour"),
+])
+def test_the_invariants_notice_a_damaged_view(projected, damage, invariant):
+    """The checks above can fail: each names the damage done to its view (then rolled back)."""
+    url, _, _ = projected
+    with psycopg.connect(url) as conn:
+        conn.execute(damage)
+        assert conn.execute(INVARIANTS[invariant]).fetchone()[0] > 0
+        conn.rollback()
 
 
 def test_price_board_matches_the_listings_as_the_write_side_sees_them(projected):

@@ -130,67 +130,39 @@ def wait_caught_up(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.02)
 
 
+def _differences(left: str, right: str) -> str:
+    """SQL counting the rows in one query's answer and not in the other's, both ways."""
+    return f"SELECT count(*) FROM (({left} EXCEPT {right}) UNION ALL ({right} EXCEPT {left})) d"
+
+
+def _events(*topics: str) -> str:
+    return f"SELECT notification_id FROM pricing_events WHERE topic IN ({', '.join(repr(t) for t in topics)})"
+
+
+_SALES_PER_HOUR = "analytics.bucket('1 hour', sold_at), sum(quantity), sum(revenue), count(*)"
+
 INVARIANTS = {
     # Each fact is one event: the set of positions equals the set of events of that kind.
-    "observation facts are exactly the observation events": """
-        SELECT count(*) FROM (
-            (SELECT notification_id FROM pricing_events
-             WHERE topic = 'domain.facts:ObservationBatch.CompetitorPriceObserved'
-             EXCEPT SELECT log_position FROM analytics.competitor_observations)
-            UNION ALL
-            (SELECT log_position FROM analytics.competitor_observations
-             EXCEPT SELECT notification_id FROM pricing_events
-             WHERE topic = 'domain.facts:ObservationBatch.CompetitorPriceObserved')) d""",
-    "sale facts are exactly the sale and return events": """
-        SELECT count(*) FROM (
-            (SELECT notification_id FROM pricing_events
-             WHERE topic IN ('domain.facts:SalesBatch.Sold', 'domain.facts:SalesBatch.Returned')
-             EXCEPT SELECT log_position FROM analytics.sales)
-            UNION ALL
-            (SELECT log_position FROM analytics.sales EXCEPT SELECT notification_id FROM pricing_events
-             WHERE topic IN ('domain.facts:SalesBatch.Sold', 'domain.facts:SalesBatch.Returned'))) d""",
-    "price change rows are exactly the listing price events": """
-        SELECT count(*) FROM (
-            (SELECT notification_id FROM pricing_events
-             WHERE topic IN ('domain.listing:Listing.Registered', 'domain.listing:Listing.PriceChanged')
-             EXCEPT SELECT log_position FROM analytics.price_changes)
-            UNION ALL
-            (SELECT log_position FROM analytics.price_changes EXCEPT SELECT notification_id FROM pricing_events
-             WHERE topic IN ('domain.listing:Listing.Registered', 'domain.listing:Listing.PriceChanged'))) d""",
+    "observation facts are exactly the observation events": _differences(
+        "SELECT log_position FROM analytics.competitor_observations",
+        _events("domain.facts:ObservationBatch.CompetitorPriceObserved")),
+    "sale facts are exactly the sale and return events": _differences(
+        "SELECT log_position FROM analytics.sales", _events("domain.facts:SalesBatch.Sold", "domain.facts:SalesBatch.Returned")),
+    "price change rows are exactly the listing price events": _differences(
+        "SELECT log_position FROM analytics.price_changes",
+        _events("domain.listing:Listing.Registered", "domain.listing:Listing.PriceChanged")),
     # Rollups count each fact once: they equal the same aggregate computed from the facts.
-    "histogram = observation facts counted per listing, hour and price": """
-        SELECT count(*) FROM (
-            (SELECT listing_id, bucket, price, shop_id, currency, observations FROM analytics.competitor_price_histogram
-             EXCEPT
-             SELECT listing_id, analytics.bucket('1 hour', observed_at), price, shop_id, currency, count(*)
-             FROM analytics.competitor_observations GROUP BY 1, 2, 3, 4, 5)
-            UNION ALL
-            (SELECT listing_id, analytics.bucket('1 hour', observed_at), price, shop_id, currency, count(*)
-             FROM analytics.competitor_observations GROUP BY 1, 2, 3, 4, 5
-             EXCEPT
-             SELECT listing_id, bucket, price, shop_id, currency, observations
-             FROM analytics.competitor_price_histogram)) d""",
-    "listing sales rollup = sale facts summed per listing and hour": """
-        SELECT count(*) FROM (
-            (SELECT listing_id, bucket, units, revenue, lines FROM analytics.sales_by_listing_hour
-             EXCEPT SELECT listing_id, analytics.bucket('1 hour', sold_at), sum(quantity), sum(revenue), count(*)
-             FROM analytics.sales GROUP BY 1, 2)
-            UNION ALL
-            (SELECT listing_id, analytics.bucket('1 hour', sold_at), sum(quantity), sum(revenue), count(*)
-             FROM analytics.sales GROUP BY 1, 2
-             EXCEPT SELECT listing_id, bucket, units, revenue, lines FROM analytics.sales_by_listing_hour)) d""",
-    "shop sales rollup = sale facts summed per shop and hour": """
-        SELECT count(*) FROM (
-            (SELECT shop_id, bucket, units, revenue, lines, units_returned FROM analytics.sales_by_shop_hour
-             EXCEPT SELECT shop_id, analytics.bucket('1 hour', sold_at), sum(quantity), sum(revenue), count(*),
-                           coalesce(-sum(quantity) FILTER (WHERE quantity < 0), 0)
-             FROM analytics.sales GROUP BY 1, 2)
-            UNION ALL
-            (SELECT shop_id, analytics.bucket('1 hour', sold_at), sum(quantity), sum(revenue), count(*),
-                    coalesce(-sum(quantity) FILTER (WHERE quantity < 0), 0)
-             FROM analytics.sales GROUP BY 1, 2
-             EXCEPT SELECT shop_id, bucket, units, revenue, lines, units_returned
-             FROM analytics.sales_by_shop_hour)) d""",
+    "histogram = observation facts counted per listing, hour and price": _differences(
+        "SELECT listing_id, bucket, price, shop_id, currency, observations FROM analytics.competitor_price_histogram",
+        "SELECT listing_id, analytics.bucket('1 hour', observed_at), price, shop_id, currency, count(*)"
+        " FROM analytics.competitor_observations GROUP BY 1, 2, 3, 4, 5"),
+    "listing sales rollup = sale facts summed per listing and hour": _differences(
+        "SELECT listing_id, bucket, units, revenue, lines FROM analytics.sales_by_listing_hour",
+        f"SELECT listing_id, {_SALES_PER_HOUR} FROM analytics.sales GROUP BY 1, 2"),
+    "shop sales rollup = sale facts summed per shop and hour": _differences(
+        "SELECT shop_id, bucket, units, revenue, lines, units_returned FROM analytics.sales_by_shop_hour",
+        f"SELECT shop_id, {_SALES_PER_HOUR}, coalesce(-sum(quantity) FILTER (WHERE quantity < 0), 0)"
+        " FROM analytics.sales GROUP BY 1, 2"),
     "every listing is on the price board": """
         SELECT count(*) FROM pricing_events e WHERE e.topic = 'domain.listing:Listing.Registered'
         AND NOT EXISTS (SELECT 1 FROM analytics.current_prices c WHERE c.listing_id = e.originator_id)""",
