@@ -53,41 +53,14 @@ def build(settings: Settings, log=print):
     return engine, app
 
 
-class _Paced:
-    """A log follower that waits `pause` seconds after each step that found a partial page.
-
-    Every commit NOTIFYs the followers. Under a steady stream of single commands, an unpaced step
-    covers one or two events and pays a whole transaction for them (positions locked, read,
-    advanced); that cost more CPU than the HTTP request that wrote the event. Paced, a step covers
-    whatever committed during the pause. Views and automated repricing trail the log by up to
-    `pause` more; catching up (full pages) is not slowed."""
-
-    pause = 0.0
-
-    def step(self) -> int:
-        covered = super().step()
-        if self.pause > 0 and 0 < covered < getattr(self, "page_size", getattr(self, "batch_size", 0)):
-            time.sleep(self.pause)
-        return covered
-
-
-class PacedProjector(_Paced, Projector):
-    pass
-
-
-class PacedRepricingPolicy(_Paced, RepricingPolicy):
-    pass
-
-
 def followers(settings: Settings, url: str, engine: PricingEngine):
     """(projector, repricing policy) to run in this process, as the settings ask (None: elsewhere)."""
     projector = repricing = None
+    pause = settings.follow_pause_ms / 1000  # see projections.projector.follow_log
     if settings.projector == "inprocess":  # else run `etsypro project` as its own process
-        projector = PacedProjector(url, engine.mapper.to_domain_event)
-        projector.pause = settings.follow_pause_ms / 1000
+        projector = Projector(url, engine.mapper.to_domain_event, pause=pause)
     if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
-        repricing = PacedRepricingPolicy(engine, url)
-        repricing.pause = settings.follow_pause_ms / 1000
+        repricing = RepricingPolicy(engine, url, pause=pause)
     return projector, repricing
 
 

@@ -22,7 +22,7 @@ class Settings:
     projector: str = "inprocess"    # ETSYPRO_PROJECTOR: inprocess (serve runs the projector) | off
     repricing: str = "inprocess"    # ETSYPRO_REPRICING: inprocess (serve runs the repricing policy) | off
     follow_pause_ms: int = 50       # ETSYPRO_FOLLOW_PAUSE_MS: the in-process followers' pause between
-                                    # partial pages (api/server.py _Paced); 0: none
+                                    # partial pages (projections.projector.follow_log); 0: none
     principal_cache_ms: int = 1000  # ETSYPRO_PRINCIPAL_CACHE_MS: see api/auth.py PrincipalCache; 0: none
     access_log: bool = False        # ETSYPRO_ACCESS_LOG: off | on (uvicorn's line per request, ~10% of a
                                     # price change's server CPU; the proxy in front usually logs requests)

@@ -31,9 +31,9 @@ from domain.listing import Guardrails, Listing
 from domain.meta import Actor, EventMeta
 from domain.money import Money
 from domain.rules import CompetitorPrice, Rule, evaluate
-from api.server import PacedProjector, PacedRepricingPolicy
 from api.settings import Settings
-from projections.projector import InBackground
+from projections.projector import InBackground, Projector
+from streams.repricing import RepricingPolicy
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,10 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
                 committed[trigger.listing_id, result.outcome] = time.perf_counter()
                 arrived.notify_all()
 
-        # Paced as `etsypro serve` runs them (api/server.py, ETSYPRO_FOLLOW_PAUSE_MS).
+        # Paced as `etsypro serve` runs them (ETSYPRO_FOLLOW_PAUSE_MS, projections.projector.follow_log).
         pause = Settings.from_env().follow_pause_ms / 1000
-        projector = PacedProjector(url, engine.mapper.to_domain_event)
-        policy = PacedRepricingPolicy(engine, url, on_result=on_result)
-        projector.pause = policy.pause = pause
-        projector = InBackground.projector(projector).start()
+        projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event, pause=pause)).start()
+        policy = RepricingPolicy(engine, url, on_result=on_result, pause=pause)
         repricing = InBackground(policy, "repricing").start()
         try:
             _wait_for(lambda: policy.stats.position > 0 and policy.stats.waiting_for is None, 30)

@@ -29,7 +29,7 @@ import httpx
 import psycopg
 
 from api.app import create_app
-from api.server import PacedProjector, running
+from api.server import running
 from api.settings import Settings
 from bench.common import (Progress, fresh_database, median, note, percentile, print_table, rate,
                           server_version, show, sizes_from)
@@ -222,9 +222,9 @@ def live_lag(url: str, engine: PricingEngine, sizes: Sizes) -> list[float]:
     rng, ctx = random.Random(7), _context()
     shop_id = engine.shops_of(ctx.tenant_id)[0]
     listings = [UUID(k) for k in engine.recorder.reserved_all(shop_id, "listing")][:50]
-    projector = PacedProjector(url, engine.mapper.to_domain_event, batch_size=sizes.batch)
-    projector.pause = Settings.from_env().follow_pause_ms / 1000  # paced as `etsypro serve` runs it
-    background = InBackground.projector(projector).start()
+    pause = Settings.from_env().follow_pause_ms / 1000  # paced as `etsypro serve` runs it
+    background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch,
+                                                  pause=pause)).start()
     lags: list[float] = []
     interval = 1 / sizes.live_commands_per_s
     try:

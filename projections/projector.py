@@ -43,8 +43,9 @@ class Stats:
 class Projector:
     def __init__(self, conninfo: str, decode: Decoder, projections: Sequence[Projection] = ALL,
                  batch_size: int = DEFAULT_BATCH, tables: Tables = LIVE, tracking_prefix: str = "",
-                 application_name: str = APPLICATION_NAME):
+                 application_name: str = APPLICATION_NAME, pause: float = 0.0):
         self.conninfo = conninfo
+        self.pause = pause  # seconds to let commits gather after a partial batch (follow_log)
         self.projections = tuple(projections)
         self.batch_size = batch_size
         self.tables = tables
@@ -58,7 +59,9 @@ class Projector:
     def step(self) -> int:
         """Apply the next batch in one transaction; returns how many stored events it covered
         (0 when the projections are at the head of the log)."""
-        return self._step(None)
+        covered = self._step(None)
+        self.stats.last_error = None
+        return covered
 
     def _step(self, prefetched: tuple[int, Page] | None) -> int | None:
         """As step(), using a page read ahead when it starts where the projections are.
@@ -133,24 +136,8 @@ class Projector:
 
     def _follow(self, stop: threading.Event, idle_timeout: float) -> None:
         self._ensure_tracking()
-        with psycopg.connect(self.conninfo, autocommit=True,
-                             application_name=f"{self.application_name}-listen") as listener:
-            # LISTEN before reading: a commit that happens while a batch is being applied leaves
-            # its notification queued, so the wait below returns at once instead of sleeping.
-            listener.execute(f"LISTEN {CHANNEL}")
-            self.catch_up(stop=stop)
-            while not stop.is_set():
-                covered = self.step()
-                self.stats.last_error = None
-                if covered < self.batch_size:
-                    self._wait(listener, idle_timeout)
-
-    @staticmethod
-    def _wait(listener: psycopg.Connection, timeout: float) -> None:
-        for _ in listener.notifies(timeout=timeout, stop_after=1):
-            pass
-        for _ in listener.notifies(timeout=0.0):  # drain the rest: one step reads them all
-            pass
+        follow_log(self, self.conninfo, self.application_name, stop, idle_timeout, self.batch_size, self.pause,
+                   first=lambda: self.catch_up(stop=stop))
 
     # -- connections ----------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection:
@@ -222,6 +209,29 @@ def tune_gc() -> None:
     processes that do such work: `etsypro serve`, `project`, rebuild, workers and benchmarks;
     memory stays bounded by the batch size."""
     gc.set_threshold(100_000, 50, 1000)
+
+
+def follow_log(follower, conninfo: str, application_name: str, stop: threading.Event, idle_timeout: float,
+               page_size: int, pause: float = 0.0, first: Callable[[], object] = lambda: None) -> None:
+    """The loop of both log followers (the projector, the repricing policy): step while pages come
+    full; after a partial one, wait `pause` seconds and then for a commit's NOTIFY (or
+    `idle_timeout`). The pause lets commits gather: under a steady stream of single commands an
+    unpaced step covers one or two events and pays a whole transaction for them (in `serve` that
+    cost more CPU than the HTTP request that wrote them); the views trail the log by up to
+    `pause` more, and catching up (full pages) is not slowed."""
+    with psycopg.connect(conninfo, autocommit=True, application_name=f"{application_name}-listen") as listener:
+        # LISTEN before reading: a commit that happens while a page is being applied leaves its
+        # notification queued, so the wait below returns at once instead of sleeping.
+        listener.execute(f"LISTEN {CHANNEL}")
+        first()
+        while not stop.is_set():
+            if follower.step() < page_size:
+                if pause > 0 and stop.wait(pause):
+                    return
+                for _ in listener.notifies(timeout=idle_timeout, stop_after=1):
+                    pass
+                for _ in listener.notifies(timeout=0.0):  # drain the rest: one step reads them all
+                    pass
 
 
 def keep_following(name: str, follower, stop: threading.Event, follow) -> None:

@@ -64,7 +64,7 @@ from domain.rules import CompetitorPrice
 from projections.base import Positioned as LogEvent  # (log position, domain event)
 from projections.log import EventLog, Page
 from projections.observations import Positioned, Wanted, latest, newest_per_competitor, projected_up_to
-from projections.projector import CHANNEL, keep_following
+from projections.projector import follow_log, keep_following
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,9 @@ class RepricingPolicy:
     def __init__(self, engine, conninfo: str, *, page_size: int = DEFAULT_PAGE,
                  on_result: Callable[[Trigger, RepriceResult], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 projector_timeout: float | None = None):
+                 projector_timeout: float | None = None, pause: float = 0.0):
         self.engine = engine
+        self.pause = pause  # seconds to let commits gather after a partial page (follow_log)
         self.conninfo = conninfo
         self.page_size = page_size
         self.name = NAME  # one repricing policy per database: its position row and its index go together
@@ -393,15 +394,7 @@ class RepricingPolicy:
         keep_following("repricing", self, stop, lambda: self._follow(stop, idle_timeout))
 
     def _follow(self, stop: threading.Event, idle_timeout: float) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True, application_name=f"{APPLICATION_NAME}-listen") as listener:
-            listener.execute(f"LISTEN {CHANNEL}")  # before reading: commits meanwhile stay queued
-            while not stop.is_set():
-                covered = self.step()
-                if covered < self.page_size:
-                    for _ in listener.notifies(timeout=idle_timeout, stop_after=1):
-                        pass
-                    for _ in listener.notifies(timeout=0.0):  # drain: one step reads them all
-                        pass
+        follow_log(self, self.conninfo, APPLICATION_NAME, stop, idle_timeout, self.page_size, self.pause)
 
     # -- connection ---------------------------------------------------------------------
     def connection(self) -> psycopg.Connection:
