@@ -11,8 +11,9 @@ projections/base.py). Each event goes to its aggregate type's topic keyed by the
 producer keeps one request in flight per broker, so retries never reorder them.
 
 With `repricing_events` (`etsypro relay --repricing-topic`), the events the repricing policy
-reads go to one more topic (wire.repricing_topic), keyed by the shop they belong to, so each shop's are in log order within one partition (what the policy's
-faust worker, streams/repricing_worker.py, relies on). The relay does not decode events: the
+reads go to one more topic (wire.repricing_topic), keyed by the shop they belong to, so each
+shop's are in log order within one partition (what the policy's faust worker,
+streams/repricing_worker.py, relies on). The relay does not decode events: the
 shop of each comes from the audit index (event_index, written in the event's transaction), one
 query per page that has such events.
 
@@ -75,8 +76,7 @@ class Relay:
         self.repricing_events = repricing_events
         self.repricing_topic = wire.repricing_topic(prefix)
         self.stats = RelayStats()
-        self._topics: dict[str, str] = {}  # event topic -> Kafka topic, for topics known to exist
-        self._repricing_topic_exists = False
+        self._created: set[str] = set()  # Kafka topics known to exist
 
     # -- running ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, idle_timeout: float = 1.0) -> None:
@@ -128,14 +128,12 @@ class Relay:
     # -- one page -----------------------------------------------------------------------
     async def _publish(self, conn: psycopg.AsyncConnection, producer, page: Sequence[Notification]) -> None:
         """Send the page and wait until the broker acknowledged every event of it."""
-        by_shop = await self._repricing_records(conn, page)
-        await self._ensure_topics({n.topic for n in page}, repricing=bool(by_shop))
-        topics, pending = self._topics, []
-        for n in page:
-            pending.append(await producer.send(topics[n.topic], n.state, key=wire.key(n), headers=wire.headers(n)))
-        for n, shop in by_shop:
-            pending.append(await producer.send(self.repricing_topic, n.state, key=shop,
-                                               headers=wire.headers_keyed_by_other(n)))
+        records = [(wire.kafka_topic(n.topic, self.prefix), n.state, wire.key(n), wire.headers(n)) for n in page]
+        records += [(self.repricing_topic, n.state, shop, wire.headers_keyed_by_other(n))
+                    for n, shop in await self._repricing_records(conn, page)]
+        await self._ensure_topics({topic for topic, *_ in records})
+        pending = [await producer.send(topic, value, key=key, headers=headers)
+                   for topic, value, key, headers in records]
         await asyncio.gather(*pending)
 
     async def _repricing_records(self, conn: psycopg.AsyncConnection,
@@ -145,24 +143,18 @@ class Relay:
         wanted = [n for n in page if n.topic in self.repricing_events]
         if not wanted:
             return []
-        # A join on unnest, not `notification_id = ANY(%s)`: prepared (from the 5th page on), that
-        # may get a generic plan testing every row against the whole array; on a table without
-        # statistics yet, pages took seconds each and grew with the log (see PricingRecorder.reserved).
+        # Joined on unnest, as PricingRecorder.reserved looks up many keys (see why there).
         cur = await conn.execute("SELECT i.notification_id, i.shop_id FROM unnest(%s::int8[]) AS wanted(id)"
                                  " JOIN event_index i ON i.notification_id = wanted.id WHERE i.shop_id IS NOT NULL",
                                  [[n.id for n in wanted]])
         shops = dict(await cur.fetchall())
         return [(n, str(shops[n.id]).encode() if n.id in shops else wire.key(n)) for n in wanted]
 
-    async def _ensure_topics(self, event_topics: set[str], repricing: bool) -> None:
-        new = {t: wire.kafka_topic(t, self.prefix) for t in event_topics if t not in self._topics}
-        names = set(new.values())
-        if repricing and not self._repricing_topic_exists:
-            names.add(self.repricing_topic)
-        if names:
-            await wire.ensure_topics(self.bootstrap_servers, names, self.partitions)
-            self._topics.update(new)
-            self._repricing_topic_exists |= repricing
+    async def _ensure_topics(self, names: set[str]) -> None:
+        new = names - self._created
+        if new:
+            await wire.ensure_topics(self.bootstrap_servers, new, self.partitions)
+            self._created |= new
 
     async def _record(self, conn: psycopg.AsyncConnection, page: Sequence[Notification]) -> None:
         last = page[-1].id

@@ -17,6 +17,7 @@ the key no longer is it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ VERSION = "originator-version"    # the aggregate's version, decimal
 ORIGINATOR = "originator-id"      # the aggregate's id, on records keyed by something else (the shop)
 
 
+@functools.cache  # called for every event the relay publishes
 def kafka_topic(event_topic: str, prefix: str = DEFAULT_PREFIX) -> str:
     """'domain.listing:Listing.PriceChanged' -> 'pricing.listing' (one topic per aggregate type)."""
     module, _, qualname = event_topic.partition(":")
