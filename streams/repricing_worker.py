@@ -40,7 +40,6 @@ Workers of one app id share the topic's partitions (so its shops) as one consume
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections import defaultdict
 from typing import Sequence
@@ -54,9 +53,8 @@ from commands.errors import Conflict
 from commands.repricing import RepriceResult
 from streams import wire
 from streams.repricing import EVENT_TOPICS, LogEvent, RepricingPolicy
+from streams.sink import retry_batch
 from streams.workers import WorkerConfig, new_app, record_of, run_app
-
-log = logging.getLogger(__name__)
 
 DEFAULT_APP_ID = "etsypro-repricing"
 RETRIED = (Conflict, psycopg.OperationalError, StoreUnavailable)  # what retrying the batch can fix
@@ -93,18 +91,12 @@ class KafkaRepricing:
         """act(), retried while the database is unreachable or a listing is too busy: the batch
         must not be skipped. Ends (InterruptedError) once `stop` is set."""
         self.policy.interrupt_on(stop)
-        backoff = 0.05
-        while True:
-            try:
-                return self.act(records)
-            except RETRIED as e:
-                self.policy.stats.last_error = f"{type(e).__name__}: {e}"
-                log.warning("repricing worker %s: %s; retrying the batch in %.2fs", self.name,
-                            self.policy.stats.last_error, backoff)
-                self.policy.close()
-                if stop.wait(backoff):
-                    raise InterruptedError("stopped while retrying a batch") from e
-                backoff = min(backoff * 2, max_backoff)
+
+        def shown(error: str) -> None:
+            self.policy.stats.last_error = error
+
+        return retry_batch(lambda: self.act(records), RETRIED, f"repricing worker {self.name}", self.policy.close,
+                           stop, max_backoff, on_error=shown)
 
     def _decoded(self, records: Sequence[wire.Record]) -> list[LogEvent]:
         """(position, domain event) of the policy's records, in log order, once each (the relay

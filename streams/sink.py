@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import psycopg
 
@@ -103,15 +102,9 @@ class Sink:
     def apply_retrying(self, records: Sequence[Record], max_backoff: float = 5.0) -> Applied:
         """apply(), retried while the database is unreachable or a concurrent writer deadlocks
         with us (another sink, the in-process projector): the batch must not be skipped."""
-        backoff = 0.05
-        while True:
-            try:
-                return self.apply(records)
-            except psycopg.OperationalError as e:  # connection lost, deadlock, serialization failure
-                log.warning("sink %s: %s: %s; retrying in %.2fs", self.name, type(e).__name__, e, backoff)
-                self.close()
-                time.sleep(backoff)
-                backoff = min(backoff * 2, max_backoff)
+        # OperationalError: connection lost, deadlock, serialization failure.
+        return retry_batch(lambda: self.apply(records), (psycopg.OperationalError,), f"sink {self.name}", self.close,
+                           max_backoff=max_backoff)
 
     # -- steps --------------------------------------------------------------------------
     def _events(self, records: list[Record]) -> list[tuple[int, object]]:
@@ -160,6 +153,30 @@ class Sink:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+T = TypeVar("T")
+
+
+def retry_batch(attempt: Callable[[], T], retried: tuple[type[BaseException], ...], what: str,
+                reset: Callable[[], None], stop: threading.Event | None = None, max_backoff: float = 5.0,
+                on_error: Callable[[str], None] = lambda error: None) -> T:
+    """attempt(), again after each `retried` error, backing off from 0.05 s to `max_backoff`: a
+    Kafka worker must not skip a batch. `reset` drops what the error may have broken (the
+    connection); once `stop` is set, the wait ends in InterruptedError."""
+    stop = stop or threading.Event()
+    backoff = 0.05
+    while True:
+        try:
+            return attempt()
+        except retried as e:
+            error = f"{type(e).__name__}: {e}"
+            on_error(error)
+            log.warning("%s: %s; retrying the batch in %.2fs", what, error, backoff)
+            reset()
+            if stop.wait(backoff):
+                raise InterruptedError("stopped while retrying a batch") from e
+            backoff = min(backoff * 2, max_backoff)
 
 
 def _contiguous_from(records: list[Record], expected: int) -> list[Record]:

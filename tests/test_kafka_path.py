@@ -21,6 +21,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections import defaultdict
@@ -441,3 +442,31 @@ def test_worker_seeks_back_when_the_group_offsets_ran_ahead_of_the_views(new_dat
         assert_views_equal(url, in_process_reference(url, engine))
     finally:
         engine.close()
+
+
+def test_a_failing_batch_is_retried_with_back_off_never_skipped():
+    """retry_batch (both Kafka workers): retried errors reset and try again; others propagate;
+    a stop ends the waiting."""
+    from streams.sink import retry_batch
+
+    attempts, resets, shown = [], [], []
+
+    def flaky():
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise psycopg.OperationalError("connection lost")
+        return "applied"
+
+    assert retry_batch(flaky, (psycopg.OperationalError,), "test", lambda: resets.append(1),
+                       on_error=shown.append) == "applied"
+    assert len(attempts) == 3 and len(resets) == 2 and shown == ["OperationalError: connection lost"] * 2
+    assert attempts[2] - attempts[1] >= attempts[1] - attempts[0] >= 0.05  # backing off
+
+    with pytest.raises(ValueError):
+        retry_batch(lambda: int("x"), (psycopg.OperationalError,), "test", lambda: None)
+
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(InterruptedError):
+        retry_batch(lambda: (_ for _ in ()).throw(psycopg.OperationalError("down")), (psycopg.OperationalError,),
+                    "test", lambda: None, stop)
