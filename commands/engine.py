@@ -169,14 +169,20 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         return tenant, currency
 
     def listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, version: int | None = None) -> Listing:
+        return self.in_shop(ctx, shop_id, listing_id, Listing, "listing", version)
+
+    def in_shop(self, ctx: CommandContext, shop_id: UUID, aggregate_id: UUID, kind: type, what: str,
+                version: int | None = None):
+        """The shop's aggregate of this kind, as of `version`; NotFound for any other kind, shop or
+        tenant alike, so that others' ids tell nothing."""
         self.shop_facts(ctx, shop_id)
         try:
-            listing = self.repository.get(listing_id, version=version)
+            aggregate = self.repository.get(aggregate_id, version=version)
         except AggregateNotFoundError:
-            raise NotFound("listing not found") from None
-        if not isinstance(listing, Listing) or listing.shop_id != shop_id:
-            raise NotFound("listing not found")
-        return listing
+            raise NotFound(f"{what} not found") from None
+        if not isinstance(aggregate, kind) or aggregate.shop_id != shop_id:
+            raise NotFound(f"{what} not found")
+        return aggregate
 
     def shops_of(self, tenant_id: str) -> list[UUID]:
         with self.recorder.datastore.get_connection() as conn:

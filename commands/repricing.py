@@ -133,13 +133,7 @@ class Repricing:
         return self.execute(ctx, "retire_rule", {"rule": str(rule_id), **cmd.model_dump(mode="json")}, decide)
 
     def pricing_rule(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, version: int | None = None) -> PricingRule:
-        self.shop_facts(ctx, shop_id)
-        try:
-            rule = self.repository.get(rule_id, version=version)
-        except AggregateNotFoundError:
-            raise NotFound("rule not found") from None
-        if not isinstance(rule, PricingRule) or rule.shop_id != shop_id:
-            raise NotFound("rule not found")
+        rule = self.in_shop(ctx, shop_id, rule_id, PricingRule, "rule", version)
         if version is not None and rule.version != version:
             raise NotFound(f"the rule has no version {version} (latest is {rule.version})", field="version")
         return rule
