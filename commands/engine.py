@@ -11,6 +11,7 @@ import json
 import random
 import time
 from dataclasses import replace
+from functools import lru_cache
 from typing import Callable
 from uuid import UUID, uuid4
 
@@ -68,10 +69,23 @@ def _prefixed(error: DomainError, prefix: str) -> DomainError:
     return type(error)(f"{prefix}.{error.field}" if prefix else error.field, error.detail)
 
 
+@lru_cache(maxsize=4096)  # Money is immutable; a 10,000-line batch holds a few hundred distinct prices
 def _money(amount, currency: str, field: str, positive: bool = False) -> Money | None:
     if amount is None:
         return None
     return Money.price(amount, currency, field) if positive else Money.of(amount, currency, field)
+
+
+def _amounts(items, field: str, prefix: str, positive: bool = False) -> list[Money]:
+    """Each item's `field` as Money in the item's currency; an error names the item, as in
+    `observations[3].price`. The field name stays constant so that `_money`'s cache hits."""
+    amounts: list[Money] = []
+    try:
+        for item in items:
+            amounts.append(_money(getattr(item, field), item.currency, field, positive))
+    except DomainError as e:
+        raise _prefixed(e, f"{prefix}[{len(amounts)}]") from None
+    return amounts
 
 
 class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Application):
@@ -104,9 +118,16 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         return super()._record(processing_event)
 
     # -- running a command ----------------------------------------------------------------
-    def execute(self, ctx: CommandContext, name: str, command: dict, decide: Callable[[], Decision]) -> Result:
-        """Decide and save atomically, honouring the Idempotency-Key and retrying lost races."""
-        request_hash = _request_hash(name, command) if ctx.idempotency_key else ""
+    def execute(self, ctx: CommandContext, name: str, command: dict | Callable[[], dict],
+                decide: Callable[[], Decision]) -> Result:
+        """Decide and save atomically, honouring the Idempotency-Key and retrying lost races.
+
+        `command` is the request as the idempotency fingerprint sees it; a batch passes a function
+        making it, so that 10,000 lines are dumped only when a key asks for the fingerprint."""
+        if ctx.idempotency_key:
+            request_hash = _request_hash(name, command() if callable(command) else command)
+        else:
+            request_hash = ""
         if ctx.idempotency_key and (prior := self.recorder.find_command(ctx.idempotency_scope, ctx.idempotency_key)):
             return self._replay(prior, request_hash)
         for attempt in range(CONFLICT_RETRIES):
@@ -319,15 +340,13 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
 
         def decide() -> Decision:
             self._refuse_unknown_listings(shop_id, [o.listing_id for o in cmd.observations], "observations[{}].listing_id")
-            observations = [
-                Observation(o.listing_id, o.competitor, _money(o.price, o.currency, f"observations[{i}].price", True),
-                            o.observed_at, o.source)
-                for i, o in enumerate(cmd.observations)
-            ]
+            prices = _amounts(cmd.observations, "price", "observations", positive=True)
+            observations = [Observation(o.listing_id, o.competitor, price, o.observed_at, o.source)
+                            for o, price in zip(cmd.observations, prices)]
             batch = ObservationBatch.record(shop_id, currency, observations, ctx.meta(shop_id, cmd.source, cmd.reason))
             return Decision([batch], {"batch_id": str(batch.id), "recorded": len(observations)}, status=201)
 
-        return self.execute(ctx, "record_observations", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+        return self.execute(ctx, "record_observations", lambda: {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
     def record_sales(self, ctx: CommandContext, shop_id: UUID, cmd: models.RecordSales) -> Result:
         _, currency = self.shop_facts(ctx, shop_id)
@@ -340,20 +359,19 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                     raise DomainError(f"sales[{i}].transaction_id", f"also appears at sales[{seen[s.transaction_id]}]")
                 seen[s.transaction_id] = i
             self._refuse_taken(shop_id, "sale_transaction", [s.transaction_id for s in cmd.sales], "sales[{}].transaction_id")
-            lines = [
-                SaleLine(s.listing_id, s.quantity, _money(s.unit_price, s.currency, f"sales[{i}].unit_price"),
-                         s.order_id, s.transaction_id, s.sold_at)
-                for i, s in enumerate(cmd.sales)
-            ]
+            unit_prices = _amounts(cmd.sales, "unit_price", "sales")
+            lines = [SaleLine(s.listing_id, s.quantity, unit_price, s.order_id, s.transaction_id, s.sold_at)
+                     for s, unit_price in zip(cmd.sales, unit_prices)]
             batch = SalesBatch.record(shop_id, currency, lines, ctx.meta(shop_id, cmd.source, cmd.reason))
             reservations = [Reservation(shop_id, "sale_transaction", s.transaction_id, batch.id) for s in cmd.sales]
             return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, status=201,
                             reservations=reservations)
 
-        return self.execute(ctx, "record_sales", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+        return self.execute(ctx, "record_sales", lambda: {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
     def _refuse_unknown_listings(self, shop_id: UUID, listing_ids: list[UUID], field: str) -> None:
-        known = self.recorder.reserved(shop_id, "listing", list({str(x) for x in listing_ids}))
+        distinct = set(listing_ids)  # a batch names few listings many times: format each once
+        known = {UUID(x) for x in self.recorder.reserved(shop_id, "listing", [str(x) for x in distinct])}
         for i, listing_id in enumerate(listing_ids):
-            if str(listing_id) not in known:
+            if listing_id not in known:
                 raise DomainError(field.format(i), "no such listing in this shop")

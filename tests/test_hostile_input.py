@@ -335,6 +335,20 @@ def test_a_zero_price_is_refused(world, route, path, value):
     refused(world, lambda: world.send(route, body), field=dotted_to_field(path), status=422)
 
 
+@pytest.mark.parametrize("route, item, bad", [
+    (BY_NAME["record_observations"], observation, {"price": "19.999"}),
+    (BY_NAME["record_observations"], observation, {"price": "0"}),
+    (BY_NAME["record_sales"], sale, {"unit_price": "20.001"}),
+    (BY_NAME["record_sales"], sale, {"currency": "USD"}),
+], ids=["observation decimals", "observation zero", "sale decimals", "sale currency"])
+def test_a_bad_line_deep_in_a_batch_is_named_by_its_index(world, route, item, bad):
+    """Lines before it carry the same amounts, valid: checking each distinct amount once must
+    still check every line."""
+    lines = [item(world.listing) for _ in range(5)] + [{**item(world.listing), **bad}]
+    (field_name,) = bad
+    refused(world, lambda: world.send(route, {route.batch: lines}), field=f"{route.batch}[5].{field_name}")
+
+
 @pytest.mark.parametrize("route", [r for r in ROUTES if "currency" in json.dumps(r.body(UNKNOWN))],
                          ids=lambda r: r.name)
 @pytest.mark.parametrize("currency", ["XYZ", "gbp", "GB", "", 826, None, "USD"])
