@@ -159,8 +159,8 @@ class PrincipalCache:
                 self._entries = {}
             self._entries[credential] = (found, time.monotonic() + self.ttl)
 
-    def forget_changed(self, recordings) -> None:
-        if any(isinstance(r.domain_event, Account.Event) for r in recordings):
+    def forget_changed(self, events) -> None:
+        if any(isinstance(e, Account.Event) for e in events):
             with self._lock:
                 self.generation += 1
                 self._entries = {}

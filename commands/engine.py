@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import replace
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Sequence
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -26,7 +26,8 @@ from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotF
 from commands.identity import IdentityHandlers
 from commands.repricing import Repricing
 from commands.rollback import TimeTravel
-from commands.persistence import TRANSCODINGS, IdempotencyRecord, IndexRow, PricingMapper, Reservation
+from commands.persistence import (TRANSCODINGS, IdempotencyRecord, IndexRow, PricingEventStore, PricingMapper, Recordings,
+                                  Reservation)
 from domain.errors import DomainError
 from domain.account import Account
 from domain.facts import Observation, ObservationBatch, SaleLine, SalesBatch
@@ -88,6 +89,13 @@ def _amounts(items, field: str, prefix: str, positive: bool = False) -> list[Mon
     return amounts
 
 
+def sale_lines(sales: list[models.SaleIn]) -> list[SaleLine]:
+    """The domain's sale lines for a command's; a refused amount names its line (`sales[12].unit_price`)."""
+    unit_prices = _amounts(sales, "unit_price", "sales")
+    return [SaleLine(s.listing_id, s.quantity, unit_price, s.order_id, s.transaction_id, s.sold_at)
+            for s, unit_price in zip(sales, unit_prices)]
+
+
 class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Application):
     name = "pricing"
     snapshotting_intervals = {Listing: SNAPSHOT_EVERY, Shop: SNAPSHOT_EVERY, Account: SNAPSHOT_EVERY}
@@ -95,11 +103,14 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
     def __init__(self, conninfo: str, pool_size: int = 10):
         super().__init__(env=library_env(conninfo, pool_size))
         self._shops: dict[UUID, tuple[str, str]] = {}  # id -> (tenant, currency): never change
-        self.on_commit: list[Callable[[list], None]] = []  # told each save's recordings once committed
+        self.on_commit: list[Callable[[Sequence], None]] = []  # told each save's domain events once committed
 
-    def _notify(self, recordings) -> None:
+    def _notify(self, recordings: Recordings) -> None:
         for listener in self.on_commit:
-            listener(recordings)
+            listener(recordings.domain_events)
+
+    def construct_event_store(self) -> PricingEventStore:
+        return PricingEventStore(mapper=self.mapper, recorder=self.recorder)
 
     def construct_mapper(self) -> PricingMapper:
         return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PricingMapper)
@@ -359,9 +370,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                     raise DomainError(f"sales[{i}].transaction_id", f"also appears at sales[{seen[s.transaction_id]}]")
                 seen[s.transaction_id] = i
             self._refuse_taken(shop_id, "sale_transaction", [s.transaction_id for s in cmd.sales], "sales[{}].transaction_id")
-            unit_prices = _amounts(cmd.sales, "unit_price", "sales")
-            lines = [SaleLine(s.listing_id, s.quantity, unit_price, s.order_id, s.transaction_id, s.sold_at)
-                     for s, unit_price in zip(cmd.sales, unit_prices)]
+            lines = sale_lines(cmd.sales)
             batch = SalesBatch.record(shop_id, currency, lines, ctx.meta(shop_id, cmd.source, cmd.reason))
             reservations = [Reservation(shop_id, "sale_transaction", s.transaction_id, batch.id) for s in cmd.sales]
             return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, status=201,

@@ -57,9 +57,10 @@ from pydantic import ValidationError
 
 from commands import models
 from commands.context import CommandContext
+from commands.engine import sale_lines
 from commands.errors import CommandRefused
 from domain.errors import DomainError
-from domain.facts import SaleLine, SalesBatch
+from domain.facts import SalesBatch
 from domain.listing import Guardrails, Listing
 from domain.meta import Actor, ActorKind
 from domain.money import Money
@@ -337,9 +338,7 @@ class OnlineRetailImport:
         sales, sources = list(sales), list(sources)
         while sales:
             try:
-                lines = [SaleLine(s.listing_id, s.quantity, Money.of(s.unit_price, s.currency, f"sales[{i}].unit_price"),
-                                  s.order_id, s.transaction_id, s.sold_at) for i, s in enumerate(sales)]
-                SalesBatch.record(self.summary.shop_id, CURRENCY, lines, meta)
+                SalesBatch.record(self.summary.shop_id, CURRENCY, sale_lines(sales), meta)
                 return sales
             except DomainError as e:
                 index, reason = _refused_item(e.field, e.detail, "sales")

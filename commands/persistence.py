@@ -5,15 +5,16 @@ in the same transaction as the events."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from json.encoder import encode_basestring
 from decimal import Decimal
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 from uuid import UUID
 
-from eventsourcing.persistence import (DatetimeAsISO, IntegrityError, InterfaceError, Mapper, OperationalError,
-                                       StoredEvent, Transcoding, UUIDAsHex)
+from eventsourcing.persistence import (DatetimeAsISO, EventStore, IntegrityError, InterfaceError, Mapper, Notification,
+                                       OperationalError, Recording, StoredEvent, Transcoding, UUIDAsHex)
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic, retry
 from psycopg.types.json import Jsonb
@@ -230,6 +231,34 @@ class PricingRecorder(PostgresApplicationRecorder):
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)
+
+
+class Recordings(Sequence):
+    """What a save recorded, as the library's Recording objects, made only when read. The library
+    builds a Recording and a Notification for every event up front: ~3 us each of a batch's
+    10,000 events, for listeners that mostly look at the domain events alone."""
+
+    def __init__(self, domain_events: Sequence, stored_events: Sequence[StoredEvent], ids: Sequence[int]):
+        self.domain_events, self._stored, self._ids = domain_events, stored_events, ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        s = self._stored[i]
+        return Recording(self.domain_events[i], Notification(
+            originator_id=s.originator_id, originator_version=s.originator_version, topic=s.topic, state=s.state,
+            id=self._ids[i]))
+
+
+class PricingEventStore(EventStore):
+    def put(self, domain_events: Sequence, **kwargs: Any) -> Recordings:
+        stored_events = list(map(self.mapper.to_stored_event, domain_events))
+        ids = self.recorder.insert_events(stored_events, **kwargs) or []
+        assert not ids or len(ids) == len(stored_events), "one notification id per stored event"
+        return Recordings(domain_events if ids else [], stored_events, ids)
 
 
 # -- how our value objects are stored inside events -------------------------------------------
