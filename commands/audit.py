@@ -25,7 +25,7 @@ from psycopg.rows import tuple_row
 from commands.context import CommandContext
 from commands.errors import NotFound
 
-GENESIS = bytes(32)  # the hash the first event chains from (see migrations/0003_hash_chain.sql)
+GENESIS = bytes(32)  # the head before the first event (migrations/0003 and 0007)
 VERIFY_PAGE = 5000  # rows per round trip of the verifier's server-side cursors
 EXPORT_PAGE = 2000  # events per query of an export: memory stays flat whatever the range
 
@@ -72,6 +72,11 @@ def _plain(value: Any) -> Any:
 
 
 # -- the hash chain, byte for byte as the database computes it --------------------------------
+# Two formats, one chain. Up to migrations/0007 each event got a row of event_chain with
+# hash = sha256(previous hash || event_bytes). Since then each inserting statement gets one row
+# of event_chain_links: the digest sha256(event_bytes) of each of its events, concatenated in
+# position order, and hash = sha256(previous head || digests). The first link chains from the
+# last event_chain row, so a database keeps its old rows and carries on with links.
 def event_bytes(notification_id: int, originator_id: UUID, originator_version: int, topic: str,
                 state: bytes | None) -> bytes:
     """Python twin of event_bytes() in migrations/0003_hash_chain.sql: fixed-width fields first,
@@ -83,18 +88,33 @@ def event_bytes(notification_id: int, originator_id: UUID, originator_version: i
 
 def chain_hash(previous: bytes, notification_id: int, originator_id: UUID, originator_version: int,
                topic: str, state: bytes | None) -> bytes:
+    """One event's hash in event_chain (the per-event format of migrations/0003)."""
     return hashlib.sha256(previous + event_bytes(notification_id, originator_id, originator_version,
                                                  topic, state)).digest()
+
+
+def event_digest(notification_id: int, originator_id: UUID, originator_version: int, topic: str,
+                 state: bytes | None) -> bytes:
+    """One event's digest in a link of event_chain_links (migrations/0007)."""
+    return hashlib.sha256(event_bytes(notification_id, originator_id, originator_version, topic, state)).digest()
+
+
+def link_hash(previous: bytes, digests: bytes) -> bytes:
+    """A link's hash: the previous head followed by its events' digests, in position order."""
+    return hashlib.sha256(previous + digests).digest()
 
 
 @dataclass(frozen=True)
 class VerifyReport:
     ok: bool
-    checked: int                      # events whose hash was recomputed and matched
+    checked: int                      # events whose hash (or digest in a link) was recomputed and matched
     first_bad_position: int | None = None
     problem: str | None = None
-    head: str | None = None           # hex hash at last_position: publish it to anchor the tail
-    last_position: int | None = None  # the last position verified (or reached)
+    # The hash covering the log up to last_position, as the chain stores it: the last verified
+    # event's hash in event_chain, or the last verified link's hash. Publish it to anchor the
+    # tail. Both move past whole chain entries only: a link counts once all its events matched.
+    head: str | None = None
+    last_position: int | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -264,36 +284,64 @@ class AuditLog:
 
     # -- tamper evidence ------------------------------------------------------------------
     def verify_chain(self, from_position: int | None = None, progress: Progress | None = None) -> VerifyReport:
-        """Recompute the hash chain and compare it with event_chain, streaming both tables.
+        """Recompute the hash chain and compare it with what is stored, streaming the events, the
+        per-event rows of event_chain and the links of event_chain_links side by side.
 
-        Detects an altered event (hash mismatch), a removed event (chain row without event), an
-        event added behind the trigger's back (event without chain row) and reordered or swapped
-        content (positions are hashed, so a moved event no longer matches). Starting from the
-        middle trusts the stored hash just before `from_position`. Removing the newest events
-        together with their chain rows leaves a shorter valid chain: compare `head` with a head
-        published earlier to catch that.
+        Detects an altered event (hash or digest mismatch), a removed event (the chain expects an
+        event the log lacks), an event added behind the trigger's back (no chain entry covers it),
+        reordered or swapped content (positions are hashed, so a moved event no longer matches),
+        an altered or removed link (its hash does not follow from the previous head) and a link
+        whose digests were rewritten along with its hash (the next link's hash then does not
+        follow).
+
+        Starting from the middle trusts the stored hash just before the start. A link is hashed
+        whole, so when `from_position` falls inside one, verifying starts at that link's first
+        event. Removing the newest events together with their chain entries leaves a shorter
+        valid chain: compare `head` (the stored hash at the end of the verified range; for links,
+        the last link's hash) with a head published earlier to catch that.
         """
-        start = from_position or 1
         with self.recorder.datastore.get_connection() as conn, conn.transaction():
-            # One snapshot for both cursors: a writer committing between them is not tampering.
+            # One snapshot for all cursors: a writer committing between them is not tampering.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")  # long logs take a while
-            head, last = self._chain_start(conn, start)
-            with _server_cursor(conn, "verify_events") as events, _server_cursor(conn, "verify_chain") as chain:
+            start = _chain_start(conn, from_position or 1)
+            with (_server_cursor(conn, "verify_events") as events, _server_cursor(conn, "verify_chain") as rows,
+                  _server_cursor(conn, "verify_links") as links):
                 events.execute("SELECT notification_id, originator_id, originator_version, topic, state"
-                               " FROM pricing_events WHERE notification_id >= %s ORDER BY notification_id", [start])
-                chain.execute("SELECT notification_id, hash FROM event_chain"
-                              " WHERE notification_id >= %s ORDER BY notification_id", [start])
-                return _compare(iter(events), iter(chain), head, last, progress)
+                               " FROM pricing_events WHERE notification_id >= %s ORDER BY notification_id",
+                               [start.position])
+                rows.execute("SELECT notification_id, hash FROM event_chain WHERE notification_id >= %s"
+                             " AND notification_id < %s ORDER BY notification_id", [start.position, start.links_begin])
+                links.execute("SELECT first_id, last_id, digests, hash FROM event_chain_links"
+                              " WHERE first_id >= %s ORDER BY first_id", [start.position])
+                walk = _ChainWalk(iter(events), start.head, start.last, progress)
+                return walk.run(iter(rows), _links(links))
 
-    @staticmethod
-    def _chain_start(conn, start: int) -> tuple[bytes, int]:
-        with conn.cursor(row_factory=tuple_row) as curs:
-            previous = curs.execute("SELECT hash FROM event_chain WHERE notification_id < %s"
-                                    " ORDER BY notification_id DESC LIMIT 1", [start]).fetchone()
-            last = curs.execute("SELECT greatest((SELECT max(notification_id) FROM pricing_events),"
-                                " (SELECT max(notification_id) FROM event_chain))").fetchone()[0]
-        return (bytes(previous[0]) if previous else GENESIS), (last or 0)
+
+@dataclass(frozen=True)
+class _ChainStart:
+    position: int     # where verifying starts
+    head: bytes       # the stored hash just before it, trusted
+    links_begin: int  # the first link's first position: event_chain rows from there on are no part of the chain
+    last: int         # the log's last position, for progress
+
+
+def _chain_start(conn, requested: int) -> _ChainStart:
+    with conn.cursor(row_factory=tuple_row) as curs:
+        def one(sql: str, *params) -> tuple | None:
+            return curs.execute(sql, params).fetchone()
+
+        around = one("SELECT first_id, last_id FROM event_chain_links WHERE first_id <= %s"
+                     " ORDER BY first_id DESC LIMIT 1", requested)
+        start = around[0] if around and around[1] >= requested else requested  # a link is checked whole
+        before = (one("SELECT hash FROM event_chain_links WHERE first_id < %s ORDER BY first_id DESC LIMIT 1", start)
+                  or one("SELECT hash FROM event_chain WHERE notification_id < %s"
+                         " ORDER BY notification_id DESC LIMIT 1", start))
+        links_begin, last = one(
+            "SELECT (SELECT min(first_id) FROM event_chain_links), greatest("
+            " (SELECT max(notification_id) FROM pricing_events), (SELECT max(notification_id) FROM event_chain),"
+            " (SELECT last_id FROM event_chain_links ORDER BY first_id DESC LIMIT 1))")
+    return _ChainStart(start, bytes(before[0]) if before else GENESIS, links_begin or NO_END, last or 0)
 
 
 def _server_cursor(conn, name: str):
@@ -303,31 +351,135 @@ def _server_cursor(conn, name: str):
     return curs
 
 
-def _compare(events: Iterator[tuple], chain: Iterator[tuple], head: bytes, last: int,
-             progress: Progress | None) -> VerifyReport:
-    """Walk both ordered streams side by side; stop at the first position that does not hold."""
-    checked, position = 0, None
-    event, link = next(events, None), next(chain, None)
+DIGEST_SIZE = 32  # sha256
 
-    def bad(at: int, problem: str) -> VerifyReport:
-        return VerifyReport(False, checked, at, problem, head.hex(), position)
 
-    while event is not None or link is not None:
-        if link is None or (event is not None and event[0] < link[0]):
-            return bad(event[0], "event has no entry in the hash chain (inserted behind the chain's back)")
-        if event is None or link[0] < event[0]:
-            return bad(link[0], "the hash chain has an entry but the event is missing (removed)")
-        notification_id, originator_id, version, topic, state = event
-        if topic is None:
-            return bad(notification_id, "event has no topic (altered)")
-        expected = chain_hash(head, notification_id, originator_id, version, topic, state and bytes(state))
-        if expected != bytes(link[1]):
-            return bad(notification_id, "event does not match its hash (altered, or an earlier event "
-                                        "was removed with its chain entry)")
-        head, position, checked = expected, notification_id, checked + 1
-        if progress is not None and checked % VERIFY_PAGE == 0:
-            progress(checked, position, last)
-        event, link = next(events, None), next(chain, None)
-    if progress is not None:
-        progress(checked, position or 0, last)
-    return VerifyReport(True, checked, None, None, head.hex(), position)
+@dataclass(frozen=True)
+class _Link:
+    """One row of event_chain_links: the events one statement inserted."""
+    first_id: int
+    last_id: int
+    digests: bytes
+    hash: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.digests) // DIGEST_SIZE
+
+    @property
+    def well_formed(self) -> bool:
+        return bool(self.digests) and len(self.digests) % DIGEST_SIZE == 0 and self.first_id <= self.last_id
+
+    def digest(self, k: int) -> bytes:
+        return self.digests[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE]
+
+    def position_of(self, k: int) -> int | None:
+        """Where the k-th digest's event sits: known at both ends, and everywhere when the ids are
+        consecutive (a statement's are, unless something drew from the id sequence meanwhile)."""
+        if k == 0:
+            return self.first_id
+        if k == self.size - 1:
+            return self.last_id
+        if self.last_id - self.first_id + 1 == self.size:
+            return self.first_id + k
+        return None
+
+
+def _links(curs) -> Iterator[_Link]:
+    """The links, each fetch about VERIFY_PAGE digests: a link holds 32 bytes per event, for one
+    event (a price change) up to 10,000 (a batch), so a fixed number of links per fetch would not
+    keep memory flat."""
+    size = 1
+    while rows := curs.fetchmany(size):
+        page = [_Link(first, last, bytes(digests), bytes(hash_)) for first, last, digests, hash_ in rows]
+        yield from page
+        size = max(1, VERIFY_PAGE * len(page) // max(1, sum(link.size for link in page)))
+
+
+NO_ENTRY = "event has no entry in the hash chain (inserted behind the chain's back)"
+MISSING = "the hash chain has an entry but the event is missing (removed)"
+ALTERED_IN_LINK = "event does not match its digest in the link (altered)"
+UNPLACED_IN_LINK = ("event does not match the link's next digest (altered, slipped into a gap between the"
+                    " link's ids, or an event of the link before it removed)")
+
+
+class _ChainWalk:
+    """Walks the events in position order against the chain's entries (event_chain rows, then
+    links) and stops at the first position that does not hold. `head` and `position` move past
+    whole entries only, so a report's head is always a hash the chain stores."""
+
+    def __init__(self, events: Iterator[tuple], head: bytes, last: int, progress: Progress | None):
+        self._events, self._last, self._progress = events, last, progress
+        self.event = next(events, None)
+        self.head, self.position, self.checked = head, None, 0
+
+    def run(self, rows: Iterator[tuple], links: Iterator[_Link]) -> VerifyReport:
+        for position, stored in rows:
+            if (bad := self.chain_row(position, bytes(stored))) is not None:
+                return bad
+        for link in links:
+            if (bad := self.link(link)) is not None:
+                return bad
+        if self.event is not None:
+            return self._bad(self.event[0], NO_ENTRY)
+        if self._progress is not None:
+            self._progress(self.checked, self.position or 0, self._last)
+        return VerifyReport(True, self.checked, None, None, self.head.hex(), self.position)
+
+    def chain_row(self, position: int, stored: bytes) -> VerifyReport | None:
+        """Per-event format: the event at `position`, chained from head, hashes to `stored`."""
+        if self.event is not None and self.event[0] < position:
+            return self._bad(self.event[0], NO_ENTRY)
+        if self.event is None or self.event[0] > position:
+            return self._bad(position, MISSING)
+        if self.event[3] is None or chain_hash(self.head, *self._fields()) != stored:
+            return self._bad(position, "event does not match its hash (altered, or an earlier event "
+                                       "was removed with its chain entry)")
+        self._matched()
+        self.position, self.head = position, stored
+        return None
+
+    def link(self, link: _Link) -> VerifyReport | None:
+        """Link format: the link's hash follows from head, and its digests are its events'."""
+        if self.event is not None and self.event[0] < link.first_id:
+            return self._bad(self.event[0], NO_ENTRY)
+        if not link.well_formed or link_hash(self.head, link.digests) != link.hash:
+            return self._bad(link.first_id, "the link's hash does not follow from the previous head"
+                                            " (link altered, or an earlier link removed or rewritten)")
+        if (bad := self._match_digests(link)) is not None:
+            return bad
+        if self.event is not None and self.event[0] <= link.last_id:  # in a gap between the link's ids
+            return self._bad(self.event[0], NO_ENTRY)
+        self.position, self.head = link.last_id, link.hash
+        return None
+
+    def _match_digests(self, link: _Link) -> VerifyReport | None:
+        """The k-th digest is the k-th event's in the link's range. Where the k-th event must sit
+        is known (see _Link.position_of), a missing or extra event is named exactly; otherwise
+        the first event that does not match is."""
+        earliest = link.first_id  # the first position the next digest's event can hold
+        for k in range(link.size):
+            slot = link.position_of(k)
+            if self.event is None or self.event[0] > (link.last_id if slot is None else slot):
+                return self._bad(earliest if slot is None else slot, MISSING)
+            if slot is not None and self.event[0] < slot:  # in a gap between the link's ids
+                return self._bad(self.event[0], NO_ENTRY)
+            if self.event[3] is None or event_digest(*self._fields()) != link.digest(k):
+                return self._bad(self.event[0], ALTERED_IN_LINK if slot is not None else UNPLACED_IN_LINK)
+            earliest = self.event[0] + 1
+            self._matched()
+        return None
+
+    def _fields(self) -> tuple:
+        notification_id, originator_id, version, topic, state = self.event
+        return notification_id, originator_id, version, topic, state and bytes(state)
+
+    def _matched(self) -> None:
+        """The current event matched: count it, tell progress now and then, move to the next."""
+        self.checked += 1
+        if self._progress is not None and self.checked % VERIFY_PAGE == 0:
+            self._progress(self.checked, self.event[0], self._last)
+        self.event = next(self._events, None)
+
+    def _bad(self, at: int, problem: str) -> VerifyReport:
+        return VerifyReport(False, self.checked, at, problem, self.head.hex(), self.position)

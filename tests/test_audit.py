@@ -15,9 +15,11 @@ import httpx
 import psycopg
 import pytest
 
+import migrations
 from api.app import create_app
+from api.database import create_database, drop_database
 from api.server import running
-from commands.audit import GENESIS, VERIFY_PAGE, chain_hash, event_bytes
+from commands.audit import GENESIS, VERIFY_PAGE, chain_hash, event_bytes, event_digest, link_hash
 from commands.context import CommandContext
 from commands.engine import PricingEngine
 from commands import models
@@ -25,6 +27,7 @@ from conftest import ROOT, Accounts, listing_spec
 from domain.meta import Actor
 
 SEEN_AT = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+BATCH = 8  # observations the tamper tests' history records in one statement
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -306,15 +309,36 @@ def test_python_computes_the_chain_exactly_as_the_database_does(engine, database
     set_price(api, shop, listing, "27.00")
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, event_bytes(e),"
-            " c.hash, (SELECT hash FROM event_chain p WHERE p.notification_id < e.notification_id"
-            "          ORDER BY p.notification_id DESC LIMIT 1)"
-            " FROM pricing_events e JOIN event_chain c USING (notification_id)"
-            " ORDER BY e.notification_id DESC LIMIT 50").fetchall()
-    assert rows
-    for notification_id, originator_id, version, topic, state, in_sql, stored, previous in rows:
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, event_bytes(e)"
+            " FROM pricing_events e ORDER BY e.notification_id DESC LIMIT 50").fetchall()
+        newest_links = links_after(conn, rows[-1][0] - 1)
+    assert rows and newest_links
+    for notification_id, originator_id, version, topic, state, in_sql in rows:
         assert event_bytes(notification_id, originator_id, version, topic, state) == in_sql
-        assert chain_hash(previous or GENESIS, notification_id, originator_id, version, topic, state) == stored
+    assert_links_are_recomputable(database_url, newest_links)
+
+
+def links_after(conn, position: int) -> list[tuple]:
+    """(first_id, last_id, digests, hash) of the links that begin after `position`, in order."""
+    return conn.execute("SELECT first_id, last_id, digests, hash FROM event_chain_links WHERE first_id > %s"
+                        " ORDER BY first_id", [position]).fetchall()
+
+
+def assert_links_are_recomputable(url: str, links: list[tuple]) -> None:
+    """Each link holds the digests of exactly the events in its range, and its hash chains from the
+    stored head before it, computed in Python as the trigger does in SQL."""
+    with psycopg.connect(url) as conn:
+        for first, last, digests, stored in links:
+            events = conn.execute("SELECT notification_id, originator_id, originator_version, topic, state"
+                                  " FROM pricing_events WHERE notification_id BETWEEN %s AND %s"
+                                  " ORDER BY notification_id", [first, last]).fetchall()
+            previous = conn.execute(
+                "SELECT coalesce((SELECT hash FROM event_chain_links WHERE first_id < %(f)s ORDER BY first_id DESC"
+                " LIMIT 1), (SELECT hash FROM event_chain WHERE notification_id < %(f)s ORDER BY notification_id"
+                " DESC LIMIT 1))", {"f": first}).fetchone()[0]
+            assert (events[0][0], events[-1][0]) == (first, last)
+            assert digests == b"".join(event_digest(*event) for event in events)
+            assert link_hash(previous or GENESIS, digests) == stored
 
 
 def test_verify_passes_on_an_intact_log(engine, api, shop, listing):
@@ -334,9 +358,10 @@ def test_history_tables_refuse_update_delete_and_truncate(database_url, listing)
     for statement in ("UPDATE pricing_events SET state = state",
                       "DELETE FROM pricing_events WHERE originator_id = %s",
                       "TRUNCATE pricing_events CASCADE",
-                      "UPDATE event_chain SET hash = hash",
-                      "DELETE FROM event_chain",
-                      "TRUNCATE event_chain"):
+                      "UPDATE event_chain_links SET hash = hash",
+                      "DELETE FROM event_chain_links",
+                      "TRUNCATE event_chain_links",
+                      "TRUNCATE event_chain"):  # empty here: the migration-boundary test edits its rows
         with psycopg.connect(database_url) as conn:
             params = [listing] if "%s" in statement else None
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
@@ -352,6 +377,9 @@ def fresh(new_database):
     shop = engine.open_shop(ctx, models.OpenShop(name="Tamper Test", currency="GBP")).body["shop_id"]
     cmd = models.RegisterListings(listings=[listing_spec(i) for i in range(3)])
     listings = [x["listing_id"] for x in engine.register_listings(ctx, uuid.UUID(shop), cmd).body["listings"]]
+    observations = [models.ObservationIn(listing_id=listings[0], competitor=f"rival-{i}", price="19.00",
+                                         currency="GBP", observed_at=SEEN_AT) for i in range(BATCH)]
+    engine.record_observations(ctx, uuid.UUID(shop), models.RecordObservations(observations=observations))
     for i in range(12):
         engine.set_price(ctx, uuid.UUID(shop), uuid.UUID(listings[i % 3]),
                          models.SetPrice(price=f"{21 + i}.00", currency="GBP"))
@@ -360,13 +388,19 @@ def fresh(new_database):
     engine.close()
 
 
+HISTORY = ("pricing_events", "event_chain", "event_chain_links")
+
+
 def behind_the_triggers(url: str, *statements) -> None:
-    """What only a superuser can do: edit history with the append-only triggers switched off."""
+    """What only a superuser can do: edit history with the append-only (and chaining) triggers
+    switched off."""
     with psycopg.connect(url) as conn:
-        conn.execute("ALTER TABLE pricing_events DISABLE TRIGGER USER")
+        for table in HISTORY:
+            conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         for statement in statements:
             assert conn.execute(statement).rowcount >= 1, statement
-        conn.execute("ALTER TABLE pricing_events ENABLE TRIGGER USER")
+        for table in HISTORY:
+            conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
 
 
 def position_of_price(url: str, amount: str) -> int:
@@ -376,12 +410,23 @@ def position_of_price(url: str, amount: str) -> int:
                             [amount]).fetchone()[0]
 
 
+def batch_positions(url: str) -> list[int]:
+    """The positions of the observation batch's events: one statement, so one link."""
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT notification_id FROM pricing_events"
+                                           " WHERE topic LIKE 'domain.facts:ObservationBatch.%%' ORDER BY 1")]
+
+
+def assert_named(engine: PricingEngine, position: int, problem: str, from_position: int | None = None) -> None:
+    report = engine.verify_chain(from_position)
+    assert (report.ok, report.first_bad_position) == (False, position), report
+    assert problem in report.problem, report
+    assert report.last_position is None or report.last_position < position
+
+
 def assert_detected(url: str, engine: PricingEngine, position: int, problem: str) -> None:
     """The function, the CLI and the endpoint all name the first bad position."""
-    report = engine.verify_chain()
-    assert (report.ok, report.first_bad_position) == (False, position), report
-    assert problem in report.problem
-    assert report.last_position is None or report.last_position < position
+    assert_named(engine, position, problem)
 
     cli = subprocess.run([sys.executable, "-m", "api.cli", "audit", "verify"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ, "ETSYPRO_DATABASE_URL": url})
@@ -431,6 +476,166 @@ def test_an_event_slipped_in_without_the_chain_is_named(fresh):
     with psycopg.connect(url) as conn:
         inserted = conn.execute("SELECT max(notification_id) FROM pricing_events").fetchone()[0]
     assert_detected(url, engine, inserted, "no entry in the hash chain")
+
+
+# -- links: one per inserting statement (migrations/0007) ---------------------------------------
+def next_link(url: str, position: int) -> int:
+    """The first position of the first link that begins after `position`."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT min(first_id) FROM event_chain_links WHERE first_id > %s", [position]).fetchone()[0]
+
+
+def test_an_event_removed_from_inside_a_link_is_named(fresh):
+    url, engine = fresh
+    batch = batch_positions(url)
+    assert len(batch) == BATCH + 1  # the batch's Received, then its observations
+    behind_the_triggers(url, f"DELETE FROM pricing_events WHERE notification_id = {batch[4]}")
+    assert_named(engine, batch[4], "missing")
+
+
+def test_an_event_altered_inside_a_link_is_named_even_when_verifying_from_later_in_that_link(fresh):
+    """A link is hashed whole, so a start inside one starts at its first event."""
+    url, engine = fresh
+    batch = batch_positions(url)
+    from_inside = engine.verify_chain(from_position=batch[5])
+    assert from_inside.ok and from_inside.checked == engine.verify_chain(from_position=batch[0]).checked
+    behind_the_triggers(url, f"UPDATE pricing_events SET state = state || ' '::bytea"
+                             f" WHERE notification_id = {batch[2]}")
+    assert_named(engine, batch[2], "altered", from_position=batch[5])
+    assert engine.verify_chain(from_position=batch[-1] + 1).ok  # the next link on holds
+
+
+@pytest.mark.parametrize("edit", ["hash = sha256(hash)", "digests = substring(digests from 33)"])
+def test_an_altered_link_is_named_at_its_first_position(fresh, edit):
+    url, engine = fresh
+    first = batch_positions(url)[0]
+    behind_the_triggers(url, f"UPDATE event_chain_links SET {edit} WHERE first_id = {first}")
+    assert_named(engine, first, "does not follow from the previous head")
+
+
+def test_a_removed_link_leaves_its_events_unchained(fresh):
+    url, engine = fresh
+    position = position_of_price(url, "25.00")
+    behind_the_triggers(url, f"DELETE FROM event_chain_links WHERE first_id = {position}")
+    assert_named(engine, position, "no entry in the hash chain")
+
+
+def test_a_link_removed_with_its_events_is_named_at_the_next_link(fresh):
+    url, engine = fresh
+    batch = batch_positions(url)
+    behind_the_triggers(url, f"DELETE FROM event_chain_links WHERE first_id = {batch[0]}",
+                        f"DELETE FROM pricing_events WHERE notification_id BETWEEN {batch[0]} AND {batch[-1]}")
+    assert_named(engine, next_link(url, batch[-1]), "does not follow from the previous head")
+
+
+def test_a_link_rewritten_to_match_an_altered_event_is_named_at_the_next_link(fresh):
+    """Digests and hash recomputed for the edit: that link holds, the next one no longer follows."""
+    url, engine = fresh
+    position = position_of_price(url, "25.00")
+    behind_the_triggers(
+        url, f"UPDATE pricing_events SET state = state || ' '::bytea WHERE notification_id = {position}",
+        "UPDATE event_chain_links l SET digests = x.digest, hash = sha256(x.previous || x.digest) FROM ("
+        " SELECT sha256(event_bytes(e)) AS digest, (SELECT hash FROM event_chain_links p"
+        f" WHERE p.first_id < {position} ORDER BY p.first_id DESC LIMIT 1) AS previous"
+        f" FROM pricing_events e WHERE e.notification_id = {position}) x WHERE l.first_id = {position}")
+    assert_named(engine, next_link(url, position), "does not follow from the previous head")
+
+
+def test_a_link_whose_ids_have_gaps_verifies_and_names_an_event_slipped_into_a_gap(new_database):
+    """A statement's ids have gaps only if something drew from the id sequence meanwhile."""
+    url = new_database()
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO pricing_events (originator_id, originator_version, topic, state, notification_id)"
+                     " SELECT gen_random_uuid(), 1, 'test:Gaps', '', id FROM unnest('{1000,1002,1005}'::bigint[]) id")
+        links = links_after(conn, 0)
+    assert [(first, last, len(digests)) for first, last, digests, _ in links] == [(1000, 1005, 3 * 32)]
+    engine = PricingEngine(url, pool_size=1)
+    try:
+        assert engine.verify_chain().ok
+        behind_the_triggers(url, "INSERT INTO pricing_events (originator_id, originator_version, topic, state,"
+                                 " notification_id) VALUES (gen_random_uuid(), 1, 'test:Gaps', '', 1003)")
+        assert_named(engine, 1003, "no entry in the hash chain")
+    finally:
+        engine.close()
+
+
+def test_a_large_batch_is_one_link_and_verifies(engine, database_url, api, shop, listing):
+    with psycopg.connect(database_url) as conn:
+        before = conn.execute("SELECT max(notification_id) FROM pricing_events").fetchone()[0]
+    observe(api, shop, listing, 3000)  # more than SMALL_SAVE: one COPY
+    with psycopg.connect(database_url) as conn:
+        batch = [r[0] for r in conn.execute("SELECT notification_id FROM pricing_events WHERE notification_id > %s"
+                                            " AND topic LIKE 'domain.facts:ObservationBatch.%%' ORDER BY 1", [before])]
+        links = [link for link in links_after(conn, before) if link[0] <= batch[-1]]
+    assert len(batch) == 3001 and len(links) == 1
+    assert (links[0][0], links[0][1], len(links[0][2])) == (batch[0], batch[-1], 32 * len(batch))
+    assert_links_are_recomputable(database_url, links)
+    assert engine.verify_chain(from_position=batch[0]).ok
+
+
+# -- across the migration from per-event rows to links ------------------------------------------
+def insert_events(url: str, n: int) -> list[int]:
+    """n events in one INSERT statement, straight from SQL; their positions."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("INSERT INTO pricing_events (originator_id, originator_version, topic, state)"
+                            " SELECT gen_random_uuid(), 1, 'test:Raw', convert_to('event ' || i, 'UTF8')"
+                            " FROM generate_series(1, %s) i RETURNING notification_id", [n]).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+@pytest.fixture
+def across_the_migration(pg_admin_url):
+    """A database that recorded events before 0007 (a row of event_chain each), was then migrated
+    and recorded more (a link per statement): (url, positions before, positions after)."""
+    name = f"etsypro_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(pg_admin_url, name)
+    try:
+        migrations.apply(url, log=lambda *_: None, up_to=6)
+        before = insert_events(url, 3) + insert_events(url, 2)
+        migrations.apply(url, log=lambda *_: None)
+        after = insert_events(url, 3) + insert_events(url, 1)
+        yield url, before, after
+    finally:
+        drop_database(pg_admin_url, name)
+
+
+def test_verify_walks_per_event_rows_then_links_across_the_migration(across_the_migration):
+    url, before, after = across_the_migration
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,"
+                            " c.hash FROM pricing_events e JOIN event_chain c USING (notification_id)"
+                            " ORDER BY 1").fetchall()
+        links = links_after(conn, 0)
+    head = GENESIS
+    for *event, stored in rows:  # the per-event rows, as 0003's trigger wrote them
+        head = chain_hash(head, *event)
+        assert head == stored
+    assert [row[0] for row in rows] == before  # none written after the migration
+    assert [(first, last) for first, last, _, _ in links] == [(after[0], after[2]), (after[3], after[3])]
+    assert_links_are_recomputable(url, links)  # the first link chains from the last per-event row
+
+    engine = PricingEngine(url, pool_size=1)
+    try:
+        report = engine.verify_chain()
+        assert (report.ok, report.checked, report.last_position, report.head) == (
+            True, len(before + after), after[-1], links[-1][3].hex())
+        assert engine.verify_chain(from_position=before[2]).checked == len(before[2:] + after)
+        assert engine.verify_chain(from_position=after[1]).checked == len(after)  # from its link's first
+        behind_the_triggers(url, f"UPDATE pricing_events SET state = state || ' '::bytea"
+                                 f" WHERE notification_id = {after[1]}")
+        assert_named(engine, after[1], "altered")
+        behind_the_triggers(url, f"DELETE FROM pricing_events WHERE notification_id = {before[3]}")
+        assert_named(engine, before[3], "missing")  # the first bad position is now before the migration
+        assert_named(engine, after[1], "altered", from_position=after[0])
+    finally:
+        engine.close()
+
+
+def test_per_event_chain_rows_stay_append_only_after_the_migration(across_the_migration):
+    url, _, _ = across_the_migration
+    for statement in ("UPDATE event_chain SET hash = hash", "DELETE FROM event_chain", "TRUNCATE event_chain"):
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute(statement)
 
 
 def test_verify_reports_progress_page_by_page(new_database):
