@@ -28,24 +28,6 @@ from domain.rules import Rule
 
 SMALL_SAVE = 200  # events; larger saves stream with COPY
 
-# One statement: the events, their audit index rows (matched by aggregate id and version), and
-# the ids the events were given.
-INSERT_EVENTS_WITH_INDEX = """
-WITH event AS (
-    INSERT INTO pricing_events (originator_id, originator_version, topic, state)
-    SELECT * FROM unnest(%(ids)s::uuid[], %(versions)s::bigint[], %(topics)s::text[], %(states)s::bytea[])
-    RETURNING notification_id, originator_id, originator_version
-), indexed AS (
-    INSERT INTO event_index (notification_id, shop_id, actor_id, occurred_at, recorded_at)
-    SELECT event.notification_id, i.shop_id, i.actor_id, i.occurred_at, i.recorded_at
-    FROM event JOIN unnest(%(ids)s::uuid[], %(versions)s::bigint[], %(shops)s::uuid[], %(actors)s::text[],
-                           %(occurred)s::timestamptz[], %(recorded)s::timestamptz[])
-         AS i(originator_id, originator_version, shop_id, actor_id, occurred_at, recorded_at)
-    USING (originator_id, originator_version)
-)
-SELECT notification_id, originator_id, originator_version FROM event
-"""
-
 
 def _events_with_index(stored_events: Sequence, index: Sequence | None) -> dict[str, list]:
     index = index or []
@@ -142,26 +124,25 @@ class PricingRecorder(PostgresApplicationRecorder):
         return ids
 
     def _insert_pipelined(self, stored_events: Sequence, **kwargs: Any) -> list[int]:
-        """A command's few events in one round trip (BEGIN ... COMMIT pipelined), so the table
-        lock is held only while the server works, not across several client round trips."""
-        events_and_index = _events_with_index(stored_events, kwargs.get("index"))
-        failure = None
+        """A command's few events in one round trip: its side rows and record_events()
+        (migrations/0008: lock, notify, insert events and index rows) written as one pipeline whose
+        single Sync ends the implicit transaction they share. The table lock is then held only
+        while the server works and flushes the commit, never across a client round trip or this
+        process's wait for its GIL. If a statement fails, the server skips the rest and the whole
+        transaction rolls back."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs, conn.cursor() as inserted:
             with conn.pipeline():
-                try:
-                    with conn.transaction():
-                        self._insert_side_rows(curs, kwargs)
-                        if stored_events:
-                            self._lock_table(curs)
-                            self._notify_channel(curs)
-                            inserted.execute(INSERT_EVENTS_WITH_INDEX, events_and_index)
-                except Exception as e:  # raised after the pipeline is closed, as psycopg prefers
-                    failure = e
-            if failure is not None:
-                raise failure
+                self._insert_side_rows(curs, kwargs)
+                if stored_events:
+                    inserted.execute(
+                        "SELECT * FROM record_events(%(ids)s::uuid[], %(versions)s::bigint[], %(topics)s::text[],"
+                        " %(states)s::bytea[], %(shops)s::uuid[], %(actors)s::text[], %(occurred)s::timestamptz[],"
+                        " %(recorded)s::timestamptz[], %(lock_timeout)s)",
+                        {**_events_with_index(stored_events, kwargs.get("index")),
+                         "lock_timeout": self.datastore.lock_timeout})
             if not stored_events:
                 return []
-            ids = {(r["originator_id"], r["originator_version"]): r["notification_id"] for r in inserted.fetchall()}
+            ids = {(r["aggregate_id"], r["aggregate_version"]): r["log_position"] for r in inserted.fetchall()}
         return [ids[e.originator_id, e.originator_version] for e in stored_events]
 
     @staticmethod

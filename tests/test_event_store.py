@@ -252,3 +252,33 @@ def test_a_save_reports_each_recorded_event_with_its_position(new_database):
         assert engine.recorder.select_notifications(positions[0], 4)[2].id == positions[2]
     finally:
         engine.close()
+
+
+def test_a_refused_small_save_writes_nothing_and_leaves_its_connection_usable(new_database, caplog):
+    """The few-event save is one pipeline, BEGIN ... COMMIT with a single Sync: when the server
+    refuses a statement it skips the rest, and the failed block must be rolled back, quietly,
+    before the pooled connection serves the next save."""
+    from eventsourcing.persistence import IntegrityError, StoredEvent
+
+    from commands.engine import PricingEngine
+    from commands.persistence import IdempotencyRecord, IndexRow
+
+    url = new_database()
+    engine = PricingEngine(url, pool_size=1)  # one connection: the next save gets the same one
+    try:
+        recorder, now = engine.recorder, datetime.now().astimezone()
+        first = StoredEvent(UUID(int=7), 1, "t:T", b"{}")
+        index = [IndexRow(None, "tester", now, now)]
+        recorder.insert_events([first], index=index)
+        record = IdempotencyRecord("scope", "key-1", "hash", 201, {"ok": True})
+        with pytest.raises(IntegrityError):  # version 1 is taken
+            recorder.insert_events([first], index=index, idempotency=record)
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM pricing_events").fetchone()[0] == 1
+            assert conn.execute("SELECT count(*) FROM command_log").fetchone()[0] == 0
+        second = StoredEvent(UUID(int=7), 2, "t:T", b"{}")
+        assert len(recorder.insert_events([second], index=index, idempotency=record)) == 1
+        assert recorder.find_command("scope", "key-1")[1] == 201
+        assert not [r for r in caplog.records if "rolling back" in r.getMessage()]
+    finally:
+        engine.close()
