@@ -243,3 +243,51 @@ def test_a_plain_price_change_cannot_pose_as_a_rule_or_a_rollback():
             listing.change_price(gbp("21.00"), meta(source=source))
         assert refused.value.field == "source"
     assert listing.change_price(gbp("21.00"), meta(source="experiment"))
+
+
+# -- copies handed out from the aggregate cache --------------------------------------------------
+def _through_every_kind_of_change() -> Listing:
+    from dataclasses import replace
+
+    from domain.rules import Proposal
+
+    listing = mug()
+    listing.change_price(gbp("22.00"), meta())
+    listing.set_guardrails(guardrails("9.00", "45.00"), meta())
+    rule = uuid4()
+    listing.assign_rule(rule, meta())
+    listing.reprice(Proposal(gbp("21.00"), ("match the cheapest rival",), ("batch/1",)), rule, 1, "obs:1",
+                    replace(meta("rule"), occurred_at=NOW))
+    listing.restore_price(gbp("20.00"), [2], meta("rollback"))
+    listing.collect_events()
+    return listing
+
+
+def test_a_listing_holds_only_immutable_values_so_its_cheap_copy_is_a_deep_copy():
+    """Listing.__deepcopy__ copies the attributes and a new pending list, relying on every value
+    being immutable. A mutable attribute added later (a list, a dict) would be shared between the
+    cached listing and each command's copy: this test names it."""
+    listing = _through_every_kind_of_change()
+    shared = {name: type(value).__name__ for name, value in vars(listing).items()
+              if name != "_pending_events" and not _immutable(value)}
+    assert not shared, f"mutable state on Listing: {shared}"
+
+
+def _immutable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def test_a_copy_of_a_listing_changes_apart_from_the_original():
+    import copy
+
+    original = _through_every_kind_of_change()
+    state, version = dict(vars(original)), original.version
+    duplicate = copy.deepcopy(original)
+    assert vars(duplicate) == vars(original) and duplicate._pending_events is not original._pending_events
+    duplicate.change_price(gbp("30.00"), meta())
+    assert (original.version, original.price, original.pending_events) == (version, gbp("20.00"), [])
+    assert vars(original) == state and duplicate.price == gbp("30.00")
