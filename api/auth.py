@@ -178,7 +178,6 @@ def requires(permission: str, tenant_wide: bool = False):
     """
 
     async def check(request: Request, caller: Caller) -> None:
-        # No threadpool hop: shop facts are cached in memory after a shop's first use.
         if permission == SELF:
             return
         shop = request.path_params.get("shop_id")
@@ -187,8 +186,15 @@ def requires(permission: str, tenant_wide: bool = False):
                 shop_id = UUID(shop)
             except ValueError:
                 raise HTTPException(422, "shop_id must be a UUID", headers={"X-Problem-Field": "shop_id"}) from None
+            engine = request.app.state.engine
+            # The one tenancy check. Known shops answer from memory, on the event loop; a shop's
+            # first use in this process queries, so it goes to the threadpool instead of
+            # stalling every other request of this worker.
             try:
-                request.app.state.engine.shop_facts(caller.context(), shop_id)  # the one tenancy check
+                if engine.knows_shop(shop_id):
+                    engine.shop_facts(caller.context(), shop_id)
+                else:
+                    await run_in_threadpool(engine.shop_facts, caller.context(), shop_id)
             except NotFound:
                 raise HTTPException(404, "shop not found") from None
         if not caller.grants.allows(permission, shop, tenant_wide):
@@ -238,8 +244,12 @@ def _allows(request: Request, caller: Principal, declared: Declared, shop: str) 
     permission, tenant_wide = declared
     if permission == SELF:
         return True
+    engine = request.app.state.engine
     try:
-        request.app.state.engine.shop_facts(caller.context(), UUID(shop))
+        shop_id = UUID(shop)
+        if not engine.knows_shop(shop_id):
+            return False  # finding out queries: the full check runs in the threadpool
+        engine.shop_facts(caller.context(), shop_id)
     except (NotFound, ValueError):
         return False
     return caller.grants.allows(permission, shop, tenant_wide)

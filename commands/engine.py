@@ -185,6 +185,10 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         return last[0].originator_version if last else 0
 
     # -- loading with tenancy checks ------------------------------------------------------
+    def knows_shop(self, shop_id: UUID) -> bool:
+        """Whether shop_facts can answer for this shop from memory, without a query."""
+        return shop_id in self._shops
+
     def shop_facts(self, ctx: CommandContext, shop_id: UUID) -> tuple[str, str]:
         """(tenant, currency) of a shop the context may use; NotFound for others' shops."""
         if shop_id not in self._shops:

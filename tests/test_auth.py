@@ -390,3 +390,30 @@ def test_concurrent_failures_are_all_counted_and_lock_once(http, admin, database
     assert len(failed) == 12 and failed[:5] == ["bad_password"] * 5
     assert [n for n, _ in events].count("Locked") == 1
     assert_refused(login(http, person))
+
+
+def test_a_shops_first_tenancy_check_queries_off_the_event_loop(api, engine, monkeypatch):
+    """Every route of a shop checks the shop's tenant. Known shops answer from memory on the event
+    loop; a shop this process has not seen yet is read from the store, and that query must run in
+    the threadpool, or it stalls every other request of the worker meanwhile."""
+    import asyncio
+
+    shop = api.post("/shops", json={"name": "Fresh", "currency": "GBP"}).json()["shop_id"]
+    calls, lookup = [], engine.shop_facts
+
+    def watched(ctx, shop_id):
+        known = engine.knows_shop(shop_id)
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        calls.append((known, on_loop))
+        return lookup(ctx, shop_id)
+
+    monkeypatch.setattr(engine, "shop_facts", watched)
+    monkeypatch.setattr(engine, "_shops", {})  # as in a worker that has not served this shop yet
+    for _ in range(2):
+        assert api.get(f"/shops/{shop}").status_code == 200
+    assert (False, True) not in calls, calls  # no query on the loop
+    assert (False, False) in calls and (True, True) in calls  # it queried once, then answered from memory
