@@ -60,6 +60,31 @@ def server_version(url: str) -> str:
         return conn.execute("SHOW server_version").fetchone()[0]
 
 
+# -- CPU per process (Linux /proc) -------------------------------------------------------
+def process_tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by `pid` and each of its children; empty where
+    /proc is not there. Read before and after a run: the difference is what each process spent."""
+    try:
+        return {p: _cpu_seconds(p) for p in (pid, *children(pid))}
+    except OSError:  # no /proc, or a process ended meanwhile
+        return {}
+
+
+def children(pid: int, started_by: bytes = b"") -> list[int]:
+    """The child processes of `pid` (those whose command line holds `started_by`, if given);
+    empty where /proc is not there."""
+    try:
+        found = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return [p for p in found if started_by in Path(f"/proc/{p}/cmdline").read_bytes()]
+    except OSError:
+        return []
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 # -- timing -------------------------------------------------------------------------------
 class Stopwatch:
     """Accumulates the time spent inside `with watch:` blocks."""

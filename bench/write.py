@@ -30,8 +30,8 @@ import httpx
 import psycopg
 
 from api.settings import Settings
-from bench.common import (Progress, Stopwatch, fresh_database, median, note, percentile, print_table, rate,
-                          server_version, show, sizes_from)
+from bench.common import (Progress, Stopwatch, fresh_database, median, note, percentile, print_table,
+                          children, process_tree_cpu, rate, server_version, show, sizes_from)
 from commands import models
 from commands.context import CommandContext
 from commands.engine import PricingEngine
@@ -326,17 +326,32 @@ def measure_commands(engine: PricingEngine, url: str, sizes: Sizes) -> dict:
         connect = partial(CLIENTS[sizes.http_client], server.base_url, headers)
         asyncio.run(_drive(connect, shop, listings, changes, min(sizes.warmup_commands, sizes.commands), sizes.clients))
         progress = Progress("(c) HTTP price changes", sizes.commands)
+        cpu_before = process_tree_cpu(server.process.pid)
+        workers = children(server.process.pid, started_by=b"spawn_main")  # not multiprocessing's resource tracker
         latencies, seconds = asyncio.run(
             _drive(connect, shop, listings, changes, sizes.commands, sizes.clients, progress))
+        cpu = {p: t - cpu_before.get(p, 0.0) for p, t in process_tree_cpu(server.process.pid).items()}
     finally:
         server.stop()
-    return {"command_rps": rate(len(latencies), seconds),
+    return {**_server_cpu(cpu, workers or [server.process.pid], len(latencies)),
+            "command_rps": rate(len(latencies), seconds),
             "command_p50_ms": percentile(latencies, 50) * 1000,
             "command_p99_ms": percentile(latencies, 99) * 1000,
             "command_requests": len(latencies), "command_clients": sizes.clients,
             "command_http_client": sizes.http_client, "server_workers": sizes.workers,
             "server_projector": server_settings.projector, "server_follow_pause_ms": server_settings.follow_pause_ms,
             "server_access_log": server_settings.access_log}
+
+
+def _server_cpu(cpu: dict[int, float], workers: list[int], requests: int) -> dict:
+    """CPU per request of the server's processes (workers, and the parent running the projector
+    and the policy), and how it split over the workers: the kernel spreads connections over them
+    by a hash, so 8 clients often land 5 to 3, and the busier worker queues its clients' requests."""
+    if not cpu or not requests:
+        return {}
+    spent = sorted((cpu.get(p, 0.0) for p in workers), reverse=True)
+    return {"server_cpu_ms_per_request": sum(cpu.values()) / requests * 1000,
+            "server_worker_cpu_shares": [round(t / (sum(spent) or 1), 3) for t in spent]}
 
 
 # -- (d) load time with many observations ------------------------------------------------------

@@ -24,3 +24,6 @@ def test_bench_write_reports_every_figure_as_a_positive_number(capsys):
     assert figures["command_requests"] == 40
     assert figures["command_p50_ms"] <= figures["command_p99_ms"]
     assert figures["load_observations_large"] == 300
+    assert figures["server_cpu_ms_per_request"] > 0
+    shares = figures["server_worker_cpu_shares"]  # the default: a worker per core (2 here)
+    assert len(shares) == figures["server_workers"] and abs(sum(shares) - 1) < 0.01
