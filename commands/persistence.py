@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from json.encoder import encode_basestring
-from decimal import Decimal
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -235,6 +235,8 @@ class Recordings(Sequence):
 
 
 class PricingEventStore(EventStore):
+    """The library's event store, answering a save with Recordings made when read."""
+
     def put(self, domain_events: Sequence, **kwargs: Any) -> Recordings:
         stored_events = list(map(self.mapper.to_stored_event, domain_events))
         ids = self.recorder.insert_events(stored_events, **kwargs) or []
