@@ -178,28 +178,13 @@ def requires(permission: str, tenant_wide: bool = False):
     """
 
     async def check(request: Request, caller: Caller) -> None:
-        if permission == SELF:
-            return
-        shop = request.path_params.get("shop_id")
-        if shop is not None:
-            try:
-                shop_id = UUID(shop)
-            except ValueError:
-                raise HTTPException(422, "shop_id must be a UUID", headers={"X-Problem-Field": "shop_id"}) from None
-            engine = request.app.state.engine
-            # The one tenancy check. Known shops answer from memory, on the event loop; a shop's
-            # first use in this process queries, so it goes to the threadpool instead of
-            # stalling every other request of this worker.
-            try:
-                if engine.knows_shop(shop_id):
-                    engine.shop_facts(caller.context(), shop_id)
-                else:
-                    await run_in_threadpool(engine.shop_facts, caller.context(), shop_id)
-            except NotFound:
-                raise HTTPException(404, "shop not found") from None
-        if not caller.grants.allows(permission, shop, tenant_wide):
-            raise HTTPException(403, f"this needs the {permission!r} permission"
-                                     + (" over the whole tenant" if tenant_wide else ""))
+        engine, shop = request.app.state.engine, request.path_params.get("shop_id")
+        if _answers_from_memory(engine, shop):
+            refusal = _refusal(engine, caller, (permission, tenant_wide), shop)
+        else:  # a shop's first use in this process queries: not on the event loop, which it would stall
+            refusal = await run_in_threadpool(_refusal, engine, caller, (permission, tenant_wide), shop)
+        if refusal is not None:
+            raise refusal
 
     check.permission, check.tenant_wide = permission, tenant_wide
     return Depends(check)
@@ -240,19 +225,38 @@ async def authenticate(request: Request) -> None:
 
 
 def _allows(request: Request, caller: Principal, declared: Declared, shop: str) -> bool:
-    """Whether `requires` would let the caller through (a cached principal is used only to allow)."""
+    """Whether `requires` would let the caller through without a query (a cached principal is
+    used only to allow)."""
+    engine = request.app.state.engine
+    return _answers_from_memory(engine, shop) and _refusal(engine, caller, declared, shop) is None
+
+
+def _refusal(engine, caller: Principal, declared: Declared, shop: str | None) -> HTTPException | None:
+    """Why `caller` may not use a route that requires `declared` (None: it may). Checks the
+    route's shop belongs to the caller's tenant, the one tenancy check; that queries on a shop's
+    first use in this process (see _answers_from_memory)."""
     permission, tenant_wide = declared
     if permission == SELF:
-        return True
-    engine = request.app.state.engine
+        return None
+    if shop is not None:
+        try:
+            engine.shop_facts(caller.context(), UUID(shop))
+        except ValueError:
+            return HTTPException(422, "shop_id must be a UUID", headers={"X-Problem-Field": "shop_id"})
+        except NotFound:
+            return HTTPException(404, "shop not found")
+    if not caller.grants.allows(permission, shop, tenant_wide):
+        return HTTPException(403, f"this needs the {permission!r} permission"
+                                  + (" over the whole tenant" if tenant_wide else ""))
+    return None
+
+
+def _answers_from_memory(engine, shop: str | None) -> bool:
+    """Whether _refusal can decide without a query: no shop, a malformed one, or one known here."""
     try:
-        shop_id = UUID(shop)
-        if not engine.knows_shop(shop_id):
-            return False  # finding out queries: the full check runs in the threadpool
-        engine.shop_facts(caller.context(), shop_id)
-    except (NotFound, ValueError):
-        return False
-    return caller.grants.allows(permission, shop, tenant_wide)
+        return shop is None or engine.knows_shop(UUID(shop))
+    except ValueError:
+        return True
 
 
 Declared = tuple[str, bool]  # (permission, tenant_wide)
