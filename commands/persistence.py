@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from functools import lru_cache
 from json.encoder import encode_basestring
+from operator import attrgetter
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -69,7 +70,8 @@ class IndexRow(NamedTuple):  # a tuple: one is made per stored event, 10,000 per
 
 
 class PricingRecorder(PostgresApplicationRecorder):
-    """Inserts events with binary COPY inside the library's locking protocol.
+    """Inserts events inside the library's locking protocol: a command's few events by one call
+    of record_events() in a single round trip, a batch's by binary COPY.
 
     As in the library: one transaction takes an EXCLUSIVE lock on the events table before
     inserting, so notification ids are issued and committed in the same order and readers of the
@@ -339,7 +341,7 @@ def _observed_json(e) -> bytes:
             f'"competitor":{encode_basestring(e.competitor)},'
             f'"price":{{"_type_":"{MoneyAsDict.name}","_data_":["{price.amount}",{_json_str(price.currency)}]}},'
             f'"source":{_json_str(e.source)},"meta":{{"_type_":"{EventMetaAsDict.name}","_data_":'
-            f'{_meta_head(m.shop_id, m.actor_id, m.actor_kind, m.source, m.reason, m.command_id, m.correlation_id, m.causation_id)}'
+            f'{_meta_head(*_provenance(m))}'
             f'"occurred_at":{_iso_json(m.occurred_at)}}}}}}}').encode()
 
 
@@ -358,12 +360,12 @@ def _uuid_json(value: UUID) -> str:
     return f'{{"_type_":"{UUIDAsHex.name}","_data_":"{value.hex}"}}'
 
 
+# EventMeta's fields before occurred_at (its last), in the order EventMetaAsDict writes them.
+_PROVENANCE_FIELDS = tuple(f.name for f in fields(EventMeta))[:-1]
+_provenance = attrgetter(*_PROVENANCE_FIELDS)
+
+
 @lru_cache(maxsize=64)
 def _meta_head(*provenance) -> str:
     """Every meta field before occurred_at (the same for a whole batch), as `{"shop_id":...,`."""
-    fields = dict(zip(_META_HEAD_FIELDS, provenance, strict=True))
-    return _PLAIN_JSON.encode(fields)[:-1] + ","
-
-
-_META_HEAD_FIELDS = ("shop_id", "actor_id", "actor_kind", "source", "reason", "command_id", "correlation_id",
-                     "causation_id")
+    return _PLAIN_JSON.encode(dict(zip(_PROVENANCE_FIELDS, provenance, strict=True)))[:-1] + ","
