@@ -56,7 +56,7 @@ def build(settings: Settings, log=print):
 def followers(settings: Settings, url: str, engine: PricingEngine):
     """(projector, repricing policy) to run in this process, as the settings ask (None: elsewhere)."""
     projector = repricing = None
-    pause = settings.follow_pause_ms / 1000  # see projections.projector.follow_log
+    pause = settings.follow_pause_s  # see projections.projector.follow_log
     if settings.projector == "inprocess":  # else run `etsypro project` as its own process
         projector = Projector(url, engine.mapper.to_domain_event, pause=pause)
     if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
@@ -154,8 +154,7 @@ class Workers:
         """Fail, as uvicorn does, when something listens on the port already: the workers' sockets
         would otherwise join the listening sockets of another `serve` and share its traffic."""
         host, port, _ = self.args
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+        with _listening_socket(host) as probe:
             try:
                 probe.bind((host, port))
             except OSError as e:
@@ -167,12 +166,17 @@ class Workers:
         return process
 
 
+def _listening_socket(host: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are fine
+    return sock
+
+
 def _worker(host: str, port: int, access_log: bool) -> None:
     config = uvicorn.Config("api.server:app_from_env", factory=True, host=host, port=port, log_level="info",
                             access_log=access_log)
     try:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock = _listening_socket(host)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         config.load()  # builds the app: a failure here would fail again on every restart

@@ -27,6 +27,11 @@ class Settings:
     access_log: bool = False        # ETSYPRO_ACCESS_LOG: off | on (uvicorn's line per request, ~10% of a
                                     # price change's server CPU; the proxy in front usually logs requests)
 
+    @property
+    def follow_pause_s(self) -> float:
+        """The followers' pause in seconds, as Projector and RepricingPolicy take it."""
+        return self.follow_pause_ms / 1000
+
     @classmethod
     def from_env(cls, env=os.environ) -> Settings:
         return cls(

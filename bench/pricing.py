@@ -103,7 +103,7 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
                 arrived.notify_all()
 
         # Paced as `etsypro serve` runs them (ETSYPRO_FOLLOW_PAUSE_MS, projections.projector.follow_log).
-        pause = Settings.from_env().follow_pause_ms / 1000
+        pause = Settings.from_env().follow_pause_s
         projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event, pause=pause)).start()
         policy = RepricingPolicy(engine, url, on_result=on_result, pause=pause)
         repricing = InBackground(policy, "repricing").start()

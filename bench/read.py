@@ -222,7 +222,7 @@ def live_lag(url: str, engine: PricingEngine, sizes: Sizes) -> list[float]:
     rng, ctx = random.Random(7), _context()
     shop_id = engine.shops_of(ctx.tenant_id)[0]
     listings = [UUID(k) for k in engine.recorder.reserved_all(shop_id, "listing")][:50]
-    pause = Settings.from_env().follow_pause_ms / 1000  # paced as `etsypro serve` runs it
+    pause = Settings.from_env().follow_pause_s  # paced as `etsypro serve` runs it
     background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch,
                                                   pause=pause)).start()
     lags: list[float] = []
