@@ -131,7 +131,13 @@ class PricingRecorder(PostgresApplicationRecorder):
         single Sync ends the implicit transaction they share. The table lock is then held only
         while the server works and flushes the commit, never across a client round trip or this
         process's wait for its GIL. If a statement fails, the server skips the rest and the whole
-        transaction rolls back."""
+        transaction rolls back.
+
+        Every statement here is prepared from its first run (`prepare=True`). By default psycopg
+        prepares on the sixth, and if the server skipped that run's Parse (an earlier statement
+        failed), psycopg still counted the statement as prepared: every later save on the
+        connection failed with 'prepared statement "_pg3_N" does not exist'. A first-run prepare
+        is one psycopg checks, and forgets when the server skipped it."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs, conn.cursor() as inserted:
             with conn.pipeline():
                 self._insert_side_rows(curs, kwargs)
@@ -141,7 +147,7 @@ class PricingRecorder(PostgresApplicationRecorder):
                         " %(states)s::bytea[], %(shops)s::uuid[], %(actors)s::text[], %(occurred)s::timestamptz[],"
                         " %(recorded)s::timestamptz[], %(lock_timeout)s)",
                         {**_events_with_index(stored_events, kwargs.get("index")),
-                         "lock_timeout": self.datastore.lock_timeout})
+                         "lock_timeout": self.datastore.lock_timeout}, prepare=True)
             if not stored_events:
                 return []
             ids = {(r["aggregate_id"], r["aggregate_version"]): r["log_position"] for r in inserted.fetchall()}
@@ -149,24 +155,25 @@ class PricingRecorder(PostgresApplicationRecorder):
 
     @staticmethod
     def _insert_side_rows(curs, kwargs: dict) -> None:
+        """The command's rows beside its events; prepared from their first run (see _insert_pipelined)."""
         record: IdempotencyRecord | None = kwargs.get("idempotency")
         if record is not None:
             curs.execute(
                 "INSERT INTO command_log (scope, idempotency_key, request_hash, status, response)"
                 " VALUES (%s, %s, %s, %s, %s)",
                 [record.scope, record.key, record.request_hash, record.status,
-                 Jsonb(record.response, dumps=_dumps)],
+                 Jsonb(record.response, dumps=_dumps)], prepare=True,
             )
         # Rows outside the log that must agree with it (identity's credential and lookup tables).
         for sql, params in kwargs.get("statements") or ():
-            curs.execute(sql, params)
+            curs.execute(sql, params, prepare=True)
         reservations: list[Reservation] = kwargs.get("reservations") or []
         if reservations:
             curs.execute(
                 "INSERT INTO reservations (shop_id, kind, key, aggregate_id)"
                 " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::uuid[])",
                 [[r.shop_id for r in reservations], [r.kind for r in reservations],
-                 [r.key for r in reservations], [r.aggregate_id for r in reservations]],
+                 [r.key for r in reservations], [r.aggregate_id for r in reservations]], prepare=True,
             )
 
     @staticmethod

@@ -281,3 +281,38 @@ def test_a_refused_small_save_writes_nothing_and_leaves_its_connection_usable(ne
         assert recorder.find_command("scope", "key-1")[1] == 201
     finally:
         engine.close()
+
+
+def test_a_save_refused_at_a_side_row_leaves_no_statement_half_prepared(new_database):
+    """psycopg prepares a statement on its sixth run (prepare_threshold 5). In a pipeline whose
+    earlier statement failed, the server skips that run's Parse, but psycopg then counts the
+    statement as prepared unless it watches the result: the next save on the connection failed
+    with 'prepared statement "_pg3_N" does not exist'. Statements of a save are prepared from
+    their first run, where psycopg does watch the result."""
+    from eventsourcing.persistence import IntegrityError, StoredEvent
+
+    from commands.engine import PricingEngine
+    from commands.persistence import IdempotencyRecord, IndexRow
+
+    engine = PricingEngine(new_database(), pool_size=1)
+    pool = engine.recorder.datastore.pool
+    pool.resize(1, 1)
+    held = pool.getconn()  # the pool opened two: with one held, every save gets the other
+    try:
+        recorder, now = engine.recorder, datetime.now().astimezone()
+        index = [IndexRow(None, "tester", now, now)]
+
+        def save(version: int, key: str):
+            record = IdempotencyRecord("scope", key, "hash", 200, {"ok": True})
+            return recorder.insert_events([StoredEvent(UUID(int=7), version, "t:T", b"{}")], index=index,
+                                          idempotency=record)
+
+        for version in range(1, 6):  # record_events() runs five times: the sixth run prepares it
+            save(version, f"key-{version}")
+        with pytest.raises(IntegrityError):  # key-1 is taken: the server skips the sixth run
+            save(6, "key-1")
+        assert len(save(6, "key-6")) == 1
+        assert len(save(7, "key-7")) == 1
+    finally:
+        pool.putconn(held)
+        engine.close()
