@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from commands import models
 from commands.audit import AuditLog
+from commands.committed import CommittedListings, PricingRepository, StaleRead, check_written, first_try
 from commands.context import CommandContext, Decision, Result
 from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
 from commands.identity import IdentityHandlers
@@ -112,6 +113,11 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
     def construct_event_store(self) -> PricingEventStore:
         return PricingEventStore(mapper=self.mapper, recorder=self.recorder)
 
+    def construct_repository(self) -> PricingRepository:
+        size = int(self.env[self.AGGREGATE_CACHE_MAXSIZE])
+        return PricingRepository(event_store=self.events, snapshot_store=self.snapshots, cache_maxsize=size,
+                                 committed=CommittedListings(size))
+
     def construct_mapper(self) -> PricingMapper:
         return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PricingMapper)
 
@@ -126,7 +132,9 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             IndexRow(e.meta.shop_id, e.meta.actor_id, e.meta.occurred_at, e.timestamp)
             for e in processing_event.events
         ]
-        return super()._record(processing_event)
+        recordings = super()._record(processing_event)
+        self.repository.committed.remember(processing_event.aggregates.values())
+        return recordings
 
     # -- running a command ----------------------------------------------------------------
     def execute(self, ctx: CommandContext, name: str, command: dict | Callable[[], dict],
@@ -143,7 +151,9 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             return self._replay(prior, request_hash)
         for attempt in range(CONFLICT_RETRIES):
             try:
-                decision = decide()
+                decision = self._decide(decide, first=attempt == 0)
+            except StaleRead:
+                continue
             except (DomainError, CommandRefused):
                 # A duplicate of this very command may have committed since we looked: the value it
                 # reserved or the version it moved to now refuses us. Its retry gets its answer.
@@ -166,11 +176,29 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                     raise Conflict("changed concurrently", field="expected_version",
                                    current_version=self._current_version(aggregate.id)) from None
                 # Someone else's event took our version, or a unique value we wanted: decide again on
-                # fresh state (which names the taken value, or lands after theirs). Jitter spreads racers.
-                time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
+                # fresh state (which names the taken value, or lands after theirs). Jitter spreads
+                # racers; a first try's loss is mostly its own stale memory, retried at once.
+                if attempt:
+                    time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
                 continue
             return Result(decision.status, decision.response)
         raise Conflict("too much concurrent activity on this aggregate; retry")
+
+    @staticmethod
+    def _decide(decide: Callable[[], Decision], first: bool) -> Decision:
+        """The first try decides on listings as this process committed them (commands/committed.py):
+        only a decision that writes each of them at its next version stands; StaleRead otherwise."""
+        if not first:
+            return decide()
+        with first_try() as reads:
+            try:
+                decision = decide()
+            except (DomainError, CommandRefused):
+                if reads:
+                    raise StaleRead from None
+                raise
+        check_written(reads, decision.aggregates)
+        return decision
 
     @staticmethod
     def _replay(prior: tuple[str, int, dict], request_hash: str) -> Result:
