@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
-from api.auth import Caller
+from api.auth import resolve_principal
 from commands.context import CommandContext
 from commands.engine import PricingEngine
 
@@ -28,15 +28,18 @@ def _token(value: str | None, name: str) -> str | None:
 
 
 async def command_context(
-    caller: Caller,
+    request: Request,
     idempotency_key: Annotated[str | None, Header(description="Retry-safe key: the same key and body "
                                                   "returns the original answer and writes nothing")] = None,
     x_correlation_id: Annotated[str | None, Header()] = None,
 ) -> CommandContext:
     """The handlers' view of the caller: the verified principal (api/auth.py) as actor and tenant,
-    with the shops it may see, plus the request's idempotency key and correlation id."""
-    return caller.context(idempotency_key=_token(idempotency_key, "Idempotency-Key"),
-                          correlation_id=_token(x_correlation_id, "X-Correlation-Id"))
+    with the shops it may see, plus the request's idempotency key and correlation id.
+
+    The principal is `authenticate`'s, which ran first (not the `Caller` dependency, whose own
+    dependencies FastAPI would solve again: ~0.05 ms of CPU each, on every command)."""
+    return resolve_principal(request).context(idempotency_key=_token(idempotency_key, "Idempotency-Key"),
+                                              correlation_id=_token(x_correlation_id, "X-Correlation-Id"))
 
 
 Engine = Annotated[PricingEngine, Depends(engine)]

@@ -72,6 +72,16 @@ def test_every_route_needs_credentials(base_url, routes, victim):
             assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_the_document_says_which_routes_take_a_bearer_credential(base_url):
+    """Client generators read this to send the Authorization header: every route but the public ones."""
+    document = httpx.get(f"{base_url}/openapi.json").json()
+    assert document["components"]["securitySchemes"]["Bearer"] == {
+        "type": "http", "scheme": "bearer", "description": "An access token from POST /auth/login, or an API key (ek_...)"}
+    secured = {(method.upper(), path): operation.get("security") for path, item in document["paths"].items()
+               for method, operation in item.items()}
+    assert {route for route, security in secured.items() if security != [{"Bearer": []}]} == PUBLIC
+
+
 def test_another_tenants_seller_sees_nothing_of_ours(base_url, routes, victim, tenant):
     """`tenant` is a seller of another tenant, with a shop of its own: a real other customer."""
     httpx.post(f"{base_url}/shops", headers=tenant, json={"name": "Other", "currency": "GBP"})
