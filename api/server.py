@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -87,7 +88,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
                          zip(followers(settings, url, PricingEngine(url, pool_size=2)), ("projector", "repricing"))
                          if follower is not None]
     try:
-        if REUSE_PORT:
+        if HAND_OVER:
             Workers(host, port, workers, settings.access_log, log).run()
         else:
             uvicorn.run("api.server:app_from_env", factory=True, host=host, port=port, workers=workers,
@@ -102,68 +103,108 @@ def app_from_env():
     return build(Settings.from_env(), log=lambda *_: None)[1]
 
 
-REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
-STARTUP_FAILURE = 3  # a worker's exit code when it cannot bind or build the app: no point restarting it
+HAND_OVER = hasattr(socket, "send_fds")  # Unix: a process may pass an accepted connection to another
+STARTUP_FAILURE = 3  # a worker's exit code when it cannot build the app: no point restarting it
 
 
 class Workers:
-    """`count` uvicorn worker processes on one port, each listening on a socket of its own.
+    """`count` uvicorn worker processes behind one listening socket, which this process accepts on:
+    each new connection goes to the next worker in turn, passed over a Unix socket (SCM_RIGHTS).
 
-    uvicorn's own supervisor has its workers share one listening socket: whichever wakes first
-    accepts a whole burst of new connections, and a keep-alive connection stays where it landed.
-    The write benchmark's 8 clients connect at once: all 8 landed on one worker in 6 runs of 6
-    (about half the runs before httptools), and one core waited while the other queued. With a
-    socket each (SO_REUSEPORT), the kernel spreads new connections over the workers by a hash of
-    their addresses. A worker that dies is started again; SIGINT or SIGTERM stops them all (each
-    finishes the requests it has). The price of a socket each: connections the kernel had queued
-    on a worker's socket when it died are reset rather than taken by another worker (clients
-    retry; a command with an Idempotency-Key is safe to retry). tests/test_serve_workers.py.
+    Why not let the kernel choose: uvicorn's own supervisor has its workers share the listening
+    socket, and whichever wakes first accepts a whole burst (the write benchmark's 8 clients all
+    landed on one worker in 6 runs of 6). With a socket per worker (SO_REUSEPORT) the kernel picks
+    by a hash of the addresses: 8 connections split 6 to 2 or worse in about a third of the runs
+    over 2 workers, 6-2-0-0 over 4, and a keep-alive connection stays where it landed, so one
+    core queued while the other idled (p99 26.7 ms at a 74/26 split against 19.7 ms at 50/50, same
+    machine, same code). In turn, 8 connections are 4 and 4. A worker that dies is started again
+    and skipped meanwhile; the connections it held (or had not yet taken) are reset, and clients
+    retry (a command with an Idempotency-Key is safe to retry). SIGINT or SIGTERM stops them all,
+    each finishing the requests it has. tests/test_serve_workers.py.
     """
 
     def __init__(self, host: str, port: int, count: int, access_log: bool, log=print):
-        self.args = (host, port, access_log)
+        self.host, self.port, self.access_log = host, port, access_log
         self.count, self.log = count, log
         self.context = multiprocessing.get_context("spawn")
         self.stopping = threading.Event()
+        self.channels: list[socket.socket] = []  # this process's end of each worker's hand-over socket
 
     def run(self) -> None:
-        self._refuse_taken_port()
+        listener = _listening_socket(self.host)
+        try:
+            listener.bind((self.host, self.port))
+        except OSError as e:
+            raise SystemExit(f"cannot listen on {self.host}:{self.port}: {e.strerror}") from None
+        listener.listen(2048)
+        listener.settimeout(0.5)  # to see `stopping`
+        self.log(f"serving http://{self.host}:{self.port} with {self.count} worker processes (Press CTRL+C to quit)")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
-        processes = [self._start() for _ in range(self.count)]
+        started = [self._start() for _ in range(self.count)]
+        processes, self.channels = [p for p, _ in started], [c for _, c in started]
+        acceptor = threading.Thread(target=self._accept, args=(listener,), name="etsypro-acceptor", daemon=True)
+        acceptor.start()
         try:
-            while not self.stopping.wait(0.5):
-                for i, process in enumerate(processes):
-                    if process.is_alive():
-                        continue
-                    if process.exitcode == STARTUP_FAILURE:
-                        raise SystemExit(f"a worker could not start (exit code {STARTUP_FAILURE}); see above")
-                    self.log(f"worker {process.pid} exited with {process.exitcode}; starting another")
-                    processes[i] = self._start()
+            self._supervise(processes)
         finally:
-            for process in processes:
-                if process.is_alive():
-                    process.terminate()
-            for process in processes:
-                process.join(15)
-                if process.is_alive():
-                    process.kill()
-                    process.join()
+            acceptor.join()
+            listener.close()
+            self._stop(processes)
 
-    def _refuse_taken_port(self) -> None:
-        """Fail, as uvicorn does, when something listens on the port already: the workers' sockets
-        would otherwise join the listening sockets of another `serve` and share its traffic."""
-        host, port, _ = self.args
-        with _listening_socket(host) as probe:
+    def _supervise(self, processes: list) -> None:
+        while not self.stopping.wait(0.5):
+            for i, process in enumerate(processes):
+                if process.is_alive():
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    raise SystemExit(f"a worker could not start (exit code {STARTUP_FAILURE}); see above")
+                self.log(f"worker {process.pid} exited with {process.exitcode}; starting another")
+                self.channels[i].close()
+                processes[i], self.channels[i] = self._start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        turn = 0
+        while not self.stopping.is_set():
             try:
-                probe.bind((host, port))
-            except OSError as e:
-                raise SystemExit(f"cannot listen on {host}:{port}: {e.strerror}") from None
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:  # the worker holds its own descriptor once passed
+                if connection.family != socket.AF_UNIX:  # as uvicorn's own listeners do: replies go out at once
+                    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                turn = self._hand_over(connection, turn)
+
+    def _hand_over(self, connection: socket.socket, turn: int) -> int:
+        """Pass the connection to the first worker, from `turn` on, that takes it (a dead or
+        stuck one refuses); the turn after it."""
+        channels = list(self.channels)
+        for i in range(turn, turn + len(channels)):
+            try:
+                socket.send_fds(channels[i % len(channels)], [b"c"], [connection.fileno()])
+                return i + 1
+            except OSError:
+                continue
+        return turn  # no worker took it: it is closed, and the client retries
 
     def _start(self):
-        process = self.context.Process(target=_worker, args=self.args, name="etsypro-worker")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)  # a stuck worker must not stall the acceptor
+        process = self.context.Process(target=_worker, args=(theirs, self.access_log), name="etsypro-worker")
         process.start()
-        return process
+        theirs.close()
+        return process, ours
+
+    @staticmethod
+    def _stop(processes: list) -> None:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(15)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _listening_socket(host: str) -> socket.socket:
@@ -172,19 +213,53 @@ def _listening_socket(host: str) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, access_log: bool) -> None:
-    config = uvicorn.Config("api.server:app_from_env", factory=True, host=host, port=port, log_level="info",
-                            access_log=access_log)
+class _HandedOver(uvicorn.Server):
+    """A uvicorn server with no listening socket of its own: it serves the connections the parent
+    process accepted and passes over `channel`."""
+
+    def __init__(self, config: uvicorn.Config, channel: socket.socket):
+        super().__init__(config)
+        self.channel = channel
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=[])
+        if self.started:
+            self.channel.setblocking(False)
+            asyncio.get_running_loop().add_reader(self.channel, self._take_connections)
+
+    async def shutdown(self, sockets=None) -> None:
+        asyncio.get_running_loop().remove_reader(self.channel)  # what the parent still sends is reset
+        await super().shutdown(sockets)
+
+    def _take_connections(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(self.channel, 1, 1)
+            except BlockingIOError:
+                return
+            if not message:  # the parent is gone
+                loop.remove_reader(self.channel)
+                self.should_exit = True
+                return
+            for fd in fds:
+                loop.create_task(loop.connect_accepted_socket(self._protocol, socket.socket(fileno=fd)))
+
+    def _protocol(self) -> asyncio.Protocol:
+        """What uvicorn's own startup makes for each connection it accepts."""
+        return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
+                                               app_state=self.lifespan.state)
+
+
+def _worker(channel: socket.socket, access_log: bool) -> None:
+    config = uvicorn.Config("api.server:app_from_env", factory=True, log_level="info", access_log=access_log)
     try:
-        sock = _listening_socket(host)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
         config.load()  # builds the app: a failure here would fail again on every restart
     except (Exception, SystemExit):
-        logging.getLogger("uvicorn.error").exception("worker could not start on %s:%s", host, port)
+        logging.getLogger("uvicorn.error").exception("worker could not build the app")
         sys.exit(STARTUP_FAILURE)
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    server = _HandedOver(config, channel)
+    server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 

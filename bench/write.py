@@ -345,12 +345,13 @@ def measure_commands(engine: PricingEngine, url: str, sizes: Sizes) -> dict:
 
 def _server_cpu(cpu: dict[int, float], workers: list[int], requests: int) -> dict:
     """CPU per request of the server's processes (workers, and the parent running the projector
-    and the policy), and how it split over the workers: the kernel spreads connections over them
-    by a hash, so 8 clients often land 5 to 3, and the busier worker queues its clients' requests."""
+    and the policy), of the workers alone, and how it split over them (connections are handed to
+    them in turn, so an even split is expected; an uneven one queues the busier worker's clients)."""
     if not cpu or not requests:
         return {}
     spent = sorted((cpu.get(p, 0.0) for p in workers), reverse=True)
     return {"server_cpu_ms_per_request": sum(cpu.values()) / requests * 1000,
+            "server_workers_cpu_ms_per_request": sum(spent) / requests * 1000,
             "server_worker_cpu_shares": [round(t / (sum(spent) or 1), 3) for t in spent]}
 
 

@@ -1,6 +1,7 @@
-"""`etsypro serve --workers N` on Linux: N worker processes, each with a listening socket of its own
-on the same port (api/server.py Workers). A worker killed with SIGKILL is replaced while the other
-keeps serving (connections already queued on the killed worker's socket are reset); a second server on a taken port refuses to start; SIGTERM stops them all."""
+"""`etsypro serve --workers N` on Unix: N worker processes behind one listening socket, which the
+parent accepts on and hands each new connection to the next worker in turn (api/server.py Workers).
+Connections opened at once are spread evenly; a worker killed with SIGKILL is replaced while the
+other keeps serving; a second server on a taken port refuses to start; SIGTERM stops them all."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.server import REUSE_PORT, free_port
+from api.server import HAND_OVER, free_port
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not REUSE_PORT, reason="one socket per worker needs SO_REUSEPORT (Linux)")
+pytestmark = pytest.mark.skipif(not HAND_OVER, reason="handing connections to workers needs Unix")
 
 
 def serve(url: str, port: int, log: Path) -> subprocess.Popen:
@@ -66,8 +67,8 @@ def test_workers_share_a_port_survive_a_killed_worker_and_stop_together(new_data
 
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        # The other worker goes on serving meanwhile. (Connections the kernel had already queued on
-        # the killed worker's own socket are reset: clients retry them, as after any crash.)
+        # The other worker goes on serving meanwhile. (A connection handed to the killed worker
+        # before its death was noticed is reset: clients retry it, as after any crash.)
         assert sum(answers(base) for _ in range(20)) >= 5
         def replacement() -> set[int] | None:
             now = workers_of(server.pid)
@@ -91,6 +92,43 @@ def test_workers_share_a_port_survive_a_killed_worker_and_stop_together(new_data
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_connections_opened_at_once_are_spread_evenly_over_the_workers(new_database, tmp_path):
+    url, port = new_database(), free_port()
+    base, log = f"http://127.0.0.1:{port}", tmp_path / "serve.log"
+    server = serve(url, port, log)
+    clients = [httpx.Client(base_url=base, timeout=10) for _ in range(8)]
+    try:
+        wait_until(lambda: answers(base) and len(workers_of(server.pid)) == 2, 60, "two serving workers", log)
+        for client in clients:  # eight keep-alive connections, as the write benchmark's clients hold
+            assert client.get("/openapi.json").status_code == 200
+        held = {pid: len(connections_to(port, pid)) for pid in workers_of(server.pid)}
+        assert sorted(held.values()) == [4, 4], held
+    finally:
+        for client in clients:
+            client.close()
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+
+def connections_to(port: int, pid: int) -> set[int]:
+    """Socket inodes of `pid`'s established TCP connections on local `port` (from /proc)."""
+    established = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                established.add(int(fields[9]))
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and int(target[8:-1]) in established:
+            held.add(int(target[8:-1]))
+    return held
 
 
 def _alive(pid: int) -> bool:
