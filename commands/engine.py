@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Callable, Sequence
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import IntegrityError
 from psycopg.conninfo import conninfo_to_dict
 
@@ -135,6 +135,15 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         recordings = super()._record(processing_event)
         self.repository.committed.remember(processing_event.aggregates.values())
         return recordings
+
+    def take_snapshot(self, aggregate_id, version: int | None = None, projector_func=project_aggregate) -> None:
+        """A listing's snapshot is taken from the listing as just committed when it is at that version
+        (commands/committed.py); the library replays it from the database: up to 50 events read and
+        applied inside every 50th change of a listing, a latency spike for one command in 50."""
+        listing = self.repository.committed.recall(aggregate_id, copy=False)
+        if version is None or listing is None or listing.version != version:
+            return super().take_snapshot(aggregate_id, version, projector_func)
+        self.snapshots.put([Listing.Snapshot.take(listing)])
 
     # -- running a command ----------------------------------------------------------------
     def execute(self, ctx: CommandContext, name: str, command: dict | Callable[[], dict],

@@ -8,10 +8,11 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
+from eventsourcing.application import project_aggregate
 
 from commands import models
 from commands.context import CommandContext
-from commands.engine import PricingEngine
+from commands.engine import SNAPSHOT_EVERY, PricingEngine
 from commands.errors import Conflict
 from domain.errors import DomainError
 from domain.listing import Listing
@@ -147,3 +148,15 @@ def test_the_memory_is_a_copy_a_saver_cannot_change_afterwards(engines, listing)
     mine.price = Money.price("99.00", "GBP")  # changed after the save, never saved
     set_price(first, shop, listing_id, "22.00")
     assert changes(first, listing_id)[-1] == (3, "23.00", "22.00")
+
+
+def test_a_listings_snapshot_is_its_committed_state_taken_without_reading_its_events(engines, listing):
+    first, second = engines
+    shop, listing_id = listing
+    for n in range(1, SNAPSHOT_EVERY - 1):  # versions 2 .. SNAPSHOT_EVERY - 1
+        set_price(first, shop, listing_id, f"{20 + n % 7}.50")
+    assert selects_while(first, lambda: set_price(first, shop, listing_id, "31.00")) == 0  # the snapshot's version
+    [snapshot] = first.snapshots.get(listing_id, desc=True, limit=1)
+    assert snapshot.originator_version == SNAPSHOT_EVERY
+    replayed = project_aggregate(None, second.events.get(listing_id, lte=SNAPSHOT_EVERY))  # events only
+    assert snapshot.state == Listing.Snapshot.take(replayed).state
