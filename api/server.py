@@ -171,8 +171,7 @@ class Workers:
             except TimeoutError:
                 continue
             with connection:  # the worker holds its own descriptor once passed
-                if connection.family != socket.AF_UNIX:  # as uvicorn's own listeners do: replies go out at once
-                    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small replies go out at once
                 turn = self._hand_over(connection, turn)
 
     def _hand_over(self, connection: socket.socket, turn: int) -> int:

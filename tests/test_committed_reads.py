@@ -150,6 +150,16 @@ def test_the_memory_is_a_copy_a_saver_cannot_change_afterwards(engines, listing)
     assert changes(first, listing_id)[-1] == (3, "23.00", "22.00")
 
 
+def test_only_what_a_save_wrote_is_remembered(engines, listing):
+    first, second = engines
+    shop, listing_id = listing
+    set_price(first, shop, listing_id, "21.00")
+    second.save(second.repository.get(listing_id, version=1))  # an old state, nothing to store
+    assert second.repository.committed.recall(listing_id) is None
+    set_price(second, shop, listing_id, "22.00")
+    assert second.repository.committed.recall(listing_id).version == 3
+
+
 def test_a_listings_snapshot_is_its_committed_state_taken_without_reading_its_events(engines, listing):
     first, second = engines
     shop, listing_id = listing
