@@ -14,7 +14,10 @@ from commands.engine import PricingEngine
 
 
 class BodyLimit:
-    """Refuse bodies over `limit` bytes with 413 before parsing them (also chunked uploads)."""
+    """Refuse bodies over `limit` bytes with 413 before parsing them (also chunked uploads).
+
+    Not FastAPI's own `max_body_size` (0.165): it answers a body whose declared length is over the
+    limit in text/plain, where every refusal here is problem+json (tests/test_hostile_input.py)."""
 
     def __init__(self, app: ASGIApp, limit: int):
         self.app, self.limit = app, limit
