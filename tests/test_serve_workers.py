@@ -112,6 +112,23 @@ def test_connections_opened_at_once_are_spread_evenly_over_the_workers(new_datab
         server.wait(30)
 
 
+def test_workers_stop_when_their_parent_is_killed(new_database, tmp_path):
+    """No orphans serving on: a worker learns of its parent's death from its hand-over socket."""
+    url, port = new_database(), free_port()
+    base, log = f"http://127.0.0.1:{port}", tmp_path / "serve.log"
+    server, workers = serve(url, port, log), set()
+    try:
+        workers = wait_until(lambda: answers(base) and len(found := workers_of(server.pid)) == 2 and found, 60,
+                             "two serving workers", log)
+        server.kill()
+        server.wait()
+        wait_until(lambda: not any(_alive(pid) for pid in workers), 30, "the workers to stop", log)
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def connections_to(port: int, pid: int) -> set[int]:
     """Socket inodes of `pid`'s established TCP connections on local `port` (from /proc)."""
     established = set()
