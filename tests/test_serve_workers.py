@@ -1,7 +1,8 @@
 """`etsypro serve --workers N` on Unix: N worker processes behind one listening socket, which the
 parent accepts on and hands each new connection to the next worker in turn (api/server.py Workers).
 Connections opened at once are spread evenly; a worker killed with SIGKILL is replaced while the
-other keeps serving; a second server on a taken port refuses to start; SIGTERM stops them all."""
+other keeps serving; a second server on a taken port refuses to start; SIGTERM stops them all,
+and so does the parent's death."""
 
 from __future__ import annotations
 
