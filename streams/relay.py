@@ -77,6 +77,7 @@ class Relay:
         self.repricing_topic = wire.repricing_topic(prefix)
         self.stats = RelayStats()
         self._created: set[str] = set()  # Kafka topics known to exist
+        self._tracked: set[str] = set()  # topics whose metadata the session's producer keeps (_track)
 
     # -- running ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, idle_timeout: float = 1.0) -> None:
@@ -109,7 +110,7 @@ class Relay:
             self.stats.position = await self._recorded_position(conn)
             # LISTEN before reading: a commit during a page leaves its notification queued.
             await listener.execute(f"LISTEN {CHANNEL}")
-            producer = self._producer()
+            producer, self._tracked = self._producer(), set()
             await producer.start()
             try:
                 while not stop.is_set():
@@ -131,7 +132,9 @@ class Relay:
         records = [(wire.kafka_topic(n.topic, self.prefix), n.state, wire.key(n), wire.headers(n)) for n in page]
         records += [(self.repricing_topic, n.state, shop, wire.headers_keyed_by_other(n))
                     for n, shop in await self._repricing_records(conn, page)]
-        await self._ensure_topics({topic for topic, *_ in records})
+        topics = {topic for topic, *_ in records}
+        await self._ensure_topics(topics)
+        await self._track(producer, topics)
         pending = [await producer.send(topic, value, key=key, headers=headers)
                    for topic, value, key, headers in records]
         await asyncio.gather(*pending)
@@ -155,6 +158,19 @@ class Relay:
         if new:
             await wire.ensure_topics(self.bootstrap_servers, new, self.partitions)
             self._created |= new
+
+    async def _track(self, producer, topics: set[str]) -> None:
+        """Have this session's producer keep these topics' metadata (and wait until it has it).
+
+        aiokafka's client asks for every topic's metadata until it tracks one, and from then on
+        for the tracked ones only, replacing what it knew. A topic learnt from an every-topic
+        answer and sent to without being tracked was dropped once a send to a new topic started
+        the tracking: its queued batches then waited for a leader for ever, and the page's acks
+        never came. That was the relay's stall with --repricing-topic: the repricing topic is
+        created after the producer starts, beside topics a faust worker had already created."""
+        if not topics <= self._tracked:
+            self._tracked |= topics
+            await producer.client.set_topics(self._tracked)
 
     async def _record(self, conn: psycopg.AsyncConnection, page: Sequence[Notification]) -> None:
         last = page[-1].id

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -243,6 +244,36 @@ def test_relay_killed_mid_stream_resumes_without_losing_an_event(new_database, b
             seen.add(position)
             versions[r.key].append(int(dict(r.headers)[wire.VERSION]))
     assert all(v == sorted(v) for v in versions.values())
+
+
+@needs_broker
+def test_the_relay_keeps_the_metadata_of_every_topic_it_sends_to(broker):
+    """aiokafka's client asks for every topic's metadata until it tracks one, then for the tracked
+    ones only. The relay sent to topics it had learnt from an every-topic answer without tracking
+    them; once it sent to a new topic (the repricing topic), the next metadata answer dropped the
+    others, and batches queued for them waited for a leader for ever (the stall, 1 run in 2-4 of
+    the kill-and-restart scenario with --repricing-topic)."""
+    from eventsourcing.persistence import Notification
+
+    def event(topic: str, position: int) -> Notification:
+        return Notification(id=position, originator_id=uuid.uuid4(), originator_version=1, topic=topic, state=b"{}")
+
+    older, newer = "domain.listing:Listing.Registered", "domain.shop:Shop.Opened"
+    relay = Relay("", broker.bootstrap_servers, recorder=None, prefix="meta", partitions=2)
+
+    async def scenario():
+        await wire.ensure_topics(broker.bootstrap_servers, {wire.kafka_topic(older, "meta")}, 2)
+        producer = relay._producer()
+        await producer.start()  # learns every existing topic, the older one included
+        try:
+            await relay._publish(None, producer, [event(older, 1)])
+            await relay._publish(None, producer, [event(newer, 2)])  # a topic created after the start
+            await producer.client.force_metadata_update()
+            return producer.client.cluster.partitions_for_topic(wire.kafka_topic(older, "meta"))
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(scenario()) == {0, 1}
 
 
 def test_one_relay_per_name_publishes_the_other_stands_by(new_database):
