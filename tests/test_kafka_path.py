@@ -382,17 +382,27 @@ def test_worker_killed_mid_stream_then_restarted_equals_the_in_process_projector
     workers: list[subprocess.Popen] = []
     try:
         # Run 1: small batches, killed with SIGKILL inside a transaction once some have committed.
-        started = time.monotonic()
-        w1 = etsypro(url, broker, tmp_path, "worker-1.log", "worker", "--batch", "100")
-        workers.append(w1)
-        wait_for(lambda: sum(o + 1 for o in sink_offsets(url).values()) >= 1000, 90, "the worker's first batches",
-                 w1, tmp_path / "worker-1.log")
-        kill_inside_a_transaction(url, w1, tmp_path / "worker-1.log")
-        applied_at_kill = sum(o + 1 for o in sink_offsets(url).values())
+        # The kill must land where the transaction has written fact rows: the statistics then
+        # count more rows inserted than the tables keep. Now and then (1 run in ~45) it landed in
+        # one that had not, which proves nothing: the worker is started again from its committed
+        # offsets and killed again.
+        started, applied = time.monotonic(), 0
+        for attempt in range(1, 4):
+            log = tmp_path / f"worker-1.{attempt}.log"
+            w1 = etsypro(url, broker, tmp_path, log.name, "worker", "--batch", "100")
+            workers.append(w1)
+            wait_for(lambda: sum(o + 1 for o in sink_offsets(url).values()) >= max(1000, applied + 300), 90,
+                     "the worker's first batches", w1, log)
+            kill_inside_a_transaction(url, w1, log)
+            applied = sum(o + 1 for o in sink_offsets(url).values())
+            time.sleep(1.0)  # the killed session has ended and reported its statistics
+            inserted, kept = facts_inserted_and_kept(url)
+            if inserted > kept:
+                break
         total = sum(partition_ends(broker.bootstrap_servers, topics).values())
-        print(f"\nworker 1: first records applied {time.monotonic() - started:.1f}s after spawn;"
-              f" killed -9 with {applied_at_kill} of {total} records applied")
-        assert applied_at_kill < total, "the worker finished before it could be killed mid-stream"
+        print(f"\nworker 1: first records applied {time.monotonic() - started:.1f}s after spawn; killed -9 with"
+              f" {applied} of {total} records applied (attempt {attempt})")
+        assert applied < total, "the worker finished before it could be killed mid-stream"
 
         # While it is down: more events (the relay follows the log), and the relay republishes the
         # second half of the log, as after a crash between the broker's ack and its recorded position.
