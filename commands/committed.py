@@ -44,14 +44,18 @@ class CommittedListings:
         self._listings: LRUCache[UUID, Listing] = LRUCache(maxsize)
         self._lock = Lock()  # a commit must not replace a newer state with an older one
 
-    def remember(self, aggregates: Iterable[Any]) -> None:
-        for aggregate in aggregates:
-            if isinstance(aggregate, Listing):
-                committed = deepcopy(aggregate)  # the saver may go on changing its own object
-                with self._lock:
-                    known = self.recall(aggregate.id, copy=False)
-                    if known is None or known.version < committed.version:
-                        self._listings.put(aggregate.id, committed)
+    def remember(self, aggregates: dict[UUID, Any], events: Iterable[Any]) -> None:
+        """Keep the listings among a save's aggregates that it wrote events for (a save may name
+        an aggregate it did not change, such as an older state read for a decision)."""
+        listings = {i: a for i, a in aggregates.items() if isinstance(a, Listing)}
+        if not listings:  # a batch's 10,000 events are not walked for nothing
+            return
+        for listing_id in {e.originator_id for e in events if e.originator_id in listings}:
+            committed = deepcopy(listings[listing_id])  # the saver may go on changing its own object
+            with self._lock:
+                known = self.recall(listing_id, copy=False)
+                if known is None or known.version < committed.version:
+                    self._listings.put(listing_id, committed)
 
     def recall(self, listing_id: UUID, copy: bool = True) -> Listing | None:
         try:

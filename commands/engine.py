@@ -133,8 +133,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             for e in processing_event.events
         ]
         recordings = super()._record(processing_event)
-        written = {e.originator_id for e in processing_event.events}  # a save may name aggregates it did not change
-        self.repository.committed.remember(a for i, a in processing_event.aggregates.items() if i in written)
+        self.repository.committed.remember(processing_event.aggregates, processing_event.events)
         return recordings
 
     def take_snapshot(self, aggregate_id, version: int | None = None, projector_func=project_aggregate) -> None:
