@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from api.server import HAND_OVER, free_port
+from bench.common import children
 from conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not HAND_OVER, reason="handing connections to workers needs Unix")
@@ -30,16 +31,7 @@ def serve(url: str, port: int, log: Path) -> subprocess.Popen:
 
 def workers_of(parent: int) -> set[int]:
     """The server's worker processes (its spawned children, not multiprocessing's resource tracker)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and b"spawn_main" in cmdline:
-            found.add(int(stat.parent.name))
-    return found
+    return set(children(parent, started_by=b"spawn_main"))
 
 
 def wait_until(condition, timeout: float, what: str, log: Path):
