@@ -65,7 +65,7 @@ def process_tree_cpu(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) used so far by `pid` and each of its children; empty where
     /proc is not there. Read before and after a run: the difference is what each process spent."""
     try:
-        return {p: _cpu_seconds(p) for p in (pid, *children(pid))}
+        return {p: cpu_seconds(p) for p in (pid, *children(pid))}
     except OSError:  # no /proc, or a process ended meanwhile
         return {}
 
@@ -80,7 +80,8 @@ def children(pid: int, started_by: bytes = b"") -> list[int]:
         return []
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far (Linux /proc; OSError elsewhere)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from uuid import UUID, uuid4
 
 import httpx
@@ -31,7 +30,7 @@ import psycopg
 from api.app import create_app
 from api.server import running
 from api.settings import Settings
-from bench.common import (Progress, fresh_database, median, note, percentile, print_table, rate,
+from bench.common import (Progress, cpu_seconds, fresh_database, median, note, percentile, print_table, rate,
                           server_version, show, sizes_from)
 from commands import models
 from commands.context import CommandContext
@@ -178,16 +177,14 @@ class BackendCpu:
         self._thread.join()
 
     def _sample(self) -> None:
-        ticks = os.sysconf("SC_CLK_TCK")
         with psycopg.connect(self.url, autocommit=True) as conn:
             while not self._stop.is_set():
                 for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
                                            " AND application_name LIKE 'etsypro-projector%%'"):
                     try:
-                        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                        self.seen[pid] = cpu_seconds(pid)
                     except OSError:
                         continue
-                    self.seen[pid] = (int(fields[11]) + int(fields[12])) / ticks
                 self._stop.wait(0.05)
 
     @property
