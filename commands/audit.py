@@ -24,6 +24,10 @@ from psycopg.rows import tuple_row
 
 from commands.context import CommandContext
 from commands.errors import NotFound
+from domain.account import Grants
+
+AUDIT_READ = "audit:read"
+SECURITY_READ = "security:read"
 
 GENESIS = bytes(32)  # the head before the first event (migrations/0003 and 0007)
 VERIFY_PAGE = 5000  # rows per round trip of the verifier's server-side cursors
@@ -172,8 +176,8 @@ ORDER BY notification_id
 LIMIT %(limit)s
 """
 
-# Account events (logins, lockouts, grants...) belong to no shop: tenant-wide readers see those
-# of their tenant's accounts too.
+# Account events (logins, lockouts, grants...) belong to no shop: readers with security:read over
+# the whole tenant (AuditReader.accounts) see those of their tenant's accounts too.
 _ACCOUNT_EVENTS = """
 UNION ALL
 SELECT p.notification_id, p.originator_id, p.originator_version, p.topic, p.state
@@ -184,13 +188,36 @@ WHERE a.tenant_id = %(tenant)s
 NO_END = 2**63 - 1
 
 
+@dataclass(frozen=True)
+class AuditReader:
+    """Who reads history, and what of it: the one rule every route returning events goes through.
+
+    Shops' events: the shops where the caller holds audit:read (seeing a shop in another role does
+    not open its history). Account events (logins, failures, lockouts, roles, keys) tell who works
+    when and from where: only for security:read over the whole tenant, as in /security/...
+    """
+
+    ctx: CommandContext  # shops narrowed to those the caller may audit
+    accounts: bool       # may read the tenant's account events
+
+    @classmethod
+    def of(cls, ctx: CommandContext, grants: Grants) -> AuditReader:
+        audited = [a for a in grants.accesses if AUDIT_READ in a.permissions]
+        shops = None if any(a.shops is None for a in audited) else frozenset(s for a in audited for s in a.shops)
+        return cls(dataclasses.replace(ctx, shops=shops), reads_account_events(grants))
+
+
+def reads_account_events(grants: Grants) -> bool:
+    return grants.allows(SECURITY_READ, tenant_wide=True)
+
+
 class AuditLog:
     """Mixed into PricingEngine: reading history, never writing it."""
 
     # -- one aggregate --------------------------------------------------------------------
-    def aggregate_history(self, ctx: CommandContext, aggregate_id: UUID, after_version: int = 0,
+    def aggregate_history(self, reader: AuditReader, aggregate_id: UUID, after_version: int = 0,
                           limit: int = 100) -> dict:
-        self._check_aggregate_owner(ctx, aggregate_id)
+        self._check_aggregate_owner(reader, aggregate_id)
         rows = self._query(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM pricing_events"
             " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version LIMIT %s",
@@ -200,8 +227,10 @@ class AuditLog:
                 "next_after_version": events[-1]["version"] if events else after_version,
                 "more": len(rows) > limit}
 
-    def _check_aggregate_owner(self, ctx: CommandContext, aggregate_id: UUID) -> None:
-        """Every event names its shop; the caller's tenant must own the aggregate's shop."""
+    def _check_aggregate_owner(self, reader: AuditReader, aggregate_id: UUID) -> None:
+        """Every event names its shop; the caller's tenant must own the aggregate's shop. An
+        account (no shop) is readable only with `reader.accounts`; else it looks unknown."""
+        ctx = reader.ctx
         rows = self._query(
             "SELECT i.shop_id FROM pricing_events e JOIN event_index i ON i.notification_id = e.notification_id"
             " WHERE e.originator_id = %s ORDER BY e.originator_version LIMIT 1", [aggregate_id])
@@ -209,7 +238,7 @@ class AuditLog:
             raise NotFound("aggregate not found")
         if rows[0][0] is None:  # no shop: an account's history, for tenant-wide readers of its tenant
             tenant = self._query("SELECT tenant_id FROM accounts WHERE account_id = %s", [aggregate_id])
-            if not tenant or tenant[0][0] != ctx.tenant_id or ctx.shops is not None:
+            if not tenant or tenant[0][0] != ctx.tenant_id or not reader.accounts or ctx.shops is not None:
                 raise NotFound("aggregate not found")
             return
         try:
@@ -218,16 +247,16 @@ class AuditLog:
             raise NotFound("aggregate not found") from None  # the same answer as for unknown ids
 
     # -- the global log -------------------------------------------------------------------
-    def audit_events(self, ctx: CommandContext, after: int = 0, limit: int = 100,
+    def audit_events(self, reader: AuditReader, after: int = 0, limit: int = 100,
                      filters: LogFilter = LogFilter(), to: int | None = None) -> dict:
         """A page of the caller's tenant's events in commit order, after position `after`."""
-        self._check_shop_filter(ctx, filters)
-        rows = self._log_rows(ctx, after, limit + 1, filters, to)
+        self._check_shop_filter(reader.ctx, filters)
+        rows = self._log_rows(reader, after, limit + 1, filters, to)
         events = [self._describe_row(row) for row in rows[:limit]]
         return {"events": events, "next_after": events[-1]["position"] if events else after,
                 "more": len(rows) > limit}
 
-    def export_events(self, ctx: CommandContext, start: int = 1, stop: int | None = None,
+    def export_events(self, reader: AuditReader, start: int = 1, stop: int | None = None,
                       filters: LogFilter = LogFilter()) -> tuple[int, Iterator[dict]]:
         """(last position, events from `start` to it inclusive), read lazily page by page.
 
@@ -235,14 +264,14 @@ class AuditLog:
         rather than chasing writers. Tenancy is checked here, before the first event is read,
         so a refused export fails before any response starts streaming.
         """
-        self._check_shop_filter(ctx, filters)
+        self._check_shop_filter(reader.ctx, filters)
         if stop is None:
             stop = self.recorder.max_notification_id() or 0
 
         def pages() -> Iterator[dict]:
             after = start - 1
             while after < stop:
-                rows = self._log_rows(ctx, after, EXPORT_PAGE, filters, stop)
+                rows = self._log_rows(reader, after, EXPORT_PAGE, filters, stop)
                 for row in rows:
                     yield self._describe_row(row)
                 if len(rows) < EXPORT_PAGE:
@@ -259,7 +288,9 @@ class AuditLog:
             except NotFound:
                 raise NotFound("shop not found", field="shop_id") from None
 
-    def _log_rows(self, ctx: CommandContext, after: int, limit: int, filters: LogFilter, to: int | None) -> list[tuple]:
+    def _log_rows(self, reader: AuditReader, after: int, limit: int, filters: LogFilter,
+                  to: int | None) -> list[tuple]:
+        ctx = reader.ctx
         conditions, params = filters.conditions()
         shops = ""
         if filters.shop_id is not None:
@@ -267,7 +298,7 @@ class AuditLog:
         if ctx.shops is not None:  # a caller granted some shops only sees those
             shops, params["visible"] = shops + " AND r.shop_id = ANY(%(visible)s::uuid[])", sorted(ctx.shops)
         accounts = ""
-        if filters.shop_id is None and ctx.shops is None:
+        if filters.shop_id is None and ctx.shops is None and reader.accounts:
             accounts = _ACCOUNT_EVENTS.format(conditions=conditions)
         sql = _LOG_PAGE.format(conditions=conditions, shops=shops, accounts=accounts)
         return self._query(sql, {**params, "after": after, "to": NO_END if to is None else to,
@@ -283,6 +314,32 @@ class AuditLog:
             return curs.execute(sql, params).fetchall()
 
     # -- tamper evidence ------------------------------------------------------------------
+    def verify_for(self, reader: AuditReader, from_position: int | None = None) -> dict:
+        """The chain check as a tenant sees it. The whole log is verified (one chain links every
+        tenant's events), but how many events that took is a figure of every tenant's activity:
+        a tenant is told how many of the events it may read were among them (`checked_own`); the
+        whole-log count is the operator's (`etsypro audit verify`)."""
+        report = self.verify_chain(from_position)
+        answer = {k: v for k, v in report.as_dict().items() if k != "checked"}
+        answer["checked_own"] = self._readable_count(reader, from_position or 1, report.last_position or 0)
+        return answer
+
+    def _readable_count(self, reader: AuditReader, first: int, last: int) -> int:
+        """How many events at positions first..last the reader may read (the same rule as the log)."""
+        if last < first:
+            return 0
+        ctx, params = reader.ctx, {"tenant": reader.ctx.tenant_id, "first": first, "last": last}
+        visible = ""
+        if ctx.shops is not None:
+            visible, params["visible"] = " AND r.shop_id = ANY(%(visible)s::uuid[])", sorted(ctx.shops)
+        sql = ("SELECT (SELECT count(*) FROM reservations r JOIN event_index i ON i.shop_id = r.shop_id"
+               " WHERE r.kind = 'tenant' AND r.key = %(tenant)s AND i.notification_id BETWEEN %(first)s AND %(last)s"
+               + visible + ")")
+        if ctx.shops is None and reader.accounts:
+            sql += (" + (SELECT count(*) FROM accounts a JOIN pricing_events e ON e.originator_id = a.account_id"
+                    " WHERE a.tenant_id = %(tenant)s AND e.notification_id BETWEEN %(first)s AND %(last)s)")
+        return self._query(sql, params)[0][0]
+
     def verify_chain(self, from_position: int | None = None, progress: Progress | None = None) -> VerifyReport:
         """Recompute the hash chain and compare it with what is stored, streaming the events, the
         per-event rows of event_chain and the links of event_chain_links side by side.
