@@ -17,6 +17,7 @@ from eventsourcing.utils import get_topic
 from psycopg import Cursor
 
 from projections.base import Positioned, Projection
+from projections.parking import decode_each
 
 # Turns a stored event into a domain event: the write side's mapper (engine.mapper.to_domain_event).
 # Injected, because projections/ depends on the domain's events, not on the write side.
@@ -31,6 +32,7 @@ class Page:
     events: list[Positioned]  # decoded events some projection reads, in log order
     last: int | None          # the highest id read (events of no interest included); None: nothing new
     rows: int                 # how many stored events the page covered
+    undecodable: tuple = ()   # parking.Failure of each event of interest that did not decode
 
 
 def topics_of(projections: Iterable[Projection]) -> frozenset[str]:
@@ -49,8 +51,13 @@ class EventLog:
         if not rows:
             return Page([], None, 0)
         topics, decode = self.topics, self.decode
-        events = [(pos, decode(StoredEvent(oid, version, topic, state)))
-                  for pos, oid, version, topic, state in rows if topic in topics]
+        try:
+            events = [(pos, decode(StoredEvent(oid, version, topic, state)))
+                      for pos, oid, version, topic, state in rows if topic in topics]
+        except Exception:  # noqa: BLE001 - one event that does not decode must not stop the page
+            events, failures = decode_each(((pos, StoredEvent(oid, version, topic, state))
+                                            for pos, oid, version, topic, state in rows if topic in topics), decode)
+            return Page(events, rows[-1][0], len(rows), tuple(failures))
         return Page(events, rows[-1][0], len(rows))
 
 

@@ -20,9 +20,9 @@ from typing import Callable, Sequence
 
 import psycopg
 
-from projections import tracking
+from projections import parking, tracking
 from projections.base import LIVE, Projection, Tables, of_types
-from projections.log import Decoder, EventLog, Page
+from projections.log import Decoder, EventLog, Page, topics_of
 from projections.registry import ALL
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "pricing_events"  # the recorder NOTIFYs it in every transaction that inserts events
 DEFAULT_BATCH = 10_000  # events per transaction: larger batches amortise round trips (measured +10% over 5,000)
 APPLICATION_NAME = "etsypro-projector"
+RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked events while following the log
 
 
 @dataclass
@@ -53,12 +54,16 @@ class Projector:
         self.log = EventLog(decode, self.projections)
         self.application_name = application_name
         self.stats = Stats()
+        self.retry_every = RETRY_PARKED_EVERY
+        self._parked: bool | None = None  # any parked events? None: not known yet (retried at the first step)
+        self._next_retry = 0.0
         self._conn: psycopg.Connection | None = None
 
     # -- one batch ------------------------------------------------------------------------
     def step(self) -> int:
         """Apply the next batch in one transaction; returns how many stored events it covered
         (0 when the projections are at the head of the log)."""
+        self._retry_parked_when_due()
         covered = self._step(None)
         self.stats.last_error = None
         return covered
@@ -66,6 +71,16 @@ class Projector:
     def _step(self, prefetched: tuple[int, Page] | None) -> int | None:
         """As step(), using a page read ahead when it starts where the projections are.
         None: the prefetched page starts elsewhere (someone else moved the positions)."""
+        try:
+            return self._apply_page(prefetched, isolating=False)
+        except Exception as error:  # noqa: BLE001
+            if parking.is_transient(error):
+                raise  # the database, not an event: the whole batch is retried (keep_following)
+            log.warning("projector: a batch failed (%s); applying it again, parking the events that fail",
+                        parking.describe(error))
+            return self._apply_page(prefetched, isolating=True)
+
+    def _apply_page(self, prefetched: tuple[int, Page] | None, isolating: bool) -> int | None:
         conn = self._connection()
         names = list(self.track_as.values())
         with conn.transaction(), conn.cursor() as cur:
@@ -88,12 +103,59 @@ class Projector:
                 name = self.track_as[projection.name]
                 done = positions[name]
                 mine = page.events if done == start else [pe for pe in page.events if pe[0] > done]
-                projection.apply(cur, mine, self.tables)
-                moves[name] = (max(done, page.last), len(of_types(mine, projection.event_types)))
+                applied = self._apply(conn, cur, projection, name, of_types(mine, projection.event_types),
+                                      [f for f in page.undecodable if f.position > done], isolating)
+                moves[name] = (max(done, page.last), applied)
             tracking.advance(cur, moves)
         self.stats.batches += 1
         self.stats.events_read += page.rows
         return page.rows
+
+    def _apply(self, conn, cur, projection: Projection, name: str, events: list, undecodable: list,
+               isolating: bool) -> int:
+        """Apply one projection's events of the page; returns how many were applied. Isolating:
+        each chunk in a savepoint, and the events that fail alone parked (in this transaction)."""
+        failed = []
+        if not isolating:
+            projection.apply(cur, events, self.tables)
+        else:
+            failed = parking.isolate(events, lambda chunk: parking.in_savepoint(
+                conn, lambda: projection.apply(cur, chunk, self.tables)))
+        topics = topics_of([projection]) if undecodable else ()
+        failures = [parking.Failure.of(pe, error) for pe, error in failed] + [
+            f for f in undecodable if f.topic in topics]
+        if failures:
+            parking.park(cur, name, failures)
+            self._parked = True
+            log.error("projector: %s parked %d event(s), the first at %d: %s", name, len(failures),
+                      failures[0].position, failures[0].error)
+        return len(events) - len(failed)
+
+    # -- parked events ------------------------------------------------------------------------
+    def retry_parked(self) -> tuple[int, int]:
+        """Apply the parked events again (in one transaction with the positions, so no batch runs
+        meanwhile); returns (applied now, still parked)."""
+        self._ensure_tracking()
+        conn = self._connection()
+        applied = remaining = 0
+        with conn.transaction(), conn.cursor() as cur:
+            tracking.lock(cur, list(self.track_as.values()))
+            for projection in self.projections:
+                ok, failing = parking.retry(conn, cur, self.track_as[projection.name], projection, self.log.decode,
+                                            self.tables)
+                applied, remaining = applied + ok, remaining + failing
+        self._parked = remaining > 0
+        if applied or remaining:
+            log.warning("projector: retried parked events: %d applied, %d still parked", applied, remaining)
+        return applied, remaining
+
+    def _retry_parked_when_due(self) -> None:
+        if self._parked is False:
+            return
+        now = time.monotonic()
+        if now >= self._next_retry:
+            self._next_retry = now + self.retry_every
+            self.retry_parked()
 
     def catch_up(self, progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> int:
         """Apply batches until the head of the log; returns the stored events covered.
@@ -101,6 +163,7 @@ class Projector:
         The next pages are read and decoded on another thread and connection while this one
         applies the current page, so Python's decoding overlaps with the database's writing."""
         self._ensure_tracking()
+        self._retry_parked_when_due()
         total = 0
         reader = None
         try:

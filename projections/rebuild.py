@@ -26,7 +26,7 @@ import psycopg
 from psycopg import Cursor, sql
 from psycopg.rows import tuple_row
 
-from projections import tracking
+from projections import parking, tracking
 from projections.base import SCHEMA, Projection, Tables
 from projections.log import Decoder, EventLog, head
 from projections.projector import DEFAULT_BATCH, Projector
@@ -190,6 +190,7 @@ def _swap_once(cur: Cursor, projections: tuple[Projection, ...], event_log: Even
     for name, track_as in zip(names, copies):
         tracking.set_position(cur, name, position)
         tracking.forget(cur, track_as)
+        parking.rename(cur, track_as, name)  # what the copies lack is what the replay parked
     return position
 
 

@@ -54,13 +54,13 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-from commands.errors import CommandRefused, Conflict
+from commands.errors import Conflict
 from commands.repricing import CHANGED, RepriceResult, assignment_cause, observation_cause, rule_cause
-from domain.errors import DomainError
 from domain.facts import ObservationBatch, observation_ref
 from domain.listing import Listing
 from domain.pricing_rule import PricingRule
 from domain.rules import CompetitorPrice
+from projections import parking
 from projections.base import Positioned as LogEvent  # (log position, domain event)
 from projections.log import EventLog, Page
 from projections.observations import Positioned, Wanted, latest, newest_per_competitor, projected_up_to
@@ -70,11 +70,13 @@ log = logging.getLogger(__name__)
 
 NAME = "repricing"
 DEFAULT_PAGE = 1000
+RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked causes while following the log
 APPLICATION_NAME = "etsypro-repricing"
 
 Observed = ObservationBatch.CompetitorPriceObserved
 EVENT_TYPES = (Observed, PricingRule.Revised, Listing.RuleAssigned, Listing.RuleUnassigned)
 EVENT_TOPICS = frozenset(get_topic(t) for t in EVENT_TYPES)  # as the event store names them
+RETRIED = (Conflict,)  # with parking.TRANSIENT: what acting on the batch again can fix (a busy listing)
 
 _REST_OF_BATCHES = """
     SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state
@@ -112,34 +114,46 @@ class Plan:
     observed: dict[UUID, list[Positioned]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
-    def of(cls, events: Iterable[tuple[int, object]]) -> Plan:
+    def of(cls, events: Iterable[tuple[int, object]], failed: list | None = None) -> Plan:
+        """failed: None raises what an event raises; a list collects ((position, event), error)
+        for each such event, which then adds nothing to the plan."""
         plan = cls()
         for position, e in events:
-            kind = type(e)
-            if kind is Observed:
-                plan._observed(position, e)
-            elif kind is Listing.RuleAssigned:
-                plan.assignments[e.originator_id] = Assignment(e.originator_id, UUID(e.meta.shop_id), e.rule_id,
-                                                               e.originator_version)
-                plan.triggers.append(Trigger(position, e.originator_id, UUID(e.meta.shop_id),
-                                             assignment_cause(e.originator_id, e.originator_version),
-                                             e.meta.correlation_id))
-            elif kind is Listing.RuleUnassigned:
-                plan.assignments[e.originator_id] = Assignment(e.originator_id, UUID(e.meta.shop_id), None,
-                                                               e.originator_version)
-            elif kind is PricingRule.Revised:
-                plan.revisions.append((position, e.originator_id, rule_cause(e.originator_id, e.rule_version),
-                                       e.meta.correlation_id))
+            if failed is None:
+                plan.add(position, e)
+                continue
+            try:
+                plan.add(position, e)
+            except Exception as error:  # noqa: BLE001 - the caller parks it
+                failed.append(((position, e), error))
         return plan
 
+    def add(self, position: int, e) -> None:
+        """Take in one event; all that can fail is computed before the plan changes."""
+        kind = type(e)
+        if kind is Observed:
+            self._observed(position, e)
+        elif kind is Listing.RuleAssigned:
+            assignment = Assignment(e.originator_id, UUID(e.meta.shop_id), e.rule_id, e.originator_version)
+            trigger = Trigger(position, e.originator_id, UUID(e.meta.shop_id),
+                              assignment_cause(e.originator_id, e.originator_version), e.meta.correlation_id)
+            self.assignments[e.originator_id] = assignment
+            self.triggers.append(trigger)
+        elif kind is Listing.RuleUnassigned:
+            self.assignments[e.originator_id] = Assignment(e.originator_id, UUID(e.meta.shop_id), None,
+                                                           e.originator_version)
+        elif kind is PricingRule.Revised:
+            self.revisions.append((position, e.originator_id, rule_cause(e.originator_id, e.rule_version),
+                                   e.meta.correlation_id))
+
     def _observed(self, position: int, e) -> None:
-        self.observed[e.listing_id].append(
-            (position, CompetitorPrice(observation_ref(e.originator_id, e.originator_version), e.competitor,
-                                       e.price, e.meta.occurred_at)))
+        observed = (position, CompetitorPrice(observation_ref(e.originator_id, e.originator_version), e.competitor,
+                                              e.price, e.meta.occurred_at))
         # Later observations of the same listing in the page supersede this trigger (latest wins).
-        self.triggers.append(Trigger(position, e.listing_id, UUID(e.meta.shop_id),
-                                     observation_cause(e.originator_id, e.originator_version),
-                                     e.meta.correlation_id))
+        trigger = Trigger(position, e.listing_id, UUID(e.meta.shop_id),
+                          observation_cause(e.originator_id, e.originator_version), e.meta.correlation_id)
+        self.observed[e.listing_id].append(observed)
+        self.triggers.append(trigger)
 
     def latest_per_listing(self, rule_listings: dict[UUID, list[tuple[UUID, UUID]]]) -> dict[UUID, Trigger]:
         """Each listing's latest trigger: its own events, and revisions of the rule it uses."""
@@ -183,31 +197,64 @@ class RepricingPolicy:
         self.event_types = EVENT_TYPES
         self.log = EventLog(engine.mapper.to_domain_event, [self])
         self.stats = Stats()
+        self.retry_every = RETRY_PARKED_EVERY
+        self._parked: bool | None = None  # any parked causes? None: not known yet (retried at the first step)
+        self._next_retry = 0.0
         self._conn: psycopg.Connection | None = None
         self._stop = threading.Event()
 
     # -- one batch ----------------------------------------------------------------------
-    def act_on(self, cur, events: Sequence[LogEvent], complete_below: int) -> list[RepriceResult]:
+    def act_on(self, cur, events: Sequence[LogEvent], complete_below: int, follower: str | None = None,
+               isolating: bool = False) -> list[RepriceResult]:
         """Act on a batch of the policy's events, (log position, event) in log order, once each.
 
         `complete_below`: every observation of the batch's listings after this position, up to
         the batch's triggers, is in the batch (the earlier ones are read from the view, once the
         projector reached it). The changes commit on their own; the index updates in `cur`'s
         transaction, which the caller commits after this returns (never before: a crash then
-        acts on the batch again, and finds its causes done)."""
-        plan = Plan.of(events)
+        acts on the batch again, and finds its causes done).
+
+        A cause the engine cannot act on (refused, or failing) is parked under `follower` (default:
+        this policy's name) in `cur`'s transaction. Isolating (after the batch failed as a whole):
+        an event that cannot be planned, and a listing whose facts cannot be read, are parked too,
+        with a savepoint around each try, so the rest of the batch goes on."""
+        failures: list[parking.Failure] = []
+        failed = [] if isolating else None
+        plan = Plan.of(events, failed)
+        failures += [parking.Failure.of(pe, error) for pe, error in failed or ()]
         work = self._work(cur, plan)
-        return self._act(cur, work, plan, complete_below)
+        results = self._act(cur, work, plan, complete_below, dict(events), failures, isolating)
+        if failures:
+            parking.park(cur, follower or self.name, failures)
+            self._parked = True
+            log.error("repricing: parked %d cause(s), the first at %d: %s", len(failures), failures[0].position,
+                      failures[0].error)
+        return results
 
     def step(self) -> int:
         """Act on the next page of the log; returns how many stored events it covered (0 at the head)."""
+        self.retry_parked_when_due()
+        try:
+            return self._step(isolating=False)
+        except Exception as error:  # noqa: BLE001
+            if parking.is_transient(error, RETRIED):
+                raise  # not the page's fault: it is acted on again as a whole (keep_following)
+            log.warning("repricing: a page failed (%s); acting on it again, parking the causes that fail",
+                        parking.describe(error))
+            return self._step(isolating=True)
+
+    def _step(self, isolating: bool) -> int:
         conn = self.connection()
         with conn.transaction(), conn.cursor() as cur:
             after = self._lock_position(cur)
             page = self._read(cur, after)
             if page.last is None:
                 return 0
-            results = self.act_on(cur, page.events, after)  # the page holds every event after `after`
+            # the page holds every event after `after`
+            results = self.act_on(cur, page.events, after, isolating=isolating)
+            if page.undecodable:
+                parking.park(cur, self.name, page.undecodable)
+                self._parked = True
             self.record_progress(cur, self.name, page.last, len(page.events), results)
         self.stats.pages += 1
         self.stats.events_read += page.rows
@@ -220,7 +267,40 @@ class RepricingPolicy:
         if not page.events or page.events[-1][0] != page.last:
             return page
         more = self.rest_of_batches(cur, [page.events[-1][1]])
-        return Page(page.events + more, more[-1][0], page.rows + len(more)) if more else page
+        return Page(page.events + more, more[-1][0], page.rows + len(more), page.undecodable) if more else page
+
+    # -- parked causes ------------------------------------------------------------------
+    def retry_parked(self, follower: str | None = None) -> tuple[int, int]:
+        """Act again on the causes parked under `follower` (default: this policy), each on its own,
+        in one transaction holding the follower's row; returns (resolved now, still parked). A
+        cause since superseded by a later one of its listing is resolved without acting."""
+        follower = follower or self.name
+        conn = self.connection()
+        with conn.transaction(), conn.cursor() as cur:
+            self._lock_position(cur, follower)
+            positions = parking.parked_positions(cur, follower)
+            if not positions:
+                self._parked = False
+                return 0, 0
+            events, undecodable = parking.decode_each(parking.stored_events(cur, positions), self.log.decode)
+            for positioned in events:
+                self.act_on(cur, [positioned], positioned[0], follower, isolating=True)
+            parking.park(cur, follower, undecodable)
+            parking.unpark_unless_parked_again(cur, follower, positions)
+            remaining = len(parking.parked_positions(cur, follower))
+        self._parked = remaining > 0
+        log.warning("repricing: retried parked causes of %s: %d resolved, %d still parked", follower,
+                    len(positions) - remaining, remaining)
+        return len(positions) - remaining, remaining
+
+    def retry_parked_when_due(self, follower: str | None = None) -> None:
+        """retry_parked(), at most every `retry_every` seconds, and only while causes are parked."""
+        if self._parked is False:
+            return
+        now = time.monotonic()
+        if now >= self._next_retry:
+            self._next_retry = now + self.retry_every
+            self.retry_parked(follower)
 
     def rest_of_batches(self, cur, ends: Iterable[object]) -> list[LogEvent]:
         """The events after `ends` of the observation batches they belong to, in log order. A
@@ -269,14 +349,23 @@ class RepricingPolicy:
                 [[a.listing_id for a in rows], [a.shop_id for a in rows], [a.rule_id for a in rows],
                  [a.version for a in rows]])
 
-    def _act(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, complete_below: int) -> list[RepriceResult]:
+    def _act(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, complete_below: int,
+             events: dict[int, object], failures: list[parking.Failure], isolating: bool) -> list[RepriceResult]:
         if not work:
             return []
         now = self.clock()
-        facts = self._facts(cur, work, plan, complete_below, now)
+        if isolating:
+            facts: dict[UUID, list[CompetitorPrice]] = {}
+            failed = parking.isolate(work, lambda chunk: parking.in_savepoint(
+                cur.connection, lambda: facts.update(self._facts(cur, chunk, plan, complete_below, now))),
+                also_transient=RETRIED)
+            failures += [_failure(trigger, events, error) for (trigger, _), error in failed]
+            work = [w for w in work if w[0].listing_id in facts]
+        else:
+            facts = self._facts(cur, work, plan, complete_below, now)
         results = []
         for trigger, _ in work:
-            result = self._reprice(trigger, facts.get(trigger.listing_id, []), now)
+            result = self._reprice(trigger, facts.get(trigger.listing_id, []), now, events, failures)
             if result is not None:
                 results.append(result)
         return results
@@ -321,20 +410,20 @@ class RepricingPolicy:
         except AggregateNotFoundError:  # cannot be (assigned rules exist); reprice_listing will say
             return None
 
-    def _reprice(self, trigger: Trigger, observations: Sequence[CompetitorPrice], now: datetime) -> RepriceResult | None:
+    def _reprice(self, trigger: Trigger, observations: Sequence[CompetitorPrice], now: datetime,
+                 events: dict[int, object], failures: list[parking.Failure]) -> RepriceResult | None:
         engine = self.engine
         try:
             ctx = engine.automation_context(trigger.shop_id, trigger.cause, trigger.correlation_id)
             result = engine.reprice_listing(ctx, trigger.shop_id, trigger.listing_id, observations, trigger.cause,
                                             now=now)
-        except Conflict:
-            raise  # too much concurrent activity on the listing: retry the batch (changes made are kept)
-        except (CommandRefused, DomainError) as e:
-            # Not something a retry fixes (a bug, or data that no longer fits): skip this listing
-            # rather than stop automated repricing for everyone; the error is logged and counted.
+        except Exception as e:  # noqa: BLE001
+            if parking.is_transient(e, RETRIED):
+                raise  # a busy listing or the database: retry the batch (changes made are kept)
+            # Not something a retry of the batch fixes (a bug, or data that does not fit): park
+            # this cause rather than stop automated repricing for everyone.
             self.stats.failed += 1
-            self.stats.last_error = f"{trigger.cause} on listing {trigger.listing_id}: {type(e).__name__}: {e}"
-            log.error("repricing: %s", self.stats.last_error)
+            failures.append(_failure(trigger, events, e))
             return None
         self.stats.outcomes[result.outcome] += 1
         if self.on_result is not None:
@@ -342,10 +431,11 @@ class RepricingPolicy:
         return result
 
     # -- tracking -----------------------------------------------------------------------
-    def _lock_position(self, cur) -> int:
-        cur.execute("INSERT INTO streams.policy_positions (policy) VALUES (%s) ON CONFLICT DO NOTHING", [self.name])
+    def _lock_position(self, cur, policy: str | None = None) -> int:
+        policy = policy or self.name
+        cur.execute("INSERT INTO streams.policy_positions (policy) VALUES (%s) ON CONFLICT DO NOTHING", [policy])
         return cur.execute("SELECT log_position FROM streams.policy_positions WHERE policy = %s FOR UPDATE",
-                           [self.name], prepare=True).fetchone()[0]
+                           [policy], prepare=True).fetchone()[0]
 
     @staticmethod
     def record_progress(cur, policy: str, position: int, events: int, results: list[RepriceResult]) -> None:
@@ -406,6 +496,13 @@ class RepricingPolicy:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _failure(trigger: Trigger, events: dict[int, object], error: BaseException) -> parking.Failure:
+    """The parked row of a cause: its triggering event, the listing named in the error."""
+    failure = parking.Failure.of((trigger.position, events[trigger.position]), error)
+    return parking.Failure(failure.position, failure.originator_id, failure.originator_version, failure.topic,
+                           f"listing {trigger.listing_id}: {failure.error}")
 
 
 def _since(rule: PricingRule | None, now: datetime) -> datetime | None:

@@ -26,7 +26,8 @@ Delivery. Per batch of records: one transaction for the index and the counters, 
 changes (each reserved per cause in its own transaction) committed; the records are acknowledged
 to Kafka only after that commit. A crash re-delivers the batch: its causes are found done. A
 listing too busy to change (Conflict) or a database outage retries the batch with back-off; any
-other error stops the worker (CrashingSupervisor) rather than skip the batch. SIGTERM does not
+other error parks the causes that fail (projections/parking.py) in the transaction of the
+counters, and the rest of the batch goes on; parked causes are retried every minute. SIGTERM does not
 wait for the batch in hand (it may be waiting for the projector): it stays unacknowledged and
 comes again. The counters go to
 streams.policy_positions under the app id (log_position: the greatest position seen), apart from
@@ -40,6 +41,7 @@ Workers of one app id share the topic's partitions (so its shops) as one consume
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import defaultdict
 from typing import Sequence
@@ -51,10 +53,13 @@ from mode.supervisors import CrashingSupervisor
 
 from commands.errors import Conflict
 from commands.repricing import RepriceResult
+from projections import parking
 from streams import wire
 from streams.repricing import EVENT_TOPICS, LogEvent, RepricingPolicy
 from streams.sink import retry_batch
 from streams.workers import WorkerConfig, new_app, record_of, run_app
+
+log = logging.getLogger(__name__)
 
 DEFAULT_APP_ID = "etsypro-repricing"
 RETRIED = (Conflict, psycopg.OperationalError, StoreUnavailable)  # what retrying the batch can fix
@@ -73,18 +78,38 @@ class KafkaRepricing:
         self._row_exists = False
 
     def act(self, records: Sequence[wire.Record]) -> list[RepriceResult]:
-        """Act on the records' events; the index and the counters commit once the changes did."""
+        """Act on the records' events; the index and the counters commit once the changes did.
+        A batch that fails for a reason retrying cannot fix is acted on again with the failing
+        causes parked (parking.py), in the transaction of the counters."""
         with self._busy:
-            events = self._decoded(records)
-            if not events:
+            events, undecodable = self._decoded(records)
+            if not events and not undecodable:
                 return []
-            conn = self.policy.connection()
-            with conn.transaction(), conn.cursor() as cur:
-                events = _merged(events, self.policy.rest_of_batches(cur, _run_ends(records, events)))
-                results = self.policy.act_on(cur, events, complete_below(records))
-                self._count(cur, events, results)
-            self._counted(events)
-            return results
+            self.policy.retry_parked_when_due(self.name)
+            try:
+                return self._act(records, events, undecodable, isolating=False)
+            except Exception as error:  # noqa: BLE001
+                if parking.is_transient(error, RETRIED):
+                    raise
+                log.warning("repricing worker %s: a batch failed (%s); acting on it again, parking the causes"
+                            " that fail", self.name, parking.describe(error))
+                return self._act(records, events, undecodable, isolating=True)
+
+    def _act(self, records: Sequence[wire.Record], events: list[LogEvent], undecodable: list[parking.Failure],
+             isolating: bool) -> list[RepriceResult]:
+        conn = self.policy.connection()
+        with conn.transaction(), conn.cursor() as cur:
+            events = _merged(events, self.policy.rest_of_batches(cur, _run_ends(records, events)))
+            results = self.policy.act_on(cur, events, complete_below(records), self.name, isolating)
+            parking.park(cur, self.name, undecodable)
+            self._count(cur, events, undecodable, results)
+        self._counted(events, undecodable)
+        return results
+
+    def retry_parked(self) -> tuple[int, int]:
+        """Act again on the causes this worker parked; returns (resolved now, still parked)."""
+        with self._busy:
+            return self.policy.retry_parked(self.name)
 
     def act_retrying(self, records: Sequence[wire.Record], stop: threading.Event, max_backoff: float = 5.0
                      ) -> list[RepriceResult]:
@@ -98,27 +123,32 @@ class KafkaRepricing:
         return retry_batch(lambda: self.act(records), RETRIED, f"repricing worker {self.name}", self.policy.close,
                            stop, max_backoff, on_error=shown)
 
-    def _decoded(self, records: Sequence[wire.Record]) -> list[LogEvent]:
+    def _decoded(self, records: Sequence[wire.Record]) -> tuple[list[LogEvent], list[parking.Failure]]:
         """(position, domain event) of the policy's records, in log order, once each (the relay
-        may have published an event twice)."""
-        decode, by_position = self.policy.log.decode, {}
+        may have published an event twice); and a Failure for each that does not decode."""
+        stored = {}
         for r in records:
-            if r.event_topic in EVENT_TOPICS and r.position not in by_position:
-                by_position[r.position] = decode(r.stored_event())
-        return sorted(by_position.items(), key=lambda pe: pe[0])
+            if r.event_topic in EVENT_TOPICS and r.position not in stored:
+                stored[r.position] = r.stored_event()
+        return parking.decode_each(sorted(stored.items(), key=lambda ps: ps[0]), self.policy.log.decode)
 
-    def _count(self, cur, events: list[LogEvent], results: list[RepriceResult]) -> None:
+    def _count(self, cur, events: list[LogEvent], undecodable: list[parking.Failure],
+               results: list[RepriceResult]) -> None:
         if not self._row_exists:
             cur.execute("INSERT INTO streams.policy_positions (policy) VALUES (%s) ON CONFLICT DO NOTHING", [self.name])
-        self.policy.record_progress(cur, self.name, events[-1][0], len(events), results)
+        self.policy.record_progress(cur, self.name, _last(events, undecodable), len(events), results)
 
-    def _counted(self, events: list[LogEvent]) -> None:
+    def _counted(self, events: list[LogEvent], undecodable: list[parking.Failure]) -> None:
         """After the commit: the counters' row exists, and the batch shows in the stats."""
         self._row_exists = True
         stats = self.policy.stats
         stats.pages += 1
         stats.events_read += len(events)
-        stats.position = max(stats.position, events[-1][0])
+        stats.position = max(stats.position, _last(events, undecodable))
+
+
+def _last(events: list[LogEvent], undecodable: list[parking.Failure]) -> int:
+    return max([pe[0] for pe in events[-1:]] + [f.position for f in undecodable])
 
 
 def _runs(records: Sequence[wire.Record]) -> dict[tuple[str, int], list[wire.Record]]:

@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
 
 import psycopg
 
-from projections.base import LIVE, Projection, Tables
+from projections import parking
+from projections.base import LIVE, Projection, Tables, of_types
 from projections.log import Decoder, topics_of
 from projections.registry import ALL
 from streams.wire import Record
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]  # (topic, partition)
 APPLICATION_NAME = "etsypro-kafka-sink"
+RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked events
 
 
 @dataclass
@@ -67,13 +70,28 @@ class Sink:
         # One transaction at a time on our connection, even if a cancelled caller's thread is
         # still finishing one (faust restarts agents on a rebalance).
         self._busy = threading.Lock()
+        self.retry_every = RETRY_PARKED_EVERY
+        self._parked: bool | None = None  # any parked events? None: not known yet
+        self._next_retry = 0.0
 
     def apply(self, records: Sequence[Record]) -> Applied:
-        """Apply the records not applied yet, in one transaction with their partitions' offsets."""
+        """Apply the records not applied yet, in one transaction with their partitions' offsets.
+        Parked events are retried first when due (at the first batch, then every minute)."""
         with self._busy:
+            self._retry_when_due()
             return self._apply(records)
 
     def _apply(self, records: Sequence[Record]) -> Applied:
+        try:
+            return self._apply_batch(records, isolating=False)
+        except Exception as error:  # noqa: BLE001
+            if parking.is_transient(error):
+                raise  # the database, not an event: apply_retrying retries the whole batch
+            log.warning("sink %s: a batch failed (%s); applying it again, parking the events that fail", self.name,
+                        parking.describe(error))
+            return self._apply_batch(records, isolating=True)
+
+    def _apply_batch(self, records: Sequence[Record], isolating: bool) -> Applied:
         by_tp: dict[TP, list[Record]] = defaultdict(list)
         for r in records:
             by_tp[r.topic, r.partition].append(r)
@@ -91,9 +109,9 @@ class Sink:
                     result.rewind[tp] = recorded[tp] + 1 + len(contiguous)
                 fresh.extend(contiguous)
                 result.offsets[tp] = contiguous[-1].offset if contiguous else recorded[tp]
-            events = self._events(fresh)
+            events, undecodable = self._events(fresh)
             for projection in self.projections:
-                projection.apply(cur, events, self.tables)
+                self._project(conn, cur, projection, events, undecodable, isolating)
             self._advance(cur, result.offsets, recorded, _counts(fresh))
         self._known.update(by_tp)  # their offsets rows exist now (committed)
         result.events = len(events)
@@ -106,14 +124,65 @@ class Sink:
         return retry_batch(lambda: self.apply(records), (psycopg.OperationalError,), f"sink {self.name}", self.close,
                            max_backoff=max_backoff)
 
+    def parked_as(self, projection: Projection) -> str:
+        """The follower name of this sink's parked events for one projection."""
+        return f"{self.name}/{projection.name}"
+
+    def retry_parked(self) -> tuple[int, int]:
+        """Apply this sink's parked events again, in one transaction; returns (applied now, still parked)."""
+        with self._busy:
+            return self._retry()
+
+    def _retry(self) -> tuple[int, int]:
+        applied = remaining = 0
+        conn = self._connection()
+        with conn.transaction(), conn.cursor() as cur:
+            for projection in self.projections:
+                ok, failing = parking.retry(conn, cur, self.parked_as(projection), projection, self.decode,
+                                            self.tables)
+                applied, remaining = applied + ok, remaining + failing
+        self._parked = remaining > 0
+        return applied, remaining
+
+    def _retry_when_due(self) -> None:
+        if self._parked is False:
+            return
+        now = time.monotonic()
+        if now >= self._next_retry:
+            self._next_retry = now + self.retry_every
+            self._retry()
+
     # -- steps --------------------------------------------------------------------------
-    def _events(self, records: list[Record]) -> list[tuple[int, object]]:
-        """(position, domain event) of the records some projection reads, in log order, once each."""
+    def _project(self, conn, cur, projection: Projection, events: list, undecodable: list[parking.Failure],
+                 isolating: bool) -> None:
+        """Apply the events to one projection; isolating, park those that fail alone (and those that
+        did not decode) in this transaction."""
+        failures = [f for f in undecodable if f.topic in topics_of([projection])] if undecodable else []
+        if not isolating:
+            projection.apply(cur, events, self.tables)
+        else:
+            mine = of_types(events, projection.event_types)
+            failed = parking.isolate(mine, lambda chunk: parking.in_savepoint(
+                conn, lambda: projection.apply(cur, chunk, self.tables)))
+            failures += [parking.Failure.of(pe, error) for pe, error in failed]
+        if failures:
+            parking.park(cur, self.parked_as(projection), failures)
+            self._parked = True
+            log.error("sink %s: %s parked %d event(s), the first at %d: %s", self.name, projection.name,
+                      len(failures), failures[0].position, failures[0].error)
+
+    def _events(self, records: list[Record]) -> tuple[list[tuple[int, object]], list[parking.Failure]]:
+        """(position, domain event) of the records some projection reads, in log order, once each;
+        and a Failure for each that does not decode."""
         wanted, decode, by_position = self.topics, self.decode, {}
-        for r in records:
-            if r.event_topic in wanted and r.position not in by_position:
-                by_position[r.position] = decode(r.stored_event())
-        return sorted(by_position.items(), key=lambda pe: pe[0])
+        try:
+            for r in records:
+                if r.event_topic in wanted and r.position not in by_position:
+                    by_position[r.position] = decode(r.stored_event())
+        except Exception:  # noqa: BLE001 - decode one by one: the others are applied
+            stored = {r.position: r.stored_event() for r in records if r.event_topic in wanted}
+            return parking.decode_each(sorted(stored.items(), key=lambda ps: ps[0]), decode)
+        return sorted(by_position.items(), key=lambda pe: pe[0]), []
 
     def _lock(self, cur: psycopg.Cursor, tps: list[TP]) -> dict[TP, int]:
         """The partitions' recorded offsets, rows locked in a fixed order until commit: two

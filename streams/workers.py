@@ -74,8 +74,8 @@ def create_app(config: WorkerConfig, decode: Decoder, projections: Sequence[Proj
     sink = Sink(config.conninfo, decode, name=config.app_id, projections=projections)
     rewinds = _Rewinds(app)
 
-    # CrashingSupervisor: an error that retrying cannot fix (an event that does not decode, a bug)
-    # stops the worker instead of restarting the agent past the batch it could not apply.
+    # CrashingSupervisor: an error that retrying cannot fix and the sink could not pin on events
+    # (which it parks) stops the worker instead of restarting the agent past the batch.
     @app.agent(topic, name="project", concurrency=1, supervisor_strategy=CrashingSupervisor)
     async def project(stream):
         async for events in stream.noack_take(config.batch, within=config.within):

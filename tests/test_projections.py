@@ -291,9 +291,9 @@ def test_cli_status_and_rebuild(projected, monkeypatch, capsys):
     monkeypatch.setenv("ETSYPRO_DATABASE_URL", url)
     before = snapshot(url)
     assert main(["projections", "status", "--json"]) == 0
-    status = json.loads(capsys.readouterr().out)
+    status = json.loads(capsys.readouterr().out)["projections"]
     assert {s["projection"] for s in status} == {p.name for p in ALL}
-    assert all(s["events_behind"] == 0 and s["log_position"] == s["head"] for s in status)
+    assert all(s["events_behind"] == 0 and s["log_position"] == s["head"] and s["parked"] == 0 for s in status)
     assert main(["projections", "rebuild", "sales", "--batch", "500"]) == 0
     assert "rebuilt sales" in capsys.readouterr().out
     assert snapshot(url) == before
