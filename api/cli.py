@@ -218,18 +218,34 @@ def projections_status(args) -> int:
 
     import psycopg
 
-    from projections.lag import lag
+    from projections.lag import operator_report
     from projections.registry import ALL
 
     url, _ = _migrated_engine()
     with psycopg.connect(url) as conn:
-        lags = lag(conn, [p.name for p in ALL])
+        report = operator_report(conn, [p.name for p in ALL])  # whole-log figures: operators only
     if args.json:
-        print(json.dumps([x.as_dict() for x in lags], indent=2))
+        print(json.dumps(report, indent=2))
         return 0
-    print(f"{'projection':<20} {'position':>12} {'head':>12} {'events behind':>14} {'seconds behind':>15}")
-    for x in lags:
-        print(f"{x.projection:<20} {x.log_position:>12,} {x.head:>12,} {x.events_behind:>14,} {x.seconds_behind:>15.3f}")
+    print(f"{'follower':<20} {'position':>12} {'head':>12} {'events behind':>14} {'seconds behind':>15} {'parked':>7}")
+    for x in report["projections"] + report["policies"]:
+        print(f"{x['projection']:<20} {x['log_position']:>12,} {x['head']:>12,} {x['events_behind']:>14,}"
+              f" {x['seconds_behind']:>15.3f} {x['parked']:>7,}")
+    for p in report["parked"]:
+        print(f"parked by {p['follower']}: event {p['log_position']} ({p['type']}, aggregate {p['aggregate_id']}"
+              f" v{p['aggregate_version']}, shop {p['shop_id']}, tenant {p['tenant_id']}), {p['attempts']} attempt(s):"
+              f" {p['error']}; {p['held_back']}")
+    return 0
+
+
+def projections_retry(args) -> int:
+    from streams.parked import retry_all
+
+    url, engine = _migrated_engine()
+    done = retry_all(url, engine)
+    for follower, (resolved, remaining) in done.items():
+        print(f"{follower}: {resolved:,} resolved, {remaining:,} still parked")
+    print("nothing parked" if not done else f"{sum(r for _, r in done.values()):,} still parked in all")
     return 0
 
 
@@ -435,9 +451,11 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--fresh", action="store_true", help="discard an interrupted rebuild instead of resuming it")
     rb.add_argument("--batch", type=_count, default=10_000, help="events per transaction (default 10000)")
     rb.set_defaults(func=projections_rebuild)
-    st = prs.add_parser("status", help="each projection's position and lag (events and seconds behind)")
+    st = prs.add_parser("status", help="each projection's and policy's position, lag and parked events (whole log)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=projections_status)
+    rt = prs.add_parser("retry", help="apply the events followers parked (projections/parking.py) again")
+    rt.set_defaults(func=projections_retry)
 
     b = sub.add_parser("bench", help="measure the engine on this machine and print the figures")
     benches = b.add_subparsers(dest="bench", required=True)  # one add_parser per benchmark (write, read, ...)

@@ -16,7 +16,7 @@ from commands.errors import NotFound
 from commands.models import AwareDatetime
 from domain.errors import InvalidValue
 from projections import export, queries
-from projections.lag import lag
+from projections.lag import parked, tenant_lag
 from projections.registry import ALL
 
 from api.routing import resource_router
@@ -102,12 +102,27 @@ for _view in queries.VIEWS.values():
     _register(_view)
 
 
-@router.get("/analytics/lag", summary="How far each projection is behind the event log (events and seconds)",
+@router.get("/analytics/lag", summary="How far the projections and the repricing policy are behind on your shops'"
+            " events, and your events they could not process (parked, with the error)",
             dependencies=[requires(ANALYTICS_READ)])
-def projection_lag(request: Request, engine: Engine) -> dict:
+def projection_lag(request: Request, ctx: Context, engine: Engine) -> dict:
+    # A tenant's own figures only: whole-log figures (head, positions, other tenants' parked
+    # events) are for operators, who have `etsypro projections status`.
+    shops = [UUID(s) for s in sorted(ctx.shops)] if ctx.shops is not None else engine.shops_of(ctx.tenant_id)
+    names = [p.name for p in ALL]
     with engine.recorder.datastore.get_connection() as conn:
-        lags = lag(conn, [p.name for p in ALL])
-    background = getattr(request.app.state, "projector", None)
-    return {"projector": "inprocess" if background is not None else "external or off",
-            "last_error": background.follower.stats.last_error if background is not None else None,
-            "projections": [x.as_dict() for x in lags]}
+        lags = tenant_lag(conn, names, shops)
+        parked_events = parked(conn, shops) if shops else []
+    state = request.app.state
+    return {"scope": "your shops",
+            **{role: _follower_state(getattr(state, role, None)) for role in ("projector", "repricing")},
+            "projections": [x.as_dict() for x in lags if x.follower in names],
+            "policies": [x.as_dict() for x in lags if x.follower not in names],
+            "parked": [{k: v for k, v in row.items() if k != "tenant_id"} for row in parked_events]}
+
+
+def _follower_state(background) -> str:
+    """An in-process follower's state; its error message (which may name any tenant's data) is logged."""
+    if background is None:
+        return "external or off"
+    return "retrying after an error" if background.follower.stats.last_error else "inprocess"
