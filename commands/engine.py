@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import replace
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
@@ -26,6 +26,7 @@ from commands.context import CommandContext, Decision, Result
 from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
 from commands.identity import IdentityHandlers
 from commands.repricing import Repricing
+from commands.serial import Hold, WriterBusy, WriterLocks
 from commands.rollback import TimeTravel
 from commands.persistence import (TRANSCODINGS, IdempotencyRecord, IndexRow, PricingEventStore, PricingMapper, Recordings,
                                   Reservation)
@@ -105,6 +106,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         super().__init__(env=library_env(conninfo, pool_size))
         self._shops: dict[UUID, tuple[str, str]] = {}  # id -> (tenant, currency): never change
         self.on_commit: list[Callable[[Sequence], None]] = []  # told each save's domain events once committed
+        self.writers = WriterLocks()  # one writer at a time per aggregate in this process
 
     def _notify(self, recordings: Recordings) -> None:
         for listener in self.on_commit:
@@ -147,17 +149,26 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
 
     # -- running a command ----------------------------------------------------------------
     def execute(self, ctx: CommandContext, name: str, command: dict | Callable[[], dict],
-                decide: Callable[[], Decision]) -> Result:
+                decide: Callable[[], Decision], serial: Iterable[UUID] = ()) -> Result:
         """Decide and save atomically, honouring the Idempotency-Key and retrying lost races.
 
         `command` is the request as the idempotency fingerprint sees it; a batch passes a function
-        making it, so that 10,000 lines are dumped only when a key asks for the fingerprint."""
+        making it, so that 10,000 lines are dumped only when a key asks for the fingerprint.
+        `serial`: the aggregates it writes, known before deciding; this process's other writers of
+        them wait (commands/serial.py), so its lost races are only to other processes."""
         if ctx.idempotency_key:
             request_hash = _request_hash(name, command() if callable(command) else command)
         else:
             request_hash = ""
         if ctx.idempotency_key and (prior := self.recorder.find_command(ctx.idempotency_scope, ctx.idempotency_key)):
             return self._replay(prior, request_hash)
+        try:
+            with self.writers.hold(serial) as hold:
+                return self._tries(ctx, decide, request_hash, hold)
+        except WriterBusy:
+            raise Conflict("too much concurrent activity on this aggregate; retry") from None
+
+    def _tries(self, ctx: CommandContext, decide: Callable[[], Decision], request_hash: str, hold: Hold) -> Result:
         for attempt in range(CONFLICT_RETRIES):
             try:
                 decision = self._decide(decide, first=attempt == 0)
@@ -185,8 +196,10 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                     raise Conflict("changed concurrently", field="expected_version",
                                    current_version=self._current_version(aggregate.id)) from None
                 # Someone else's event took our version, or a unique value we wanted: decide again on
-                # fresh state (which names the taken value, or lands after theirs). Jitter spreads
-                # racers; a first try's loss is mostly its own stale memory, retried at once.
+                # fresh state (which names the taken value, or lands after theirs), holding what we
+                # write from now on, for commands that could not name it before deciding. Jitter
+                # spreads racers; a first try's loss is mostly its own stale memory, retried at once.
+                hold.extend(a.id for a in decision.aggregates)
                 if attempt:
                     time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
                 continue
@@ -328,7 +341,8 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             changed = listing.change_price(price, ctx.meta(shop_id, cmd.source, cmd.reason), rule=cmd.rule)
             return Decision([listing], self.listing_answer(listing, changed), strict=cmd.expected_version is not None)
 
-        return self.execute(ctx, "set_price", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide)
+        return self.execute(ctx, "set_price", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide,
+                            serial=[listing_id])
 
     def set_guardrails(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, cmd: models.SetGuardrails) -> Result:
         def decide() -> Decision:
@@ -342,7 +356,8 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             changed = listing.set_guardrails(guardrails, ctx.meta(shop_id, reason=cmd.reason))
             return Decision([listing], self.listing_answer(listing, changed), strict=cmd.expected_version is not None)
 
-        return self.execute(ctx, "set_guardrails", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide)
+        return self.execute(ctx, "set_guardrails", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide,
+                            serial=[listing_id])
 
     def bulk_set_prices(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkSetPrices) -> Result:
         _, currency = self.shop_facts(ctx, shop_id)  # unknown or others' shop: 404 before any item is looked at
@@ -372,7 +387,8 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             strict = any(item.expected_version for item in cmd.changes)
             return Decision(listings, {"changes": answers}, strict=strict)
 
-        return self.execute(ctx, "bulk_set_prices", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+        return self.execute(ctx, "bulk_set_prices", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide,
+                            serial=[item.listing_id for item in cmd.changes])
 
     def _listing_at(self, ctx, shop_id: UUID, listing_id: UUID, expected_version: int | None) -> Listing:
         listing = self.listing(ctx, shop_id, listing_id)

@@ -20,6 +20,7 @@ from commands import rule_models as m
 from commands.context import CommandContext, Decision, Result
 from commands.errors import Conflict, NotFound
 from commands.persistence import Reservation
+from commands.serial import WriterBusy
 from domain.automation import AutomationSwitch, stop_reason, tenant_switch_id
 from domain.errors import DomainError, InvalidValue
 from domain.listing import CHANGED, REFUSED, Listing, Verdict
@@ -201,7 +202,7 @@ class Repricing:
                             strict=cmd.expected_version is not None)
 
         return self.execute(ctx, "set_automation_limits", {"listing": str(listing_id), **cmd.model_dump(mode="json")},
-                            decide)
+                            decide, serial=[listing_id])
 
     def listing_automation(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID) -> dict:
         return self.automation_of(self.listing(ctx, shop_id, listing_id))
@@ -305,6 +306,14 @@ class Repricing:
         the event table lock): a stop that commits first always wins.
         """
         self.shop_facts(ctx, shop_id)
+        try:
+            with self.writers.hold([listing_id]):  # this process's other writers of the listing wait
+                return self._reprice(ctx, shop_id, listing_id, observations, cause, now)
+        except WriterBusy:
+            raise Conflict("too much concurrent activity on this listing; retry") from None
+
+    def _reprice(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, observations: Sequence[CompetitorPrice],
+                 cause: str, now: datetime | None) -> RepriceResult:
         for _ in range(REPRICE_RETRIES):
             listing = self.listing(ctx, shop_id, listing_id)
             rule = self._assigned_rule(listing)

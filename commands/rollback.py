@@ -122,7 +122,8 @@ class TimeTravel:
             answer = {**self.listing_answer(listing, changed), "compensates": compensated if changed else []}
             return Decision([listing], answer, strict=cmd.expected_version is not None)
 
-        return self.execute(ctx, "rollback_listing", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide)
+        return self.execute(ctx, "rollback_listing", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide,
+                            serial=[listing_id])
 
     # -- many listings ----------------------------------------------------------------------
     def bulk_rollback(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkRollback):
