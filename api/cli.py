@@ -13,8 +13,13 @@ from api.settings import Settings
 def serve(args) -> int:
     from api.server import serve as run
 
+    from api.lifecycle import Terminated
+
     settings = Settings.from_env()
-    run(settings, args.host or settings.host, args.port or settings.port, args.workers)
+    try:
+        run(settings, args.host or settings.host, args.port or settings.port, args.workers)
+    except Terminated:  # uvicorn re-raises the SIGTERM it shut down on: a server stopped as asked
+        pass
     return 0
 
 
@@ -283,6 +288,19 @@ def bench_kafka(args) -> int:
 
 
 # -- the Kafka path: relay and faust workers (streams/) ------------------------------------
+def _without_broker(command: str, bootstrap_servers: str) -> int | None:
+    """Exit code 2 after one line saying so when no broker answers there; None when one does."""
+    from streams.reachability import BrokerUnreachable, require_broker
+
+    try:
+        require_broker(bootstrap_servers)
+    except BrokerUnreachable as e:
+        print(f"etsypro {command}: {e}; start one, or point ETSYPRO_KAFKA_BOOTSTRAP or --bootstrap-servers"
+              " at one that runs", file=sys.stderr)
+        return 2
+    return None
+
+
 def _bootstrap(text: str) -> str:
     if not text or any(not part.rpartition(":")[2].isdigit() for part in text.split(",")):
         raise argparse.ArgumentTypeError("host:port[,host:port...]")
@@ -296,6 +314,8 @@ def relay(args) -> int:
 
     from streams.relay import REPRICING_EVENT_TOPICS, Relay
 
+    if (unreachable := _without_broker("relay", args.bootstrap_servers)) is not None:
+        return unreachable
     url, engine = _migrated_engine()
     publisher = Relay(url, args.bootstrap_servers, engine.recorder, name=args.name, page_size=args.page,
                       partitions=args.partitions, repricing_events=REPRICING_EVENT_TOPICS if args.repricing_topic else frozenset())
@@ -325,6 +345,8 @@ def worker(args) -> int:
     from projections.projector import tune_gc
     from streams.workers import WorkerConfig, run
 
+    if (unreachable := _without_broker("worker", args.bootstrap_servers)) is not None:
+        return unreachable
     url, engine = _migrated_engine()
     tune_gc()
     datadir = Settings.from_env().data_dir / "faust" / args.app_id
@@ -375,6 +397,8 @@ def _reprice_from_kafka(args) -> int:
     if args.once:
         print("reprice --kafka: --once follows the log; a worker runs until stopped", file=sys.stderr)
         return 2
+    if (unreachable := _without_broker("reprice --kafka", args.bootstrap_servers)) is not None:
+        return unreachable
     url, engine = _migrated_engine()
     datadir = Settings.from_env().data_dir / "faust" / args.app_id
     config = WorkerConfig(url, args.bootstrap_servers, app_id=args.app_id, batch=args.batch, datadir=str(datadir))
@@ -556,8 +580,24 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from api.lifecycle import Terminated, exit_cleanly_on_signals
+
+    exit_cleanly_on_signals()  # before anything starts the embedded PostgreSQL
     args = parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except Terminated as stop:
+        print(f"etsypro {args.command}: stopped by {signal_name(stop.signum)}", file=sys.stderr)
+        return stop.code
+    except KeyboardInterrupt:
+        print(f"etsypro {args.command}: stopped by SIGINT", file=sys.stderr)
+        return 130
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
 
 
 if __name__ == "__main__":

@@ -111,8 +111,8 @@ class Relay:
             # LISTEN before reading: a commit during a page leaves its notification queued.
             await listener.execute(f"LISTEN {CHANNEL}")
             producer, self._tracked = self._producer(), set()
-            await producer.start()
             try:
+                await producer.start()  # inside: a start that fails must still close what it opened
                 while not stop.is_set():
                     page = await asyncio.to_thread(self.recorder.select_notifications, self.stats.position,
                                                    self.page_size, inclusive_of_start=False)
