@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -33,6 +34,8 @@ from commands.identity import Principal, Session
 from domain.account import Account
 
 log = logging.getLogger(__name__)
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
 
 ISSUER = "etsypro"
 AUDIENCE = "etsypro-api"
@@ -49,6 +52,7 @@ class AuthSettings:
     clock_leeway_s: int = 10     # tolerated clock difference between servers
     principal_cache_s: float = 1.0  # how long another process's change to an account may go unseen
                                     # by a shop's routes here (PrincipalCache); 0: look up every request
+    trusted_proxies: tuple = ()     # proxies whose X-Forwarded-For is believed (client_address); none by default
 
 
 # -- access tokens --------------------------------------------------------------------------
@@ -317,9 +321,44 @@ class RateLimiter:
 
 
 def client_address(request: Request) -> str:
-    # Behind a proxy, uvicorn puts the forwarded address here for trusted proxies only
-    # (--forwarded-allow-ips); clients cannot pick their own address.
-    return request.client.host if request.client else "unknown"
+    """The client's address: the connection's peer, unless the peer is a proxy the operator named
+    (ETSYPRO_TRUSTED_PROXIES); only then is X-Forwarded-For read, from the right, up to the first
+    hop that is not a trusted proxy (hops further left are whatever the client chose to send).
+    uvicorn's own proxy handling is off (api/server.py): it trusts 127.0.0.1 by default."""
+    peer = request.client.host if request.client else "unknown"
+    proxies = request.app.state.auth.trusted_proxies
+    if not proxies or not _among(peer, proxies):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",")]
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            return peer  # a hop that is not an address: the proxy's own view is all we can trust
+        if not _among(str(address), proxies):
+            return str(address)
+    return peer
+
+
+def trusted_proxies(spec: str) -> tuple[IPNetwork, ...]:
+    """ETSYPRO_TRUSTED_PROXIES: comma-separated addresses or networks ("10.0.0.5, 10.1.0.0/16")."""
+    try:
+        return tuple(ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip())
+    except ValueError as error:
+        raise ValueError(f"ETSYPRO_TRUSTED_PROXIES: {error}") from None
+
+
+def _ip(text: str) -> IPAddress | None:
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:a.b.c.d is a.b.c.d
+    return mapped or address
+
+
+def _among(host: str, proxies: tuple[IPNetwork, ...]) -> bool:
+    address = _ip(host)
+    return address is not None and any(address in network for network in proxies)
 
 
 def rate_limited(purpose: str):

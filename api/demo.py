@@ -33,7 +33,7 @@ def demo_login(engine, http: httpx.Client, name: str, shops: list[str]) -> dict[
     username, password = f"{name}-{uuid.uuid4().hex[:6]}", f"demo passphrase {uuid.uuid4().hex}"
     ctx = CommandContext(actor=Actor("demo"), tenant_id="demo-tenant")
     engine.create_account(ctx, username, "user", password, {"seller": shops})
-    tokens = call(http, "POST", "/auth/login", json={"username": username, "password": password})
+    tokens = call(http, "POST", "/auth/login", json={"tenant": "demo-tenant", "username": username, "password": password})
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 

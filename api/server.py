@@ -19,7 +19,7 @@ import uvicorn
 
 import migrations
 from api.app import create_app
-from api.auth import AuthSettings
+from api.auth import AuthSettings, trusted_proxies
 from api.database import start_embedded
 from api.settings import Settings
 from commands.engine import PricingEngine
@@ -44,7 +44,8 @@ def build(settings: Settings, log=print):
     engine.use_secret_key(secret_key(settings, log))
     auth_settings = AuthSettings(access_token_ttl=timedelta(minutes=settings.access_token_minutes),
                                  login_per_minute=settings.login_per_minute,
-                                 principal_cache_s=settings.principal_cache_ms / 1000)
+                                 principal_cache_s=settings.principal_cache_ms / 1000,
+                                 trusted_proxies=trusted_proxies(settings.trusted_proxies))
     app = create_app(engine, settings.max_body_bytes, auth_settings)
     projector, repricing = followers(settings, url, engine)
     if projector is not None:
@@ -77,7 +78,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     """
     if workers == 1:
         _, app = build(settings, log)
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.access_log)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.access_log,
+                    proxy_headers=False)  # the app reads X-Forwarded-For from ETSYPRO_TRUSTED_PROXIES only
         return
     url = database_url(settings, log)
     migrations.apply(url, log=log)
@@ -92,7 +94,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
             Workers(host, port, workers, settings.access_log, log).run()
         else:
             uvicorn.run("api.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level="info", access_log=settings.access_log)
+                        log_level="info", access_log=settings.access_log, proxy_headers=False)
     finally:
         for follower in reversed(running_followers):
             follower.stop()
@@ -251,7 +253,8 @@ class _HandedOver(uvicorn.Server):
 
 
 def _worker(channel: socket.socket, access_log: bool) -> None:
-    config = uvicorn.Config("api.server:app_from_env", factory=True, log_level="info", access_log=access_log)
+    config = uvicorn.Config("api.server:app_from_env", factory=True, log_level="info", access_log=access_log,
+                            proxy_headers=False)  # see serve()
     try:
         config.load()  # builds the app: a failure here would fail again on every restart
     except (Exception, SystemExit):
@@ -288,7 +291,8 @@ def free_port() -> int:
 def running(app, host: str = "127.0.0.1", port: int | None = None):
     """Serve app with uvicorn in a background thread; yields the base URL."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           proxy_headers=False))  # see serve()
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -24,6 +24,8 @@ class Settings:
     follow_pause_ms: int = 50       # ETSYPRO_FOLLOW_PAUSE_MS: the in-process followers' pause between
                                     # partial pages (projections.projector.follow_log); 0: none
     principal_cache_ms: int = 1000  # ETSYPRO_PRINCIPAL_CACHE_MS: see api/auth.py PrincipalCache; 0: none
+    trusted_proxies: str = ""       # ETSYPRO_TRUSTED_PROXIES: addresses/networks of the proxies in front, whose
+                                    # X-Forwarded-For gives the client's address; empty: none is believed
     access_log: bool = False        # ETSYPRO_ACCESS_LOG: off | on (uvicorn's line per request, ~10% of a
                                     # price change's server CPU; the proxy in front usually logs requests)
 
@@ -48,6 +50,7 @@ class Settings:
             repricing=_choice(env, "ETSYPRO_REPRICING", ("inprocess", "off")),
             follow_pause_ms=int(env.get("ETSYPRO_FOLLOW_PAUSE_MS", "50")),
             principal_cache_ms=int(env.get("ETSYPRO_PRINCIPAL_CACHE_MS", "1000")),
+            trusted_proxies=env.get("ETSYPRO_TRUSTED_PROXIES", ""),
             access_log=_choice(env, "ETSYPRO_ACCESS_LOG", ("off", "on")) == "on",
         )
 

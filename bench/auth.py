@@ -34,13 +34,14 @@ class Sizes:
     misses: int = 40         # unknown-user and wrong-password attempts, each
 
 
-def _accounts(engine: PricingEngine, count: int) -> list[tuple[str, str]]:
+def _accounts(engine: PricingEngine, count: int) -> list[dict]:
+    """Login bodies of `count` new accounts of one tenant."""
     ctx = CommandContext(actor=Actor("bench"), tenant_id=f"bench-auth-{uuid4().hex[:8]}")
     made = []
     for i in range(count):
         username, password = f"bench-{uuid4().hex[:10]}", f"bench passphrase {uuid4().hex}"
         engine.create_account(ctx, username, "user", password, {"seller": []})
-        made.append((username, password))
+        made.append({"tenant": ctx.tenant_id, "username": username, "password": password})
     return made
 
 
@@ -75,15 +76,15 @@ def run(sizes: Sizes = Sizes()) -> dict:
             # The rate limit would stop a benchmark from one address; lockout is not involved.
             app = create_app(engine, auth_settings=AuthSettings(login_per_minute=10**9))
             with running(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
-                good = [{"username": u, "password": p} for u, p in accounts]
+                good = accounts
                 _timed_posts(http, good[:5], 200)  # warm-up: connections, caches, the dummy hash
                 note(f"{sizes.logins} logins over HTTP ...")
                 logins = _timed_posts(http, [good[i % len(good)] for i in range(sizes.logins)], 200,
                                       Progress("logins", sizes.logins))
-                unknown = _timed_posts(http, [{"username": f"nobody-{i}", "password": "x" * 12}
+                unknown = _timed_posts(http, [{**good[0], "username": f"nobody-{i}", "password": "x" * 12}
                                               for i in range(sizes.misses)], 401)
-                # Wrong passwords spread so that no account reaches the lockout (4 misses each at most).
-                wrong_bodies = [{"username": accounts[i % len(accounts)][0], "password": "not it at all"}
+                # Wrong passwords spread so that no account makes this client wait (4 misses each at most).
+                wrong_bodies = [{**accounts[i % len(accounts)], "password": "not it at all"}
                                 for i in range(min(sizes.misses, 4 * len(accounts)))]
                 wrong = _timed_posts(http, wrong_bodies, 401)
             verify = measure_verify(sizes.verifies)

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
@@ -26,7 +26,7 @@ from commands.audit import describe_event
 from commands.context import CommandContext, Decision, Result
 from commands.credentials import Secrets
 from commands.errors import Conflict, NotFound
-from domain.account import Account, AccountKind, FailureReason, Grants, normalize_username
+from domain.account import Account, AccountKind, Action, FailureReason, Grants, normalize_username
 from domain.errors import DomainError, InvalidValue
 from domain.meta import Actor, ActorKind
 
@@ -48,6 +48,27 @@ class LoginRefused(Exception):
 
 class TokenRefused(Exception):
     """A refresh token that is unknown, expired, revoked or reused."""
+
+
+class SecretRefused(Exception):
+    """A password or code that was wrong, or not even checked: the account refuses this client
+    for `retry_after` more (None: the secret was checked and did not match)."""
+
+    def __init__(self, retry_after: timedelta | None = None):
+        super().__init__("refused")
+        self.retry_after = retry_after
+
+
+class TooManyAttempts(Exception):
+    """A signed-in caller confirming a secret must wait: the login budget of its account and client."""
+
+    def __init__(self, field: str, retry_after: timedelta):
+        super().__init__(f"too many wrong attempts; retry in {_seconds(retry_after)} s")
+        self.field, self.retry_after_s = field, _seconds(retry_after)
+
+
+def _seconds(wait: timedelta) -> int:
+    return max(1, int(wait.total_seconds() + 0.999))
 
 
 @dataclass(frozen=True)
@@ -114,8 +135,8 @@ class IdentityHandlers:
 
         def decide() -> Decision:
             account = Account.register(ctx.tenant_id, username, kind, self._meta(ctx), account_id)
-            if self._account_id_by_username(account.username) is not None:
-                raise Conflict("this username is taken", field="username")
+            if self._account_id_by_username(ctx.tenant_id, account.username) is not None:
+                raise Conflict("this username is taken in this tenant", field="username")
             for role, shops in roles.items():
                 self._refuse_foreign_shops(ctx, shops)
                 account.grant_role(role, shops, self._meta(ctx))
@@ -243,31 +264,37 @@ class IdentityHandlers:
                  "revoked_at": r["revoked_at"] and r["revoked_at"].isoformat()} for r in rows]
 
     # -- logging in -------------------------------------------------------------------------
-    def login(self, username: str, password: str, client: str) -> Session | MfaChallenge:
-        """Check a password; then either a session, or a challenge for the second factor.
+    def login(self, username: str, password: str, client: str, tenant_id: str) -> Session | MfaChallenge:
+        """Check a password of a tenant's account; then either a session, or a challenge for the
+        second factor. Usernames are unique within a tenant only, so a login names its tenant.
 
-        Unknown user, wrong password and locked account all raise the same LoginRefused after
-        the same argon2 work and no sooner than REFUSAL_FLOOR_S, so neither the answer nor its
-        timing tells which it was.
+        Unknown tenant or user, wrong password, locked account and throttled client all raise the
+        same LoginRefused after the same argon2 work and no sooner than REFUSAL_FLOOR_S, so
+        neither the answer nor its timing tells which it was.
         """
         with _refusals_take_the_same_time():
-            return self._login(username, password, client)
+            return self._login(tenant_id, username, password, client)
 
-    def _login(self, username: str, password: str, client: str) -> Session | MfaChallenge:
-        found = self._password_of(normalize_username(username))
+    def _login(self, tenant_id: str, username: str, password: str, client: str) -> Session | MfaChallenge:
+        found = self._password_of(tenant_id, normalize_username(username))
         if found is None:
             credentials.waste_a_verify(password)
             raise LoginRefused
         account_id, stored_hash = found
         account = self.repository.get(account_id)
-        if account.is_locked(_now()):
-            credentials.waste_a_verify(password)
-            self._record_failure(account, FailureReason.LOCKED, client)
-            raise LoginRefused
-        matches, upgraded_hash = credentials.verify_password(password, stored_hash)
-        if not matches:
-            self._record_failure(account, FailureReason.BAD_PASSWORD, client)
-            raise LoginRefused
+        upgraded = []
+
+        def password_matches() -> FailureReason | None:
+            matches, upgraded_hash = credentials.verify_password(password, stored_hash)
+            upgraded.append(upgraded_hash)
+            return None if matches else FailureReason.BAD_PASSWORD
+
+        try:
+            self._check_secret(account, client, Action.LOGIN, password_matches,
+                               instead=lambda: credentials.waste_a_verify(password))
+        except SecretRefused:
+            raise LoginRefused from None
+        upgraded_hash = upgraded[0]
         rehash = [("UPDATE password_credentials SET hash = %s WHERE account_id = %s", [upgraded_hash, account_id])
                   ] if upgraded_hash else []
         if account.mfa_required:
@@ -286,26 +313,51 @@ class IdentityHandlers:
         if account_id is None:
             raise LoginRefused
         account = self.repository.get(account_id)
-        if account.is_locked(_now()):
-            self._record_failure(account, FailureReason.LOCKED, client)
-            raise LoginRefused
         if code is not None:
-            failure, method = self._check_totp(account_id, code), "password+totp"
+            method, check = "password+totp", lambda: self._check_totp(account_id, code)
         else:
-            failure, method = self._use_recovery_code(account_id, recovery_code or ""), "password+recovery_code"
-        if failure is not None:
-            self._record_failure(account, failure, client)
-            raise LoginRefused
+            method, check = "password+recovery_code", lambda: self._use_recovery_code(account_id, recovery_code or "")
+        try:
+            self._check_secret(account, client, Action.LOGIN, check)
+        except SecretRefused:
+            raise LoginRefused from None
         used = [("UPDATE mfa_challenges SET used_at = now() WHERE challenge_digest = %s",
                  [self.secrets.digest(challenge)])]
         return self._start_session(account, method, client, used)
 
-    def _record_failure(self, account: Account, reason: FailureReason, client: str) -> None:
+    def _check_secret(self, account: Account, client: str, action: Action,
+                      check: Callable[[], FailureReason | None], instead: Callable[[], None] = lambda: None) -> None:
+        """The one gate for every check of a password or a code (logins, and a signed-in caller
+        confirming one): the account's budget for this client decides whether the secret is even
+        checked (if not, `instead` spends the same time), and every refusal or mismatch is a
+        LoginFailed event on the account. Raises SecretRefused."""
+        now = _now()
+        if account.refusal(client, now) is not None:
+            instead()
+            self._record_failure(account, FailureReason.LOCKED, client, action)  # the account names the reason
+            raise SecretRefused(account.retry_after(client, now))
+        failure = check()
+        if failure is not None:
+            self._record_failure(account, failure, client, action)
+            raise SecretRefused()
+
+    def _check_own_secret(self, ctx: CommandContext, client: str, action: Action, field: str,
+                          check: Callable[[], FailureReason | None]) -> None:
+        """_check_secret for a signed-in caller: 429 while it must wait, 422 naming `field` on a mismatch."""
+        try:
+            self._check_secret(self.tenant_account(ctx, UUID(ctx.actor.id)), client, action, check)
+        except SecretRefused as refused:
+            if refused.retry_after is not None:
+                raise TooManyAttempts(field, refused.retry_after) from None
+            raise DomainError(field, "does not match") from None
+
+    def _record_failure(self, account: Account, reason: FailureReason, client: str,
+                        action: Action = Action.LOGIN) -> None:
         loaded = [account]  # the caller's copy first; a retry after a lost race reloads
 
         def decide() -> Decision:
             current = loaded.pop() if loaded else self.repository.get(account.id)
-            current.login_failed(reason, client, self._meta(self._as_account(current)))
+            current.login_failed(reason, client, self._meta(self._as_account(current)), action)
             return Decision([current], {})
 
         self.execute(self._as_account(account), "login_failed", {}, decide)
@@ -317,7 +369,7 @@ class IdentityHandlers:
 
         def decide() -> Decision:
             current = loaded.pop() if loaded else self.repository.get(account.id)
-            if current.is_locked(now):  # locked between the password check and now
+            if current.refusal(client, now) is not None:  # refused between the secret's check and now
                 raise LoginRefused
             current.login_succeeded(method, client, self._meta(self._as_account(current)))
             return Decision([current], {}, statements=[
@@ -399,10 +451,9 @@ class IdentityHandlers:
         self.execute(self._as_account(self.repository.get(account_id)), "end_session", {}, decide)
 
     # -- one's own credentials --------------------------------------------------------------
-    def change_password(self, ctx: CommandContext, session_id: str, current: str, new: str) -> Result:
-        found = self._password_of_account(UUID(ctx.actor.id))
-        if found is None or not credentials.verify_password(current, found)[0]:
-            raise DomainError("current_password", "does not match")
+    def change_password(self, ctx: CommandContext, session_id: str, current: str, new: str, client: str) -> Result:
+        self._check_own_secret(ctx, client, Action.CHANGE_PASSWORD, "current_password",
+                               lambda: self._password_mismatch(UUID(ctx.actor.id), current))
         new_hash = credentials.hash_password(new)
 
         def decide() -> Decision:
@@ -433,13 +484,18 @@ class IdentityHandlers:
         username = self.tenant_account(ctx, UUID(ctx.actor.id)).username
         return secret, credentials.totp_uri(secret, username)
 
-    def confirm_mfa(self, ctx: CommandContext, code: str) -> list[str]:
+    def confirm_mfa(self, ctx: CommandContext, code: str, client: str) -> list[str]:
         """Turn MFA on with a first valid code; returns ten single-use recovery codes (shown once)."""
         account_id = UUID(ctx.actor.id)
         secret = self._totp_secret(account_id, confirmed=False)
-        step = credentials.matching_totp_step(secret, code) if secret else None
-        if step is None:
-            raise DomainError("code", "does not match the authenticator's current code")
+        steps = []
+
+        def code_matches() -> FailureReason | None:
+            steps.append(credentials.matching_totp_step(secret, code) if secret else None)
+            return FailureReason.BAD_MFA_CODE if steps[0] is None else None
+
+        self._check_own_secret(ctx, client, Action.CONFIRM_MFA, "code", code_matches)
+        step = steps[0]
         codes = credentials.new_recovery_codes()
 
         def decide() -> Decision:
@@ -455,10 +511,9 @@ class IdentityHandlers:
         self.execute(replace(ctx, idempotency_key=None), "confirm_mfa", {}, decide)
         return codes
 
-    def disable_mfa(self, ctx: CommandContext, password: str) -> Result:
-        found = self._password_of_account(UUID(ctx.actor.id))
-        if found is None or not credentials.verify_password(password, found)[0]:
-            raise DomainError("password", "does not match")
+    def disable_mfa(self, ctx: CommandContext, password: str, client: str) -> Result:
+        self._check_own_secret(ctx, client, Action.DISABLE_MFA, "password",
+                               lambda: self._password_mismatch(UUID(ctx.actor.id), password))
 
         def decide() -> Decision:
             account = self.tenant_account(ctx, UUID(ctx.actor.id))
@@ -556,14 +611,23 @@ class IdentityHandlers:
         kind = ActorKind.SERVICE if account.kind == AccountKind.SERVICE.value else ActorKind.USER
         return CommandContext(actor=Actor(str(account.id), kind), tenant_id=account.tenant_id)
 
-    def _account_id_by_username(self, username: str) -> UUID | None:
-        rows = self._rows("SELECT account_id FROM accounts WHERE username = %s", [username])
+    def _account_id_by_username(self, tenant_id: str, username: str) -> UUID | None:
+        rows = self._rows("SELECT account_id FROM accounts WHERE tenant_id = %s AND username = %s",
+                          [tenant_id, username])
         return rows[0]["account_id"] if rows else None
 
-    def _password_of(self, username: str) -> tuple[UUID, str] | None:
+    def _password_of(self, tenant_id: str, username: str) -> tuple[UUID, str] | None:
         rows = self._rows("SELECT a.account_id, p.hash FROM accounts a JOIN password_credentials p"
-                          " ON p.account_id = a.account_id WHERE a.username = %s", [username])
+                          " ON p.account_id = a.account_id WHERE a.tenant_id = %s AND a.username = %s",
+                          [tenant_id, username])
         return (rows[0]["account_id"], rows[0]["hash"]) if rows else None
+
+    def _password_mismatch(self, account_id: UUID, password: str) -> FailureReason | None:
+        stored = self._password_of_account(account_id)
+        if stored is None:
+            credentials.waste_a_verify(password)
+            return FailureReason.BAD_PASSWORD
+        return None if credentials.verify_password(password, stored)[0] else FailureReason.BAD_PASSWORD
 
     def _password_of_account(self, account_id: UUID) -> str | None:
         rows = self._rows("SELECT hash FROM password_credentials WHERE account_id = %s", [account_id])

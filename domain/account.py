@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Iterable, Mapping
 from uuid import UUID, uuid4
 
@@ -122,11 +123,25 @@ class Grants:
         return Grants(tuple(limit(a) for a in self.accesses))
 
 
-# -- lockout --------------------------------------------------------------------------------
-FAILURES_BEFORE_LOCK = 5
-FAILURE_WINDOW = timedelta(minutes=15)
+# -- throttling failed attempts -------------------------------------------------------------
+# NIST SP 800-63B 5.2.2: no more than 100 consecutive failed attempts on one account, waits that
+# grow before that, and care that the limit is not a way to deny the owner service. So:
+# - each client (address; an IPv6 /64) gets its own budget on an account: a few free failures,
+#   then waits doubling from 30 s to 1 h; one guesser slows only itself;
+# - the account's ceiling, 100 consecutive failures from any clients, locks it against clients it
+#   does not know (15 min, doubling to 24 h); clients that logged in to it lately are not locked
+#   out by strangers' failures.
+CLIENT_FREE_FAILURES = 5
+CLIENT_FIRST_WAIT = timedelta(seconds=30)
+CLIENT_LONGEST_WAIT = timedelta(hours=1)
+CLIENT_MEMORY = timedelta(hours=24)      # a client's failures older than this no longer count
+CLIENT_FAILURES_KEPT = 16                # enough for the longest wait
+ACCOUNT_CEILING = 100
 FIRST_LOCK = timedelta(minutes=15)
 LONGEST_LOCK = timedelta(hours=24)
+KNOWN_CLIENT_FOR = timedelta(days=90)    # a successful login makes its client known this long
+KNOWN_CLIENTS_KEPT = 20
+CLIENTS_TRACKED = 1000                   # failing clients remembered per account (the oldest go)
 
 
 def lock_duration(earlier_locks: int) -> timedelta:
@@ -134,9 +149,29 @@ def lock_duration(earlier_locks: int) -> timedelta:
     return min(FIRST_LOCK * (2 ** min(earlier_locks, 16)), LONGEST_LOCK)
 
 
+def client_wait(failures: int) -> timedelta:
+    """How long a client waits after its `failures`-th failure in a row on an account."""
+    if failures < CLIENT_FREE_FAILURES:
+        return timedelta(0)
+    return min(CLIENT_FIRST_WAIT * (2 ** min(failures - CLIENT_FREE_FAILURES, 16)), CLIENT_LONGEST_WAIT)
+
+
+def client_key(address: str) -> str:
+    """Whom a budget belongs to: the address, or its /64 for IPv6 (one host holds a whole /64, so
+    per-address budgets would be 2^64 budgets)."""
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is None:
+        return str(ip_network(f"{ip}/64", strict=False))
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
+
+
 class FailureReason(str, Enum):
     BAD_PASSWORD = "bad_password"
-    LOCKED = "locked"               # right or wrong password, the account was locked
+    LOCKED = "locked"               # right or wrong secret, the account was locked against this client
+    THROTTLED = "throttled"         # right or wrong secret, this client was made to wait
     BAD_MFA_CODE = "bad_mfa_code"
     MFA_CODE_REPLAYED = "mfa_code_replayed"
     BAD_RECOVERY_CODE = "bad_recovery_code"
@@ -150,7 +185,27 @@ def normalize_username(username: str) -> str:
     return username.strip().lower()
 
 
+class Action(str, Enum):
+    """What a failed secret was for: every check of a password or a code shares one budget."""
+
+    LOGIN = "login"
+    CHANGE_PASSWORD = "change_password"
+    DISABLE_MFA = "disable_mfa"
+    CONFIRM_MFA = "confirm_mfa"
+
+
 class Account(Aggregate):
+    """v2 (snapshots): failures are counted per client (`client_failures`) and in a row
+    (`consecutive_failures`); clients that logged in are remembered (`known_clients`)."""
+
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict) -> None:
+        state["consecutive_failures"] = len(state.pop("recent_failures", None) or ())
+        state["client_failures"] = {}
+        state["known_clients"] = {}
+
     @event("Registered")
     def __init__(self, account_id: UUID, tenant_id: str, username: str, kind: str, meta: EventMeta):
         self.tenant_id = tenant_id
@@ -158,8 +213,10 @@ class Account(Aggregate):
         self.kind = kind
         self.roles: dict[str, list[str] | None] = {}  # role -> shop ids, or None for the whole tenant
         self.mfa = "none"                              # none | pending | confirmed
-        self.recent_failures: list[datetime] = []      # failed logins since the last success or lock
-        self.locked_until: datetime | None = None
+        self.consecutive_failures = 0                  # failed attempts since the last success, lock or unlock
+        self.client_failures: dict[str, list[datetime]] = {}  # client key -> its failures in a row, recent
+        self.known_clients: dict[str, datetime] = {}   # client key -> its last successful login
+        self.locked_until: datetime | None = None      # locked against unknown clients until then
         self.locks_since_success = 0                   # the back-off exponent
         self.api_keys: dict[str, list[str]] = {}       # live key id -> scopes
 
@@ -273,49 +330,95 @@ class Account(Aggregate):
     def mfa_required(self) -> bool:
         return self.mfa == "confirmed"
 
-    # -- logins ---------------------------------------------------------------------------
+    # -- logins and other checks of a secret -------------------------------------------
     def is_locked(self, now: datetime) -> bool:
         return self.locked_until is not None and now < self.locked_until
 
+    def knows(self, client: str, now: datetime) -> bool:
+        last = self.known_clients.get(client_key(client))
+        return last is not None and now - last < KNOWN_CLIENT_FOR
+
+    def refusal(self, client: str, now: datetime) -> FailureReason | None:
+        """Why an attempt from `client` is refused before its secret is even checked (None: it
+        is not): the account is locked against clients it does not know, or this client waits."""
+        if self.is_locked(now) and not self.knows(client, now):
+            return FailureReason.LOCKED
+        if self.retry_after(client, now) > timedelta(0):
+            return FailureReason.THROTTLED
+        return None
+
+    def retry_after(self, client: str, now: datetime) -> timedelta:
+        """How long `client` must wait before its next attempt counts (0: it need not)."""
+        lock = self.locked_until - now if self.is_locked(now) and not self.knows(client, now) else timedelta(0)
+        failures = self._recent_failures_of(client_key(client), now)
+        own = failures[-1] + client_wait(len(failures)) - now if failures else timedelta(0)
+        return max(lock, own, timedelta(0))
+
+    def _recent_failures_of(self, key: str, now: datetime) -> list[datetime]:
+        return [t for t in self.client_failures.get(key, ()) if now - t < CLIENT_MEMORY]
+
     def login_succeeded(self, method: str, client: str, meta: EventMeta) -> None:
-        if self.is_locked(meta.occurred_at):
+        if self.refusal(client, meta.occurred_at) is not None:
             raise InvariantViolated("username", "the account is locked")
         self._login_succeeded(method=method, client=client, meta=meta)
 
     @event("LoginSucceeded")
     def _login_succeeded(self, method: str, client: str, meta: EventMeta) -> None:
-        self.recent_failures = []
+        key, now = client_key(client), meta.occurred_at
+        self.consecutive_failures = 0
         self.locks_since_success = 0
+        self.client_failures.pop(key, None)
+        known = {k: t for k, t in self.known_clients.items() if now - t < KNOWN_CLIENT_FOR and k != key}
+        self.known_clients = dict(sorted(known.items(), key=lambda kv: kv[1])[-(KNOWN_CLIENTS_KEPT - 1):])
+        self.known_clients[key] = now
 
-    def login_failed(self, reason: FailureReason | str, client: str, meta: EventMeta) -> bool:
-        """Record a failed login; lock the account on the 5th failure within 15 minutes.
-        Returns True when this failure locked the account."""
+    def login_failed(self, reason: FailureReason | str, client: str, meta: EventMeta,
+                     action: Action | str = Action.LOGIN) -> bool:
+        """Record a failed check of a secret (a login, or a password or code confirmed while signed
+        in: one budget). An attempt the account refused anyway is recorded as `locked` or
+        `throttled` and counts for nothing. The ACCOUNT_CEILING-th failure in a row locks the
+        account against unknown clients; returns True when this one did."""
         now = meta.occurred_at
-        reason = FailureReason(reason)
-        if self.is_locked(now):
-            reason = FailureReason.LOCKED
-        self._login_failed(reason=reason.value, client=client, meta=meta)
-        if reason is FailureReason.LOCKED or len(self.recent_failures) < FAILURES_BEFORE_LOCK:
+        reason = self.refusal(client, now) or FailureReason(reason)
+        self._login_failed(reason=reason.value, client=client, action=Action(action).value, meta=meta)
+        if reason in REFUSED_BEFORE_CHECK or self.is_locked(now) or self.consecutive_failures < ACCOUNT_CEILING:
             return False
-        self._locked(until=now + lock_duration(self.locks_since_success),
-                     failures=len(self.recent_failures), meta=meta)
+        self._locked(until=now + lock_duration(self.locks_since_success), failures=self.consecutive_failures,
+                     meta=meta)
         return True
 
-    @event("LoginFailed")
-    def _login_failed(self, reason: str, client: str, meta: EventMeta) -> None:
-        if reason == FailureReason.LOCKED.value:
-            return  # attempts during a lock do not extend it: the owner can still get back in
-        now = meta.occurred_at
-        self.recent_failures = [t for t in self.recent_failures if now - t < FAILURE_WINDOW] + [now]
+    class LoginFailed(Aggregate.Event):
+        """v2 adds `action`: what the secret was for (v1 events were all logins)."""
+
+        reason: str
+        client: str
+        action: str
+        meta: EventMeta
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["action"] = Action.LOGIN.value
+
+    @event(LoginFailed)
+    def _login_failed(self, reason: str, client: str, meta: EventMeta, action: str = Action.LOGIN.value) -> None:
+        if reason in REFUSED_BEFORE_CHECK_VALUES:
+            return  # refused attempts neither extend a wait nor a lock: the owner can still get back in
+        now, key = meta.occurred_at, client_key(client)
+        self.consecutive_failures += 1
+        self.client_failures[key] = (self._recent_failures_of(key, now) + [now])[-CLIENT_FAILURES_KEPT:]
+        if len(self.client_failures) > CLIENTS_TRACKED:
+            oldest = min(self.client_failures, key=lambda k: self.client_failures[k][-1])
+            del self.client_failures[oldest]
 
     @event("Locked")
     def _locked(self, until: datetime, failures: int, meta: EventMeta) -> None:
         self.locked_until = until
         self.locks_since_success += 1
-        self.recent_failures = []
+        self.consecutive_failures = 0
 
     def unlock(self, meta: EventMeta) -> bool:
-        if not self.is_locked(meta.occurred_at) and not self.recent_failures:
+        if not self.is_locked(meta.occurred_at) and not self.consecutive_failures and not self.client_failures:
             return False
         self._unlocked(meta=meta)
         return True
@@ -323,7 +426,8 @@ class Account(Aggregate):
     @event("Unlocked")
     def _unlocked(self, meta: EventMeta) -> None:
         self.locked_until = None
-        self.recent_failures = []
+        self.consecutive_failures = 0
+        self.client_failures = {}
 
     # -- sessions and keys ----------------------------------------------------------------
     def revoke_token_family(self, family_id: str, reason: str, meta: EventMeta) -> None:
@@ -361,6 +465,10 @@ class Account(Aggregate):
     def _require_person(self, field: str) -> None:
         if self.kind != AccountKind.USER.value:
             raise InvariantViolated(field, "service accounts use API keys, not passwords or MFA")
+
+
+REFUSED_BEFORE_CHECK = frozenset({FailureReason.LOCKED, FailureReason.THROTTLED})
+REFUSED_BEFORE_CHECK_VALUES = frozenset(r.value for r in REFUSED_BEFORE_CHECK)
 
 
 def _role(role: Role | str) -> Role:

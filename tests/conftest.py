@@ -115,7 +115,7 @@ class Accounts:
         if kind == "service":
             key = self.engine.issue_api_key(ctx, uuid.UUID(account_id), scopes or sorted(API_KEY_SCOPES), None)
             return Credentials(key.body["api_key"], tenant_id, account_id, username, None)
-        session = self.engine.login(username, password, "pytest")
+        session = self.engine.login(username, password, "pytest", tenant_id)
         token = issue_access_token(self.engine.secrets, session, timedelta(minutes=30))
         return Credentials(token, tenant_id, account_id, username, password)
 

@@ -17,18 +17,33 @@ import psycopg
 import pyotp
 import pytest
 
-from api.auth import ALGORITHM, AUDIENCE, ISSUER
+from api.app import create_app
+from api.auth import ALGORITHM, AUDIENCE, ISSUER, AuthSettings, trusted_proxies
+from api.server import running
 from commands.credentials import Secrets
 from commands.identity import REFUSAL_FLOOR_S
+from domain.account import ACCOUNT_CEILING, CLIENT_FREE_FAILURES
 
 REFUSED = "invalid username or password, or the account is temporarily locked"
 
 
 # -- helpers ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base_url(engine):
+    """The API behind a local proxy: 127.0.0.1 is named a trusted proxy, so its X-Forwarded-For
+    gives the client's address, and each test can speak from addresses of its own."""
+    settings = AuthSettings(trusted_proxies=trusted_proxies("127.0.0.1"))
+    with running(create_app(engine, auth_settings=settings)) as url:
+        yield url
+
+
 def client_ip() -> str:
-    """A client address of its own (uvicorn trusts X-Forwarded-For from 127.0.0.1, as it would from
-    a local proxy), so each test has its own rate-limit bucket, as separate clients would."""
+    """A client address of its own, so each test has its own rate-limit bucket, as separate clients would."""
     return f"198.18.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+def from_client(ip: str) -> dict:
+    return {"X-Forwarded-For": ip}
 
 
 @pytest.fixture
@@ -37,7 +52,7 @@ def http(base_url):
     rate limit (tested on its own below) would otherwise cut long flows short."""
 
     def new_address(request: httpx.Request) -> None:
-        request.headers["X-Forwarded-For"] = client_ip()
+        request.headers.setdefault("X-Forwarded-For", client_ip())
 
     with httpx.Client(base_url=base_url, timeout=60, event_hooks={"request": [new_address]}) as client:
         yield client
@@ -58,11 +73,14 @@ def make_person(http, admin, role: str = "seller", shops=(), password: str | Non
     response = http.post("/accounts", headers=admin, json={"username": username, "password": password,
                                                            "roles": [{"role": role, "shops": None if shops is None else list(shops)}]})
     assert response.status_code == 201, response.text
-    return {"username": username, "password": password, "account_id": response.json()["account_id"]}
+    return {"username": username, "password": password, "account_id": response.json()["account_id"],
+            "tenant": admin.tenant_id}
 
 
-def login(http, person: dict, password: str | None = None) -> httpx.Response:
-    return http.post("/auth/login", json={"username": person["username"], "password": password or person["password"]})
+def login(http, person: dict, password: str | None = None, client: str | None = None) -> httpx.Response:
+    return http.post("/auth/login", headers=from_client(client) if client else None,
+                     json={"tenant": person["tenant"], "username": person["username"],
+                           "password": password or person["password"]})
 
 
 def tokens(http, person: dict) -> dict:
@@ -162,66 +180,141 @@ def test_the_password_policy_is_length_and_a_breached_list(http, admin, password
     assert password not in response.text
 
 
-def test_unknown_user_and_wrong_password_get_the_same_answer_in_similar_time(http, admin, accounts):
-    people = [make_person(http, admin) for _ in range(3)]
+def _refusal_cases(http, admin, accounts) -> dict:
+    """Login bodies, by why each is refused: none of the causes may show in the answer or its time."""
+    wrong, throttled = make_person(http, admin), make_person(http, admin)
+    locked = make_person(http, admin)
+    stranger = client_ip()
+    for _ in range(CLIENT_FREE_FAILURES):  # this client must now wait before trying `throttled` again
+        assert_refused(login(http, throttled, "not the password", client=stranger))
+    other_tenant = accounts.new("admin")
+    return {
+        "unknown user": lambda: {"tenant": admin.tenant_id, "username": f"nobody-{uuid.uuid4().hex[:8]}", "password": "a wrong password"},
+        "unknown tenant": lambda: {"tenant": f"no-tenant-{uuid.uuid4().hex[:6]}", "username": wrong["username"], "password": wrong["password"]},
+        "user of another tenant": lambda: {"tenant": other_tenant.tenant_id, "username": wrong["username"], "password": wrong["password"]},
+        "wrong password": lambda: {"tenant": admin.tenant_id, "username": wrong["username"], "password": "a wrong password"},
+        "throttled client, right password": lambda: {"tenant": admin.tenant_id, "username": throttled["username"],
+                                                     "password": throttled["password"], "client": stranger},
+        "locked, right password": lambda: {"tenant": admin.tenant_id, "username": locked["username"],
+                                           "password": locked["password"], "lock": locked["account_id"]},
+    }
 
-    def timed(body: dict) -> float:
+
+def test_every_refused_login_gets_the_same_answer_in_the_same_time(http, admin, accounts, engine):
+    cases = _refusal_cases(http, admin, accounts)
+
+    def timed(body: dict) -> tuple[float, httpx.Response]:
+        if "lock" in body:  # locked against unknown clients, as 100 strangers' failures would
+            _lock_for_strangers(engine, body.pop("lock"))
+        client = body.pop("client", None) or client_ip()
         started = time.perf_counter()
-        response = httpx.post(f"{http.base_url}/auth/login", json=body, headers={"X-Forwarded-For": client_ip()})
-        elapsed = time.perf_counter() - started
-        assert_refused(response)
-        return elapsed
+        response = httpx.post(f"{http.base_url}/auth/login", json=body, headers=from_client(client))
+        return time.perf_counter() - started, response
 
-    unknown, wrong = [], []
-    for i in range(9):  # interleaved, so that load on the machine hits both alike
-        unknown.append(timed({"username": f"nobody-{uuid.uuid4().hex[:8]}", "password": "a wrong password"}))
-        wrong.append(timed({"username": people[i % 3]["username"], "password": "a wrong password"}))
-    fast, slow = sorted([statistics.median(unknown), statistics.median(wrong)])
-    # Both spend one argon2 verify, the wrong password also records an event, and every refusal
-    # is held to the same floor, so the difference is noise.
-    assert fast >= REFUSAL_FLOOR_S and slow / fast < 1.25, (unknown, wrong)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    answers = set()
+    for _ in range(7):  # interleaved, so that load on the machine hits every case alike
+        for name, body in cases.items():
+            elapsed, response = timed(body())
+            assert_refused(response)
+            answers.add((response.status_code, response.content, tuple(sorted(
+                (k, v) for k, v in response.headers.items() if k not in ("date", "content-length")))))
+            times[name].append(elapsed)
+    assert len(answers) == 1, answers  # byte for byte, headers too
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    # One argon2 verify each (real or wasted), failures recorded or not, and every refusal is
+    # held to the same floor: the differences are noise.
+    assert min(medians.values()) >= REFUSAL_FLOOR_S and max(medians.values()) / min(medians.values()) < 1.25, medians
 
 
-# -- lockout ------------------------------------------------------------------------------------
-def test_five_failures_lock_the_account_until_an_admin_unlocks_it(http, admin, accounts, database_url):
-    person = make_person(http, admin)
-    for _ in range(5):
-        assert_refused(login(http, person, "not the password"))
-    assert_refused(login(http, person))  # the right password, but locked: the same answer
-    names = [name for name, _ in events_of(database_url, person["account_id"])]
-    assert names.count("LoginFailed") == 6 and names.count("Locked") == 1
+def _lock_for_strangers(engine, account_id: str) -> None:
+    from domain.account import FailureReason
+
+    account = engine.repository.get(uuid.UUID(account_id))
+    if account.locked_until is None:
+        for i in range(ACCOUNT_CEILING):
+            engine._record_failure(engine.repository.get(account.id), FailureReason.BAD_PASSWORD, f"203.0.{i // 250}.{i % 250}")
+
+
+# -- throttling and lockout ---------------------------------------------------------------------
+def test_a_guessing_client_slows_only_itself(http, admin, accounts, database_url):
+    person, guesser, owner = make_person(http, admin), client_ip(), client_ip()
+    for _ in range(CLIENT_FREE_FAILURES):
+        assert_refused(login(http, person, "not the password", client=guesser))
+    assert_refused(login(http, person, client=guesser))  # the right password, but this client waits
+    assert login(http, person, client=owner).status_code == 200  # the owner, elsewhere, is not locked out
     failed = [d for n, d in events_of(database_url, person["account_id"]) if n == "LoginFailed"]
-    assert [f["reason"] for f in failed] == ["bad_password"] * 5 + ["locked"]
+    assert [f["reason"] for f in failed] == ["bad_password"] * CLIENT_FREE_FAILURES + ["throttled"]
+    assert {f["client"] for f in failed} == {guesser} and {f["action"] for f in failed} == {"login"}
+    assert "Locked" not in [n for n, _ in events_of(database_url, person["account_id"])]
+
     report = http.get("/security/logins", headers=admin).json()
     mine = [x for x in report["failed_logins"] if x["account_id"] == person["account_id"]]
-    assert mine and mine[0]["failed"] == 6 and mine[0]["reasons"] == {"bad_password": 5, "locked": 1}
+    assert mine and mine[0]["failed"] == 6 and mine[0]["reasons"] == {"bad_password": 5, "throttled": 1}
+    # An admin's unlock gives the client its budget back.
+    assert http.post(f"/accounts/{person['account_id']}/unlock", headers=admin).status_code == 200
+    assert login(http, person, client=guesser).status_code == 200
+
+
+def test_a_hundred_failures_lock_out_strangers_but_not_the_owners_client(http, admin, accounts, database_url):
+    """NIST SP 800-63B's ceiling: at most 100 failed attempts in a row, from any clients; the
+    lock then holds against clients the account does not know."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    person, owner = make_person(http, admin), client_ip()
+    assert login(http, person, client=owner).status_code == 200  # the owner's client is known from now
+
+    def guess(i: int) -> int:  # a botnet: each address stays within its free failures
+        return login(http, person, f"guess number {i}", client=f"203.0.{i // 4 % 250}.{i % 4 + 1}").status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(guess, range(ACCOUNT_CEILING + 5))) == {401}
+    events = events_of(database_url, person["account_id"])
+    failed = [d["reason"] for n, d in events if n == "LoginFailed"]
+    # Every failure counted, racing or not; the lock came once, at the hundredth.
+    assert failed.count("bad_password") == ACCOUNT_CEILING and failed.count("locked") == 5
+    assert [n for n, _ in events].count("Locked") == 1
+    assert_refused(login(http, person, client=client_ip()))       # a new client: locked out, same answer
+    assert login(http, person, client=owner).status_code == 200  # the owner's client: in
+
+    report = http.get("/security/logins", headers=admin).json()
     lock = [x for x in report["lockouts"] if x["account_id"] == person["account_id"]]
-    assert lock and lock[0]["still_locked"] and lock[0]["failures"] == 5
+    assert lock and lock[0]["still_locked"] and lock[0]["failures"] == ACCOUNT_CEILING
     assert datetime.fromisoformat(lock[0]["until"]) > datetime.now(timezone.utc) + timedelta(minutes=14)
 
     # Auditors replay the account's history; another tenant's auditor finds no such account.
     auditor, stranger = accounts.new("auditor", admin.tenant_id), accounts.new("auditor")
-    history = http.get(f"/security/accounts/{person['account_id']}/events", headers=auditor)
+    history = http.get(f"/security/accounts/{person['account_id']}/events", headers=auditor, params={"limit": 1000})
     assert history.status_code == 200, history.text
     types = [e["type"] for e in history.json()["events"]]
-    assert types[:2] == ["Account.Registered", "Account.RoleGranted"] and types[-2:] == ["Account.Locked", "Account.LoginFailed"]
-    assert history.json()["events"][-1]["data"]["reason"] == "locked"
+    assert types[:2] == ["Account.Registered", "Account.RoleGranted"] and "Account.Locked" in types
     assert http.get(f"/security/accounts/{person['account_id']}/events", headers=stranger).status_code == 404
     assert http.post(f"/accounts/{person['account_id']}/unlock", headers=auditor).status_code == 403
+    assert http.post(f"/accounts/{person['account_id']}/unlock", headers=admin).status_code == 200
+    assert login(http, person, client=client_ip()).status_code == 200
 
-    unlocked = http.post(f"/accounts/{person['account_id']}/unlock", headers=admin)
-    assert unlocked.status_code == 200, unlocked.text
-    assert login(http, person).status_code == 200
-    report = http.get("/security/logins", headers=admin).json()
-    assert not [x for x in report["lockouts"] if x["account_id"] == person["account_id"]][0]["still_locked"]
+
+def test_usernames_are_per_tenant_and_creating_one_reveals_no_other_tenant(http, admin, accounts):
+    other_admin = accounts.new("admin")
+    taken = make_person(http, other_admin)
+    body = {"username": taken["username"], "password": "a long passphrase here", "roles": []}
+    mine = http.post("/accounts", headers=admin, json=body)
+    assert mine.status_code == 201, mine.text                     # another tenant's username: no trace of it
+    again = http.post("/accounts", headers=admin, json=body)
+    assert again.status_code == 409 and again.json()["field"] == "username"  # only one's own tenant's
+    same_name = {**taken, "tenant": admin.tenant_id, "password": "a long passphrase here"}
+    assert login(http, same_name).json()["access_token"]
+    assert login(http, taken).json()["access_token"]              # each logs in to its own tenant
+    missing = http.post("/auth/login", json={"username": taken["username"], "password": taken["password"]})
+    assert missing.status_code == 422 and missing.json()["field"] == "tenant"
 
 
 # -- rate limits --------------------------------------------------------------------------------
 def test_login_and_token_endpoints_are_rate_limited_per_client(base_url):
     ip = client_ip()
     with httpx.Client(base_url=base_url, headers={"X-Forwarded-For": ip}) as client:
-        answers = [client.post("/auth/login", json={"username": "nobody-at-all", "password": "whatever it is"})
-                   for _ in range(11)]
+        answers = [client.post("/auth/login", json={"tenant": "t", "username": "nobody-at-all",
+                                                    "password": "whatever it is"}) for _ in range(11)]
         assert [a.status_code for a in answers] == [401] * 10 + [429]
         assert 1 <= int(answers[-1].headers["retry-after"]) <= 60
         assert answers[-1].headers["content-type"] == "application/problem+json"
@@ -231,7 +324,8 @@ def test_login_and_token_endpoints_are_rate_limited_per_client(base_url):
         assert refreshes == [401] * 30 + [429]
     # Another client is not affected.
     with httpx.Client(base_url=base_url, headers={"X-Forwarded-For": client_ip()}) as other:
-        assert other.post("/auth/login", json={"username": "nobody-at-all", "password": "whatever it is"}).status_code == 401
+        assert other.post("/auth/login", json={"tenant": "t", "username": "nobody-at-all",
+                                               "password": "whatever it is"}).status_code == 401
 
 
 # -- access tokens that must be refused ---------------------------------------------------------
@@ -320,8 +414,9 @@ def test_the_full_mfa_flow_with_replay_and_recovery_codes(http, admin, database_
     events = events_of(database_url, person["account_id"])
     names = [n for n, _ in events]
     assert "MfaEnrolled" in names and "MfaConfirmed" in names
-    reasons = [d["reason"] for n, d in events if n == "LoginFailed"]
-    assert reasons == ["mfa_code_replayed", "mfa_code_replayed", "bad_recovery_code"]
+    reasons = [(d["action"], d["reason"]) for n, d in events if n == "LoginFailed"]
+    assert reasons == [("confirm_mfa", "bad_mfa_code"), ("login", "mfa_code_replayed"), ("login", "mfa_code_replayed"),
+                       ("login", "bad_recovery_code")]
     methods = [d["method"] for n, d in events if n == "LoginSucceeded"]
     assert methods[-2:] == ["password+totp", "password+recovery_code"]
 
@@ -330,17 +425,17 @@ def test_the_full_mfa_flow_with_replay_and_recovery_codes(http, admin, database_
     assert "access_token" in tokens(http, person)
 
 
-def test_a_wrong_second_factor_counts_towards_the_lockout(http, admin):
-    person = make_person(http, admin)
+def test_a_wrong_second_factor_counts_towards_the_clients_budget(http, admin):
+    person, guesser = make_person(http, admin), client_ip()
     session = tokens(http, person)
     secret = http.post("/auth/mfa/enroll", headers=bearer(session["access_token"])).json()["secret"]
     http.post("/auth/mfa/confirm", headers=bearer(session["access_token"]), json={"code": pyotp.TOTP(secret).now()})
-    for _ in range(5):
-        challenge = tokens(http, person)["challenge"]
-        assert_refused(http.post("/auth/login/mfa", json={"challenge": challenge, "code": "000000"}))
-    assert_refused(login(http, person))  # locked now
-    account = http.get(f"/accounts/{person['account_id']}", headers=admin).json()
-    assert account["locked_until"] is not None
+    for _ in range(CLIENT_FREE_FAILURES):
+        challenge = login(http, person).json()["challenge"]  # the password, known from elsewhere
+        assert_refused(http.post("/auth/login/mfa", headers=from_client(guesser),
+                                 json={"challenge": challenge, "code": "000000"}))
+    assert_refused(login(http, person, client=guesser))  # this client waits now
+    assert login(http, person).json()["mfa_required"]     # others do not
 
 
 # -- administration -----------------------------------------------------------------------------
@@ -370,26 +465,6 @@ def test_an_admin_manages_only_their_own_tenant(http, admin, accounts):
     assert http.delete(f"/accounts/{analyst['account_id']}/roles/analyst", params={"shop_id": shop},
                        headers=admin).status_code == 200
     assert http.get(f"/shops/{shop}", headers=analyst_token).status_code == 404  # at once, same token
-
-
-def test_concurrent_failures_are_all_counted_and_lock_once(http, admin, database_url):
-    """Guessers racing in parallel cannot slip past the count: every failure is an event on the
-    account (a lost race is decided again on fresh state), and the fifth locks it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    person = make_person(http, admin)
-
-    def guess(i: int) -> int:
-        return httpx.post(f"{http.base_url}/auth/login", headers={"X-Forwarded-For": client_ip()},
-                          json={"username": person["username"], "password": f"guess number {i}"}, timeout=60).status_code
-
-    with ThreadPoolExecutor(8) as pool:
-        assert list(pool.map(guess, range(12))) == [401] * 12
-    events = events_of(database_url, person["account_id"])
-    failed = [d["reason"] for n, d in events if n == "LoginFailed"]
-    assert len(failed) == 12 and failed[:5] == ["bad_password"] * 5
-    assert [n for n, _ in events].count("Locked") == 1
-    assert_refused(login(http, person))
 
 
 def test_a_shops_first_tenancy_check_queries_off_the_event_loop(api, engine, monkeypatch):

@@ -40,7 +40,7 @@ def test_the_first_admin_comes_from_the_cli_and_creates_a_seller(new_database):
     engine = PricingEngine(url, pool_size=2)
     try:
         with running(create_app(engine)) as base_url, httpx.Client(base_url=base_url) as http:
-            answer = http.post("/auth/login", json={"username": "root", "password": passphrase})
+            answer = http.post("/auth/login", json={"tenant": "acme", "username": "root", "password": passphrase})
             assert answer.status_code == 200, answer.text
             admin = {"Authorization": f"Bearer {answer.json()['access_token']}"}
             seller = http.post("/accounts", headers=admin, json={

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from api.app import create_app
+from api.auth import AuthSettings, trusted_proxies
 from api.server import free_port
 
 
@@ -33,7 +34,9 @@ def logged_server(engine):
     """A server of its own with every log on, and a handler that keeps every line."""
     collect = Collect()
     collect.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    config = uvicorn.Config(create_app(engine), host="127.0.0.1", port=free_port(), log_level="debug", access_log=True)
+    app = create_app(engine, auth_settings=AuthSettings(trusted_proxies=trusted_proxies("127.0.0.1")))  # a local proxy
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="debug", access_log=True,
+                            proxy_headers=False)  # as `etsypro serve` runs it
     server = uvicorn.Server(config)  # the Config has configured uvicorn's loggers by now
     loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.error", "uvicorn.access")]
     levels = [lg.level for lg in loggers]
@@ -85,10 +88,10 @@ def test_no_secret_is_stored_in_events_logs_or_errors(logged_server, accounts, d
                                                         "roles": [{"role": "seller", "shops": []}]})
     assert created.status_code == 201, created.text
     account_id = created.json()["account_id"]
-    assert request("POST", "/auth/login", json={"username": username, "password": wrong}).status_code == 401
-    assert request("POST", "/auth/login", json={"username": "no-such-user", "password": wrong}).status_code == 401
+    assert request("POST", "/auth/login", json={"tenant": admin.tenant_id, "username": username, "password": wrong}).status_code == 401
+    assert request("POST", "/auth/login", json={"tenant": admin.tenant_id, "username": "no-such-user", "password": wrong}).status_code == 401
 
-    first = request("POST", "/auth/login", json={"username": username, "password": password}).json()
+    first = request("POST", "/auth/login", json={"tenant": admin.tenant_id, "username": username, "password": password}).json()
     auth = {"Authorization": f"Bearer {first['access_token']}"}
     secrets.update({"access token": first["access_token"], "refresh token": first["refresh_token"]})
     with psycopg.connect(database_url) as conn:
@@ -104,14 +107,14 @@ def test_no_secret_is_stored_in_events_logs_or_errors(logged_server, accounts, d
         encrypted = bytes(conn.execute("SELECT secret_encrypted FROM totp_credentials WHERE account_id = %s",
                                        [account_id]).fetchone()[0])
 
-    challenge = request("POST", "/auth/login", json={"username": username, "password": password}).json()["challenge"]
+    challenge = request("POST", "/auth/login", json={"tenant": admin.tenant_id, "username": username, "password": password}).json()["challenge"]
     secrets["mfa challenge"] = challenge
     second = request("POST", "/auth/login/mfa", json={"challenge": challenge, "code": totp.at(time.time() + 30)}).json()
     secrets.update({"second access token": second["access_token"], "second refresh token": second["refresh_token"]})
     rotated = request("POST", "/auth/token", json={"refresh_token": second["refresh_token"]}).json()
     secrets.update({"rotated access token": rotated["access_token"], "rotated refresh token": rotated["refresh_token"]})
     assert request("POST", "/auth/token", json={"refresh_token": second["refresh_token"]}).status_code == 401  # reuse
-    challenge = request("POST", "/auth/login", json={"username": username, "password": password}).json()["challenge"]
+    challenge = request("POST", "/auth/login", json={"tenant": admin.tenant_id, "username": username, "password": password}).json()["challenge"]
     third = request("POST", "/auth/login/mfa", json={"challenge": challenge, "recovery_code": recovery[0]}).json()
     auth = {"Authorization": f"Bearer {third['access_token']}"}
     secrets.update({"third access token": third["access_token"], "third refresh token": third["refresh_token"]})

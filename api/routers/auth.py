@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Annotated
 
 import segno
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.auth import PUBLIC, SIGNED_IN, Caller, client_address, rate_limited, token_answer, unauthorized
 from api.deps import Context, Engine
 from api.passwords import check_password
-from commands.identity import LoginRefused, MfaChallenge, TokenRefused
+from commands.identity import LoginRefused, MfaChallenge, TokenRefused, TooManyAttempts
 
 from api.routing import resource_router
 
@@ -30,8 +31,10 @@ class Body(BaseModel):
 class LoginIn(Body):
     username: Annotated[str, Field(min_length=1, max_length=254)]
     password: Secret
+    tenant: Annotated[str, Field(min_length=1, max_length=200, description="The tenant the account belongs to: "
+                                 "usernames are unique within a tenant only")]
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"username": "alice", "password": "…"}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tenant": "acme", "username": "alice", "password": "…"}]})
 
 
 class SecondFactorIn(Body):
@@ -68,7 +71,7 @@ class PasswordIn(Body):
              responses={401: {"description": REFUSED}, 429: {"description": "Too many attempts; see Retry-After"}})
 def login(body: LoginIn, request: Request, engine: Engine) -> dict:
     try:
-        outcome = engine.login(body.username, body.password, client_address(request))
+        outcome = engine.login(body.username, body.password, client_address(request), body.tenant)
     except LoginRefused:
         raise unauthorized(REFUSED) from None
     if isinstance(outcome, MfaChallenge):
@@ -114,11 +117,18 @@ def me(caller: Caller, engine: Engine) -> dict:
     return engine.describe_self(caller)
 
 
-@router.post("/password", summary="Change one's password (other sessions end)", dependencies=[SIGNED_IN])
-def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine: Engine) -> dict:
+# Routes that check a password or a code share the login's budget (per account and client) and events.
+CHECKS_A_SECRET = {429: {"description": "Too many wrong attempts from this client; see Retry-After"}}
+
+
+@router.post("/password", summary="Change one's password (other sessions end)",
+             dependencies=[SIGNED_IN, rate_limited("login")], responses=CHECKS_A_SECRET)
+def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)
     check_password(body.new_password, engine.describe_self(caller)["username"], field="new_password")
-    return engine.change_password(ctx, caller.session_id, body.current_password, body.new_password).body
+    with _within_budget():
+        return engine.change_password(ctx, caller.session_id, body.current_password, body.new_password,
+                                      client_address(request)).body
 
 
 @router.post("/mfa/enroll", summary="Start TOTP enrollment: scan the QR code (or enter the secret) in an app",
@@ -131,16 +141,29 @@ def enroll_mfa(caller: Caller, ctx: Context, engine: Engine) -> dict:
 
 
 @router.post("/mfa/confirm", summary="Turn MFA on with a first code; answers single-use recovery codes (once)",
-             dependencies=[SIGNED_IN])
-def confirm_mfa(body: CodeIn, caller: Caller, ctx: Context, engine: Engine) -> dict:
+             dependencies=[SIGNED_IN, rate_limited("login")], responses=CHECKS_A_SECRET)
+def confirm_mfa(body: CodeIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)
-    return {"mfa": "confirmed", "recovery_codes": engine.confirm_mfa(ctx, body.code)}
+    with _within_budget():
+        return {"mfa": "confirmed", "recovery_codes": engine.confirm_mfa(ctx, body.code, client_address(request))}
 
 
-@router.post("/mfa/disable", summary="Turn MFA off (needs the password)", dependencies=[SIGNED_IN])
-def disable_mfa(body: PasswordIn, caller: Caller, ctx: Context, engine: Engine) -> dict:
+@router.post("/mfa/disable", summary="Turn MFA off (needs the password)",
+             dependencies=[SIGNED_IN, rate_limited("login")], responses=CHECKS_A_SECRET)
+def disable_mfa(body: PasswordIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)
-    return engine.disable_mfa(ctx, body.password).body
+    with _within_budget():
+        return engine.disable_mfa(ctx, body.password, client_address(request)).body
+
+
+@contextmanager
+def _within_budget():
+    """A signed-in caller may learn it must wait: it is the account (no existence to hide)."""
+    try:
+        yield
+    except TooManyAttempts as waiting:
+        raise HTTPException(429, str(waiting), headers={"Retry-After": str(waiting.retry_after_s),
+                                                        "X-Problem-Field": waiting.field}) from None
 
 
 def _person(caller) -> None:
