@@ -4,12 +4,13 @@ exactly decimal); currencies are ISO 4217 codes checked against the shop's curre
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
+import re
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from domain.errors import InvalidValue
@@ -26,20 +27,89 @@ def _amount(value: object) -> Decimal:
         raise ValueError(e.detail) from None
 
 
+Amount = Annotated[Decimal, BeforeValidator(_amount)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["GBP"])]
+
+
+# -- integers: JSON integers only (not true, 1.0 or "1"), whatever the field ----------------------
+def integer(ge: int | None = None, le: int | None = None, **field) -> type:
+    return Annotated[StrictInt, Field(ge=ge, le=le, **field)]
+
+
+Version = integer(ge=1, le=2**63 - 1)
+
+
+# -- free text: one policy for every string a client writes ----------------------------------------
+# Refused in all of them: C0 controls (NUL breaks PostgreSQL text, ESC drives terminals), DEL, C1
+# controls, lone surrogates, and the bidi overrides and isolates that make an auditor read other
+# than what is stored. Multi-line text (reasons) may also hold tab, line feed and carriage return.
+_UNSAFE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE_IN = {False: re.compile(f"[{_UNSAFE}\t\n\r\u2028\u2029]"), True: re.compile(f"[{_UNSAFE}]")}
+
+
+def _printable(multiline: bool):
+    unsafe = _UNSAFE_IN[multiline]
+
+    def check(value: str) -> str:
+        if found := unsafe.search(value):
+            raise ValueError(f"must not contain control, line-break or bidirectional-override characters "
+                             f"(U+{ord(found.group()):04X} at {found.start()})" if not multiline else
+                             f"must not contain control or bidirectional-override characters "
+                             f"(U+{ord(found.group()):04X} at {found.start()}); tab and line breaks are allowed")
+        return value
+
+    return check
+
+
+_CHECKS = {multiline: AfterValidator(_printable(multiline)) for multiline in (False, True)}
+
+
+def text(max_length: int, min_length: int = 1, multiline: bool = False, **field) -> type:
+    """A free-text field under the one policy above; lengths are in characters."""
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), _CHECKS[multiline],
+                     Field(**field)]
+
+
+Text = text(200)
+Reason = text(500, min_length=0, multiline=True)
+Label = text(200, min_length=0)  # a rule's or an actor's name
+
+
+# -- business time: when something happened, as the client says -------------------------------------
+# Accepted only within a window around the server's clock: a fact from before the business could
+# exist or from far in the future is a client's bug, and every view and bucket downstream would
+# carry it (a year-9999 time at -14:00 is not even a moment Python can represent in UTC).
+EARLIEST_BUSINESS_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+BUSINESS_TIME_SKEW = timedelta(days=1)  # how far ahead of the server's clock a client's clock may run
+
+
 def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
+    if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must include a timezone offset (e.g. 2026-11-25T10:00:00Z)")
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_amount)]
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
-Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*$")]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["GBP"])]
-# Free text may hold tabs and line breaks; no other control characters (NUL breaks PostgreSQL text
-# columns of the read models, terminal escapes would reach whoever reads the audit log).
-Reason = Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
-Label = Annotated[str, Field(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]  # a rule's or an actor's name
+def _business_time(value: datetime) -> datetime:
+    _aware(value)
+    if value < EARLIEST_BUSINESS_TIME:
+        raise ValueError(f"must not be before {EARLIEST_BUSINESS_TIME.isoformat()}")
+    if value > datetime.now(timezone.utc) + BUSINESS_TIME_SKEW:
+        raise ValueError(f"must not be more than {BUSINESS_TIME_SKEW} ahead of the server's clock")
+    return value
+
+
+def _query_time(value: datetime) -> datetime:
+    """In UTC, clamped to what Python and the views can hold: a filter at the ends of time means
+    "from the beginning" or "until the end", never an overflow."""
+    _aware(value)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=timezone.utc) if value.year == 1 else datetime.max.replace(tzinfo=timezone.utc)
+
+
+BusinessTime = Annotated[datetime, AfterValidator(_business_time)]
+QueryTime = Annotated[datetime, AfterValidator(_query_time)]
 
 
 ImportOrManual = Literal["manual", "import"]
@@ -65,7 +135,7 @@ class OpenShop(Command):
 class ListingSpec(Command):
     external_id: Text = Field(description="The marketplace's listing id")
     sku: Text
-    title: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    title: text(500)
     price: Amount
     currency: Currency
     floor: Amount | None = None
@@ -90,7 +160,7 @@ class SetPrice(Command):
     reason: Reason = ""
     source: ManualPriceSource = "manual"
     rule: Label | None = None
-    expected_version: Annotated[int, Field(ge=1)] | None = Field(
+    expected_version: Version | None = Field(
         None, description="Refuse with 409 unless the listing is still at this version")
 
     model_config = ConfigDict(json_schema_extra={"examples": [
@@ -103,7 +173,7 @@ class SetGuardrails(Command):
     cost: Amount | None = None
     currency: Currency
     reason: Reason = ""
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Version | None = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"floor": "18.00", "ceiling": "32.00", "cost": "9.50", "currency": "GBP"}]})
@@ -120,8 +190,8 @@ class ObservationIn:
     competitor: Text = Field(description="The competitor's listing or shop reference")
     price: Amount
     currency: Currency
-    observed_at: AwareDatetime
-    source: Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f\x7f]*$")] = "manual"
+    observed_at: BusinessTime
+    source: text(50) = "manual"
 
 
 class RecordObservations(Command):
@@ -137,12 +207,12 @@ class RecordObservations(Command):
 @line
 class SaleIn:
     listing_id: UUID
-    quantity: Annotated[int, Field(ge=-100_000, le=100_000, description="Negative for a return or cancellation")]
+    quantity: integer(ge=-100_000, le=100_000, description="Negative for a return or cancellation")
     unit_price: Amount
     currency: Currency
     order_id: Text
     transaction_id: Text = Field(description="Unique per shop: a line recorded twice is refused")
-    sold_at: AwareDatetime
+    sold_at: BusinessTime
 
 
 class RecordSales(Command):
@@ -159,7 +229,7 @@ class RecordSales(Command):
 class PriceChangeItem(Command):
     listing_id: UUID
     price: Amount
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Version | None = None
 
 
 class BulkSetPrices(Command):
@@ -175,12 +245,12 @@ class BulkSetPrices(Command):
 class RollbackListing(Command):
     """Exactly one of to_version, to_time, undo_version."""
 
-    to_version: Annotated[int, Field(ge=1)] | None = Field(None, description="Restore the price the listing had at this version")
-    to_time: AwareDatetime | None = Field(None, description="Restore the price the listing had at this moment")
-    undo_version: Annotated[int, Field(ge=1)] | None = Field(
+    to_version: Version | None = Field(None, description="Restore the price the listing had at this version")
+    to_time: BusinessTime | None = Field(None, description="Restore the price the listing had at this moment")
+    undo_version: Version | None = Field(
         None, description="Undo the price change recorded at this version (refused if the price changed since)")
     reason: Reason = ""
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Version | None = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"to_version": 2, "reason": "bad import"}]})
 
@@ -190,11 +260,11 @@ class BulkRollback(Command):
 
     source: Literal["manual", "rule", "experiment", "import", "rollback"] | None = None
     rule: Label | None = Field(None, description="A rule's id (automated changes) or the label a manual change gave")
-    rule_version: Annotated[int, Field(ge=1, le=2**31)] | None = Field(
+    rule_version: integer(ge=1, le=2**31) | None = Field(
         None, description="Only automated changes made by this version of `rule` (needs `rule`)")
     actor: Label | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: BusinessTime | None = None
+    until: BusinessTime | None = None
     reason: Reason = ""
 
     model_config = ConfigDict(json_schema_extra={"examples": [

@@ -10,15 +10,15 @@ from uuid import UUID
 
 from pydantic import ConfigDict, Field
 
-from commands.models import Amount, Command, Currency, Reason, Text
+from commands.models import Amount, Command, Currency, Reason, Text, Version, integer, text
 from domain.listing import MAX_COOLDOWN_MINUTES
 from domain.rules import DEFAULT_MAX_AGE_MINUTES, MAX_LIST
 
 MAX_ASSIGN = 1000  # listings per assignment command: each is loaded and saved in one transaction
 
 Competitors = Annotated[list[Text], Field(max_length=MAX_LIST)]
-Why = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]*\S[^\x00]*$",
-                           description="Required: who looks next needs to know why")]
+Why = Annotated[text(500, multiline=True, description="Required: who looks next needs to know why"),
+                Field(pattern=r"\S")]
 
 RULE_EXAMPLE = {
     "name": "beat-lowest-5pct", "kind": "beat_lowest", "percent": "5", "rounding": ".99",
@@ -41,7 +41,7 @@ class RuleSpec(Command):
     rounding: Literal["none", ".99", ".95", "whole"] = "none"
     include: Competitors = Field(default_factory=list, description="Only these competitors (empty: all)")
     exclude: Competitors = Field(default_factory=list, description="Never these competitors")
-    max_age_minutes: Annotated[int, Field(ge=1, le=527_040)] | None = Field(
+    max_age_minutes: integer(ge=1, le=527_040) | None = Field(
         DEFAULT_MAX_AGE_MINUTES, description="Ignore observations older than this; null: any age")
     no_competition: Literal["hold", "ceiling"] = "hold"
     below_floor: Literal["hold_at_floor", "ignore_competitor"] = "hold_at_floor"
@@ -55,7 +55,7 @@ class DefineRule(RuleSpec):
 class ReviseRule(RuleSpec):
     """The whole new version (what was not sent takes its default, as for a new rule)."""
 
-    expected_version: Annotated[int, Field(ge=1)] | None = Field(
+    expected_version: Version | None = Field(
         None, description="Refuse with 409 unless the rule is still at this version")
 
     model_config = ConfigDict(json_schema_extra={"examples": [
@@ -64,7 +64,7 @@ class ReviseRule(RuleSpec):
 
 class RetireRule(Command):
     reason: Reason = ""
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Version | None = None
 
 
 class AssignRule(Command):
@@ -90,12 +90,12 @@ class SetAutomationLimits(Command):
 
     min_margin: Amount | None = Field(None, description="Percent of the price kept above cost: derives a floor")
     max_step_percent: Amount | None = Field(None, description="Largest move of one automated change, in percent")
-    max_daily_changes: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+    max_daily_changes: integer(ge=1, le=10_000) | None = Field(
         None, description="Automated changes in any 24 hours")
-    cooldown_minutes: Annotated[int, Field(ge=0, le=MAX_COOLDOWN_MINUTES)] | None = Field(
+    cooldown_minutes: integer(ge=0, le=MAX_COOLDOWN_MINUTES) | None = Field(
         None, description="Least time between two automated changes")
     reason: Reason = ""
-    expected_version: Annotated[int, Field(ge=1)] | None = None
+    expected_version: Version | None = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "min_margin": "35", "max_step_percent": "10", "max_daily_changes": 6, "cooldown_minutes": 30}]})
@@ -122,12 +122,12 @@ class DryRun(Command):
     shop's listings in id order, `limit` at a time after `after`."""
 
     rule_id: UUID | None = None
-    rule_version: Annotated[int, Field(ge=1, le=2**31)] | None = Field(
+    rule_version: integer(ge=1, le=2**31) | None = Field(
         None, description="The saved rule's version (v1 = as defined); default: its latest")
     rule: DraftRule | None = None
     listing_ids: Annotated[list[UUID], Field(min_length=1, max_length=MAX_DRY_RUN)] | None = None
     after: UUID | None = Field(None, description="Page through the shop's listings: start after this listing id")
-    limit: Annotated[int, Field(ge=1, le=MAX_DRY_RUN)] = 200
+    limit: integer(ge=1, le=MAX_DRY_RUN) = 200
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"rule_id": "5b0f1c4e-2d7a-4f43-9b1e-6c2d8f0a7e11", "rule_version": 2},

@@ -14,6 +14,7 @@ from api.deps import Context, Engine
 from api.passwords import check_password
 from api.routing import resource_router
 from api.schemas import answer
+from commands.models import text
 from commands.identity import describe_account
 from domain.account import API_KEY_SCOPES, Role
 
@@ -34,7 +35,7 @@ class RoleGrantIn(Body):
 
 
 class AccountIn(Body):
-    username: Annotated[str, Field(min_length=3, max_length=64)]
+    username: text(64, min_length=3)
     kind: Literal["user", "service"] = "user"
     password: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
         None, description="For people (kind user); service accounts get API keys instead")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.auth import PUBLIC, SIGNED_IN, Caller, client_address, rate_limited, token_answer, unauthorized
 from api.deps import Context, Engine
 from api.passwords import check_password
+from commands.models import text
 from commands.identity import LoginRefused, MfaChallenge, TokenRefused, TooManyAttempts
 
 from api.routing import resource_router
@@ -22,6 +23,9 @@ router = resource_router(prefix="/auth", tags=["auth"])
 REFUSED = "invalid username or password, or the account is temporarily locked"
 
 Secret = Annotated[str, Field(min_length=1, max_length=1024)]
+# ASCII only: str.isdigit() and regex \d also take fullwidth and Arabic-Indic digits.
+TotpCode = Annotated[str, Field(pattern=r"^ *[0-9]{3} ?[0-9]{3} *$", examples=["123456"])]
+RecoveryCode = Annotated[str, Field(pattern=r"^[ A-Za-z0-9-]{1,64}$", examples=["k7qm-2xwp-9fhd"])]
 
 
 class Body(BaseModel):
@@ -29,18 +33,17 @@ class Body(BaseModel):
 
 
 class LoginIn(Body):
-    username: Annotated[str, Field(min_length=1, max_length=254)]
+    username: text(254)
     password: Secret
-    tenant: Annotated[str, Field(min_length=1, max_length=200, description="The tenant the account belongs to: "
-                                 "usernames are unique within a tenant only")]
+    tenant: text(200, description="The tenant the account belongs to: usernames are unique within a tenant only")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"tenant": "acme", "username": "alice", "password": "…"}]})
 
 
 class SecondFactorIn(Body):
-    challenge: Annotated[str, Field(min_length=1, max_length=200)]
-    code: Annotated[str, Field(pattern=r"^\s*\d{3}\s?\d{3}\s*$")] | None = None
-    recovery_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    challenge: text(200)
+    code: TotpCode | None = None
+    recovery_code: RecoveryCode | None = None
 
     @model_validator(mode="after")
     def exactly_one(self):
@@ -50,7 +53,7 @@ class SecondFactorIn(Body):
 
 
 class RefreshIn(Body):
-    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+    refresh_token: text(200)
 
 
 class PasswordChangeIn(Body):
@@ -59,7 +62,7 @@ class PasswordChangeIn(Body):
 
 
 class CodeIn(Body):
-    code: Annotated[str, Field(pattern=r"^\s*\d{3}\s?\d{3}\s*$")]
+    code: TotpCode
 
 
 class PasswordIn(Body):

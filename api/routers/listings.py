@@ -1,4 +1,3 @@
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -9,6 +8,7 @@ from api.deps import Context, Engine
 from api.routing import resource_router
 from api.schemas import ListingChanged, PricesChanged, answer
 from commands import models
+from commands.models import QueryTime
 
 router = resource_router(prefix="/shops/{shop_id}", tags=["prices"])
 
@@ -17,7 +17,7 @@ router = resource_router(prefix="/shops/{shop_id}", tags=["prices"])
             dependencies=[requires("shops:read")])
 def get_listing(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine,
                 version: Annotated[int | None, Query(ge=1)] = None,
-                at: Annotated[datetime | None, Query(description="ISO 8601 with offset")] = None) -> dict:
+                at: Annotated[QueryTime | None, Query(description="ISO 8601 with offset")] = None) -> dict:
     return engine.listing_state(ctx, shop_id, listing_id, version=version, at=at)
 
 
