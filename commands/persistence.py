@@ -20,12 +20,14 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import get_topic, retry
 from psycopg.types.json import Jsonb
 
+from commands import time_loaders
 from domain.facts import ObservationBatch
 from domain.listing import Automation, Guardrails
 from domain.meta import EventMeta
 from domain.money import Money
 from domain.rules import Rule
 
+time_loaders.install()  # before any pool connects: every read survives any time stored (see there)
 
 SMALL_SAVE = 200  # events; larger saves stream with COPY
 
