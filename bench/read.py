@@ -295,9 +295,10 @@ def query_latencies(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[list
     sql_ms = []
     with psycopg.connect(url) as conn:
         for shop, view, params in mix:
-            q = queries.query(view, shop, **{k: (UUID(v) if k == "listing_id" else
-                                                 datetime.fromisoformat(v) if k in ("since", "until") else v)
-                                             for k, v in params.items()})
+            q = queries.query(view, shop, cursor_key=engine.secrets.cursor_key,
+                              **{k: (UUID(v) if k == "listing_id" else
+                                     datetime.fromisoformat(v) if k in ("since", "until") else v)
+                                 for k, v in params.items()})
             started = time.perf_counter()
             queries.run(conn, q)
             sql_ms.append((time.perf_counter() - started) * 1000)

@@ -85,6 +85,11 @@ class Secrets:
     def _digest_key(self) -> bytes:
         return self._derive(b"opaque-secret digest")
 
+    @cached_property
+    def cursor_key(self) -> bytes:
+        """Signs paging cursors: a client can hand back only a cursor the server gave it."""
+        return self._derive(b"paging-cursor hmac")
+
     def encrypt(self, plaintext: bytes, bound_to: bytes) -> bytes:
         """AES-256-GCM; `bound_to` (the account id) is authenticated, so a ciphertext copied to
         another account's row does not decrypt."""

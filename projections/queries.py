@@ -4,12 +4,18 @@ tenant's (api/routers/analytics.py); every query here is confined to that one sh
 
 Paging is by keyset, not offset: a page's `next_cursor` encodes the sort key of its last row,
 and the next page starts strictly after it, so deep pages cost as little as the first and rows
-appended meanwhile never shift a page.
+appended meanwhile never shift a page. Cursors are opaque and signed (HMAC-SHA256 with a key
+derived from the server's secret, bound to the view and the shop): a cursor the server did not
+give is refused before the database sees it, whatever it holds. The key goes in as PostgreSQL
+prints it, so it round-trips exactly, even for a time Python cannot represent.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,6 +96,7 @@ class Query:
     bucket: str | None = None
     limit: int = 100
     cursor: str | None = None
+    cursor_key: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,9 @@ class Result:
 
 def query(view_name: str, shop_id: UUID, *, listing_id: UUID | None = None, since: datetime | None = None,
           until: datetime | None = None, bucket: str | None = None, limit: int = 100,
-          cursor: str | None = None) -> Query:
-    """A validated query; InvalidQuery names the parameter that is wrong."""
+          cursor: str | None = None, cursor_key: bytes) -> Query:
+    """A validated query; InvalidQuery names the parameter that is wrong. `cursor_key` signs
+    and checks cursors (the server's, e.g. Secrets.cursor_key)."""
     view = VIEWS.get(view_name)
     if view is None:
         raise InvalidQuery("view", f"unknown view {view_name!r}; known: {', '.join(VIEWS)}")
@@ -122,9 +130,12 @@ def query(view_name: str, shop_id: UUID, *, listing_id: UUID | None = None, sinc
         raise InvalidQuery("until", "must be after since")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery("limit", f"must be between 1 and {MAX_LIMIT}")
+    if len(cursor_key) < 16:
+        raise ValueError("a cursor key of at least 16 bytes is needed")
+    q = Query(view, shop_id, listing_id, since, until, bucket, limit, cursor, cursor_key)
     if cursor is not None:
-        _decode_cursor(view, cursor)  # refuse a malformed cursor before touching the database
-    return Query(view, shop_id, listing_id, since, until, bucket, limit, cursor)
+        _decode_cursor(q)  # refuse a cursor we did not give before touching the database
+    return q
 
 
 def run(conn: Connection, q: Query) -> Result:
@@ -133,11 +144,12 @@ def run(conn: Connection, q: Query) -> Result:
         cur.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
         cur.execute(statement, params)
         rows = cur.fetchall()
-        types = tuple(_type_name(conn, c.type_code) for c in cur.description)
+        shown = len(q.view.columns)  # the sort key's text follows the view's columns
+        types = tuple(_type_name(conn, c.type_code) for c in cur.description[:shown])
     more = len(rows) > q.limit
     rows = rows[:q.limit]
-    next_cursor = _encode_cursor(q.view, rows[-1]) if more else None
-    return Result(q.view.columns, types, rows, next_cursor)
+    next_cursor = _encode_cursor(q, rows[-1][shown:]) if more else None
+    return Result(q.view.columns, types, [row[:shown] for row in rows], next_cursor)
 
 
 # -- SQL ----------------------------------------------------------------------------------
@@ -155,34 +167,54 @@ def _sql(q: Query) -> tuple[sql.Composed, dict[str, Any]]:
         if view.time_column and q.until is not None:
             where.append(f"{view.time_column} < %(until)s")
     if q.cursor is not None:
-        values = _decode_cursor(view, q.cursor)
+        values = _decode_cursor(q)
         keys = ", ".join(k for k, _ in view.keys)
         after = ", ".join(f"%(after{i})s::{t}" for i, (_, t) in enumerate(view.keys))
         where.append(f"({keys}) > ({after})")
         params.update({f"after{i}": v for i, v in enumerate(values)})
-    text = (f"SELECT {', '.join(view.columns)} FROM {view.source}"
+    key_text = ", ".join(f"{k}::text AS cursor_key{i}" for i, (k, _) in enumerate(view.keys))
+    text = (f"SELECT {', '.join(view.columns)}, {key_text} FROM {view.source}"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + f" ORDER BY {', '.join(k for k, _ in view.keys)} LIMIT %(limit)s")
     return sql.SQL(text), params  # only our own constants are interpolated; values are parameters
 
 
 # -- cursors ------------------------------------------------------------------------------
-def _encode_cursor(view: View, row: tuple) -> str:
-    values = [str(row[view.columns.index(k)]) if not isinstance(row[view.columns.index(k)], datetime)
-              else row[view.columns.index(k)].isoformat() for k, _ in view.keys]
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+CURSOR_MAC_BYTES = 16
 
 
-def _decode_cursor(view: View, cursor: str) -> list[str]:
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    """Only the one spelling _b64 gives: padding or spare low bits would let a cursor change and still pass."""
+    raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(raw) != text:
+        raise ValueError("not canonical")
+    return raw
+
+
+def _mac(q: Query, payload: bytes) -> bytes:
+    bound = f"{q.view.name}\n{q.shop_id}\n".encode() + payload  # a cursor pages one view of one shop
+    return hmac.new(q.cursor_key, bound, hashlib.sha256).digest()[:CURSOR_MAC_BYTES]
+
+
+def _encode_cursor(q: Query, key_text: tuple[str, ...]) -> str:
+    payload = json.dumps(list(key_text), separators=(",", ":")).encode()
+    return f"{_b64(payload)}.{_b64(_mac(q, payload))}"
+
+
+def _decode_cursor(q: Query) -> list[str]:
+    """The sort key a cursor carries, if this server signed it for this view and shop."""
     try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(values, list) or len(values) != len(view.keys):
-            raise ValueError
-        for value, (_, kind) in zip(values, view.keys):
-            {"uuid": UUID, "int8": int, "timestamptz": datetime.fromisoformat}[kind](value)
-    except (ValueError, TypeError, UnicodeDecodeError):
+        payload_text, mac_text = q.cursor.split(".")
+        payload, mac = _unb64(payload_text), _unb64(mac_text)
+    except (ValueError, binascii.Error):  # non-ASCII text is a ValueError too
         raise InvalidQuery("cursor", "not a cursor this view returned") from None
-    return values
+    if not hmac.compare_digest(mac, _mac(q, payload)):
+        raise InvalidQuery("cursor", "not a cursor this view returned")
+    return json.loads(payload)
 
 
 def _type_name(conn: Connection, oid: int) -> str:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from api.auth import requires
 from api.deps import Context, Engine
 from commands.errors import NotFound
-from commands.models import AwareDatetime
+from commands.models import QueryTime
 from domain.errors import InvalidValue
 from projections import export, queries
 from projections.lag import parked, tenant_lag
@@ -25,11 +25,11 @@ router = resource_router(tags=["analytics"])
 ANALYTICS_READ = "analytics:read"
 
 ListingQuery = Annotated[UUID | None, Query(description="Only this listing")]
-SinceQuery = Annotated[AwareDatetime | None, Query(description="From this time on (ISO 8601 with offset); "
+SinceQuery = Annotated[QueryTime | None, Query(description="From this time on (ISO 8601 with offset); "
                                                               "bucketed views: hourly buckets overlapping [since, until)")]
-UntilQuery = Annotated[AwareDatetime | None, Query(description="Before this time (ISO 8601 with offset)")]
+UntilQuery = Annotated[QueryTime | None, Query(description="Before this time (ISO 8601 with offset)")]
 LimitQuery = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="Rows per page (exports: up to 100,000)")]
-CursorQuery = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page")]
+CursorQuery = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page (opaque, signed)")]
 FormatQuery = Annotated[Literal["json", "csv", "parquet"], Query(description="json (a page), csv or parquet (a file)")]
 BucketQuery = Annotated[Literal["hour", "day", "week"], Query(description="Bucket width (weeks start Monday, UTC)")]
 
@@ -50,7 +50,7 @@ def answer(engine, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | N
     if listing_id is not None and not engine.recorder.reserved(shop_id, "listing", [str(listing_id)]):
         raise NotFound("listing not found in this shop", field="listing_id")
     try:
-        q = queries.query(view, shop_id, listing_id=listing_id, **filters)
+        q = queries.query(view, shop_id, listing_id=listing_id, cursor_key=engine.secrets.cursor_key, **filters)
     except queries.InvalidQuery as e:
         raise InvalidValue(e.field, e.detail) from None
     with engine.recorder.datastore.get_connection() as conn:
