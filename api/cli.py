@@ -76,7 +76,7 @@ def admin_create(args) -> int:
     finally:
         engine.close()
     print(f"admin {created.body['username']} created in tenant {args.tenant} (account {created.body['account_id']});"
-          " log in with POST /auth/login")
+          " log in with POST /auth/login {tenant, username, password}")
     return 0
 
 
