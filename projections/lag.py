@@ -139,6 +139,8 @@ def held_back(follower: str, by_policy: bool) -> str:
     """What a parked event keeps from happening, in words (a sink parks as '<sink>/<projection>')."""
     if by_policy:
         return "automated repricing did not act on this cause (its listing was not re-evaluated for it)"
+    if follower.startswith("relay:"):
+        return "not published to Kafka: missing from what the Kafka workers project and act on"
     return f"missing from the {follower.split('/')[-1].removeprefix('rebuild:')} view"
 
 

@@ -118,11 +118,17 @@ _PARK = """
 def park(cur: Cursor, follower: str, failures: Iterable[Failure]) -> int:
     """Record the failures (a second failure of a parked event counts an attempt). Call it in the
     transaction that moves the follower's position past them."""
+    statement, params = park_statement(follower, failures)
+    if params[1]:
+        cur.execute(statement, params)
+    return len(params[1])
+
+
+def park_statement(follower: str, failures: Iterable[Failure]) -> tuple[str, list]:
+    """park() as (SQL, parameters), for a caller on an async connection (the relay)."""
     rows = list({f.position: f for f in failures}.values())
-    if rows:
-        cur.execute(_PARK, [follower, [f.position for f in rows], [f.originator_id for f in rows],
-                            [f.originator_version for f in rows], [f.topic for f in rows], [f.error for f in rows]])
-    return len(rows)
+    return _PARK, [follower, [f.position for f in rows], [f.originator_id for f in rows],
+                   [f.originator_version for f in rows], [f.topic for f in rows], [f.error for f in rows]]
 
 
 def unpark(cur: Cursor, follower: str, positions: Iterable[int]) -> None:
@@ -132,11 +138,14 @@ def unpark(cur: Cursor, follower: str, positions: Iterable[int]) -> None:
                     [follower, positions])
 
 
+UNPARK_UNLESS_PARKED_AGAIN = ("DELETE FROM streams.parked_events WHERE follower = %s AND log_position = ANY(%s)"
+                              " AND last_tried_at < now()")
+
+
 def unpark_unless_parked_again(cur: Cursor, follower: str, positions: Iterable[int]) -> None:
     """unpark() those of `positions` that this transaction did not park again (a retry that
     failed once more: park() stamped it with this transaction's now())."""
-    cur.execute("DELETE FROM streams.parked_events WHERE follower = %s AND log_position = ANY(%s)"
-                " AND last_tried_at < now()", [follower, list(positions)])
+    cur.execute(UNPARK_UNLESS_PARKED_AGAIN, [follower, list(positions)])
 
 
 def parked_positions(cur: Cursor, follower: str) -> list[int]:

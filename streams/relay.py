@@ -32,6 +32,7 @@ from typing import Protocol, Sequence
 import psycopg
 from eventsourcing.persistence import Notification
 
+from projections import parking
 from projections.projector import CHANNEL
 from streams import wire
 from streams.repricing import EVENT_TOPICS as REPRICING_EVENT_TOPICS
@@ -39,6 +40,7 @@ from streams.repricing import EVENT_TOPICS as REPRICING_EVENT_TOPICS
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 5000
+RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked events
 APPLICATION_NAME = "etsypro-relay"
 
 
@@ -113,12 +115,16 @@ class Relay:
             producer, self._tracked = self._producer(), set()
             try:
                 await producer.start()  # inside: a start that fails must still close what it opened
+                next_retry = 0.0
                 while not stop.is_set():
+                    if time.monotonic() >= next_retry:
+                        next_retry = time.monotonic() + RETRY_PARKED_EVERY
+                        await self.retry_parked(conn, producer)
                     page = await asyncio.to_thread(self.recorder.select_notifications, self.stats.position,
                                                    self.page_size, inclusive_of_start=False)
                     if page:
-                        await self._publish(conn, producer, page)
-                        await self._record(conn, page)
+                        parked = await self._publish(conn, producer, page)
+                        await self._record(conn, page, parked)
                     if len(page) < self.page_size:
                         if not follow:
                             return
@@ -127,17 +133,66 @@ class Relay:
                 await producer.stop()
 
     # -- one page -----------------------------------------------------------------------
-    async def _publish(self, conn: psycopg.AsyncConnection, producer, page: Sequence[Notification]) -> None:
-        """Send the page and wait until the broker acknowledged every event of it."""
-        records = [(wire.kafka_topic(n.topic, self.prefix), n.state, wire.key(n), wire.headers(n)) for n in page]
-        records += [(self.repricing_topic, n.state, shop, wire.headers_keyed_by_other(n))
+    async def _publish(self, conn: psycopg.AsyncConnection, producer, page: Sequence[Notification]
+                       ) -> list[parking.Failure]:
+        """Send the page and wait until the broker acknowledged every event of it. An event the
+        broker refuses for what it is (too large, say) fails alike on every retry: the page is
+        sent again one record at a time, and those events are returned, to be parked."""
+        records = [(wire.kafka_topic(n.topic, self.prefix), n.state, wire.key(n), wire.headers(n), n) for n in page]
+        records += [(self.repricing_topic, n.state, shop, wire.headers_keyed_by_other(n), n)
                     for n, shop in await self._repricing_records(conn, page)]
         topics = {topic for topic, *_ in records}
         await self._ensure_topics(topics)
         await self._track(producer, topics)
-        pending = [await producer.send(topic, value, key=key, headers=headers)
-                   for topic, value, key, headers in records]
-        await asyncio.gather(*pending)
+        try:
+            pending = [await producer.send(topic, value, key=key, headers=headers)
+                       for topic, value, key, headers, _ in records]
+            await asyncio.gather(*pending)
+            return []
+        except _unpublishable() as e:
+            log.warning("relay %s: the broker refused a record (%s); sending the page one record at a time",
+                        self.name, parking.describe(e))
+        return await self._publish_one_by_one(producer, records)
+
+    async def _publish_one_by_one(self, producer, records: list) -> list[parking.Failure]:
+        """Every record that the broker takes (again: duplicates are harmless), and a Failure for each event of
+        a record it refuses."""
+        failures: dict[int, parking.Failure] = {}
+        for topic, value, key, headers, n in records:
+            try:
+                await (await producer.send(topic, value, key=key, headers=headers))
+            except _unpublishable() as e:
+                failures[n.id] = parking.Failure(n.id, n.originator_id, n.originator_version, n.topic,
+                                                 parking.describe(e))
+        for f in failures.values():
+            log.error("relay %s: parked event %d (%s): %s", self.name, f.position, f.topic, f.error)
+        return list(failures.values())
+
+    async def retry_parked(self, conn: psycopg.AsyncConnection, producer) -> tuple[int, int]:
+        """Publish the events this relay parked again; returns (published now, still parked). Each
+        reaches its topics out of log order: sinks apply facts once whatever the order and the
+        price board by aggregate version; the repricing worker finds an older cause superseded."""
+        follower = self.parked_as
+        cur = await conn.execute("SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state"
+                                 " FROM streams.parked_events p JOIN pricing_events e ON e.notification_id = p.log_position"
+                                 " WHERE p.follower = %s ORDER BY 1", [follower], binary=True)
+        page = [Notification(id=i, originator_id=o, originator_version=v, topic=t, state=bytes(s))
+                for i, o, v, t, s in await cur.fetchall()]
+        if not page:
+            return 0, 0
+        failures = await self._publish(conn, producer, page)
+        async with conn.transaction():
+            statement, params = parking.park_statement(follower, failures)
+            if failures:
+                await conn.execute(statement, params)
+            await conn.execute(parking.UNPARK_UNLESS_PARKED_AGAIN, [follower, [n.id for n in page]])
+        log.warning("relay %s: retried parked events: %d published, %d still parked", self.name,
+                    len(page) - len(failures), len(failures))
+        return len(page) - len(failures), len(failures)
+
+    @property
+    def parked_as(self) -> str:
+        return f"relay:{self.name}"
 
     async def _repricing_records(self, conn: psycopg.AsyncConnection,
                                  page: Sequence[Notification]) -> list[tuple[Notification, bytes]]:
@@ -172,11 +227,16 @@ class Relay:
             self._tracked |= topics
             await producer.client.set_topics(self._tracked)
 
-    async def _record(self, conn: psycopg.AsyncConnection, page: Sequence[Notification]) -> None:
+    async def _record(self, conn: psycopg.AsyncConnection, page: Sequence[Notification],
+                      parked: Sequence[parking.Failure] = ()) -> None:
+        """The new position, and the events parked on the way, in one transaction."""
         last = page[-1].id
-        await conn.execute(
-            "UPDATE streams.relay_positions SET log_position = %s, events_published = events_published + %s,"
-            " updated_at = now() WHERE relay = %s", [last, len(page), self.name])
+        async with conn.transaction():
+            if parked:
+                await conn.execute(*parking.park_statement(self.parked_as, parked))
+            await conn.execute(
+                "UPDATE streams.relay_positions SET log_position = %s, events_published = events_published + %s,"
+                " updated_at = now() WHERE relay = %s", [last, len(page) - len(parked), self.name])
         self.stats.position = last
         self.stats.published += len(page)
         self.stats.pages += 1
@@ -223,6 +283,14 @@ async def _wait_for_notify(listener: psycopg.AsyncConnection, stop: asyncio.Even
         pass
     async for _ in listener.notifies(timeout=0.0):  # drain the rest: one page reads them all
         pass
+
+
+def _unpublishable() -> tuple[type[BaseException], ...]:
+    """What the broker answers about a record itself, not about its own state: retrying the page cannot help."""
+    from aiokafka import errors
+
+    return (errors.MessageSizeTooLargeError, errors.RecordTooLargeError, errors.RecordListTooLargeError,
+            errors.CorruptRecordException, errors.UnsupportedForMessageFormatError)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -43,14 +44,17 @@ from domain.listing import Listing
 from domain.meta import Actor
 from domain.money import Money
 from domain.shop import Shop
-from projections import parking
+from projections import lag, parking
 from projections.base import LIVE, of_types
 from projections.projector import InBackground, Projector
 from projections.registry import ALL
 from streams import wire
+from streams.broker import find_tansu_binary
+from streams.relay import Relay
 from streams.repricing import EVENT_TOPICS, RepricingPolicy
 from streams.repricing_worker import KafkaRepricing
 from streams.sink import Sink
+from test_kafka_path import broker, read_all  # noqa: F401 - the broker fixture
 
 Observed = ObservationBatch.CompetitorPriceObserved
 ABSURD_TIME = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-14)))  # year 10000 in UTC
@@ -251,7 +255,7 @@ def position_of(url: str, batch: UUID) -> int:
 def live(new_database):
     """The API with the projector and the repricing policy running in-process, as `etsypro serve`."""
     url = new_database()
-    engine = PricingEngine(url)
+    engine = PricingEngine(url, pool_size=2)
     app = create_app(engine)
     app.state.projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event, pause=0.05))
     app.state.repricing = InBackground(RepricingPolicy(engine, url, pause=0.05), "repricing")
@@ -415,3 +419,51 @@ def test_the_kafka_sink_and_repricing_worker_park_a_poisoned_record_and_apply_th
 def position_of_head(url: str) -> int:
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT coalesce(max(notification_id), 0) FROM pricing_events").fetchone()[0]
+
+
+@pytest.mark.skipif(find_tansu_binary() is None, reason="tansu broker binary not found")
+def test_the_relay_parks_an_event_the_broker_refuses_and_publishes_it_once_it_is_taken(new_database, broker):
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    url = new_database()
+    engine = PricingEngine(url, pool_size=2)
+    ruled_shop(engine, "r-tenant")
+    refused = {position_of_head(url) - 1}  # one event the broker will not take (too large, say)
+
+    class Refusing:
+        def __init__(self, producer):
+            self._producer = producer
+
+        def __getattr__(self, name):
+            return getattr(self._producer, name)
+
+        async def send(self, topic, value, key=None, headers=None):
+            if int(dict(headers)[wire.POSITION]) in refused:
+                raise MessageSizeTooLargeError("The message is 2000000 bytes when serialized")
+            return await self._producer.send(topic, value, key=key, headers=headers)
+
+    class RefusingRelay(Relay):
+        def _producer(self):
+            return Refusing(super()._producer())
+
+    relay = RefusingRelay(url, broker.bootstrap_servers, engine.recorder, name="p", page_size=3)
+    poisoned_at = next(iter(refused))
+    with psycopg.connect(url) as conn:
+        ids = [i for (i,) in conn.execute("SELECT notification_id FROM pricing_events ORDER BY 1")]
+        topics = sorted({wire.kafka_topic(t) for (t,) in conn.execute("SELECT DISTINCT topic FROM pricing_events")})
+
+    def published() -> set[int]:
+        return {int(dict(r.headers)[wire.POSITION]) for r in asyncio.run(read_all(broker.bootstrap_servers, topics))}
+
+    assert asyncio.run(relay.catch_up()) == ids[-1]  # not stuck at the refused event
+    assert published() == set(ids) - refused
+    assert parked_rows(url) == {("relay:p", poisoned_at)}
+    with psycopg.connect(url) as conn:
+        report = lag.operator_report(conn, [])
+    [row] = report["parked"]
+    assert "MessageSizeTooLargeError" in row["error"] and row["held_back"].startswith("not published to Kafka")
+
+    refused.clear()  # the broker takes it now (its limit was raised)
+    asyncio.run(relay.catch_up())  # a new session retries the parked events first
+    assert published() == set(ids) and parked_rows(url) == set()
+    engine.close()
