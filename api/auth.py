@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from commands.credentials import Secrets
 from commands.errors import NotFound
 from commands.identity import Principal, Session
-from domain.account import Account
+from domain.account import Account, client_key
 
 log = logging.getLogger(__name__)
 IPAddress = IPv4Address | IPv6Address
@@ -366,7 +366,7 @@ def rate_limited(purpose: str):
 
     def check(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limits[purpose]
-        wait = limiter.retry_after(client_address(request))
+        wait = limiter.retry_after(client_key(client_address(request)))  # an IPv6 /64 is one client
         if wait:
             raise HTTPException(429, f"too many attempts from this address; retry in {wait} s",
                                 headers={"Retry-After": str(wait)})

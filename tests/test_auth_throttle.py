@@ -166,6 +166,18 @@ def test_by_default_no_proxy_is_trusted(engine):
     assert AuthSettings().trusted_proxies == ()
 
 
+def test_addresses_of_one_ipv6_64_share_the_per_address_limit(proxied_url):
+    """One host holds a whole /64: varying the low bits must not buy a fresh budget."""
+    prefix = f"2001:db8:{random.randrange(1, 65535):x}:{random.randrange(1, 65535):x}"
+    answers = [httpx.post(f"{proxied_url}/auth/login", headers={"X-Forwarded-For": f"{prefix}::{i + 1:x}"},
+                          json={"tenant": "t", "username": "nobody-at-all", "password": "whatever it is"}).status_code
+               for i in range(11)]
+    assert answers == [401] * 10 + [429]
+    other = httpx.post(f"{proxied_url}/auth/login", headers={"X-Forwarded-For": f"2001:db8:ffff:{random.randrange(1, 65535):x}::1"},
+                       json={"tenant": "t", "username": "nobody-at-all", "password": "whatever it is"})
+    assert other.status_code == 401
+
+
 def test_a_client_varying_x_forwarded_for_without_a_proxy_meets_the_limit(engine):
     """Served as `etsypro serve` serves it (uvicorn's own proxy handling off: it would trust
     127.0.0.1), with no proxy named: the header is the client's to invent, and changes nothing."""
