@@ -37,6 +37,18 @@ def integer(ge: int | None = None, le: int | None = None, **field) -> type:
 
 
 Version = integer(ge=1, le=2**63 - 1)
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,20}")
+
+
+def _integer_text(value: object) -> object:
+    """A query string is text: it may hold an integer the way JSON writes one, nothing else
+    (int() would also take "\u0661\u0662", " 12 ", "1_000" and "+5")."""
+    if isinstance(value, str) and not _INTEGER_TEXT.fullmatch(value):
+        raise ValueError("must be an integer in ASCII digits")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_integer_text)]
 
 
 # -- free text: one policy for every string a client writes ----------------------------------------

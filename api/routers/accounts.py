@@ -14,7 +14,7 @@ from api.deps import Context, Engine
 from api.passwords import check_password
 from api.routing import resource_router
 from api.schemas import answer
-from commands.models import text
+from commands.models import QueryInt, text
 from commands.identity import describe_account
 from domain.account import API_KEY_SCOPES, Role
 
@@ -124,13 +124,13 @@ def revoke_api_key(account_id: UUID, key_id: UUID, ctx: Context, engine: Engine)
             summary="Replay an account's history: logins, failures, lockouts, roles, MFA, sessions, keys",
             dependencies=[requires("security:read", tenant_wide=True)])
 def account_history(account_id: UUID, ctx: Context, engine: Engine,
-                    after_version: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
+                    after_version: Annotated[QueryInt, Query(ge=0, le=2**63 - 1)] = 0,
+                    limit: Annotated[QueryInt, Query(ge=1, le=1000)] = 100) -> dict:
     return engine.account_history(ctx, account_id, after_version, limit)
 
 
 @router.get("/security/logins", summary="Failed logins per account and day, and lockouts",
             dependencies=[requires("security:read", tenant_wide=True)])
 def security_view(ctx: Context, engine: Engine,
-                  days: Annotated[int, Query(ge=1, le=366, description="How far back")] = 7) -> dict:
+                  days: Annotated[QueryInt, Query(ge=1, le=366, description="How far back")] = 7) -> dict:
     return engine.security_report(ctx, days)

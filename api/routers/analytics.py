@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from api.auth import requires
 from api.deps import Context, Engine
 from commands.errors import NotFound
-from commands.models import QueryTime
+from commands.models import QueryInt, QueryTime
 from domain.errors import InvalidValue
 from projections import export, queries
 from projections.lag import parked, tenant_lag
@@ -28,7 +28,7 @@ ListingQuery = Annotated[UUID | None, Query(description="Only this listing")]
 SinceQuery = Annotated[QueryTime | None, Query(description="From this time on (ISO 8601 with offset); "
                                                               "bucketed views: hourly buckets overlapping [since, until)")]
 UntilQuery = Annotated[QueryTime | None, Query(description="Before this time (ISO 8601 with offset)")]
-LimitQuery = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="Rows per page (exports: up to 100,000)")]
+LimitQuery = Annotated[QueryInt, Query(ge=1, le=queries.MAX_LIMIT, description="Rows per page (exports: up to 100,000)")]
 CursorQuery = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page (opaque, signed)")]
 FormatQuery = Annotated[Literal["json", "csv", "parquet"], Query(description="json (a page), csv or parquet (a file)")]
 BucketQuery = Annotated[Literal["hour", "day", "week"], Query(description="Bucket width (weeks start Monday, UTC)")]

@@ -15,7 +15,7 @@ from pydantic import StringConstraints
 from api.auth import Caller, requires
 from api.deps import Context, Engine
 from commands.audit import AUDIT_READ, AuditReader, LogFilter
-from commands.models import QueryTime
+from commands.models import QueryInt, QueryTime
 from domain.errors import InvalidValue
 
 from api.routing import resource_router
@@ -30,8 +30,8 @@ async def audit_reader(ctx: Context, caller: Caller) -> AuditReader:
 
 Reader = Annotated[AuditReader, Depends(audit_reader)]
 
-Position = Annotated[int, Query(ge=0, le=2**63 - 1)]
-Limit = Annotated[int, Query(ge=1, le=1000, description="Events per page")]
+Position = Annotated[QueryInt, Query(ge=0, le=2**63 - 1)]
+Limit = Annotated[QueryInt, Query(ge=1, le=1000, description="Events per page")]
 EventType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,199}$")]
 Actor = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@/-]{1,200}$")]
 
@@ -74,8 +74,8 @@ def audit_events(reader: Reader, engine: Engine, after: Position = 0, limit: Lim
             responses={200: {"content": {"application/x-ndjson": {}},
                              "description": "One event per line; header X-Export-To gives the last position covered"}})
 def audit_export(reader: Reader, engine: Engine,
-                 from_: Annotated[int, Query(alias="from", ge=1, le=2**63 - 1)] = 1,
-                 to: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Inclusive; default: the log's head now")] = None,
+                 from_: Annotated[QueryInt, Query(alias="from", ge=1, le=2**63 - 1)] = 1,
+                 to: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1, description="Inclusive; default: the log's head now")] = None,
                  type: TypeQuery = None, actor: ActorQuery = None, shop_id: ShopQuery = None,
                  since: SinceQuery = None, until: UntilQuery = None) -> StreamingResponse:
     if to is not None and to < from_:
@@ -92,7 +92,7 @@ def _ndjson(events: Iterator[dict]) -> Iterator[bytes]:
 
 @router.get("/audit/verify", summary="Check the hash chain over the whole log; counts only the caller's events",
             dependencies=[requires(AUDIT_READ)])
-def verify(reader: Reader, engine: Engine, from_position: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None) -> dict:
+def verify(reader: Reader, engine: Engine, from_position: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1)] = None) -> dict:
     """`checked_own`: how many events the caller may read were verified. The whole log's count is
     every tenant's activity: operators get it from `etsypro audit verify`."""
     return engine.verify_for(reader, from_position)

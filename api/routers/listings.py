@@ -8,7 +8,7 @@ from api.deps import Context, Engine
 from api.routing import resource_router
 from api.schemas import ListingChanged, PricesChanged, answer
 from commands import models
-from commands.models import QueryTime
+from commands.models import QueryInt, QueryTime
 
 router = resource_router(prefix="/shops/{shop_id}", tags=["prices"])
 
@@ -16,7 +16,7 @@ router = resource_router(prefix="/shops/{shop_id}", tags=["prices"])
 @router.get("/listings/{listing_id}", summary="A listing now, or as of a version or a moment (by replay)",
             dependencies=[requires("shops:read")])
 def get_listing(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine,
-                version: Annotated[int | None, Query(ge=1)] = None,
+                version: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1)] = None,
                 at: Annotated[QueryTime | None, Query(description="ISO 8601 with offset")] = None) -> dict:
     return engine.listing_state(ctx, shop_id, listing_id, version=version, at=at)
 

@@ -12,7 +12,7 @@ from api.deps import Context, Engine
 from api.routing import resource_router
 from api.schemas import answer
 from commands import rule_models as m
-from commands.models import Reason
+from commands.models import QueryInt, Reason
 from commands.repricing import describe_rule
 
 router = resource_router(tags=["pricing rules"])
@@ -36,7 +36,7 @@ def list_rules(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
 
 @router.get(SHOP + "/rules/{rule_id}", summary="A rule now, or as of one of its versions", dependencies=[READ])
 def get_rule(shop_id: UUID, rule_id: UUID, ctx: Context, engine: Engine,
-             version: Annotated[int | None, Query(ge=1, le=2**31)] = None) -> dict:
+             version: Annotated[QueryInt | None, Query(ge=1, le=2**31)] = None) -> dict:
     return describe_rule(engine.pricing_rule(ctx, shop_id, rule_id, version))
 
 
