@@ -8,6 +8,7 @@ gets 404 on every route of shop B), and API key scopes.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -162,3 +163,156 @@ def test_no_two_routes_can_match_one_url(routes):
     clashes = [(m1, p1, p2) for i, (m1, p1) in enumerate(routes) for m2, p2 in routes[i + 1:]
                if m1 == m2 and overlap(p1, p2)]
     assert not clashes
+
+
+# -- hostile values, by what the OpenAPI document says each input is ---------------------------------
+# Every input the document lists (query parameters, body fields at any depth) gets the hostile values
+# of its type. A field added later is swept without anyone describing it here.
+CONTROL_CHARACTERS = ["\x00", "\x1b[31m", "\x07", "\x7f", "\x85", "\x9b", "\u202e", "\u2066", "\ud800"]
+BAD_INTEGERS = [True, False, "1", 1.5, "\u0661", [1], {"n": 1}, 2**70]  # also JSON 1.0, sent raw below
+BAD_QUERY_INTEGERS = ["true", "\u0661\u0662", "\uff11\uff12", "9" * 40, "-1" * 20, "1e3", "0x10", "\x00", "1.5", "",
+                      " 12", "1_000", "+5", "12\n"]
+EXTREME_TIMES = ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999+00:00",
+                 "0001-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "2999-01-01T00:00:00Z"]
+QUERY_STRINGS = CONTROL_CHARACTERS[:-1] + ["x" * 5000, "'; DROP TABLE pricing_events; --"]
+SECRETS = {"password", "current_password", "new_password"}  # hashed, never stored or shown: any characters
+
+
+@pytest.fixture(scope="module")
+def sweep_url(engine) -> str:
+    """The app with login limits out of the way: the sweep sends dozens of refused logins."""
+    from api.app import create_app
+    from api.auth import AuthSettings
+    from api.server import running
+
+    with running(create_app(engine, auth_settings=AuthSettings(login_per_minute=10**6, token_per_minute=10**6))) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def document(sweep_url) -> dict:
+    return httpx.get(f"{sweep_url}/openapi.json").json()
+
+
+@pytest.fixture(scope="module")
+def admin_world(accounts, sweep_url):
+    """A tenant's admin (every permission) with a shop and a listing: each route's own checks pass,
+    so what answers is the validation of the one hostile value."""
+    admin = accounts.new("admin")
+    with httpx.Client(base_url=sweep_url, headers=admin) as api:
+        shop = api.post("/shops", json={"name": "Swept", "currency": "GBP"}).json()["shop_id"]
+        listing = api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec()]}).json()["listings"][0]["listing_id"]
+    return admin, {"shop_id": shop, "listing_id": listing, "aggregate_id": listing, "account_id": admin.account_id,
+                   "role": "seller"}
+
+
+def resolve(document: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def kinds(document: dict, schema: dict) -> set[str]:
+    """'integer', 'string', 'date-time', 'object', 'array', 'number' ... a schema (or any of its anyOf) may be."""
+    schema = resolve(document, schema)
+    if "anyOf" in schema:
+        return set().union(*(kinds(document, s) for s in schema["anyOf"]))
+    kind = schema.get("format") if schema.get("format") == "date-time" else schema.get("type", "object")
+    return {kind} if "enum" not in schema else {"enum"}
+
+
+def leaves(document: dict, schema: dict, path: tuple = ()) -> list[tuple[tuple, set[str]]]:
+    """(path, kinds) of every scalar a body can hold; list items at index 0."""
+    schema = resolve(document, schema)
+    found = []
+    for sub in schema.get("anyOf", [schema]):
+        sub = resolve(document, sub)
+        if sub.get("type") == "object" or "properties" in sub:
+            for name, prop in sub.get("properties", {}).items():
+                found += leaves(document, prop, path + (name,))
+        elif sub.get("type") == "array" and "items" in sub:
+            found += leaves(document, sub["items"], path + (0,))
+    if not found and path:
+        found = [(path, kinds(document, schema))]
+    return found
+
+
+def nest(path: tuple, value):
+    """{'listings': [{'title': value}]} for ('listings', 0, 'title')."""
+    for part in reversed(path):
+        value = [value] if isinstance(part, int) else {part: value}
+    return value
+
+
+def named(path: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
+
+
+def operations(document: dict):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            yield method.upper(), path, operation
+
+
+def test_every_body_field_refuses_the_hostile_values_of_its_type(sweep_url, document, admin_world):
+    """Strings: control characters, DEL, C1 controls, bidi overrides, lone surrogates. Integers: JSON
+    true/false, strings, fractions, out of range. Times: parseable but absurd business times. Each is
+    a 4xx problem naming the field (among the body's other missing fields), and nothing is written."""
+    admin, ids = admin_world
+    failures, swept = [], 0
+    with httpx.Client(base_url=sweep_url, headers=admin, timeout=30) as api:
+        for method, path, operation in operations(document):
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body is None:
+                continue
+            url = fill(path, ids)
+            for leaf, leaf_kinds in leaves(document, body):
+                if leaf[-1] in SECRETS:
+                    continue
+                values = ([f"ok{c}ok" for c in CONTROL_CHARACTERS] if "string" in leaf_kinds and not
+                          leaf_kinds & {"integer", "date-time"} else [])
+                values += BAD_INTEGERS if "integer" in leaf_kinds else []
+                values += EXTREME_TIMES if "date-time" in leaf_kinds else []
+                raw = [json.dumps(nest(leaf, "__X__")).replace('"__X__"', "1.0")] if "integer" in leaf_kinds else []
+                for value in values + raw:
+                    swept += 1
+                    content = value.encode() if value in raw else json.dumps(nest(leaf, value)).encode()
+                    response = api.request(method, url, content=content, headers={"Content-Type": "application/json"})
+                    problem = response.json() if response.headers.get("content-type") == "application/problem+json" else {}
+                    fields = {e.get("field") for e in problem.get("errors", [])} | {problem.get("field")}
+                    if not (400 <= response.status_code < 500 and named(leaf) in fields):
+                        failures.append(f"{method} {path} {named(leaf)}={value!r}: {response.status_code} "
+                                        f"{response.text[:200]}")
+    assert swept > 300, swept
+    assert not failures, f"{len(failures)} of {swept}:\n" + "\n".join(failures[:40])
+
+
+def test_no_query_parameter_answers_5xx_whatever_it_holds(sweep_url, document, admin_world):
+    """Times at the ends of Python's range with offsets that push them past it, strings with control
+    characters: 4xx problem+json or 2xx, never 5xx. Integers as words, in other scripts' digits, with
+    signs, spaces or separators, overflowing: 422 naming the parameter."""
+    admin, ids = admin_world
+    failures, swept = [], 0
+    with httpx.Client(base_url=sweep_url, headers=admin, timeout=30) as api:
+        for method, path, operation in operations(document):
+            url = fill(path, ids)
+            required = {p["name"]: "day" for p in operation.get("parameters", [])
+                        if p["in"] == "query" and p.get("required")}  # the analytics' bucket
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] != "query":
+                    continue
+                parameter_kinds = kinds(document, parameter.get("schema", {}))
+                values = (BAD_QUERY_INTEGERS if "integer" in parameter_kinds else
+                          EXTREME_TIMES if "date-time" in parameter_kinds else QUERY_STRINGS)
+                for value in values:
+                    swept += 1
+                    response = api.request(method, url, params={**required, parameter["name"]: value},
+                                           json={} if method in WRITE and method != "DELETE" else None)
+                    is_problem = response.headers.get("content-type") == "application/problem+json"
+                    refused_by_name = response.status_code == 422 and response.json().get("field") == parameter["name"]
+                    if (response.status_code >= 500 or (response.status_code >= 400 and not is_problem)
+                            or ("integer" in parameter_kinds and not refused_by_name)):
+                        failures.append(f"{method} {path} ?{parameter['name']}={value!r}: {response.status_code} "
+                                        f"{response.text[:200]}")
+    assert swept > 100, swept
+    assert not failures, f"{len(failures)} of {swept}:\n" + "\n".join(failures[:40])
