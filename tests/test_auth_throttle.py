@@ -20,7 +20,7 @@ from api.app import create_app
 from api.auth import AuthSettings, client_address, trusted_proxies
 from api.server import running
 from api.settings import Settings
-from domain.account import CLIENT_FREE_FAILURES
+from domain.account import CLIENT_FREE_FAILURES, FailureReason
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,27 @@ def test_failed_logins_count_against_a_signed_in_clients_password_checks(proxied
     change = httpx.post(f"{proxied_url}/auth/password", headers={**token, "X-Forwarded-For": guesser},
                         json={"current_password": who["password"], "new_password": "a brand new passphrase"})
     assert change.status_code == 429, change.text
+
+
+def test_an_accounts_throttling_state_survives_its_snapshot(engine, accounts):
+    """Accounts are snapshotted every 50 events: the per-client failures and known clients must
+    come back from a snapshot as they went in (datetimes inside dicts and lists included)."""
+    from uuid import UUID
+
+    from domain.account import Account
+
+    owner = accounts.new("seller")  # logged in from "pytest": a known client
+    account_id = UUID(owner.account_id)
+    for i in range(60):
+        engine._record_failure(engine.repository.get(account_id), FailureReason.BAD_PASSWORD, f"198.51.100.{i % 7}")
+    live = engine.repository.get(account_id)
+    snapshot = next(iter(engine.snapshots.get(account_id, desc=True, limit=1)))
+    restored = snapshot.mutate(None)
+    assert isinstance(restored, Account) and 50 <= restored.version <= live.version
+    replayed = engine.repository.get(account_id, version=restored.version)
+    for name in ("client_failures", "known_clients", "consecutive_failures", "locked_until"):
+        assert getattr(restored, name) == getattr(replayed, name), name
+    assert "pytest" in restored.known_clients
 
 
 # -- which address is the client's --------------------------------------------------------------
