@@ -956,3 +956,21 @@ def test_no_credential_input_answers_5xx(auth_client, path, data, value):
     response = auth_client.post(path, json={**body, name: value})
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"] == "application/problem+json"
+
+
+SECRET_VALUES = ["\x00", "pass\x00word", "\x1b[2J", "\u202e", "\ud800x", "\uff11" * 12]
+
+
+@pytest.mark.parametrize("value", SECRET_VALUES, ids=repr)
+def test_any_characters_in_a_password_never_answer_5xx(auth_client, accounts, value):
+    """Passwords are exempt from the text policy (hashed, never stored or shown): whatever they hold,
+    they never reach PostgreSQL, and every answer is a problem."""
+    me = accounts.new("seller")
+    for path, body in (("/auth/password", {"current_password": value, "new_password": "a long new passphrase 1"}),
+                       ("/auth/password", {"current_password": "not my password", "new_password": value}),
+                       ("/auth/mfa/disable", {"password": value}),
+                       ("/auth/login", {"tenant": me.tenant_id, "username": me.username, "password": value})):
+        response = auth_client.post(path, content=json.dumps(body).encode(),
+                                    headers={**me, "Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
