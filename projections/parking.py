@@ -26,10 +26,12 @@ from psycopg import Cursor
 
 from projections.base import Positioned
 
-# What retrying the whole batch can fix: the database or the network, not the event.
+# Failures that are not the event's: the database or the network (retrying the whole batch
+# fixes them), or the schema or a privilege (every event would fail alike: parking them all
+# would empty the log into the parking table; the follower waits, showing the error, instead).
 TRANSIENT: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError, psycopg.InterfaceError, StoreUnavailable, StoreInterfaceError,
-    OSError, TimeoutError, InterruptedError, MemoryError)
+    psycopg.OperationalError, psycopg.InterfaceError, psycopg.ProgrammingError, psycopg.InternalError,
+    StoreUnavailable, StoreInterfaceError, OSError, TimeoutError, InterruptedError, MemoryError)
 
 T = TypeVar("T")
 

@@ -13,6 +13,11 @@ Exactly-once in effect over at-least-once delivery:
   over records (its committed offset ran ahead of what was applied): the sink refuses to skip
   them and reports where the partition must be re-read from (`Applied.rewind`).
 
+An event that fails for what it is (not for the database's state) does not stop its partition:
+the batch is applied again with that event parked (projections/parking.py, follower
+`<sink>/<projection>`) in the transaction of the offsets; parked events are retried at the first
+batch and every minute after.
+
 Kafka orders records per partition only. Every projection here depends only on per-aggregate
 order (facts and rollups are order-free, the price board is per listing), and one aggregate's
 events share a partition (streams/wire.py), so views converge to what the in-process projector

@@ -87,6 +87,7 @@ def test_isolate_passes_every_healthy_item_once_in_order_and_returns_exactly_the
     (psycopg.InterfaceError("connection already closed"), False),
     (TimeoutError("the projector did not catch up"), False),
     (ConnectionResetError(), False),
+    (psycopg.errors.UndefinedTable('relation "analytics.sales" does not exist'), False),  # the schema, not the event
     (psycopg.errors.DataError("timestamp too large (after year 10K)"), True),
     (psycopg.errors.CheckViolation("new row violates check constraint"), True),
     (ValueError("year 10000 is out of range"), True),
