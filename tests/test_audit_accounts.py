@@ -112,3 +112,20 @@ def test_verify_counts_nothing_for_a_tenant_without_events_in_range(world, base_
     body = httpx.get(f"{base_url}/audit/verify", params={"from_position": 2**62},
                      headers=world["callers"]["auditor"], timeout=60).json()
     assert body["ok"] is True and body["checked_own"] == 0
+
+
+SHOP_ROUTES = {
+    "listing": "/shops/{shop}/listings/{account}",
+    "listing as of a version": "/shops/{shop}/listings/{account}?version=1",
+    "explain": "/shops/{shop}/listings/{account}/explain",
+}
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+@pytest.mark.parametrize("route", list(SHOP_ROUTES))
+def test_an_account_id_on_a_shops_routes_is_no_listing(world, base_url, route, role):
+    """Routes that replay a listing's events load aggregates by id: an account's id there is unknown."""
+    path = SHOP_ROUTES[route].format(shop=world["shop"], account=world["colleague"].account_id)
+    response = httpx.get(base_url + path, headers=world["callers"][role], timeout=30)
+    assert response.status_code == 404, (route, role, response.text)
+    assert "Account." not in response.text and world["colleague"].username not in response.text
