@@ -44,7 +44,7 @@ from domain.listing import Listing
 from domain.meta import Actor
 from domain.money import Money
 from domain.shop import Shop
-from projections import lag, parking
+from projections import lag, parking, tracking
 from projections.base import LIVE, of_types
 from projections.projector import InBackground, Projector
 from projections.registry import ALL
@@ -329,6 +329,11 @@ def test_a_poisoned_tenant_holds_back_no_one_and_sees_its_parked_events(live, mo
 
         lag_a = a.get("/analytics/lag").json()
         assert lag_a["parked"] == [] and all(x["parked"] == 0 for x in lag_a["projections"] + lag_a["policies"])
+        # Within the poisoner's tenant, a colleague who sees only another shop sees none of them either.
+        other_shop = b.post("/shops", json={"name": "Other", "currency": "GBP"}).json()["shop_id"]
+        colleague = accounts.new("analyst", poisoner.tenant_id, shops=[other_shop])
+        with httpx.Client(base_url=base_url, headers=colleague, timeout=30) as c:
+            assert c.get("/analytics/lag").json()["parked"] == []
 
     # Operators: the whole log, every tenant's parked events.
     from api.cli import main
@@ -468,3 +473,74 @@ def test_the_relay_parks_an_event_the_broker_refuses_and_publishes_it_once_it_is
     asyncio.run(relay.catch_up())  # a new session retries the parked events first
     assert published() == set(ids) and parked_rows(url) == set()
     engine.close()
+
+
+def test_parked_rows_commit_with_the_position_or_not_at_all(probe_log, monkeypatch):
+    url, engine, positions = probe_log
+    tag = uuid.uuid4().hex[:8]
+    projector = Projector(url, engine.mapper.to_domain_event, [Probe(tag, {positions[5]})], batch_size=100,
+                          tracking_prefix=f"{tag}:")
+    follower = f"{tag}:{Probe.name}"
+    real_advance = tracking.advance
+
+    def crash(cur, moves):  # the server goes away as the position is written
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(tracking, "advance", crash)
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            projector.catch_up()
+        assert probe_state(url, tag, follower) == ([], [], 0)  # neither the rows, the parked row nor the position
+        monkeypatch.setattr(tracking, "advance", real_advance)
+        projector.close()
+        projector.catch_up()
+        rows, parked, position = probe_state(url, tag, follower)
+        assert (len(rows), parked, position >= positions[-1]) == (len(positions) - 1, [positions[5]], True)
+    finally:
+        projector.close()
+
+
+def test_the_policy_parks_a_cause_the_engine_fails_on_and_acts_on_it_once_after_the_fix(new_database, monkeypatch):
+    url = new_database()
+    engine = PricingEngine(url, pool_size=2)
+    ctx_a, shop_a, listing_a = ruled_shop(engine, "p-healthy")
+    ctx_b, shop_b, listing_b = ruled_shop(engine, "p-failing")
+    projector = Projector(url, engine.mapper.to_domain_event)
+    policy = RepricingPolicy(engine, url, projector_timeout=5)
+    real, broken = engine.reprice_listing, {listing_b}
+
+    def reprice_listing(ctx, shop_id, listing_id, *args, **kwargs):
+        if listing_id in broken:
+            raise ArithmeticError("a bug this listing's data reaches")
+        return real(ctx, shop_id, listing_id, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "reprice_listing", reprice_listing)
+    try:
+        observe(engine, ctx_b, shop_b, listing_b, "18.00")
+        observe(engine, ctx_a, shop_a, listing_a, "17.00")
+        projector.catch_up()
+        policy.catch_up()
+        assert policy.position() == position_of_head(url)  # not stuck on b
+        assert price_of(engine, listing_a) == Decimal("17.00")
+        [(follower, cause_at)] = parked_rows(url)
+        assert follower == "repricing"
+        with psycopg.connect(url) as conn:
+            error = conn.execute("SELECT error FROM streams.parked_events").fetchone()[0]
+        assert error == f"listing {listing_b}: ArithmeticError: a bug this listing's data reaches"
+
+        assert policy.retry_parked() == (0, 1)  # still failing: still parked
+        broken.clear()  # the bug is fixed
+        assert policy.retry_parked() == (1, 0)
+        assert price_of(engine, listing_b) == Decimal("18.00")
+        policy.rewind(0)  # a replay of the whole log: the cause is found done, no second change
+        policy.catch_up()
+        changes = [e for e in engine.events.get(listing_b) if isinstance(e, Listing.PriceChanged)]
+        assert len(changes) == 1 and parked_rows(url) == set()
+    finally:
+        policy.close()
+        projector.close()
+        engine.close()
+
+
+def price_of(engine: PricingEngine, listing: UUID) -> Decimal:
+    return engine.repository.get(listing).price.amount
