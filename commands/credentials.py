@@ -126,7 +126,7 @@ def matching_totp_step(secret: str, code: str, now: float | None = None) -> int 
     """The 30 s step (within ±1 of now) whose code this is, or None. The caller refuses steps at
     or before the last one used: that is the replay protection."""
     code = code.strip().replace(" ", "")
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isascii() and code.isdigit() and len(code) == 6):  # isdigit() alone takes other scripts' digits
         return None
     now = time.time() if now is None else now
     totp = pyotp.TOTP(secret, interval=TOTP_STEP)

@@ -974,3 +974,14 @@ def test_any_characters_in_a_password_never_answer_5xx(auth_client, accounts, va
                                     headers={**me, "Content-Type": "application/json"})
         assert 400 <= response.status_code < 500, (path, response.text)
         assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("code", [c for c in NOT_TOTP_CODES.values() if isinstance(c, str)], ids=repr)
+def test_behind_the_edge_a_code_in_other_digits_matches_nothing_and_raises_nothing(code):
+    """Defence in depth for callers that skip the edge (the CLI, a policy): pyotp compares codes with
+    hmac.compare_digest, which raises on non-ASCII text."""
+    import pyotp
+
+    from commands.credentials import matching_totp_step
+
+    assert matching_totp_step(pyotp.random_base32(), code) is None
