@@ -116,3 +116,17 @@ def reachable(url: str) -> bool:
             return True
     except psycopg.Error:
         return False
+
+
+def free_connections(url: str) -> int:
+    """How many more connections the server behind url would accept from this role now (0 when
+    unreachable or full). A superuser may also take the slots reserved for superusers."""
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            return conn.execute(
+                "SELECT current_setting('max_connections')::int"
+                " - CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN 0"
+                " ELSE current_setting('superuser_reserved_connections')::int END"
+                " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')").fetchone()[0]
+    except psycopg.Error:
+        return 0

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL (the machine's when reachable, else an embedded one), one
+"""Shared fixtures: a real PostgreSQL (the machine's when it has room, else an embedded one), one
 fresh database per test run, and the engine served over real HTTP."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import migrations
 from api.app import create_app
 from api.auth import issue_access_token
-from api.database import create_database, drop_database, reachable, start_embedded
+from api.database import create_database, drop_database, free_connections, start_embedded
 from api.server import running
 from commands.context import CommandContext
 from commands.engine import PricingEngine
@@ -25,16 +25,27 @@ from domain.account import API_KEY_SCOPES
 from domain.meta import Actor
 
 ROOT = Path(__file__).resolve().parents[1]
+# The most connections the suite holds at once on its server (README, "Tests"), and some spare.
+SUITE_CONNECTIONS = 25
+# Servers the tests build from settings (and `etsypro` processes they start) open this many
+# connections each at start, not production's 10: the suite must run beside other work.
+os.environ.setdefault("ETSYPRO_POOL_SIZE", "2")
 SHOP_DATA = ROOT.parent / "shared" / "data" / "online_retail.parquet"
 
 
 @pytest.fixture(scope="session")
 def pg_admin_url(tmp_path_factory) -> str:
-    """A server on which tests may create databases."""
+    """A server on which tests may create databases: the machine's when it has room for the suite's
+    connections, else an embedded one (a reachable server that is full fails every test)."""
     url = os.environ.get("ETSYPRO_TEST_ADMIN_URL", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-    if reachable(url):
+    return admin_server(url, lambda: tmp_path_factory.mktemp("embedded-pg"))
+
+
+def admin_server(url: str, embedded_dir) -> str:
+    """url when its server has room for the suite's connections, else an embedded server's."""
+    if free_connections(url) >= SUITE_CONNECTIONS:
         return url
-    return start_embedded(tmp_path_factory.mktemp("embedded-pg"))
+    return start_embedded(embedded_dir())
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +83,7 @@ def count_events(database_url):
 
 @pytest.fixture(scope="session")
 def engine(database_url) -> PricingEngine:
-    engine = PricingEngine(database_url)
+    engine = PricingEngine(database_url, pool_size=3)  # and as many again when busy
     yield engine
     engine.close()
 

@@ -235,7 +235,7 @@ def test_a_save_reports_each_recorded_event_with_its_position(new_database):
     from domain.meta import Actor
     from domain.money import Money
 
-    engine = PricingEngine(new_database())
+    engine = PricingEngine(new_database(), pool_size=2)
     try:
         shop = UUID(int=99)
         meta = CommandContext(actor=Actor("auditor-test"), tenant_id="t").meta(shop)

@@ -64,7 +64,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(new_database):
     url = new_database()
-    engine = PricingEngine(url)
+    engine = PricingEngine(url, pool_size=2)
     app = create_app(engine)
     results = []
     policy = RepricingPolicy(engine, url, on_result=lambda trigger, result: results.append((trigger, result)))

@@ -390,7 +390,7 @@ def test_no_automated_change_commits_after_the_stop(api, shop, engine, database_
 # -- the tenant-wide ("global") stop: the tenant's admins only; it stops that tenant's shops -------
 @pytest.fixture
 def separate(new_database):
-    engine = PricingEngine(new_database())
+    engine = PricingEngine(new_database(), pool_size=2)
     with running(create_app(engine)) as url:
         yield engine, url, Accounts(engine)
     engine.close()
