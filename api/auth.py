@@ -14,16 +14,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 from uuid import UUID, uuid4
 
 import jwt
 from fastapi import Depends, HTTPException, Request
+from limits import RateLimitItemPerMinute
+from limits.storage import Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -53,6 +57,7 @@ class AuthSettings:
     principal_cache_s: float = 1.0  # how long another process's change to an account may go unseen
                                     # by a shop's routes here (PrincipalCache); 0: look up every request
     trusted_proxies: tuple = ()     # proxies whose X-Forwarded-For is believed (client_address); none by default
+    rate_limit_storage: str = "memory://"  # where rate limits count (limits' URL form); redis://... to share
 
 
 # -- access tokens --------------------------------------------------------------------------
@@ -287,37 +292,27 @@ def _calls(dependant):
 
 
 # -- rate limits ----------------------------------------------------------------------------
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-@dataclass
 class RateLimiter:
-    """Token buckets per (purpose, client address), in this process: `per_minute` requests in a
-    burst, refilled evenly over a minute. (Per account, the lockout in domain/account.py holds
-    across processes; this bounds how fast one client can try.)"""
+    """At most `per_minute` requests per client in any minute (a moving window), for one purpose.
+    The counts live in `storage`: this process's memory by default, or Redis (ETSYPRO_REDIS_URL)
+    so that every worker and server shares them. (Per account, the throttling in domain/account.py
+    holds across processes anyway; this bounds how fast one client can try anything.)"""
 
-    per_minute: int
-    buckets: dict[str, _Bucket] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, purpose: str, per_minute: int, storage: Storage):
+        self.purpose = purpose
+        self.item = RateLimitItemPerMinute(per_minute, namespace="etsypro")
+        self.window = MovingWindowRateLimiter(storage)
 
     def retry_after(self, client: str) -> int:
         """0 when the request may go ahead (and is counted); else seconds to wait."""
-        now = time.monotonic()
-        rate = self.per_minute / 60.0
-        with self.lock:
-            if len(self.buckets) > 100_000:  # forget clients whose buckets are full again
-                self.buckets = {k: b for k, b in self.buckets.items()
-                                if b.tokens + (now - b.updated) * rate < self.per_minute}
-            bucket = self.buckets.setdefault(client, _Bucket(self.per_minute, now))
-            bucket.tokens = min(self.per_minute, bucket.tokens + (now - bucket.updated) * rate)
-            bucket.updated = now
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
+        try:
+            if self.window.hit(self.item, self.purpose, client):
                 return 0
-            return max(1, int((1 - bucket.tokens) / rate + 0.999))
+            reset, _ = self.window.get_window_stats(self.item, self.purpose, client)
+        except Exception:  # storage unreachable: the accounts' own throttling still holds, logins go on
+            log.exception("rate-limit storage failed; letting the request through")
+            return 0
+        return max(1, math.ceil(reset - time.time()))
 
 
 def client_address(request: Request) -> str:
@@ -379,5 +374,6 @@ def install(app, settings: AuthSettings | None = None) -> None:
     app.state.auth = settings
     app.state.principals = PrincipalCache(settings.principal_cache_s)
     app.state.engine.on_commit.append(app.state.principals.forget_changed)
-    app.state.rate_limits = {"login": RateLimiter(settings.login_per_minute),
-                             "token": RateLimiter(settings.token_per_minute)}
+    storage = storage_from_string(settings.rate_limit_storage)  # memory://: this app's own counts
+    app.state.rate_limits = {"login": RateLimiter("login", settings.login_per_minute, storage),
+                             "token": RateLimiter("token", settings.token_per_minute, storage)}

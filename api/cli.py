@@ -456,7 +456,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host")
     s.add_argument("--port", type=int)
     s.add_argument("--workers", type=_count, default=1,
-                   help="HTTP worker processes (default 1); use about one per core (login rate limits are per worker)")
+                   help="HTTP worker processes (default 1); use about one per core (login rate limits are per worker unless ETSYPRO_REDIS_URL is set)")
     s.set_defaults(func=serve)
 
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=migrate)

@@ -45,7 +45,8 @@ def build(settings: Settings, log=print):
     auth_settings = AuthSettings(access_token_ttl=timedelta(minutes=settings.access_token_minutes),
                                  login_per_minute=settings.login_per_minute,
                                  principal_cache_s=settings.principal_cache_ms / 1000,
-                                 trusted_proxies=trusted_proxies(settings.trusted_proxies))
+                                 trusted_proxies=trusted_proxies(settings.trusted_proxies),
+                                 rate_limit_storage=settings.redis_url or "memory://")
     app = create_app(engine, settings.max_body_bytes, auth_settings)
     projector, repricing = followers(settings, url, engine)
     if projector is not None:

@@ -26,6 +26,8 @@ class Settings:
     principal_cache_ms: int = 1000  # ETSYPRO_PRINCIPAL_CACHE_MS: see api/auth.py PrincipalCache; 0: none
     trusted_proxies: str = ""       # ETSYPRO_TRUSTED_PROXIES: addresses/networks of the proxies in front, whose
                                     # X-Forwarded-For gives the client's address; empty: none is believed
+    redis_url: str | None = None    # ETSYPRO_REDIS_URL: where rate limits count, shared by every worker;
+                                    # unset: each process counts in its own memory
     access_log: bool = False        # ETSYPRO_ACCESS_LOG: off | on (uvicorn's line per request, ~10% of a
                                     # price change's server CPU; the proxy in front usually logs requests)
 
@@ -51,6 +53,7 @@ class Settings:
             follow_pause_ms=int(env.get("ETSYPRO_FOLLOW_PAUSE_MS", "50")),
             principal_cache_ms=int(env.get("ETSYPRO_PRINCIPAL_CACHE_MS", "1000")),
             trusted_proxies=env.get("ETSYPRO_TRUSTED_PROXIES", ""),
+            redis_url=env.get("ETSYPRO_REDIS_URL") or None,
             access_log=_choice(env, "ETSYPRO_ACCESS_LOG", ("off", "on")) == "on",
         )
 

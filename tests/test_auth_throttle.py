@@ -207,3 +207,52 @@ def test_a_client_varying_x_forwarded_for_without_a_proxy_meets_the_limit(engine
                              json={"tenant": "t", "username": "nobody-at-all", "password": "whatever it is"}).status_code
                    for _ in range(11)]
     assert answers == [401] * 10 + [429]
+
+
+# -- where the per-address counts live -----------------------------------------------------------
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_up() -> bool:
+    import redis
+
+    try:
+        return redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        return False
+
+
+def _logins(url: str, client: str, count: int) -> list[int]:
+    return [httpx.post(f"{url}/auth/login", headers={"X-Forwarded-For": client}, timeout=30,
+                       json={"tenant": "t", "username": "nobody-at-all", "password": "whatever it is"}).status_code
+            for _ in range(count)]
+
+
+@pytest.mark.skipif(not _redis_up(), reason="no Redis at 127.0.0.1:6379")
+def test_workers_sharing_redis_share_the_per_address_limit(engine):
+    """Two apps as two workers of `serve --workers 2` with ETSYPRO_REDIS_URL: a client cannot
+    double its budget by landing on both."""
+    settings = AuthSettings(trusted_proxies=trusted_proxies("127.0.0.1"), rate_limit_storage=REDIS_URL)
+    client = an_address()
+    with running(create_app(engine, auth_settings=settings)) as one, \
+            running(create_app(engine, auth_settings=settings)) as two:
+        answers = _logins(one, client, 5) + _logins(two, client, 5) + _logins(one, client, 1) + _logins(two, client, 1)
+    assert answers == [401] * 10 + [429, 429]
+
+
+def test_by_default_each_process_counts_in_its_own_memory(engine):
+    settings = AuthSettings(trusted_proxies=trusted_proxies("127.0.0.1"))
+    client = an_address()
+    with running(create_app(engine, auth_settings=settings)) as one, \
+            running(create_app(engine, auth_settings=settings)) as two:
+        assert _logins(one, client, 11) == [401] * 10 + [429]
+        assert _logins(two, client, 1) == [401]
+    assert Settings.from_env({}).redis_url is None
+    assert Settings.from_env({"ETSYPRO_REDIS_URL": REDIS_URL}).redis_url == REDIS_URL
+
+
+def test_an_unreachable_rate_limit_store_lets_logins_through(engine):
+    """The accounts' own throttling still holds; a down Redis must not refuse every login."""
+    settings = AuthSettings(trusted_proxies=trusted_proxies("127.0.0.1"), rate_limit_storage="redis://127.0.0.1:1/0")
+    with running(create_app(engine, auth_settings=settings)) as url:
+        assert _logins(url, an_address(), 2) == [401, 401]
