@@ -28,7 +28,7 @@ from psycopg.rows import tuple_row
 
 from projections import parking, tracking
 from projections.base import SCHEMA, Projection, Tables
-from projections.log import Decoder, EventLog, head
+from projections.log import Decoder, EventLog, head, topics_of
 from projections.projector import DEFAULT_BATCH, Projector
 
 SUFFIX = "__rebuild"
@@ -176,6 +176,8 @@ def _swap_once(cur: Cursor, projections: tuple[Projection, ...], event_log: Even
     while (page := event_log.read(cur, position, batch_size)).last is not None:
         for projection, track_as in zip(projections, copies):
             projection.apply(cur, [pe for pe in page.events if pe[0] > done[track_as]], COPIES)
+            topics = topics_of([projection])  # an event that does not decode is parked, as the projector does
+            parking.park(cur, track_as, [f for f in page.undecodable if f.position > done[track_as] and f.topic in topics])
         position = page.last
     assert all(position >= p for p in live.values()), (position, live)  # the live ones read the same log
     tables = [t for p in projections for t in p.tables]

@@ -544,3 +544,27 @@ def test_the_policy_parks_a_cause_the_engine_fails_on_and_acts_on_it_once_after_
 
 def price_of(engine: PricingEngine, listing: UUID) -> Decimal:
     return engine.repository.get(listing).price.amount
+
+
+def test_a_rebuild_keeps_the_parked_events_of_what_it_replays(new_database):
+    from projections.rebuild import rebuild
+    from projections.registry import by_name
+
+    url = new_database()
+    engine = PricingEngine(url, pool_size=2)
+    ctx, shop, listing = ruled_shop(engine, "r-rebuild")
+    _, undecodable = poison(engine, ctx, shop, listing)
+    poisoned_at = position_of(url, undecodable)
+    projector = Projector(url, engine.mapper.to_domain_event)
+    try:
+        projector.catch_up()
+        assert parked_rows(url) == {("competitor_prices", poisoned_at)}
+        observe(engine, ctx, shop, listing, "17.00")
+        rebuild(url, engine.mapper.to_domain_event, [by_name("competitor_prices")], batch_size=3)
+        assert parked_rows(url) == {("competitor_prices", poisoned_at)}  # the copies lack it too: still parked
+        with psycopg.connect(url) as conn:
+            facts = conn.execute("SELECT count(*) FROM analytics.competitor_observations").fetchone()[0]
+        assert facts == 2  # the absurd-time one and the last one; not the undecodable one
+    finally:
+        projector.close()
+        engine.close()
