@@ -586,7 +586,7 @@ def test_every_time_field_of_every_command_is_a_bounded_business_time():
             if not isinstance(model, type) or not model_fields or model.__module__ != module.__name__:
                 continue
             for field_name, info in model_fields.items():
-                if "datetime" not in str(info.annotation):
+                if "datetime" not in str(info.annotation).lower():  # datetime, AwareDatetime...
                     continue
                 found.append(f"{name}.{field_name}")
                 adapter = TypeAdapter(info.rebuild_annotation())
