@@ -332,9 +332,9 @@ class IdentityHandlers:
         checked (if not, `instead` spends the same time), and every refusal or mismatch is a
         LoginFailed event on the account. Raises SecretRefused."""
         now = _now()
-        if account.refusal(client, now) is not None:
+        if (refused := account.refusal(client, now)) is not None:
             instead()
-            self._record_failure(account, FailureReason.LOCKED, client, action)  # the account names the reason
+            self._record_failure(account, refused, client, action)
             raise SecretRefused(account.retry_after(client, now))
         failure = check()
         if failure is not None:
