@@ -14,6 +14,7 @@ retry`); a row goes once its event is applied.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, TypeVar
 
@@ -34,6 +35,27 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     StoreUnavailable, StoreInterfaceError, OSError, TimeoutError, InterruptedError, MemoryError)
 
 T = TypeVar("T")
+
+RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked events while a follower runs
+
+
+class RetrySchedule:
+    """When a follower retries its parked events: at its first step (whether any are parked is
+    not known yet), then at most every `every` seconds, and only while some are parked."""
+
+    def __init__(self, every: float = RETRY_PARKED_EVERY):
+        self.every = every
+        self.parked: bool | None = None
+        self._next = 0.0
+
+    def due(self) -> bool:
+        if self.parked is False:
+            return False
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.every
+        return True
 
 
 def is_transient(error: BaseException, also: tuple[type[BaseException], ...] = ()) -> bool:

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 CHANNEL = "pricing_events"  # the recorder NOTIFYs it in every transaction that inserts events
 DEFAULT_BATCH = 10_000  # events per transaction: larger batches amortise round trips (measured +10% over 5,000)
 APPLICATION_NAME = "etsypro-projector"
-RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked events while following the log
 
 
 @dataclass
@@ -58,9 +57,7 @@ class Projector:
         self.log = EventLog(decode, self.projections)
         self.application_name = application_name
         self.stats = Stats()
-        self.retry_every = RETRY_PARKED_EVERY
-        self._parked: bool | None = None  # any parked events? None: not known yet (retried at the first step)
-        self._next_retry = 0.0
+        self.retries = parking.RetrySchedule()
         self._conn: psycopg.Connection | None = None
 
     # -- one batch ------------------------------------------------------------------------
@@ -130,7 +127,7 @@ class Projector:
             f for f in undecodable if f.topic in topics]
         if failures:
             parking.park(cur, name, failures)
-            self._parked = True
+            self.retries.parked = True
             log.error("projector: %s parked %d event(s), the first at %d: %s", name, len(failures),
                       failures[0].position, failures[0].error)
         return len(events) - len(failed)
@@ -148,17 +145,13 @@ class Projector:
                 ok, failing = parking.retry(conn, cur, self.track_as[projection.name], projection, self.log.decode,
                                             self.tables)
                 applied, remaining = applied + ok, remaining + failing
-        self._parked = remaining > 0
+        self.retries.parked = remaining > 0
         if applied or remaining:
             log.warning("projector: retried parked events: %d applied, %d still parked", applied, remaining)
         return applied, remaining
 
     def _retry_parked_when_due(self) -> None:
-        if self._parked is False:
-            return
-        now = time.monotonic()
-        if now >= self._next_retry:
-            self._next_retry = now + self.retry_every
+        if self.retries.due():
             self.retry_parked()
 
     def catch_up(self, progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> int:

@@ -40,7 +40,6 @@ from streams.repricing import EVENT_TOPICS as REPRICING_EVENT_TOPICS
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 5000
-RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked events
 APPLICATION_NAME = "etsypro-relay"
 
 
@@ -115,10 +114,9 @@ class Relay:
             producer, self._tracked = self._producer(), set()
             try:
                 await producer.start()  # inside: a start that fails must still close what it opened
-                next_retry = 0.0
+                retries = parking.RetrySchedule()
                 while not stop.is_set():
-                    if time.monotonic() >= next_retry:
-                        next_retry = time.monotonic() + RETRY_PARKED_EVERY
+                    if retries.due():
                         await self.retry_parked(conn, producer)
                     page = await asyncio.to_thread(self.recorder.select_notifications, self.stats.position,
                                                    self.page_size, inclusive_of_start=False)

@@ -70,7 +70,6 @@ log = logging.getLogger(__name__)
 
 NAME = "repricing"
 DEFAULT_PAGE = 1000
-RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked causes while following the log
 APPLICATION_NAME = "etsypro-repricing"
 
 Observed = ObservationBatch.CompetitorPriceObserved
@@ -197,9 +196,7 @@ class RepricingPolicy:
         self.event_types = EVENT_TYPES
         self.log = EventLog(engine.mapper.to_domain_event, [self])
         self.stats = Stats()
-        self.retry_every = RETRY_PARKED_EVERY
-        self._parked: bool | None = None  # any parked causes? None: not known yet (retried at the first step)
-        self._next_retry = 0.0
+        self.retries = parking.RetrySchedule()
         self._conn: psycopg.Connection | None = None
         self._stop = threading.Event()
 
@@ -226,7 +223,7 @@ class RepricingPolicy:
         results = self._act(cur, work, plan, complete_below, dict(events), failures, isolating)
         if failures:
             parking.park(cur, follower or self.name, failures)
-            self._parked = True
+            self.retries.parked = True
             log.error("repricing: parked %d cause(s), the first at %d: %s", len(failures), failures[0].position,
                       failures[0].error)
         return results
@@ -254,7 +251,7 @@ class RepricingPolicy:
             results = self.act_on(cur, page.events, after, isolating=isolating)
             if page.undecodable:
                 parking.park(cur, self.name, page.undecodable)
-                self._parked = True
+                self.retries.parked = True
             self.record_progress(cur, self.name, page.last, len(page.events), results)
         self.stats.pages += 1
         self.stats.events_read += page.rows
@@ -280,7 +277,7 @@ class RepricingPolicy:
             self._lock_position(cur, follower)
             positions = parking.parked_positions(cur, follower)
             if not positions:
-                self._parked = False
+                self.retries.parked = False
                 return 0, 0
             events, undecodable = parking.decode_each(parking.stored_events(cur, positions), self.log.decode)
             for positioned in events:
@@ -288,18 +285,14 @@ class RepricingPolicy:
             parking.park(cur, follower, undecodable)
             parking.unpark_unless_parked_again(cur, follower, positions)
             remaining = len(parking.parked_positions(cur, follower))
-        self._parked = remaining > 0
+        self.retries.parked = remaining > 0
         log.warning("repricing: retried parked causes of %s: %d resolved, %d still parked", follower,
                     len(positions) - remaining, remaining)
         return len(positions) - remaining, remaining
 
     def retry_parked_when_due(self, follower: str | None = None) -> None:
-        """retry_parked(), at most every `retry_every` seconds, and only while causes are parked."""
-        if self._parked is False:
-            return
-        now = time.monotonic()
-        if now >= self._next_retry:
-            self._next_retry = now + self.retry_every
+        """retry_parked(), when self.retries says it is due."""
+        if self.retries.due():
             self.retry_parked(follower)
 
     def rest_of_batches(self, cur, ends: Iterable[object]) -> list[LogEvent]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
@@ -48,7 +47,6 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]  # (topic, partition)
 APPLICATION_NAME = "etsypro-kafka-sink"
-RETRY_PARKED_EVERY = 60.0  # seconds between retries of parked events
 
 
 @dataclass
@@ -75,9 +73,7 @@ class Sink:
         # One transaction at a time on our connection, even if a cancelled caller's thread is
         # still finishing one (faust restarts agents on a rebalance).
         self._busy = threading.Lock()
-        self.retry_every = RETRY_PARKED_EVERY
-        self._parked: bool | None = None  # any parked events? None: not known yet
-        self._next_retry = 0.0
+        self.retries = parking.RetrySchedule()
 
     def apply(self, records: Sequence[Record]) -> Applied:
         """Apply the records not applied yet, in one transaction with their partitions' offsets.
@@ -146,15 +142,11 @@ class Sink:
                 ok, failing = parking.retry(conn, cur, self.parked_as(projection), projection, self.decode,
                                             self.tables)
                 applied, remaining = applied + ok, remaining + failing
-        self._parked = remaining > 0
+        self.retries.parked = remaining > 0
         return applied, remaining
 
     def _retry_when_due(self) -> None:
-        if self._parked is False:
-            return
-        now = time.monotonic()
-        if now >= self._next_retry:
-            self._next_retry = now + self.retry_every
+        if self.retries.due():
             self._retry()
 
     # -- steps --------------------------------------------------------------------------
@@ -172,7 +164,7 @@ class Sink:
             failures += [parking.Failure.of(pe, error) for pe, error in failed]
         if failures:
             parking.park(cur, self.parked_as(projection), failures)
-            self._parked = True
+            self.retries.parked = True
             log.error("sink %s: %s parked %d event(s), the first at %d: %s", self.name, projection.name,
                       len(failures), failures[0].position, failures[0].error)
 
