@@ -89,7 +89,7 @@ def measure_evaluations(sizes: Sizes) -> dict:
 
 # -- observation -> committed price change ----------------------------------------------------
 def measure_reprice(sizes: Sizes, url: str) -> dict:
-    engine = PricingEngine(url)
+    engine = PricingEngine(url, pool_size=Settings.from_env().pool_size)  # as a server process's
     try:
         ctx = CommandContext(actor=Actor("bench"), tenant_id=f"bench-pricing-{uuid4().hex[:8]}")
         shop = UUID(engine.open_shop(ctx, models.OpenShop(name="Bench", currency="GBP")).body["shop_id"])

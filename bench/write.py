@@ -400,7 +400,7 @@ def run(sizes: Sizes = Sizes()) -> dict:
     tune_gc()  # the engine runs here as in a server process, which does the same (api/server.py)
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure: say how much
     with fresh_database("etsypro_bench_write") as (url, where):
-        engine = PricingEngine(url)
+        engine = PricingEngine(url, pool_size=Settings.from_env().pool_size)  # as a server process's
         try:
             # HTTP first: the server runs the in-process projector (its default), which would
             # otherwise spend the measurement catching up on the ingested observations.

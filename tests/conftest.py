@@ -26,7 +26,7 @@ from domain.meta import Actor
 
 ROOT = Path(__file__).resolve().parents[1]
 # The most connections the suite holds at once on its server (README, "Tests"), and some spare.
-SUITE_CONNECTIONS = 25
+SUITE_CONNECTIONS = 35
 # Servers the tests build from settings (and `etsypro` processes they start) open this many
 # connections each at start, not production's 10: the suite must run beside other work.
 os.environ.setdefault("ETSYPRO_POOL_SIZE", "2")
