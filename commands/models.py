@@ -118,7 +118,7 @@ _horizon = _Horizon()
 def _not_ahead_of_the_clock(value: datetime) -> datetime:
     if value > _horizon():
         raise ValueError(f"must not be more than {BUSINESS_TIME_SKEW} ahead of the server's clock")
-    return value
+    return value.astimezone(timezone.utc)  # Python allows offsets up to ±23:59, PostgreSQL only ±15:59
 
 
 def _query_time(value: datetime) -> datetime:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import httpx
 import psycopg
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from commands.models import BUSINESS_TIME_SKEW, EARLIEST_BUSINESS_TIME
@@ -538,8 +538,9 @@ time_cases = [pytest.param(route, body, path, id=f"{route.name}:{path}") for rou
 
 
 def offsets():
-    """Fixed UTC offsets as clients send them: -14:00 to +14:00, whole minutes."""
-    return st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+    """Fixed UTC offsets as a client may send them: every whole minute that ISO 8601 and Python
+    accept (±23:59), beyond the ±14:00 of real zones and the ±15:59 PostgreSQL can store."""
+    return st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
 
 
 def outside_the_window():
@@ -564,8 +565,10 @@ def test_any_business_time_outside_the_window_is_refused(world, route, body, pat
 
 
 @settings(max_examples=25, deadline=None)
-@given(moment=st.datetimes(min_value=datetime(2000, 1, 1, 14, 0), max_value=datetime.now() - timedelta(days=1),
+@given(moment=st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime.now() - timedelta(days=1),
                            timezones=offsets()))
+@example(moment=datetime(2026, 1, 1, 10, tzinfo=timezone(timedelta(hours=23, minutes=59))))
+@example(moment=datetime(2026, 1, 1, 10, tzinfo=timezone(-timedelta(hours=23, minutes=59))))
 def test_any_business_time_inside_the_window_is_accepted(world, moment):
     for route, body, _ in BUSINESS_TIMES[:2]:
         response = world.send(route, body(world.listing, moment.isoformat()))
