@@ -103,16 +103,20 @@ def test_a_killed_run_leaves_an_orphan_that_the_next_command_adopts_and_stops(da
     assert_nothing_left(data_dir)
 
 
-def test_a_postmaster_pid_naming_another_live_process_is_recovered(data_dir):
-    """A server that crashed left its postmaster.pid; its pid now belongs to an unrelated process."""
+@pytest.mark.parametrize("owner", ["dead", "reused"])
+def test_a_postmaster_pid_left_by_a_crashed_server_is_recovered(data_dir, owner):
+    """The crashed server's pid is now no process at all, or an unrelated live one."""
     migrate = etsypro(data_dir, "migrate")
     assert migrate.wait(UP_SECONDS) == 0
     assert_nothing_left(data_dir)
     stranger = subprocess.Popen(["sleep", "60"])
+    if owner == "dead":
+        stranger.kill()
+        stranger.wait()
     try:
-        pid_file = data_dir / "postgres" / "postmaster.pid"
-        pid_file.write_text(f"{stranger.pid}\n{(data_dir / 'postgres').resolve()}\n{int(time.time())}\n5432\n"
-                            f"{(data_dir / 'postgres').resolve()}\n\n  1234 5678\nready   \n")
+        pgdata = (data_dir / "postgres").resolve()
+        (pgdata / "postmaster.pid").write_text(f"{stranger.pid}\n{pgdata}\n{int(time.time())}\n5432\n{pgdata}\n\n"
+                                               "  1234 5678\nready   \n")
         migrate = etsypro(data_dir, "migrate")
         output, _ = migrate.communicate(timeout=UP_SECONDS)
         assert migrate.returncode == 0, output
