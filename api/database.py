@@ -110,6 +110,14 @@ def with_dbname(url: str, name: str) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
+def reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
 def free_connections(url: str) -> int:
     """How many more connections the server behind url would accept from this role now (0 when
     unreachable or full). A superuser may also take the slots reserved for superusers."""
