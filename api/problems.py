@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
@@ -15,6 +16,51 @@ from domain.errors import DomainError
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 BODY_UNREADABLE = "There was an error parsing the body"  # FastAPI's detail for a body it cannot decode
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The input at fault, e.g. `listings[3].price`", examples=["listings[3].price"])
+    detail: str = Field(examples=["must have at most 2 decimals in GBP"])
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document: the body of every error answer (`application/problem+json`)."""
+
+    # Extension members beyond these (e.g. `current_version` on a stale `expected_version`) may appear.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"type": "https://etsypro.dev/problems/invalid-request", "title": "Invalid request", "status": 422,
+         "detail": "price: must have at most 2 decimals in GBP", "field": "price",
+         "errors": [{"field": "price", "detail": "must have at most 2 decimals in GBP"}]}]})
+
+    type: str = Field(description="A URI naming the kind of problem", examples=["https://etsypro.dev/problems/conflict"])
+    title: str = Field(description="Short, the same for every problem of this type", examples=["Conflict"])
+    status: int = Field(description="The HTTP status of the answer", examples=[409])
+    detail: str = Field(description="What went wrong with this request", examples=["expected version 3, found 4"])
+    field: str | None = Field(None, description="The input at fault (body path, query parameter or header name)")
+    errors: list[FieldError] | None = Field(None, description="Every invalid input, when validation failed (422)")
+
+
+# What each status means on this API, for the document; every one answers a Problem.
+STATUS_MEANINGS = {
+    400: "The body could not be read (not UTF-8, nested too deep) or the command was refused",
+    401: "Credentials are missing, invalid or expired (header WWW-Authenticate)",
+    403: "The caller may not do this: the route's permission is missing (or not over the whole tenant)",
+    404: "No such resource for this caller: another tenant's resources and shops outside the caller's"
+         " grants look the same as missing ones",
+    409: "The state moved on: a stale `expected_version` (the problem carries `current_version`), a taken"
+         " unique value, or too much concurrent activity on one aggregate (retry with the same Idempotency-Key)",
+    413: "The request body is over the server's limit (ETSYPRO_MAX_BODY_BYTES)",
+    422: "Invalid input or refused by a business rule; `field` names the input and `errors` lists every one",
+    429: "Too many attempts from this client; header Retry-After says when to try again",
+}
+
+
+def responses_for(statuses, descriptions: dict[int, str] | None = None) -> dict[int, dict]:
+    """The OpenAPI `responses` of these error statuses: each a Problem as application/problem+json."""
+    descriptions = descriptions or {}
+    return {status: {"model": Problem, "content": {PROBLEM: {}},
+                     "description": descriptions.get(status) or STATUS_MEANINGS.get(status, "Error")}
+            for status in sorted(statuses)}
 
 
 def problem(status: int, title: str, detail: str, field: str | None = None, **extra) -> JSONResponse:

@@ -18,8 +18,6 @@ from typing import Any, Callable
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 
-from api.schemas import PROBLEMS
-
 
 class DecimalJSONRequest(Request):
     async def json(self) -> Any:
@@ -41,5 +39,5 @@ class DecimalJSONRoute(APIRoute):
 
 
 def resource_router(**kwargs) -> APIRouter:
-    """An APIRouter for one resource: bodies read as above, problem+json answers documented."""
-    return APIRouter(route_class=DecimalJSONRoute, responses=PROBLEMS, **kwargs)
+    """An APIRouter for one resource: bodies read as above (error answers are documented by api/openapi.py)."""
+    return APIRouter(route_class=DecimalJSONRoute, **kwargs)

@@ -44,11 +44,3 @@ def answer(result: Result) -> JSONResponse:
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
     return JSONResponse(result.body, status_code=result.status, headers=headers)
 
-
-PROBLEMS = {
-    401: {"description": "No identity given"},
-    404: {"description": "No such shop or listing for this tenant (others' resources look the same)"},
-    409: {"description": "Conflict: stale expected_version (body carries current_version) or a taken unique value"},
-    413: {"description": "Body too large"},
-    422: {"description": "Invalid input or refused by a business rule; `field` names the input"},
-}
