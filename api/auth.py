@@ -24,6 +24,7 @@ from typing import Annotated
 from uuid import UUID, uuid4
 
 import jwt
+from cachetools import TTLCache
 from fastapi import Depends, HTTPException, Request
 from limits import RateLimitItemPerMinute
 from limits.storage import Storage, storage_from_string
@@ -150,29 +151,24 @@ class PrincipalCache:
     def __init__(self, ttl: float):
         self.ttl = ttl
         self.generation = 0  # moves on with every change to any account
-        self._entries: dict[str, tuple[Principal, float]] = {}
-        self._lock = threading.Lock()
+        self._entries: TTLCache[str, Principal] = TTLCache(self.MAX_ENTRIES, ttl if ttl > 0 else 1)
+        self._lock = threading.Lock()  # TTLCache is not thread-safe
 
     def get(self, credential: str) -> Principal | None:
-        entry = self._entries.get(credential)
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
+        with self._lock:
+            return self._entries.get(credential)
 
     def put(self, credential: str, found: Principal, generation: int) -> None:
         """Remember `found`, looked up since `generation` (unless an account changed meanwhile)."""
         with self._lock:
-            if self.ttl <= 0 or generation != self.generation:
-                return
-            if len(self._entries) >= self.MAX_ENTRIES:
-                self._entries = {}
-            self._entries[credential] = (found, time.monotonic() + self.ttl)
+            if self.ttl > 0 and generation == self.generation:
+                self._entries[credential] = found
 
     def forget_changed(self, events) -> None:
         if any(isinstance(e, Account.Event) for e in events):
             with self._lock:
                 self.generation += 1
-                self._entries = {}
+                self._entries.clear()
 
 
 Caller = Annotated[Principal, Depends(principal)]

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from api.progress import Progress
 from api.settings import Settings
 
 
@@ -102,7 +103,9 @@ def audit_verify(args) -> int:
 
     engine = PricingEngine(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
     try:
-        report = engine.verify_chain(args.from_position, progress=_progress_line if sys.stderr.isatty() else None)
+        with Progress("verifying the chain", unit="positions") as progress:
+            report = engine.verify_chain(args.from_position,
+                                         progress=lambda checked, position, last: progress.update(position, last))
     except PersistenceError as e:  # unreachable, or no event store yet (never migrated)
         print(f"cannot verify: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
@@ -111,8 +114,6 @@ def audit_verify(args) -> int:
     if report.ok:
         print(f"ok: {report.checked} events verified up to position {report.last_position}; head {report.head}")
         return 0
-    if sys.stderr.isatty():
-        print(file=sys.stderr)  # end the progress line
     print(f"TAMPERED: first bad position {report.first_bad_position}: {report.problem}"
           f" ({report.checked} events verified before it)", file=sys.stderr)
     return 1
@@ -124,15 +125,8 @@ def _position(text: str) -> int:
     return int(text)
 
 
-def _progress_line(checked: int, position: int, last: int) -> None:
-    share = f" ({100 * position / last:.0f}%)" if last else ""
-    print(f"\rverified {checked} events, position {position} of {last}{share}", end="", file=sys.stderr, flush=True)
-    if position >= last:
-        print(file=sys.stderr)
-
-
 def import_online_retail(args) -> int:
-    from commands.importer import ImportFailed, TerminalProgress, find_file, run_import
+    from commands.importer import ImportFailed, find_file, run_import
 
     try:
         path = find_file(args.path)  # before any database work: a wrong path fails at once
@@ -140,9 +134,11 @@ def import_online_retail(args) -> int:
         print(f"import failed: {e}", file=sys.stderr)
         return 1
     _, engine = _migrated_engine(pool_size=2)
+    rejects = args.rejects or Settings.from_env().data_dir / "online_retail.rejects.csv"
     try:
-        summary = run_import(engine, path, args.tenant, args.shop_name, args.limit,
-                             args.rejects or Settings.from_env().data_dir / "online_retail.rejects.csv", TerminalProgress())
+        with Progress("importing", unit="rows", lines_when_piped=True) as progress:
+            summary = run_import(engine, path, args.tenant, args.shop_name, args.limit, rejects,
+                                 lambda done, total, _elapsed: progress.update(done, total))
     except ImportFailed as e:
         print(f"import failed: {e}", file=sys.stderr)
         return 1
@@ -184,7 +180,8 @@ def project(args) -> int:
     tune_gc()
     projector = Projector(url, engine.mapper.to_domain_event, batch_size=args.batch)
     started = time.monotonic()
-    covered = projector.catch_up(_progress("catching up") if sys.stderr.isatty() else None)
+    with Progress("catching up") as progress:
+        covered = projector.catch_up(progress.update)
     print(f"caught up: {covered:,} events in {time.monotonic() - started:.1f}s", file=sys.stderr)
     if args.once:
         return 0
@@ -209,9 +206,9 @@ def projections_rebuild(args) -> int:
         return 2
     url, engine = _migrated_engine()
     tune_gc()
-    progress = _progress(f"rebuilding {args.name}") if sys.stderr.isatty() else None
-    done = rebuild(url, engine.mapper.to_domain_event, projections, batch_size=args.batch, progress=progress,
-                   fresh=args.fresh)
+    with Progress(f"rebuilding {args.name}") as progress:
+        done = rebuild(url, engine.mapper.to_domain_event, projections, batch_size=args.batch,
+                       progress=progress.update, fresh=args.fresh)
     resumed = f" (resumed from position {done.resumed_from:,})" if done.resumed_from else ""
     print(f"rebuilt {', '.join(done.projections)}{resumed}: replayed {done.events:,} events in {done.seconds:.1f}s;"
           f" swapped in at position {done.log_position:,}")
@@ -252,27 +249,6 @@ def projections_retry(args) -> int:
         print(f"{follower}: {resolved:,} resolved, {remaining:,} still parked")
     print("nothing parked" if not done else f"{sum(r for _, r in done.values()):,} still parked in all")
     return 0
-
-
-def _progress(label: str):
-    """A one-line progress counter on stderr: events done (of total), rate."""
-    import time
-
-    started, last = time.monotonic(), [0.0]
-
-    def show(done: int, total: int | None = None) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.25 and (total is None or done < total):
-            return
-        last[0] = now
-        rate = done / max(now - started, 1e-9)
-        of = f"/{total:,} ({100 * done / total:.0f}%)" if total else ""
-        sys.stderr.write(f"\r  {label}: {done:,}{of} events, {rate:,.0f}/s   ")
-        if total and done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
 
 
 def bench_read(args) -> int:

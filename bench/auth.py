@@ -17,8 +17,9 @@ import httpx
 
 from api.app import create_app
 from api.auth import AuthSettings
+from api.progress import Progress
 from api.server import running
-from bench.common import (Progress, fresh_database, median, note, percentile, print_table, server_version,
+from bench.common import (fresh_database, median, note, percentile, print_table, server_version,
                           show, sizes_from)
 from commands import credentials
 from commands.context import CommandContext

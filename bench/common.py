@@ -120,27 +120,6 @@ def rate(count: int, seconds: float) -> float:
 
 
 # -- output -------------------------------------------------------------------------------
-class Progress:
-    """A one-line progress counter on stderr, shown only when stderr is a terminal."""
-
-    def __init__(self, label: str, total: int, enabled: bool | None = None) -> None:
-        self.label, self.total = label, total
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._last = 0.0
-        self.done = 0
-
-    def update(self, done: int) -> None:
-        self.done = done
-        now = time.monotonic()
-        if not self.enabled or (now - self._last < 0.2 and done < self.total):
-            return
-        self._last = now
-        sys.stderr.write(f"\r  {self.label}: {done:,}/{self.total:,}")
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def note(message: str) -> None:
     """A status line for a person watching a terminal; silent in pipes (keeps --json clean)."""
     if sys.stderr.isatty():

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from uuid import UUID, uuid4
 
-from bench.common import (Progress, fresh_database, median, note, percentile, print_table, rate,
+from bench.common import (fresh_database, median, note, percentile, print_table, rate,
                           server_version, show, sizes_from)
 from commands import models
 from commands import rule_models as m
@@ -31,6 +31,7 @@ from domain.listing import Guardrails, Listing
 from domain.meta import Actor, EventMeta
 from domain.money import Money
 from domain.rules import CompetitorPrice, Rule, evaluate
+from api.progress import Progress
 from api.settings import Settings
 from projections.projector import InBackground, Projector
 from streams.repricing import RepricingPolicy

@@ -28,9 +28,10 @@ import httpx
 import psycopg
 
 from api.app import create_app
+from api.progress import Progress
 from api.server import running
 from api.settings import Settings
-from bench.common import (Progress, cpu_seconds, fresh_database, median, note, percentile, print_table, rate,
+from bench.common import (cpu_seconds, fresh_database, median, note, percentile, print_table, rate,
                           server_version, show, sizes_from)
 from commands import models
 from commands.context import CommandContext

@@ -29,8 +29,9 @@ from uuid import UUID, uuid4
 import httpx
 import psycopg
 
+from api.progress import Progress
 from api.settings import Settings
-from bench.common import (Progress, Stopwatch, fresh_database, median, note, percentile, print_table,
+from bench.common import (Stopwatch, fresh_database, median, note, percentile, print_table,
                           children, process_tree_cpu, rate, server_version, show, sizes_from)
 from commands import models
 from commands.context import CommandContext

@@ -42,7 +42,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -387,24 +386,6 @@ def _refused_item(field: str, detail: str, list_name: str) -> tuple[int | None, 
 def _validation_reason(error: ValidationError) -> str:
     first = error.errors()[0]
     return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
-
-
-# -- terminal ---------------------------------------------------------------------------------
-class TerminalProgress:
-    """Rows done, rows/s and ETA: one updating line on a terminal, one line per chunk otherwise."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
-
-    def __call__(self, done: int, total: int, elapsed: float) -> None:
-        rate = done / elapsed if elapsed else 0.0
-        eta = (total - done) / rate if rate else 0.0
-        line = f"{done:,}/{total:,} rows ({100 * done / max(total, 1):.0f}%)  {rate:,.0f} rows/s  ETA {eta:.0f}s"
-        if self.tty:
-            print(f"\r{line}   ", end="" if done < total else "\n", file=self.stream, flush=True)
-        else:
-            print(line, file=self.stream, flush=True)
 
 
 def run_import(engine, path: str | Path | None, tenant: str, shop_name: str, limit: int | None = None,
