@@ -37,7 +37,7 @@ from commands.engine import PricingEngine
 from domain.meta import Actor, ActorKind
 from projections.registry import ALL
 from streams import wire
-from streams.broker import TansuBroker
+from bench.broker import TansuBroker
 from streams.relay import Relay
 from streams.workers import DEFAULT_APP_ID, topics_for
 

@@ -9,6 +9,7 @@ nobody else's."""
 
 from __future__ import annotations
 
+from typing import Callable
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -26,6 +27,15 @@ def check_reason(meta: EventMeta) -> None:
     """Stopping and resuming say why: the next person to look needs to know."""
     if not meta.reason.strip():
         raise InvalidValue("reason", "say why automation is stopped or resumed")
+
+
+def flip_switch(meta: EventMeta, already: bool, record: Callable[..., None]) -> bool:
+    """Record a stop or a resume that says why; False, recording nothing, when it is already so."""
+    check_reason(meta)
+    if already:
+        return False
+    record(meta=meta)
+    return True
 
 
 def describe_stop(stop: EventMeta, scope: str) -> str:
@@ -54,22 +64,14 @@ class AutomationSwitch(Aggregate):
         return tenant_switch_id(tenant_id)
 
     def stop(self, meta: EventMeta) -> bool:
-        check_reason(meta)
-        if self.stopped_by is not None:
-            return False
-        self._stopped(meta=meta)
-        return True
+        return flip_switch(meta, self.stopped_by is not None, self._stopped)
 
     @event("Stopped")
     def _stopped(self, meta: EventMeta) -> None:
         self.stopped_by = meta
 
     def resume(self, meta: EventMeta) -> bool:
-        check_reason(meta)
-        if self.stopped_by is None:
-            return False
-        self._resumed(meta=meta)
-        return True
+        return flip_switch(meta, self.stopped_by is None, self._resumed)
 
     @event("Resumed")
     def _resumed(self, meta: EventMeta) -> None:

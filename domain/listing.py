@@ -11,7 +11,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidValue, InvariantViolated
 from domain.meta import EventMeta, Source
-from domain.money import CURRENCY_DECIMALS, Money
+from domain.money import Money, minor_unit
 from domain.rules import ListingFacts, Proposal
 
 STATUSES = ("active", "inactive", "draft", "sold_out")
@@ -65,7 +65,7 @@ class Guardrails:
         if self.cost is None or self.min_margin is None:
             return None
         amount = self.cost.amount / (1 - self.min_margin / 100)
-        return Money(amount.quantize(_minor(self.cost.currency), ROUND_CEILING), self.cost.currency)
+        return Money(amount.quantize(minor_unit(self.cost.currency), ROUND_CEILING), self.cost.currency)
 
     def automated_floor(self) -> Money | None:
         """The floor an automated change respects: the higher of the fixed and the margin floor."""
@@ -277,7 +277,7 @@ class Listing(Aggregate):
         step = self.guardrails.max_step_percent
         if step is None:
             return price, ()
-        current, minor = self.price.amount, _minor(self.currency)
+        current, minor = self.price.amount, minor_unit(self.currency)
         # Bounds rounded towards the current price, so that no change exceeds the step.
         low = max((current * (1 - step / 100)).quantize(minor, ROUND_CEILING), minor)
         high = (current * (1 + step / 100)).quantize(minor, ROUND_FLOOR)
@@ -343,5 +343,3 @@ class Listing(Aggregate):
         self.guardrails = guardrails
 
 
-def _minor(currency: str) -> Decimal:
-    return Decimal(1).scaleb(-CURRENCY_DECIMALS[currency])

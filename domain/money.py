@@ -19,6 +19,11 @@ MAX_AMOUNT = Decimal("1000000000")
 _QUANTUM = {code: Decimal(1).scaleb(-decimals) for code, decimals in CURRENCY_DECIMALS.items()}
 
 
+def minor_unit(currency: str) -> Decimal:
+    """The currency's smallest amount (0.01 GBP, 1 JPY): what prices are rounded to."""
+    return _QUANTUM[currency]
+
+
 def parse_amount(value: object, field: str = "amount") -> Decimal:
     """Turn user input into a finite Decimal, refusing floats that are not exactly decimal."""
     if isinstance(value, bool):
@@ -62,7 +67,7 @@ class Money:
         """Validated construction from user input."""
         currency = check_currency(currency, field=_sibling(field, "currency"))
         value = parse_amount(amount, field)
-        quantized = value.quantize(_QUANTUM[currency])
+        quantized = value.quantize(minor_unit(currency))
         if value != quantized:
             raise InvalidValue(field, f"{currency} amounts have at most {CURRENCY_DECIMALS[currency]} decimals")
         return cls(quantized, currency)

@@ -16,7 +16,7 @@ from statistics import median
 from typing import Iterable
 
 from domain.errors import InvalidValue
-from domain.money import CURRENCY_DECIMALS, Money, check_currency, parse_amount
+from domain.money import CURRENCY_DECIMALS, Money, check_currency, minor_unit, parse_amount
 
 
 class Kind(str, Enum):
@@ -205,7 +205,7 @@ def _competitive(rule: Rule, kind: Kind, listing: ListingFacts, observations: It
         target = (lowest.price.amount - rule.amount if rule.amount is not None
                   else lowest.price.amount * (1 - rule.percent / 100))
         # Round towards zero so that "beat" always ends strictly below or at the computed value.
-        target = target.quantize(_minor(currency), ROUND_DOWN)
+        target = target.quantize(minor_unit(currency), ROUND_DOWN)
         steps.append(f"beat by {_by(rule)}: {target}")
         return _finish(rule, listing, target, steps, used)
     if kind == Kind.MATCH_MEDIAN:
@@ -308,15 +308,8 @@ def charm_candidates(amount: Decimal, rounding: str) -> tuple[Decimal, Decimal]:
 
 
 # -- small helpers -----------------------------------------------------------------------------
-_MINOR = {code: Decimal(1).scaleb(-places) for code, places in CURRENCY_DECIMALS.items()}
-
-
-def _minor(currency: str) -> Decimal:
-    return _MINOR[currency]
-
-
 def _q(amount: Decimal, currency: str) -> Decimal:
-    return amount.quantize(_MINOR[currency], ROUND_HALF_EVEN)
+    return amount.quantize(minor_unit(currency), ROUND_HALF_EVEN)
 
 
 def _by(rule: Rule) -> str:

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.automation import check_reason
+from domain.automation import flip_switch
 from domain.errors import InvalidValue
 from domain.meta import EventMeta
 from domain.money import check_currency
@@ -44,22 +44,14 @@ class Shop(Aggregate):
 
     # -- emergency stop of automated repricing ---------------------------------------------
     def stop_automation(self, meta: EventMeta) -> bool:
-        check_reason(meta)
-        if self.automation_stop is not None:
-            return False
-        self._automation_stopped(meta=meta)
-        return True
+        return flip_switch(meta, self.automation_stop is not None, self._automation_stopped)
 
     @event("AutomationStopped")
     def _automation_stopped(self, meta: EventMeta) -> None:
         self.automation_stop = meta
 
     def resume_automation(self, meta: EventMeta) -> bool:
-        check_reason(meta)
-        if self.automation_stop is None:
-            return False
-        self._automation_resumed(meta=meta)
-        return True
+        return flip_switch(meta, self.automation_stop is None, self._automation_resumed)
 
     @event("AutomationResumed")
     def _automation_resumed(self, meta: EventMeta) -> None:

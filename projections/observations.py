@@ -45,13 +45,13 @@ _LATEST = """
     ORDER BY o.listing_id, o.competitor, o.observed_at DESC, o.log_position DESC"""
 
 
-Positioned = tuple[int, CompetitorPrice]  # (log position of the observation event, the observation)
+PositionedObservation = tuple[int, CompetitorPrice]  # (log position of the observation event, the observation)
 
 
-def latest(cur: Cursor, wanted: Sequence[Wanted]) -> dict[UUID, list[Positioned]]:
+def latest(cur: Cursor, wanted: Sequence[Wanted]) -> dict[UUID, list[PositionedObservation]]:
     """listing id -> the newest projected observation of each of its competitors (the newest by
     observation time, and of two seen at the same time the one recorded last). `cur` returns tuples."""
-    found: dict[UUID, list[Positioned]] = defaultdict(list)
+    found: dict[UUID, list[PositionedObservation]] = defaultdict(list)
     if not wanted:
         return found
     rows = cur.execute(_LATEST, [[w.listing_id for w in wanted], [w.since for w in wanted],
@@ -62,10 +62,10 @@ def latest(cur: Cursor, wanted: Sequence[Wanted]) -> dict[UUID, list[Positioned]
     return found
 
 
-def newest_per_competitor(observations: Iterable[Positioned]) -> list[CompetitorPrice]:
+def newest_per_competitor(observations: Iterable[PositionedObservation]) -> list[CompetitorPrice]:
     """The same choice as `latest`, over observations from several places (the view and events
     not projected yet): a rule is then given one, unambiguous, price per competitor."""
-    newest: dict[str, Positioned] = {}
+    newest: dict[str, PositionedObservation] = {}
     for position, o in observations:
         seen = newest.get(o.competitor)
         if seen is None or (o.observed_at, position) > (seen[1].observed_at, seen[0]):

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import psycopg
 
 from projections import parking, tracking
+from projections.connection import LazyConnection
 from projections.base import LIVE, Projection, Tables, of_types
 from projections.log import Decoder, EventLog, Page, topics_of
 from projections.registry import ALL
@@ -58,7 +59,7 @@ class Projector:
         self.application_name = application_name
         self.stats = Stats()
         self.retries = parking.RetrySchedule()
-        self._conn: psycopg.Connection | None = None
+        self._db = LazyConnection(conninfo, application_name)
 
     # -- one batch ------------------------------------------------------------------------
     def step(self) -> int:
@@ -82,7 +83,7 @@ class Projector:
             return self._apply_page(prefetched, isolating=True)
 
     def _apply_page(self, prefetched: tuple[int, Page] | None, isolating: bool) -> int | None:
-        conn = self._connection()
+        conn = self._db.get()
         names = list(self.track_as.values())
         with conn.transaction(), conn.cursor() as cur:
             # Views are derived data: a server crash may lose the last few batches committed
@@ -137,7 +138,7 @@ class Projector:
         """Apply the parked events again (in one transaction with the positions, so no batch runs
         meanwhile); returns (applied now, still parked)."""
         self._ensure_tracking()
-        conn = self._connection()
+        conn = self._db.get()
         applied = remaining = 0
         with conn.transaction(), conn.cursor() as cur:
             tracking.lock(cur, list(self.track_as.values()))
@@ -183,7 +184,7 @@ class Projector:
                 reader.close()
 
     def _start(self) -> int:
-        conn = self._connection()
+        conn = self._db.get()
         with conn.transaction(), conn.cursor() as cur:
             rows = cur.execute("SELECT min(log_position) FROM analytics.projection_tracking"
                                " WHERE projection = ANY(%s)", [list(self.track_as.values())]).fetchone()
@@ -200,20 +201,13 @@ class Projector:
                    first=lambda: self.catch_up(stop=stop))
 
     # -- connections ----------------------------------------------------------------------
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.conninfo, application_name=self.application_name)
-        return self._conn
-
     def _ensure_tracking(self) -> None:
-        conn = self._connection()
+        conn = self._db.get()
         with conn.transaction(), conn.cursor() as cur:
             tracking.ensure(cur, self.track_as.values())
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()
 
 
 class _ReadAhead:

@@ -244,7 +244,7 @@ class Relay:
         from aiokafka import AIOKafkaProducer
 
         # acks="all": recorded positions are durable on the broker. No idempotent producer:
-        # Tansu refuses it (see streams/broker.py), and sinks tolerate duplicates anyway.
+        # Tansu refuses it (see streams/faust_config.py), and sinks tolerate duplicates anyway.
         return AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=False,
                                 linger_ms=self.linger_ms, max_batch_size=256 * 1024,
                                 client_id=f"{APPLICATION_NAME}-{self.name}")
@@ -268,12 +268,6 @@ class Relay:
     async def _recorded_position(self, conn: psycopg.AsyncConnection) -> int:
         cur = await conn.execute("SELECT log_position FROM streams.relay_positions WHERE relay = %s", [self.name])
         return (await cur.fetchone())[0]
-
-
-def recorded_position(conninfo: str, name: str = "default") -> int | None:
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SELECT log_position FROM streams.relay_positions WHERE relay = %s", [name]).fetchone()
-    return row[0] if row else None
 
 
 async def _wait_for_notify(listener: psycopg.AsyncConnection, stop: asyncio.Event, timeout: float) -> None:

@@ -61,9 +61,10 @@ from domain.listing import Listing
 from domain.pricing_rule import PricingRule
 from domain.rules import CompetitorPrice
 from projections import parking
+from projections.connection import LazyConnection
 from projections.base import Positioned as LogEvent  # (log position, domain event)
 from projections.log import EventLog, Page
-from projections.observations import Positioned, Wanted, latest, newest_per_competitor, projected_up_to
+from projections.observations import PositionedObservation, Wanted, latest, newest_per_competitor, projected_up_to
 from projections.projector import follow_log, keep_following
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Plan:
     assignments: dict[UUID, Assignment] = field(default_factory=dict)
     triggers: list[Trigger] = field(default_factory=list)
     revisions: list[tuple[int, UUID, str, str]] = field(default_factory=list)  # (position, rule, cause, correlation)
-    observed: dict[UUID, list[Positioned]] = field(default_factory=lambda: defaultdict(list))
+    observed: dict[UUID, list[PositionedObservation]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def of(cls, events: Iterable[tuple[int, object]], failed: list | None = None) -> Plan:
@@ -197,7 +198,7 @@ class RepricingPolicy:
         self.log = EventLog(engine.mapper.to_domain_event, [self])
         self.stats = Stats()
         self.retries = parking.RetrySchedule()
-        self._conn: psycopg.Connection | None = None
+        self._db = LazyConnection(conninfo, APPLICATION_NAME)
         self._stop = threading.Event()
 
     # -- one batch ----------------------------------------------------------------------
@@ -481,14 +482,10 @@ class RepricingPolicy:
 
     # -- connection ---------------------------------------------------------------------
     def connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.conninfo, application_name=APPLICATION_NAME)
-        return self._conn
+        return self._db.get()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()
 
 
 def _failure(trigger: Trigger, events: dict[int, object], error: BaseException) -> parking.Failure:

@@ -38,6 +38,7 @@ from typing import Callable, Sequence, TypeVar
 import psycopg
 
 from projections import parking
+from projections.connection import LazyConnection
 from projections.base import LIVE, Projection, Tables, of_types
 from projections.log import Decoder, topics_of
 from projections.registry import ALL
@@ -68,7 +69,7 @@ class Sink:
         self.tables = tables
         self.topics = topics_of(self.projections)  # event topics some projection reads
         self.application_name = application_name
-        self._conn: psycopg.Connection | None = None
+        self._db = LazyConnection(conninfo, application_name)
         self._known: set[TP] = set()  # partitions that have an offsets row
         # One transaction at a time on our connection, even if a cancelled caller's thread is
         # still finishing one (faust restarts agents on a rebalance).
@@ -97,7 +98,7 @@ class Sink:
         for r in records:
             by_tp[r.topic, r.partition].append(r)
         result = Applied(records=len(records))
-        conn = self._connection()
+        conn = self._db.get()
         with conn.transaction(), conn.cursor() as cur:
             recorded = self._lock(cur, sorted(by_tp))
             fresh: list[Record] = []
@@ -136,7 +137,7 @@ class Sink:
 
     def _retry(self) -> tuple[int, int]:
         applied = remaining = 0
-        conn = self._connection()
+        conn = self._db.get()
         with conn.transaction(), conn.cursor() as cur:
             for projection in self.projections:
                 ok, failing = parking.retry(conn, cur, self.parked_as(projection), projection, self.decode,
@@ -209,16 +210,8 @@ class Sink:
                 [[t for t, _ in moved], [p for _, p in moved], [offsets[tp] for tp in moved],
                  [applied.get(tp, 0) for tp in moved], self.name], prepare=True)
 
-    # -- connection ---------------------------------------------------------------------
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.conninfo, application_name=self.application_name)
-        return self._conn
-
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()
 
 
 T = TypeVar("T")

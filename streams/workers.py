@@ -37,7 +37,7 @@ from projections.base import Projection
 from projections.log import Decoder
 from projections.registry import ALL
 from streams import wire
-from streams.broker import faust_settings
+from streams.faust_config import faust_settings
 from streams.sink import Sink
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import TansuBroker, find_tansu_binary
+from bench.broker import TansuBroker, find_tansu_binary
 
 pytestmark = pytest.mark.skipif(
     find_tansu_binary() is None,

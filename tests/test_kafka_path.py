@@ -36,7 +36,7 @@ from projections.base import Tables
 from projections.projector import Projector
 from projections.registry import ALL
 from streams import wire
-from streams.broker import TansuBroker, find_tansu_binary
+from bench.broker import TansuBroker, find_tansu_binary
 from streams.relay import Relay
 from streams.sink import Sink
 from streams.workers import topics_for

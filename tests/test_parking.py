@@ -49,7 +49,7 @@ from projections.base import LIVE, of_types
 from projections.projector import InBackground, Projector
 from projections.registry import ALL
 from streams import wire
-from streams.broker import find_tansu_binary
+from bench.broker import find_tansu_binary
 from streams.relay import Relay
 from streams.repricing import EVENT_TOPICS, RepricingPolicy
 from streams.repricing_worker import KafkaRepricing

@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for streams.broker
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for streams.faust_config
 
 import faust  # noqa: E402
 
-from streams.broker import faust_settings  # noqa: E402
+from streams.faust_config import faust_settings  # noqa: E402
 
 IMPORTED_AT = time.time()
 EVENTS = open(os.environ["SINK_EVENTS"], "a", buffering=1)
