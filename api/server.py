@@ -115,12 +115,10 @@ class Workers:
     each new connection goes to the next worker in turn, passed over a Unix socket (SCM_RIGHTS).
 
     Why not let the kernel choose: uvicorn's own supervisor has its workers share the listening
-    socket, and whichever wakes first accepts a whole burst (the write benchmark's 8 clients all
-    landed on one worker in 6 runs of 6). With a socket per worker (SO_REUSEPORT) the kernel picks
-    by a hash of the addresses: 8 connections split 6 to 2 or worse in about a third of the runs
-    over 2 workers, 6-2-0-0 over 4, and a keep-alive connection stays where it landed, so one
-    core queued while the other idled (p99 26.7 ms at a 74/26 split against 19.7 ms at 50/50, same
-    machine, same code). In turn, 8 connections are 4 and 4. A worker that dies is started again
+    socket, and whichever wakes first accepts a whole burst. With a socket per worker
+    (SO_REUSEPORT) the kernel picks by a hash of the addresses, often unevenly, and a keep-alive
+    connection stays where it landed, so one core queues while the other idles (figures in
+    docs/performance.md). In turn, 8 connections are 4 and 4. A worker that dies is started again
     and skipped meanwhile; the connections it held (or had not yet taken) are reset, and clients
     retry (a command with an Idempotency-Key is safe to retry). SIGINT or SIGTERM stops them all,
     each finishing the requests it has. tests/test_serve_workers.py.

@@ -1,8 +1,8 @@
 """A command's first try reads listings as this process last committed them, without a query.
 
 The library's aggregate cache fast-forwards a cached aggregate on every load: one query per
-command, asking whether another process wrote since (measured: ~16% of a price change's CPU in
-a worker, and a round trip). A command that writes the listing it read need not ask first: its
+command, asking whether another process wrote since (a round trip and a large share of a price
+change's CPU). A command that writes the listing it read need not ask first: its
 events are stored at the next version only if nobody took that version meanwhile (the event
 store's primary key), so a decision made on stale state fails at the write, and the command
 decides again on fresh state (commands/engine.py, `execute`).

@@ -35,9 +35,7 @@ SMALL_SAVE = 200  # events; larger saves stream with COPY
 RECORD_EVENTS = ("SELECT * FROM record_events(%(ids)s::uuid[], %(versions)s::bigint[], %(topics)s::text[],"
                  " %(states)s::bytea[], %(shops)s::uuid[], %(actors)s::text[], %(occurred)s::timestamptz[],"
                  " %(recorded)s::timestamptz[], %(lock_timeout)s)")
-# One event (a price change): its values go as scalars and the server puts each in an array.
-# psycopg took ~120 us to dump the nine one-element lists (list dumpers find their element type
-# anew on every query) and ~9 us for the scalars: ~7% of a worker's CPU per price change.
+# One event (a price change) sends scalars: psycopg dumps one-element lists far slower (docs/performance.md).
 RECORD_ONE_EVENT = ("SELECT * FROM record_events(ARRAY[%s::uuid], ARRAY[%s::bigint], ARRAY[%s::text], ARRAY[%s::bytea],"
                     " ARRAY[%s::uuid], ARRAY[%s::text], ARRAY[%s::timestamptz], ARRAY[%s::timestamptz], %s)")
 
@@ -133,8 +131,7 @@ class PricingRecorder(PostgresApplicationRecorder):
     def _ids_after(curs, last: int, count: int) -> list[int]:
         """The ids our COPY was given. We hold the lock, so the rows above `last` are ours, issued
         in COPY order: when the greatest is `last + count`, they are that whole range (usual:
-        nothing else drew from the sequence). One index probe, where counting the rows cost
-        1.7 us per event and fetching them ~2 us."""
+        nothing else drew from the sequence). One index probe, cheaper than counting or fetching them."""
         top = curs.execute("SELECT max(notification_id) AS top FROM pricing_events").fetchone()["top"]
         if top - last == count:
             return list(range(last + 1, top + 1))
@@ -238,9 +235,8 @@ def _dumps(value: Any) -> str:
 
 
 class Recordings(Sequence):
-    """What a save recorded, as the library's Recording objects, made only when read. The library
-    builds a Recording and a Notification for every event up front: ~3 us each of a batch's
-    10,000 events, for listeners that mostly look at the domain events alone."""
+    """What a save recorded, as the library's Recording objects, made only when read: most
+    listeners look at the domain events alone, and a batch has 10,000 of them."""
 
     def __init__(self, domain_events: Sequence, stored_events: Sequence[StoredEvent], ids: Sequence[int]):
         self.domain_events, self._stored, self._ids = domain_events, stored_events, ids

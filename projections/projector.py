@@ -33,7 +33,7 @@ from projections.registry import ALL
 log = logging.getLogger(__name__)
 
 CHANNEL = "pricing_events"  # the recorder NOTIFYs it in every transaction that inserts events
-DEFAULT_BATCH = 10_000  # events per transaction: larger batches amortise round trips (measured +10% over 5,000)
+DEFAULT_BATCH = 10_000  # events per transaction: larger batches amortise round trips
 APPLICATION_NAME = "etsypro-projector"
 
 
@@ -257,9 +257,8 @@ class _ReadAhead:
 
 
 def tune_gc() -> None:
-    """Fewer, larger garbage collections. Decoding a page allocates about a million small
-    objects; with the default thresholds the collector runs often enough to cost ~40% of the
-    decoding time (and ~20% of recording a 10,000-observation command). Called by the
+    """Fewer, larger garbage collections: decoding a page allocates about a million small
+    objects, and the default thresholds collect far too often for that. Called by the
     processes that do such work: `etsypro serve`, `project`, rebuild, workers and benchmarks;
     memory stays bounded by the batch size."""
     gc.set_threshold(100_000, 50, 1000)

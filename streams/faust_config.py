@@ -12,10 +12,8 @@ def faust_settings(bootstrap_servers: str | None = None, **overrides: Any) -> di
     Plain at-least-once: sinks must be idempotent and track their position transactionally.
     """
     settings: dict[str, Any] = {
-        # Tansu completes a JoinGroup round only after session_timeout / 2 (measured), so faust's
-        # default 60 s session means a 30 s+ join; 6 s gives a 3 s join. Tansu also ignores
-        # LeaveGroup: after a stop or a crash the old member lingers for a session timeout, so
-        # a restart within that window joins in ~12 s. Keep these from the very first start.
+        # Short timeouts from the very first start: Tansu's joins take half a session timeout
+        # (docs/streams.md).
         "broker_session_timeout": 6.0,
         "broker_heartbeat_interval": 1.0,
         "broker_rebalance_timeout": 10.0,
