@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import httpx
 from decimal import Decimal
@@ -13,7 +16,11 @@ from decimal import Decimal
 from api.server import build, running
 from api.settings import Settings
 from commands.context import CommandContext
+from commands.errors import Conflict
 from domain.meta import Actor
+
+DEMO_TENANT = "demo-tenant"
+DEMO_ADMIN = "demo-admin"
 
 
 def run_demo(settings: Settings) -> int:
@@ -23,17 +30,51 @@ def run_demo(settings: Settings) -> int:
         print(f"engine serving at {base_url}")
         http.headers.update(demo_login(engine, http, "demo-seller", shops=[]))
         summary = populate(http, partner=lambda shop: demo_login(engine, http, "demo-partner", shops=[shop]))
+        admin_file = demo_admin(engine, http, settings.data_dir / "demo-admin.txt")
     engine.close()
     print_summary(summary, time.monotonic() - started)
+    print_sign_in(admin_file)
     return 0
+
+
+def demo_admin(engine, http: httpx.Client, path: Path) -> Path:
+    """An admin of the demo tenant for the newcomer, made once per data directory; its
+    credentials are kept in `path`, which only its owner may read."""
+    known = read_credentials(path)
+    if known and http.post("/auth/login", json=known).status_code == 200:
+        return path
+    password = secrets.token_urlsafe(24)
+    ctx = CommandContext(actor=Actor("demo"), tenant_id=DEMO_TENANT)
+    username = DEMO_ADMIN
+    try:
+        engine.create_account(ctx, username, "user", password, {"admin": None})
+    except Conflict:  # the database has one whose password file is gone: make another
+        username = f"{DEMO_ADMIN}-{uuid.uuid4().hex[:6]}"
+        engine.create_account(ctx, username, "user", password, {"admin": None})
+    write_credentials(path, {"tenant": DEMO_TENANT, "username": username, "password": password})
+    return path
+
+
+def read_credentials(path: Path) -> dict[str, str] | None:
+    if not path.is_file():
+        return None
+    return dict(line.split(": ", 1) for line in path.read_text().splitlines() if ": " in line)
+
+
+def write_credentials(path: Path, credentials: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"{name}: {value}\n" for name, value in credentials.items())
 
 
 def demo_login(engine, http: httpx.Client, name: str, shops: list[str]) -> dict[str, str]:
     """A seller of the demo tenant, created as an admin would, logged in through the API."""
     username, password = f"{name}-{uuid.uuid4().hex[:6]}", f"demo passphrase {uuid.uuid4().hex}"
-    ctx = CommandContext(actor=Actor("demo"), tenant_id="demo-tenant")
+    ctx = CommandContext(actor=Actor("demo"), tenant_id=DEMO_TENANT)
     engine.create_account(ctx, username, "user", password, {"seller": shops})
-    tokens = call(http, "POST", "/auth/login", json={"tenant": "demo-tenant", "username": username, "password": password})
+    tokens = call(http, "POST", "/auth/login", json={"tenant": DEMO_TENANT, "username": username, "password": password})
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
@@ -136,8 +177,18 @@ def print_summary(s: dict, seconds: float) -> None:
     print(f"  read side: {len(s['board']['items'])} listings on the price board, {len(s['bands']['items'])} daily "
           f"competitor price bands, net revenue {revenue} GBP in {len(s['revenue']['items'])} weekly bucket(s)")
     v = s["verify"]
-    print(f"  audit: hash chain over {v['checked']} events verified: {'intact' if v['ok'] else 'TAMPERED at ' + str(v['first_bad_position'])}")
+    state = "intact" if v["ok"] else f"TAMPERED at {v['first_bad_position']}"
+    print(f"  audit: hash chain verified up to position {v['last_position']}"
+          f" ({v['checked_own']} of its events the demo's): {state}")
     print("\n  price board now:")
     for listing in s["listings"]:
         print(f"    {listing['sku']:8} {listing['title']:20} {listing['price']:>7} {listing['currency']}"
               f"  (v{listing['version']}, floor {listing['floor']}, ceiling {listing['ceiling']})")
+
+
+def print_sign_in(admin_file: Path) -> None:
+    admin = read_credentials(admin_file)
+    print("\nSign in to the demo shop as its admin: `./dev serve` (same ETSYPRO_DATA_DIR / ETSYPRO_DATABASE_URL),")
+    print(f"  then POST /auth/login {{\"tenant\": \"{admin['tenant']}\", \"username\": \"{admin['username']}\","
+          f" \"password\": <the password in {admin_file}>}}")
+    print("  and send the access_token it answers as `Authorization: Bearer <token>` (http://127.0.0.1:8000/docs)")
