@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from passlib.context import CryptContext
 
 # -- passwords ------------------------------------------------------------------------------
-# argon2id with OWASP's baseline (19 MiB, 2 passes, 1 lane): ~20-40 ms per verify on 2 cores,
-# which bounds online guessing per core while keeping logins quick. Hashes carry their own
+# argon2id with OWASP's baseline (19 MiB, 2 passes, 1 lane): slow enough to bound online guessing
+# per core, quick enough for logins (docs/performance.md, "Auth"). Hashes carry their own
 # parameters; a hash made with weaker ones is upgraded at the next successful login.
 ARGON2 = {"type": "ID", "memory_cost": 19456, "time_cost": 2, "parallelism": 1}
 PASSWORDS = CryptContext(schemes=["argon2"], **{f"argon2__{k}": v for k, v in ARGON2.items()})

@@ -324,7 +324,7 @@ class Repricing:
                 return RepriceResult(INACTIVE, str(listing_id), str(listing.price.amount), version=listing.version,
                                      rule_id=str(rule.id), rule_version=rule.rule_version, cause=cause)
             # One evaluation per (listing, cause), whatever rule the listing has by the time a cause
-            # comes again. Keys recorded before 2026-11-25 also named the rule version: still honoured.
+            # comes again. Older keys also named the rule version: still honoured.
             key, legacy_key = f"{listing_id}/{cause}", f"{listing_id}/{cause}/{rule.id}@v{rule.rule_version}"
             if self.recorder.reserved(shop_id, "reprice_cause", [key, legacy_key]):
                 return self._duplicate(listing, rule, cause)

@@ -91,9 +91,8 @@ class ObservationBatch(FactBatch):
             if o.price.amount <= 0:
                 raise InvalidValue(f"observations[{i}].price", "must be greater than zero")
         batch = cls(shop_id=shop_id, size=len(observations), meta=meta)
-        # The event class is triggered directly, not through an @event method: this runs 10,000
-        # times per batch, and the decorator's argument mapping was most of its cost. All the
-        # batch's events are recorded at the batch's time (its first event's timestamp).
+        # Triggered directly, not through an @event method, whose argument mapping would cost most
+        # of 10,000 events; all are recorded at the batch's time (its first event's timestamp).
         observed, recorded_at = batch.trigger_event, batch.created_on
         for o in observations:
             observed(cls.CompetitorPriceObserved, timestamp=recorded_at, listing_id=o.listing_id,
