@@ -1,4 +1,4 @@
-"""What every benchmark needs: a fresh database, timing, percentiles, progress and output.
+"""What every benchmark needs: a fresh database, timing, percentiles and output (progress: api/progress.py).
 
 A benchmark never asserts its figures; it measures, prints a table (or one JSON object) and
 leaves judging to whoever reads it.
