@@ -16,6 +16,7 @@ from fastapi.dependencies.utils import get_flat_params
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 
@@ -83,12 +84,10 @@ def what_it_changes(route: APIRoute) -> str:
 
 def describe(route: APIRoute) -> str:
     """What the operation does (its docstring, else its summary), who may call it, what it changes.
-    A docstring that says what the route changes (a line starting 'Changes:') keeps its own words."""
-    what = route.description or route.summary or ""
-    parts = [what, f"**Who may call:** {who_may_call(route)}"]
-    if "Changes:" not in what:
-        parts.append(f"**Changes:** {what_it_changes(route)}")
-    return "\n\n".join(parts)
+    A docstring with its own '**Changes:**' paragraph keeps its words for that part."""
+    what, _, changes = (route.description or route.summary or "").partition("**Changes:**")
+    return "\n\n".join([what.strip(), f"**Who may call:** {who_may_call(route)}",
+                        f"**Changes:** {changes.strip() or what_it_changes(route)}"])
 
 
 def operations(app: FastAPI) -> list[APIRoute]:
@@ -117,10 +116,27 @@ def document(app: FastAPI) -> dict:
                 answers[str(status)] = {"description": declared or STATUS_MEANINGS[status],
                                         "content": {PROBLEM: {"schema": {"$ref": SCHEMAS + "Problem"}}}}
             operation["responses"] = dict(sorted(answers.items()))
+    restore_examples(components)
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's default 422 body, replaced above
         components.pop(unused, None)
     app.openapi_schema = schema
     return schema
+
+
+def restore_examples(components: dict) -> None:
+    """Put back the nulls of our models' examples: FastAPI drops every null when it encodes the
+    document, which turns an example answer with `"locked_until": null` into one missing a field."""
+    models, pending = {}, [BaseModel]
+    while pending:
+        for model in pending.pop().__subclasses__():
+            pending.append(model)
+            if model.__module__.startswith(("api.", "commands.")):
+                models[model.__name__] = model
+    for name, schema in components.items():
+        model = models.get(name.removesuffix("-Output").removesuffix("-Input"))
+        extra = model.model_config.get("json_schema_extra") if model else None
+        if isinstance(extra, dict) and "examples" in extra and "examples" in schema:
+            schema["examples"] = extra["examples"]
 
 
 def install(app: FastAPI) -> None:

@@ -266,6 +266,10 @@ class BulkSetPrices(Command):
     source: ManualPriceSource = "manual"
     rule: Label | None = None
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "changes": [{"listing_id": "55d95577-b375-455a-8c80-879603d12831", "price": "21.00"}, {"listing_id": "e960f6a9-4e04-4866-8157-94b5c6a1bad8", "price": "18.50"}],
+        "currency": "GBP", "reason": "autumn prices"}]})
+
 
 class RollbackListing(Command):
     """Exactly one of to_version, to_time, undo_version."""

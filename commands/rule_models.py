@@ -66,6 +66,8 @@ class RetireRule(Command):
     reason: Reason = ""
     expected_version: Version | None = None
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "season over", "expected_version": 2}]})
+
 
 class AssignRule(Command):
     """Point listings at a rule (replacing any other), or at none with `rule_id: null`."""
@@ -82,6 +84,9 @@ class AssignRule(Command):
 class AssignOne(Command):
     rule_id: UUID
     reason: Reason = ""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"rule_id": "6de5c311-4088-486a-888a-46c048a919bd", "reason": "try beat-lowest on mugs"}]})
 
 
 class SetAutomationLimits(Command):

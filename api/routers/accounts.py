@@ -13,7 +13,8 @@ from api.auth import requires
 from api.deps import Context, Engine
 from api.passwords import check_password
 from api.routing import resource_router
-from api.schemas import answer
+from api.schemas import (Account, AccountHistory, AccountList, ApiKeyIssued, ApiKeyList, ApiKeyRevoked,
+                         SecurityReport, answer)
 from commands.models import QueryInt, text
 from commands.identity import describe_account
 from domain.account import API_KEY_SCOPES, Role
@@ -32,6 +33,9 @@ class Body(BaseModel):
 class RoleGrantIn(Body):
     role: RoleName
     shops: Shops = Field(None, description="Shops the role covers; omit (null) for the whole tenant")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"role": "analyst", "shops": None}, {"role": "seller", "shops": ["4c540e6c-a306-493d-8f2e-c4ffdfae895b"]}]})
 
 
 class AccountIn(Body):
@@ -57,70 +61,72 @@ class ApiKeyIn(Body):
     scopes: Annotated[list[Literal[tuple(sorted(API_KEY_SCOPES))]], Field(min_length=1, max_length=10)]
     shops: Shops = Field(None, description="Limit the key to these shops; null: every shop the account may use")
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"scopes": ["facts:write", "shops:read"], "shops": None}]})
+
 
 def _roles(grants: list[RoleGrantIn]) -> dict[str, list[str] | None]:
     return {g.role: None if g.shops is None else [str(s) for s in g.shops] for g in grants}
 
 
-@router.post("/accounts", status_code=201, summary="Create an account in the caller's tenant", dependencies=[MANAGE])
+@router.post("/accounts", status_code=201, response_model=Account, summary="Create an account in the caller's tenant", dependencies=[MANAGE])
 def create_account(body: AccountIn, ctx: Context, engine: Engine):
     if body.password is not None:
         check_password(body.password, body.username)
     return answer(engine.create_account(ctx, body.username, body.kind, body.password, _roles(body.roles)))
 
 
-@router.get("/accounts", summary="The tenant's accounts", dependencies=[MANAGE])
+@router.get("/accounts", response_model=AccountList, summary="The tenant's accounts", dependencies=[MANAGE])
 def list_accounts(ctx: Context, engine: Engine) -> dict:
     return {"accounts": engine.accounts_of(ctx)}
 
 
-@router.get("/accounts/{account_id}", summary="An account: roles, MFA, lock, API keys", dependencies=[MANAGE])
+@router.get("/accounts/{account_id}", response_model=Account, summary="An account: roles, MFA, lock, API keys", dependencies=[MANAGE])
 def get_account(account_id: UUID, ctx: Context, engine: Engine) -> dict:
     return describe_account(engine.tenant_account(ctx, account_id))
 
 
-@router.post("/accounts/{account_id}/roles", summary="Grant a role (over shops, or the whole tenant)",
+@router.post("/accounts/{account_id}/roles", response_model=Account, summary="Grant a role (over shops, or the whole tenant)",
              dependencies=[MANAGE])
 def grant_role(account_id: UUID, body: RoleGrantIn, ctx: Context, engine: Engine):
     return answer(engine.grant_role(ctx, account_id, body.role, _roles([body])[body.role]))
 
 
-@router.delete("/accounts/{account_id}/roles/{role}", summary="Revoke a role, or only its grant over one shop",
+@router.delete("/accounts/{account_id}/roles/{role}", response_model=Account, summary="Revoke a role, or only its grant over one shop",
                dependencies=[MANAGE])
 def revoke_role(account_id: UUID, role: Role, ctx: Context, engine: Engine,
                 shop_id: Annotated[UUID | None, Query(description="Only this shop")] = None):
     return answer(engine.revoke_role(ctx, account_id, role.value, None if shop_id is None else [str(shop_id)]))
 
 
-@router.post("/accounts/{account_id}/unlock", summary="End a lockout now", dependencies=[MANAGE])
+@router.post("/accounts/{account_id}/unlock", response_model=Account, summary="End a lockout now", dependencies=[MANAGE])
 def unlock(account_id: UUID, ctx: Context, engine: Engine):
     return answer(engine.unlock_account(ctx, account_id))
 
 
-@router.post("/accounts/{account_id}/mfa/reset", summary="Remove a lost second factor", dependencies=[MANAGE])
+@router.post("/accounts/{account_id}/mfa/reset", response_model=Account, summary="Remove a lost second factor", dependencies=[MANAGE])
 def reset_mfa(account_id: UUID, ctx: Context, engine: Engine):
     return answer(engine.reset_mfa(ctx, account_id))
 
 
-@router.post("/accounts/{account_id}/api-keys", status_code=201,
+@router.post("/accounts/{account_id}/api-keys", status_code=201, response_model=ApiKeyIssued,
              summary="Issue an API key for a service account (shown once, stored hashed)", dependencies=[MANAGE])
 def issue_api_key(account_id: UUID, body: ApiKeyIn, ctx: Context, engine: Engine):
     shops = None if body.shops is None else [str(s) for s in body.shops]
     return answer(engine.issue_api_key(ctx, account_id, list(body.scopes), shops))
 
 
-@router.get("/accounts/{account_id}/api-keys", summary="A service account's keys (never the keys themselves)",
+@router.get("/accounts/{account_id}/api-keys", response_model=ApiKeyList, summary="A service account's keys (never the keys themselves)",
             dependencies=[MANAGE])
 def list_api_keys(account_id: UUID, ctx: Context, engine: Engine) -> dict:
     return {"api_keys": engine.api_keys_of(ctx, account_id)}
 
 
-@router.delete("/accounts/{account_id}/api-keys/{key_id}", summary="Revoke an API key", dependencies=[MANAGE])
+@router.delete("/accounts/{account_id}/api-keys/{key_id}", response_model=ApiKeyRevoked, summary="Revoke an API key", dependencies=[MANAGE])
 def revoke_api_key(account_id: UUID, key_id: UUID, ctx: Context, engine: Engine):
     return answer(engine.revoke_api_key(ctx, account_id, key_id))
 
 
-@router.get("/security/accounts/{account_id}/events",
+@router.get("/security/accounts/{account_id}/events", response_model=AccountHistory,
             summary="Replay an account's history: logins, failures, lockouts, roles, MFA, sessions, keys",
             dependencies=[requires("security:read", tenant_wide=True)])
 def account_history(account_id: UUID, ctx: Context, engine: Engine,
@@ -129,7 +135,7 @@ def account_history(account_id: UUID, ctx: Context, engine: Engine,
     return engine.account_history(ctx, account_id, after_version, limit)
 
 
-@router.get("/security/logins", summary="Failed logins per account and day, and lockouts",
+@router.get("/security/logins", response_model=SecurityReport, summary="Failed logins per account and day, and lockouts",
             dependencies=[requires("security:read", tenant_wide=True)])
 def security_view(ctx: Context, engine: Engine,
                   days: Annotated[QueryInt, Query(ge=1, le=366, description="How far back")] = 7) -> dict:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.auth import requires
 from api.deps import Context, Engine
+from api.schemas import AnalyticsPage, Lag
 from commands.errors import NotFound
 from commands.models import QueryInt, QueryTime
 from domain.errors import InvalidValue
@@ -67,8 +68,12 @@ def answer(engine, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | N
 def _register(view: queries.View) -> None:
     path = f"/shops/{{shop_id}}/analytics/{view.name}"
     options = dict(summary=SUMMARIES[view.name], dependencies=[requires(ANALYTICS_READ)],
-                   response_class=JSONResponse,
-                   responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
+                   response_class=JSONResponse, response_model=AnalyticsPage,
+                   responses={200: {"content": {"text/csv": {"schema": {"type": "string"},
+                                                             "example": "listing_id,price,currency\n"
+                                                                        "55d95577-b375-455a-8c80-879603d12831,20.00,GBP\n"},
+                                                "application/vnd.apache.parquet": {"schema": {"type": "string",
+                                                                                              "format": "binary"}}},
                                     "description": "A page (json) or a file (csv, parquet); header X-Next-Cursor"
                                                    " carries the cursor of the next page when there is one"}})
     if view.bucketed and view.by_listing:
@@ -104,7 +109,7 @@ for _view in queries.VIEWS.values():
 
 @router.get("/analytics/lag", summary="How far the projections and the repricing policy are behind on your shops'"
             " events, and your events they could not process (parked, with the error)",
-            dependencies=[requires(ANALYTICS_READ)])
+            dependencies=[requires(ANALYTICS_READ)], response_model=Lag)
 def projection_lag(request: Request, ctx: Context, engine: Engine) -> dict:
     # A tenant's own figures only: whole-log figures (head, positions, other tenants' parked
     # events) are for operators, who have `etsypro projections status`.

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import PUBLIC, SIGNED_IN, Caller, client_address, rate_limited, token_answer, unauthorized
 from api.deps import Context, Engine
+from api.schemas import LoggedOut, Me, MfaConfirmed, MfaEnrollment, MfaRequired, MfaState, PasswordChanged, Tokens
 from api.passwords import check_password
 from commands.models import text
 from commands.identity import LoginRefused, MfaChallenge, TokenRefused, TooManyAttempts
@@ -45,6 +46,9 @@ class SecondFactorIn(Body):
     code: TotpCode | None = None
     recovery_code: RecoveryCode | None = None
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"challenge": "c_4f1d…", "code": "123456"},
+                                                              {"challenge": "c_4f1d…", "recovery_code": "k7qm-2xwp-9fhd"}]})
+
     @model_validator(mode="after")
     def exactly_one(self):
         if (self.code is None) == (self.recovery_code is None):
@@ -55,21 +59,30 @@ class SecondFactorIn(Body):
 class RefreshIn(Body):
     refresh_token: text(200)
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "rt_ddONZc_1WNR71F5VfTScoayFci7_tIdyN_9obfZ_E84"}]})
+
 
 class PasswordChangeIn(Body):
     current_password: Secret
     new_password: Secret
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"current_password": "a long passphrase of words", "new_password": "another long passphrase"}]})
+
 
 class CodeIn(Body):
     code: TotpCode
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "123456"}]})
 
 
 class PasswordIn(Body):
     password: Secret
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"password": "a long passphrase of words"}]})
 
-@router.post("/login", summary="Log in with a password; answers tokens, or a challenge for the second factor",
+
+@router.post("/login", response_model=Tokens | MfaRequired, summary="Log in with a password; answers tokens, or a challenge for the second factor",
              dependencies=[PUBLIC, rate_limited("login")],
              responses={401: {"description": REFUSED}, 429: {"description": "Too many attempts; see Retry-After"}})
 def login(body: LoginIn, request: Request, engine: Engine) -> dict:
@@ -82,7 +95,7 @@ def login(body: LoginIn, request: Request, engine: Engine) -> dict:
     return token_answer(request, outcome)
 
 
-@router.post("/login/mfa", summary="Complete a login with a TOTP code or a recovery code",
+@router.post("/login/mfa", response_model=Tokens, summary="Complete a login with a TOTP code or a recovery code",
              dependencies=[PUBLIC, rate_limited("login")],
              responses={401: {"description": REFUSED}, 429: {"description": "Too many attempts; see Retry-After"}})
 def login_second_factor(body: SecondFactorIn, request: Request, engine: Engine) -> dict:
@@ -94,11 +107,15 @@ def login_second_factor(body: SecondFactorIn, request: Request, engine: Engine) 
     return token_answer(request, session)
 
 
-@router.post("/token", summary="Exchange a refresh token for new tokens (the old refresh token is spent)",
+@router.post("/token", response_model=Tokens, summary="Exchange a refresh token for new tokens (the old refresh token is spent)",
              dependencies=[PUBLIC, rate_limited("token")],
              responses={401: {"description": "Unknown, expired or revoked; a reused token revokes its session"},
                         429: {"description": "Too many attempts; see Retry-After"}})
 def refresh(body: RefreshIn, request: Request, engine: Engine) -> dict:
+    """Exchanges a refresh token for a new access token and a new refresh token.
+
+    **Changes:** the refresh token is spent (no event); reusing a spent one revokes its whole session,
+    which is recorded on the account."""
     try:
         session = engine.refresh(body.refresh_token)
     except TokenRefused:
@@ -106,7 +123,7 @@ def refresh(body: RefreshIn, request: Request, engine: Engine) -> dict:
     return token_answer(request, session)
 
 
-@router.post("/logout", summary="End this session: its refresh and access tokens stop working",
+@router.post("/logout", response_model=LoggedOut, summary="End this session: its refresh and access tokens stop working",
              dependencies=[SIGNED_IN])
 def logout(caller: Caller, engine: Engine) -> dict:
     if caller.via != "token":
@@ -115,7 +132,7 @@ def logout(caller: Caller, engine: Engine) -> dict:
     return {"logged_out": True}
 
 
-@router.get("/me", summary="Who the credentials belong to: roles, shops, MFA", dependencies=[SIGNED_IN])
+@router.get("/me", response_model=Me, summary="Who the credentials belong to: roles, shops, MFA", dependencies=[SIGNED_IN])
 def me(caller: Caller, engine: Engine) -> dict:
     return engine.describe_self(caller)
 
@@ -124,7 +141,7 @@ def me(caller: Caller, engine: Engine) -> dict:
 CHECKS_A_SECRET = {429: {"description": "Too many wrong attempts from this client; see Retry-After"}}
 
 
-@router.post("/password", summary="Change one's password (other sessions end)",
+@router.post("/password", response_model=PasswordChanged, summary="Change one's password (other sessions end)",
              dependencies=[SIGNED_IN, rate_limited("login")], responses=CHECKS_A_SECRET)
 def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)
@@ -134,7 +151,7 @@ def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine
                                       client_address(request)).body
 
 
-@router.post("/mfa/enroll", summary="Start TOTP enrollment: scan the QR code (or enter the secret) in an app",
+@router.post("/mfa/enroll", response_model=MfaEnrollment, summary="Start TOTP enrollment: scan the QR code (or enter the secret) in an app",
              dependencies=[SIGNED_IN])
 def enroll_mfa(caller: Caller, ctx: Context, engine: Engine) -> dict:
     _person(caller)
@@ -143,7 +160,7 @@ def enroll_mfa(caller: Caller, ctx: Context, engine: Engine) -> dict:
             "next": "POST /auth/mfa/confirm with a current code"}
 
 
-@router.post("/mfa/confirm", summary="Turn MFA on with a first code; answers single-use recovery codes (once)",
+@router.post("/mfa/confirm", response_model=MfaConfirmed, summary="Turn MFA on with a first code; answers single-use recovery codes (once)",
              dependencies=[SIGNED_IN, rate_limited("login")], responses=CHECKS_A_SECRET)
 def confirm_mfa(body: CodeIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)
@@ -151,7 +168,7 @@ def confirm_mfa(body: CodeIn, caller: Caller, ctx: Context, engine: Engine, requ
         return {"mfa": "confirmed", "recovery_codes": engine.confirm_mfa(ctx, body.code, client_address(request))}
 
 
-@router.post("/mfa/disable", summary="Turn MFA off (needs the password)",
+@router.post("/mfa/disable", response_model=MfaState, summary="Turn MFA off (needs the password)",
              dependencies=[SIGNED_IN, rate_limited("login")], responses=CHECKS_A_SECRET)
 def disable_mfa(body: PasswordIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)

@@ -6,14 +6,14 @@ from fastapi import Query
 from api.auth import requires
 from api.deps import Context, Engine
 from api.routing import resource_router
-from api.schemas import ListingChanged, PricesChanged, answer
+from api.schemas import ListingChanged, ListingState, PricesChanged, answer
 from commands import models
 from commands.models import QueryInt, QueryTime
 
 router = resource_router(prefix="/shops/{shop_id}", tags=["prices"])
 
 
-@router.get("/listings/{listing_id}", summary="A listing now, or as of a version or a moment (by replay)",
+@router.get("/listings/{listing_id}", response_model=ListingState, summary="A listing now, or as of a version or a moment (by replay)",
             dependencies=[requires("shops:read")])
 def get_listing(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine,
                 version: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1)] = None,

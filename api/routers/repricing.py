@@ -11,6 +11,7 @@ from psycopg.rows import tuple_row
 
 from api.auth import requires
 from api.deps import Context, Engine
+from api.schemas import DryRunReport, Explanation
 from commands import rule_models as m
 from commands.dry_run import dry_run
 from commands.explain import explain
@@ -38,13 +39,18 @@ def observations_from_view(engine):
     return fetch
 
 
-@router.post(SHOP + "/rules/dry-run", dependencies=[PREVIEW],
+@router.post(SHOP + "/rules/dry-run", dependencies=[PREVIEW], response_model=DryRunReport,
              summary="What a rule (saved, at a version, or a draft) would do to listings now; writes nothing")
 def rule_dry_run(shop_id: UUID, cmd: m.DryRun, ctx: Context, engine: Engine) -> dict:
+    """Evaluates a saved rule (or one of its versions, or a draft) against the listings' current
+    prices and the competitor observations projected so far: per listing, the price it would
+    propose, the guardrails' clamps and refusals.
+
+    **Changes:** nothing; it is a preview (a POST because it takes a rule)."""
     return dry_run(engine, ctx, shop_id, cmd, observations_from_view(engine))
 
 
-@router.get(SHOP + "/listings/{listing_id}/explain", dependencies=[READ],
+@router.get(SHOP + "/listings/{listing_id}/explain", dependencies=[READ], response_model=Explanation,
             summary="Why the listing has its price: the events behind it, rule version, observations, clamps")
 def explain_price(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine) -> dict:
     return explain(engine, ctx, shop_id, listing_id)

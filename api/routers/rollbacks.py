@@ -3,17 +3,17 @@ from uuid import UUID
 from api.auth import requires
 from api.deps import Context, Engine
 from api.routing import resource_router
-from api.schemas import answer
+from api.schemas import BulkRolledBack, ListingRolledBack, answer
 from commands import models
 
 router = resource_router(prefix="/shops/{shop_id}", tags=["rollback"], dependencies=[requires("prices:write")])
 
 
-@router.post("/listings/{listing_id}/rollback", summary="Roll a listing's price back (appends a compensating change)")
+@router.post("/listings/{listing_id}/rollback", response_model=ListingRolledBack, summary="Roll a listing's price back (appends a compensating change)")
 def rollback_listing(shop_id: UUID, listing_id: UUID, cmd: models.RollbackListing, ctx: Context, engine: Engine):
     return answer(engine.rollback_listing(ctx, shop_id, listing_id, cmd))
 
 
-@router.post("/rollbacks", summary="Compensate every price change matching a filter; report skipped listings")
+@router.post("/rollbacks", response_model=BulkRolledBack, summary="Compensate every price change matching a filter; report skipped listings")
 def bulk_rollback(shop_id: UUID, cmd: models.BulkRollback, ctx: Context, engine: Engine):
     return answer(engine.bulk_rollback(ctx, shop_id, cmd))

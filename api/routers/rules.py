@@ -10,7 +10,8 @@ from fastapi import Query
 from api.auth import requires
 from api.deps import Context, Engine
 from api.routing import resource_router
-from api.schemas import answer
+from api.schemas import (ListingAutomation, ListingAutomationChanged, Rule, RuleAssigned, RuleChanged, RuleList,
+                         ShopAutomation, ShopAutomationChanged, TenantAutomation, TenantAutomationChanged, answer)
 from commands import rule_models as m
 from commands.models import QueryInt, Reason
 from commands.repricing import describe_rule
@@ -24,60 +25,60 @@ SHOP = "/shops/{shop_id}"
 
 
 # -- rules -----------------------------------------------------------------------------------
-@router.post(SHOP + "/rules", status_code=201, summary="Define a pricing rule (version 1)", dependencies=[WRITE])
+@router.post(SHOP + "/rules", status_code=201, response_model=Rule, summary="Define a pricing rule (version 1)", dependencies=[WRITE])
 def define_rule(shop_id: UUID, cmd: m.DefineRule, ctx: Context, engine: Engine):
     return answer(engine.define_rule(ctx, shop_id, cmd))
 
 
-@router.get(SHOP + "/rules", summary="The shop's rules, retired ones last", dependencies=[READ])
+@router.get(SHOP + "/rules", response_model=RuleList, summary="The shop's rules, retired ones last", dependencies=[READ])
 def list_rules(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
     return {"rules": engine.rules_of(ctx, shop_id)}
 
 
-@router.get(SHOP + "/rules/{rule_id}", summary="A rule now, or as of one of its versions", dependencies=[READ])
+@router.get(SHOP + "/rules/{rule_id}", response_model=Rule, summary="A rule now, or as of one of its versions", dependencies=[READ])
 def get_rule(shop_id: UUID, rule_id: UUID, ctx: Context, engine: Engine,
              version: Annotated[QueryInt | None, Query(ge=1, le=2**31)] = None) -> dict:
     return describe_rule(engine.pricing_rule(ctx, shop_id, rule_id, version))
 
 
-@router.put(SHOP + "/rules/{rule_id}", summary="Revise a rule: appends version n+1", dependencies=[WRITE])
+@router.put(SHOP + "/rules/{rule_id}", response_model=RuleChanged, summary="Revise a rule: appends version n+1", dependencies=[WRITE])
 def revise_rule(shop_id: UUID, rule_id: UUID, cmd: m.ReviseRule, ctx: Context, engine: Engine):
     return answer(engine.revise_rule(ctx, shop_id, rule_id, cmd))
 
 
-@router.post(SHOP + "/rules/{rule_id}/retire", summary="Retire a rule: it prices nothing from now on",
+@router.post(SHOP + "/rules/{rule_id}/retire", response_model=RuleChanged, summary="Retire a rule: it prices nothing from now on",
              dependencies=[WRITE])
 def retire_rule(shop_id: UUID, rule_id: UUID, cmd: m.RetireRule, ctx: Context, engine: Engine):
     return answer(engine.retire_rule(ctx, shop_id, rule_id, cmd))
 
 
 # -- assignment ------------------------------------------------------------------------------
-@router.post(SHOP + "/rule-assignments", summary="Assign a rule to many listings, or none (rule_id null)",
+@router.post(SHOP + "/rule-assignments", response_model=RuleAssigned, summary="Assign a rule to many listings, or none (rule_id null)",
              dependencies=[WRITE])
 def assign_rule(shop_id: UUID, cmd: m.AssignRule, ctx: Context, engine: Engine):
     return answer(engine.assign_rule(ctx, shop_id, cmd))
 
 
-@router.put(SHOP + "/listings/{listing_id}/rule", summary="Assign a rule to one listing", dependencies=[WRITE])
+@router.put(SHOP + "/listings/{listing_id}/rule", response_model=RuleAssigned, summary="Assign a rule to one listing", dependencies=[WRITE])
 def assign_one(shop_id: UUID, listing_id: UUID, cmd: m.AssignOne, ctx: Context, engine: Engine):
     return answer(engine.assign_rule(ctx, shop_id, m.AssignRule(rule_id=cmd.rule_id, listing_ids=[listing_id],
                                                                 reason=cmd.reason)))
 
 
-@router.delete(SHOP + "/listings/{listing_id}/rule", summary="Unassign a listing's rule", dependencies=[WRITE])
+@router.delete(SHOP + "/listings/{listing_id}/rule", response_model=RuleAssigned, summary="Unassign a listing's rule", dependencies=[WRITE])
 def unassign_one(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine,
                  reason: Annotated[Reason, Query()] = ""):
     return answer(engine.assign_rule(ctx, shop_id, m.AssignRule(rule_id=None, listing_ids=[listing_id], reason=reason)))
 
 
 # -- automation limits of a listing ------------------------------------------------------------
-@router.get(SHOP + "/listings/{listing_id}/automation", summary="A listing's rule and automation limits",
+@router.get(SHOP + "/listings/{listing_id}/automation", response_model=ListingAutomation, summary="A listing's rule and automation limits",
             dependencies=[READ])
 def get_listing_automation(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine) -> dict:
     return engine.listing_automation(ctx, shop_id, listing_id)
 
 
-@router.put(SHOP + "/listings/{listing_id}/automation",
+@router.put(SHOP + "/listings/{listing_id}/automation", response_model=ListingAutomationChanged,
             summary="Set limits on automated changes: margin floor, max step, daily cap, cooldown",
             dependencies=[WRITE])
 def set_listing_automation(shop_id: UUID, listing_id: UUID, cmd: m.SetAutomationLimits, ctx: Context, engine: Engine):
@@ -85,36 +86,36 @@ def set_listing_automation(shop_id: UUID, listing_id: UUID, cmd: m.SetAutomation
 
 
 # -- emergency stop --------------------------------------------------------------------------
-@router.get(SHOP + "/automation", summary="Is automated repricing running in this shop?", dependencies=[READ])
+@router.get(SHOP + "/automation", response_model=ShopAutomation, response_model_exclude_unset=True, summary="Is automated repricing running in this shop?", dependencies=[READ])
 def shop_automation(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
     return engine.automation_status(ctx, shop_id)
 
 
-@router.post(SHOP + "/automation/stop", summary="Stop all automated price changes in the shop, at once",
+@router.post(SHOP + "/automation/stop", response_model=ShopAutomationChanged, summary="Stop all automated price changes in the shop, at once",
              dependencies=[WRITE])
 def stop_shop(shop_id: UUID, cmd: m.StopAutomation, ctx: Context, engine: Engine):
     return answer(engine.stop_shop_automation(ctx, shop_id, cmd))
 
 
-@router.post(SHOP + "/automation/resume", summary="Resume automated price changes in the shop",
+@router.post(SHOP + "/automation/resume", response_model=ShopAutomationChanged, summary="Resume automated price changes in the shop",
              dependencies=[WRITE])
 def resume_shop(shop_id: UUID, cmd: m.StopAutomation, ctx: Context, engine: Engine):
     return answer(engine.resume_shop_automation(ctx, shop_id, cmd))
 
 
-@router.get("/automation", summary="Is automated repricing stopped in all of the tenant's shops?",
+@router.get("/automation", response_model=TenantAutomation, response_model_exclude_unset=True, summary="Is automated repricing stopped in all of the tenant's shops?",
             dependencies=[READ])
 def global_automation(ctx: Context, engine: Engine) -> dict:
     return engine.global_automation_status(ctx)
 
 
-@router.post("/automation/stop", summary="Stop automated price changes in every shop of the tenant (admins)",
+@router.post("/automation/stop", response_model=TenantAutomationChanged, summary="Stop automated price changes in every shop of the tenant (admins)",
              dependencies=[ADMIN])
 def stop_all(cmd: m.StopAutomation, ctx: Context, engine: Engine):
     return answer(engine.stop_all_automation(ctx, cmd))
 
 
-@router.post("/automation/resume", summary="Resume automated price changes in the tenant's shops (admins)",
+@router.post("/automation/resume", response_model=TenantAutomationChanged, summary="Resume automated price changes in the tenant's shops (admins)",
              dependencies=[ADMIN])
 def resume_all(cmd: m.StopAutomation, ctx: Context, engine: Engine):
     return answer(engine.resume_all_automation(ctx, cmd))

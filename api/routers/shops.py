@@ -3,7 +3,7 @@ from uuid import UUID
 from api.auth import requires
 from api.deps import Context, Engine
 from api.routing import resource_router
-from api.schemas import ListingsRegistered, ShopOpened, answer
+from api.schemas import ListingsRegistered, Shop, ShopList, ShopOpened, answer
 from commands import models
 
 router = resource_router(prefix="/shops", tags=["shops"])
@@ -15,12 +15,12 @@ def open_shop(cmd: models.OpenShop, ctx: Context, engine: Engine):
     return answer(engine.open_shop(ctx, cmd))
 
 
-@router.get("", summary="The caller's shops", dependencies=[requires("shops:read")])
+@router.get("", response_model=ShopList, summary="The caller's shops", dependencies=[requires("shops:read")])
 def list_shops(ctx: Context, engine: Engine) -> dict:
     return {"shops": [str(s) for s in engine.shops_of(ctx.tenant_id) if ctx.may_see(s)]}
 
 
-@router.get("/{shop_id}", summary="A shop's current state", dependencies=[requires("shops:read")])
+@router.get("/{shop_id}", response_model=Shop, summary="A shop's current state", dependencies=[requires("shops:read")])
 def get_shop(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
     tenant, currency = engine.shop_facts(ctx, shop_id)
     shop = engine.repository.get(shop_id)
