@@ -84,7 +84,9 @@ def admin_create(args) -> int:
 def _tenant(text: str) -> str:
     import re
 
-    if not re.match(r"^[A-Za-z0-9._:@/-]{1,200}$", text):
+    from commands.models import TOKEN_PATTERN
+
+    if not re.match(TOKEN_PATTERN, text):
         raise argparse.ArgumentTypeError("1-200 characters of letters, digits and ._:@/-")
     return text
 

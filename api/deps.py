@@ -10,8 +10,9 @@ from fastapi import Depends, Header, HTTPException, Request
 from api.auth import resolve_principal
 from commands.context import CommandContext
 from commands.engine import PricingEngine
+from commands.models import TOKEN_PATTERN
 
-_TOKEN = re.compile(r"^[A-Za-z0-9._:@/-]{1,200}$")
+_TOKEN = re.compile(TOKEN_PATTERN)
 
 
 # Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in its

@@ -55,6 +55,10 @@ def _integer_text(value: object) -> object:
 
 QueryInt = Annotated[int, BeforeValidator(_integer_text)]
 
+# Tokens (tenants, actor ids, idempotency keys, correlation ids): what fits in a header, a log line and a URL.
+TOKEN_PATTERN = r"^[A-Za-z0-9._:@/-]{1,200}$"
+Token = Annotated[str, StringConstraints(pattern=TOKEN_PATTERN)]
+
 
 # -- free text: one policy for every string a client writes ----------------------------------------
 # Refused in all of them: C0 controls (NUL breaks PostgreSQL text, ESC drives terminals), DEL, C1

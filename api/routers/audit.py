@@ -14,8 +14,9 @@ from pydantic import StringConstraints
 
 from api.auth import Caller, requires
 from api.deps import Context, Engine
+from api.schemas import EVENT, AggregateHistory, AuditLog, ChainVerified
 from commands.audit import AUDIT_READ, AuditReader, LogFilter
-from commands.models import QueryInt, QueryTime
+from commands.models import QueryInt, QueryTime, Token
 from domain.errors import InvalidValue
 
 from api.routing import resource_router
@@ -33,7 +34,6 @@ Reader = Annotated[AuditReader, Depends(audit_reader)]
 Position = Annotated[QueryInt, Query(ge=0, le=2**63 - 1)]
 Limit = Annotated[QueryInt, Query(ge=1, le=1000, description="Events per page")]
 EventType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,199}$")]
-Actor = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@/-]{1,200}$")]
 
 
 def log_filter(type: list[EventType] | None, actor: str | None, shop_id: UUID | None,
@@ -45,20 +45,20 @@ def log_filter(type: list[EventType] | None, actor: str | None, shop_id: UUID | 
 
 # The same filters on the paged log and on the export (FastAPI reads them from the query string).
 TypeQuery = Annotated[list[EventType] | None, Query(description="Event type, e.g. Listing.PriceChanged; repeatable")]
-ActorQuery = Annotated[Actor | None, Query(description="Actor id")]
+ActorQuery = Annotated[Token | None, Query(description="Actor id")]
 ShopQuery = Annotated[UUID | None, Query(description="One of the caller's shops")]
 SinceQuery = Annotated[QueryTime | None, Query(description="Recorded at or after (ISO 8601 with offset)")]
 UntilQuery = Annotated[QueryTime | None, Query(description="Recorded before (ISO 8601 with offset)")]
 
 
-@router.get("/aggregates/{aggregate_id}/history", summary="One aggregate's events, oldest first, paged by version",
+@router.get("/aggregates/{aggregate_id}/history", response_model=AggregateHistory, summary="One aggregate's events, oldest first, paged by version",
             dependencies=[requires(AUDIT_READ)])
 def aggregate_history(aggregate_id: UUID, reader: Reader, engine: Engine,
                       after_version: Position = 0, limit: Limit = 100) -> dict:
     return engine.aggregate_history(reader, aggregate_id, after_version, limit)
 
 
-@router.get("/audit/events", summary="The tenant's events in commit order, paged by position",
+@router.get("/audit/events", response_model=AuditLog, summary="The tenant's events in commit order, paged by position",
             dependencies=[requires(AUDIT_READ, tenant_wide=True)])
 def audit_events(reader: Reader, engine: Engine, after: Position = 0, limit: Limit = 100,
                  type: TypeQuery = None, actor: ActorQuery = None, shop_id: ShopQuery = None,
@@ -71,8 +71,11 @@ def audit_events(reader: Reader, engine: Engine, after: Position = 0, limit: Lim
 @router.get("/audit/export", summary="The tenant's events from one position to another, as NDJSON",
             dependencies=[requires(AUDIT_READ, tenant_wide=True)],
             response_class=StreamingResponse,
-            responses={200: {"content": {"application/x-ndjson": {}},
-                             "description": "One event per line; header X-Export-To gives the last position covered"}})
+            responses={200: {"content": {"application/x-ndjson": {
+                "schema": {"type": "string", "description": "One AuditEvent as JSON per line"},
+                "x-item-schema": {"$ref": "#/components/schemas/AuditEvent"},
+                "example": orjson.dumps(EVENT).decode() + "\n"}},
+                "description": "One event per line; header X-Export-To gives the last position covered"}})
 def audit_export(reader: Reader, engine: Engine,
                  from_: Annotated[QueryInt, Query(alias="from", ge=1, le=2**63 - 1)] = 1,
                  to: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1, description="Inclusive; default: the log's head now")] = None,
@@ -90,7 +93,7 @@ def _ndjson(events: Iterator[dict]) -> Iterator[bytes]:
         yield orjson.dumps(event) + b"\n"
 
 
-@router.get("/audit/verify", summary="Check the hash chain over the whole log; counts only the caller's events",
+@router.get("/audit/verify", response_model=ChainVerified, summary="Check the hash chain over the whole log; counts only the caller's events",
             dependencies=[requires(AUDIT_READ)])
 def verify(reader: Reader, engine: Engine, from_position: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1)] = None) -> dict:
     """`checked_own`: how many events the caller may read were verified. The whole log's count is
