@@ -198,17 +198,33 @@ def check_answer(document: dict, method: str, template: str, response: httpx.Res
 
 
 @pytest.fixture(scope="module")
-def answers(base_url, document, accounts):
+def answers(base_url, document, accounts, engine):
     """A sample of real answers of every operation: a scenario an admin plays through the API,
     then the errors each route's declarations allow."""
     record = Recorder(document)
     admin = accounts.new("admin")
     with httpx.Client(base_url=base_url, headers=admin, timeout=60, event_hooks={"response": [record]}) as api:
         play(api, admin, accounts)
+        throttled(engine, record, admin)
         for method, path, operation in operations(document):  # every protected route, without credentials
             if operation.get("security"):
                 api.request(method, re.sub(r"\{\w+\}", str(uuid.uuid4()), path), headers={"Authorization": ""})
     return record.answers
+
+
+def throttled(engine, record, admin) -> None:
+    """429s: a server whose login budget is one attempt per minute and client."""
+    from api.app import create_app
+    from api.auth import AuthSettings
+    from api.server import running
+
+    strict = AuthSettings(login_per_minute=1, token_per_minute=1)
+    with running(create_app(engine, auth_settings=strict)) as url, \
+            httpx.Client(base_url=url, timeout=60, event_hooks={"response": [record]}) as api:
+        for _ in range(2):
+            api.post("/auth/login", json={"tenant": admin.tenant_id, "username": admin.username, "password": "wrong"})
+            api.post("/auth/token", json={"refresh_token": "rt_unknown"})
+            api.post("/auth/login/mfa", json={"challenge": "c_unknown", "code": "123456"})
 
 
 def play(api: httpx.Client, admin, accounts) -> None:
@@ -229,6 +245,7 @@ def play(api: httpx.Client, admin, accounts) -> None:
     api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec(1)]})  # the same external id: 409
     api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec(3, price="1.234")]})  # 422
     api.post(f"/shops/{shop}/listings", content=b"\xff", headers={"Content-Type": "application/json"})  # 400
+    api.post(f"/shops/{shop}/listings", content=b" " * (9 * 1024 * 1024), headers={"Content-Type": "application/json"})  # 413
 
     # prices
     ok(api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "21.00", "currency": "GBP", "reason": "r"}))
@@ -377,7 +394,13 @@ def play(api: httpx.Client, admin, accounts) -> None:
     ok(api.post("/auth/logout", headers=me))
     api.post("/auth/logout", headers=me)  # the session has ended: 401
 
-    # every protected route without credentials, and a reader's write refused
+    # an API key on a person's own routes, and a reader's write, are refused
+    key = accounts.new("service", tenant)
+    for path in ("/auth/mfa/enroll", "/auth/mfa/disable", "/auth/password", "/auth/mfa/confirm"):
+        body = {"/auth/mfa/disable": {"password": "x"}, "/auth/mfa/confirm": {"code": "123456"},
+                "/auth/password": {"current_password": "x", "new_password": "another long passphrase"}}.get(path)
+        api.post(path, json=body, headers=key)
+    api.post("/auth/logout", headers=key)
     analyst = accounts.new("analyst", tenant)
     api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "1.00", "currency": "GBP"}, headers=analyst)
     api.get("/audit/events", headers=analyst)
@@ -395,6 +418,8 @@ def test_the_sample_covers_every_operation_with_a_success_and_an_error(document,
     missing = [f"{m} {p}: {sorted(seen.get((m, p), ()))}" for m, p, _ in operations(document)
                if not any(s < 300 for s in seen.get((m, p), ())) or not any(s >= 400 for s in seen.get((m, p), ()))]
     assert not missing, "operations without a sampled success and error:\n" + "\n".join(missing)
+    sampled = set().union(*seen.values())
+    assert {200, 201, 400, 401, 403, 404, 409, 413, 422, 429} <= sampled, sorted(sampled)
 
 
 def test_error_answers_are_problems_naming_their_status(answers):

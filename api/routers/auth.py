@@ -138,7 +138,9 @@ def me(caller: Caller, engine: Engine) -> dict:
 
 
 # Routes that check a password or a code share the login's budget (per account and client) and events.
-CHECKS_A_SECRET = {429: {"description": "Too many wrong attempts from this client; see Retry-After"}}
+# Passwords and MFA are a person's: an API key is refused (see _person).
+PERSONS_ONLY = {403: {"description": "API keys cannot manage passwords or MFA"}}
+CHECKS_A_SECRET = {**PERSONS_ONLY, 429: {"description": "Too many wrong attempts from this client; see Retry-After"}}
 
 
 @router.post("/password", response_model=PasswordChanged, summary="Change one's password (other sessions end)",
@@ -152,7 +154,7 @@ def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine
 
 
 @router.post("/mfa/enroll", response_model=MfaEnrollment, summary="Start TOTP enrollment: scan the QR code (or enter the secret) in an app",
-             dependencies=[SIGNED_IN])
+             dependencies=[SIGNED_IN], responses=PERSONS_ONLY)
 def enroll_mfa(caller: Caller, ctx: Context, engine: Engine) -> dict:
     _person(caller)
     secret, uri = engine.enroll_mfa(ctx)
