@@ -151,6 +151,7 @@ class PrincipalCache:
     def __init__(self, ttl: float):
         self.ttl = ttl
         self.generation = 0  # moves on with every change to any account
+        # TTLCache wants a positive ttl; with 0, put stores nothing, so any placeholder does.
         self._entries: TTLCache[str, Principal] = TTLCache(self.MAX_ENTRIES, ttl if ttl > 0 else 1)
         self._lock = threading.Lock()  # TTLCache is not thread-safe
 
