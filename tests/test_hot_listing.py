@@ -132,7 +132,8 @@ def test_bulk_changes_naming_listings_in_opposite_orders_all_land(base_url, tena
     def bulk(i: int) -> httpx.Response:
         order = ids if i % 2 else ids[::-1]
         return httpx.post(f"{base_url}/shops/{shop}/price-changes", headers=tenant, timeout=60, json={
-            "currency": "GBP", "changes": [{"listing_id": x, "price": f"{12 + i}.00"} for x in order]})
+            # 21.00 up: never the listings' 20.00, so every change writes an event
+            "currency": "GBP", "changes": [{"listing_id": x, "price": f"{21 + i}.00"} for x in order]})
 
     answers = send_together(12, bulk)
     assert [a.status_code for a in answers] == [200] * 12, [a.text for a in answers]
