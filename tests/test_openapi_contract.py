@@ -401,6 +401,7 @@ def play(api: httpx.Client, admin, accounts) -> None:
                 "/auth/password": {"current_password": "x", "new_password": "another long passphrase"}}.get(path)
         api.post(path, json=body, headers=key)
     api.post("/auth/logout", headers=key)
+    api.get("/auth/me", headers=key)
     analyst = accounts.new("analyst", tenant)
     api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "1.00", "currency": "GBP"}, headers=analyst)
     api.get("/audit/events", headers=analyst)
