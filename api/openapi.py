@@ -26,6 +26,11 @@ from api.problems import PROBLEM, STATUS_MEANINGS, Problem
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc, served from the installed package (no CDN)
 SCHEMAS = "#/components/schemas/"
+# Headers that come with some errors, for clients that act on them.
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "The scheme to authenticate with", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}},
+}
 
 
 def declaration(route: APIRoute) -> tuple[str, bool] | str | None:
@@ -115,6 +120,8 @@ def document(app: FastAPI) -> dict:
                 declared = route.responses.get(status, {}).get("description")
                 answers[str(status)] = {"description": declared or STATUS_MEANINGS[status],
                                         "content": {PROBLEM: {"schema": {"$ref": SCHEMAS + "Problem"}}}}
+                if status in ERROR_HEADERS:
+                    answers[str(status)]["headers"] = ERROR_HEADERS[status]
             operation["responses"] = dict(sorted(answers.items()))
     restore_examples(components)
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's default 422 body, replaced above

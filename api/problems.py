@@ -38,6 +38,7 @@ class Problem(BaseModel):
     detail: str = Field(description="What went wrong with this request", examples=["expected version 3, found 4"])
     field: str | None = Field(None, description="The input at fault (body path, query parameter or header name)")
     errors: list[FieldError] | None = Field(None, description="Every invalid input, when validation failed (422)")
+    current_version: int | None = Field(None, description="On a stale `expected_version` (409): the version now")
 
 
 # What each status means on this API, for the document; every one answers a Problem.
