@@ -26,6 +26,9 @@ from api.problems import PROBLEM, STATUS_MEANINGS, Problem
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc, served from the installed package (no CDN)
 SCHEMAS = "#/components/schemas/"
+REPLAYED = {"Idempotent-Replayed": {"description": "`true` when this is the original answer to an earlier request"
+                                                  " with the same Idempotency-Key (nothing was written)",
+                                   "schema": {"type": "string", "enum": ["true"]}}}
 # Headers that come with some errors, for clients that act on them.
 ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"description": "The scheme to authenticate with", "schema": {"type": "string"}}},
@@ -78,10 +81,14 @@ def who_may_call(route: APIRoute) -> str:
     return f"Callers whose roles (or API key scopes) grant `{permission}` {scope}."
 
 
+def takes_idempotency_key(route: APIRoute) -> bool:
+    return any(p.alias.lower() == "idempotency-key" for p in get_flat_params(route.dependant))
+
+
 def what_it_changes(route: APIRoute) -> str:
     if not route.methods & WRITES:
         return "Nothing: it only reads."
-    idempotent = any(p.alias.lower() == "idempotency-key" for p in get_flat_params(route.dependant))
+    idempotent = takes_idempotency_key(route)
     return "Appends events to the log (who, why, when); history is never edited." + (
         " Send an `Idempotency-Key` to retry safely: the same key and body answer the original result and"
         " write nothing." if idempotent else "")
@@ -122,6 +129,10 @@ def document(app: FastAPI) -> dict:
                                         "content": {PROBLEM: {"schema": {"$ref": SCHEMAS + "Problem"}}}}
                 if status in ERROR_HEADERS:
                     answers[str(status)]["headers"] = ERROR_HEADERS[status]
+            if route.methods & WRITES and takes_idempotency_key(route):
+                for status, answer in answers.items():
+                    if status.startswith("2"):
+                        answer.setdefault("headers", {}).update(REPLAYED)
             operation["responses"] = dict(sorted(answers.items()))
     restore_examples(components)
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's default 422 body, replaced above

@@ -74,6 +74,8 @@ def _register(view: queries.View) -> None:
                                                                         "55d95577-b375-455a-8c80-879603d12831,20.00,GBP\n"},
                                                 "application/vnd.apache.parquet": {"schema": {"type": "string",
                                                                                               "format": "binary"}}},
+                                    "headers": {"X-Next-Cursor": {"description": "The next page's cursor, if any",
+                                                                  "schema": {"type": "string"}}},
                                     "description": "A page (json) or a file (csv, parquet); header X-Next-Cursor"
                                                    " carries the cursor of the next page when there is one"}})
     if view.bucketed and view.by_listing:

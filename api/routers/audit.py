@@ -75,6 +75,7 @@ def audit_events(reader: Reader, engine: Engine, after: Position = 0, limit: Lim
                 "schema": {"type": "string", "description": "One AuditEvent as JSON per line"},
                 "x-item-schema": {"$ref": "#/components/schemas/AuditEvent"},
                 "example": orjson.dumps(EVENT).decode() + "\n"}},
+                "headers": {"X-Export-To": {"description": "The last position covered", "schema": {"type": "integer"}}},
                 "description": "One event per line; header X-Export-To gives the last position covered"}})
 def audit_export(reader: Reader, engine: Engine,
                  from_: Annotated[QueryInt, Query(alias="from", ge=1, le=2**63 - 1)] = 1,
