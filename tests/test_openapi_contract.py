@@ -198,7 +198,17 @@ def check_answer(document: dict, method: str, template: str, response: httpx.Res
 
 
 @pytest.fixture(scope="module")
-def answers(base_url, document, accounts, engine):
+def projector(database_url, engine):
+    """The views kept current, so that analytics pages and the lag carry rows."""
+    from projections.projector import InBackground, Projector
+
+    background = InBackground.projector(Projector(database_url, engine.mapper.to_domain_event)).start()
+    yield
+    background.stop()
+
+
+@pytest.fixture(scope="module")
+def answers(base_url, document, accounts, engine, projector):
     """A sample of real answers of every operation: a scenario an admin plays through the API,
     then the errors each route's declarations allow."""
     record = Recorder(document)
@@ -315,8 +325,11 @@ def play(api: httpx.Client, admin, accounts) -> None:
         api.post(f"/automation/{action}", json={"reason": "\x00"})
     api.get("/automation")
 
-    # analytics (the views catch up with the log in the background)
-    time.sleep(1)
+    # analytics, once the views have caught up with the log
+    deadline = time.monotonic() + 30
+    while any(p["events_behind"] for p in ok(api.get("/analytics/lag"))["projections"]):
+        assert time.monotonic() < deadline, "the projector did not catch up"
+        time.sleep(0.05)
     for view, extra in (("prices", {}), ("price-changes", {}), ("competitor-observations", {}),
                         ("competitor-bands", {"bucket": "day"}), ("sales", {}),
                         ("sales-by-listing", {"bucket": "day"}), ("sales-by-shop", {"bucket": "day"})):
