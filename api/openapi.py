@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from api.auth import SELF
 from api.problems import PROBLEM, STATUS_MEANINGS, Problem
+from domain.account import ROLE_PERMISSIONS
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc, served from the installed package (no CDN)
@@ -78,7 +79,8 @@ def who_may_call(route: APIRoute) -> str:
         return "Any signed-in caller, about its own account."
     scope = ("over the whole tenant" if tenant_wide else
              "over this shop (or the whole tenant)" if "{shop_id}" in route.path_format else "over a shop or the tenant")
-    return f"Callers whose roles (or API key scopes) grant `{permission}` {scope}."
+    roles = ", ".join(role.value for role, granted in ROLE_PERMISSIONS.items() if permission in granted)
+    return f"Callers whose roles ({roles}) or API key scopes grant `{permission}` {scope}."
 
 
 def takes_idempotency_key(route: APIRoute) -> bool:
