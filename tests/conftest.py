@@ -15,7 +15,7 @@ import pytest
 
 import migrations
 from api.app import create_app
-from api.auth import issue_access_token
+from api.auth import AuthSettings, issue_access_token
 from api.database import create_database, drop_database, free_connections, start_embedded
 from api.server import running
 from commands.context import CommandContext
@@ -92,6 +92,17 @@ def engine(database_url) -> PricingEngine:
 def base_url(engine) -> str:
     with running(create_app(engine, max_body_bytes=8 * 1024 * 1024)) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def unthrottled_url(engine) -> str:
+    """The app with login limits out of the way, for tests that log in or send refused secrets often."""
+    with running(create_app(engine, auth_settings=AuthSettings(login_per_minute=10**6, token_per_minute=10**6))) as url:
+        yield url
+
+
+def openapi_document(url: str) -> dict:
+    return httpx.get(f"{url}/openapi.json").json()
 
 
 class Credentials(dict):

@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import listing_spec
+from conftest import listing_spec, openapi_document
 
 # Routes anyone may call: they are how credentials are obtained.
 PUBLIC = {("POST", "/auth/login"), ("POST", "/auth/login/mfa"), ("POST", "/auth/token")}
@@ -179,19 +179,14 @@ SECRETS = {"password", "current_password", "new_password"}  # hashed, never stor
 
 
 @pytest.fixture(scope="module")
-def sweep_url(engine) -> str:
-    """The app with login limits out of the way: the sweep sends dozens of refused logins."""
-    from api.app import create_app
-    from api.auth import AuthSettings
-    from api.server import running
-
-    with running(create_app(engine, auth_settings=AuthSettings(login_per_minute=10**6, token_per_minute=10**6))) as url:
-        yield url
+def sweep_url(unthrottled_url) -> str:
+    """The sweep sends dozens of refused logins."""
+    return unthrottled_url
 
 
 @pytest.fixture(scope="module")
 def document(sweep_url) -> dict:
-    return httpx.get(f"{sweep_url}/openapi.json").json()
+    return openapi_document(sweep_url)
 
 
 @pytest.fixture(scope="module")
