@@ -91,6 +91,19 @@ def _tenant(text: str) -> str:
     return text
 
 
+def _username(text: str) -> str:
+    """The API's rule for a new username (commands.models.Username), so the shell cannot store what
+    POST /accounts would refuse."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from commands.models import Username
+
+    try:
+        return TypeAdapter(Username).validate_python(text)
+    except ValidationError as e:
+        raise argparse.ArgumentTypeError(e.errors()[0]["msg"]) from None
+
+
 def bench_write(args) -> int:
     from bench.write import main as run
 
@@ -535,7 +548,7 @@ def parser() -> argparse.ArgumentParser:
     admins = ad.add_subparsers(dest="admin", required=True)
     ac = admins.add_parser("create", help="create an admin account for a tenant (the first one, typically)")
     ac.add_argument("--tenant", required=True, type=_tenant, help="the tenant the admin manages")
-    ac.add_argument("--username", required=True)
+    ac.add_argument("--username", required=True, type=_username)
     ac.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     ac.set_defaults(func=admin_create)
 

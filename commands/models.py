@@ -94,6 +94,7 @@ def text(max_length: int, min_length: int = 1, multiline: bool = False, **field)
 Text = text(200)
 Reason = text(500, min_length=0, multiline=True)
 Label = text(200, min_length=0)  # a rule's or an actor's name
+Username = text(64, min_length=3)  # a new account's; unique within its tenant
 
 
 # -- business time: when something happened, as the client says -------------------------------------

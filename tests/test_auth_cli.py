@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import httpx
+import psycopg
+import pytest
 
 from api.app import create_app
 from api.server import running
@@ -51,3 +53,15 @@ def test_the_first_admin_comes_from_the_cli_and_creates_a_seller(new_database):
             assert sorted(a["username"] for a in listed) == ["bea", "root"]
     finally:
         engine.close()
+
+
+# (NUL cannot reach a command line: the operating system ends arguments there)
+@pytest.mark.parametrize("username", ["ro\x1b[31mot", "ro\x7fot", "ro\x85ot", "ro\u202eot", "two\nlines", "ab", "x" * 65],
+                         ids=["ESC", "DEL", "C1", "bidi override", "line break", "too short", "too long"])
+def test_the_cli_refuses_a_username_the_api_would_refuse(new_database, username):
+    url = new_database()
+    refused = etsypro(url, "admin", "create", "--tenant", "acme", "--username", username, "--password-stdin",
+                      stdin="a long enough passphrase\n")
+    assert refused.returncode == 2 and "--username" in refused.stderr, refused.stderr
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM pricing_events").fetchone()[0] == 0

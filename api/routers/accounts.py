@@ -15,7 +15,7 @@ from api.passwords import check_password
 from api.routing import resource_router
 from api.schemas import (Account, AccountHistory, AccountList, ApiKeyIssued, ApiKeyList, ApiKeyRevoked,
                          SecurityReport, answer)
-from commands.models import QueryInt, text
+from commands.models import QueryInt, Username
 from commands.identity import describe_account
 from domain.account import API_KEY_SCOPES, Role
 
@@ -39,7 +39,7 @@ class RoleGrantIn(Body):
 
 
 class AccountIn(Body):
-    username: text(64, min_length=3)
+    username: Username
     kind: Literal["user", "service"] = "user"
     password: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
         None, description="For people (kind user); service accounts get API keys instead")
