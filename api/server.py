@@ -18,6 +18,7 @@ from datetime import timedelta
 import uvicorn
 
 import migrations
+import codec
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
 from api.database import start_embedded
@@ -61,7 +62,7 @@ def followers(settings: Settings, url: str, engine: PricingEngine):
     projector = repricing = None
     pause = settings.follow_pause_s  # see projections.projector.follow_log
     if settings.projector == "inprocess":  # else run `etsypro project` as its own process
-        projector = Projector(url, engine.mapper.to_domain_event, pause=pause)
+        projector = Projector(url, codec.to_domain_event, pause=pause)
     if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
         repricing = RepricingPolicy(engine, url, pause=pause)
     return projector, repricing

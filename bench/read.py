@@ -27,6 +27,7 @@ from uuid import UUID, uuid4
 import httpx
 import psycopg
 
+import codec
 from api.app import create_app
 from api.progress import Progress
 from api.server import running
@@ -195,7 +196,7 @@ class BackendCpu:
 
 def catch_up(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float, float, float | None]:
     """(events, seconds, CPU seconds of this process, CPU seconds of its database backends)."""
-    projector = Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch)
+    projector = Projector(url, codec.to_domain_event, batch_size=sizes.batch)
     progress = Progress("catching up", _head(url))
     cpu = time.process_time()
     started = time.perf_counter()
@@ -208,7 +209,7 @@ def catch_up(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float,
 
 def rebuild_all(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float]:
     progress = Progress("rebuilding all views", _head(url))
-    done = rebuild(url, engine.mapper.to_domain_event, ALL, batch_size=sizes.batch,
+    done = rebuild(url, codec.to_domain_event, ALL, batch_size=sizes.batch,
                    progress=lambda n, total: progress.update(n))
     return done.events, done.seconds
 
@@ -221,7 +222,7 @@ def live_lag(url: str, engine: PricingEngine, sizes: Sizes) -> list[float]:
     shop_id = engine.shops_of(ctx.tenant_id)[0]
     listings = [UUID(k) for k in engine.recorder.reserved_all(shop_id, "listing")][:50]
     pause = Settings.from_env().follow_pause_s  # paced as `etsypro serve` runs it
-    background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch,
+    background = InBackground.projector(Projector(url, codec.to_domain_event, batch_size=sizes.batch,
                                                   pause=pause)).start()
     lags: list[float] = []
     interval = 1 / sizes.live_commands_per_s

@@ -19,6 +19,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, proje
 from eventsourcing.persistence import IntegrityError
 from psycopg.conninfo import conninfo_to_dict
 
+import codec
 from commands import models
 from commands.audit import AuditLog
 from commands.committed import CommittedListings, PricingRepository, StaleRead, check_written, first_try
@@ -28,8 +29,7 @@ from commands.identity import IdentityHandlers
 from commands.repricing import Repricing
 from commands.serial import Hold, WriterBusy, WriterLocks
 from commands.rollback import TimeTravel
-from commands.persistence import (TRANSCODINGS, IdempotencyRecord, IndexRow, PricingEventStore, PricingMapper, Recordings,
-                                  Reservation)
+from commands.persistence import IdempotencyRecord, IndexRow, PricingEventStore, Recordings, Reservation
 from domain.errors import DomainError
 from domain.account import Account
 from domain.facts import Observation, ObservationBatch, SaleLine, SalesBatch
@@ -120,13 +120,8 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         return PricingRepository(event_store=self.events, snapshot_store=self.snapshots, cache_maxsize=size,
                                  committed=CommittedListings(size))
 
-    def construct_mapper(self) -> PricingMapper:
-        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PricingMapper)
-
-    def register_transcodings(self, transcoder) -> None:
-        super().register_transcodings(transcoder)
-        for transcoding in TRANSCODINGS:
-            transcoder.register(transcoding)
+    def construct_mapper(self) -> codec.PricingMapper:
+        return codec.new_mapper()  # the one codec every reader decodes with
 
     def _record(self, processing_event):
         # One audit index row per event, in the same transaction (see PricingRecorder).

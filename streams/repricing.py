@@ -54,6 +54,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
+import codec
 from commands.errors import Conflict
 from commands.repricing import CHANGED, RepriceResult, assignment_cause, observation_cause, rule_cause
 from domain.facts import ObservationBatch, observation_ref
@@ -195,7 +196,7 @@ class RepricingPolicy:
         self.clock = clock
         self.projector_timeout = projector_timeout  # None: wait for the projector as long as it takes
         self.event_types = EVENT_TYPES
-        self.log = EventLog(engine.mapper.to_domain_event, [self])
+        self.log = EventLog(codec.to_domain_event, [self])
         self.stats = Stats()
         self.retries = parking.RetrySchedule()
         self._db = LazyConnection(conninfo, APPLICATION_NAME)

@@ -10,6 +10,7 @@ import psycopg
 import psycopg.rows
 import pytest
 
+import codec
 from conftest import listing_spec
 
 WHEN = "2026-11-24T09:30:00+00:00"
@@ -71,7 +72,7 @@ def last_position(engine) -> int:
 
 def events_since(engine, position: int) -> list:
     notifications = engine.recorder.select_notifications(position + 1, limit=100_000)
-    return [(n.id, engine.mapper.to_domain_event(n)) for n in notifications]
+    return [(n.id, codec.to_domain_event(n)) for n in notifications]
 
 
 def ok(response):
