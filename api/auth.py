@@ -34,7 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from commands.credentials import Secrets
-from commands.errors import NotFound
+from domain.errors import NotFound
 from commands.identity import Principal, Session
 from domain.account import Account, client_key
 

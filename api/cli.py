@@ -52,7 +52,7 @@ def admin_create(args) -> int:
 
     from api.passwords import check_password
     from commands.context import CommandContext
-    from commands.errors import CommandRefused
+    from domain.errors import CommandRefused
     from domain.errors import DomainError
     from domain.meta import Actor
 
@@ -112,21 +112,22 @@ def bench_write(args) -> int:
 
 
 def audit_verify(args) -> int:
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
     from api.server import database_url
-    from commands.engine import PricingEngine
+    from read.side import ReadSide
 
-    from eventsourcing.persistence import PersistenceError
-
-    engine = PricingEngine(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    reads = ReadSide(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
     try:
         with Progress("verifying the chain", unit="positions") as progress:
-            report = engine.verify_chain(args.from_position,
-                                         progress=lambda checked, position, last: progress.update(position, last))
-    except PersistenceError as e:  # unreachable, or no event store yet (never migrated)
+            report = reads.audit.verify_chain(args.from_position,
+                                              progress=lambda checked, position, last: progress.update(position, last))
+    except (psycopg.Error, PoolTimeout) as e:  # unreachable, or no event store yet (never migrated)
         print(f"cannot verify: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     finally:
-        engine.close()
+        reads.close()
     if report.ok:
         print(f"ok: {report.checked} events verified up to position {report.last_position}; head {report.head}")
         return 0

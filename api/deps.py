@@ -11,6 +11,7 @@ from api.auth import resolve_principal
 from commands.context import CommandContext
 from commands.engine import PricingEngine
 from commands.models import TOKEN_PATTERN
+from read.side import ReadSide
 
 _TOKEN = re.compile(TOKEN_PATTERN)
 
@@ -19,6 +20,10 @@ _TOKEN = re.compile(TOKEN_PATTERN)
 # threadpool, and those hand-offs cost more than the work (about a quarter of a command's CPU).
 async def engine(request: Request) -> PricingEngine:
     return request.app.state.engine
+
+
+async def reads(request: Request) -> ReadSide:
+    return request.app.state.reads
 
 
 def _token(value: str | None, name: str) -> str | None:
@@ -44,4 +49,5 @@ async def command_context(
 
 
 Engine = Annotated[PricingEngine, Depends(engine)]
+Reads = Annotated[ReadSide, Depends(reads)]
 Context = Annotated[CommandContext, Depends(command_context)]

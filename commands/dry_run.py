@@ -15,7 +15,7 @@ from uuid import UUID
 
 from commands import rule_models as m
 from commands.context import CommandContext
-from commands.errors import NotFound
+from domain.errors import NotFound
 from commands.repricing import INACTIVE, describe_rule, rule_from
 from domain.automation import stop_reason
 from domain.errors import DomainError

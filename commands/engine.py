@@ -21,10 +21,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 import codec
 from commands import models
-from commands.audit import AuditLog
 from commands.committed import CommittedListings, PricingRepository, StaleRead, check_written, first_try
 from commands.context import CommandContext, Decision, Result
-from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
+from domain.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
 from commands.identity import IdentityHandlers
 from commands.repricing import Repricing
 from commands.serial import Hold, WriterBusy, WriterLocks
@@ -98,12 +97,13 @@ def sale_lines(sales: list[models.SaleIn]) -> list[SaleLine]:
             for s, unit_price in zip(sales, unit_prices)]
 
 
-class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Application):
+class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
     name = "pricing"
     snapshotting_intervals = {Listing: SNAPSHOT_EVERY, Shop: SNAPSHOT_EVERY, Account: SNAPSHOT_EVERY}
 
     def __init__(self, conninfo: str, pool_size: int = 10):
         super().__init__(env=library_env(conninfo, pool_size))
+        self.conninfo = conninfo  # the database the API's read side opens its own pool on
         self._shops: dict[UUID, tuple[str, str]] = {}  # id -> (tenant, currency): never change
         self.on_commit: list[Callable[[Sequence], None]] = []  # told each save's domain events once committed
         self.writers = WriterLocks()  # one writer at a time per aggregate in this process

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from commands.audit import describe_event
+from codec.plain import describe_event
 from commands.context import CommandContext
-from commands.errors import NotFound
+from domain.errors import NotFound
 from commands.repricing import describe_rule
 from domain.facts import ObservationBatch, parse_observation_ref
 from domain.listing import Guardrails, Listing

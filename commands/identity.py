@@ -22,10 +22,10 @@ from eventsourcing.utils import get_topic
 from psycopg.rows import dict_row
 
 from commands import credentials
-from commands.audit import describe_event
+from codec.plain import describe_event
 from commands.context import CommandContext, Decision, Result
 from commands.credentials import Secrets
-from commands.errors import Conflict, NotFound
+from domain.errors import Conflict, NotFound
 from domain.account import Account, AccountKind, Action, FailureReason, Grants, normalize_username
 from domain.errors import DomainError, InvalidValue
 from domain.meta import Actor, ActorKind

@@ -18,7 +18,7 @@ from eventsourcing.persistence import IntegrityError
 
 from commands import rule_models as m
 from commands.context import CommandContext, Decision, Result
-from commands.errors import Conflict, NotFound
+from domain.errors import Conflict, NotFound
 from commands.persistence import Reservation
 from commands.serial import WriterBusy
 from domain.automation import AutomationSwitch, stop_reason, tenant_switch_id

@@ -55,7 +55,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 import codec
-from commands.errors import Conflict
+from domain.errors import Conflict
 from commands.repricing import CHANGED, RepriceResult, assignment_cause, observation_cause, rule_cause
 from domain.facts import ObservationBatch, observation_ref
 from domain.listing import Listing

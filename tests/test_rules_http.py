@@ -20,7 +20,7 @@ from api.app import create_app
 from api.server import running
 from commands.context import CommandContext
 from commands.engine import PricingEngine
-from commands.errors import NotFound
+from domain.errors import NotFound
 from commands.persistence import Reservation
 from commands.repricing import DUPLICATE, NO_RULE, POLICY_ACTOR, observation_cause, rule_cause
 from conftest import Accounts, listing_spec

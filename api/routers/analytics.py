@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from api.auth import requires
 from api.deps import Context, Engine
 from api.schemas import AnalyticsPage, Lag
-from commands.errors import NotFound
+from domain.errors import NotFound
 from commands.models import QueryInt, QueryTime
 from domain.errors import InvalidValue
 from projections import export, queries
