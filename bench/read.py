@@ -42,6 +42,7 @@ from projections import queries
 from projections.projector import InBackground, Projector, tune_gc
 from projections.rebuild import rebuild
 from projections.registry import ALL
+from read.side import ReadSide
 
 CURRENCY = "GBP"
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -214,12 +215,20 @@ def rebuild_all(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, flo
     return done.events, done.seconds
 
 
+def shops_of(engine: PricingEngine, tenant_id: str) -> list[UUID]:
+    reads = ReadSide(engine.conninfo, pool_size=1)
+    try:
+        return reads.shops.shops_of(tenant_id)
+    finally:
+        reads.close()
+
+
 # -- (e) live lag ---------------------------------------------------------------------------
 def live_lag(url: str, engine: PricingEngine, sizes: Sizes) -> list[float]:
     """Append-to-visible milliseconds: from a command's commit to its last event being in the
     views (the projector commits view rows and position together, so the position tells)."""
     rng, ctx = random.Random(7), _context()
-    shop_id = engine.shops_of(ctx.tenant_id)[0]
+    shop_id = shops_of(engine, ctx.tenant_id)[0]
     listings = [UUID(k) for k in engine.recorder.reserved_all(shop_id, "listing")][:50]
     pause = Settings.from_env().follow_pause_s  # paced as `etsypro serve` runs it
     background = InBackground.projector(Projector(url, codec.to_domain_event, batch_size=sizes.batch,
@@ -266,7 +275,7 @@ def _wait_position(conn: psycopg.Connection, target: int, timeout: float = 30.0)
 def query_mix(engine: PricingEngine, rng: random.Random) -> list[tuple[str, dict]]:
     """The analysts' questions: (path under /shops/{shop}/analytics/, params), shop and listing at random."""
     ctx = _context()
-    shops = engine.shops_of(ctx.tenant_id)
+    shops = shops_of(engine, ctx.tenant_id)
     listings = {s: [UUID(k) for k in engine.recorder.reserved_all(s, "listing")] for s in shops}
     end = START + timedelta(days=Sizes.days)
     mix = []

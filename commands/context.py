@@ -47,7 +47,7 @@ class Decision:
 
     aggregates: list
     response: dict
-    status: int = 200
+    created: bool = False  # a new aggregate was made (the API answers 201)
     reservations: list = field(default_factory=list)
     strict: bool = False  # the client gave expected_version: a lost race is a 409, not a retry
     statements: list = field(default_factory=list)  # (sql, params) rows committed with the events
@@ -55,8 +55,8 @@ class Decision:
 
 @dataclass(frozen=True)
 class Result:
-    status: int
     body: dict
+    created: bool = False
     replayed: bool = False  # answered from the idempotency record; nothing was written
 
 

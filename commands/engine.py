@@ -28,7 +28,7 @@ from commands.identity import IdentityHandlers
 from commands.repricing import Repricing
 from commands.serial import Hold, WriterBusy, WriterLocks
 from commands.rollback import TimeTravel
-from commands.persistence import IdempotencyRecord, IndexRow, PricingEventStore, Recordings, Reservation
+from commands.persistence import LIST_SHOP, IdempotencyRecord, IndexRow, PricingEventStore, Recordings, Reservation
 from domain.errors import DomainError
 from domain.account import Account
 from domain.facts import Observation, ObservationBatch, SaleLine, SalesBatch
@@ -178,7 +178,7 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
             record = None
             if ctx.idempotency_key:  # kept even when nothing changed: a retry must not act later
                 record = IdempotencyRecord(ctx.idempotency_scope, ctx.idempotency_key, request_hash,
-                                           decision.status, decision.response)
+                                           decision.created, decision.response)
             try:
                 self.save(*decision.aggregates, idempotency=record, reservations=decision.reservations,
                           statements=decision.statements)
@@ -198,7 +198,7 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
                 if attempt:
                     time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
                 continue
-            return Result(decision.status, decision.response)
+            return Result(decision.response, decision.created)
         raise Conflict("too much concurrent activity on this aggregate; retry")
 
     @staticmethod
@@ -218,12 +218,12 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
         return decision
 
     @staticmethod
-    def _replay(prior: tuple[str, int, dict], request_hash: str) -> Result:
-        prior_hash, status, body = prior
+    def _replay(prior: tuple[str, bool, dict], request_hash: str) -> Result:
+        prior_hash, created, body = prior
         if prior_hash != request_hash:
             raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request",
                                        field="Idempotency-Key")
-        return Result(status, body, replayed=True)
+        return Result(body, created, replayed=True)
 
     def _current_version(self, aggregate_id) -> int:
         last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
@@ -265,13 +265,6 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
             raise NotFound(f"{what} not found")
         return aggregate
 
-    def shops_of(self, tenant_id: str) -> list[UUID]:
-        with self.recorder.datastore.get_connection() as conn:
-            rows = conn.execute(
-                "SELECT aggregate_id FROM reservations WHERE kind = 'tenant' AND key = %s ORDER BY aggregate_id",
-                [tenant_id]).fetchall()
-        return [r["aggregate_id"] for r in rows]
-
     # -- shops and listings ---------------------------------------------------------------
     def open_shop(self, ctx: CommandContext, cmd: models.OpenShop) -> Result:
         shop_id = uuid4()
@@ -279,9 +272,9 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
         def decide() -> Decision:
             shop = Shop.open(ctx.tenant_id, cmd.name, cmd.currency, cmd.marketplace, ctx.meta(shop_id))
             opener, grant_rows = self.grant_opener(ctx, shop.id)  # the seller who opens a shop gets it
-            return Decision([shop, *opener], {"shop_id": str(shop.id), "version": shop.version}, status=201,
+            return Decision([shop, *opener], {"shop_id": str(shop.id), "version": shop.version}, created=True,
                             reservations=[Reservation(shop.id, "tenant", ctx.tenant_id, shop.id)],
-                            statements=grant_rows)
+                            statements=[*grant_rows, (LIST_SHOP, [shop.id, ctx.tenant_id, shop.currency])])
 
         return self.execute(ctx, "open_shop", cmd.model_dump(mode="json"), decide)
 
@@ -317,7 +310,7 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
                                               ("sku", listing.sku))]
             body = {"listings": [{"listing_id": str(x.id), "external_id": x.external_id, "version": x.version}
                                  for x in listings]}
-            return Decision(listings, body, status=201, reservations=reservations)
+            return Decision(listings, body, created=True, reservations=reservations)
 
         return self.execute(ctx, "register_listings", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
@@ -407,7 +400,7 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
             observations = [Observation(o.listing_id, o.competitor, price, o.observed_at, o.source)
                             for o, price in zip(cmd.observations, prices)]
             batch = ObservationBatch.record(shop_id, currency, observations, ctx.meta(shop_id, cmd.source, cmd.reason))
-            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(observations)}, status=201)
+            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(observations)}, created=True)
 
         return self.execute(ctx, "record_observations", lambda: {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
@@ -425,7 +418,7 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
             lines = sale_lines(cmd.sales)
             batch = SalesBatch.record(shop_id, currency, lines, ctx.meta(shop_id, cmd.source, cmd.reason))
             reservations = [Reservation(shop_id, "sale_transaction", s.transaction_id, batch.id) for s in cmd.sales]
-            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, status=201,
+            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, created=True,
                             reservations=reservations)
 
         return self.execute(ctx, "record_sales", lambda: {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)

@@ -19,7 +19,7 @@ from uuid import UUID
 from codec.plain import describe_event
 from commands.context import CommandContext
 from domain.errors import NotFound
-from commands.repricing import describe_rule
+from domain.pricing_rule import describe_rule
 from domain.facts import ObservationBatch, parse_observation_ref
 from domain.listing import Guardrails, Listing
 

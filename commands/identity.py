@@ -146,7 +146,7 @@ class IdentityHandlers:
             if password_hash is not None:
                 statements.append(("INSERT INTO password_credentials (account_id, hash) VALUES (%s, %s)",
                                    [account.id, password_hash]))
-            return Decision([account], describe_account(account), status=201, statements=statements)
+            return Decision([account], describe_account(account), created=True, statements=statements)
 
         # The password is neither part of the hashed command nor of the stored answer.
         command = {"username": username, "kind": kind.value, "roles": roles}
@@ -239,7 +239,7 @@ class IdentityHandlers:
                           None if shops is None else [UUID(str(s)) for s in shops]])
             body = {"key_id": str(key_id), "api_key": key, "prefix": key[:10], "scopes": sorted(set(scopes)),
                     "shops": None if shops is None else sorted(map(str, shops))}
-            return Decision([account], body, status=201, statements=[statement])
+            return Decision([account], body, created=True, statements=[statement])
 
         # The answer carries the key: it must never be kept in command_log for a replay.
         return self.execute(replace(ctx, idempotency_key=None), "issue_api_key", {}, decide)

@@ -20,6 +20,10 @@ import codec  # noqa: F401  importing the codec makes every connection read any 
 
 SMALL_SAVE = 200  # events; larger saves stream with COPY
 
+# Readers' lookup rows (migrations/0510), committed with the events that make them true.
+LIST_SHOP = "INSERT INTO shop_directory (shop_id, tenant_id, currency) VALUES (%s, %s, %s)"
+LIST_RULE = "INSERT INTO shop_rules (shop_id, rule_id) VALUES (%s, %s)"
+
 
 RECORD_EVENTS = ("SELECT * FROM record_events(%(ids)s::uuid[], %(versions)s::bigint[], %(topics)s::text[],"
                  " %(states)s::bytea[], %(shops)s::uuid[], %(actors)s::text[], %(occurred)s::timestamptz[],"
@@ -55,7 +59,7 @@ class IdempotencyRecord:
     scope: str
     key: str
     request_hash: str
-    status: int
+    created: bool
     response: dict
 
 
@@ -159,9 +163,9 @@ class PricingRecorder(PostgresApplicationRecorder):
         record: IdempotencyRecord | None = kwargs.get("idempotency")
         if record is not None:
             curs.execute(
-                "INSERT INTO command_log (scope, idempotency_key, request_hash, status, response)"
+                "INSERT INTO command_log (scope, idempotency_key, request_hash, created, response)"
                 " VALUES (%s, %s, %s, %s, %s)",
-                [record.scope, record.key, record.request_hash, record.status,
+                [record.scope, record.key, record.request_hash, record.created,
                  Jsonb(record.response, dumps=_dumps)], prepare=True,
             )
         # Rows outside the log that must agree with it (identity's credential and lookup tables).
@@ -191,13 +195,13 @@ class PricingRecorder(PostgresApplicationRecorder):
             if current.get(aggregate_id, 0) != version:
                 raise IntegrityError(f"aggregate {aggregate_id} moved on from version {version}")
 
-    def find_command(self, scope: str, key: str) -> tuple[str, int, dict] | None:
+    def find_command(self, scope: str, key: str) -> tuple[str, bool, dict] | None:
         with self.datastore.get_connection() as conn:
             row = conn.execute(
-                "SELECT request_hash, status, response FROM command_log WHERE scope = %s AND idempotency_key = %s",
+                "SELECT request_hash, created, response FROM command_log WHERE scope = %s AND idempotency_key = %s",
                 [scope, key],
             ).fetchone()
-        return (row["request_hash"], row["status"], row["response"]) if row else None
+        return (row["request_hash"], row["created"], row["response"]) if row else None
 
     def reserved(self, shop_id, kind: str, keys: list[str]) -> dict[str, Any]:
         """Which of these keys are already reserved in the shop, and by which aggregate."""

@@ -128,8 +128,8 @@ CROSS JOIN LATERAL (
 # the (shop_id, notification_id) index in order; the outer ORDER BY merges at most `limit` each.
 _LOG_PAGE = """
 SELECT p.notification_id, p.originator_id, p.originator_version, p.topic, p.state
-FROM reservations r """ + _OWNER_EVENTS.replace("{owner}", "i.shop_id = r.shop_id") + """
-WHERE r.kind = 'tenant' AND r.key = %(tenant)s{shops}{accounts}
+FROM shop_directory r """ + _OWNER_EVENTS.replace("{owner}", "i.shop_id = r.shop_id") + """
+WHERE r.tenant_id = %(tenant)s{shops}{accounts}
 ORDER BY notification_id
 LIMIT %(limit)s
 """
@@ -289,8 +289,8 @@ class AuditHistory:
         visible = ""
         if ctx.shops is not None:
             visible, params["visible"] = " AND r.shop_id = ANY(%(visible)s::uuid[])", sorted(ctx.shops)
-        sql = ("SELECT (SELECT count(*) FROM reservations r JOIN event_index i ON i.shop_id = r.shop_id"
-               " WHERE r.kind = 'tenant' AND r.key = %(tenant)s AND i.notification_id BETWEEN %(first)s AND %(last)s"
+        sql = ("SELECT (SELECT count(*) FROM shop_directory r JOIN event_index i ON i.shop_id = r.shop_id"
+               " WHERE r.tenant_id = %(tenant)s AND i.notification_id BETWEEN %(first)s AND %(last)s"
                + visible + ")")
         if ctx.shops is None and reader.accounts:
             sql += (" + (SELECT count(*) FROM accounts a JOIN pricing_events e ON e.originator_id = a.account_id"

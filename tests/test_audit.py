@@ -273,7 +273,7 @@ def test_only_shops_granted_with_audit_read_are_readable(api, base_url, accounts
     elsewhere = api.post("/shops", json={"name": "Elsewhere", "currency": "GBP"}).json()["shop_id"]
     seller_of_one = accounts.new("seller", tenant.tenant_id, shops=[shop])
     admin = CommandContext(Actor("pytest"), tenant.tenant_id)
-    assert engine.grant_role(admin, uuid.UUID(seller_of_one.account_id), "analyst", None).status == 200
+    assert engine.grant_role(admin, uuid.UUID(seller_of_one.account_id), "analyst", None).created is False
     with client(base_url, seller_of_one) as c:
         assert c.get(f"/shops/{elsewhere}").status_code == 200  # the analyst role sees it...
         assert_problem(c.get(f"/aggregates/{elsewhere}/history"), 404)  # ...but may not audit it

@@ -210,7 +210,7 @@ def record_unchecked(engine: PricingEngine, ctx: CommandContext, shop: UUID, *ob
     bounds business times): as facts accepted before that stay in the log."""
     def decide() -> Decision:
         batch = ObservationBatch.record(shop, "GBP", list(observations), ctx.meta(shop))
-        return Decision([batch], {"batch_id": str(batch.id)}, status=201)
+        return Decision([batch], {"batch_id": str(batch.id)}, created=True)
 
     return UUID(engine.execute(ctx, "record_observations", {}, decide).body["batch_id"])
 

@@ -33,6 +33,7 @@ import pytest
 
 import codec
 from api.routers.repricing import observations_from_view
+from read.pool import ReadPool
 from commands import models
 from commands import rule_models as m
 from commands.context import CommandContext
@@ -390,11 +391,13 @@ def test_the_worker_acts_once_per_cause_through_republishing_and_a_kill(new_data
         print(f"automated changes per listing: {[len(causes) for causes in made.values()]}")
         for x, causes in made.items():
             assert len(causes) == len(set(causes)), f"listing {x} acted on a cause twice: {causes}"
+        views = ReadPool(engine.conninfo)
         for s in shops:  # each final price is the rule's result on the latest observations
             judged = dry_run(engine, s.ctx, s.shop_id, m.DryRun(rule_id=s.rule_id, listing_ids=s.listings),
-                             observations_from_view(engine))
+                             observations_from_view(views))
             for x in judged["listings"]:
                 assert (x["outcome"], x["price_after"]) == ("unchanged", x["price"]), x
+        views.close()
 
         # With the projector stopped, the worker waits for it; SIGTERM still ends it at once.
         projector.stop()
