@@ -89,7 +89,7 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
         description="Event-sourced pricing engine: every price it ever set is explained, reversible and provable.",
         # Every route, of every router included below or later, is authenticated and must declare
         # its permission (api/auth.py); public ones (login) are marked as such.
-        dependencies=[Depends(auth.authenticate)],
+        dependencies=[Depends(auth.refuse_undeclared)],
         lifespan=background_workers,
         docs_url=None, redoc_url=None,  # served by api/openapi.py from local assets
     )

@@ -82,6 +82,10 @@ class Principal:
     session_id: str        # the token family (login session) or the API key id
     via: str               # "token" | "api_key"
 
+    def may_see(self, shop_id) -> bool:
+        """The tenancy check needs no CommandContext: the edge asks the principal itself."""
+        return self.grants.shops is None or str(shop_id) in self.grants.shops
+
     def context(self, **kwargs) -> CommandContext:
         actor_kind = ActorKind.SERVICE if self.kind == AccountKind.SERVICE.value else ActorKind.USER
         return CommandContext(actor=Actor(self.account_id, actor_kind), tenant_id=self.tenant_id,
