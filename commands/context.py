@@ -47,9 +47,9 @@ class Decision:
 
     aggregates: list
     response: dict
-    created: bool = False  # a new aggregate was made (the API answers 201)
+    created: bool = False  # the command made a new aggregate (the API says so with its status)
     reservations: list = field(default_factory=list)
-    strict: bool = False  # the client gave expected_version: a lost race is a 409, not a retry
+    strict: bool = False  # the client gave expected_version: a lost race is a Conflict, not a retry
     statements: list = field(default_factory=list)  # (sql, params) rows committed with the events
 
 

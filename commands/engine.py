@@ -348,7 +348,7 @@ class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
                             serial=[listing_id])
 
     def bulk_set_prices(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkSetPrices) -> Result:
-        _, currency = self.shop_facts(ctx, shop_id)  # unknown or others' shop: 404 before any item is looked at
+        _, currency = self.shop_facts(ctx, shop_id)  # unknown or others' shop: NotFound before any item is looked at
         if cmd.currency != currency:  # every listing is in its shop's currency
             raise DomainError("currency", f"{cmd.currency} does not match the shop's {currency}")
 

@@ -27,7 +27,7 @@ MAX_CHAIN = 50  # rollbacks of rollbacks...: a readable report stops somewhere
 
 
 def explain(engine, ctx: CommandContext, shop_id: UUID, listing_id: UUID) -> dict:
-    listing = engine.listing(ctx, shop_id, listing_id)  # tenancy: others' listings are 404
+    listing = engine.listing(ctx, shop_id, listing_id)  # tenancy: others' listings are not found
     history = _History(engine, ctx, shop_id, listing_id)
     chain, version = [], listing.last_price_change or 1
     while version and len(chain) < MAX_CHAIN:

@@ -347,7 +347,7 @@ class IdentityHandlers:
 
     def _check_own_secret(self, ctx: CommandContext, client: str, action: Action, field: str,
                           check: Callable[[], FailureReason | None]) -> None:
-        """_check_secret for a signed-in caller: 429 while it must wait, 422 naming `field` on a mismatch."""
+        """_check_secret for a signed-in caller: refused while it must wait, refused naming `field` on a mismatch."""
         try:
             self._check_secret(self.tenant_account(ctx, UUID(ctx.actor.id)), client, action, check)
         except SecretRefused as refused:
