@@ -11,6 +11,7 @@ from api import auth, openapi, problems
 from api.routers import accounts, analytics, audit, facts, listings, repricing, rollbacks, rules, shops
 from api.routers import auth as auth_routes
 from commands.engine import PricingEngine
+from read.side import ReadSide
 
 
 class BodyLimit:
@@ -77,6 +78,7 @@ async def background_workers(app: FastAPI):
     finally:
         for worker in reversed(workers):
             worker.stop()
+        app.state.reads.close()
 
 
 def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
@@ -87,11 +89,12 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
         description="Event-sourced pricing engine: every price it ever set is explained, reversible and provable.",
         # Every route, of every router included below or later, is authenticated and must declare
         # its permission (api/auth.py); public ones (login) are marked as such.
-        dependencies=[Depends(auth.authenticate)],
+        dependencies=[Depends(auth.refuse_undeclared)],
         lifespan=background_workers,
         docs_url=None, redoc_url=None,  # served by api/openapi.py from local assets
     )
     app.state.engine = engine
+    app.state.reads = ReadSide(engine.conninfo)  # its own pool: readers never borrow the writers'
     app.state.projector = None  # api/server.py sets the in-process projector (ETSYPRO_PROJECTOR)
     app.state.repricing = None  # ... and the in-process repricing policy (ETSYPRO_REPRICING)
     auth.install(app, auth_settings)

@@ -1,10 +1,11 @@
 """Authentication and authorization at the edge, in one place.
 
-- Every route of the app passes `authenticate` (installed app-wide in api/app.py): a route is
-  either marked `PUBLIC` (login, token refresh) or needs credentials: a Bearer access token (JWT,
-  HS256 pinned, issuer and audience checked, short-lived, naming a live session) or an API key.
-- Every protected route declares what it needs with `requires("prices:write")`. A route that
-  declares nothing is refused to everyone (fail closed), so a forgotten declaration is a bug that
+- A route is either marked `PUBLIC` (login, token refresh) or needs credentials: a Bearer access
+  token (JWT, HS256 pinned, issuer and audience checked, short-lived, naming a live session) or an
+  API key.
+- Every protected route declares what it needs with `requires("prices:write")`, a dependency that
+  does the check itself. `refuse_undeclared` (installed app-wide in api/app.py) refuses a route
+  that declares nothing to everyone (fail closed), so a forgotten declaration is a bug that
   shows, not a hole.
 - For routes under /shops/{shop_id}, the shop must be one the caller can see: another tenant's
   shop, or a shop outside the caller's grants, answers 404 (no existence leak); a visible shop
@@ -34,7 +35,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from commands.credentials import Secrets
-from commands.errors import NotFound
+from domain.errors import NotFound
 from commands.identity import Principal, Session
 from domain.account import Account, client_key
 
@@ -176,19 +177,23 @@ Caller = Annotated[Principal, Depends(principal)]
 
 
 # -- what a route needs ---------------------------------------------------------------------
+Declared = tuple[str, bool]  # (permission, tenant_wide)
+
+
 def requires(permission: str, tenant_wide: bool = False):
-    """Declare a route's permission: `dependencies=[requires("prices:write")]`; `authenticate`
-    checks it, before any other dependency of the route runs.
+    """A route's permission, checked by the dependency itself: `dependencies=[requires("prices:write")]`.
+    Who calls (401 if nobody), the route's shop in their tenant (404 otherwise), the permission (403).
 
     tenant_wide: the route answers about the whole tenant (its global log, its accounts), so a
     grant over some shops is not enough.
     """
+    declared = (permission, tenant_wide)
 
-    async def declared(_: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        pass  # a declaration (read by _declaration); the bearer scheme shows in the OpenAPI document
+    async def permitted(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        await admit(request, declared)  # the bearer scheme in the signature shows in the OpenAPI document
 
-    declared.permission, declared.tenant_wide = permission, tenant_wide
-    return Depends(declared)
+    permitted.permission, permitted.tenant_wide = permission, tenant_wide
+    return Depends(permitted)
 
 
 SELF = "self"
@@ -203,21 +208,39 @@ _public.public = True
 PUBLIC = Depends(_public)  # for routes anyone may call: logging in, refreshing a token
 
 
-async def authenticate(request: Request) -> None:
-    """Installed on the whole app, so it runs first on every route: who is calling (401 if
-    nobody), and whether the route's declaration lets them (404 for a shop they cannot see, 403
-    without the permission, 403 for a route that declares nothing).
+def declaration(route: APIRoute) -> Declared | str | None:
+    """'public', (permission, tenant_wide) as the route declares it, or None: read from the
+    dependencies the route was given (its router's and its own)."""
+    for depends in route.dependencies:
+        call = depends.dependency
+        if getattr(call, "public", False):
+            return "public"
+        if hasattr(call, "permission"):
+            return call.permission, call.tenant_wide
+    return None
+
+
+async def refuse_undeclared(request: Request) -> None:
+    """Installed on the whole app: a route that declares neither a permission nor PUBLIC is
+    refused to everyone (fail closed), after the usual 401 for missing or bad credentials."""
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute) and declaration(route) is not None:
+        return
+    await run_in_threadpool(_look_up, request, _credential(request))
+    log.error("route %s %s declares no permission; refusing it (add requires(...))",
+              ",".join(sorted(getattr(route, "methods", None) or ())) or "?", getattr(route, "path", "?"))
+    raise HTTPException(403, "this route declares no permission, so nobody may use it")
+
+
+async def admit(request: Request, declared: Declared) -> None:
+    """Who is calling, and whether `declared` lets them; the principal stays on request.state.
 
     `async`: a shop's route whose caller is in the PrincipalCache, for a shop known here, passes
     without a query and without a hop to the threadpool. A cached principal is only ever used to
     let a request through."""
-    route = request.scope.get("route")
-    declared = _declaration(route) if isinstance(route, APIRoute) else None
-    if declared == "public":
-        return
     credential = _credential(request)
     engine, shop = request.app.state.engine, request.path_params.get("shop_id")
-    cached = request.app.state.principals.get(credential) if shop is not None and declared else None
+    cached = request.app.state.principals.get(credential) if shop is not None else None
     if cached is not None and _answers_from_memory(engine, shop) and _refusal(engine, cached, declared, shop) is None:
         request.state.principal = cached
         return
@@ -226,28 +249,23 @@ async def authenticate(request: Request) -> None:
         raise refusal
 
 
-def _look_up_and_check(request: Request, credential: str, declared: Declared | None,
+def _look_up_and_check(request: Request, credential: str, declared: Declared,
                        shop: str | None) -> tuple[Principal, HTTPException | None]:
     """The caller, from the database, and why the route refuses them (None: it does not)."""
     caller = _look_up(request, credential)
-    if declared is None:
-        route = request.scope.get("route")
-        log.error("route %s %s declares no permission; refusing it (add requires(...))",
-                  ",".join(sorted(getattr(route, "methods", None) or ())) or "?", getattr(route, "path", "?"))
-        return caller, HTTPException(403, "this route declares no permission, so nobody may use it")
     return caller, _refusal(request.app.state.engine, caller, declared, shop)
 
 
 def _refusal(engine, caller: Principal, declared: Declared, shop: str | None) -> HTTPException | None:
     """Why `caller` may not use a route that requires `declared` (None: it may). Checks the
-    route's shop belongs to the caller's tenant, the one tenancy check; that queries on a shop's
-    first use in this process (see _answers_from_memory)."""
+    route's shop belongs to the caller's tenant; that queries on a shop's first use in this
+    process (see _answers_from_memory)."""
     permission, tenant_wide = declared
     if permission == SELF:
         return None
     if shop is not None:
         try:
-            engine.shop_facts(caller.context(), UUID(shop))
+            engine.shop_facts(caller, UUID(shop))
         except ValueError:
             return HTTPException(422, "shop_id must be a UUID", headers={"X-Problem-Field": "shop_id"})
         except NotFound:
@@ -264,28 +282,6 @@ def _answers_from_memory(engine, shop: str | None) -> bool:
         return shop is None or engine.knows_shop(UUID(shop))
     except ValueError:
         return True
-
-
-Declared = tuple[str, bool]  # (permission, tenant_wide)
-_declarations: dict[int, Declared | str | None] = {}
-
-
-def _declaration(route: APIRoute) -> Declared | str | None:
-    """'public', (the permission a route requires, tenant-wide), or None; read once per route."""
-    if id(route) not in _declarations:
-        calls = list(_calls(route.dependant))
-        if any(getattr(c, "public", False) for c in calls):
-            _declarations[id(route)] = "public"
-        else:
-            _declarations[id(route)] = next(((c.permission, c.tenant_wide) for c in calls
-                                             if hasattr(c, "permission")), None)
-    return _declarations[id(route)]
-
-
-def _calls(dependant):
-    for sub in dependant.dependencies:
-        yield sub.call
-        yield from _calls(sub)
 
 
 # -- rate limits ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+import codec
 from api.progress import Progress
 from api.settings import Settings
 
@@ -51,7 +52,7 @@ def admin_create(args) -> int:
 
     from api.passwords import check_password
     from commands.context import CommandContext
-    from commands.errors import CommandRefused
+    from domain.errors import CommandRefused
     from domain.errors import DomainError
     from domain.meta import Actor
 
@@ -111,21 +112,22 @@ def bench_write(args) -> int:
 
 
 def audit_verify(args) -> int:
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
     from api.server import database_url
-    from commands.engine import PricingEngine
+    from read.side import ReadSide
 
-    from eventsourcing.persistence import PersistenceError
-
-    engine = PricingEngine(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    reads = ReadSide(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
     try:
         with Progress("verifying the chain", unit="positions") as progress:
-            report = engine.verify_chain(args.from_position,
-                                         progress=lambda checked, position, last: progress.update(position, last))
-    except PersistenceError as e:  # unreachable, or no event store yet (never migrated)
+            report = reads.audit.verify_chain(args.from_position,
+                                              progress=lambda checked, position, last: progress.update(position, last))
+    except (psycopg.Error, PoolTimeout) as e:  # unreachable, or no event store yet (never migrated)
         print(f"cannot verify: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     finally:
-        engine.close()
+        reads.close()
     if report.ok:
         print(f"ok: {report.checked} events verified up to position {report.last_position}; head {report.head}")
         return 0
@@ -169,14 +171,21 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _migrated_engine(pool_size: int = 1):
-    """(database url, engine) on the configured (or embedded) database, migrated."""
+def _migrated_url() -> str:
+    """The configured (or embedded) database's url, migrated: all a reader or follower needs."""
     import migrations
     from api.server import database_url
-    from commands.engine import PricingEngine
 
     url = database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr))
     migrations.apply(url, log=lambda *_: None)
+    return url
+
+
+def _migrated_engine(pool_size: int = 1):
+    """(database url, the write application) on the configured (or embedded) database, migrated."""
+    from commands.engine import PricingEngine
+
+    url = _migrated_url()
     return url, PricingEngine(url, pool_size=pool_size)
 
 
@@ -191,9 +200,9 @@ def project(args) -> int:
 
     from projections.projector import Projector, tune_gc
 
-    url, engine = _migrated_engine()
+    url = _migrated_url()
     tune_gc()
-    projector = Projector(url, engine.mapper.to_domain_event, batch_size=args.batch)
+    projector = Projector(url, codec.to_domain_event, batch_size=args.batch)
     started = time.monotonic()
     with Progress("catching up") as progress:
         covered = projector.catch_up(progress.update)
@@ -219,10 +228,10 @@ def projections_rebuild(args) -> int:
     except KeyError as e:
         print(e.args[0], file=sys.stderr)
         return 2
-    url, engine = _migrated_engine()
+    url = _migrated_url()
     tune_gc()
     with Progress(f"rebuilding {args.name}") as progress:
-        done = rebuild(url, engine.mapper.to_domain_event, projections, batch_size=args.batch,
+        done = rebuild(url, codec.to_domain_event, projections, batch_size=args.batch,
                        progress=progress.update, fresh=args.fresh)
     resumed = f" (resumed from position {done.resumed_from:,})" if done.resumed_from else ""
     print(f"rebuilt {', '.join(done.projections)}{resumed}: replayed {done.events:,} events in {done.seconds:.1f}s;"
@@ -238,7 +247,7 @@ def projections_status(args) -> int:
     from projections.lag import operator_report
     from projections.registry import ALL
 
-    url, _ = _migrated_engine()
+    url = _migrated_url()
     with psycopg.connect(url) as conn:
         report = operator_report(conn, [p.name for p in ALL])  # whole-log figures: operators only
     if args.json:
@@ -338,12 +347,12 @@ def worker(args) -> int:
 
     if (unreachable := _without_broker("worker", args.bootstrap_servers)) is not None:
         return unreachable
-    url, engine = _migrated_engine()
+    url = _migrated_url()
     tune_gc()
     datadir = Settings.from_env().data_dir / "faust" / args.app_id
     config = WorkerConfig(url, args.bootstrap_servers, app_id=args.app_id, batch=args.batch,
                           partitions=args.partitions, datadir=str(datadir))
-    run(config, engine.mapper.to_domain_event, loglevel=args.loglevel)  # exits the process
+    run(config, codec.to_domain_event, loglevel=args.loglevel)  # exits the process
     return 0
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 from api.server import build, running
 from api.settings import Settings
 from commands.context import CommandContext
-from commands.errors import Conflict
+from domain.errors import Conflict
 from domain.meta import Actor
 
 DEMO_TENANT = "demo-tenant"

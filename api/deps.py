@@ -11,6 +11,7 @@ from api.auth import resolve_principal
 from commands.context import CommandContext
 from commands.engine import PricingEngine
 from commands.models import TOKEN_PATTERN
+from read.side import ReadSide
 
 _TOKEN = re.compile(TOKEN_PATTERN)
 
@@ -19,6 +20,10 @@ _TOKEN = re.compile(TOKEN_PATTERN)
 # threadpool, and those hand-offs cost more than the work (about a quarter of a command's CPU).
 async def engine(request: Request) -> PricingEngine:
     return request.app.state.engine
+
+
+async def reads(request: Request) -> ReadSide:
+    return request.app.state.reads
 
 
 def _token(value: str | None, name: str) -> str | None:
@@ -37,11 +42,12 @@ async def command_context(
     """The handlers' view of the caller: the verified principal (api/auth.py) as actor and tenant,
     with the shops it may see, plus the request's idempotency key and correlation id.
 
-    The principal is `authenticate`'s, which ran first (not the `Caller` dependency, whose own
-    dependencies FastAPI would solve again: ~0.05 ms of CPU each, on every command)."""
+    The principal is the one the route's `requires()` admitted, which ran first (not the `Caller`
+    dependency, whose own dependencies FastAPI would solve again on every command)."""
     return resolve_principal(request).context(idempotency_key=_token(idempotency_key, "Idempotency-Key"),
                                               correlation_id=_token(x_correlation_id, "X-Correlation-Id"))
 
 
 Engine = Annotated[PricingEngine, Depends(engine)]
+Reads = Annotated[ReadSide, Depends(reads)]
 Context = Annotated[CommandContext, Depends(command_context)]

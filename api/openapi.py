@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.staticfiles import StaticFiles
 
-from api.auth import SELF
+from api.auth import SELF, declaration
 from api.problems import PROBLEM, STATUS_MEANINGS, Problem
 from domain.account import ROLE_PERMISSIONS
 
@@ -35,17 +35,6 @@ ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"description": "The scheme to authenticate with", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}},
 }
-
-
-def declaration(route: APIRoute) -> tuple[str, bool] | str | None:
-    """'public', (permission, tenant_wide) as the route declares it with requires(), or None."""
-    for depends in route.dependencies:
-        call = depends.dependency
-        if getattr(call, "public", False):
-            return "public"
-        if hasattr(call, "permission"):
-            return call.permission, call.tenant_wide
-    return None
 
 
 def error_statuses(route: APIRoute) -> set[int]:

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
+from domain.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
 from domain.errors import DomainError
 
 log = logging.getLogger(__name__)

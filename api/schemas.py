@@ -524,4 +524,4 @@ class LoggedOut(Answer):
 
 def answer(result: Result) -> JSONResponse:
     headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
-    return JSONResponse(result.body, status_code=result.status, headers=headers)
+    return JSONResponse(result.body, status_code=201 if result.created else 200, headers=headers)

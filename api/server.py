@@ -18,6 +18,7 @@ from datetime import timedelta
 import uvicorn
 
 import migrations
+import codec
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
 from api.database import start_embedded
@@ -56,12 +57,12 @@ def build(settings: Settings, log=print):
     return engine, app
 
 
-def followers(settings: Settings, url: str, engine: PricingEngine):
+def followers(settings: Settings, url: str, engine: PricingEngine | None):
     """(projector, repricing policy) to run in this process, as the settings ask (None: elsewhere)."""
     projector = repricing = None
     pause = settings.follow_pause_s  # see projections.projector.follow_log
     if settings.projector == "inprocess":  # else run `etsypro project` as its own process
-        projector = Projector(url, engine.mapper.to_domain_event, pause=pause)
+        projector = Projector(url, codec.to_domain_event, pause=pause)
     if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
         repricing = RepricingPolicy(engine, url, pause=pause)
     return projector, repricing
@@ -86,9 +87,10 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     migrations.apply(url, log=log)
     os.environ.update(ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off",
                       ETSYPRO_REPRICING="off")
-    # The parent's followers share one engine (its mapper decodes; the policy's commands use its pool).
+    # The projector decodes with the codec; only the repricing policy issues commands, so only it needs the engine.
+    engine = PricingEngine(url, pool_size=2) if settings.repricing == "inprocess" else None
     running_followers = [InBackground(follower, name).start() for follower, name in
-                         zip(followers(settings, url, PricingEngine(url, pool_size=2)), ("projector", "repricing"))
+                         zip(followers(settings, url, engine), ("projector", "repricing"))
                          if follower is not None]
     try:
         if HAND_OVER:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from uuid import UUID, uuid4
 
+import codec
 from bench.common import (fresh_database, median, note, percentile, print_table, rate,
                           server_version, show, sizes_from)
 from commands import models
@@ -105,7 +106,7 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
 
         # Paced as `etsypro serve` runs them (ETSYPRO_FOLLOW_PAUSE_MS, projections.projector.follow_log).
         pause = Settings.from_env().follow_pause_s
-        projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event, pause=pause)).start()
+        projector = InBackground.projector(Projector(url, codec.to_domain_event, pause=pause)).start()
         policy = RepricingPolicy(engine, url, on_result=on_result, pause=pause)
         repricing = InBackground(policy, "repricing").start()
         try:

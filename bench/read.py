@@ -27,6 +27,7 @@ from uuid import UUID, uuid4
 import httpx
 import psycopg
 
+import codec
 from api.app import create_app
 from api.progress import Progress
 from api.server import running
@@ -41,6 +42,7 @@ from projections import queries
 from projections.projector import InBackground, Projector, tune_gc
 from projections.rebuild import rebuild
 from projections.registry import ALL
+from read.side import ReadSide
 
 CURRENCY = "GBP"
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -195,7 +197,7 @@ class BackendCpu:
 
 def catch_up(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float, float, float | None]:
     """(events, seconds, CPU seconds of this process, CPU seconds of its database backends)."""
-    projector = Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch)
+    projector = Projector(url, codec.to_domain_event, batch_size=sizes.batch)
     progress = Progress("catching up", _head(url))
     cpu = time.process_time()
     started = time.perf_counter()
@@ -208,9 +210,17 @@ def catch_up(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float,
 
 def rebuild_all(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, float]:
     progress = Progress("rebuilding all views", _head(url))
-    done = rebuild(url, engine.mapper.to_domain_event, ALL, batch_size=sizes.batch,
+    done = rebuild(url, codec.to_domain_event, ALL, batch_size=sizes.batch,
                    progress=lambda n, total: progress.update(n))
     return done.events, done.seconds
+
+
+def shops_of(engine: PricingEngine, tenant_id: str) -> list[UUID]:
+    reads = ReadSide(engine.conninfo, pool_size=1)
+    try:
+        return reads.shops.shops_of(tenant_id)
+    finally:
+        reads.close()
 
 
 # -- (e) live lag ---------------------------------------------------------------------------
@@ -218,10 +228,10 @@ def live_lag(url: str, engine: PricingEngine, sizes: Sizes) -> list[float]:
     """Append-to-visible milliseconds: from a command's commit to its last event being in the
     views (the projector commits view rows and position together, so the position tells)."""
     rng, ctx = random.Random(7), _context()
-    shop_id = engine.shops_of(ctx.tenant_id)[0]
+    shop_id = shops_of(engine, ctx.tenant_id)[0]
     listings = [UUID(k) for k in engine.recorder.reserved_all(shop_id, "listing")][:50]
     pause = Settings.from_env().follow_pause_s  # paced as `etsypro serve` runs it
-    background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=sizes.batch,
+    background = InBackground.projector(Projector(url, codec.to_domain_event, batch_size=sizes.batch,
                                                   pause=pause)).start()
     lags: list[float] = []
     interval = 1 / sizes.live_commands_per_s
@@ -265,7 +275,7 @@ def _wait_position(conn: psycopg.Connection, target: int, timeout: float = 30.0)
 def query_mix(engine: PricingEngine, rng: random.Random) -> list[tuple[str, dict]]:
     """The analysts' questions: (path under /shops/{shop}/analytics/, params), shop and listing at random."""
     ctx = _context()
-    shops = engine.shops_of(ctx.tenant_id)
+    shops = shops_of(engine, ctx.tenant_id)
     listings = {s: [UUID(k) for k in engine.recorder.reserved_all(s, "listing")] for s in shops}
     end = START + timedelta(days=Sizes.days)
     mix = []

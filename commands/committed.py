@@ -8,7 +8,7 @@ store's primary key), so a decision made on stale state fails at the write, and 
 decides again on fresh state (commands/engine.py, `execute`).
 
 That covers only decisions that end in a write of every listing read from memory. Any other
-outcome of the first try — a refusal, a 409, nothing to change, a listing read but not written —
+outcome of the first try — a refusal, a conflict, nothing to change, a listing read but not written —
 might be an artefact of stale state, so it is decided again on fresh state before anyone sees it.
 Later tries, and every read outside a command's first try (queries, auditors, the repricing
 policy), load through the library's cache as before.

@@ -47,16 +47,16 @@ class Decision:
 
     aggregates: list
     response: dict
-    status: int = 200
+    created: bool = False  # the command made a new aggregate (the API says so with its status)
     reservations: list = field(default_factory=list)
-    strict: bool = False  # the client gave expected_version: a lost race is a 409, not a retry
+    strict: bool = False  # the client gave expected_version: a lost race is a Conflict, not a retry
     statements: list = field(default_factory=list)  # (sql, params) rows committed with the events
 
 
 @dataclass(frozen=True)
 class Result:
-    status: int
     body: dict
+    created: bool = False
     replayed: bool = False  # answered from the idempotency record; nothing was written
 
 

@@ -15,8 +15,9 @@ from uuid import UUID
 
 from commands import rule_models as m
 from commands.context import CommandContext
-from commands.errors import NotFound
-from commands.repricing import INACTIVE, describe_rule, rule_from
+from domain.errors import NotFound
+from commands.repricing import INACTIVE, rule_from
+from domain.pricing_rule import describe_rule
 from domain.automation import stop_reason
 from domain.errors import DomainError
 from domain.listing import Listing

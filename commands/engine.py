@@ -19,17 +19,16 @@ from eventsourcing.application import AggregateNotFoundError, Application, proje
 from eventsourcing.persistence import IntegrityError
 from psycopg.conninfo import conninfo_to_dict
 
+import codec
 from commands import models
-from commands.audit import AuditLog
 from commands.committed import CommittedListings, PricingRepository, StaleRead, check_written, first_try
 from commands.context import CommandContext, Decision, Result
-from commands.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
+from domain.errors import CommandRefused, Conflict, IdempotencyKeyReused, NotFound
 from commands.identity import IdentityHandlers
 from commands.repricing import Repricing
 from commands.serial import Hold, WriterBusy, WriterLocks
 from commands.rollback import TimeTravel
-from commands.persistence import (TRANSCODINGS, IdempotencyRecord, IndexRow, PricingEventStore, PricingMapper, Recordings,
-                                  Reservation)
+from commands.persistence import LIST_SHOP, IdempotencyRecord, IndexRow, PricingEventStore, Recordings, Reservation
 from domain.errors import DomainError
 from domain.account import Account
 from domain.facts import Observation, ObservationBatch, SaleLine, SalesBatch
@@ -98,12 +97,13 @@ def sale_lines(sales: list[models.SaleIn]) -> list[SaleLine]:
             for s, unit_price in zip(sales, unit_prices)]
 
 
-class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Application):
+class PricingEngine(Repricing, IdentityHandlers, TimeTravel, Application):
     name = "pricing"
     snapshotting_intervals = {Listing: SNAPSHOT_EVERY, Shop: SNAPSHOT_EVERY, Account: SNAPSHOT_EVERY}
 
     def __init__(self, conninfo: str, pool_size: int = 10):
         super().__init__(env=library_env(conninfo, pool_size))
+        self.conninfo = conninfo  # the database the API's read side opens its own pool on
         self._shops: dict[UUID, tuple[str, str]] = {}  # id -> (tenant, currency): never change
         self.on_commit: list[Callable[[Sequence], None]] = []  # told each save's domain events once committed
         self.writers = WriterLocks()  # one writer at a time per aggregate in this process
@@ -120,13 +120,8 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         return PricingRepository(event_store=self.events, snapshot_store=self.snapshots, cache_maxsize=size,
                                  committed=CommittedListings(size))
 
-    def construct_mapper(self) -> PricingMapper:
-        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PricingMapper)
-
-    def register_transcodings(self, transcoder) -> None:
-        super().register_transcodings(transcoder)
-        for transcoding in TRANSCODINGS:
-            transcoder.register(transcoding)
+    def construct_mapper(self) -> codec.PricingMapper:
+        return codec.new_mapper()  # the one codec every reader decodes with
 
     def _record(self, processing_event):
         # One audit index row per event, in the same transaction (see PricingRecorder).
@@ -183,7 +178,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             record = None
             if ctx.idempotency_key:  # kept even when nothing changed: a retry must not act later
                 record = IdempotencyRecord(ctx.idempotency_scope, ctx.idempotency_key, request_hash,
-                                           decision.status, decision.response)
+                                           decision.created, decision.response)
             try:
                 self.save(*decision.aggregates, idempotency=record, reservations=decision.reservations,
                           statements=decision.statements)
@@ -203,7 +198,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                 if attempt:
                     time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
                 continue
-            return Result(decision.status, decision.response)
+            return Result(decision.response, decision.created)
         raise Conflict("too much concurrent activity on this aggregate; retry")
 
     @staticmethod
@@ -223,12 +218,12 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         return decision
 
     @staticmethod
-    def _replay(prior: tuple[str, int, dict], request_hash: str) -> Result:
-        prior_hash, status, body = prior
+    def _replay(prior: tuple[str, bool, dict], request_hash: str) -> Result:
+        prior_hash, created, body = prior
         if prior_hash != request_hash:
             raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request",
                                        field="Idempotency-Key")
-        return Result(status, body, replayed=True)
+        return Result(body, created, replayed=True)
 
     def _current_version(self, aggregate_id) -> int:
         last = self.recorder.select_events(aggregate_id, desc=True, limit=1)
@@ -270,13 +265,6 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             raise NotFound(f"{what} not found")
         return aggregate
 
-    def shops_of(self, tenant_id: str) -> list[UUID]:
-        with self.recorder.datastore.get_connection() as conn:
-            rows = conn.execute(
-                "SELECT aggregate_id FROM reservations WHERE kind = 'tenant' AND key = %s ORDER BY aggregate_id",
-                [tenant_id]).fetchall()
-        return [r["aggregate_id"] for r in rows]
-
     # -- shops and listings ---------------------------------------------------------------
     def open_shop(self, ctx: CommandContext, cmd: models.OpenShop) -> Result:
         shop_id = uuid4()
@@ -284,9 +272,9 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
         def decide() -> Decision:
             shop = Shop.open(ctx.tenant_id, cmd.name, cmd.currency, cmd.marketplace, ctx.meta(shop_id))
             opener, grant_rows = self.grant_opener(ctx, shop.id)  # the seller who opens a shop gets it
-            return Decision([shop, *opener], {"shop_id": str(shop.id), "version": shop.version}, status=201,
+            return Decision([shop, *opener], {"shop_id": str(shop.id), "version": shop.version}, created=True,
                             reservations=[Reservation(shop.id, "tenant", ctx.tenant_id, shop.id)],
-                            statements=grant_rows)
+                            statements=[*grant_rows, (LIST_SHOP, [shop.id, ctx.tenant_id, shop.currency])])
 
         return self.execute(ctx, "open_shop", cmd.model_dump(mode="json"), decide)
 
@@ -322,7 +310,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                                               ("sku", listing.sku))]
             body = {"listings": [{"listing_id": str(x.id), "external_id": x.external_id, "version": x.version}
                                  for x in listings]}
-            return Decision(listings, body, status=201, reservations=reservations)
+            return Decision(listings, body, created=True, reservations=reservations)
 
         return self.execute(ctx, "register_listings", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
@@ -360,7 +348,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
                             serial=[listing_id])
 
     def bulk_set_prices(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkSetPrices) -> Result:
-        _, currency = self.shop_facts(ctx, shop_id)  # unknown or others' shop: 404 before any item is looked at
+        _, currency = self.shop_facts(ctx, shop_id)  # unknown or others' shop: NotFound before any item is looked at
         if cmd.currency != currency:  # every listing is in its shop's currency
             raise DomainError("currency", f"{cmd.currency} does not match the shop's {currency}")
 
@@ -412,7 +400,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             observations = [Observation(o.listing_id, o.competitor, price, o.observed_at, o.source)
                             for o, price in zip(cmd.observations, prices)]
             batch = ObservationBatch.record(shop_id, currency, observations, ctx.meta(shop_id, cmd.source, cmd.reason))
-            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(observations)}, status=201)
+            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(observations)}, created=True)
 
         return self.execute(ctx, "record_observations", lambda: {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
@@ -430,7 +418,7 @@ class PricingEngine(Repricing, IdentityHandlers, AuditLog, TimeTravel, Applicati
             lines = sale_lines(cmd.sales)
             batch = SalesBatch.record(shop_id, currency, lines, ctx.meta(shop_id, cmd.source, cmd.reason))
             reservations = [Reservation(shop_id, "sale_transaction", s.transaction_id, batch.id) for s in cmd.sales]
-            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, status=201,
+            return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, created=True,
                             reservations=reservations)
 
         return self.execute(ctx, "record_sales", lambda: {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from commands.audit import describe_event
+from codec.plain import describe_event
 from commands.context import CommandContext
-from commands.errors import NotFound
-from commands.repricing import describe_rule
+from domain.errors import NotFound
+from domain.pricing_rule import describe_rule
 from domain.facts import ObservationBatch, parse_observation_ref
 from domain.listing import Guardrails, Listing
 
@@ -27,7 +27,7 @@ MAX_CHAIN = 50  # rollbacks of rollbacks...: a readable report stops somewhere
 
 
 def explain(engine, ctx: CommandContext, shop_id: UUID, listing_id: UUID) -> dict:
-    listing = engine.listing(ctx, shop_id, listing_id)  # tenancy: others' listings are 404
+    listing = engine.listing(ctx, shop_id, listing_id)  # tenancy: others' listings are not found
     history = _History(engine, ctx, shop_id, listing_id)
     chain, version = [], listing.last_price_change or 1
     while version and len(chain) < MAX_CHAIN:

@@ -22,10 +22,10 @@ from eventsourcing.utils import get_topic
 from psycopg.rows import dict_row
 
 from commands import credentials
-from commands.audit import describe_event
+from codec.plain import describe_event
 from commands.context import CommandContext, Decision, Result
 from commands.credentials import Secrets
-from commands.errors import Conflict, NotFound
+from domain.errors import Conflict, NotFound
 from domain.account import Account, AccountKind, Action, FailureReason, Grants, normalize_username
 from domain.errors import DomainError, InvalidValue
 from domain.meta import Actor, ActorKind
@@ -81,6 +81,10 @@ class Principal:
     grants: Grants
     session_id: str        # the token family (login session) or the API key id
     via: str               # "token" | "api_key"
+
+    def may_see(self, shop_id) -> bool:
+        """The tenancy check needs no CommandContext: the edge asks the principal itself."""
+        return self.grants.shops is None or str(shop_id) in self.grants.shops
 
     def context(self, **kwargs) -> CommandContext:
         actor_kind = ActorKind.SERVICE if self.kind == AccountKind.SERVICE.value else ActorKind.USER
@@ -146,7 +150,7 @@ class IdentityHandlers:
             if password_hash is not None:
                 statements.append(("INSERT INTO password_credentials (account_id, hash) VALUES (%s, %s)",
                                    [account.id, password_hash]))
-            return Decision([account], describe_account(account), status=201, statements=statements)
+            return Decision([account], describe_account(account), created=True, statements=statements)
 
         # The password is neither part of the hashed command nor of the stored answer.
         command = {"username": username, "kind": kind.value, "roles": roles}
@@ -239,7 +243,7 @@ class IdentityHandlers:
                           None if shops is None else [UUID(str(s)) for s in shops]])
             body = {"key_id": str(key_id), "api_key": key, "prefix": key[:10], "scopes": sorted(set(scopes)),
                     "shops": None if shops is None else sorted(map(str, shops))}
-            return Decision([account], body, status=201, statements=[statement])
+            return Decision([account], body, created=True, statements=[statement])
 
         # The answer carries the key: it must never be kept in command_log for a replay.
         return self.execute(replace(ctx, idempotency_key=None), "issue_api_key", {}, decide)
@@ -343,7 +347,7 @@ class IdentityHandlers:
 
     def _check_own_secret(self, ctx: CommandContext, client: str, action: Action, field: str,
                           check: Callable[[], FailureReason | None]) -> None:
-        """_check_secret for a signed-in caller: 429 while it must wait, 422 naming `field` on a mismatch."""
+        """_check_secret for a signed-in caller: refused while it must wait, refused naming `field` on a mismatch."""
         try:
             self._check_secret(self.tenant_account(ctx, UUID(ctx.actor.id)), client, action, check)
         except SecretRefused as refused:

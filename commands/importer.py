@@ -57,7 +57,7 @@ from pydantic import ValidationError
 from commands import models
 from commands.context import CommandContext
 from commands.engine import sale_lines
-from commands.errors import CommandRefused
+from domain.errors import CommandRefused
 from domain.errors import DomainError
 from domain.facts import SalesBatch
 from domain.listing import Guardrails, Listing

@@ -6,30 +6,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from decimal import Decimal
-from functools import lru_cache
-from json.encoder import encode_basestring
-from operator import attrgetter
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from eventsourcing.persistence import (DatetimeAsISO, EventStore, IntegrityError, InterfaceError, Mapper, Notification,
-                                       OperationalError, Recording, StoredEvent, Transcoding, UUIDAsHex)
+from eventsourcing.persistence import (EventStore, IntegrityError, InterfaceError, Notification, OperationalError,
+                                       Recording, StoredEvent)
 from eventsourcing.postgres import PostgresApplicationRecorder
-from eventsourcing.utils import get_topic, retry
+from eventsourcing.utils import retry
 from psycopg.types.json import Jsonb
 
-from commands import time_loaders
-from domain.facts import ObservationBatch
-from domain.listing import Automation, Guardrails
-from domain.meta import EventMeta
-from domain.money import Money
-from domain.rules import Rule
-
-time_loaders.install()  # before any pool connects: every read survives any time stored (see there)
+import codec  # noqa: F401  importing the codec makes every connection read any stored time
 
 SMALL_SAVE = 200  # events; larger saves stream with COPY
+
+# Readers' lookup rows (migrations/0510), committed with the events that make them true.
+LIST_SHOP = "INSERT INTO shop_directory (shop_id, tenant_id, currency) VALUES (%s, %s, %s)"
+LIST_RULE = "INSERT INTO shop_rules (shop_id, rule_id) VALUES (%s, %s)"
 
 
 RECORD_EVENTS = ("SELECT * FROM record_events(%(ids)s::uuid[], %(versions)s::bigint[], %(topics)s::text[],"
@@ -66,7 +59,7 @@ class IdempotencyRecord:
     scope: str
     key: str
     request_hash: str
-    status: int
+    created: bool
     response: dict
 
 
@@ -170,9 +163,9 @@ class PricingRecorder(PostgresApplicationRecorder):
         record: IdempotencyRecord | None = kwargs.get("idempotency")
         if record is not None:
             curs.execute(
-                "INSERT INTO command_log (scope, idempotency_key, request_hash, status, response)"
+                "INSERT INTO command_log (scope, idempotency_key, request_hash, created, response)"
                 " VALUES (%s, %s, %s, %s, %s)",
-                [record.scope, record.key, record.request_hash, record.status,
+                [record.scope, record.key, record.request_hash, record.created,
                  Jsonb(record.response, dumps=_dumps)], prepare=True,
             )
         # Rows outside the log that must agree with it (identity's credential and lookup tables).
@@ -202,13 +195,13 @@ class PricingRecorder(PostgresApplicationRecorder):
             if current.get(aggregate_id, 0) != version:
                 raise IntegrityError(f"aggregate {aggregate_id} moved on from version {version}")
 
-    def find_command(self, scope: str, key: str) -> tuple[str, int, dict] | None:
+    def find_command(self, scope: str, key: str) -> tuple[str, bool, dict] | None:
         with self.datastore.get_connection() as conn:
             row = conn.execute(
-                "SELECT request_hash, status, response FROM command_log WHERE scope = %s AND idempotency_key = %s",
+                "SELECT request_hash, created, response FROM command_log WHERE scope = %s AND idempotency_key = %s",
                 [scope, key],
             ).fetchone()
-        return (row["request_hash"], row["status"], row["response"]) if row else None
+        return (row["request_hash"], row["created"], row["response"]) if row else None
 
     def reserved(self, shop_id, kind: str, keys: list[str]) -> dict[str, Any]:
         """Which of these keys are already reserved in the shop, and by which aggregate."""
@@ -261,128 +254,3 @@ class PricingEventStore(EventStore):
         ids = self.recorder.insert_events(stored_events, **kwargs) or []
         assert not ids or len(ids) == len(stored_events), "one notification id per stored event"
         return Recordings(domain_events if ids else [], stored_events, ids)
-
-
-# -- how our value objects are stored inside events -------------------------------------------
-class MoneyAsDict(Transcoding):
-    type = Money
-    name = "money"
-
-    def encode(self, obj: Money) -> list[str]:
-        return [str(obj.amount), obj.currency]
-
-    def decode(self, data: list[str]) -> Money:
-        return Money(Decimal(data[0]), data[1])
-
-
-class EventMetaAsDict(Transcoding):
-    type = EventMeta
-    name = "meta"
-
-    def encode(self, obj: EventMeta) -> dict:
-        # A literal rather than a loop over the fields: this runs once per event, 10,000 per batch.
-        return {"shop_id": obj.shop_id, "actor_id": obj.actor_id, "actor_kind": obj.actor_kind,
-                "source": obj.source, "reason": obj.reason, "command_id": obj.command_id,
-                "correlation_id": obj.correlation_id, "causation_id": obj.causation_id,
-                "occurred_at": obj.occurred_at}
-
-    def decode(self, data: dict) -> EventMeta:
-        return EventMeta(**data)
-
-
-class GuardrailsAsDict(Transcoding):
-    type = Guardrails
-    name = "guardrails"
-
-    def encode(self, obj: Guardrails) -> dict:
-        # Automation limits are written only when set: guardrails without them keep their old form.
-        limits = {name: getattr(obj, name) for name in AUTOMATION_LIMITS if getattr(obj, name) is not None}
-        return {"floor": obj.floor, "ceiling": obj.ceiling, "cost": obj.cost, **limits}
-
-    def decode(self, data: dict) -> Guardrails:
-        return Guardrails(**data)
-
-
-AUTOMATION_LIMITS = ("min_margin", "max_step_percent", "max_daily_changes", "cooldown_minutes")
-
-
-class RuleAsDict(Transcoding):
-    type = Rule
-    name = "rule"
-
-    def encode(self, obj: Rule) -> dict:
-        return {f: getattr(obj, f) for f in Rule.__slots__}
-
-    def decode(self, data: dict) -> Rule:
-        return Rule(**{**data, "include": tuple(data["include"]), "exclude": tuple(data["exclude"])})
-
-
-class AutomationAsDict(Transcoding):
-    type = Automation
-    name = "automation"
-
-    def encode(self, obj: Automation) -> dict:
-        return {f: getattr(obj, f) for f in Automation.__slots__}
-
-    def decode(self, data: dict) -> Automation:
-        return Automation(**{**data, "clamps": tuple(data["clamps"]), "reasons": tuple(data["reasons"]),
-                             "observations": tuple(data["observations"])})
-
-
-TRANSCODINGS = (MoneyAsDict(), EventMetaAsDict(), GuardrailsAsDict(), RuleAsDict(), AutomationAsDict())
-
-
-# -- the mapper, with a direct path for the event recorded 10,000 at a time --------------------
-class PricingMapper(Mapper):
-    """The library's mapper, except that competitor observations are written by one string
-    template instead of the JSON encoder walking nested dicts with per-object callbacks (most of
-    a batch's encoding time). The bytes are exactly those the library's transcoder writes
-    (tests/test_transcodings.py holds it to that), so every reader decodes them the ordinary way."""
-
-    def to_stored_event(self, domain_event) -> StoredEvent:
-        if type(domain_event) is not ObservationBatch.CompetitorPriceObserved or self.compressor or self.cipher:
-            return super().to_stored_event(domain_event)
-        return StoredEvent(domain_event.originator_id, domain_event.originator_version, _OBSERVED_TOPIC,
-                           _observed_json(domain_event))
-
-
-_OBSERVED_TOPIC = get_topic(ObservationBatch.CompetitorPriceObserved)
-_PLAIN_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # the transcoder's settings
-
-
-def _observed_json(e) -> bytes:
-    """The transcoder's output for one CompetitorPriceObserved, field order included. What a batch
-    shares (its time, the meta's provenance, listing ids, sources) is encoded once and cached."""
-    m, price = e.meta, e.price
-    return (f'{{"timestamp":{_datetime_json(e.timestamp)},"listing_id":{_uuid_json(e.listing_id)},'
-            f'"competitor":{encode_basestring(e.competitor)},'
-            f'"price":{{"_type_":"{MoneyAsDict.name}","_data_":["{price.amount}",{_json_str(price.currency)}]}},'
-            f'"source":{_json_str(e.source)},"meta":{{"_type_":"{EventMetaAsDict.name}","_data_":'
-            f'{_meta_head(*_provenance(m))}'
-            f'"occurred_at":{_iso_json(m.occurred_at)}}}}}}}').encode()
-
-
-def _iso_json(value) -> str:
-    return f'{{"_type_":"{DatetimeAsISO.name}","_data_":"{value.isoformat()}"}}'
-
-
-_datetime_json = lru_cache(maxsize=64)(_iso_json)  # a batch's events share its timestamp
-# The string encoder of ensure_ascii=False; cached for the few values a batch repeats (sources,
-# currencies), not for competitor references, which rarely repeat (a miss costs 2.5x a call).
-_json_str = lru_cache(maxsize=4096)(encode_basestring)
-
-
-@lru_cache(maxsize=4096)
-def _uuid_json(value: UUID) -> str:
-    return f'{{"_type_":"{UUIDAsHex.name}","_data_":"{value.hex}"}}'
-
-
-# EventMeta's fields before occurred_at (its last), in the order EventMetaAsDict writes them.
-_PROVENANCE_FIELDS = tuple(f.name for f in fields(EventMeta))[:-1]
-_provenance = attrgetter(*_PROVENANCE_FIELDS)
-
-
-@lru_cache(maxsize=64)
-def _meta_head(*provenance) -> str:
-    """Every meta field before occurred_at (the same for a whole batch), as `{"shop_id":...,`."""
-    return _PLAIN_JSON.encode(dict(zip(_PROVENANCE_FIELDS, provenance, strict=True)))[:-1] + ","

@@ -18,14 +18,14 @@ from eventsourcing.persistence import IntegrityError
 
 from commands import rule_models as m
 from commands.context import CommandContext, Decision, Result
-from commands.errors import Conflict, NotFound
-from commands.persistence import Reservation
+from domain.errors import Conflict, NotFound
+from commands.persistence import LIST_RULE, Reservation
 from commands.serial import WriterBusy
 from domain.automation import AutomationSwitch, stop_reason, tenant_switch_id
 from domain.errors import DomainError, InvalidValue
 from domain.listing import CHANGED, REFUSED, Listing, Verdict
 from domain.meta import Actor, ActorKind, EventMeta, Source
-from domain.pricing_rule import PricingRule
+from domain.pricing_rule import PricingRule, describe_rule
 from domain.rules import CompetitorPrice, Rule, evaluate
 from domain.shop import Shop
 
@@ -72,20 +72,6 @@ class RepriceResult:
         return asdict(self)
 
 
-def describe_rule(rule: PricingRule) -> dict:
-    r = rule.rule
-    return {
-        "rule_id": str(rule.id), "shop_id": str(rule.shop_id), "name": rule.name, "version": rule.version,
-        "rule_version": rule.rule_version, "retired": rule.retired, "summary": r.describe(),
-        "kind": r.kind, "currency": r.currency,
-        "amount": None if r.amount is None else str(r.amount),
-        "percent": None if r.percent is None else str(r.percent), "direction": r.direction,
-        "rounding": r.rounding, "include": list(r.include), "exclude": list(r.exclude),
-        "max_age_minutes": r.max_age_minutes, "no_competition": r.no_competition, "below_floor": r.below_floor,
-        "modified_at": rule.modified_on.isoformat(),
-    }
-
-
 def describe_stop(stop: EventMeta | None) -> dict:
     if stop is None:
         return {"stopped": False}
@@ -110,8 +96,9 @@ class Repricing:
 
         def decide() -> Decision:
             rule = PricingRule.define(shop_id, cmd.name, rule_from(cmd, currency), ctx.meta(shop_id, reason=cmd.reason))
-            return Decision([rule], describe_rule(rule), status=201,
-                            reservations=[Reservation(shop_id, "rule", str(rule.id), rule.id)])
+            return Decision([rule], describe_rule(rule), created=True,
+                            reservations=[Reservation(shop_id, "rule", str(rule.id), rule.id)],
+                            statements=[(LIST_RULE, [shop_id, rule.id])])
 
         return self.execute(ctx, "define_rule", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
@@ -147,11 +134,6 @@ class Repricing:
             if getattr(e, "rule_version", 1 if isinstance(e, PricingRule.Defined) else None) == rule_version:
                 return self.pricing_rule(ctx, shop_id, rule_id, version=e.originator_version)
         raise NotFound(f"the rule has no version {rule_version}", field="rule_version")
-
-    def rules_of(self, ctx: CommandContext, shop_id: UUID) -> list[dict]:
-        self.shop_facts(ctx, shop_id)
-        rules = [self.repository.get(rule_id) for rule_id in self.recorder.reserved_all(shop_id, "rule").values()]
-        return [describe_rule(r) for r in sorted(rules, key=lambda r: (r.retired, r.name.lower(), str(r.id)))]
 
     def _rule_at(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, expected_version: int | None) -> PricingRule:
         rule = self.pricing_rule(ctx, shop_id, rule_id)

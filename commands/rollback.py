@@ -9,7 +9,7 @@ from uuid import UUID
 
 from commands import models
 from commands.context import CommandContext, Decision
-from commands.errors import Conflict, NotFound
+from domain.errors import Conflict, NotFound
 from domain.errors import DomainError
 from domain.listing import Listing
 from domain.meta import Source

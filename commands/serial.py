@@ -2,7 +2,7 @@
 
 Without it, concurrent commands on one hot listing in one process all decided on the same
 version, all but one lost at the event store's key, and the losers raced again: with sixteen
-clients some ran out of retries (409) although no client asked for optimistic concurrency.
+clients some ran out of retries (a Conflict) although no client asked for optimistic concurrency.
 Held around a command's decide-and-save, these locks leave the retries to races with other
 processes (another worker, `etsypro reprice`, another host).
 

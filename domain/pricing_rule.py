@@ -65,3 +65,17 @@ def _name(name: str) -> str:
     if not name or len(name) > MAX_NAME:
         raise InvalidValue("name", f"must be 1-{MAX_NAME} characters, not blank")
     return name
+
+
+def describe_rule(rule: PricingRule) -> dict:
+    r = rule.rule
+    return {
+        "rule_id": str(rule.id), "shop_id": str(rule.shop_id), "name": rule.name, "version": rule.version,
+        "rule_version": rule.rule_version, "retired": rule.retired, "summary": r.describe(),
+        "kind": r.kind, "currency": r.currency,
+        "amount": None if r.amount is None else str(r.amount),
+        "percent": None if r.percent is None else str(r.percent), "direction": r.direction,
+        "rounding": r.rounding, "include": list(r.include), "exclude": list(r.exclude),
+        "max_age_minutes": r.max_age_minutes, "no_competition": r.no_competition, "below_floor": r.below_floor,
+        "modified_at": rule.modified_on.isoformat(),
+    }

@@ -19,7 +19,7 @@ from psycopg import Cursor
 from projections.base import Positioned, Projection
 from projections.parking import decode_each
 
-# Turns a stored event into a domain event: the write side's mapper (engine.mapper.to_domain_event).
+# Turns a stored event into a domain event: codec.to_domain_event, the codec every side shares.
 # Injected, because projections/ depends on the domain's events, not on the write side.
 Decoder = Callable[[StoredEvent], object]
 

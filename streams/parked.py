@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import psycopg
 
+import codec
 from projections import parking
 from projections.projector import Projector
 from streams.repricing import RepricingPolicy
@@ -21,7 +22,7 @@ def retry_all(conninfo: str, engine, projector_timeout: float = 30.0) -> dict[st
     if not followers:
         return {}
     done: dict[str, tuple[int, int]] = {}
-    decode = engine.mapper.to_domain_event
+    decode = codec.to_domain_event
     projector = Projector(conninfo, decode)
     try:
         if set(followers) & set(projector.track_as.values()):

@@ -54,7 +54,8 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
-from commands.errors import Conflict
+import codec
+from domain.errors import Conflict
 from commands.repricing import CHANGED, RepriceResult, assignment_cause, observation_cause, rule_cause
 from domain.facts import ObservationBatch, observation_ref
 from domain.listing import Listing
@@ -195,7 +196,7 @@ class RepricingPolicy:
         self.clock = clock
         self.projector_timeout = projector_timeout  # None: wait for the projector as long as it takes
         self.event_types = EVENT_TYPES
-        self.log = EventLog(engine.mapper.to_domain_event, [self])
+        self.log = EventLog(codec.to_domain_event, [self])
         self.stats = Stats()
         self.retries = parking.RetrySchedule()
         self._db = LazyConnection(conninfo, APPLICATION_NAME)

@@ -51,7 +51,7 @@ import psycopg
 from eventsourcing.persistence import OperationalError as StoreUnavailable
 from mode.supervisors import CrashingSupervisor
 
-from commands.errors import Conflict
+from domain.errors import Conflict
 from commands.repricing import RepriceResult
 from projections import parking
 from streams import wire

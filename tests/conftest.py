@@ -20,6 +20,7 @@ from api.database import create_database, drop_database, free_connections, start
 from api.server import running
 from commands.context import CommandContext
 from commands.engine import PricingEngine
+from read.side import ReadSide
 from domain.listing import Listing
 from domain.account import API_KEY_SCOPES
 from domain.meta import Actor
@@ -86,6 +87,15 @@ def engine(database_url) -> PricingEngine:
     engine = PricingEngine(database_url, pool_size=3)  # and as many again when busy
     yield engine
     engine.close()
+
+
+def verify_chain(engine: PricingEngine, from_position: int | None = None, progress=None):
+    """The read side's chain check (read/audit.py) on the engine's database, on a pool of its own."""
+    reads = ReadSide(engine.conninfo, pool_size=1)
+    try:
+        return reads.audit.verify_chain(from_position, progress=progress)
+    finally:
+        reads.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import polars as pl
 import psycopg
 import pytest
 
+import codec
 from api.server import build, running
 from api.settings import Settings
 from commands import models
@@ -29,7 +30,7 @@ DAY = datetime(2026, 3, 2, tzinfo=timezone.utc)
 @pytest.fixture(scope="module", autouse=True)
 def projector(database_url, engine):
     """The session database's views, kept current while this module runs."""
-    background = InBackground.projector(Projector(database_url, engine.mapper.to_domain_event)).start()
+    background = InBackground.projector(Projector(database_url, codec.to_domain_event)).start()
     yield
     background.stop()
 

@@ -23,7 +23,7 @@ from commands.audit import GENESIS, VERIFY_PAGE, chain_hash, event_bytes, event_
 from commands.context import CommandContext
 from commands.engine import PricingEngine
 from commands import models
-from conftest import ROOT, Accounts, listing_spec
+from conftest import ROOT, Accounts, listing_spec, verify_chain
 from domain.meta import Actor
 
 SEEN_AT = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
@@ -273,7 +273,7 @@ def test_only_shops_granted_with_audit_read_are_readable(api, base_url, accounts
     elsewhere = api.post("/shops", json={"name": "Elsewhere", "currency": "GBP"}).json()["shop_id"]
     seller_of_one = accounts.new("seller", tenant.tenant_id, shops=[shop])
     admin = CommandContext(Actor("pytest"), tenant.tenant_id)
-    assert engine.grant_role(admin, uuid.UUID(seller_of_one.account_id), "analyst", None).status == 200
+    assert engine.grant_role(admin, uuid.UUID(seller_of_one.account_id), "analyst", None).created is False
     with client(base_url, seller_of_one) as c:
         assert c.get(f"/shops/{elsewhere}").status_code == 200  # the analyst role sees it...
         assert_problem(c.get(f"/aggregates/{elsewhere}/history"), 404)  # ...but may not audit it
@@ -343,14 +343,14 @@ def assert_links_are_recomputable(url: str, links: list[tuple]) -> None:
 
 def test_verify_passes_on_an_intact_log(engine, api, shop, listing):
     set_price(api, shop, listing, "28.00")
-    report = engine.verify_chain()
+    report = verify_chain(engine)
     assert report.ok and report.first_bad_position is None and report.checked > 0
     body = api.get("/audit/verify").json()
     # A tenant is told how many of its own events were verified, never the whole log's count.
     assert body["ok"] is True and body["first_bad_position"] is None and 0 < body["checked_own"] < report.checked
     assert set(body) == {"ok", "checked_own", "first_bad_position", "problem", "head", "last_position"}
     middle = report.last_position // 2 + 1
-    from_middle = engine.verify_chain(from_position=middle)
+    from_middle = verify_chain(engine, from_position=middle)
     assert from_middle.ok and 0 < from_middle.checked < report.checked + 1
     assert_problem(api.get("/audit/verify", params={"from_position": 0}), 422, "from_position")
 
@@ -384,7 +384,7 @@ def fresh(new_database):
     for i in range(12):
         engine.set_price(ctx, uuid.UUID(shop), uuid.UUID(listings[i % 3]),
                          models.SetPrice(price=f"{21 + i}.00", currency="GBP"))
-    assert engine.verify_chain().ok
+    assert verify_chain(engine).ok
     yield url, engine
     engine.close()
 
@@ -419,7 +419,7 @@ def batch_positions(url: str) -> list[int]:
 
 
 def assert_named(engine: PricingEngine, position: int, problem: str, from_position: int | None = None) -> None:
-    report = engine.verify_chain(from_position)
+    report = verify_chain(engine, from_position)
     assert (report.ok, report.first_bad_position) == (False, position), report
     assert problem in report.problem, report
     assert report.last_position is None or report.last_position < position
@@ -445,8 +445,8 @@ def test_an_altered_event_is_named(fresh):
     behind_the_triggers(url, "UPDATE pricing_events SET state = convert_to(replace(convert_from(state, 'UTF8'),"
                              f" '25.00', '2.50'), 'UTF8') WHERE notification_id = {position}")
     assert_detected(url, engine, position, "altered")
-    assert engine.verify_chain(from_position=position + 1).ok  # the edit lies before this range
-    assert engine.verify_chain(from_position=position).first_bad_position == position
+    assert verify_chain(engine, from_position=position + 1).ok  # the edit lies before this range
+    assert verify_chain(engine, from_position=position).first_bad_position == position
 
 
 def test_a_removed_event_is_named(fresh):
@@ -498,12 +498,12 @@ def test_an_event_altered_inside_a_link_is_named_even_when_verifying_from_later_
     """A link is hashed whole, so a start inside one starts at its first event."""
     url, engine = fresh
     batch = batch_positions(url)
-    from_inside = engine.verify_chain(from_position=batch[5])
-    assert from_inside.ok and from_inside.checked == engine.verify_chain(from_position=batch[0]).checked
+    from_inside = verify_chain(engine, from_position=batch[5])
+    assert from_inside.ok and from_inside.checked == verify_chain(engine, from_position=batch[0]).checked
     behind_the_triggers(url, f"UPDATE pricing_events SET state = state || ' '::bytea"
                              f" WHERE notification_id = {batch[2]}")
     assert_named(engine, batch[2], "altered", from_position=batch[5])
-    assert engine.verify_chain(from_position=batch[-1] + 1).ok  # the next link on holds
+    assert verify_chain(engine, from_position=batch[-1] + 1).ok  # the next link on holds
 
 
 @pytest.mark.parametrize("edit", ["hash = sha256(hash)", "digests = substring(digests from 33)"])
@@ -552,7 +552,7 @@ def test_a_link_whose_ids_have_gaps_verifies_and_names_an_event_slipped_into_a_g
     assert [(first, last, len(digests)) for first, last, digests, _ in links] == [(1000, 1005, 3 * 32)]
     engine = PricingEngine(url, pool_size=1)
     try:
-        assert engine.verify_chain().ok
+        assert verify_chain(engine).ok
         behind_the_triggers(url, "INSERT INTO pricing_events (originator_id, originator_version, topic, state,"
                                  " notification_id) VALUES (gen_random_uuid(), 1, 'test:Gaps', '', 1003)")
         assert_named(engine, 1003, "no entry in the hash chain")
@@ -571,7 +571,7 @@ def test_a_large_batch_is_one_link_and_verifies(engine, database_url, api, shop,
     assert len(batch) == 3001 and len(links) == 1
     assert (links[0][0], links[0][1], len(links[0][2])) == (batch[0], batch[-1], 32 * len(batch))
     assert_links_are_recomputable(database_url, links)
-    assert engine.verify_chain(from_position=batch[0]).ok
+    assert verify_chain(engine, from_position=batch[0]).ok
 
 
 # -- across the migration from per-event rows to links ------------------------------------------
@@ -617,11 +617,11 @@ def test_verify_walks_per_event_rows_then_links_across_the_migration(across_the_
 
     engine = PricingEngine(url, pool_size=1)
     try:
-        report = engine.verify_chain()
+        report = verify_chain(engine)
         assert (report.ok, report.checked, report.last_position, report.head) == (
             True, len(before + after), after[-1], links[-1][3].hex())
-        assert engine.verify_chain(from_position=before[2]).checked == len(before[2:] + after)
-        assert engine.verify_chain(from_position=after[1]).checked == len(after)  # from its link's first
+        assert verify_chain(engine, from_position=before[2]).checked == len(before[2:] + after)
+        assert verify_chain(engine, from_position=after[1]).checked == len(after)  # from its link's first
         behind_the_triggers(url, f"UPDATE pricing_events SET state = state || ' '::bytea"
                                  f" WHERE notification_id = {after[1]}")
         assert_named(engine, after[1], "altered")
@@ -651,7 +651,7 @@ def test_verify_reports_progress_page_by_page(new_database):
                                              observed_at=SEEN_AT) for i in range(VERIFY_PAGE + 10)]
         engine.record_observations(ctx, shop, models.RecordObservations(observations=observations))
         calls = []
-        report = engine.verify_chain(progress=lambda *args: calls.append(args))
+        report = verify_chain(engine, progress=lambda *args: calls.append(args))
         total = VERIFY_PAGE + 13  # shop, listing, batch received, observations
         assert report.ok and report.checked == total
         assert calls == [(VERIFY_PAGE, calls[0][1], report.last_position), (total, report.last_position,

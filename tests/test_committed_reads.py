@@ -13,7 +13,7 @@ from eventsourcing.application import project_aggregate
 from commands import models
 from commands.context import CommandContext
 from commands.engine import SNAPSHOT_EVERY, PricingEngine
-from commands.errors import Conflict
+from domain.errors import Conflict
 from domain.errors import DomainError
 from domain.listing import Listing
 from domain.meta import Actor

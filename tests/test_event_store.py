@@ -10,6 +10,7 @@ import psycopg
 import psycopg.rows
 import pytest
 
+import codec
 from conftest import listing_spec
 
 WHEN = "2026-11-24T09:30:00+00:00"
@@ -43,7 +44,7 @@ EDITS = [
     "UPDATE event_index SET actor_id = 'someone-else'",
     "DELETE FROM event_index",
     "TRUNCATE event_index",
-    "UPDATE command_log SET status = 500",
+    "UPDATE command_log SET created = false",
     "DELETE FROM command_log",
     "TRUNCATE command_log",
 ]
@@ -71,7 +72,7 @@ def last_position(engine) -> int:
 
 def events_since(engine, position: int) -> list:
     notifications = engine.recorder.select_notifications(position + 1, limit=100_000)
-    return [(n.id, engine.mapper.to_domain_event(n)) for n in notifications]
+    return [(n.id, codec.to_domain_event(n)) for n in notifications]
 
 
 def ok(response):
@@ -270,7 +271,7 @@ def test_a_refused_small_save_writes_nothing_and_leaves_its_connection_usable(ne
         first = StoredEvent(UUID(int=7), 1, "t:T", b"{}")
         index = [IndexRow(None, "tester", now, now)]
         recorder.insert_events([first], index=index)
-        record = IdempotencyRecord("scope", "key-1", "hash", 201, {"ok": True})
+        record = IdempotencyRecord("scope", "key-1", "hash", True, {"ok": True})
         with pytest.raises(IntegrityError):  # version 1 is taken
             recorder.insert_events([first], index=index, idempotency=record)
         with psycopg.connect(url) as conn:
@@ -278,7 +279,7 @@ def test_a_refused_small_save_writes_nothing_and_leaves_its_connection_usable(ne
             assert conn.execute("SELECT count(*) FROM command_log").fetchone()[0] == 0
         second = StoredEvent(UUID(int=7), 2, "t:T", b"{}")
         assert len(recorder.insert_events([second], index=index, idempotency=record)) == 1
-        assert recorder.find_command("scope", "key-1")[1] == 201
+        assert recorder.find_command("scope", "key-1")[1] is True
     finally:
         engine.close()
 
@@ -303,7 +304,7 @@ def test_a_save_refused_at_a_side_row_leaves_no_statement_half_prepared(new_data
         index = [IndexRow(None, "tester", now, now)]
 
         def save(version: int, key: str):
-            record = IdempotencyRecord("scope", key, "hash", 200, {"ok": True})
+            record = IdempotencyRecord("scope", key, "hash", False, {"ok": True})
             return recorder.insert_events([StoredEvent(UUID(int=7), version, "t:T", b"{}")], index=index,
                                           idempotency=record)
 

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import codec
 from commands.models import BUSINESS_TIME_SKEW, EARLIEST_BUSINESS_TIME
 from conftest import listing_spec
 from projections.queries import VIEWS
@@ -699,7 +700,7 @@ def test_an_integer_field_refuses_a_json_number_with_a_fraction_part(world, rout
     refused(world, lambda: world.send(route, raw=text.encode()), field=dotted_to_field(path), status=422)
 
 
-# -- reads survive any value that was accepted (commands/time_loaders.py) -------------------------------
+# -- reads survive any value that was accepted (codec/time_loaders.py) -------------------------------
 BEYOND_PYTHON = ["9999-12-31T23:00:00-14:00", "0001-01-01T00:00:00+14:00"]  # years 10000 and 0 in UTC
 
 
@@ -726,7 +727,7 @@ def shop_with_facts_beyond_python(world, engine, database_url, accounts):
     engine.record_observations(ctx, uuid.UUID(shop), models.RecordObservations.model_construct(
         observations=observations, source="manual", reason=""))
     engine.record_sales(ctx, uuid.UUID(shop), models.RecordSales.model_construct(sales=sales, source="manual", reason=""))
-    background = InBackground.projector(Projector(database_url, engine.mapper.to_domain_event)).start()
+    background = InBackground.projector(Projector(database_url, codec.to_domain_event)).start()
     try:
         deadline = time.monotonic() + 60
         while projected_beyond_python(database_url, shop) < 4:

@@ -25,6 +25,7 @@ import polars as pl
 import psycopg
 import pytest
 
+import codec
 from api.cli import main as cli
 from commands.engine import PricingEngine
 from commands.importer import catalogue, local_time
@@ -105,7 +106,7 @@ def stored_events(url: str) -> Stored:
         listings, sales, start = {}, [], 1
         while page := engine.recorder.select_notifications(start, 5000):
             for notification in page:
-                event = engine.mapper.to_domain_event(notification)
+                event = codec.to_domain_event(notification)
                 if isinstance(event, Listing.Registered):
                     listings[event.originator_id] = event
                 elif isinstance(event, (SalesBatch.Sold, SalesBatch.Returned)):
@@ -182,7 +183,7 @@ def test_first_20000_lines_match_polars_line_by_line_and_per_code_and_day(new_da
 
     # The read side's rollups (projections/sales.py) say the same per listing per UK day.
     engine = PricingEngine(url, pool_size=1)
-    projector = Projector(url, engine.mapper.to_domain_event)
+    projector = Projector(url, codec.to_domain_event)
     try:
         projector.catch_up()
     finally:

@@ -31,6 +31,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import codec
 from commands.engine import PricingEngine
 from projections.base import Tables
 from projections.projector import Projector
@@ -78,7 +79,7 @@ def in_process_reference(url: str, engine: PricingEngine) -> dict[str, list[tupl
     with psycopg.connect(url) as conn:
         for table in VIEW_TABLES:
             conn.execute(f"CREATE TABLE analytics.{REFERENCE.name(table)} (LIKE analytics.{table} INCLUDING ALL)")
-    projector = Projector(url, engine.mapper.to_domain_event, batch_size=1000, tables=REFERENCE,
+    projector = Projector(url, codec.to_domain_event, batch_size=1000, tables=REFERENCE,
                           tracking_prefix="inproc:")
     projector.catch_up()
     projector.close()
@@ -109,7 +110,7 @@ def as_records(notifications, partitions: int = 4, offsets: dict | None = None) 
 def test_sink_skips_redelivery_ignores_duplicates_and_refuses_gaps(new_database):
     url, engine = populated(new_database)
     records = as_records(engine.recorder.select_notifications(1, 1_000_000))
-    sink = Sink(url, engine.mapper.to_domain_event, name="unit")
+    sink = Sink(url, codec.to_domain_event, name="unit")
     try:
         # Interleave partitions as a consumer would, in uneven batches.
         for i in range(0, len(records), 333):

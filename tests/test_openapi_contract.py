@@ -21,6 +21,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+import codec
 from conftest import listing_spec, openapi_document
 
 JSON_TYPES = {"application/json", "application/problem+json"}
@@ -197,7 +198,7 @@ def projector(database_url, engine):
     """The views kept current, so that analytics pages and the lag carry rows."""
     from projections.projector import InBackground, Projector
 
-    background = InBackground.projector(Projector(database_url, engine.mapper.to_domain_event)).start()
+    background = InBackground.projector(Projector(database_url, codec.to_domain_event)).start()
     yield
     background.stop()
 

@@ -15,6 +15,9 @@ import uuid
 import httpx
 import pytest
 
+from api.app import create_app
+from api.routing import resource_router
+from api.server import running
 from conftest import listing_spec, openapi_document
 
 # Routes anyone may call: they are how credentials are obtained.
@@ -71,6 +74,28 @@ def test_every_route_needs_credentials(base_url, routes, victim):
             response = call(base_url, method, fill(path, ids), headers)
             assert response.status_code == 401, (method, path, headers, response.status_code, response.text)
             assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_route_that_declares_nothing_is_refused_to_everyone(engine, accounts):
+    """Fail closed: a route added without requires() or PUBLIC answers 401 without credentials and
+    403 to every caller, an admin included; its handler never runs."""
+    reached = []
+    router = resource_router()
+
+    @router.get("/undeclared")
+    def undeclared() -> dict:
+        reached.append(True)
+        return {}
+
+    app = create_app(engine)
+    app.include_router(router)
+    with running(app) as url:
+        assert httpx.get(f"{url}/undeclared").status_code == 401
+        for role in ("admin", "seller"):
+            refused = httpx.get(f"{url}/undeclared", headers=accounts.new(role))
+            assert refused.status_code == 403, refused.text
+            assert "declares no permission" in refused.json()["detail"]
+    assert not reached
 
 
 def test_the_document_says_which_routes_take_a_bearer_credential(base_url):

@@ -32,6 +32,7 @@ from eventsourcing.utils import get_topic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import codec
 from api.app import create_app
 from api.server import running
 from commands import models
@@ -162,7 +163,7 @@ def test_the_projector_parks_exactly_the_failing_events_and_applies_the_rest_onc
     poisoned = data.draw(st.sets(st.sampled_from(positions), max_size=len(positions)))
     tag = uuid.uuid4().hex[:8]
     probe = Probe(tag, set(poisoned))
-    projector = Projector(url, engine.mapper.to_domain_event, [probe], batch_size=batch_size,
+    projector = Projector(url, codec.to_domain_event, [probe], batch_size=batch_size,
                           tracking_prefix=f"{tag}:")
     follower = f"{tag}:{Probe.name}"
     try:
@@ -193,7 +194,7 @@ def test_a_lost_connection_parks_nothing_and_moves_nothing(probe_log):
             super().apply(cur, events, tables)
 
     tag = uuid.uuid4().hex[:8]
-    projector = Projector(url, engine.mapper.to_domain_event, [Unreachable(tag, set())], batch_size=100,
+    projector = Projector(url, codec.to_domain_event, [Unreachable(tag, set())], batch_size=100,
                           tracking_prefix=f"{tag}:")
     try:
         with pytest.raises(psycopg.OperationalError):
@@ -209,7 +210,7 @@ def record_unchecked(engine: PricingEngine, ctx: CommandContext, shop: UUID, *ob
     bounds business times): as facts accepted before that stay in the log."""
     def decide() -> Decision:
         batch = ObservationBatch.record(shop, "GBP", list(observations), ctx.meta(shop))
-        return Decision([batch], {"batch_id": str(batch.id)}, status=201)
+        return Decision([batch], {"batch_id": str(batch.id)}, created=True)
 
     return UUID(engine.execute(ctx, "record_observations", {}, decide).body["batch_id"])
 
@@ -258,7 +259,7 @@ def live(new_database):
     url = new_database()
     engine = PricingEngine(url, pool_size=2)
     app = create_app(engine)
-    app.state.projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event, pause=0.05))
+    app.state.projector = InBackground.projector(Projector(url, codec.to_domain_event, pause=0.05))
     app.state.repricing = InBackground(RepricingPolicy(engine, url, pause=0.05), "repricing")
     with running(app) as base_url:
         yield url, engine, base_url, Accounts(engine)
@@ -389,7 +390,7 @@ def test_the_kafka_sink_and_repricing_worker_park_a_poisoned_record_and_apply_th
     engine = PricingEngine(url, pool_size=2)
     ctx_a, shop_a, listing_a = ruled_shop(engine, "k-victim")
     ctx_b, shop_b, listing_b = ruled_shop(engine, "k-poisoner")
-    projector = Projector(url, engine.mapper.to_domain_event)
+    projector = Projector(url, codec.to_domain_event)
     projector.catch_up()
     start = position_of_head(url)
     _, undecodable = poison(engine, ctx_b, shop_b, listing_b)
@@ -397,7 +398,7 @@ def test_the_kafka_sink_and_repricing_worker_park_a_poisoned_record_and_apply_th
     poisoned_at = position_of(url, undecodable)
     projector.catch_up()  # the live views' watermark the policy needs (it parks the poison too)
 
-    sink = Sink(url, engine.mapper.to_domain_event, name="k-sink")
+    sink = Sink(url, codec.to_domain_event, name="k-sink")
     projected = [t for p in ALL for t in p.event_types]
     records = records_after(engine, start, {get_topic(t) for t in projected})
     applied = sink.apply_retrying(records + records[:1])  # a duplicate as after a redelivery
@@ -478,7 +479,7 @@ def test_the_relay_parks_an_event_the_broker_refuses_and_publishes_it_once_it_is
 def test_parked_rows_commit_with_the_position_or_not_at_all(probe_log, monkeypatch):
     url, engine, positions = probe_log
     tag = uuid.uuid4().hex[:8]
-    projector = Projector(url, engine.mapper.to_domain_event, [Probe(tag, {positions[5]})], batch_size=100,
+    projector = Projector(url, codec.to_domain_event, [Probe(tag, {positions[5]})], batch_size=100,
                           tracking_prefix=f"{tag}:")
     follower = f"{tag}:{Probe.name}"
     real_advance = tracking.advance
@@ -505,7 +506,7 @@ def test_the_policy_parks_a_cause_the_engine_fails_on_and_acts_on_it_once_after_
     engine = PricingEngine(url, pool_size=2)
     ctx_a, shop_a, listing_a = ruled_shop(engine, "p-healthy")
     ctx_b, shop_b, listing_b = ruled_shop(engine, "p-failing")
-    projector = Projector(url, engine.mapper.to_domain_event)
+    projector = Projector(url, codec.to_domain_event)
     policy = RepricingPolicy(engine, url, projector_timeout=5)
     real, broken = engine.reprice_listing, {listing_b}
 
@@ -555,12 +556,12 @@ def test_a_rebuild_keeps_the_parked_events_of_what_it_replays(new_database):
     ctx, shop, listing = ruled_shop(engine, "r-rebuild")
     _, undecodable = poison(engine, ctx, shop, listing)
     poisoned_at = position_of(url, undecodable)
-    projector = Projector(url, engine.mapper.to_domain_event)
+    projector = Projector(url, codec.to_domain_event)
     try:
         projector.catch_up()
         assert parked_rows(url) == {("competitor_prices", poisoned_at)}
         observe(engine, ctx, shop, listing, "17.00")
-        rebuild(url, engine.mapper.to_domain_event, [by_name("competitor_prices")], batch_size=3)
+        rebuild(url, codec.to_domain_event, [by_name("competitor_prices")], batch_size=3)
         assert parked_rows(url) == {("competitor_prices", poisoned_at)}  # the copies lack it too: still parked
         with psycopg.connect(url) as conn:
             facts = conn.execute("SELECT count(*) FROM analytics.competitor_observations").fetchone()[0]

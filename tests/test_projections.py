@@ -12,6 +12,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+import codec
 from commands.engine import PricingEngine
 from projections.base import LIVE
 from projections.log import EventLog
@@ -30,7 +31,7 @@ def projected(new_database):
     rng, written = random.Random(3), Written()
     for tenant in ("t-alpha", "t-beta"):
         populate(engine, tenant, rng, written)
-    projector = Projector(url, engine.mapper.to_domain_event, batch_size=700)  # many batches, odd boundaries
+    projector = Projector(url, codec.to_domain_event, batch_size=700)  # many batches, odd boundaries
     projector.catch_up()
     projector.close()
     yield url, engine, written
@@ -128,7 +129,7 @@ def test_redelivering_applied_events_changes_nothing(projected):
     receive it, or a projector whose tracking was lost) leaves every row as it was."""
     url, engine, _ = projected
     before = snapshot(url)
-    event_log = EventLog(engine.mapper.to_domain_event, ALL)
+    event_log = EventLog(codec.to_domain_event, ALL)
     with psycopg.connect(url) as conn:
         with conn.transaction(), conn.cursor() as cur:
             page = event_log.read(cur, 0, 1_000_000)
@@ -138,7 +139,7 @@ def test_redelivering_applied_events_changes_nothing(projected):
         # The projector itself, told it is at the start of the log, re-reads everything.
         conn.execute("UPDATE analytics.projection_tracking SET log_position = 0")
         conn.commit()
-    projector = Projector(url, engine.mapper.to_domain_event, batch_size=333)
+    projector = Projector(url, codec.to_domain_event, batch_size=333)
     projector.catch_up()
     projector.close()
     assert snapshot(url) == before
@@ -153,7 +154,7 @@ def test_no_event_is_missed_while_many_writers_commit_concurrently(new_database)
     engine = PricingEngine(url, pool_size=3)
     written = Written()
     shops = [open_shop(engine, f"t-{i}", 6, written) for i in range(4)]
-    background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=50)).start()
+    background = InBackground.projector(Projector(url, codec.to_domain_event, batch_size=50)).start()
     stop, errors, commits = threading.Event(), [], [0]
 
     def write(seed: int) -> None:
@@ -193,7 +194,7 @@ def test_no_event_is_missed_while_many_writers_commit_concurrently(new_database)
 def test_rebuild_equals_the_incrementally_maintained_views(projected):
     url, engine, _ = projected
     incremental = snapshot(url)
-    done = rebuild(url, engine.mapper.to_domain_event, ALL, batch_size=1000)
+    done = rebuild(url, codec.to_domain_event, ALL, batch_size=1000)
     assert done.resumed_from == 0 and done.events > 0
     assert snapshot(url) == incremental
     with psycopg.connect(url) as conn:
@@ -217,7 +218,7 @@ def test_interrupted_rebuild_resumes_while_queries_and_writes_go_on(new_database
     engine = PricingEngine(url, pool_size=2)
     rng, written = random.Random(11), Written()
     shop = populate(engine, "t-resume", rng, written, rounds=4)
-    background = InBackground.projector(Projector(url, engine.mapper.to_domain_event, batch_size=200)).start()
+    background = InBackground.projector(Projector(url, codec.to_domain_event, batch_size=200)).start()
     wait_caught_up(url)
     projection = by_name("competitor_prices")
 
@@ -226,7 +227,7 @@ def test_interrupted_rebuild_resumes_while_queries_and_writes_go_on(new_database
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        rebuild(url, engine.mapper.to_domain_event, [projection], batch_size=200, progress=interrupt_after_two_batches)
+        rebuild(url, codec.to_domain_event, [projection], batch_size=200, progress=interrupt_after_two_batches)
     with psycopg.connect(url) as conn:  # the live view is untouched, the copy holds what was replayed
         live = conn.execute("SELECT count(*) FROM analytics.competitor_observations").fetchone()[0]
         copied = conn.execute("SELECT count(*) FROM analytics.competitor_observations__rebuild").fetchone()[0]
@@ -255,7 +256,7 @@ def test_interrupted_rebuild_resumes_while_queries_and_writes_go_on(new_database
     for t in threads:
         t.start()
     try:
-        done = rebuild(url, engine.mapper.to_domain_event, [projection], batch_size=200)
+        done = rebuild(url, codec.to_domain_event, [projection], batch_size=200)
     finally:
         stop.set()
         for t in threads:

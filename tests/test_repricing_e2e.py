@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+import codec
 from api.app import create_app
 from api.server import running
 from commands.engine import PricingEngine
@@ -68,7 +69,7 @@ def live(new_database):
     app = create_app(engine)
     results = []
     policy = RepricingPolicy(engine, url, on_result=lambda trigger, result: results.append((trigger, result)))
-    app.state.projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event))
+    app.state.projector = InBackground.projector(Projector(url, codec.to_domain_event))
     app.state.repricing = InBackground(policy, "repricing")
     with running(app) as base_url:  # the app's lifespan starts (and stops) both, as in `etsypro serve`
         world = Live(url, engine, base_url, policy)

@@ -31,7 +31,9 @@ from uuid import UUID
 import psycopg
 import pytest
 
+import codec
 from api.routers.repricing import observations_from_view
+from read.pool import ReadPool
 from commands import models
 from commands import rule_models as m
 from commands.context import CommandContext
@@ -119,7 +121,7 @@ def test_a_batch_uses_observations_beyond_the_projector_and_completes_a_cut_obse
     engine = PricingEngine(url, pool_size=2)
     shop = ruled_shop(engine, "k-batch", listings=2, kind="match_lowest", percent=None)
     a, b = shop.listings
-    projector = Projector(url, engine.mapper.to_domain_event)
+    projector = Projector(url, codec.to_domain_event)
     worker = KafkaRepricing(RepricingPolicy(engine, url, projector_timeout=0.5), name="unit")
     stop = threading.Event()
     try:
@@ -176,7 +178,7 @@ def test_a_batch_acted_on_again_after_a_crash_makes_no_second_change_for_its_cau
     engine = PricingEngine(url, pool_size=2)
     shop = ruled_shop(engine, f"k-crash-{meanwhile[:5]}", listings=1)
     [a] = shop.listings
-    projector = Projector(url, engine.mapper.to_domain_event)
+    projector = Projector(url, codec.to_domain_event)
     worker = KafkaRepricing(RepricingPolicy(engine, url), name="unit")
     try:
         batch = observe(engine, shop, (a, "r1", "20.00"))
@@ -343,7 +345,7 @@ def test_the_worker_acts_once_per_cause_through_republishing_and_a_kill(new_data
     shops = [ruled_shop(engine, "k-e2e-a"), ruled_shop(engine, "k-e2e-b", kind="offset_from_average",
                                                          direction="below")]
     listings = [x for s in shops for x in s.listings]
-    projector = InBackground.projector(Projector(url, engine.mapper.to_domain_event)).start()
+    projector = InBackground.projector(Projector(url, codec.to_domain_event)).start()
     relay = etsypro(url, broker, tmp_path, "relay.log", "relay", "--repricing-topic")
     workers = [etsypro(url, broker, tmp_path, "worker-1.log", "reprice", "--kafka", "--batch", "50")]
     try:
@@ -389,11 +391,13 @@ def test_the_worker_acts_once_per_cause_through_republishing_and_a_kill(new_data
         print(f"automated changes per listing: {[len(causes) for causes in made.values()]}")
         for x, causes in made.items():
             assert len(causes) == len(set(causes)), f"listing {x} acted on a cause twice: {causes}"
+        views = ReadPool(engine.conninfo)
         for s in shops:  # each final price is the rule's result on the latest observations
             judged = dry_run(engine, s.ctx, s.shop_id, m.DryRun(rule_id=s.rule_id, listing_ids=s.listings),
-                             observations_from_view(engine))
+                             observations_from_view(views))
             for x in judged["listings"]:
                 assert (x["outcome"], x["price_after"]) == ("unchanged", x["price"]), x
+        views.close()
 
         # With the projector stopped, the worker waits for it; SIGTERM still ends it at once.
         projector.stop()

@@ -13,6 +13,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+import codec
 from api.server import build
 from api.settings import Settings
 from commands import models
@@ -41,7 +42,7 @@ def world(new_database):
     listings = [UUID(x["listing_id"]) for x in registered.body["listings"]]
     rule = engine.define_rule(ctx, shop, m.DefineRule(name="match", kind="match_lowest"))
     engine.assign_rule(ctx, shop, m.AssignRule(rule_id=UUID(rule.body["rule_id"]), listing_ids=listings))
-    projector = Projector(url, engine.mapper.to_domain_event)
+    projector = Projector(url, codec.to_domain_event)
     yield url, engine, ctx, shop, listings, projector
     projector.close()
     engine.close()

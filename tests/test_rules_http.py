@@ -15,11 +15,12 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+import codec
 from api.app import create_app
 from api.server import running
 from commands.context import CommandContext
 from commands.engine import PricingEngine
-from commands.errors import NotFound
+from domain.errors import NotFound
 from commands.persistence import Reservation
 from commands.repricing import DUPLICATE, NO_RULE, POLICY_ACTOR, observation_cause, rule_cause
 from conftest import Accounts, listing_spec
@@ -342,7 +343,7 @@ def test_an_old_price_change_without_automation_is_upcast(engine, api, shop, lis
     assert state.pop("class_version") == 2 and state.pop("automation") is None
     old = type(stored)(stored.originator_id, stored.originator_version, stored.topic,
                        engine.mapper.transcoder.encode(state))
-    event = engine.mapper.to_domain_event(old)
+    event = codec.to_domain_event(old)
     assert event.automation is None and event.price == Money.of("22.00", "GBP")
 
 
@@ -382,7 +383,7 @@ def test_no_automated_change_commits_after_the_stop(api, shop, engine, database_
                                   " ORDER BY originator_version DESC LIMIT 1", [UUID(shop)]).fetchone()[0]
     later = [e for e in engine.recorder.select_notifications(stopped_at + 1, 100_000)
              if e.originator_id in {UUID(x) for x in ids}]
-    decoded = [engine.mapper.to_domain_event(e) for e in later]
+    decoded = [codec.to_domain_event(e) for e in later]
     assert not [e for e in decoded if isinstance(e, Listing.PriceChanged)], "an automated change committed after the stop"
     assert any(isinstance(e, Listing.AutomatedChangeRefused) for e in decoded)
 

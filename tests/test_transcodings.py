@@ -9,7 +9,7 @@ from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commands.persistence import TRANSCODINGS, PricingMapper
+from codec import TRANSCODINGS, PricingMapper
 from domain.facts import Observation, ObservationBatch
 from domain.meta import EventMeta
 from domain.money import Money

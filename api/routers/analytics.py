@@ -11,10 +11,11 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import requires
-from api.deps import Context, Engine
+from api.deps import Context, Engine, Reads
 from api.schemas import AnalyticsPage, Lag
-from commands.errors import NotFound
+from domain.errors import NotFound
 from commands.models import QueryInt, QueryTime
+from read.side import ReadSide
 from domain.errors import InvalidValue
 from projections import export, queries
 from projections.lag import parked, tenant_lag
@@ -45,16 +46,16 @@ SUMMARIES = {
 }
 
 
-def answer(engine, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | None = None,
+def answer(reads: ReadSide, cursor_key: bytes, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | None = None,
            **filters) -> Response:
-    engine.shop_facts(ctx, shop_id)  # the tenancy check (also made by requires()): others' shops are 404
-    if listing_id is not None and not engine.recorder.reserved(shop_id, "listing", [str(listing_id)]):
+    reads.shops.facts(ctx, shop_id)  # the tenancy check (also made by requires()): others' shops are 404
+    if listing_id is not None and not reads.shops.has_listing(shop_id, listing_id):
         raise NotFound("listing not found in this shop", field="listing_id")
     try:
-        q = queries.query(view, shop_id, listing_id=listing_id, cursor_key=engine.secrets.cursor_key, **filters)
+        q = queries.query(view, shop_id, listing_id=listing_id, cursor_key=cursor_key, **filters)
     except queries.InvalidQuery as e:
         raise InvalidValue(e.field, e.detail) from None
-    with engine.recorder.datastore.get_connection() as conn:
+    with reads.pool.connection() as conn:
         result = queries.run(conn, q)
     headers = {"X-Next-Cursor": result.next_cursor} if result.next_cursor else {}
     if fmt == "json":
@@ -79,28 +80,28 @@ def _register(view: queries.View) -> None:
                                     "description": "A page (json) or a file (csv, parquet); header X-Next-Cursor"
                                                    " carries the cursor of the next page when there is one"}})
     if view.bucketed and view.by_listing:
-        def endpoint(shop_id: UUID, ctx: Context, engine: Engine, bucket: BucketQuery,
+        def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine, bucket: BucketQuery,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(engine, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
+            return answer(reads, engine.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
                           since=since, until=until, limit=limit, cursor=cursor)
     elif view.bucketed:
-        def endpoint(shop_id: UUID, ctx: Context, engine: Engine, bucket: BucketQuery,
+        def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine, bucket: BucketQuery,
                      since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(engine, ctx, shop_id, view.name, format, bucket=bucket,
+            return answer(reads, engine.secrets.cursor_key, ctx, shop_id, view.name, format, bucket=bucket,
                           since=since, until=until, limit=limit, cursor=cursor)
     elif view.time_column:
-        def endpoint(shop_id: UUID, ctx: Context, engine: Engine,
+        def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(engine, ctx, shop_id, view.name, format, listing_id,
+            return answer(reads, engine.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id,
                           since=since, until=until, limit=limit, cursor=cursor)
     else:
-        def endpoint(shop_id: UUID, ctx: Context, engine: Engine,
+        def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine,
                      listing_id: ListingQuery = None, limit: LimitQuery = 100, cursor: CursorQuery = None,
                      format: FormatQuery = "json"):
-            return answer(engine, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
+            return answer(reads, engine.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
     endpoint.__name__ = f"analytics_{view.name.replace('-', '_')}"
     router.add_api_route(path, endpoint, methods=["GET"], **options)
 
@@ -112,12 +113,12 @@ for _view in queries.VIEWS.values():
 @router.get("/analytics/lag", summary="How far the projections and the repricing policy are behind on your shops'"
             " events, and your events they could not process (parked, with the error)",
             dependencies=[requires(ANALYTICS_READ)], response_model=Lag)
-def projection_lag(request: Request, ctx: Context, engine: Engine) -> dict:
+def projection_lag(request: Request, ctx: Context, reads: Reads) -> dict:
     # A tenant's own figures only: whole-log figures (head, positions, other tenants' parked
     # events) are for operators, who have `etsypro projections status`.
-    shops = [UUID(s) for s in sorted(ctx.shops)] if ctx.shops is not None else engine.shops_of(ctx.tenant_id)
+    shops = [UUID(s) for s in sorted(ctx.shops)] if ctx.shops is not None else reads.shops.shops_of(ctx.tenant_id)
     names = [p.name for p in ALL]
-    with engine.recorder.datastore.get_connection() as conn:
+    with reads.pool.connection() as conn:
         lags = tenant_lag(conn, names, shops)
         parked_events = parked(conn, shops) if shops else []
     state = request.app.state

@@ -13,9 +13,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
 
 from api.auth import Caller, requires
-from api.deps import Context, Engine
+from api.deps import Context, Reads
 from api.schemas import EVENT, AggregateHistory, AuditLog, ChainVerified
-from commands.audit import AUDIT_READ, AuditReader, LogFilter
+from read.audit import AUDIT_READ, AuditReader, LogFilter
 from commands.models import QueryInt, QueryTime, Token
 from domain.errors import InvalidValue
 
@@ -53,19 +53,19 @@ UntilQuery = Annotated[QueryTime | None, Query(description="Recorded before (ISO
 
 @router.get("/aggregates/{aggregate_id}/history", response_model=AggregateHistory, summary="One aggregate's events, oldest first, paged by version",
             dependencies=[requires(AUDIT_READ)])
-def aggregate_history(aggregate_id: UUID, reader: Reader, engine: Engine,
+def aggregate_history(aggregate_id: UUID, reader: Reader, reads: Reads,
                       after_version: Position = 0, limit: Limit = 100) -> dict:
-    return engine.aggregate_history(reader, aggregate_id, after_version, limit)
+    return reads.audit.aggregate_history(reader, aggregate_id, after_version, limit)
 
 
 @router.get("/audit/events", response_model=AuditLog, summary="The tenant's events in commit order, paged by position",
             dependencies=[requires(AUDIT_READ, tenant_wide=True)])
-def audit_events(reader: Reader, engine: Engine, after: Position = 0, limit: Limit = 100,
+def audit_events(reader: Reader, reads: Reads, after: Position = 0, limit: Limit = 100,
                  type: TypeQuery = None, actor: ActorQuery = None, shop_id: ShopQuery = None,
                  since: SinceQuery = None, until: UntilQuery = None) -> dict:
     """Pass `next_after` back as `after` for the next page: no event is skipped or repeated,
     even while others write (positions commit in increasing order)."""
-    return engine.audit_events(reader, after, limit, log_filter(type, actor, shop_id, since, until))
+    return reads.audit.audit_events(reader, after, limit, log_filter(type, actor, shop_id, since, until))
 
 
 @router.get("/audit/export", summary="The tenant's events from one position to another, as NDJSON",
@@ -77,14 +77,14 @@ def audit_events(reader: Reader, engine: Engine, after: Position = 0, limit: Lim
                 "example": orjson.dumps(EVENT).decode() + "\n"}},
                 "headers": {"X-Export-To": {"description": "The last position covered", "schema": {"type": "integer"}}},
                 "description": "One event per line; header X-Export-To gives the last position covered"}})
-def audit_export(reader: Reader, engine: Engine,
+def audit_export(reader: Reader, reads: Reads,
                  from_: Annotated[QueryInt, Query(alias="from", ge=1, le=2**63 - 1)] = 1,
                  to: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1, description="Inclusive; default: the log's head now")] = None,
                  type: TypeQuery = None, actor: ActorQuery = None, shop_id: ShopQuery = None,
                  since: SinceQuery = None, until: UntilQuery = None) -> StreamingResponse:
     if to is not None and to < from_:
         raise InvalidValue("to", "must not be before from")
-    stop, events = engine.export_events(reader, from_, to, log_filter(type, actor, shop_id, since, until))
+    stop, events = reads.audit.export_events(reader, from_, to, log_filter(type, actor, shop_id, since, until))
     return StreamingResponse(_ndjson(events), media_type="application/x-ndjson",
                              headers={"X-Export-To": str(stop)})
 
@@ -96,7 +96,7 @@ def _ndjson(events: Iterator[dict]) -> Iterator[bytes]:
 
 @router.get("/audit/verify", response_model=ChainVerified, summary="Check the hash chain over the whole log; counts only the caller's events",
             dependencies=[requires(AUDIT_READ)])
-def verify(reader: Reader, engine: Engine, from_position: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1)] = None) -> dict:
+def verify(reader: Reader, reads: Reads, from_position: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1)] = None) -> dict:
     """`checked_own`: how many events the caller may read were verified. The whole log's count is
     every tenant's activity: operators get it from `etsypro audit verify`."""
-    return engine.verify_for(reader, from_position)
+    return reads.audit.verify_for(reader, from_position)

@@ -8,13 +8,13 @@ from uuid import UUID
 from fastapi import Query
 
 from api.auth import requires
-from api.deps import Context, Engine
+from api.deps import Context, Engine, Reads
 from api.routing import resource_router
 from api.schemas import (ListingAutomation, ListingAutomationChanged, Rule, RuleAssigned, RuleChanged, RuleList,
                          ShopAutomation, ShopAutomationChanged, TenantAutomation, TenantAutomationChanged, answer)
 from commands import rule_models as m
 from commands.models import QueryInt, Reason
-from commands.repricing import describe_rule
+from domain.pricing_rule import describe_rule
 
 router = resource_router(tags=["pricing rules"])
 READ, WRITE = requires("shops:read"), requires("prices:write")
@@ -31,8 +31,8 @@ def define_rule(shop_id: UUID, cmd: m.DefineRule, ctx: Context, engine: Engine):
 
 
 @router.get(SHOP + "/rules", response_model=RuleList, summary="The shop's rules, retired ones last", dependencies=[READ])
-def list_rules(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
-    return {"rules": engine.rules_of(ctx, shop_id)}
+def list_rules(shop_id: UUID, ctx: Context, reads: Reads) -> dict:
+    return {"rules": reads.shops.rules_of(ctx, shop_id)}
 
 
 @router.get(SHOP + "/rules/{rule_id}", response_model=Rule, summary="A rule now, or as of one of its versions", dependencies=[READ])

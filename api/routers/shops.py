@@ -1,7 +1,7 @@
 from uuid import UUID
 
 from api.auth import requires
-from api.deps import Context, Engine
+from api.deps import Context, Engine, Reads
 from api.routing import resource_router
 from api.schemas import ListingsRegistered, Shop, ShopList, ShopOpened, answer
 from commands import models
@@ -20,8 +20,8 @@ def open_shop(cmd: models.OpenShop, ctx: Context, engine: Engine):
 
 
 @router.get("", response_model=ShopList, summary="The caller's shops", dependencies=[requires("shops:read")])
-def list_shops(ctx: Context, engine: Engine) -> dict:
-    return {"shops": [str(s) for s in engine.shops_of(ctx.tenant_id) if ctx.may_see(s)]}
+def list_shops(ctx: Context, reads: Reads) -> dict:
+    return {"shops": [str(s) for s in reads.shops.shops_of(ctx.tenant_id) if ctx.may_see(s)]}
 
 
 @router.get("/{shop_id}", response_model=Shop, summary="A shop's current state", dependencies=[requires("shops:read")])

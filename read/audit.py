@@ -13,18 +13,18 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from enum import Enum
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.utils import get_topic
 from psycopg.rows import tuple_row
 
-from commands.context import CommandContext
-from commands.errors import NotFound
+import codec
+from domain.errors import NotFound
 from domain.account import Grants
+from codec.plain import describe_event
+from read.pool import ReadPool
+from read.shops import ShopDirectory, Viewer
 
 AUDIT_READ = "audit:read"
 SECURITY_READ = "security:read"
@@ -32,48 +32,6 @@ SECURITY_READ = "security:read"
 GENESIS = bytes(32)  # the head before the first event (migrations/0003 and 0007)
 VERIFY_PAGE = 5000  # rows per round trip of the verifier's server-side cursors
 EXPORT_PAGE = 2000  # events per query of an export: memory stays flat whatever the range
-
-# The event's own header, already given at the top level of a described event.
-_HEADER_FIELDS = {"originator_id", "originator_version", "timestamp", "meta"}
-
-
-# -- describing events ------------------------------------------------------------------------
-def describe_event(domain_event, notification_id: int | None = None) -> dict:
-    """A stored event as JSON-friendly data: the one conversion used by history, log and export.
-
-    Who and why (`meta`) sits at the top next to the position; the event's own fields are under
-    `data`, so that no field name can ever collide with the envelope.
-    """
-    fields = vars(domain_event)
-    return {
-        "position": notification_id,
-        "aggregate_id": str(domain_event.originator_id),
-        "version": domain_event.originator_version,
-        "type": type(domain_event).__qualname__,
-        "topic": get_topic(type(domain_event)),
-        "recorded_at": domain_event.timestamp.isoformat(),
-        "meta": _plain(fields.get("meta")),
-        "data": {name: _plain(value) for name, value in fields.items() if name not in _HEADER_FIELDS},
-    }
-
-
-def _plain(value: Any) -> Any:
-    # Money, EventMeta and Guardrails are dataclasses of plain values: one rule covers them all,
-    # giving Money as {"amount": "12.50", "currency": "GBP"} (amounts stay exact decimal strings).
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (UUID, Decimal)):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
 
 # -- the hash chain, byte for byte as the database computes it --------------------------------
 # Two formats, one chain. Up to migrations/0007 each event got a row of event_chain with
@@ -170,8 +128,8 @@ CROSS JOIN LATERAL (
 # the (shop_id, notification_id) index in order; the outer ORDER BY merges at most `limit` each.
 _LOG_PAGE = """
 SELECT p.notification_id, p.originator_id, p.originator_version, p.topic, p.state
-FROM reservations r """ + _OWNER_EVENTS.replace("{owner}", "i.shop_id = r.shop_id") + """
-WHERE r.kind = 'tenant' AND r.key = %(tenant)s{shops}{accounts}
+FROM shop_directory r """ + _OWNER_EVENTS.replace("{owner}", "i.shop_id = r.shop_id") + """
+WHERE r.tenant_id = %(tenant)s{shops}{accounts}
 ORDER BY notification_id
 LIMIT %(limit)s
 """
@@ -197,11 +155,11 @@ class AuditReader:
     when and from where: only for security:read over the whole tenant, as in /security/...
     """
 
-    ctx: CommandContext  # shops narrowed to those the caller may audit
+    ctx: Viewer  # shops narrowed to those the caller may audit
     accounts: bool       # may read the tenant's account events
 
     @classmethod
-    def of(cls, ctx: CommandContext, grants: Grants) -> AuditReader:
+    def of(cls, ctx: Viewer, grants: Grants) -> AuditReader:
         audited = [a for a in grants.accesses if AUDIT_READ in a.permissions]
         shops = None if any(a.shops is None for a in audited) else frozenset(s for a in audited for s in a.shops)
         return cls(dataclasses.replace(ctx, shops=shops), reads_account_events(grants))
@@ -211,14 +169,17 @@ def reads_account_events(grants: Grants) -> bool:
     return grants.allows(SECURITY_READ, tenant_wide=True)
 
 
-class AuditLog:
-    """Mixed into PricingEngine: reading history, never writing it."""
+class AuditHistory:
+    """Reading history, never writing it: on the read side's own pool, tenancy by its shop directory."""
+
+    def __init__(self, pool: ReadPool, shops: ShopDirectory):
+        self.pool, self.shops = pool, shops
 
     # -- one aggregate --------------------------------------------------------------------
     def aggregate_history(self, reader: AuditReader, aggregate_id: UUID, after_version: int = 0,
                           limit: int = 100) -> dict:
         self._check_aggregate_owner(reader, aggregate_id)
-        rows = self._query(
+        rows = self.pool.rows(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM pricing_events"
             " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version LIMIT %s",
             [aggregate_id, after_version, limit + 1])
@@ -231,18 +192,18 @@ class AuditLog:
         """Every event names its shop; the caller's tenant must own the aggregate's shop. An
         account (no shop) is readable only with `reader.accounts`; else it looks unknown."""
         ctx = reader.ctx
-        rows = self._query(
+        rows = self.pool.rows(
             "SELECT i.shop_id FROM pricing_events e JOIN event_index i ON i.notification_id = e.notification_id"
             " WHERE e.originator_id = %s ORDER BY e.originator_version LIMIT 1", [aggregate_id])
         if not rows:
             raise NotFound("aggregate not found")
         if rows[0][0] is None:  # no shop: an account's history, for tenant-wide readers of its tenant
-            tenant = self._query("SELECT tenant_id FROM accounts WHERE account_id = %s", [aggregate_id])
+            tenant = self.pool.rows("SELECT tenant_id FROM accounts WHERE account_id = %s", [aggregate_id])
             if not tenant or tenant[0][0] != ctx.tenant_id or not reader.accounts or ctx.shops is not None:
                 raise NotFound("aggregate not found")
             return
         try:
-            self.shop_facts(ctx, rows[0][0])
+            self.shops.facts(ctx, rows[0][0])
         except NotFound:
             raise NotFound("aggregate not found") from None  # the same answer as for unknown ids
 
@@ -266,7 +227,7 @@ class AuditLog:
         """
         self._check_shop_filter(reader.ctx, filters)
         if stop is None:
-            stop = self.recorder.max_notification_id() or 0
+            stop = self.pool.rows("SELECT max(notification_id) FROM pricing_events")[0][0] or 0
 
         def pages() -> Iterator[dict]:
             after = start - 1
@@ -280,11 +241,11 @@ class AuditLog:
 
         return stop, pages()
 
-    def _check_shop_filter(self, ctx: CommandContext, filters: LogFilter) -> None:
+    def _check_shop_filter(self, ctx: Viewer, filters: LogFilter) -> None:
         """Someone else's shop is a 404 naming the filter, not an empty page."""
         if filters.shop_id is not None:
             try:
-                self.shop_facts(ctx, filters.shop_id)
+                self.shops.facts(ctx, filters.shop_id)
             except NotFound:
                 raise NotFound("shop not found", field="shop_id") from None
 
@@ -301,17 +262,13 @@ class AuditLog:
         if filters.shop_id is None and ctx.shops is None and reader.accounts:
             accounts = _ACCOUNT_EVENTS.format(conditions=conditions)
         sql = _LOG_PAGE.format(conditions=conditions, shops=shops, accounts=accounts)
-        return self._query(sql, {**params, "after": after, "to": NO_END if to is None else to,
+        return self.pool.rows(sql, {**params, "after": after, "to": NO_END if to is None else to,
                                  "limit": limit, "tenant": ctx.tenant_id})
 
     def _describe_row(self, row: tuple) -> dict:
         notification_id, originator_id, version, topic, state = row
         stored = StoredEvent(originator_id=originator_id, originator_version=version, topic=topic, state=bytes(state))
-        return describe_event(self.mapper.to_domain_event(stored), notification_id)
-
-    def _query(self, sql: str, params) -> list[tuple]:
-        with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
-            return curs.execute(sql, params).fetchall()
+        return describe_event(codec.to_domain_event(stored), notification_id)
 
     # -- tamper evidence ------------------------------------------------------------------
     def verify_for(self, reader: AuditReader, from_position: int | None = None) -> dict:
@@ -332,13 +289,13 @@ class AuditLog:
         visible = ""
         if ctx.shops is not None:
             visible, params["visible"] = " AND r.shop_id = ANY(%(visible)s::uuid[])", sorted(ctx.shops)
-        sql = ("SELECT (SELECT count(*) FROM reservations r JOIN event_index i ON i.shop_id = r.shop_id"
-               " WHERE r.kind = 'tenant' AND r.key = %(tenant)s AND i.notification_id BETWEEN %(first)s AND %(last)s"
+        sql = ("SELECT (SELECT count(*) FROM shop_directory r JOIN event_index i ON i.shop_id = r.shop_id"
+               " WHERE r.tenant_id = %(tenant)s AND i.notification_id BETWEEN %(first)s AND %(last)s"
                + visible + ")")
         if ctx.shops is None and reader.accounts:
             sql += (" + (SELECT count(*) FROM accounts a JOIN pricing_events e ON e.originator_id = a.account_id"
                     " WHERE a.tenant_id = %(tenant)s AND e.notification_id BETWEEN %(first)s AND %(last)s)")
-        return self._query(sql, params)[0][0]
+        return self.pool.rows(sql, params)[0][0]
 
     def verify_chain(self, from_position: int | None = None, progress: Progress | None = None) -> VerifyReport:
         """Recompute the hash chain and compare it with what is stored, streaming the events, the
@@ -357,7 +314,7 @@ class AuditLog:
         valid chain: compare `head` (the stored hash at the end of the verified range; for links,
         the last link's hash) with a head published earlier to catch that.
         """
-        with self.recorder.datastore.get_connection() as conn, conn.transaction():
+        with self.pool.connection() as conn, conn.transaction():
             # One snapshot for all cursors: a writer committing between them is not tampering.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")  # long logs take a while
