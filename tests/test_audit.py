@@ -19,7 +19,7 @@ import migrations
 from api.app import create_app
 from api.database import create_database, drop_database
 from api.server import running
-from commands.audit import GENESIS, VERIFY_PAGE, chain_hash, event_bytes, event_digest, link_hash
+from read.audit import GENESIS, VERIFY_PAGE, chain_hash, event_bytes, event_digest, link_hash
 from commands.context import CommandContext
 from commands.engine import PricingEngine
 from commands import models
