@@ -75,27 +75,28 @@ class GuardrailsAsDict(Transcoding):
 AUTOMATION_LIMITS = ("min_margin", "max_step_percent", "max_daily_changes", "cooldown_minutes")
 
 
-class RuleAsDict(Transcoding):
+class SlotsAsDict(Transcoding):
+    """A slotted value object as a dict of its fields; `tuples` come back as tuples, not lists."""
+
+    tuples: tuple[str, ...] = ()
+
+    def encode(self, obj) -> dict:
+        return {f: getattr(obj, f) for f in self.type.__slots__}
+
+    def decode(self, data: dict):
+        return self.type(**{**data, **{f: tuple(data[f]) for f in self.tuples}})
+
+
+class RuleAsDict(SlotsAsDict):
     type = Rule
     name = "rule"
-
-    def encode(self, obj: Rule) -> dict:
-        return {f: getattr(obj, f) for f in Rule.__slots__}
-
-    def decode(self, data: dict) -> Rule:
-        return Rule(**{**data, "include": tuple(data["include"]), "exclude": tuple(data["exclude"])})
+    tuples = ("include", "exclude")
 
 
-class AutomationAsDict(Transcoding):
+class AutomationAsDict(SlotsAsDict):
     type = Automation
     name = "automation"
-
-    def encode(self, obj: Automation) -> dict:
-        return {f: getattr(obj, f) for f in Automation.__slots__}
-
-    def decode(self, data: dict) -> Automation:
-        return Automation(**{**data, "clamps": tuple(data["clamps"]), "reasons": tuple(data["reasons"]),
-                             "observations": tuple(data["observations"])})
+    tuples = ("clamps", "reasons", "observations")
 
 
 TRANSCODINGS = (MoneyAsDict(), EventMetaAsDict(), GuardrailsAsDict(), RuleAsDict(), AutomationAsDict())
