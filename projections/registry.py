@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from projections.base import Projection
 from projections.competitor_prices import CompetitorPrices
+from projections.demand_daily import DemandDaily
 from projections.price_board import PriceBoard
 from projections.price_changes import PriceChanges
 from projections.sales import Sales
 
-ALL: tuple[Projection, ...] = (PriceBoard(), PriceChanges(), CompetitorPrices(), Sales())
+ALL: tuple[Projection, ...] = (PriceBoard(), PriceChanges(), CompetitorPrices(), Sales(), DemandDaily())
 
 
 def by_name(name: str) -> Projection:

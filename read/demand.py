@@ -1,0 +1,208 @@
+"""The daily demand frame of a shop (domain/demand/frame.py): one row per listing and UTC calendar
+day, built with polars from the views that hold each fact exactly once:
+
+- units, revenue, sold/returned units and the mean paid unit price: analytics.demand_daily;
+- the price in force, time-weighted over the day: analytics.price_changes (business time);
+- competitor min and median per day: analytics.competitor_bands over the hourly price histogram;
+- active: on or after the listing's registration day, when it was registered for sale (the domain
+  has no later status change, so that is all there is to know).
+
+Days are UTC calendar days of business time. A listing's rows run from its first day (registration,
+first price or first sale, whichever is first) or `since`, to `until` (default: today, UTC).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Iterator
+from uuid import UUID
+
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from domain.demand.frame import DAILY_SCHEMA, check_daily
+from domain.errors import InvalidValue, NotFound
+
+EARLIEST_DAY = date(2000, 1, 1)  # the commands accept no business time before it (commands/models.py)
+DAY_US = 86_400_000_000
+EPOCH = date(1970, 1, 1)
+
+# Columns beyond the shared schema: what the net units are made of.
+EXTRA_SCHEMA: dict[str, pl.DataType] = {"units_sold": pl.Int64, "units_returned": pl.Int64}
+FRAME_SCHEMA = {**DAILY_SCHEMA, **EXTRA_SCHEMA}
+
+# Registration, whether it was for sale, and the first day it sold (one probe of the daily PK each).
+_LISTINGS = """
+    SELECT c.listing_id::text, (c.registered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01', c.status = 'active',
+           (SELECT d.day - DATE '1970-01-01' FROM analytics.demand_daily d
+            WHERE d.listing_id = c.listing_id AND d.shop_id = c.shop_id AND d.units_sold > 0 AND isfinite(d.day)
+            ORDER BY d.day LIMIT 1)
+    FROM analytics.current_prices c WHERE c.shop_id = %(shop)s {listing}"""
+
+# The price in force when the window opens (the last change before it, moved to the opening) and
+# every change inside the window, in microseconds since the epoch.
+_PRICE_CHANGES = """
+    WITH opening AS (
+        SELECT DISTINCT ON (listing_id) listing_id, %(start)s::timestamptz AS occurred_at, version, price
+        FROM analytics.price_changes
+        WHERE shop_id = %(shop)s {listing} AND occurred_at < %(start)s
+        ORDER BY listing_id, occurred_at DESC, version DESC
+    ), inside AS (
+        SELECT listing_id, occurred_at, version, price FROM analytics.price_changes
+        WHERE shop_id = %(shop)s {listing} AND occurred_at >= %(start)s AND occurred_at < %(end)s
+    )
+    SELECT listing_id::text, (extract(epoch FROM occurred_at) * 1000000)::int8, version, price::float8
+    FROM (SELECT * FROM opening UNION ALL SELECT * FROM inside) c"""
+
+_SALES = """
+    SELECT listing_id::text, day - DATE '1970-01-01', units, revenue::float8, units_sold, units_returned,
+           paid_amount::float8
+    FROM analytics.demand_daily
+    WHERE shop_id = %(shop)s {listing} AND day >= %(since)s AND day <= %(until)s"""
+
+_COMPETITORS = """
+    SELECT listing_id::text, (bucket AT TIME ZONE 'UTC')::date - DATE '1970-01-01', min_price::float8,
+           median::float8
+    FROM analytics.competitor_bands('1 day', %(shop)s, %(listing_id)s, %(start)s, %(end)s)"""
+
+# What assemble() takes; days are days since the epoch, times microseconds since the epoch (UTC).
+LISTING_INPUT = {"listing_id": pl.Utf8, "registered": pl.Int32, "for_sale": pl.Boolean, "first_sale": pl.Int32}
+CHANGE_INPUT = {"listing_id": pl.Utf8, "at_us": pl.Int64, "version": pl.Int64, "price": pl.Float64}
+SALES_INPUT = {"listing_id": pl.Utf8, "day": pl.Int32, "units": pl.Int64, "revenue": pl.Float64,
+               "units_sold": pl.Int64, "units_returned": pl.Int64, "paid_amount": pl.Float64}
+COMPETITOR_INPUT = {"listing_id": pl.Utf8, "day": pl.Int32, "competitor_min": pl.Float64,
+                    "competitor_median": pl.Float64}
+
+
+def daily_demand(source, shop_id, listing_id=None, since: date | None = None,
+                 until: date | None = None) -> pl.DataFrame:
+    """The shop's daily frame (DAILY_SCHEMA plus units_sold and units_returned), sorted by listing
+    and day. source: a psycopg connection or a read pool (read/pool.py). Only this shop's listings
+    are ever read; a listing_id of another shop (or none) is NotFound."""
+    shop, listing = _uuid(shop_id, "shop_id"), None if listing_id is None else _uuid(listing_id, "listing_id")
+    until = until or datetime.now(timezone.utc).date()
+    since = max(since or EARLIEST_DAY, EARLIEST_DAY)
+    if since > until:
+        raise InvalidValue("since", f"{since} is after until {until}")
+    with _connection(source) as conn:
+        inputs = _fetch(conn, shop, listing, since, until)
+    if listing is not None and all(f.is_empty() for f in inputs):
+        raise NotFound("listing not found", field="listing_id")
+    return check_daily(assemble(*inputs, since=since, until=until))
+
+
+def shop_listing_ids(source, shop_id) -> list[str]:
+    """The shop's listings (as the price board knows them), in id order."""
+    with _connection(source) as conn:
+        rows = conn.execute("SELECT listing_id::text FROM analytics.current_prices WHERE shop_id = %s"
+                            " ORDER BY listing_id", [_uuid(shop_id, "shop_id")]).fetchall()
+    return [listing for listing, in rows]
+
+
+# -- reading -------------------------------------------------------------------------------------
+@contextmanager
+def _connection(source) -> Iterator[psycopg.Connection]:
+    if isinstance(source, psycopg.Connection):
+        yield source
+    else:
+        with source.connection() as conn:
+            yield conn
+
+
+def _uuid(value, field: str) -> UUID:
+    try:
+        return value if isinstance(value, UUID) else UUID(str(value))
+    except ValueError:
+        raise InvalidValue(field, f"{value!r} is not a UUID") from None
+
+
+def _fetch(conn: psycopg.Connection, shop: UUID, listing: UUID | None, since: date,
+           until: date) -> tuple[pl.DataFrame, ...]:
+    start = datetime.combine(since, time(), timezone.utc)
+    end = datetime.combine(until + timedelta(days=1), time(), timezone.utc)
+    params = {"shop": shop, "listing_id": listing, "since": since, "until": until, "start": start, "end": end}
+    clause = sql.SQL("") if listing is None else sql.SQL("AND listing_id = %(listing_id)s")
+    frames = []
+    for query, schema in ((_LISTINGS, LISTING_INPUT), (_PRICE_CHANGES, CHANGE_INPUT), (_SALES, SALES_INPUT),
+                          (_COMPETITORS, COMPETITOR_INPUT)):
+        composed = sql.SQL(query).format(listing=clause)
+        with conn.cursor(binary=True) as cur:
+            rows = cur.execute(composed, params).fetchall()
+        frames.append(pl.DataFrame(rows, schema=schema, orient="row"))
+    return tuple(frames)
+
+
+# -- assembling (pure: tested without a database) ------------------------------------------------
+def daily_prices(changes: pl.DataFrame) -> pl.DataFrame:
+    """Per listing and day with at least one change: the price weighted by the time it was in force
+    over the part of the day that had a price, and the price in force at the day's end.
+
+    changes: listing_id, at_us (microseconds since the epoch, UTC), version, price. The price in force
+    at a day's start is the last change before it (ties in time: the higher version is later)."""
+    c = changes.sort("listing_id", "at_us", "version").with_columns(
+        day=pl.col("at_us") // DAY_US,
+        next_us=pl.col("at_us").shift(-1).over("listing_id"),
+        prev_price=pl.col("price").shift(1).over("listing_id"))
+    c = c.with_columns(
+        prev_day=pl.col("day").shift(1).over("listing_id"),
+        until_us=pl.min_horizontal(pl.col("next_us"), (pl.col("day") + 1) * DAY_US).fill_null((pl.col("day") + 1) * DAY_US))
+    # The first change of a day inherits the part of the day before it from the previous change.
+    carried = (pl.when(pl.col("prev_price").is_not_null() & (pl.col("prev_day") < pl.col("day")))
+               .then(pl.col("at_us") - pl.col("day") * DAY_US).otherwise(0)).cast(pl.Float64)
+    held = (pl.col("until_us") - pl.col("at_us")).cast(pl.Float64)
+    c = c.with_columns(weight=held + carried,
+                       amount=pl.col("price") * held + pl.col("prev_price").fill_null(0.0) * carried)
+    return (c.group_by("listing_id", "day", maintain_order=True)
+            .agg(weighted=pl.col("amount").sum() / pl.col("weight").sum(), end_price=pl.col("price").last())
+            .with_columns(pl.col("day").cast(pl.Int32)))
+
+
+def assemble(listings: pl.DataFrame, changes: pl.DataFrame, sales: pl.DataFrame, competitors: pl.DataFrame,
+             since: date, until: date) -> pl.DataFrame:
+    """The frame from its inputs (LISTING_INPUT, CHANGE_INPUT, SALES_INPUT, COMPETITOR_INPUT).
+
+    A listing registered for sale is active from its registration day or its first sale, whichever
+    is first: a sale proves it was on sale, and imported histories register listings after their sales."""
+    first, last = (since - EPOCH).days, (until - EPOCH).days
+    prices = daily_prices(changes)
+    grid = _grid(listings, prices, sales, first, last)
+    if grid.is_empty():
+        return pl.DataFrame(schema=FRAME_SCHEMA)
+    frame = (grid.join(prices, on=["listing_id", "day"], how="left")
+             .join(sales, on=["listing_id", "day"], how="left")
+             .join(competitors, on=["listing_id", "day"], how="left")
+             .join(listings, on="listing_id", how="left")
+             .sort("listing_id", "day"))
+    frame = frame.select(
+        "listing_id",
+        pl.col("day").cast(pl.Date),
+        pl.col("units").fill_null(0),
+        pl.col("revenue").fill_null(0.0),
+        pl.coalesce("weighted", pl.col("end_price").forward_fill().over("listing_id")).alias("price"),
+        pl.when(pl.col("units_sold") > 0).then(pl.col("paid_amount") / pl.col("units_sold")).alias("paid_price"),
+        "competitor_min", "competitor_median",
+        (pl.col("for_sale").fill_null(False)
+         & (pl.col("day") >= pl.min_horizontal("registered", "first_sale")).fill_null(False)).alias("active"),
+        pl.col("units_sold").fill_null(0), pl.col("units_returned").fill_null(0))
+    return _finite(frame.cast(FRAME_SCHEMA))
+
+
+def _grid(listings: pl.DataFrame, prices: pl.DataFrame, sales: pl.DataFrame, first: int, last: int) -> pl.DataFrame:
+    """listing_id, day: every day from each listing's first day (not before `first`) to `last`."""
+    starts = pl.concat([listings.select("listing_id", day="registered"), listings.select("listing_id", day="first_sale"),
+                        prices.select("listing_id", "day"), sales.select("listing_id", "day")], how="vertical_relaxed")
+    starts = (starts.drop_nulls().group_by("listing_id").agg(pl.col("day").min())
+              .with_columns(pl.max_horizontal(pl.col("day"), pl.lit(first)).alias("day"))
+              .filter(pl.col("day") <= last))
+    return (starts.select("listing_id", day=pl.int_ranges(pl.col("day"), last + 1, dtype=pl.Int32))
+            .explode("day"))
+
+
+def _finite(frame: pl.DataFrame) -> pl.DataFrame:
+    """No NaN or infinity leaves this module: a stored value that makes one is refused by name."""
+    for column, dtype in frame.schema.items():
+        if dtype == pl.Float64 and not frame.get_column(column).is_finite().fill_null(True).all():
+            raise InvalidValue(column, "a stored value is not a finite number")
+    return frame
