@@ -8,8 +8,8 @@ regime: the issue's realistic noise (3-20 units/day, NB alpha 0.3-1) and the vol
 - within_015_share: the share of estimates within +-0.15 of the truth
 - interval_coverage: the share of 95% intervals that hold the truth
 - fits_per_s, cpu_ms_per_fit: estimate_listing() alone on one core (generation excluded)
---sweep prints coverage and error by days, price levels, spread and volume with no evidence
-thresholds: where they break down is where EVIDENCE draws its lines.
+--sweep fits random thin-to-rich listings with no thresholds and prints coverage and interval width
+by days, units, sale days, price span and levels: where EVIDENCE draws its lines.
 --retail runs the estimator over every product of the shared history (bench/retail_frames.py).
 """
 
@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bench.demand_shops import HIGH_VOLUME, REALISTIC, ShopSpec, listing
-from domain.demand.elasticity import Estimate, Evidence, Refusal, estimate_listing
+from bench.demand_shops import HIGH_VOLUME, REALISTIC, ShopSpec, listing, listing_days
+from domain.demand.elasticity import (EVIDENCE, Estimate, Evidence, Refusal, _price_levels, estimate_listing,
+                                      listing_series)
 
 TRUTHS = (-0.5, -1.5, -3.0)
 NO_THRESHOLDS = Evidence(min_days=1, min_distinct_prices=2, min_days_per_price=1, min_price_variation=0.0,
@@ -70,24 +71,49 @@ def calibrate(spec: ShopSpec, seeds: int, truths=TRUTHS, evidence: Evidence | No
         cpu_ms_per_fit=1000 * cpu / fits, fits_per_s=fits / cpu if cpu else nan)
 
 
-def sweep(seeds: int) -> list[tuple[str, Calibration]]:
-    """Coverage and error as the data thins out, with no thresholds (what EVIDENCE is chosen from)."""
-    cells = []
-    for days in (14, 21, 28, 42, 60):
-        cells.append((f"days={days}", replace(REALISTIC, days=days)))
-    for levels in (2, 3):
-        cells.append((f"levels={levels} (60 days)", replace(REALISTIC, price_levels=levels)))
-    for spread in (0.025, 0.05, 0.1):
-        cells.append((f"spread=+-{spread:.0%} (60 days)", replace(REALISTIC, price_spread=spread)))
-    for low, high in ((0.3, 1.0), (0.5, 1.0), (1.0, 2.0)):
-        cells.append((f"units/day {low}-{high} (60 days)", replace(REALISTIC, mean_units=(low, high))))
-    for low, high in ((0.3, 1.0),):
-        cells.append((f"units/day {low}-{high}, 28 days", replace(REALISTIC, mean_units=(low, high), days=28)))
-    for units, alpha in (((20.0, 40.0), (0.0, 0.05)), ((40.0, 80.0), (0.0, 0.02)), ((40.0, 80.0), (0.3, 1.0))):
-        cells.append((f"units/day {units[0]:g}-{units[1]:g}, alpha {alpha[0]}-{alpha[1]}",
-                      replace(REALISTIC, mean_units=units, dispersion=alpha)))
-    cells.append(("high volume, spread +-35% (HIGH_VOLUME)", HIGH_VOLUME))
-    return [(label, calibrate(spec, seeds, evidence=NO_THRESHOLDS)) for label, spec in cells]
+SWEEP_BUCKETS = {
+    "days": (10, 14, 21, 28, 42, 61),
+    "total_units": (0, 5, 10, 20, 30, 50, 100, 1e9),
+    "sale_days": (0, 3, 5, 10, 15, 30, 61),
+    "price_variation": (0, 0.03, 0.05, 0.1, 0.2, 1.0),
+    "price_levels": (1, 2, 3, 4),
+}
+
+
+def sweep(listings: int, seed: int = 1) -> dict[str, dict[str, dict]]:
+    """Random thin-to-rich listings (10-60 days, 0.05-20 units/day, +-1-35% prices, 2-3 levels) fitted
+    with no thresholds, bucketed by what EVIDENCE can see: coverage and interval width per bucket."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(listings):
+        low = float(np.exp(rng.uniform(np.log(0.05), np.log(20.0))))
+        spec = replace(REALISTIC, days=int(rng.integers(10, 61)), mean_units=(low, 1.5 * low),
+                       price_spread=float(rng.uniform(0.01, 0.35)), price_levels=int(rng.integers(2, 4)))
+        truth = float(rng.choice(TRUTHS))
+        frame = listing_days(rng, truth, spec)
+        series = listing_series(frame)
+        result = estimate_listing(frame, NO_THRESHOLDS)
+        seen = {"days": len(series.units), "total_units": float(series.units.sum()),
+                "sale_days": int((series.units > 0).sum()),
+                "price_variation": float(np.ptp(series.price) / np.median(series.price)) if len(series.units) else 0.0,
+                "price_levels": _price_levels(series.price, EVIDENCE.min_days_per_price)}
+        fitted = isinstance(result, Estimate)
+        rows.append((seen, fitted and result.ci95[0] <= truth <= result.ci95[1],
+                     result.ci95[1] - result.ci95[0] if fitted else None))
+    return {name: _bucketed(rows, name, edges) for name, edges in SWEEP_BUCKETS.items()}
+
+
+def _bucketed(rows, name: str, edges) -> dict[str, dict]:
+    table = {}
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = [(covered, width) for seen, covered, width in rows if low <= seen[name] < high]
+        fitted = [(covered, width) for covered, width in inside if width is not None]
+        if inside:
+            table[f"[{low:g}, {high:g})"] = {
+                "listings": len(inside), "not_fitted": len(inside) - len(fitted),
+                "coverage": round(float(np.mean([c for c, _ in fitted])), 3) if fitted else None,
+                "median_ci_width": round(float(np.median([w for _, w in fitted])), 2) if fitted else None}
+    return table
 
 
 def headline(calibration: Calibration) -> dict:
@@ -109,7 +135,7 @@ def run(seeds: int, with_sweep: bool, with_retail: bool, retail_path: str | None
     figures = {**headline(Calibration(**realistic)), "seeds_per_truth": seeds, "truths": list(TRUTHS),
                "cpu_ms_per_fit": round(realistic["cpu_ms_per_fit"], 3), "regimes": regimes}
     if with_sweep:
-        figures["sweep"] = {label: c.__dict__ for label, c in sweep(max(seeds // 2, 20))}
+        figures["sweep"] = sweep(20 * seeds)
     if with_retail:
         from bench.elasticity_retail import retail_figures
         figures.update(retail_figures(retail_path))
@@ -122,9 +148,12 @@ def report(figures: dict) -> None:
     for name, c in figures["regimes"].items():
         _row(name, c)
     if "sweep" in figures:
-        print("sweep (no evidence thresholds; realistic noise unless stated):")
-        for name, c in figures["sweep"].items():
-            _row(name, c)
+        print("sweep: random listings fitted with no thresholds, by what the evidence thresholds see")
+        for name, buckets in figures["sweep"].items():
+            print(f"  {name}")
+            for bucket, b in buckets.items():
+                print(f"    {bucket:<14} listings {b['listings']:>5}  not fitted {b['not_fitted']:>4}  "
+                      f"coverage {b['coverage']}  median 95% width {b['median_ci_width']}")
     print(f"headline (realistic): abs-error p90 {figures['elasticity_abs_error_p90']}, within +-0.15 "
           f"{figures['within_015_share']:.1%}, 95% coverage {figures['interval_coverage']:.1%}, "
           f"{figures['fits_per_s']} fits/s, {figures['cpu_ms_per_fit']} CPU ms per fit")

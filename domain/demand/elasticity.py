@@ -103,9 +103,11 @@ class Estimate:
     family: str
     controls: tuple[str, ...]
     diagnostics: Diagnostics
-    baseline: Baseline
+    baseline: Baseline | None          # None for the shop's pooled estimate: no one listing's volume
     caveat: str = CAVEAT
     listing_id: str | None = None
+    own_elasticity: float | None = None    # partial pooling: the listing's own estimate before shrinking
+    own_weight: float | None = None        # partial pooling: the share of the answer from its own data
 
 
 # -- the data a fit stands on -------------------------------------------------------------------
@@ -115,6 +117,7 @@ class _Series:
     price: np.ndarray
     controls: tuple[tuple[str, np.ndarray], ...]
     reference_rows: np.ndarray         # rows whose average defines the baseline (recent weekdays)
+    reference_price: float             # the price the baseline is stated at (the last one, when dated)
     clipped: int
     excluded_inactive: int
     excluded_unknown_price: int
@@ -279,7 +282,7 @@ def _estimate(series: _Series, fit: _Fit, design: np.ndarray, centre: float, nam
 
 def _baseline(series: _Series, params: np.ndarray, cov: np.ndarray, design: np.ndarray, centre: float) -> Baseline:
     """Mean expected units over the reference rows, moved to the last price; delta-method log SE."""
-    reference_price = float(series.price[-1])
+    reference_price = series.reference_price
     rows = design[series.reference_rows].copy()
     rows[:, 1] = math.log(reference_price) - centre
     mu = np.exp(np.clip(rows @ params, -50, 50))
@@ -320,7 +323,8 @@ def _series(columns: dict[str, np.ndarray]) -> _Series | Refusal:
     units = units[known]
     controls = _calendar_controls(day[known].astype(float)) + _competitor_control(columns["competitor"][known])
     return _Series(units=np.clip(units, 0, None), price=price[known].astype(float), controls=controls,
-                   reference_rows=_recent_week(len(units)), clipped=int((units < 0).sum()),
+                   reference_rows=_recent_week(len(units)),
+                   reference_price=float(price[known][-1]) if known.any() else 0.0, clipped=int((units < 0).sum()),
                    excluded_inactive=int((~active).sum()), excluded_unknown_price=int((active & ~known).sum()),
                    time_ordered=True)
 
@@ -368,3 +372,381 @@ def estimate_listing(frame: pl.DataFrame, evidence: Evidence = EVIDENCE) -> Esti
         return refusal
     listing_id = frame["listing_id"][0] if frame.height else None
     return _fit(series, evidence, "count GLM on log price, weekday and trend controls", listing_id)
+
+
+# -- predictions ----------------------------------------------------------------------------------
+def expected_units(estimate: Estimate, price: float) -> tuple[float, float, float] | Refusal:
+    """Expected units per day at `price` (mean, 95% low, 95% high) under constant elasticity.
+
+    The interval is for the expected value (baseline and elasticity uncertainty, delta method on the
+    log scale), not for one day's sales, which scatter more."""
+    if estimate.baseline is None:
+        return Refusal("a pooled estimate carries no listing's volume", "a listing's own or partially pooled estimate")
+    if not (isinstance(price, (int, float)) and math.isfinite(price) and price > 0):
+        return Refusal(f"price {price!r} is not a positive finite number", "a positive price", "price")
+    base = estimate.baseline
+    shift = math.log(price / base.reference_price)
+    log_mean = math.log(base.units_per_day) + estimate.elasticity * shift
+    variance = base.log_se ** 2 + shift ** 2 * estimate.se ** 2 + 2 * shift * base.log_cov_elasticity
+    spread = 1.959964 * math.sqrt(max(variance, 0.0))
+    values = tuple(math.exp(min(v, 700.0)) for v in (log_mean, log_mean - spread, log_mean + spread))
+    if not all(math.isfinite(v) for v in values):
+        return Refusal(f"the prediction at {price:g} overflows", "a price nearer the observed range", "price")
+    return values
+
+
+# -- the shop: pooled slope, partial pooling for thin listings -------------------------------------
+@dataclass(frozen=True, slots=True)
+class ShopEvidence:
+    """What the shop-level pooled estimate stands on (cluster-robust SEs need enough listings)."""
+
+    min_listings: int = 5                 # listings with sales at 2+ prices
+    min_total_units: float = 100
+
+
+SHOP_EVIDENCE = ShopEvidence()
+# Elasticities of different products differ; without this floor a handful of listings can make
+# the between-listing spread look 0 and collapse every thin listing onto the pooled interval.
+MIN_BETWEEN_LISTING_SD = 0.25
+POOLED_METHOD = ("pooled Poisson with listing fixed effects (conditional likelihood), weekday and trend "
+                 "controls, one common slope")
+SHRUNK_METHOD = "partial pooling (empirical Bayes toward the shop's pooled estimate)"
+OWN_METHOD = "count GLM on log price, weekday and trend controls"
+
+
+@dataclass(frozen=True, slots=True)
+class ShopEstimates:
+    pooled: Estimate | Refusal
+    listings: Mapping[str, Estimate | Refusal]
+    between_listing_sd: float | None      # the spread of true elasticities the shrinkage assumed
+
+
+def estimate_shop(frame: pl.DataFrame, evidence: Evidence = EVIDENCE, thin: Evidence = THIN_EVIDENCE,
+                  shop_evidence: ShopEvidence = SHOP_EVIDENCE) -> ShopEstimates:
+    """Every listing of a shop's daily frame: its own estimate when it meets `evidence`; when it only
+    meets `thin`, its own fit shrunk toward the shop's pooled slope (if the shop has one); else a Refusal."""
+    check_daily(frame)
+    ordered = frame.sort("listing_id", "day")
+    ids = ordered["listing_id"].to_numpy()
+    columns = _columns(ordered)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=int)
+    bounds = list(zip(starts, np.r_[starts[1:], len(ids)]))
+    own: dict[str, Estimate | Refusal] = {}
+    weak: dict[str, Estimate] = {}
+    for start, stop in bounds:
+        listing_id = str(ids[start])
+        own[listing_id], fit = _listing_answer({k: v[start:stop] for k, v in columns.items()}, listing_id, evidence, thin)
+        if fit is not None:
+            weak[listing_id] = fit
+    pooled = _pooled(columns, bounds, shop_evidence)
+    return _with_partial_pooling(own, weak, pooled)
+
+
+def _listing_answer(columns: dict[str, np.ndarray], listing_id: str, evidence: Evidence,
+                    thin: Evidence) -> tuple[Estimate | Refusal, Estimate | None]:
+    """(the listing's own answer, a thin fit to shrink when its own answer is a refusal)."""
+    series = _series(columns)
+    if isinstance(series, Refusal):
+        return series, None
+    refusal = _summary_refusal(series, evidence)
+    if refusal is None:
+        answer = _fit(series, evidence, OWN_METHOD, listing_id)
+        return answer, None
+    if _summary_refusal(series, thin) is not None:
+        return refusal, None
+    fit = _fit(series, thin, OWN_METHOD + " (thin: below the evidence thresholds alone)", listing_id)
+    return refusal, fit if isinstance(fit, Estimate) else None
+
+
+def _with_partial_pooling(own: dict[str, Estimate | Refusal], weak: dict[str, Estimate],
+                          pooled: Estimate | Refusal) -> ShopEstimates:
+    if isinstance(pooled, Refusal) or not weak:
+        for listing_id in weak:
+            own[listing_id] = _no_borrowing(own[listing_id], pooled)
+        return ShopEstimates(pooled, own, None)
+    fitted = [e for e in own.values() if isinstance(e, Estimate)] + list(weak.values())
+    shrunk, between = partially_pooled(weak, pooled, fitted)
+    own.update(shrunk)
+    return ShopEstimates(pooled, own, between)
+
+
+def _no_borrowing(refusal: Refusal, pooled: Estimate | Refusal) -> Refusal:
+    why = pooled.reason if isinstance(pooled, Refusal) else "no pooled estimate"
+    return replace(refusal, needs=f"{refusal.needs} (or a shop-level estimate to borrow from; the shop's: {why})")
+
+
+def partially_pooled(thin: Mapping[str, Estimate], pooled: Estimate,
+                     fitted: Sequence[Estimate] = ()) -> tuple[dict[str, Estimate], float]:
+    """Thin listings' own estimates shrunk toward the pooled slope (empirical Bayes, normal-normal).
+
+    The between-listing sd tau comes from all fitted listings (`fitted`, default `thin`) by
+    DerSimonian-Laird, floored at MIN_BETWEEN_LISTING_SD; each listing keeps the weight
+    tau^2 / (tau^2 + se^2) on its own estimate. Returns (shrunk estimates, tau)."""
+    tau = _between_listing_sd(list(fitted) or list(thin.values()), pooled.elasticity)
+    return {listing_id: _shrink(e, pooled, tau) for listing_id, e in thin.items()}, tau
+
+
+def _between_listing_sd(fits: Sequence[Estimate], centre: float) -> float:
+    estimates = np.array([e.elasticity for e in fits])
+    weights = 1 / np.array([e.se for e in fits]) ** 2
+    if len(fits) < 2:
+        return MIN_BETWEEN_LISTING_SD
+    q = float((weights * (estimates - centre) ** 2).sum())
+    scale = float(weights.sum() - (weights ** 2).sum() / weights.sum())
+    tau2 = max(0.0, (q - (len(fits) - 1)) / scale) if scale > 0 else 0.0
+    return max(math.sqrt(tau2), MIN_BETWEEN_LISTING_SD)
+
+
+def _shrink(own: Estimate, pooled: Estimate, tau: float) -> Estimate:
+    weight = tau ** 2 / (tau ** 2 + own.se ** 2)
+    elasticity = weight * own.elasticity + (1 - weight) * pooled.elasticity
+    se = math.sqrt(weight * own.se ** 2 + (1 - weight) ** 2 * pooled.se ** 2)
+    critical = 1.959964
+    baseline = own.baseline
+    if baseline is not None:  # the baseline moves with the slope as the fit's covariance says
+        moved = baseline.log_cov_elasticity / own.se ** 2 * (elasticity - own.elasticity)
+        baseline = replace(baseline, units_per_day=baseline.units_per_day * math.exp(moved),
+                           log_cov_elasticity=baseline.log_cov_elasticity * weight)
+    return replace(own, elasticity=elasticity, se=se, ci95=(elasticity - critical * se, elasticity + critical * se),
+                   method=f"{SHRUNK_METHOD}; own fit: {own.method}", baseline=baseline,
+                   own_elasticity=own.elasticity, own_weight=weight)
+
+
+def estimate_pooled(frame: pl.DataFrame, shop_evidence: ShopEvidence = SHOP_EVIDENCE) -> Estimate | Refusal:
+    """The shop's common elasticity: one slope, listing fixed effects (each listing its own level)."""
+    check_daily(frame)
+    ordered = frame.sort("listing_id", "day")
+    ids = ordered["listing_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=int)
+    return _pooled(_columns(ordered), list(zip(starts, np.r_[starts[1:], len(ids)])), shop_evidence)
+
+
+def _pooled(columns: dict[str, np.ndarray], bounds: list[tuple[int, int]], shop_evidence: ShopEvidence) -> Estimate | Refusal:
+    group = np.repeat(np.arange(len(bounds)), [stop - start for start, stop in bounds])
+    price, units, day = columns["price"], columns["units"], columns["day"]
+    known = columns["active"].astype(bool) & np.isfinite(price) & (price > 0) & np.isfinite(units)
+    group, price, raw_units, day = group[known], price[known], units[known], day[known].astype(float)
+    units = np.clip(raw_units, 0, None)
+    informative = _informative_listings(group, price, units, len(bounds))
+    keep = informative[group]
+    if informative.sum() < shop_evidence.min_listings or units[keep].sum() < shop_evidence.min_total_units:
+        return Refusal(f"{int(informative.sum())} listings with sales at 2+ prices, {units[keep].sum():g} units",
+                       f"at least {shop_evidence.min_listings} listings with sales at 2 or more prices and "
+                       f"{shop_evidence.min_total_units:g} units between them")
+    group, price, units, day = _compact(group[keep]), price[keep], units[keep], day[keep]
+    log_price = np.log(price)
+    log_price -= (np.bincount(group, log_price) / np.bincount(group))[group]   # within-listing: FE absorb levels
+    controls = _calendar_controls(np.sort(day))                                 # names only; values below
+    calendar = _calendar_matrix(day)
+    design = np.column_stack([log_price, calendar])
+    fit = _conditional_poisson(design, units, group)
+    if isinstance(fit, Refusal):
+        return fit
+    params, cov, iterations, expected = fit
+    clusters = int(group.max()) + 1
+    elasticity, se = float(params[0]), float(math.sqrt(max(cov[0, 0], 0.0)))
+    critical = float(stats.t.ppf(0.975, clusters - 1))
+    if not (math.isfinite(elasticity) and math.isfinite(se) and se > 0):
+        return Refusal("the pooled fit gave a non-finite value", "more listings with sales at several prices")
+    return Estimate(
+        elasticity=elasticity, ci95=(elasticity - critical * se, elasticity + critical * se), se=se,
+        n_days=len(np.unique(day)), distinct_prices=int(len(np.unique(np.round(price, 2)))),
+        price_range=(float(price.min()), float(price.max())), total_units=float(units.sum()),
+        method=f"{POOLED_METHOD}; {clusters} listings", family="Poisson (fixed effects)",
+        controls=tuple(name for name, _ in controls),
+        diagnostics=Diagnostics(
+            deviance=_poisson_deviance(units, expected),
+            pearson_dispersion=float(((units - expected) ** 2 / expected).sum() / max(len(units) - len(params) - clusters, 1)),
+            nb_alpha=None, converged=True,
+            iterations=iterations, covariance=f"cluster-robust by listing ({clusters} clusters), t({clusters - 1})",
+            clipped_negative_days=int((raw_units < 0).sum()), excluded_inactive_days=int((~columns["active"]).sum()),
+            excluded_unknown_price_days=int((columns["active"].astype(bool) & ~known).sum()),
+            independent_price_variation=float(np.std(log_price))),
+        baseline=None)
+
+
+def _informative_listings(group: np.ndarray, price: np.ndarray, units: np.ndarray, count: int) -> np.ndarray:
+    """Listings that inform a common slope: some sales and at least two prices."""
+    sold = np.bincount(group, units, minlength=count) > 0
+    log_price = np.log(price)
+    spread = (np.bincount(group, log_price ** 2, minlength=count) / np.maximum(np.bincount(group, minlength=count), 1)
+              - (np.bincount(group, log_price, minlength=count) / np.maximum(np.bincount(group, minlength=count), 1)) ** 2)
+    return sold & (spread > 1e-8)
+
+
+def _compact(group: np.ndarray) -> np.ndarray:
+    _, compact = np.unique(group, return_inverse=True)
+    return compact
+
+
+def _calendar_matrix(day: np.ndarray) -> np.ndarray:
+    """Weekday dummies and a shop-wide linear trend for rows in any order (no intercept: FE hold it)."""
+    weekday = (day.astype(int) + 3) % 7
+    present = [d for d in range(1, 7) if (weekday == d).any() and (weekday != d).any()]
+    span = max(float(day.max() - day.min()), 1.0)
+    trend = (day - day.mean()) / span
+    return np.column_stack([(weekday == d).astype(float) for d in present] + [trend])
+
+
+def _conditional_poisson(design: np.ndarray, units: np.ndarray, group: np.ndarray,
+                         max_iterations: int = 50) -> tuple[np.ndarray, np.ndarray, int, np.ndarray] | Refusal:
+    """Poisson with one intercept per group, the intercepts profiled out (the multinomial conditional
+    likelihood): Newton on the common slopes, cluster-robust sandwich by group. Consistent under
+    overdispersion and any within-listing correlation, as the cluster sandwich does not assume them."""
+    totals = np.bincount(group, units)
+    beta = np.zeros(design.shape[1])
+    for iteration in range(1, max_iterations + 1):
+        share, expected = _group_shares(design, beta, group, totals)
+        residual = units - expected
+        score = design.T @ residual
+        hessian = _conditional_hessian(design, share, totals, group)
+        try:
+            step = np.linalg.solve(hessian, score)
+        except np.linalg.LinAlgError:
+            return Refusal("the pooled fit is singular", "more listings with sales at several prices")
+        beta = beta + step
+        if not np.isfinite(beta).all():
+            return Refusal("the pooled fit diverged", "more listings with sales at several prices")
+        if np.abs(step).max() < 1e-8:
+            break
+    else:
+        return Refusal("the pooled fit did not converge", "more listings with sales at several prices")
+    share, expected = _group_shares(design, beta, group, totals)
+    hessian = _conditional_hessian(design, share, totals, group)
+    scores = np.zeros((int(group.max()) + 1, design.shape[1]))
+    np.add.at(scores, group, design * (units - expected)[:, None])
+    clusters = scores.shape[0]
+    bread = np.linalg.inv(hessian)
+    cov = bread @ (scores.T @ scores) @ bread * clusters / max(clusters - 1, 1)
+    return beta, cov, iteration, expected
+
+
+def _poisson_deviance(units: np.ndarray, expected: np.ndarray) -> float:
+    ratio = np.where(units > 0, units / np.maximum(expected, 1e-300), 1.0)
+    return float(2 * (units * np.log(ratio) - (units - expected)).sum())
+
+
+def _group_shares(design, beta, group, totals):
+    eta = design @ beta
+    eta -= (np.bincount(group, eta) / np.bincount(group))[group]     # stabilise exp within each group
+    weight = np.exp(np.clip(eta, -50, 50))
+    share = weight / np.bincount(group, weight)[group]
+    return share, totals[group] * share
+
+
+def _conditional_hessian(design, share, totals, group):
+    """Y_i [sum_t p x x' - (sum_t p x)(sum_t p x)'] summed over groups."""
+    weighted = design * (totals[group] * share)[:, None]
+    mean_x = np.zeros((int(group.max()) + 1, design.shape[1]))
+    np.add.at(mean_x, group, design * share[:, None])
+    return weighted.T @ design - (mean_x * totals[:, None]).T @ mean_x
+
+
+# -- an analyst's table ----------------------------------------------------------------------------
+TABLE_METHOD = "count GLM on log price"
+
+
+def estimate_table(frame: pl.DataFrame, price: str, quantity: str, date: str | None = None,
+                   controls: Sequence[str] = (), evidence: Evidence = EVIDENCE) -> Estimate | Refusal:
+    """The same estimator on any table: one row per period (or per observation when undated).
+
+    With `date`: weekday dummies, a trend and HAC standard errors (rows in date order; HC3 when a
+    date repeats). Without: HC3 only. Controls enter as given (centred), linearly in log demand.
+    Refusals name the offending column in `field`."""
+    problem = _table_problem(frame, price, quantity, date, controls)
+    if problem is not None:
+        return problem
+    series = _table_series(frame, price, quantity, date, controls)
+    if isinstance(series, Refusal):
+        return series
+    refusal = _summary_refusal(series, evidence)
+    if refusal is not None:
+        return replace(refusal, reason=refusal.reason.replace("active days", "rows"),
+                       needs=refusal.needs.replace("this listing", "this table").replace("active days", "rows"))
+    method = TABLE_METHOD + (", weekday and trend controls" if date else "") + (
+        f", controls {', '.join(controls)}" if controls else "")
+    return _fit(series, evidence, method)
+
+
+def _table_problem(frame: pl.DataFrame, price: str, quantity: str, date: str | None,
+                   controls: Sequence[str]) -> Refusal | None:
+    if not isinstance(frame, pl.DataFrame):
+        return Refusal("the table is not a polars DataFrame", "a table with price and quantity columns")
+    named = [price, quantity] + ([date] if date else []) + list(controls)
+    for column in named:
+        if column not in frame.columns:
+            return Refusal(f"column {column!r} is missing", f"a column named {column!r}; the table has "
+                           f"{', '.join(map(repr, frame.columns[:20])) or 'no columns'}", column)
+    if len(set(named)) != len(named):
+        return Refusal("a column is named twice among price, quantity, date and controls",
+                       "distinct columns for each role", controls[0] if controls else quantity)
+    for column in [price, quantity] + list(controls):
+        refusal = _numeric_problem(frame, column, positive=column == price)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _numeric_problem(frame: pl.DataFrame, column: str, positive: bool) -> Refusal | None:
+    dtype = frame.schema[column]
+    if not dtype.is_numeric():
+        return Refusal(f"column {column!r} is not numeric ({dtype})", f"numbers in column {column!r}", column)
+    values = frame[column].cast(pl.Float64)
+    counts = {"missing": values.null_count(), "NaN": int(values.is_nan().sum() or 0),
+              "infinite": int(values.is_infinite().sum() or 0)}
+    if positive:
+        counts["non-positive"] = int((values.fill_nan(None) <= 0).sum() or 0)
+    for kind, count in counts.items():
+        if count:
+            return Refusal(f"column {column!r} has {count} {kind} value{'s' if count > 1 else ''}",
+                           f"{'positive ' if positive else ''}finite numbers in every row of {column!r}", column)
+    return None
+
+
+def _table_series(frame: pl.DataFrame, price: str, quantity: str, date: str | None,
+                  controls: Sequence[str]) -> _Series | Refusal:
+    table = frame.select(pl.col(price).cast(pl.Float64).alias("price"), pl.col(quantity).cast(pl.Float64).alias("units"),
+                         *[pl.col(c).cast(pl.Float64).alias(f"control_{i}") for i, c in enumerate(controls)])
+    calendar: tuple[tuple[str, np.ndarray], ...] = ()
+    time_ordered = False
+    if date:
+        days = _table_days(frame[date], date)
+        if isinstance(days, Refusal):
+            return days
+        order = np.argsort(days, kind="stable")
+        table, days = table[order], days[order]
+        calendar = _calendar_controls(days.astype(float))
+        time_ordered = bool(len(days) < 2 or (np.diff(days) > 0).all())
+    units, prices = table["units"].to_numpy(), table["price"].to_numpy()
+    extra = tuple((name, _centred(table[f"control_{i}"].to_numpy())) for i, name in enumerate(controls))
+    for name, values in extra:
+        if len(values) and values.std() == 0:
+            return Refusal(f"column {name!r} is constant", f"a control that varies, or drop {name!r}", name)
+    reference = (np.arange(max(len(units) - 7, 0), len(units)) if date else np.arange(len(units)))
+    return _Series(units=np.clip(units, 0, None), price=prices, controls=calendar + extra, reference_rows=reference,
+                   reference_price=float(prices[-1] if date else np.median(prices)) if len(prices) else 0.0,
+                   clipped=int((units < 0).sum()), excluded_inactive=0, excluded_unknown_price=0,
+                   time_ordered=time_ordered)
+
+
+def _centred(values: np.ndarray) -> np.ndarray:
+    return values - values.mean() if len(values) else values
+
+
+def _table_days(column: pl.Series, name: str) -> np.ndarray | Refusal:
+    """Days since 1970-01-01 from a Date, Datetime or ISO-date text column."""
+    if column.dtype == pl.Date:
+        days = column
+    elif isinstance(column.dtype, pl.Datetime):
+        days = column.dt.date()
+    elif column.dtype == pl.Utf8:
+        days = column.str.strip_chars().str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+        unparsed = int(days.null_count() - column.null_count())
+        if unparsed:
+            return Refusal(f"column {name!r} has {unparsed} value(s) that are not dates (YYYY-MM-DD)",
+                           f"ISO dates in column {name!r}", name)
+    else:
+        return Refusal(f"column {name!r} is not a date ({column.dtype})", f"dates in column {name!r}", name)
+    if days.null_count():
+        return Refusal(f"column {name!r} has {days.null_count()} missing value(s)", f"a date in every row of {name!r}", name)
+    return days.cast(pl.Int32).to_numpy()
