@@ -33,12 +33,15 @@ EPOCH = date(1970, 1, 1)
 EXTRA_SCHEMA: dict[str, pl.DataType] = {"units_sold": pl.Int64, "units_returned": pl.Int64}
 FRAME_SCHEMA = {**DAILY_SCHEMA, **EXTRA_SCHEMA}
 
-# Registration, whether it was for sale, and the first day it sold (one probe of the daily PK each).
+# The shop's listings, in id order: row n of this answer is listing n of every other answer. Their
+# registration, whether registered for sale, and the first day each sold (one probe of the PK each).
 _LISTINGS = """
-    SELECT c.listing_id::text, (c.registered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01', c.status = 'active',
+    SELECT row_number() OVER (ORDER BY c.listing_id) - 1 AS n, c.listing_id,
+           (c.registered_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01' AS registered,
+           (c.status = 'active')::int AS for_sale,
            (SELECT d.day - DATE '1970-01-01' FROM analytics.demand_daily d
             WHERE d.listing_id = c.listing_id AND d.shop_id = c.shop_id AND d.units_sold > 0 AND isfinite(d.day)
-            ORDER BY d.day LIMIT 1)
+            ORDER BY d.day LIMIT 1) AS first_sale
     FROM analytics.current_prices c WHERE c.shop_id = %(shop)s {listing}"""
 
 # The price in force when the window opens (the last change before it, moved to the opening) and
@@ -53,27 +56,27 @@ _PRICE_CHANGES = """
         SELECT listing_id, occurred_at, version, price FROM analytics.price_changes
         WHERE shop_id = %(shop)s {listing} AND occurred_at >= %(start)s AND occurred_at < %(end)s
     )
-    SELECT listing_id::text, (extract(epoch FROM occurred_at) * 1000000)::int8, version, price::float8
+    SELECT listing_id, (extract(epoch FROM occurred_at) * 1000000)::int8 AS at_us, version, price::float8 AS price
     FROM (SELECT * FROM opening UNION ALL SELECT * FROM inside) c"""
 
 _SALES = """
-    SELECT listing_id::text, day - DATE '1970-01-01', units, revenue::float8, units_sold, units_returned,
-           paid_amount::float8
+    SELECT listing_id, day - DATE '1970-01-01' AS day, units, revenue::float8 AS revenue, units_sold,
+           units_returned, paid_amount::float8 AS paid_amount
     FROM analytics.demand_daily
     WHERE shop_id = %(shop)s {listing} AND day >= %(since)s AND day <= %(until)s"""
 
 _COMPETITORS = """
-    SELECT listing_id::text, (bucket AT TIME ZONE 'UTC')::date - DATE '1970-01-01', min_price::float8,
-           median::float8
+    SELECT listing_id, (bucket AT TIME ZONE 'UTC')::date - DATE '1970-01-01' AS day,
+           min_price::float8 AS competitor_min, median::float8 AS competitor_median
     FROM analytics.competitor_bands('1 day', %(shop)s, %(listing_id)s, %(start)s, %(end)s)"""
 
-# What assemble() takes; days are days since the epoch, times microseconds since the epoch (UTC).
-LISTING_INPUT = {"listing_id": pl.Utf8, "registered": pl.Int32, "for_sale": pl.Boolean, "first_sale": pl.Int32}
-CHANGE_INPUT = {"listing_id": pl.Utf8, "at_us": pl.Int64, "version": pl.Int64, "price": pl.Float64}
-SALES_INPUT = {"listing_id": pl.Utf8, "day": pl.Int32, "units": pl.Int64, "revenue": pl.Float64,
+# What assemble() takes: listings in id order (n: the row), the rest keyed by n; days are days since
+# the epoch, times microseconds since the epoch (UTC). The answers above carry listing_id instead of n.
+LISTING_INPUT = {"n": pl.Int32, "listing_id": pl.Utf8, "registered": pl.Int32, "for_sale": pl.Int8, "first_sale": pl.Int32}
+CHANGE_INPUT = {"n": pl.Int32, "at_us": pl.Int64, "version": pl.Int64, "price": pl.Float64}
+SALES_INPUT = {"n": pl.Int32, "day": pl.Int32, "units": pl.Int64, "revenue": pl.Float64,
                "units_sold": pl.Int64, "units_returned": pl.Int64, "paid_amount": pl.Float64}
-COMPETITOR_INPUT = {"listing_id": pl.Utf8, "day": pl.Int32, "competitor_min": pl.Float64,
-                    "competitor_median": pl.Float64}
+COMPETITOR_INPUT = {"n": pl.Int32, "day": pl.Int32, "competitor_min": pl.Float64, "competitor_median": pl.Float64}
 
 
 def daily_demand(source, shop_id, listing_id=None, since: date | None = None,
@@ -88,7 +91,7 @@ def daily_demand(source, shop_id, listing_id=None, since: date | None = None,
         raise InvalidValue("since", f"{since} is after until {until}")
     with _connection(source) as conn:
         inputs = _fetch(conn, shop, listing, since, until)
-    if listing is not None and all(f.is_empty() for f in inputs):
+    if listing is not None and inputs[0].is_empty():
         raise NotFound("listing not found", field="listing_id")
     return check_daily(assemble(*inputs, since=since, until=until))
 
@@ -124,39 +127,57 @@ def _fetch(conn: psycopg.Connection, shop: UUID, listing: UUID | None, since: da
     end = datetime.combine(until + timedelta(days=1), time(), timezone.utc)
     params = {"shop": shop, "listing_id": listing, "since": since, "until": until, "start": start, "end": end}
     clause = sql.SQL("") if listing is None else sql.SQL("AND listing_id = %(listing_id)s")
-    frames = []
-    for query, schema in ((_LISTINGS, LISTING_INPUT), (_PRICE_CHANGES, CHANGE_INPUT), (_SALES, SALES_INPUT),
-                          (_COMPETITORS, COMPETITOR_INPUT)):
-        composed = sql.SQL(query).format(listing=clause)
-        with conn.cursor(binary=True) as cur:
-            rows = cur.execute(composed, params).fetchall()
-        frames.append(pl.DataFrame(rows, schema=schema, orient="row"))
-    return tuple(frames)
+    listings = _frame(conn, sql.SQL(_LISTINGS).format(listing=clause), params, LISTING_INPUT).sort("n")
+    numbered = pl.Enum(listings.get_column("listing_id"))
+    return (listings, *(_numbered(_frame(conn, sql.SQL(query).format(listing=clause), params, _by_id(schema)), numbered)
+                        for query, schema in ((_PRICE_CHANGES, CHANGE_INPUT), (_SALES, SALES_INPUT),
+                                              (_COMPETITORS, COMPETITOR_INPUT))))
+
+
+def _by_id(schema: dict) -> dict:
+    return {"listing_id": pl.Utf8, **{c: t for c, t in schema.items() if c != "n"}}
+
+
+def _numbered(frame: pl.DataFrame, listings: pl.Enum) -> pl.DataFrame:
+    """listing_id -> n (its row in the listings answer); rows of a listing that answer lacks (one
+    registered while we read) are left out. Integers join and group far faster than UUID strings."""
+    n = pl.col("listing_id").cast(listings, strict=False).to_physical().cast(pl.Int32).alias("n")
+    return frame.select(n, pl.exclude("listing_id")).drop_nulls("n")
+
+
+def _frame(conn: psycopg.Connection, query: sql.Composable, params: dict, schema: dict) -> pl.DataFrame:
+    """The query's answer (columns named as in schema) as a frame. The server joins the rows into one
+    CSV text: fetching or copying rows costs a Python call per row, most of the time for a shop's year."""
+    line = sql.SQL(", ").join(sql.SQL("coalesce(q.{}::text, '')").format(sql.Identifier(c)) for c in schema)
+    text = conn.execute(sql.SQL("SELECT string_agg(concat_ws(',', {}), E'\\n') FROM ({}) q").format(line, query),
+                        params).fetchone()[0]
+    if text is None:
+        return pl.DataFrame(schema=schema)
+    return pl.read_csv(text.encode(), has_header=False, schema=schema)
 
 
 # -- assembling (pure: tested without a database) ------------------------------------------------
 def daily_prices(changes: pl.DataFrame) -> pl.DataFrame:
-    """Per listing and day with at least one change: the price weighted by the time it was in force
-    over the part of the day that had a price, and the price in force at the day's end.
+    """Per listing (n) and day with at least one change: the price weighted by the time it was in
+    force over the part of the day that had a price, and the price in force at the day's end.
 
-    changes: listing_id, at_us (microseconds since the epoch, UTC), version, price. The price in force
-    at a day's start is the last change before it (ties in time: the higher version is later)."""
-    c = changes.sort("listing_id", "at_us", "version").with_columns(
-        day=pl.col("at_us") // DAY_US,
-        next_us=pl.col("at_us").shift(-1).over("listing_id"),
-        prev_price=pl.col("price").shift(1).over("listing_id"))
-    c = c.with_columns(
-        prev_day=pl.col("day").shift(1).over("listing_id"),
-        until_us=pl.min_horizontal(pl.col("next_us"), (pl.col("day") + 1) * DAY_US).fill_null((pl.col("day") + 1) * DAY_US))
+    changes: CHANGE_INPUT. The price in force at a day's start is the last change before it (ties in
+    time: the higher version is the later)."""
+    c = changes.sort("n", "at_us", "version").with_columns(
+        day=(pl.col("at_us") // DAY_US).cast(pl.Int32),
+        next_us=pl.col("at_us").shift(-1).over("n"),
+        prev_price=pl.col("price").shift(1).over("n"))
+    day_end = (pl.col("day").cast(pl.Int64) + 1) * DAY_US
+    c = c.with_columns(prev_day=pl.col("day").shift(1).over("n"),
+                       until_us=pl.min_horizontal("next_us", day_end))
     # The first change of a day inherits the part of the day before it from the previous change.
     carried = (pl.when(pl.col("prev_price").is_not_null() & (pl.col("prev_day") < pl.col("day")))
-               .then(pl.col("at_us") - pl.col("day") * DAY_US).otherwise(0)).cast(pl.Float64)
+               .then(pl.col("at_us") - pl.col("day").cast(pl.Int64) * DAY_US).otherwise(0)).cast(pl.Float64)
     held = (pl.col("until_us") - pl.col("at_us")).cast(pl.Float64)
     c = c.with_columns(weight=held + carried,
                        amount=pl.col("price") * held + pl.col("prev_price").fill_null(0.0) * carried)
-    return (c.group_by("listing_id", "day", maintain_order=True)
-            .agg(weighted=pl.col("amount").sum() / pl.col("weight").sum(), end_price=pl.col("price").last())
-            .with_columns(pl.col("day").cast(pl.Int32)))
+    return (c.group_by("n", "day", maintain_order=True)
+            .agg(weighted=pl.col("amount").sum() / pl.col("weight").sum(), end_price=pl.col("price").last()))
 
 
 def assemble(listings: pl.DataFrame, changes: pl.DataFrame, sales: pl.DataFrame, competitors: pl.DataFrame,
@@ -167,37 +188,52 @@ def assemble(listings: pl.DataFrame, changes: pl.DataFrame, sales: pl.DataFrame,
     is first: a sale proves it was on sale, and imported histories register listings after their sales."""
     first, last = (since - EPOCH).days, (until - EPOCH).days
     prices = daily_prices(changes)
-    grid = _grid(listings, prices, sales, first, last)
-    if grid.is_empty():
+    spans = _spans(listings, prices, sales, first, last)
+    size = int(spans.get_column("length").sum())
+    if size == 0:
         return pl.DataFrame(schema=FRAME_SCHEMA)
-    frame = (grid.join(prices, on=["listing_id", "day"], how="left")
-             .join(sales, on=["listing_id", "day"], how="left")
-             .join(competitors, on=["listing_id", "day"], how="left")
-             .join(listings, on="listing_id", how="left")
-             .sort("listing_id", "day"))
+    grid = spans.select("n", day=pl.int_ranges("start", last + 1, dtype=pl.Int32)).explode("day")
+    on_sale_from = (pl.when(pl.col("for_sale") == 1).then(pl.min_horizontal("registered", "first_sale")))
+    n = grid.get_column("n")
+    dense = {**_spread(prices, spans, size), **_spread(sales, spans, size), **_spread(competitors, spans, size)}
+    frame = pl.DataFrame({
+        "listing_id": listings.get_column("listing_id").gather(n),
+        "day": grid.get_column("day"),
+        "on_sale_from": listings.select(on_sale_from).to_series().gather(n),
+        "n": n, **dense})
     frame = frame.select(
         "listing_id",
         pl.col("day").cast(pl.Date),
         pl.col("units").fill_null(0),
         pl.col("revenue").fill_null(0.0),
-        pl.coalesce("weighted", pl.col("end_price").forward_fill().over("listing_id")).alias("price"),
+        pl.coalesce("weighted", pl.col("end_price").forward_fill().over("n")).alias("price"),
         pl.when(pl.col("units_sold") > 0).then(pl.col("paid_amount") / pl.col("units_sold")).alias("paid_price"),
         "competitor_min", "competitor_median",
-        (pl.col("for_sale").fill_null(False)
-         & (pl.col("day") >= pl.min_horizontal("registered", "first_sale")).fill_null(False)).alias("active"),
+        (pl.col("day") >= pl.col("on_sale_from")).fill_null(False).alias("active"),
         pl.col("units_sold").fill_null(0), pl.col("units_returned").fill_null(0))
     return _finite(frame.cast(FRAME_SCHEMA))
 
 
-def _grid(listings: pl.DataFrame, prices: pl.DataFrame, sales: pl.DataFrame, first: int, last: int) -> pl.DataFrame:
-    """listing_id, day: every day from each listing's first day (not before `first`) to `last`."""
-    starts = pl.concat([listings.select("listing_id", day="registered"), listings.select("listing_id", day="first_sale"),
-                        prices.select("listing_id", "day"), sales.select("listing_id", "day")], how="vertical_relaxed")
-    starts = (starts.drop_nulls().group_by("listing_id").agg(pl.col("day").min())
-              .with_columns(pl.max_horizontal(pl.col("day"), pl.lit(first)).alias("day"))
-              .filter(pl.col("day") <= last))
-    return (starts.select("listing_id", day=pl.int_ranges(pl.col("day"), last + 1, dtype=pl.Int32))
-            .explode("day"))
+def _spans(listings: pl.DataFrame, prices: pl.DataFrame, sales: pl.DataFrame, first: int, last: int) -> pl.DataFrame:
+    """n, start, length, offset: each listing's days from its first (not before `first`) to `last`,
+    and where they begin in the frame (listings in order, days in order within each)."""
+    starts = pl.concat([listings.select("n", day="registered"), listings.select("n", day="first_sale"),
+                        prices.select("n", "day"), sales.select("n", "day")], how="vertical_relaxed")
+    return (starts.drop_nulls().group_by("n").agg(pl.col("day").min()).sort("n")
+            .select("n", start=pl.max_horizontal("day", pl.lit(first, pl.Int32)))
+            .filter(pl.col("start") <= last)
+            .with_columns(length=(last + 1 - pl.col("start")).cast(pl.Int64))
+            .with_columns(offset=pl.col("length").cum_sum() - pl.col("length")))
+
+
+def _spread(rows: pl.DataFrame, spans: pl.DataFrame, size: int) -> dict[str, pl.Series]:
+    """The value columns of rows keyed by (n, day), each placed at its row of the frame (null elsewhere)."""
+    placed = (rows.join(spans, on="n")
+              .filter(pl.col("day").is_between(pl.col("start"), pl.col("start") + pl.col("length") - 1))
+              .with_columns(row=pl.col("offset") + pl.col("day") - pl.col("start")))
+    rows_at = placed.get_column("row")
+    return {name: pl.repeat(None, size, dtype=dtype, eager=True).scatter(rows_at, placed.get_column(name))
+            for name, dtype in rows.schema.items() if name not in ("n", "day")}
 
 
 def _finite(frame: pl.DataFrame) -> pl.DataFrame:

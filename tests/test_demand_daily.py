@@ -296,9 +296,9 @@ def brute_force(schedule: list[tuple[int, int, float]], days: int) -> list[float
 @given(schedules())
 def test_time_weighted_price_equals_the_per_minute_mean(schedule):
     first_day = (START.date() - EPOCH).days
-    changes = pl.DataFrame([("x", first_day * DAY_US + m * 60_000_000, v, p) for m, v, p in schedule],
+    changes = pl.DataFrame([(0, first_day * DAY_US + m * 60_000_000, v, p) for m, v, p in schedule],
                            schema=CHANGE_INPUT, orient="row")
-    listings = pl.DataFrame([("x", first_day, True, None)], schema=LISTING_INPUT, orient="row")
+    listings = pl.DataFrame([(0, "x", first_day, 1, None)], schema=LISTING_INPUT, orient="row")
     f = assemble(listings, changes, pl.DataFrame(schema=SALES_INPUT), pl.DataFrame(schema=COMPETITOR_INPUT),
                  since=day(0), until=day(3))
     expected = brute_force(schedule, 4)
