@@ -94,7 +94,7 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
         docs_url=None, redoc_url=None,  # served by api/openapi.py from local assets
     )
     app.state.engine = engine
-    app.state.reads = ReadSide(engine.conninfo)  # its own pool: readers never borrow the writers'
+    app.state.reads = ReadSide(engine.core.conninfo)  # its own pool: readers never borrow the writers'
     app.state.projector = None  # api/server.py sets the in-process projector (ETSYPRO_PROJECTOR)
     app.state.repricing = None  # ... and the in-process repricing policy (ETSYPRO_REPRICING)
     auth.install(app, auth_settings)

@@ -81,7 +81,7 @@ def read_access_token(secrets: Secrets, token: str, leeway_s: int = 10) -> tuple
 def token_answer(request: Request, session: Session) -> dict:
     settings: AuthSettings = request.app.state.auth
     engine = request.app.state.engine
-    return {"access_token": issue_access_token(engine.secrets, session, settings.access_token_ttl),
+    return {"access_token": issue_access_token(engine.identity.secrets, session, settings.access_token_ttl),
             "token_type": "Bearer", "expires_in": int(settings.access_token_ttl.total_seconds()),
             "refresh_token": session.refresh_token}
 
@@ -108,14 +108,14 @@ def _look_up(request: Request, credential: str) -> Principal:
     principals: PrincipalCache = request.app.state.principals
     generation = principals.generation
     if credential.startswith(API_KEY_PREFIX):
-        found = engine.principal_for_api_key(credential)
+        found = engine.identity.principal_for_api_key(credential)
     else:
         try:
-            account_id, session_id = read_access_token(engine.secrets, credential,
+            account_id, session_id = read_access_token(engine.identity.secrets, credential,
                                                        request.app.state.auth.clock_leeway_s)
         except (jwt.InvalidTokenError, ValueError, KeyError):
             raise unauthorized() from None
-        found = engine.principal_for_session(account_id, session_id)  # None once logged out or revoked
+        found = engine.identity.principal_for_session(account_id, session_id)  # None once logged out or revoked
     if found is None:
         raise unauthorized()
     principals.put(credential, found, generation)
@@ -243,10 +243,14 @@ async def admit(request: Request, declared: Declared) -> None:
     cached = request.app.state.principals.get(credential) if shop is not None else None
     if cached is not None and _answers_from_memory(engine, shop) and _refusal(engine, cached, declared, shop) is None:
         request.state.principal = cached
+        if shop is not None:
+            request.state.checked_shop = UUID(shop)
         return
     request.state.principal, refusal = await run_in_threadpool(_look_up_and_check, request, credential, declared, shop)
     if refusal is not None:
         raise refusal
+    if shop is not None:
+        request.state.checked_shop = UUID(shop)  # command_context passes it on: checked once
 
 
 def _look_up_and_check(request: Request, credential: str, declared: Declared,
@@ -265,7 +269,7 @@ def _refusal(engine, caller: Principal, declared: Declared, shop: str | None) ->
         return None
     if shop is not None:
         try:
-            engine.shop_facts(caller, UUID(shop))
+            engine.core.shop_facts(caller, UUID(shop))
         except ValueError:
             return HTTPException(422, "shop_id must be a UUID", headers={"X-Problem-Field": "shop_id"})
         except NotFound:
@@ -279,7 +283,7 @@ def _refusal(engine, caller: Principal, declared: Declared, shop: str | None) ->
 def _answers_from_memory(engine, shop: str | None) -> bool:
     """Whether _refusal can decide without a query: no shop, a malformed one, or one known here."""
     try:
-        return shop is None or engine.knows_shop(UUID(shop))
+        return shop is None or engine.core.knows_shop(UUID(shop))
     except ValueError:
         return True
 
@@ -366,7 +370,7 @@ def install(app, settings: AuthSettings | None = None) -> None:
     settings = settings or AuthSettings()
     app.state.auth = settings
     app.state.principals = PrincipalCache(settings.principal_cache_s)
-    app.state.engine.on_commit.append(app.state.principals.forget_changed)
+    app.state.engine.core.on_commit.append(app.state.principals.forget_changed)
     storage = storage_from_string(settings.rate_limit_storage)  # memory://: this app's own counts
     app.state.rate_limits = {"login": RateLimiter("login", settings.login_per_minute, storage),
                              "token": RateLimiter("token", settings.token_per_minute, storage)}

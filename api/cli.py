@@ -71,7 +71,7 @@ def admin_create(args) -> int:
     _, engine = _migrated_engine()
     try:
         ctx = CommandContext(actor=Actor("cli:admin-create"), tenant_id=args.tenant)
-        created = engine.create_account(ctx, args.username, "user", password, {"admin": None})
+        created = engine.identity.create_account(ctx, args.username, "user", password, {"admin": None})
     except (DomainError, CommandRefused) as e:
         print(f"refused: {e.field}: {e.detail}", file=sys.stderr)
         return 1
@@ -154,7 +154,7 @@ def import_online_retail(args) -> int:
     rejects = args.rejects or Settings.from_env().data_dir / "online_retail.rejects.csv"
     try:
         with Progress("importing", unit="rows", lines_when_piped=True) as progress:
-            summary = run_import(engine, path, args.tenant, args.shop_name, args.limit, rejects,
+            summary = run_import(engine.listings, path, args.tenant, args.shop_name, args.limit, rejects,
                                  lambda done, total, _elapsed: progress.update(done, total))
     except ImportFailed as e:
         print(f"import failed: {e}", file=sys.stderr)
@@ -268,7 +268,7 @@ def projections_retry(args) -> int:
     from streams.parked import retry_all
 
     url, engine = _migrated_engine()
-    done = retry_all(url, engine)
+    done = retry_all(url, engine.rules)
     for follower, (resolved, remaining) in done.items():
         print(f"{follower}: {resolved:,} resolved, {remaining:,} still parked")
     print("nothing parked" if not done else f"{sum(r for _, r in done.values()):,} still parked in all")
@@ -312,12 +312,13 @@ def relay(args) -> int:
     import asyncio
     import signal
 
-    from streams.relay import REPRICING_EVENT_TOPICS, Relay
+    from streams.relay import Relay
+    from streams.wire import REPRICING_EVENT_TOPICS
 
     if (unreachable := _without_broker("relay", args.bootstrap_servers)) is not None:
         return unreachable
-    url, engine = _migrated_engine()
-    publisher = Relay(url, args.bootstrap_servers, engine.recorder, name=args.name, page_size=args.page,
+    url = _migrated_url()
+    publisher = Relay(url, args.bootstrap_servers, name=args.name, page_size=args.page,
                       partitions=args.partitions, repricing_events=REPRICING_EVENT_TOPICS if args.repricing_topic else frozenset())
 
     async def run() -> None:
@@ -331,10 +332,7 @@ def relay(args) -> int:
                   file=sys.stderr)
             await publisher.run(stop)
 
-    try:
-        asyncio.run(run())
-    finally:
-        engine.close()
+    asyncio.run(run())
     print(f"relay {args.name}: published {publisher.stats.published:,} events; at log position"
           f" {publisher.stats.position:,}", file=sys.stderr)
     return 0
@@ -368,7 +366,7 @@ def reprice(args) -> int:
     from streams.repricing import RepricingPolicy
 
     url, engine = _migrated_engine()
-    policy = RepricingPolicy(engine, url, page_size=args.page)
+    policy = RepricingPolicy(engine.rules, url, page_size=args.page)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -402,7 +400,7 @@ def _reprice_from_kafka(args) -> int:
     url, engine = _migrated_engine()
     datadir = Settings.from_env().data_dir / "faust" / args.app_id
     config = WorkerConfig(url, args.bootstrap_servers, app_id=args.app_id, batch=args.batch, datadir=str(datadir))
-    run(config, engine, loglevel=args.loglevel)  # exits the process
+    run(config, engine.rules, loglevel=args.loglevel)  # exits the process
     return 0
 
 
@@ -412,32 +410,30 @@ def explain(args) -> int:
     import json
     from uuid import UUID
 
-    from eventsourcing.application import AggregateNotFoundError
-
     from api.server import database_url
     from commands.context import CommandContext
-    from commands.engine import PricingEngine
-    from commands.explain import as_text, explain as explain_listing
     from domain.listing import Listing
     from domain.meta import Actor, ActorKind
+    from read.explain import as_text, explain as explain_listing
+    from read.side import ReadSide
 
-    engine = PricingEngine(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    reads = ReadSide(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
     try:
         try:
-            listing = engine.repository.get(UUID(args.listing))
-        except (AggregateNotFoundError, ValueError):
+            listing = reads.aggregates.replay(UUID(args.listing))
+        except ValueError:
             listing = None
         if not isinstance(listing, Listing):
             print(f"listing {args.listing} not found", file=sys.stderr)
             return 1
-        tenant = engine.repository.get(listing.shop_id).tenant_id
+        tenant = reads.aggregates.replay(listing.shop_id).tenant_id
         if args.tenant is not None and args.tenant != tenant:
             print(f"listing {args.listing} not found in tenant {args.tenant}", file=sys.stderr)
             return 1
         ctx = CommandContext(actor=Actor("cli:explain", ActorKind.SERVICE), tenant_id=tenant)
-        report = explain_listing(engine, ctx, listing.shop_id, listing.id)
+        report = explain_listing(reads.aggregates, ctx, listing.shop_id, listing.id)
     finally:
-        engine.close()
+        reads.close()
     print(json.dumps(report, indent=2) if args.json else as_text(report))
     return 0
 

@@ -47,10 +47,10 @@ def demo_admin(engine, http: httpx.Client, path: Path) -> Path:
     ctx = CommandContext(actor=Actor("demo"), tenant_id=DEMO_TENANT)
     username = DEMO_ADMIN
     try:
-        engine.create_account(ctx, username, "user", password, {"admin": None})
+        engine.identity.create_account(ctx, username, "user", password, {"admin": None})
     except Conflict:  # the database has one whose password file is gone: make another
         username = f"{DEMO_ADMIN}-{uuid.uuid4().hex[:6]}"
-        engine.create_account(ctx, username, "user", password, {"admin": None})
+        engine.identity.create_account(ctx, username, "user", password, {"admin": None})
     write_credentials(path, {"tenant": DEMO_TENANT, "username": username, "password": password})
     return path
 
@@ -73,7 +73,7 @@ def demo_login(engine, http: httpx.Client, name: str, shops: list[str]) -> dict[
     """A seller of the demo tenant, created as an admin would, logged in through the API."""
     username, password = f"{name}-{uuid.uuid4().hex[:6]}", f"demo passphrase {uuid.uuid4().hex}"
     ctx = CommandContext(actor=Actor("demo"), tenant_id=DEMO_TENANT)
-    engine.create_account(ctx, username, "user", password, {"seller": shops})
+    engine.identity.create_account(ctx, username, "user", password, {"seller": shops})
     tokens = call(http, "POST", "/auth/login", json={"tenant": DEMO_TENANT, "username": username, "password": password})
     return {"Authorization": f"Bearer {tokens['access_token']}"}
 

@@ -45,7 +45,8 @@ async def command_context(
     The principal is the one the route's `requires()` admitted, which ran first (not the `Caller`
     dependency, whose own dependencies FastAPI would solve again on every command)."""
     return resolve_principal(request).context(idempotency_key=_token(idempotency_key, "Idempotency-Key"),
-                                              correlation_id=_token(x_correlation_id, "X-Correlation-Id"))
+                                              correlation_id=_token(x_correlation_id, "X-Correlation-Id"),
+                                              checked_shop=getattr(request.state, "checked_shop", None))
 
 
 Engine = Annotated[PricingEngine, Depends(engine)]

@@ -27,7 +27,12 @@ class DecimalJSONRequest(Request):
 
 
 class DecimalJSONRoute(APIRoute):
-    """The route class of FastAPI's "custom Request and APIRoute" recipe, with the request above."""
+    """The route class of FastAPI's "custom Request and APIRoute" recipe, with the request above.
+    Answers are validated as the route's response_model and carry the fields the reader or handler
+    gave (an optional field it left out stays out rather than appearing as null)."""
+
+    def __init__(self, path: str, endpoint: Callable, **kwargs):
+        super().__init__(path, endpoint, **{**kwargs, "response_model_exclude_unset": True})
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()

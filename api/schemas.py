@@ -1,15 +1,14 @@
 """Response models: what the API answers, for OpenAPI and for clients.
 
-Commands answer through `answer()` (a JSONResponse of the engine's body, bypassing FastAPI's
-serialization): their models document that body, and tests/test_openapi_contract.py checks real
-answers of every route against them."""
+Every route's answer is built as its response_model (commands through `answer()`, which sets the
+status); tests/test_openapi_contract.py checks real answers of every route against the document."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi.responses import JSONResponse
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from commands.context import Result
@@ -522,6 +521,10 @@ class LoggedOut(Answer):
     logged_out: Literal[True]
 
 
-def answer(result: Result) -> JSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
-    return JSONResponse(result.body, status_code=201 if result.created else 200, headers=headers)
+def answer(response: Response, result: Result) -> dict:
+    """The command's result as the route's response model: 201 when it created something, and
+    a replayed answer says so. FastAPI then builds the body as the route's response_model."""
+    response.status_code = 201 if result.created else 200
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return result.body

@@ -42,7 +42,7 @@ def build(settings: Settings, log=print):
     url = database_url(settings, log)
     migrations.apply(url, log=log)
     engine = PricingEngine(url, pool_size=settings.pool_size)
-    engine.use_secret_key(secret_key(settings, log))
+    engine.identity.use_secret_key(secret_key(settings, log))
     auth_settings = AuthSettings(access_token_ttl=timedelta(minutes=settings.access_token_minutes),
                                  login_per_minute=settings.login_per_minute,
                                  principal_cache_s=settings.principal_cache_ms / 1000,
@@ -64,7 +64,7 @@ def followers(settings: Settings, url: str, engine: PricingEngine | None):
     if settings.projector == "inprocess":  # else run `etsypro project` as its own process
         projector = Projector(url, codec.to_domain_event, pause=pause)
     if settings.repricing == "inprocess":  # else run `etsypro reprice` as its own process
-        repricing = RepricingPolicy(engine, url, pause=pause)
+        repricing = RepricingPolicy(engine.rules, url, pause=pause)
     return projector, repricing
 
 

@@ -41,7 +41,7 @@ def _accounts(engine: PricingEngine, count: int) -> list[dict]:
     made = []
     for i in range(count):
         username, password = f"bench-{uuid4().hex[:10]}", f"bench passphrase {uuid4().hex}"
-        engine.create_account(ctx, username, "user", password, {"seller": []})
+        engine.identity.create_account(ctx, username, "user", password, {"seller": []})
         made.append({"tenant": ctx.tenant_id, "username": username, "password": password})
     return made
 

@@ -58,7 +58,7 @@ def measure(events: int = 100_000, batch: int = 2000) -> dict:
             note("kafka: starting a worker and applying the warm-up")
             spawned = time.monotonic()
             worker = _spawn_worker(url, broker.bootstrap_servers, Path(tmp), batch)
-            asyncio.run(Relay(url, broker.bootstrap_servers, engine.recorder).catch_up())
+            asyncio.run(Relay(url, broker.bootstrap_servers).catch_up())
             _wait_applied(url, _records(url), worker, Path(tmp) / "worker.log", timeout=120)
             join_s = time.monotonic() - spawned
 
@@ -67,7 +67,7 @@ def measure(events: int = 100_000, batch: int = 2000) -> dict:
             before, total = _records_applied(url), _records(url)
             timed = total - before
             note(f"kafka: relaying and applying {timed:,} events")
-            relay = Relay(url, broker.bootstrap_servers, engine.recorder)
+            relay = Relay(url, broker.bootstrap_servers)
             started = time.monotonic()
             relayed: list[float] = []
             thread = threading.Thread(target=lambda: (asyncio.run(relay.catch_up()),
@@ -99,10 +99,10 @@ def measure(events: int = 100_000, batch: int = 2000) -> dict:
 
 # -- the log ----------------------------------------------------------------------------------
 def _shop(engine: PricingEngine, ctx: CommandContext) -> tuple[UUID, list[UUID]]:
-    shop = UUID(engine.open_shop(ctx, models.OpenShop(name="Kafka bench", currency=CURRENCY)).body["shop_id"])
+    shop = UUID(engine.listings.open_shop(ctx, models.OpenShop(name="Kafka bench", currency=CURRENCY)).body["shop_id"])
     specs = [{"external_id": f"k{i}", "sku": f"K{i}", "title": f"Mug {i}", "price": "20.00", "currency": CURRENCY,
               "floor": "5.00", "ceiling": "90.00", "cost": "4.00"} for i in range(LISTINGS)]
-    body = engine.register_listings(ctx, shop, models.RegisterListings.model_validate({"listings": specs})).body
+    body = engine.listings.register_listings(ctx, shop, models.RegisterListings.model_validate({"listings": specs})).body
     return shop, [UUID(x["listing_id"]) for x in body["listings"]]
 
 
@@ -111,7 +111,7 @@ def _write(engine: PricingEngine, ctx: CommandContext, shop: UUID, listings: lis
     rng, day, written, round_ = random.Random(5), datetime(2026, 11, 2, tzinfo=timezone.utc), 0, 0
     while written < events:
         n = min(OBSERVATIONS_PER_COMMAND, events - written)
-        engine.record_observations(ctx, shop, models.RecordObservations.model_validate({"observations": [
+        engine.listings.record_observations(ctx, shop, models.RecordObservations.model_validate({"observations": [
             {"listing_id": str(rng.choice(listings)), "competitor": f"rival-{rng.randrange(40)}",
              "price": f"{rng.randrange(1500, 2600) / 100:.2f}", "currency": CURRENCY, "source": "bench",
              "observed_at": (day + timedelta(minutes=rng.randrange(60 * 24 * 28))).isoformat()}
@@ -119,7 +119,7 @@ def _write(engine: PricingEngine, ctx: CommandContext, shop: UUID, listings: lis
         written += n
         sales = min(n // 8, events - written)
         if sales:
-            engine.record_sales(ctx, shop, models.RecordSales.model_validate({"sales": [
+            engine.listings.record_sales(ctx, shop, models.RecordSales.model_validate({"sales": [
                 {"listing_id": str(rng.choice(listings)), "quantity": rng.choice([1, 1, 2, -1]),
                  "unit_price": str(Decimal(rng.randrange(1000, 3000)) / 100), "currency": CURRENCY,
                  "order_id": f"o{round_}-{i // 2}", "transaction_id": f"t{round_}-{i}",
@@ -128,7 +128,7 @@ def _write(engine: PricingEngine, ctx: CommandContext, shop: UUID, listings: lis
             written += sales
         changes = min(n // 20, LISTINGS, events - written)
         if changes:
-            engine.bulk_set_prices(ctx, shop, models.BulkSetPrices.model_validate({
+            engine.listings.bulk_set_prices(ctx, shop, models.BulkSetPrices.model_validate({
                 "changes": [{"listing_id": str(x), "price": f"{21 + round_ % 7}.{rng.randrange(10, 99)}"}
                             for x in rng.sample(listings, changes)],
                 "currency": CURRENCY, "source": "experiment", "reason": f"bench round {round_}"}))

@@ -6,7 +6,7 @@
   (guardrails, step, caps: Listing.judge), i.e. everything an automated change decides.
 - reprice_p95_ms: on a fresh database, with the in-process projector and repricing policy
   running as `etsypro serve` runs them: from the start of the command that appends a competitor
-  observation (engine.record_observations) to the moment the automated price change it causes is
+  observation (engine.listings.record_observations) to the moment the automated price change it causes is
   committed (the policy's result callback, called after the commit). One observation at a time,
   so the figure is latency, not queueing.
 """
@@ -94,7 +94,7 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
     engine = PricingEngine(url, pool_size=Settings.from_env().pool_size)  # as a server process's
     try:
         ctx = CommandContext(actor=Actor("bench"), tenant_id=f"bench-pricing-{uuid4().hex[:8]}")
-        shop = UUID(engine.open_shop(ctx, models.OpenShop(name="Bench", currency="GBP")).body["shop_id"])
+        shop = UUID(engine.listings.open_shop(ctx, models.OpenShop(name="Bench", currency="GBP")).body["shop_id"])
         listings = _listings(engine, ctx, shop, sizes.listings)
         committed: dict[tuple[UUID, str], float] = {}
         arrived = threading.Condition()
@@ -107,7 +107,7 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
         # Paced as `etsypro serve` runs them (ETSYPRO_FOLLOW_PAUSE_MS, projections.projector.follow_log).
         pause = Settings.from_env().follow_pause_s
         projector = InBackground.projector(Projector(url, codec.to_domain_event, pause=pause)).start()
-        policy = RepricingPolicy(engine, url, on_result=on_result, pause=pause)
+        policy = RepricingPolicy(engine.rules, url, on_result=on_result, pause=pause)
         repricing = InBackground(policy, "repricing").start()
         try:
             _wait_for(lambda: policy.stats.position > 0 and policy.stats.waiting_for is None, 30)
@@ -127,10 +127,10 @@ def measure_reprice(sizes: Sizes, url: str) -> dict:
 def _listings(engine: PricingEngine, ctx: CommandContext, shop: UUID, count: int) -> list[UUID]:
     specs = [{"external_id": f"b{i}", "sku": f"B{i}", "title": f"Bench {i}", "price": "20.00", "currency": "GBP",
               "floor": "5.00", "ceiling": "60.00"} for i in range(count)]
-    registered = engine.register_listings(ctx, shop, models.RegisterListings.model_validate({"listings": specs}))
+    registered = engine.listings.register_listings(ctx, shop, models.RegisterListings.model_validate({"listings": specs}))
     ids = [UUID(x["listing_id"]) for x in registered.body["listings"]]
-    rule = engine.define_rule(ctx, shop, m.DefineRule(name="bench", kind="match_lowest"))
-    engine.assign_rule(ctx, shop, m.AssignRule(rule_id=UUID(rule.body["rule_id"]), listing_ids=ids))
+    rule = engine.rules.define_rule(ctx, shop, m.DefineRule(name="bench", kind="match_lowest"))
+    engine.rules.assign_rule(ctx, shop, m.AssignRule(rule_id=UUID(rule.body["rule_id"]), listing_ids=ids))
     return ids
 
 
@@ -147,7 +147,7 @@ def _observe(engine, ctx, shop, listings, sizes: Sizes, committed, arrived) -> t
         with arrived:
             committed.pop((listing, "changed"), None)
         started = time.perf_counter()
-        engine.record_observations(ctx, shop, command)
+        engine.listings.record_observations(ctx, shop, command)
         with arrived:
             if not arrived.wait_for(lambda: (listing, "changed") in committed, timeout=5.0):
                 missed += 1

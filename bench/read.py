@@ -77,11 +77,11 @@ def _context() -> CommandContext:
 def _setup(engine: PricingEngine, sizes: Sizes, rng: random.Random) -> list[Shop]:
     ctx, shops = _context(), []
     for s in range(sizes.shops):
-        shop_id = UUID(engine.open_shop(ctx, models.OpenShop(name=f"Bench shop {s}", currency=CURRENCY)).body["shop_id"])
+        shop_id = UUID(engine.listings.open_shop(ctx, models.OpenShop(name=f"Bench shop {s}", currency=CURRENCY)).body["shop_id"])
         specs = [{"external_id": f"{s}-{i}", "sku": f"B{s}-{i}", "title": f"Item {i}", "price": "25.00",
                   "currency": CURRENCY, "floor": "5.00", "ceiling": "95.00", "cost": "4.00"}
                  for i in range(sizes.listings)]
-        body = engine.register_listings(ctx, shop_id, models.RegisterListings.model_validate({"listings": specs})).body
+        body = engine.listings.register_listings(ctx, shop_id, models.RegisterListings.model_validate({"listings": specs})).body
         prices = {(i, c): Decimal(rng.randrange(1500, 4000)) / 100
                   for i in range(sizes.listings) for c in range(sizes.competitors)}
         shops.append(Shop(shop_id, [UUID(x["listing_id"]) for x in body["listings"]], prices))
@@ -124,15 +124,15 @@ def write_log(engine: PricingEngine, url: str, sizes: Sizes) -> tuple[int, float
         shop = shops[n % len(shops)]
         t0 = START + span * n
         if n % 10 == 9:
-            engine.record_sales(ctx, shop.shop_id, models.RecordSales.model_validate(
+            engine.listings.record_sales(ctx, shop.shop_id, models.RecordSales.model_validate(
                 _sales(shop, sizes, rng, t0, span, n)))
         else:
-            engine.record_observations(ctx, shop.shop_id, models.RecordObservations.model_validate(
+            engine.listings.record_observations(ctx, shop.shop_id, models.RecordObservations.model_validate(
                 _observations(shop, sizes, rng, t0, span)))
         if n % 5 == 0:  # a bulk repricing of a fifth of the shop's listings
             changes = [{"listing_id": str(x), "price": f"{rng.randrange(2000, 3000) / 100:.2f}"}
                        for x in shop.listings[: sizes.listings // 5]]
-            engine.bulk_set_prices(ctx, shop.shop_id, models.BulkSetPrices.model_validate(
+            engine.listings.bulk_set_prices(ctx, shop.shop_id, models.BulkSetPrices.model_validate(
                 {"changes": changes, "currency": CURRENCY, "source": "experiment", "rule": "bench", "reason": "bench"}))
         n += 1
         events = _head(url)
@@ -216,7 +216,7 @@ def rebuild_all(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[int, flo
 
 
 def shops_of(engine: PricingEngine, tenant_id: str) -> list[UUID]:
-    reads = ReadSide(engine.conninfo, pool_size=1)
+    reads = ReadSide(engine.core.conninfo, pool_size=1)
     try:
         return reads.shops.shops_of(tenant_id)
     finally:
@@ -229,7 +229,7 @@ def live_lag(url: str, engine: PricingEngine, sizes: Sizes) -> list[float]:
     views (the projector commits view rows and position together, so the position tells)."""
     rng, ctx = random.Random(7), _context()
     shop_id = shops_of(engine, ctx.tenant_id)[0]
-    listings = [UUID(k) for k in engine.recorder.reserved_all(shop_id, "listing")][:50]
+    listings = [UUID(k) for k in engine.core.recorder.reserved_all(shop_id, "listing")][:50]
     pause = Settings.from_env().follow_pause_s  # paced as `etsypro serve` runs it
     background = InBackground.projector(Projector(url, codec.to_domain_event, batch_size=sizes.batch,
                                                   pause=pause)).start()
@@ -243,10 +243,10 @@ def live_lag(url: str, engine: PricingEngine, sizes: Sizes) -> list[float]:
             n = 0
             while time.perf_counter() < deadline:
                 if n % 3 == 2:
-                    engine.set_price(ctx, shop_id, rng.choice(listings), models.SetPrice(
+                    engine.listings.set_price(ctx, shop_id, rng.choice(listings), models.SetPrice(
                         price=Decimal(rng.randrange(2000, 3000)) / 100, currency=CURRENCY, reason="live"))
                 else:
-                    engine.record_observations(ctx, shop_id, models.RecordObservations.model_validate({"observations": [
+                    engine.listings.record_observations(ctx, shop_id, models.RecordObservations.model_validate({"observations": [
                         {"listing_id": str(rng.choice(listings)), "competitor": f"rival-{k}", "price": "21.00",
                          "currency": CURRENCY, "observed_at": datetime.now(timezone.utc).isoformat()}
                         for k in range(10)]}))
@@ -276,7 +276,7 @@ def query_mix(engine: PricingEngine, rng: random.Random) -> list[tuple[str, dict
     """The analysts' questions: (path under /shops/{shop}/analytics/, params), shop and listing at random."""
     ctx = _context()
     shops = shops_of(engine, ctx.tenant_id)
-    listings = {s: [UUID(k) for k in engine.recorder.reserved_all(s, "listing")] for s in shops}
+    listings = {s: [UUID(k) for k in engine.core.recorder.reserved_all(s, "listing")] for s in shops}
     end = START + timedelta(days=Sizes.days)
     mix = []
     for _ in range(400):
@@ -306,17 +306,17 @@ def query_latencies(url: str, engine: PricingEngine, sizes: Sizes) -> tuple[list
     sql_ms = []
     with psycopg.connect(url) as conn:
         for shop, view, params in mix:
-            q = queries.query(view, shop, cursor_key=engine.secrets.cursor_key,
+            q = queries.query(view, shop, cursor_key=engine.identity.secrets.cursor_key,
                               **{k: (UUID(v) if k == "listing_id" else
                                      datetime.fromisoformat(v) if k in ("since", "until") else v)
                                  for k, v in params.items()})
             started = time.perf_counter()
             queries.run(conn, q)
             sql_ms.append((time.perf_counter() - started) * 1000)
-    engine.use_secret_key(secrets.token_urlsafe(48))
+    engine.identity.use_secret_key(secrets.token_urlsafe(48))
     ctx = _context()
-    account = engine.create_account(ctx, f"analyst-{uuid4().hex[:8]}", "service", None, {"service": None})
-    key = engine.issue_api_key(ctx, UUID(account.body["account_id"]), ["analytics:read"], None).body["api_key"]
+    account = engine.identity.create_account(ctx, f"analyst-{uuid4().hex[:8]}", "service", None, {"service": None})
+    key = engine.identity.issue_api_key(ctx, UUID(account.body["account_id"]), ["analytics:read"], None).body["api_key"]
     http_ms = []
     with running(create_app(engine)) as base, httpx.Client(base_url=base, timeout=60,
                                                             headers={"Authorization": f"Bearer {key}"}) as client:

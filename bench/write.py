@@ -65,14 +65,14 @@ def _context(tenant: str) -> CommandContext:
 
 
 def _open_shop(engine: PricingEngine, ctx: CommandContext, name: str) -> UUID:
-    result = engine.open_shop(ctx, models.OpenShop(name=name, currency=CURRENCY))
+    result = engine.listings.open_shop(ctx, models.OpenShop(name=name, currency=CURRENCY))
     return UUID(result.body["shop_id"])
 
 
 def _register_listings(engine: PricingEngine, ctx: CommandContext, shop: UUID, count: int) -> list[UUID]:
     specs = [{"external_id": f"ext-{i}", "sku": f"SKU-{i}", "title": f"Mug {i}", "price": PRICES[0],
               "currency": CURRENCY, "floor": "10.00", "ceiling": "40.00", "cost": "6.00"} for i in range(count)]
-    result = engine.register_listings(ctx, shop, models.RegisterListings.model_validate({"listings": specs}))
+    result = engine.listings.register_listings(ctx, shop, models.RegisterListings.model_validate({"listings": specs}))
     return [UUID(x["listing_id"]) for x in result.body["listings"]]
 
 
@@ -87,7 +87,7 @@ def _observations_payload(listings: list[UUID], count: int, start: int) -> dict:
 
 
 def _record(engine, ctx, shop, payload: dict) -> UUID:
-    result = engine.record_observations(ctx, shop, models.RecordObservations.model_validate(payload))
+    result = engine.listings.record_observations(ctx, shop, models.RecordObservations.model_validate(payload))
     return UUID(result.body["batch_id"])
 
 
@@ -306,8 +306,8 @@ async def _drive(connect, shop: UUID, listings: list[UUID], changes: dict[UUID, 
 
 def _api_key(engine: PricingEngine, ctx: CommandContext) -> str:
     """A service account's API key, as an integration calling the API would hold."""
-    account = engine.create_account(ctx, f"bench-{uuid4().hex[:8]}", "service", None, {"service": None})
-    key = engine.issue_api_key(ctx, UUID(account.body["account_id"]), ["prices:write"], None)
+    account = engine.identity.create_account(ctx, f"bench-{uuid4().hex[:8]}", "service", None, {"service": None})
+    key = engine.identity.issue_api_key(ctx, UUID(account.body["account_id"]), ["prices:write"], None)
     return key.body["api_key"]
 
 
@@ -316,7 +316,7 @@ def measure_commands(engine: PricingEngine, url: str, sizes: Sizes) -> dict:
     shop = _open_shop(engine, ctx, "HTTP")
     listings = _register_listings(engine, ctx, shop, max(sizes.listings, sizes.clients))
     secret = secrets.token_urlsafe(48)  # the server's signing key; API keys are stored as its digests
-    engine.use_secret_key(secret)
+    engine.identity.use_secret_key(secret)
     headers = {"Authorization": f"Bearer {_api_key(engine, ctx)}"}
     server_settings = Settings.from_env()  # the server reads the same environment
     server = Server(url, sizes.workers, secret)
@@ -360,13 +360,13 @@ def _server_cpu(cpu: dict[int, float], workers: list[int], requests: int) -> dic
 def _load_ms(engine: PricingEngine, listing: UUID, repeats: int) -> float:
     """Median time of a cold load (from the snapshot and the events after it, as after a restart):
     the aggregate cache is emptied first, or it would answer from memory."""
-    engine.repository.get(listing)  # warm-up: connection, prepared statements
+    engine.core.repository.get(listing)  # warm-up: connection, prepared statements
     times = []
     for _ in range(repeats):
-        if engine.repository.cache is not None:
-            engine.repository.cache.clear()
+        if engine.core.repository.cache is not None:
+            engine.core.repository.cache.clear()
         started = time.perf_counter()
-        engine.repository.get(listing)
+        engine.core.repository.get(listing)
         times.append((time.perf_counter() - started) * 1000)
     return median(times)
 
@@ -377,7 +377,7 @@ def measure_load(engine: PricingEngine, sizes: Sizes) -> dict:
     [listing] = _register_listings(engine, ctx, shop, 1)
     changes: dict[UUID, int] = {}
     for _ in range(3):  # a listing with a little history of its own
-        engine.set_price(ctx, shop, listing, models.SetPrice(price=_next_price(changes, listing), currency=CURRENCY))
+        engine.listings.set_price(ctx, shop, listing, models.SetPrice(price=_next_price(changes, listing), currency=CURRENCY))
     _record(engine, ctx, shop, _observations_payload([listing], sizes.load_small, 0))
     small = _load_ms(engine, listing, sizes.load_repeats)
     done = sizes.load_small

@@ -4,8 +4,8 @@ every reader decode with it, without building the write application.
 
 Events are stored by the eventsourcing library's JSON transcoder plus the transcodings below (our
 value objects); each event's topic is its class's module path and name, so domain classes stay
-where they are (or their old topic is registered). Importing this package also makes every
-psycopg connection read any time PostgreSQL holds (codec/time_loaders.py).
+where they are (or their old topic is registered). Connections that read stored times
+use `time_loaders.reading_adapters()`, which reads any time PostgreSQL holds.
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ from eventsourcing.persistence import (DatetimeAsISO, DecimalAsStr, JSONTranscod
                                        Transcoding, UUIDAsHex)
 from eventsourcing.utils import get_topic
 
-from codec import time_loaders
 from domain.facts import ObservationBatch
 from domain.listing import Automation, Guardrails
 from domain.meta import EventMeta
 from domain.money import Money
 from domain.rules import Rule
-
-time_loaders.install()  # before any pool connects: every read survives any time stored (see there)
 
 
 # -- how our value objects are stored inside events -------------------------------------------

@@ -53,8 +53,16 @@ def _clamping(fast: type[Loader], low, high) -> type[Loader]:
     return Clamping
 
 
-def install(adapters: psycopg.adapt.AdaptersMap = psycopg.adapters) -> None:
-    """Register the clamping loaders (by default on the global map every new connection copies)."""
+def reading_adapters() -> psycopg.adapt.AdaptersMap:
+    """psycopg's adapters with the clamping loaders: the `context` of every connection that reads
+    stored times (the read pool, the followers), leaving psycopg's global map as it is."""
+    adapters = psycopg.adapt.AdaptersMap(psycopg.adapters)
+    install(adapters)
+    return adapters
+
+
+def install(adapters: psycopg.adapt.AdaptersMap) -> None:
+    """Register the clamping loaders on `adapters`."""
     for name, (low, high) in _CLAMPED.items():
         oid = adapters.types[name].oid
         for format in (Format.TEXT, Format.BINARY):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from domain.meta import Actor, EventMeta, Source
 
@@ -18,6 +18,7 @@ class CommandContext:
     causation_id: str | None = None  # the event or command that caused this one; else the command itself
     idempotency_key: str | None = None
     shops: frozenset[str] | None = None  # the shops the caller may see; None: all of the tenant's
+    checked_shop: UUID | None = None  # the shop the API already found in the caller's tenant and reach
 
     def may_see(self, shop_id) -> bool:
         return self.shops is None or str(shop_id) in self.shops

@@ -1,4 +1,4 @@
-"""Identity commands (mixed into PricingEngine, so account events share the one event log and
+"""Identity commands (on the one core, so account events share the one event log and
 hash chain): accounts and roles, logins with lockout, MFA, sessions with rotating refresh tokens,
 API keys, and who is calling (the principal behind a token or key).
 
@@ -9,8 +9,6 @@ event, a command_log row, a log line or an error message.
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -24,6 +22,7 @@ from psycopg.rows import dict_row
 from commands import credentials
 from codec.plain import describe_event
 from commands.context import CommandContext, Decision, Result
+from commands.core import WriteCore
 from commands.credentials import Secrets
 from domain.errors import Conflict, NotFound
 from domain.account import Account, AccountKind, Action, FailureReason, Grants, normalize_username
@@ -34,10 +33,6 @@ REFRESH_TOKEN_TTL = timedelta(days=14)
 SESSION_MAX_AGE = timedelta(days=30)      # refreshing cannot keep a session alive longer
 MFA_CHALLENGE_TTL = timedelta(minutes=5)
 MFA_CHALLENGE_ATTEMPTS = 5
-# Every refused login takes at least this long. An unknown user costs one argon2 verify; a wrong
-# password costs the same plus loading the account and recording the failure (a few ms, tens
-# under load): without a floor, that difference would tell which usernames exist.
-REFUSAL_FLOOR_S = 0.25
 
 Statement = tuple[str, Any]
 
@@ -110,20 +105,12 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@contextmanager
-def _refusals_take_the_same_time():
-    started = time.monotonic()
-    try:
-        yield
-    except LoginRefused:
-        time.sleep(max(0.0, started + REFUSAL_FLOOR_S - time.monotonic()))
-        raise
+class Identity:
+    """Accounts, roles, logins, MFA, sessions and API keys, on the one core and event log."""
 
-
-class IdentityHandlers:
-    """Mixed into PricingEngine."""
-
-    secrets: Secrets = Secrets.ephemeral()  # api/server.py installs the configured one
+    def __init__(self, core: WriteCore, secrets: Secrets | None = None):
+        self.core = core
+        self.secrets = secrets or Secrets.ephemeral()  # api/server.py installs the configured key
 
     def use_secret_key(self, secret: str | bytes) -> None:
         self.secrets = Secrets(secret)
@@ -154,7 +141,7 @@ class IdentityHandlers:
 
         # The password is neither part of the hashed command nor of the stored answer.
         command = {"username": username, "kind": kind.value, "roles": roles}
-        return self.execute(ctx, "create_account", command, decide)
+        return self.core.execute(ctx, "create_account", command, decide)
 
     def grant_role(self, ctx: CommandContext, account_id: UUID, role: str, shops: list[str] | None) -> Result:
         return self._change_roles(ctx, "grant_role", account_id, role, shops,
@@ -172,7 +159,7 @@ class IdentityHandlers:
             return Decision([account] if changed else [], describe_account(account),
                             statements=_role_rows(account) if changed else [])
 
-        return self.execute(ctx, name, {"account": str(account_id), "role": role, "shops": shops}, decide)
+        return self.core.execute(ctx, name, {"account": str(account_id), "role": role, "shops": shops}, decide)
 
     def unlock_account(self, ctx: CommandContext, account_id: UUID) -> Result:
         def decide() -> Decision:
@@ -180,7 +167,7 @@ class IdentityHandlers:
             changed = account.unlock(self._meta(ctx))
             return Decision([account] if changed else [], describe_account(account))
 
-        return self.execute(ctx, "unlock_account", {"account": str(account_id)}, decide)
+        return self.core.execute(ctx, "unlock_account", {"account": str(account_id)}, decide)
 
     def reset_mfa(self, ctx: CommandContext, account_id: UUID) -> Result:
         """An admin removes a lost second factor; the person enrolls again at next login."""
@@ -189,7 +176,7 @@ class IdentityHandlers:
             changed = account.disable_mfa(self._meta(ctx, reason="reset by an admin"))
             return Decision([account] if changed else [], describe_account(account), statements=_mfa_removed(account.id))
 
-        return self.execute(ctx, "reset_mfa", {"account": str(account_id)}, decide)
+        return self.core.execute(ctx, "reset_mfa", {"account": str(account_id)}, decide)
 
     def grant_opener(self, ctx: CommandContext, shop_id: UUID) -> tuple[list[Account], list[Statement]]:
         """The account opening a shop gets it in each shop-scoped role that may open shops
@@ -208,14 +195,14 @@ class IdentityHandlers:
         """Grants and keys name only shops of the caller's own tenant (others' look unknown)."""
         for i, shop in enumerate(shops or ()):
             try:
-                self.shop_facts(ctx, UUID(str(shop)))
+                self.core.shop_facts(ctx, UUID(str(shop)))
             except (NotFound, ValueError):
                 raise DomainError(f"shops[{i}]", "no such shop in this tenant") from None
 
     def tenant_account(self, ctx: CommandContext, account_id: UUID) -> Account:
         """An account of the caller's tenant; others' accounts do not exist for the caller."""
         try:
-            account = self.repository.get(account_id)
+            account = self.core.repository.get(account_id)
         except AggregateNotFoundError:
             raise NotFound("account not found") from None
         if not isinstance(account, Account) or account.tenant_id != ctx.tenant_id:
@@ -246,7 +233,7 @@ class IdentityHandlers:
             return Decision([account], body, created=True, statements=[statement])
 
         # The answer carries the key: it must never be kept in command_log for a replay.
-        return self.execute(replace(ctx, idempotency_key=None), "issue_api_key", {}, decide)
+        return self.core.execute(replace(ctx, idempotency_key=None), "issue_api_key", {}, decide)
 
     def revoke_api_key(self, ctx: CommandContext, account_id: UUID, key_id: UUID) -> Result:
         def decide() -> Decision:
@@ -256,7 +243,7 @@ class IdentityHandlers:
             return Decision([account], {"key_id": str(key_id), "revoked": True},
                             statements=[("UPDATE api_keys SET revoked_at = now() WHERE key_id = %s", [key_id])])
 
-        return self.execute(ctx, "revoke_api_key", {"account": str(account_id), "key": str(key_id)}, decide)
+        return self.core.execute(ctx, "revoke_api_key", {"account": str(account_id), "key": str(key_id)}, decide)
 
     def api_keys_of(self, ctx: CommandContext, account_id: UUID) -> list[dict]:
         self.tenant_account(ctx, account_id)
@@ -273,19 +260,15 @@ class IdentityHandlers:
         second factor. Usernames are unique within a tenant only, so a login names its tenant.
 
         Unknown tenant or user, wrong password, locked account and throttled client all raise the
-        same LoginRefused after the same argon2 work and no sooner than REFUSAL_FLOOR_S, so
-        neither the answer nor its timing tells which it was.
+        same LoginRefused after the same argon2 work (the API also holds every refusal to one
+        minimum time, api/routers/auth.py), so neither the answer nor its timing tells which it was.
         """
-        with _refusals_take_the_same_time():
-            return self._login(tenant_id, username, password, client)
-
-    def _login(self, tenant_id: str, username: str, password: str, client: str) -> Session | MfaChallenge:
         found = self._password_of(tenant_id, normalize_username(username))
         if found is None:
             credentials.waste_a_verify(password)
             raise LoginRefused
         account_id, stored_hash = found
-        account = self.repository.get(account_id)
+        account = self.core.repository.get(account_id)
         upgraded = []
 
         def password_matches() -> FailureReason | None:
@@ -308,15 +291,10 @@ class IdentityHandlers:
 
     def login_second_factor(self, challenge: str, client: str, code: str | None = None,
                             recovery_code: str | None = None) -> Session:
-        with _refusals_take_the_same_time():
-            return self._login_second_factor(challenge, client, code, recovery_code)
-
-    def _login_second_factor(self, challenge: str, client: str, code: str | None,
-                             recovery_code: str | None) -> Session:
         account_id = self._take_challenge_attempt(challenge)
         if account_id is None:
             raise LoginRefused
-        account = self.repository.get(account_id)
+        account = self.core.repository.get(account_id)
         if code is not None:
             method, check = "password+totp", lambda: self._check_totp(account_id, code)
         else:
@@ -360,11 +338,11 @@ class IdentityHandlers:
         loaded = [account]  # the caller's copy first; a retry after a lost race reloads
 
         def decide() -> Decision:
-            current = loaded.pop() if loaded else self.repository.get(account.id)
+            current = loaded.pop() if loaded else self.core.repository.get(account.id)
             current.login_failed(reason, client, self._meta(self._as_account(current)), action)
             return Decision([current], {})
 
-        self.execute(self._as_account(account), "login_failed", {}, decide)
+        self.core.execute(self._as_account(account), "login_failed", {}, decide)
 
     def _start_session(self, account: Account, method: str, client: str, statements: list[Statement]) -> Session:
         family_id, token = uuid4(), credentials.new_token("rt")
@@ -372,7 +350,7 @@ class IdentityHandlers:
         loaded = [account]  # the caller's copy first; a retry after a lost race reloads
 
         def decide() -> Decision:
-            current = loaded.pop() if loaded else self.repository.get(account.id)
+            current = loaded.pop() if loaded else self.core.repository.get(account.id)
             if current.refusal(client, now) is not None:  # refused between the secret's check and now
                 raise LoginRefused
             current.login_succeeded(method, client, self._meta(self._as_account(current)))
@@ -382,7 +360,7 @@ class IdentityHandlers:
                  [family_id, current.id, now + SESSION_MAX_AGE]),
                 _refresh_token_row(self.secrets.digest(token), family_id, now)])
 
-        self.execute(self._as_account(account), "login", {}, decide)
+        self.core.execute(self._as_account(account), "login", {}, decide)
         return Session(str(account.id), account.tenant_id, str(family_id), token)
 
     def _new_challenge(self, account_id: UUID) -> MfaChallenge:
@@ -421,7 +399,7 @@ class IdentityHandlers:
         A spent token presented again means two parties hold it: the whole family is revoked."""
         digest = self.secrets.digest(refresh_token)
         now = _now()
-        with self.recorder.datastore.get_connection() as conn, conn.transaction(), \
+        with self.core.recorder.datastore.get_connection() as conn, conn.transaction(), \
                 conn.cursor(row_factory=dict_row) as curs:
             row = curs.execute(
                 "SELECT t.family_id, t.expires_at, t.used_at, f.account_id, f.revoked_at, f.expires_at AS family_expires"
@@ -434,7 +412,7 @@ class IdentityHandlers:
                 curs.execute("UPDATE refresh_tokens SET used_at = %s WHERE token_digest = %s", [now, digest])
                 curs.execute(*_refresh_token_row(self.secrets.digest(token), row["family_id"], now,
                                                  row["family_expires"]))
-                account = self.repository.get(row["account_id"])
+                account = self.core.repository.get(row["account_id"])
                 return Session(str(row["account_id"]), account.tenant_id, str(row["family_id"]), token)
         if row["used_at"] is not None:
             self.end_session(row["account_id"], row["family_id"], "refresh_token_reused")
@@ -443,7 +421,7 @@ class IdentityHandlers:
     def end_session(self, account_id: UUID, family_id: UUID, reason: str) -> None:
         """Revoke a token family: its refresh tokens stop working and so do its access tokens."""
         def decide() -> Decision:
-            account = self.repository.get(account_id)
+            account = self.core.repository.get(account_id)
             live = self._rows("SELECT 1 FROM token_families WHERE family_id = %s AND revoked_at IS NULL", [family_id])
             if not live:
                 return Decision([], {})
@@ -452,7 +430,7 @@ class IdentityHandlers:
                 ("UPDATE token_families SET revoked_at = now(), revoked_reason = %s"
                  " WHERE family_id = %s AND revoked_at IS NULL", [reason, family_id])])
 
-        self.execute(self._as_account(self.repository.get(account_id)), "end_session", {}, decide)
+        self.core.execute(self._as_account(self.core.repository.get(account_id)), "end_session", {}, decide)
 
     # -- one's own credentials --------------------------------------------------------------
     def change_password(self, ctx: CommandContext, session_id: str, current: str, new: str, client: str) -> Result:
@@ -470,7 +448,7 @@ class IdentityHandlers:
                 ("UPDATE token_families SET revoked_at = now(), revoked_reason = 'password_changed'"
                  " WHERE account_id = %s AND family_id <> %s AND revoked_at IS NULL", [account.id, UUID(session_id)])])
 
-        return self.execute(replace(ctx, idempotency_key=None), "change_password", {}, decide)
+        return self.core.execute(replace(ctx, idempotency_key=None), "change_password", {}, decide)
 
     def enroll_mfa(self, ctx: CommandContext) -> tuple[str, str]:
         """(secret, otpauth URI) for an authenticator app; MFA starts once a code confirms it."""
@@ -484,7 +462,7 @@ class IdentityHandlers:
                 *_mfa_removed(account.id),
                 ("INSERT INTO totp_credentials (account_id, secret_encrypted) VALUES (%s, %s)", [account.id, encrypted])])
 
-        self.execute(replace(ctx, idempotency_key=None), "enroll_mfa", {}, decide)
+        self.core.execute(replace(ctx, idempotency_key=None), "enroll_mfa", {}, decide)
         username = self.tenant_account(ctx, UUID(ctx.actor.id)).username
         return secret, credentials.totp_uri(secret, username)
 
@@ -512,7 +490,7 @@ class IdentityHandlers:
                 ("INSERT INTO recovery_codes (account_id, code_digest) SELECT %s, unnest(%s::bytea[])",
                  [account_id, [self.secrets.digest(c) for c in codes]])])
 
-        self.execute(replace(ctx, idempotency_key=None), "confirm_mfa", {}, decide)
+        self.core.execute(replace(ctx, idempotency_key=None), "confirm_mfa", {}, decide)
         return codes
 
     def disable_mfa(self, ctx: CommandContext, password: str, client: str) -> Result:
@@ -524,7 +502,7 @@ class IdentityHandlers:
             changed = account.disable_mfa(self._meta(ctx))
             return Decision([account] if changed else [], {"mfa": account.mfa}, statements=_mfa_removed(account.id))
 
-        return self.execute(replace(ctx, idempotency_key=None), "disable_mfa", {}, decide)
+        return self.core.execute(replace(ctx, idempotency_key=None), "disable_mfa", {}, decide)
 
     # -- who is calling ---------------------------------------------------------------------
     def principal_for_session(self, account_id: str, family_id: str) -> Principal | None:
@@ -553,7 +531,7 @@ class IdentityHandlers:
         return Principal(str(r["account_id"]), r["tenant_id"], r["kind"], grants, str(r["key_id"]), "api_key")
 
     def describe_self(self, principal: Principal) -> dict:
-        account = self.repository.get(UUID(principal.account_id))
+        account = self.core.repository.get(UUID(principal.account_id))
         return {**describe_account(account), "via": principal.via}
 
     # -- the security view ------------------------------------------------------------------
@@ -583,8 +561,8 @@ class IdentityHandlers:
             [ctx.tenant_id, _LOCKED, since])
         lockouts = []
         for r in locks:
-            locked = self.mapper.to_domain_event(StoredEvent(r["account_id"], r["version"], _LOCKED, bytes(r["state"])))
-            account = self.repository.get(r["account_id"])
+            locked = self.core.mapper.to_domain_event(StoredEvent(r["account_id"], r["version"], _LOCKED, bytes(r["state"])))
+            account = self.core.repository.get(r["account_id"])
             lockouts.append({"account_id": str(r["account_id"]), "username": r["username"],
                              "locked_at": r["recorded_at"].isoformat(), "failures": locked.failures,
                              "until": locked.until.isoformat(),
@@ -599,7 +577,7 @@ class IdentityHandlers:
         rows = self._rows("SELECT notification_id, originator_version, topic, state FROM pricing_events"
                           " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version"
                           " LIMIT %s", [account_id, after_version, limit + 1])
-        events = [describe_event(self.mapper.to_domain_event(StoredEvent(
+        events = [describe_event(self.core.mapper.to_domain_event(StoredEvent(
             account_id, r["originator_version"], r["topic"], bytes(r["state"]))), r["notification_id"])
             for r in rows[:limit]]
         return {"account_id": str(account_id), "events": events,
@@ -645,13 +623,13 @@ class IdentityHandlers:
         return self.secrets.decrypt(bytes(rows[0]["secret_encrypted"]), account_id.bytes).decode()
 
     def _rows(self, sql: str, params) -> list[dict]:
-        with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+        with self.core.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
             curs.execute(sql, params)
             return curs.fetchall() if curs.description else []
 
     def _run(self, statements: list[Statement]) -> None:
         if statements:
-            with self.recorder.datastore.get_connection() as conn, conn.transaction():
+            with self.core.recorder.datastore.get_connection() as conn, conn.transaction():
                 for sql, params in statements:
                     conn.execute(sql, params)
 

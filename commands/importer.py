@@ -56,7 +56,7 @@ from pydantic import ValidationError
 
 from commands import models
 from commands.context import CommandContext
-from commands.engine import sale_lines
+from commands.listings import Listings, sale_lines
 from domain.errors import CommandRefused
 from domain.errors import DomainError
 from domain.facts import SalesBatch
@@ -208,10 +208,10 @@ def local_time(text: str) -> datetime | str:
 class OnlineRetailImport:
     """One run of the import. `run()` is safe to repeat: accepted commands are replayed, not redone."""
 
-    def __init__(self, engine, path: Path, tenant: str, shop_name: str = "Online Retail (UCI)",
+    def __init__(self, listings: Listings, path: Path, tenant: str, shop_name: str = "Online Retail (UCI)",
                  limit: int | None = None, rejects_file: Path | None = None,
                  progress: Callable[[int, int, float], None] | None = None):
-        self.engine = engine
+        self.listings = listings
         self.path = path
         self.tenant = tenant
         self.shop_name = shop_name
@@ -253,7 +253,7 @@ class OnlineRetailImport:
 
     def open_shop(self) -> UUID:
         ctx = self._ctx(self._key("shop"))
-        result = self.engine.open_shop(ctx, models.OpenShop(name=self.shop_name, currency=CURRENCY, marketplace="other"))
+        result = self.listings.open_shop(ctx, models.OpenShop(name=self.shop_name, currency=CURRENCY, marketplace="other"))
         self._count(result)
         return UUID(result.body["shop_id"])
 
@@ -275,7 +275,7 @@ class OnlineRetailImport:
                 outcome[code] = _validation_reason(e)
         for number, start in enumerate(range(0, len(specs), CHUNK_ROWS)):
             batch = specs[start:start + CHUNK_ROWS]
-            result = self._send(f"listings:{number}", lambda ctx: self.engine.register_listings(
+            result = self._send(f"listings:{number}", lambda ctx: self.listings.register_listings(
                 ctx, self.summary.shop_id, models.RegisterListings(listings=batch, source="import", reason=IMPORT_REASON)))
             for spec, answer in zip(batch, result.body["listings"], strict=True):
                 outcome[spec.external_id] = UUID(answer["listing_id"])
@@ -304,7 +304,7 @@ class OnlineRetailImport:
                     sources.append(source)
             sales = self._domain_accepts(sales, sources)
             if sales:
-                self._send(f"sales:{number}", lambda ctx: self.engine.record_sales(
+                self._send(f"sales:{number}", lambda ctx: self.listings.record_sales(
                     ctx, self.summary.shop_id, models.RecordSales(sales=sales, source="import", reason=IMPORT_REASON)))
             for sale in sales:
                 self.summary.sale_lines += sale.quantity > 0
@@ -388,7 +388,7 @@ def _validation_reason(error: ValidationError) -> str:
     return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
 
 
-def run_import(engine, path: str | Path | None, tenant: str, shop_name: str, limit: int | None = None,
+def run_import(listings: Listings, path: str | Path | None, tenant: str, shop_name: str, limit: int | None = None,
                rejects_file: Path | None = None,
                progress: Callable[[int, int, float], None] | None = None) -> ImportSummary:
-    return OnlineRetailImport(engine, find_file(path), tenant, shop_name, limit, rejects_file, progress).run()
+    return OnlineRetailImport(listings, find_file(path), tenant, shop_name, limit, rejects_file, progress).run()

@@ -16,13 +16,13 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.types.json import Jsonb
 
-import codec  # noqa: F401  importing the codec makes every connection read any stored time
 
 SMALL_SAVE = 200  # events; larger saves stream with COPY
 
 # Readers' lookup rows (migrations/0510), committed with the events that make them true.
 LIST_SHOP = "INSERT INTO shop_directory (shop_id, tenant_id, currency) VALUES (%s, %s, %s)"
 LIST_RULE = "INSERT INTO shop_rules (shop_id, rule_id) VALUES (%s, %s)"
+LIST_LISTINGS = "INSERT INTO shop_listings (shop_id, listing_id) SELECT %s, unnest(%s::uuid[])"
 
 
 RECORD_EVENTS = ("SELECT * FROM record_events(%(ids)s::uuid[], %(versions)s::bigint[], %(topics)s::text[],"

@@ -1,102 +1,37 @@
-"""Time travel and rollback: replay answers "what was true then"; rollback appends a
-compensating price change that names the changes it compensates. History is never edited."""
+"""Rollback: a compensating price change that names the changes it compensates. History is
+never edited; what was true then is read by replay (read/history.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
 from commands import models
-from commands.context import CommandContext, Decision
-from domain.errors import Conflict, NotFound
-from domain.errors import DomainError
-from domain.listing import Listing
+from commands.context import CommandContext, Decision, Result
+from commands.core import WriteCore
+from commands.listings import listing_answer
+from domain.errors import Conflict, DomainError
+from domain.history import PriceChange, price_at, price_changes, version_at
 from domain.meta import Source
 
 
-@dataclass(frozen=True)
-class PriceChange:
-    version: int
-    price: object
-    previous: object
-    meta: object
-    rule: str | None
-    compensates: tuple[int, ...]
-    recorded_at: datetime
-    automation: object = None  # domain.listing.Automation of an automated change (rule version, cause...)
+class Rollbacks:
+    """Rolling one listing, or many, back to an earlier price by a compensating change."""
 
-
-def describe_listing(listing: Listing) -> dict:
-    g = listing.guardrails
-    money = lambda m: None if m is None else str(m.amount)  # noqa: E731
-    return {
-        "listing_id": str(listing.id), "shop_id": str(listing.shop_id), "version": listing.version,
-        "external_id": listing.external_id, "sku": listing.sku, "title": listing.title, "status": listing.status,
-        "price": str(listing.price.amount), "currency": listing.currency,
-        "floor": money(g.floor), "ceiling": money(g.ceiling), "cost": money(g.cost),
-        "last_price_change_version": listing.last_price_change,
-        "modified_at": listing.modified_on.isoformat(),
-    }
-
-
-def _version_at(events, at: datetime) -> int:
-    version = 0
-    for e in events:
-        if e.timestamp > at:
-            break
-        version = e.originator_version
-    return version
-
-
-def _price_changes(events) -> list[PriceChange]:
-    return [PriceChange(e.originator_version, e.price, e.previous, e.meta, e.rule, tuple(e.compensates), e.timestamp,
-                        e.automation)
-            for e in events if type(e) is Listing.PriceChanged]
-
-
-def _price_at(events, version: int):
-    """The price the listing had at `version`: set by its registration or its last price change."""
-    return [e.price for e in events
-            if e.originator_version <= version and type(e) in (Listing.Registered, Listing.PriceChanged)][-1]
-
-
-class TimeTravel:
-    """Mixed into PricingEngine."""
-
-    def version_at(self, aggregate_id: UUID, at: datetime) -> int:
-        """The aggregate's version at a moment of recorded time (0 if it did not exist yet)."""
-        return _version_at(self.events.get(aggregate_id), at)
-
-    def listing_state(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID,
-                      version: int | None = None, at: datetime | None = None) -> dict:
-        if at is not None:
-            if at.tzinfo is None:
-                raise DomainError("at", "must include a timezone offset")
-            self.listing(ctx, shop_id, listing_id)  # tenancy check before reading history
-            version = self.version_at(listing_id, at)
-            if version == 0:
-                raise NotFound("the listing did not exist at that time", field="at")
-        listing = self.listing(ctx, shop_id, listing_id, version=version)
-        if version is not None and listing.version != version:
-            raise NotFound(f"the listing has no version {version} (latest is {listing.version})", field="version")
-        return describe_listing(listing)
-
-    def price_changes(self, listing_id: UUID) -> list[PriceChange]:
-        return _price_changes(self.events.get(listing_id))
+    def __init__(self, core: WriteCore):
+        self.core = core
 
     # -- one listing ------------------------------------------------------------------------
-    def rollback_listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, cmd: models.RollbackListing):
+    def rollback_listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, cmd: models.RollbackListing) -> Result:
         given = [n for n in ("to_version", "to_time", "undo_version") if getattr(cmd, n) is not None]
         if len(given) != 1:
             raise DomainError(given[1] if given else "to_version",
                               "give exactly one of to_version, to_time, undo_version")
 
         def decide():
-            listing = self._listing_at(ctx, shop_id, listing_id, cmd.expected_version)
+            listing = self.core.listing_at(ctx, shop_id, listing_id, cmd.expected_version)
             meta = ctx.meta(shop_id, Source.ROLLBACK, cmd.reason)
-            history = list(self.events.get(listing_id))  # read once: changes, versions and prices
-            changes = _price_changes(history)
+            history = list(self.core.events.get(listing_id))  # read once: changes, versions and prices
+            changes = price_changes(history)
             if cmd.undo_version is not None:
                 undone = next((c for c in changes if c.version == cmd.undo_version), None)
                 if undone is None:
@@ -107,27 +42,27 @@ class TimeTravel:
                                    current_version=listing.version)
                 target, compensated = undone.previous, [undone.version]
             else:
-                version = cmd.to_version if cmd.to_version is not None else _version_at(history, cmd.to_time)
+                version = cmd.to_version if cmd.to_version is not None else version_at(history, cmd.to_time)
                 field = "to_version" if cmd.to_version is not None else "to_time"
                 if version < 1:
                     raise DomainError(field, "the listing did not exist then")
                 if version > listing.version:
                     raise DomainError(field, f"the listing is only at version {listing.version}")
-                target = _price_at(history, version)
+                target = price_at(history, version)
                 compensated = [c.version for c in changes if c.version > version]
             try:
                 changed = listing.restore_price(target, compensated, meta)
             except DomainError as e:
                 raise Conflict(f"cannot restore {target}: {e.detail}", field=e.field) from None
-            answer = {**self.listing_answer(listing, changed), "compensates": compensated if changed else []}
+            answer = {**listing_answer(listing, changed), "compensates": compensated if changed else []}
             return Decision([listing], answer, strict=cmd.expected_version is not None)
 
-        return self.execute(ctx, "rollback_listing", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide,
+        return self.core.execute(ctx, "rollback_listing", {"listing": str(listing_id), **cmd.model_dump(mode="json")}, decide,
                             serial=[listing_id])
 
     # -- many listings ----------------------------------------------------------------------
-    def bulk_rollback(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkRollback):
-        self.shop_facts(ctx, shop_id)
+    def bulk_rollback(self, ctx: CommandContext, shop_id: UUID, cmd: models.BulkRollback) -> Result:
+        self.core.shop_facts(ctx, shop_id)
         if cmd.rule_version is not None and cmd.rule is None:
             raise DomainError("rule_version", "a rule version needs the rule's id in `rule`")
         if not any(getattr(cmd, f) is not None for f in ("source", "rule", "actor", "since", "until")):
@@ -145,10 +80,10 @@ class TimeTravel:
 
         def decide():
             meta = ctx.meta(shop_id, Source.ROLLBACK, cmd.reason)
-            listing_ids = sorted(self.recorder.reserved_all(shop_id, "listing").values())
+            listing_ids = sorted(self.core.recorder.reserved_all(shop_id, "listing").values())
             touched, compensated, skipped = [], [], []
             for listing_id in listing_ids:
-                changes = self.price_changes(listing_id)
+                changes = price_changes(self.core.events.get(listing_id))
                 already = {v for c in changes for v in c.compensates}
                 hits = [c for c in changes if matches(c) and c.version not in already]
                 if not hits:
@@ -161,7 +96,7 @@ class TimeTravel:
                                     "changed_by": other.meta.actor_id, "source": other.meta.source,
                                     "version": other.version, "at": other.recorded_at.isoformat()})
                     continue
-                listing = self.repository.get(listing_id)
+                listing = self.core.repository.get(listing_id)
                 try:
                     changed = listing.restore_price(first.previous, [c.version for c in hits], meta)
                 except DomainError as e:
@@ -170,11 +105,11 @@ class TimeTravel:
                     continue
                 touched.append(listing)
                 # Changes that cancelled out leave the price as it was: nothing is appended, and we say so.
-                compensated.append({**self.listing_answer(listing, changed),
+                compensated.append({**listing_answer(listing, changed),
                                     "compensates": [c.version for c in hits] if changed else []})
             return Decision(touched, {"compensated": compensated, "skipped": skipped})
 
-        return self.execute(ctx, "bulk_rollback", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+        return self.core.execute(ctx, "bulk_rollback", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
 
 def _rule_reference(rule: str | None) -> str | None:

@@ -38,17 +38,37 @@ def flip_switch(meta: EventMeta, already: bool, record: Callable[..., None]) -> 
     return True
 
 
-def describe_stop(stop: EventMeta, scope: str) -> str:
+def _stopped_text(stop: EventMeta, scope: str) -> str:
     return f"{scope} automation stopped by {stop.actor_id} at {stop.occurred_at.isoformat()}: {stop.reason}"
 
 
 def stop_reason(shop_stop: EventMeta | None, tenant_stop: EventMeta | None) -> str | None:
     """Why automated changes are refused right now, or None when automation runs."""
     if tenant_stop is not None:
-        return describe_stop(tenant_stop, "tenant-wide")
+        return _stopped_text(tenant_stop, "tenant-wide")
     if shop_stop is not None:
-        return describe_stop(shop_stop, "shop")
+        return _stopped_text(shop_stop, "shop")
     return None
+
+
+def describe_stop(stop: EventMeta | None) -> dict:
+    if stop is None:
+        return {"stopped": False}
+    return {"stopped": True, "by": stop.actor_id, "reason": stop.reason, "at": stop.occurred_at.isoformat()}
+
+
+def tenant_state(tenant_id: str, switch: AutomationSwitch | None) -> dict:
+    """The tenant-wide stop as the API shows it ("global": it spans all the tenant's shops)."""
+    return {"global": describe_stop(switch.stopped_by if switch else None), "scope": "tenant",
+            "tenant_id": tenant_id}
+
+
+def shop_state(shop, switch: AutomationSwitch | None) -> dict:
+    """A shop's stop, its tenant's, and whether automation runs there."""
+    global_stop = switch.stopped_by if switch else None
+    return {"shop_id": str(shop.id), "shop": describe_stop(shop.automation_stop),
+            "global": describe_stop(global_stop),
+            "running": stop_reason(shop.automation_stop, global_stop) is None}
 
 
 class AutomationSwitch(Aggregate):

@@ -96,6 +96,7 @@ class Automation:
 
 
 CHANGED, UNCHANGED, HELD, REFUSED = "changed", "unchanged", "held", "refused"
+INACTIVE = "inactive"  # the listing is not for sale (draft, inactive, sold out): automation leaves it alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,4 +343,38 @@ class Listing(Aggregate):
     def _guardrails_set(self, guardrails: Guardrails, meta: EventMeta) -> None:
         self.guardrails = guardrails
 
+
+def _amount(money: Money | None) -> str | None:
+    return None if money is None else str(money.amount)
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def describe_listing(listing: Listing) -> dict:
+    g = listing.guardrails
+    return {
+        "listing_id": str(listing.id), "shop_id": str(listing.shop_id), "version": listing.version,
+        "external_id": listing.external_id, "sku": listing.sku, "title": listing.title, "status": listing.status,
+        "price": str(listing.price.amount), "currency": listing.currency,
+        "floor": _amount(g.floor), "ceiling": _amount(g.ceiling), "cost": _amount(g.cost),
+        "last_price_change_version": listing.last_price_change,
+        "modified_at": listing.modified_on.isoformat(),
+    }
+
+
+def describe_automation(listing: Listing) -> dict:
+    """A listing's automation settings and the bounds its automated changes respect."""
+    g = listing.guardrails
+    last = listing.last_automated_at
+    return {
+        "listing_id": str(listing.id), "version": listing.version, "price": str(listing.price.amount),
+        "currency": listing.currency, "rule_id": _text(listing.rule_id),
+        "floor": _amount(g.floor), "ceiling": _amount(g.ceiling), "cost": _amount(g.cost),
+        "min_margin": _text(g.min_margin), "max_step_percent": _text(g.max_step_percent),
+        "max_daily_changes": g.max_daily_changes, "cooldown_minutes": g.cooldown_minutes,
+        "automated_floor": _amount(g.automated_floor()),
+        "last_automated_change_at": None if last is None else last.isoformat(),
+    }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from codec.time_loaders import reading_adapters
+
 
 class LazyConnection:
     """Opened at first use, and opened again after it closed (a database restart), so that a
@@ -16,7 +18,8 @@ class LazyConnection:
 
     def get(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.conninfo, application_name=self.application_name)
+            self._conn = psycopg.connect(self.conninfo, application_name=self.application_name,
+                                         context=reading_adapters())
         return self._conn
 
     def close(self) -> None:

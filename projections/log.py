@@ -23,7 +23,7 @@ from projections.parking import decode_each
 # Injected, because projections/ depends on the domain's events, not on the write side.
 Decoder = Callable[[StoredEvent], object]
 
-_SELECT = ("SELECT notification_id, originator_id, originator_version, topic, state FROM pricing_events"
+PAGE_SQL = ("SELECT notification_id, originator_id, originator_version, topic, state FROM pricing_events"
            " WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
 
 
@@ -47,7 +47,7 @@ class EventLog:
     def read(self, cur: Cursor, after: int, limit: int) -> Page:
         # Binary results: the state arrives as raw bytes rather than hex text, which halves
         # the reading cost on both sides.
-        rows = cur.execute(_SELECT, [after, limit], prepare=True, binary=True).fetchall()
+        rows = cur.execute(PAGE_SQL, [after, limit], prepare=True, binary=True).fetchall()
         if not rows:
             return Page([], None, 0)
         topics, decode = self.topics, self.decode

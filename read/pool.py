@@ -9,7 +9,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
-import codec  # noqa: F401  every connection then reads any stored time (codec/time_loaders.py)
+from codec.time_loaders import reading_adapters
 
 
 class ReadPool:
@@ -17,7 +17,7 @@ class ReadPool:
 
     def __init__(self, conninfo: str, max_size: int = 4):
         self._pool = ConnectionPool(conninfo, min_size=0, max_size=max_size, open=False,
-                                    kwargs={"autocommit": True})
+                                    kwargs={"autocommit": True, "context": reading_adapters()})
         self._opened = False
 
     @contextmanager

@@ -7,15 +7,16 @@ from __future__ import annotations
 import psycopg
 
 import codec
+from commands.rules import Rules
 from projections import parking
 from projections.projector import Projector
 from streams.repricing import RepricingPolicy
 from streams.sink import Sink
 
 
-def retry_all(conninfo: str, engine, projector_timeout: float = 30.0) -> dict[str, tuple[int, int]]:
+def retry_all(conninfo: str, rules: Rules, projector_timeout: float = 30.0) -> dict[str, tuple[int, int]]:
     """follower -> (resolved now, still parked), for every follower that had parked events.
-    `engine` (a PricingEngine) acts for the repricing policies."""
+    `rules` acts for the repricing policies."""
     with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
         followers = parking.followers_with_parked(cur)
         policies = {row[0] for row in cur.execute("SELECT policy FROM streams.policy_positions")}
@@ -29,7 +30,7 @@ def retry_all(conninfo: str, engine, projector_timeout: float = 30.0) -> dict[st
             done["projector"] = projector.retry_parked()
     finally:
         projector.close()
-    policy = RepricingPolicy(engine, conninfo, projector_timeout=projector_timeout)
+    policy = RepricingPolicy(rules, conninfo, projector_timeout=projector_timeout)
     try:
         for follower in followers:
             if follower in policies:

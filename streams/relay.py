@@ -27,27 +27,20 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import psycopg
 from eventsourcing.persistence import Notification
 
 from projections import parking
+from projections.log import PAGE_SQL
 from projections.projector import CHANNEL
 from streams import wire
-from streams.repricing import EVENT_TOPICS as REPRICING_EVENT_TOPICS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 5000
 APPLICATION_NAME = "etsypro-relay"
-
-
-class NotificationReader(Protocol):
-    """The event store's global log (engine.recorder)."""
-
-    def select_notifications(self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (),
-                             *, inclusive_of_start: bool = True) -> Sequence[Notification]: ...
 
 
 @dataclass
@@ -60,13 +53,12 @@ class RelayStats:
 
 
 class Relay:
-    def __init__(self, conninfo: str, bootstrap_servers: str, recorder: NotificationReader, *, name: str = "default",
+    def __init__(self, conninfo: str, bootstrap_servers: str, *, name: str = "default",
                  page_size: int = DEFAULT_PAGE, prefix: str = wire.DEFAULT_PREFIX,
                  partitions: int = wire.DEFAULT_PARTITIONS, linger_ms: int = 5,
                  repricing_events: frozenset[str] = frozenset()):
         self.conninfo = conninfo
         self.bootstrap_servers = bootstrap_servers
-        self.recorder = recorder
         self.name = name
         self.page_size = page_size
         self.prefix = prefix
@@ -118,8 +110,7 @@ class Relay:
                 while not stop.is_set():
                     if retries.due():
                         await self.retry_parked(conn, producer)
-                    page = await asyncio.to_thread(self.recorder.select_notifications, self.stats.position,
-                                                   self.page_size, inclusive_of_start=False)
+                    page = await self._read_page(conn)
                     if page:
                         parked = await self._publish(conn, producer, page)
                         await self._record(conn, page, parked)
@@ -131,6 +122,12 @@ class Relay:
                 await producer.stop()
 
     # -- one page -----------------------------------------------------------------------
+    async def _read_page(self, conn: psycopg.AsyncConnection) -> list[Notification]:
+        """The next page of the log after the recorded position (the projector's query)."""
+        cur = await conn.execute(PAGE_SQL, [self.stats.position, self.page_size], binary=True)
+        return [Notification(originator_id, version, topic, bytes(state), position)
+                for position, originator_id, version, topic, state in await cur.fetchall()]
+
     async def _publish(self, conn: psycopg.AsyncConnection, producer, page: Sequence[Notification]
                        ) -> list[parking.Failure]:
         """Send the page and wait until the broker acknowledged every event of it. An event the

@@ -1,5 +1,5 @@
 """The automated repricing policy: re-evaluates listings when something that decides their price
-happens, issuing automated price changes through `engine.reprice_listing` (commands/repricing.py),
+happens, issuing automated price changes through `Rules.reprice_listing` (commands/rules.py),
 each caused by the event that triggered it.
 
 It runs in one of two ways, with the same per-batch logic (`RepricingPolicy.act_on`):
@@ -50,13 +50,11 @@ from typing import Callable, Iterable, Sequence
 from uuid import UUID
 
 import psycopg
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.utils import get_topic
 
 import codec
 from domain.errors import Conflict
-from commands.repricing import CHANGED, RepriceResult, assignment_cause, observation_cause, rule_cause
+from commands.rules import CHANGED, RepriceResult, Rules, assignment_cause, observation_cause, rule_cause
 from domain.facts import ObservationBatch, observation_ref
 from domain.listing import Listing
 from domain.pricing_rule import PricingRule
@@ -67,6 +65,7 @@ from projections.base import Positioned as LogEvent  # (log position, domain eve
 from projections.log import EventLog, Page
 from projections.observations import PositionedObservation, Wanted, latest, newest_per_competitor, projected_up_to
 from projections.projector import follow_log, keep_following
+from streams import wire
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +74,7 @@ DEFAULT_PAGE = 1000
 APPLICATION_NAME = "etsypro-repricing"
 
 Observed = ObservationBatch.CompetitorPriceObserved
-EVENT_TYPES = (Observed, PricingRule.Revised, Listing.RuleAssigned, Listing.RuleUnassigned)
-EVENT_TOPICS = frozenset(get_topic(t) for t in EVENT_TYPES)  # as the event store names them
+EVENT_TYPES, EVENT_TOPICS = wire.REPRICING_EVENT_TYPES, wire.REPRICING_EVENT_TOPICS
 RETRIED = (Conflict,)  # with parking.TRANSIENT: what acting on the batch again can fix (a busy listing)
 
 _REST_OF_BATCHES = """
@@ -181,13 +179,13 @@ class Stats:
 
 
 class RepricingPolicy:
-    """Follows the log; see the module's docstring. `engine` is a PricingEngine."""
+    """Follows the log; see the module's docstring. `rules` makes the automated changes."""
 
-    def __init__(self, engine, conninfo: str, *, page_size: int = DEFAULT_PAGE,
+    def __init__(self, rules: Rules, conninfo: str, *, page_size: int = DEFAULT_PAGE,
                  on_result: Callable[[Trigger, RepriceResult], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  projector_timeout: float | None = None, pause: float = 0.0):
-        self.engine = engine
+        self.rules = rules
         self.pause = pause  # seconds to let commits gather after a partial page (follow_log)
         self.conninfo = conninfo
         self.page_size = page_size
@@ -400,18 +398,14 @@ class RepricingPolicy:
             pause = min(pause * 2, 0.1)
 
     def _rule(self, rule_id: UUID) -> PricingRule | None:
-        try:
-            return self.engine.repository.get(rule_id)
-        except AggregateNotFoundError:  # cannot be (assigned rules exist); reprice_listing will say
-            return None
+        return self.rules.rule(rule_id)  # None cannot be (assigned rules exist); reprice_listing will say
 
     def _reprice(self, trigger: Trigger, observations: Sequence[CompetitorPrice], now: datetime,
                  events: dict[int, object], failures: list[parking.Failure]) -> RepriceResult | None:
-        engine = self.engine
         try:
-            ctx = engine.automation_context(trigger.shop_id, trigger.cause, trigger.correlation_id)
-            result = engine.reprice_listing(ctx, trigger.shop_id, trigger.listing_id, observations, trigger.cause,
-                                            now=now)
+            ctx = self.rules.automation_context(trigger.shop_id, trigger.cause, trigger.correlation_id)
+            result = self.rules.reprice_listing(ctx, trigger.shop_id, trigger.listing_id, observations, trigger.cause,
+                                                now=now)
         except Exception as e:  # noqa: BLE001
             if parking.is_transient(e, RETRIED):
                 raise  # a busy listing or the database: retry the batch (changes made are kept)

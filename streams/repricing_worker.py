@@ -52,7 +52,7 @@ from eventsourcing.persistence import OperationalError as StoreUnavailable
 from mode.supervisors import CrashingSupervisor
 
 from domain.errors import Conflict
-from commands.repricing import RepriceResult
+from commands.rules import RepriceResult, Rules
 from projections import parking
 from streams import wire
 from streams.repricing import EVENT_TOPICS, LogEvent, RepricingPolicy
@@ -177,13 +177,13 @@ def _merged(events: list[LogEvent], more: list[LogEvent]) -> list[LogEvent]:
     return sorted({**dict(events), **dict(more)}.items(), key=lambda pe: pe[0])
 
 
-def create_app(config: WorkerConfig, engine) -> faust.App:
-    """The worker's faust app; `engine` (a PricingEngine) makes the changes."""
+def create_app(config: WorkerConfig, rules: Rules) -> faust.App:
+    """The worker's faust app; `rules` makes the changes."""
     # stream_wait_empty off: on SIGTERM faust would otherwise wait for the batch in hand before
     # stopping the agent, for ever if that batch waits for a projector that is not running. The
     # batch is left unacknowledged instead (its causes are found done when it comes again).
     app, topic = new_app(config, wire.repricing_topic(config.prefix), stream_wait_empty=False)
-    repricing = KafkaRepricing(RepricingPolicy(engine, config.conninfo), name=config.app_id)
+    repricing = KafkaRepricing(RepricingPolicy(rules, config.conninfo), name=config.app_id)
 
     # CrashingSupervisor: an error that retrying cannot fix stops the worker instead of
     # restarting the agent past the batch it could not act on.
@@ -203,6 +203,6 @@ def create_app(config: WorkerConfig, engine) -> faust.App:
     return app
 
 
-def run(config: WorkerConfig, engine, loglevel: str = "warning") -> None:
+def run(config: WorkerConfig, rules: Rules, loglevel: str = "warning") -> None:
     """Run a worker until SIGINT/SIGTERM (never returns: faust's Worker exits the process)."""
-    run_app(config, [wire.repricing_topic(config.prefix)], lambda: create_app(config, engine), loglevel)
+    run_app(config, [wire.repricing_topic(config.prefix)], lambda: create_app(config, rules), loglevel)

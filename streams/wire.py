@@ -26,6 +26,10 @@ from uuid import UUID
 from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.utils import get_topic
 
+from domain.facts import ObservationBatch
+from domain.listing import Listing
+from domain.pricing_rule import PricingRule
+
 DEFAULT_PREFIX = "pricing"
 DEFAULT_PARTITIONS = 8  # the most workers that can share one topic
 
@@ -33,6 +37,11 @@ EVENT_TOPIC = "event-topic"       # the library's topic: module:Class.Event
 POSITION = "log-position"         # pricing_events.notification_id, decimal
 VERSION = "originator-version"    # the aggregate's version, decimal
 ORIGINATOR = "originator-id"      # the aggregate's id, on records keyed by something else (the shop)
+
+# The events the repricing policy reads, also carried on the repricing topic.
+REPRICING_EVENT_TYPES = (ObservationBatch.CompetitorPriceObserved, PricingRule.Revised, Listing.RuleAssigned,
+                         Listing.RuleUnassigned)
+REPRICING_EVENT_TOPICS = frozenset(get_topic(t) for t in REPRICING_EVENT_TYPES)  # as the event store names them
 
 
 @functools.cache  # called for every event the relay publishes

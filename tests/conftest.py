@@ -91,7 +91,7 @@ def engine(database_url) -> PricingEngine:
 
 def verify_chain(engine: PricingEngine, from_position: int | None = None, progress=None):
     """The read side's chain check (read/audit.py) on the engine's database, on a pool of its own."""
-    reads = ReadSide(engine.conninfo, pool_size=1)
+    reads = ReadSide(engine.core.conninfo, pool_size=1)
     try:
         return reads.audit.verify_chain(from_position, progress=progress)
     finally:
@@ -141,14 +141,14 @@ class Accounts:
         username, password = f"{role}-{uuid.uuid4().hex[:12]}", f"pw {uuid.uuid4().hex}"
         ctx = CommandContext(actor=Actor("pytest"), tenant_id=tenant_id)
         kind = "service" if role == "service" else "user"
-        created = self.engine.create_account(ctx, username, kind, password if kind == "user" else None,
+        created = self.engine.identity.create_account(ctx, username, kind, password if kind == "user" else None,
                                              {role: shops})
         account_id = created.body["account_id"]
         if kind == "service":
-            key = self.engine.issue_api_key(ctx, uuid.UUID(account_id), scopes or sorted(API_KEY_SCOPES), None)
+            key = self.engine.identity.issue_api_key(ctx, uuid.UUID(account_id), scopes or sorted(API_KEY_SCOPES), None)
             return Credentials(key.body["api_key"], tenant_id, account_id, username, None)
-        session = self.engine.login(username, password, "pytest", tenant_id)
-        token = issue_access_token(self.engine.secrets, session, timedelta(minutes=30))
+        session = self.engine.identity.login(username, password, "pytest", tenant_id)
+        token = issue_access_token(self.engine.identity.secrets, session, timedelta(minutes=30))
         return Credentials(token, tenant_id, account_id, username, password)
 
 
@@ -209,4 +209,4 @@ def send_together(n: int, send) -> list:
 
 def price_changes(engine, listing: str) -> list:
     """A listing's PriceChanged events, read straight from the event store."""
-    return [e for e in engine.events.get(uuid.UUID(listing)) if isinstance(e, Listing.PriceChanged)]
+    return [e for e in engine.core.events.get(uuid.UUID(listing)) if isinstance(e, Listing.PriceChanged)]

@@ -20,6 +20,7 @@ import codec
 from api.server import build, running
 from api.settings import Settings
 from commands import models
+from projections import registry
 from projections.projector import InBackground, Projector
 from projections.queries import VIEWS
 from test_projections_helpers import context
@@ -234,8 +235,7 @@ def test_bad_filters_answer_422_naming_the_field(api, shop, view, params, field)
 
 def test_lag_endpoint_reports_events_and_seconds_behind(api, trading_shop):
     body = api.get("/analytics/lag").json()
-    assert {p["projection"] for p in body["projections"]} == {"price_board", "price_changes", "competitor_prices",
-                                                              "sales"}
+    assert {p["projection"] for p in body["projections"]} == {p.name for p in registry.ALL}
     for p in body["projections"]:
         assert p["events_behind"] >= 0 and p["seconds_behind"] >= 0 and p["parked"] == 0
         assert "log_position" not in p and "head" not in p  # whole-log figures are for operators
@@ -250,7 +250,7 @@ def test_serve_runs_the_projector_in_process_unless_told_not_to(new_database, tm
     assert app.state.projector is not None
     ctx = context("t-serve")
     with running(app):
-        shop = engine.open_shop(ctx, models.OpenShop(name="Served", currency="GBP")).body["shop_id"]
+        shop = engine.listings.open_shop(ctx, models.OpenShop(name="Served", currency="GBP")).body["shop_id"]
         deadline = time.monotonic() + 20
         while not rows_in_database(url, "SELECT 1 FROM analytics.shops WHERE shop_id = %s", [shop]):
             assert time.monotonic() < deadline, "the in-process projector did not project the new shop"

@@ -273,7 +273,7 @@ def test_only_shops_granted_with_audit_read_are_readable(api, base_url, accounts
     elsewhere = api.post("/shops", json={"name": "Elsewhere", "currency": "GBP"}).json()["shop_id"]
     seller_of_one = accounts.new("seller", tenant.tenant_id, shops=[shop])
     admin = CommandContext(Actor("pytest"), tenant.tenant_id)
-    assert engine.grant_role(admin, uuid.UUID(seller_of_one.account_id), "analyst", None).created is False
+    assert engine.identity.grant_role(admin, uuid.UUID(seller_of_one.account_id), "analyst", None).created is False
     with client(base_url, seller_of_one) as c:
         assert c.get(f"/shops/{elsewhere}").status_code == 200  # the analyst role sees it...
         assert_problem(c.get(f"/aggregates/{elsewhere}/history"), 404)  # ...but may not audit it
@@ -375,14 +375,14 @@ def fresh(new_database):
     url = new_database()
     engine = PricingEngine(url, pool_size=2)
     ctx = CommandContext(Actor("alice"), "tamper-tenant")
-    shop = engine.open_shop(ctx, models.OpenShop(name="Tamper Test", currency="GBP")).body["shop_id"]
+    shop = engine.listings.open_shop(ctx, models.OpenShop(name="Tamper Test", currency="GBP")).body["shop_id"]
     cmd = models.RegisterListings(listings=[listing_spec(i) for i in range(3)])
-    listings = [x["listing_id"] for x in engine.register_listings(ctx, uuid.UUID(shop), cmd).body["listings"]]
+    listings = [x["listing_id"] for x in engine.listings.register_listings(ctx, uuid.UUID(shop), cmd).body["listings"]]
     observations = [models.ObservationIn(listing_id=listings[0], competitor=f"rival-{i}", price="19.00",
                                          currency="GBP", observed_at=SEEN_AT) for i in range(BATCH)]
-    engine.record_observations(ctx, uuid.UUID(shop), models.RecordObservations(observations=observations))
+    engine.listings.record_observations(ctx, uuid.UUID(shop), models.RecordObservations(observations=observations))
     for i in range(12):
-        engine.set_price(ctx, uuid.UUID(shop), uuid.UUID(listings[i % 3]),
+        engine.listings.set_price(ctx, uuid.UUID(shop), uuid.UUID(listings[i % 3]),
                          models.SetPrice(price=f"{21 + i}.00", currency="GBP"))
     assert verify_chain(engine).ok
     yield url, engine
@@ -644,12 +644,12 @@ def test_verify_reports_progress_page_by_page(new_database):
     engine = PricingEngine(url, pool_size=2)
     try:
         ctx = CommandContext(Actor("alice"), "progress-tenant")
-        shop = uuid.UUID(engine.open_shop(ctx, models.OpenShop(name="Busy", currency="GBP")).body["shop_id"])
-        listing = uuid.UUID(engine.register_listings(
+        shop = uuid.UUID(engine.listings.open_shop(ctx, models.OpenShop(name="Busy", currency="GBP")).body["shop_id"])
+        listing = uuid.UUID(engine.listings.register_listings(
             ctx, shop, models.RegisterListings(listings=[listing_spec(0)])).body["listings"][0]["listing_id"])
         observations = [models.ObservationIn(listing_id=listing, competitor=f"c{i}", price="19.00", currency="GBP",
                                              observed_at=SEEN_AT) for i in range(VERIFY_PAGE + 10)]
-        engine.record_observations(ctx, shop, models.RecordObservations(observations=observations))
+        engine.listings.record_observations(ctx, shop, models.RecordObservations(observations=observations))
         calls = []
         report = verify_chain(engine, progress=lambda *args: calls.append(args))
         total = VERIFY_PAGE + 13  # shop, listing, batch received, observations

@@ -22,7 +22,7 @@ from api.app import create_app
 from api.auth import ALGORITHM, AUDIENCE, ISSUER, AuthSettings, trusted_proxies
 from api.server import running
 from commands.credentials import Secrets
-from commands.identity import REFUSAL_FLOOR_S
+from api.routers.auth import REFUSAL_FLOOR_S
 from domain.account import ACCOUNT_CEILING, CLIENT_FREE_FAILURES
 
 REFUSED = "invalid username or password, or the account is temporarily locked"
@@ -238,10 +238,10 @@ def test_every_refused_login_gets_the_same_answer_in_the_same_time(http, admin, 
 def _lock_for_strangers(engine, account_id: str) -> None:
     from domain.account import FailureReason
 
-    account = engine.repository.get(uuid.UUID(account_id))
+    account = engine.core.repository.get(uuid.UUID(account_id))
     if account.locked_until is None:
         for i in range(ACCOUNT_CEILING):
-            engine._record_failure(engine.repository.get(account.id), FailureReason.BAD_PASSWORD, f"203.0.{i // 250}.{i % 250}")
+            engine.identity._record_failure(engine.core.repository.get(account.id), FailureReason.BAD_PASSWORD, f"203.0.{i // 250}.{i % 250}")
 
 
 # -- throttling and lockout ---------------------------------------------------------------------
@@ -349,7 +349,7 @@ def _b64(data: dict) -> str:
 
 
 def test_tampered_expired_misaddressed_and_unsigned_tokens_are_refused(http, engine, tenant):
-    key = engine.secrets.jwt_key
+    key = engine.identity.secrets.jwt_key
     good = jwt.encode(_claims(tenant), key, algorithm=ALGORITHM)
     assert http.get("/auth/me", headers=bearer(good)).status_code == 200  # the forger's baseline works
 
@@ -482,10 +482,10 @@ def test_a_shops_first_tenancy_check_queries_off_the_event_loop(api, engine, mon
     import asyncio
 
     shop = api.post("/shops", json={"name": "Fresh", "currency": "GBP"}).json()["shop_id"]
-    calls, lookup = [], engine.shop_facts
+    calls, lookup = [], engine.core.shop_facts
 
     def watched(ctx, shop_id):
-        known = engine.knows_shop(shop_id)
+        known = engine.core.knows_shop(shop_id)
         try:
             asyncio.get_running_loop()
             on_loop = True
@@ -494,8 +494,8 @@ def test_a_shops_first_tenancy_check_queries_off_the_event_loop(api, engine, mon
         calls.append((known, on_loop))
         return lookup(ctx, shop_id)
 
-    monkeypatch.setattr(engine, "shop_facts", watched)
-    monkeypatch.setattr(engine, "_shops", {})  # as in a worker that has not served this shop yet
+    monkeypatch.setattr(engine.core, "shop_facts", watched)
+    monkeypatch.setattr(engine.core, "_shops", {})  # as in a worker that has not served this shop yet
     for _ in range(2):
         assert api.get(f"/shops/{shop}").status_code == 200
     assert (False, True) not in calls, calls  # no query on the loop

@@ -117,12 +117,12 @@ def test_an_accounts_throttling_state_survives_its_snapshot(engine, accounts):
     owner = accounts.new("seller")  # logged in from "pytest": a known client
     account_id = UUID(owner.account_id)
     for i in range(60):
-        engine._record_failure(engine.repository.get(account_id), FailureReason.BAD_PASSWORD, f"198.51.100.{i % 7}")
-    live = engine.repository.get(account_id)
-    snapshot = next(iter(engine.snapshots.get(account_id, desc=True, limit=1)))
+        engine.identity._record_failure(engine.core.repository.get(account_id), FailureReason.BAD_PASSWORD, f"198.51.100.{i % 7}")
+    live = engine.core.repository.get(account_id)
+    snapshot = next(iter(engine.core.snapshots.get(account_id, desc=True, limit=1)))
     restored = snapshot.mutate(None)
     assert isinstance(restored, Account) and 50 <= restored.version <= live.version
-    replayed = engine.repository.get(account_id, version=restored.version)
+    replayed = engine.core.repository.get(account_id, version=restored.version)
     for name in ("client_failures", "known_clients", "consecutive_failures", "locked_until"):
         assert getattr(restored, name) == getattr(replayed, name), name
     assert "pytest" in restored.known_clients

@@ -14,7 +14,7 @@ SEEN_AT = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
 
 
 def event_names(engine, aggregate_id: str) -> list[str]:
-    return [type(e).__name__ for e in engine.events.get(UUID(aggregate_id))]
+    return [type(e).__name__ for e in engine.core.events.get(UUID(aggregate_id))]
 
 
 def register(api, shop, *specs) -> list[str]:
@@ -106,7 +106,7 @@ class TestSetPrice:
                                  "rule": "beat-lowest"})
         assert response.json() == {"listing_id": listing, "version": 2, "changed": True, "price": "24.50",
                                    "currency": "GBP"}
-        change = list(engine.events.get(UUID(listing)))[-1]
+        change = list(engine.core.events.get(UUID(listing)))[-1]
         assert (str(change.price.amount), str(change.previous.amount), change.rule) == ("24.50", "20.00", "beat-lowest")
         assert (change.meta.actor_id, change.meta.source, change.meta.reason) == (
             tenant.account_id, "experiment", "winter sale")
@@ -183,7 +183,7 @@ class TestRecordObservations:
 
     def test_each_observation_keeps_its_own_business_time(self, api, shop, listing, engine):
         response = api.post(f"/shops/{shop}/observations", json={"observations": [observation(listing, 7)]})
-        [_, observed] = engine.events.get(UUID(response.json()["batch_id"]))
+        [_, observed] = engine.core.events.get(UUID(response.json()["batch_id"]))
         assert observed.meta.occurred_at == SEEN_AT + timedelta(seconds=7)
         assert observed.timestamp > observed.meta.occurred_at  # recorded later than it happened
 
@@ -201,7 +201,7 @@ class TestRecordSales:
         lines = [sale(listing, "t-1", 3), sale(listing, "t-2", -1, order_id="order-1")]
         response = api.post(f"/shops/{shop}/sales", json={"sales": lines})
         assert response.status_code == 201 and response.json()["recorded"] == 2
-        _, sold, returned = engine.events.get(UUID(response.json()["batch_id"]))
+        _, sold, returned = engine.core.events.get(UUID(response.json()["batch_id"]))
         assert (type(sold).__name__, sold.quantity) == ("Sold", 3)
         assert (type(returned).__name__, returned.quantity) == ("Returned", 1)
 
@@ -234,7 +234,7 @@ class TestBulkSetPrices:
         assert [c["price"] for c in response.json()["changes"]] == ["20.50", "21.50", "22.50"]
         assert all(api.get(f"/shops/{shop}/listings/{x}").json()["version"] == 2 for x in ids)
         # One command, one correlation: the changes share their command id.
-        commands = {list(engine.events.get(UUID(x)))[-1].meta.command_id for x in ids}
+        commands = {list(engine.core.events.get(UUID(x)))[-1].meta.command_id for x in ids}
         assert len(commands) == 1
 
     @pytest.mark.parametrize("bad_item, status, field", [

@@ -12,7 +12,8 @@ from eventsourcing.application import project_aggregate
 
 from commands import models
 from commands.context import CommandContext
-from commands.engine import SNAPSHOT_EVERY, PricingEngine
+from commands.core import SNAPSHOT_EVERY
+from commands.engine import PricingEngine
 from domain.errors import Conflict
 from domain.errors import DomainError
 from domain.listing import Listing
@@ -35,35 +36,35 @@ def engines(new_database):
 def listing(engines) -> tuple[UUID, UUID]:
     """(shop, listing) at 20.00 within 10.00-40.00, saved through the first engine (which remembers it)."""
     first, _ = engines
-    shop = UUID(first.open_shop(CTX, models.OpenShop(name="Mugs", currency="GBP")).body["shop_id"])
-    registered = first.register_listings(CTX, shop, models.RegisterListings.model_validate({"listings": [
+    shop = UUID(first.listings.open_shop(CTX, models.OpenShop(name="Mugs", currency="GBP")).body["shop_id"])
+    registered = first.listings.register_listings(CTX, shop, models.RegisterListings.model_validate({"listings": [
         {"external_id": "e1", "sku": "S1", "title": "Mug", "price": "20.00", "currency": "GBP",
          "floor": "10.00", "ceiling": "40.00"}]}))
     return shop, UUID(registered.body["listings"][0]["listing_id"])
 
 
 def set_price(engine: PricingEngine, shop: UUID, listing: UUID, price: str, **extra):
-    return engine.set_price(CTX, shop, listing, models.SetPrice(price=price, currency="GBP", **extra)).body
+    return engine.listings.set_price(CTX, shop, listing, models.SetPrice(price=price, currency="GBP", **extra)).body
 
 
 def set_floor(engine: PricingEngine, shop: UUID, listing: UUID, floor: str):
-    return engine.set_guardrails(CTX, shop, listing, models.SetGuardrails(floor=floor, ceiling="40.00",
+    return engine.listings.set_guardrails(CTX, shop, listing, models.SetGuardrails(floor=floor, ceiling="40.00",
                                                                           currency="GBP")).body
 
 
 def changes(engine: PricingEngine, listing: UUID) -> list[tuple[int, str, str]]:
     return [(e.originator_version, str(e.previous.amount), str(e.price.amount))
-            for e in engine.events.get(listing) if isinstance(e, Listing.PriceChanged)]
+            for e in engine.core.events.get(listing) if isinstance(e, Listing.PriceChanged)]
 
 
 def selects_while(engine: PricingEngine, action) -> int:
     """How many times `action` read a stream's events from the database."""
-    calls, select = [], engine.recorder.select_events
-    engine.recorder.select_events = lambda *a, **kw: calls.append(a) or select(*a, **kw)
+    calls, select = [], engine.core.recorder.select_events
+    engine.core.recorder.select_events = lambda *a, **kw: calls.append(a) or select(*a, **kw)
     try:
         action()
     finally:
-        del engine.recorder.select_events
+        del engine.core.recorder.select_events
     return len(calls)
 
 
@@ -136,15 +137,15 @@ def test_reads_outside_a_command_see_other_processes_writes(engines, listing):
     shop, listing_id = listing
     set_price(first, shop, listing_id, "21.00")
     set_price(second, shop, listing_id, "25.00")
-    assert str(first.listing(CTX, shop, listing_id).price.amount) == "25.00"
+    assert str(first.core.listing(CTX, shop, listing_id).price.amount) == "25.00"
 
 
 def test_the_memory_is_a_copy_a_saver_cannot_change_afterwards(engines, listing):
     first, _ = engines
     shop, listing_id = listing
-    mine = first.listing(CTX, shop, listing_id)
+    mine = first.core.listing(CTX, shop, listing_id)
     mine.change_price(Money.price("23.00", "GBP"), CTX.meta(shop))
-    first.save(mine)  # version 2, remembered
+    first.core.save(mine)  # version 2, remembered
     mine.price = Money.price("99.00", "GBP")  # changed after the save, never saved
     set_price(first, shop, listing_id, "22.00")
     assert changes(first, listing_id)[-1] == (3, "23.00", "22.00")
@@ -154,10 +155,10 @@ def test_only_what_a_save_wrote_is_remembered(engines, listing):
     first, second = engines
     shop, listing_id = listing
     set_price(first, shop, listing_id, "21.00")
-    second.save(second.repository.get(listing_id, version=1))  # an old state, nothing to store
-    assert second.repository.committed.recall(listing_id) is None
+    second.core.save(second.core.repository.get(listing_id, version=1))  # an old state, nothing to store
+    assert second.core.repository.committed.recall(listing_id) is None
     set_price(second, shop, listing_id, "22.00")
-    assert second.repository.committed.recall(listing_id).version == 3
+    assert second.core.repository.committed.recall(listing_id).version == 3
 
 
 def test_a_listings_snapshot_is_its_committed_state_taken_without_reading_its_events(engines, listing):
@@ -166,7 +167,7 @@ def test_a_listings_snapshot_is_its_committed_state_taken_without_reading_its_ev
     for n in range(1, SNAPSHOT_EVERY - 1):  # versions 2 .. SNAPSHOT_EVERY - 1
         set_price(first, shop, listing_id, f"{20 + n % 7}.50")
     assert selects_while(first, lambda: set_price(first, shop, listing_id, "31.00")) == 0  # the snapshot's version
-    [snapshot] = first.snapshots.get(listing_id, desc=True, limit=1)
+    [snapshot] = first.core.snapshots.get(listing_id, desc=True, limit=1)
     assert snapshot.originator_version == SNAPSHOT_EVERY
-    replayed = project_aggregate(None, second.events.get(listing_id, lte=SNAPSHOT_EVERY))  # events only
+    replayed = project_aggregate(None, second.core.events.get(listing_id, lte=SNAPSHOT_EVERY))  # events only
     assert snapshot.state == Listing.Snapshot.take(replayed).state

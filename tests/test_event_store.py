@@ -67,11 +67,11 @@ def test_appending_is_still_allowed_after_a_refused_edit(database_url, api, shop
 
 # -- provenance on every event --------------------------------------------------------------------------------
 def last_position(engine) -> int:
-    return engine.recorder.max_notification_id() or 0
+    return engine.core.recorder.max_notification_id() or 0
 
 
 def events_since(engine, position: int) -> list:
-    notifications = engine.recorder.select_notifications(position + 1, limit=100_000)
+    notifications = engine.core.recorder.select_notifications(position + 1, limit=100_000)
     return [(n.id, codec.to_domain_event(n)) for n in notifications]
 
 
@@ -170,7 +170,7 @@ def test_a_correlation_id_from_the_client_is_kept_and_causation_defaults_to_the_
     response = api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "23.00", "currency": "GBP"},
                        headers={"X-Correlation-Id": "checkout-flow-42"})
     assert response.status_code == 200
-    change = list(engine.events.get(UUID(listing)))[-1]
+    change = list(engine.core.events.get(UUID(listing)))[-1]
     assert change.meta.correlation_id == "checkout-flow-42"
     assert change.meta.causation_id == change.meta.command_id
 
@@ -243,14 +243,14 @@ def test_a_save_reports_each_recorded_event_with_its_position(new_database):
         observations = [Observation(UUID(int=i + 1), f"rival-{i}", Money.price("9.50", "GBP"), datetime.now().astimezone(),
                                     "scraper") for i in range(3)]
         batch = ObservationBatch.record(shop, "GBP", observations, meta)
-        recordings = engine.save(batch)
-        stored = engine.recorder.select_events(batch.id)
+        recordings = engine.core.save(batch)
+        stored = engine.core.recorder.select_events(batch.id)
         assert len(recordings) == 4 and [r.domain_event.originator_version for r in recordings] == [1, 2, 3, 4]
         positions = [r.notification.id for r in recordings]
         assert positions == sorted(positions) and len(set(positions)) == 4
         assert [r.notification.state for r in recordings] == [s.state for s in stored]
         assert recordings[1:3] == [recordings[1], recordings[2]]
-        assert engine.recorder.select_notifications(positions[0], 4)[2].id == positions[2]
+        assert engine.core.recorder.select_notifications(positions[0], 4)[2].id == positions[2]
     finally:
         engine.close()
 
@@ -267,7 +267,7 @@ def test_a_refused_small_save_writes_nothing_and_leaves_its_connection_usable(ne
     url = new_database()
     engine = PricingEngine(url, pool_size=1)  # one connection: the next save gets the same one
     try:
-        recorder, now = engine.recorder, datetime.now().astimezone()
+        recorder, now = engine.core.recorder, datetime.now().astimezone()
         first = StoredEvent(UUID(int=7), 1, "t:T", b"{}")
         index = [IndexRow(None, "tester", now, now)]
         recorder.insert_events([first], index=index)
@@ -296,11 +296,11 @@ def test_a_save_refused_at_a_side_row_leaves_no_statement_half_prepared(new_data
     from commands.persistence import IdempotencyRecord, IndexRow
 
     engine = PricingEngine(new_database(), pool_size=1)
-    pool = engine.recorder.datastore.pool
+    pool = engine.core.recorder.datastore.pool
     pool.resize(1, 1)
     held = pool.getconn()  # the pool opened two: with one held, every save gets the other
     try:
-        recorder, now = engine.recorder, datetime.now().astimezone()
+        recorder, now = engine.core.recorder, datetime.now().astimezone()
         index = [IndexRow(None, "tester", now, now)]
 
         def save(version: int, key: str):

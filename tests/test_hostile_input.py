@@ -724,9 +724,9 @@ def shop_with_facts_beyond_python(world, engine, database_url, accounts):
     sales = [SimpleNamespace(listing_id=uuid.UUID(listing), quantity=1, unit_price=Decimal("20.00"), currency="GBP",
                              order_id="o-1", transaction_id=f"t-{i}", sold_at=datetime.fromisoformat(t))
              for i, t in enumerate(BEYOND_PYTHON)]
-    engine.record_observations(ctx, uuid.UUID(shop), models.RecordObservations.model_construct(
+    engine.listings.record_observations(ctx, uuid.UUID(shop), models.RecordObservations.model_construct(
         observations=observations, source="manual", reason=""))
-    engine.record_sales(ctx, uuid.UUID(shop), models.RecordSales.model_construct(sales=sales, source="manual", reason=""))
+    engine.listings.record_sales(ctx, uuid.UUID(shop), models.RecordSales.model_construct(sales=sales, source="manual", reason=""))
     background = InBackground.projector(Projector(database_url, codec.to_domain_event)).start()
     try:
         deadline = time.monotonic() + 60

@@ -59,7 +59,7 @@ def assert_every_change_landed(engine, listing: str, answers: list[list[httpx.Re
 @pytest.fixture
 def lost_races(engine, monkeypatch) -> list:
     """The saves of the session's engine that lost at the event store's key (another writer's event took the version)."""
-    lost, insert = [], engine.recorder.insert_events
+    lost, insert = [], engine.core.recorder.insert_events
 
     def counting(stored_events, **kwargs):
         try:
@@ -68,7 +68,7 @@ def lost_races(engine, monkeypatch) -> list:
             lost.append(stored_events[0].originator_id)
             raise
 
-    monkeypatch.setattr(engine.recorder, "insert_events", counting)
+    monkeypatch.setattr(engine.core.recorder, "insert_events", counting)
     return lost
 
 
@@ -95,7 +95,7 @@ def test_writers_of_one_listing_in_two_processes_all_land(base_url, tenant, shop
 def test_writers_of_one_listing_through_two_worker_processes_all_land(new_database, tmp_path):
     url, port, key = new_database(), free_port(), "k" * 40
     engine = PricingEngine(url, pool_size=1)
-    engine.use_secret_key(key)  # the server's: tokens issued here are valid there
+    engine.identity.use_secret_key(key)  # the server's: tokens issued here are valid there
     seller, log = Accounts(engine).new("seller"), tmp_path / "serve.log"
     env = {**os.environ, "ETSYPRO_DATABASE_URL": url, "ETSYPRO_SECRET_KEY": key}
     server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2"],

@@ -104,7 +104,7 @@ def stored_events(url: str) -> Stored:
     engine = PricingEngine(url, pool_size=1)
     try:
         listings, sales, start = {}, [], 1
-        while page := engine.recorder.select_notifications(start, 5000):
+        while page := engine.core.recorder.select_notifications(start, 5000):
             for notification in page:
                 event = codec.to_domain_event(notification)
                 if isinstance(event, Listing.Registered):

@@ -109,7 +109,7 @@ def as_records(notifications, partitions: int = 4, offsets: dict | None = None) 
 
 def test_sink_skips_redelivery_ignores_duplicates_and_refuses_gaps(new_database):
     url, engine = populated(new_database)
-    records = as_records(engine.recorder.select_notifications(1, 1_000_000))
+    records = as_records(engine.core.recorder.select_notifications(1, 1_000_000))
     sink = Sink(url, codec.to_domain_event, name="unit")
     try:
         # Interleave partitions as a consumer would, in uneven batches.
@@ -127,13 +127,13 @@ def test_sink_skips_redelivery_ignores_duplicates_and_refuses_gaps(new_database)
         offsets = defaultdict(int)
         for r in records:
             offsets[r.topic, r.partition] = max(offsets[r.topic, r.partition], r.offset + 1)
-        duplicates = as_records(engine.recorder.select_notifications(1, 1_000_000), offsets=offsets)
+        duplicates = as_records(engine.core.recorder.select_notifications(1, 1_000_000), offsets=offsets)
         replayed = sink.apply(duplicates)
         assert replayed.skipped == 0 and replayed.events > 0
         assert_views_equal(url, reference)
 
         # A gap (a record after one never seen) is refused: nothing past it; re-read from it.
-        more = as_records(engine.recorder.select_notifications(1, 50), offsets=offsets)
+        more = as_records(engine.core.recorder.select_notifications(1, 50), offsets=offsets)
         by_tp = defaultdict(list)
         for r in more:
             by_tp[r.topic, r.partition].append(r)
@@ -260,7 +260,7 @@ def test_the_relay_keeps_the_metadata_of_every_topic_it_sends_to(broker):
         return Notification(id=position, originator_id=uuid.uuid4(), originator_version=1, topic=topic, state=b"{}")
 
     older, newer = "domain.listing:Listing.Registered", "domain.shop:Shop.Opened"
-    relay = Relay("", broker.bootstrap_servers, recorder=None, prefix="meta", partitions=2)
+    relay = Relay("", broker.bootstrap_servers, prefix="meta", partitions=2)
 
     async def scenario():
         await wire.ensure_topics(broker.bootstrap_servers, {wire.kafka_topic(older, "meta")}, 2)
@@ -281,8 +281,8 @@ def test_one_relay_per_name_publishes_the_other_stands_by(new_database):
     url = new_database()
 
     async def run() -> tuple[bool, bool]:
-        first = Relay(url, "127.0.0.1:9", recorder=None, name="solo")
-        second = Relay(url, "127.0.0.1:9", recorder=None, name="solo")
+        first = Relay(url, "127.0.0.1:9", name="solo")
+        second = Relay(url, "127.0.0.1:9", name="solo")
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as a, \
                 await psycopg.AsyncConnection.connect(url, autocommit=True) as b:
             assert await first._lock(a, asyncio.Event())

@@ -124,7 +124,7 @@ def test_an_account_without_roles_may_do_nothing_but_look_at_itself(base_url, ro
     from domain.meta import Actor
 
     nobody = accounts.new("seller")
-    engine.revoke_role(CommandContext(actor=Actor("pytest"), tenant_id=nobody.tenant_id),
+    engine.identity.revoke_role(CommandContext(actor=Actor("pytest"), tenant_id=nobody.tenant_id),
                        uuid.UUID(nobody.account_id), "seller", None)
     ids = victim_ids(victim)
     for method, path in protected(routes):

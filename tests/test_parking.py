@@ -132,9 +132,9 @@ def probe_log(new_database):
     url = new_database()
     engine = PricingEngine(url, pool_size=2)
     ctx = CommandContext(actor=Actor("pytest"), tenant_id="t-probe")
-    shop = UUID(engine.open_shop(ctx, models.OpenShop(name="Probe", currency="GBP")).body["shop_id"])
+    shop = UUID(engine.listings.open_shop(ctx, models.OpenShop(name="Probe", currency="GBP")).body["shop_id"])
     for first in range(0, 40, 5):
-        engine.register_listings(ctx, shop, models.RegisterListings.model_validate(
+        engine.listings.register_listings(ctx, shop, models.RegisterListings.model_validate(
             {"listings": [listing_spec(i) for i in range(first, first + 5)]}))
     with psycopg.connect(url) as conn:
         conn.execute("CREATE TABLE analytics.parking_probe (tag text, position bigint, healthy bool CHECK (healthy))")
@@ -212,14 +212,14 @@ def record_unchecked(engine: PricingEngine, ctx: CommandContext, shop: UUID, *ob
         batch = ObservationBatch.record(shop, "GBP", list(observations), ctx.meta(shop))
         return Decision([batch], {"batch_id": str(batch.id)}, created=True)
 
-    return UUID(engine.execute(ctx, "record_observations", {}, decide).body["batch_id"])
+    return UUID(engine.core.execute(ctx, "record_observations", {}, decide).body["batch_id"])
 
 
 @contextmanager
 def stored_beyond_python(engine: PricingEngine):
     """While inside, `engine` stores observations of competitors named 'poison…' with their
     business time written as year 10000 in UTC: an event no follower can decode."""
-    mapper, original = engine.mapper, engine.mapper.to_stored_event
+    mapper, original = engine.core.mapper, engine.core.mapper.to_stored_event
 
     def poisoned(event) -> StoredEvent:
         stored = original(event)
@@ -260,7 +260,7 @@ def live(new_database):
     engine = PricingEngine(url, pool_size=2)
     app = create_app(engine)
     app.state.projector = InBackground.projector(Projector(url, codec.to_domain_event, pause=0.05))
-    app.state.repricing = InBackground(RepricingPolicy(engine, url, pause=0.05), "repricing")
+    app.state.repricing = InBackground(RepricingPolicy(engine.rules, url, pause=0.05), "repricing")
     with running(app) as base_url:
         yield url, engine, base_url, Accounts(engine)
     engine.close()
@@ -360,22 +360,22 @@ def test_a_poisoned_tenant_holds_back_no_one_and_sees_its_parked_events(live, mo
 def records_after(engine: PricingEngine, after: int, topics, key_of=lambda n: str(n.originator_id).encode(),
                   topic: str = "t") -> list[wire.Record]:
     return [wire.Record.of(topic, 0, i, key_of(n), n.state, wire.headers_keyed_by_other(n))
-            for i, n in enumerate(n for n in engine.recorder.select_notifications(after + 1, 1_000_000)
+            for i, n in enumerate(n for n in engine.core.recorder.select_notifications(after + 1, 1_000_000)
                                   if n.topic in topics)]
 
 
 def ruled_shop(engine: PricingEngine, tenant: str) -> tuple[CommandContext, UUID, UUID]:
     ctx = CommandContext(actor=Actor("pytest"), tenant_id=tenant)
-    shop = UUID(engine.open_shop(ctx, models.OpenShop(name=tenant, currency="GBP")).body["shop_id"])
-    [listing] = [UUID(x["listing_id"]) for x in engine.register_listings(ctx, shop, models.RegisterListings.model_validate(
+    shop = UUID(engine.listings.open_shop(ctx, models.OpenShop(name=tenant, currency="GBP")).body["shop_id"])
+    [listing] = [UUID(x["listing_id"]) for x in engine.listings.register_listings(ctx, shop, models.RegisterListings.model_validate(
         {"listings": [listing_spec(0)]})).body["listings"]]
-    rule = UUID(engine.define_rule(ctx, shop, m.DefineRule(name="match", kind="match_lowest")).body["rule_id"])
-    engine.assign_rule(ctx, shop, m.AssignRule(rule_id=rule, listing_ids=[listing]))
+    rule = UUID(engine.rules.define_rule(ctx, shop, m.DefineRule(name="match", kind="match_lowest")).body["rule_id"])
+    engine.rules.assign_rule(ctx, shop, m.AssignRule(rule_id=rule, listing_ids=[listing]))
     return ctx, shop, listing
 
 
 def observe(engine: PricingEngine, ctx: CommandContext, shop: UUID, listing: UUID, price: str) -> None:
-    engine.record_observations(ctx, shop, models.RecordObservations.model_validate({"observations": [
+    engine.listings.record_observations(ctx, shop, models.RecordObservations.model_validate({"observations": [
         {"listing_id": str(listing), "competitor": "rival", "price": price, "currency": "GBP",
          "observed_at": datetime.now(timezone.utc).isoformat()}]}))
 
@@ -406,7 +406,7 @@ def test_the_kafka_sink_and_repricing_worker_park_a_poisoned_record_and_apply_th
     assert ("k-sink/competitor_prices", poisoned_at) in parked_rows(url)
     assert sink.retry_parked() == (0, 1)
 
-    worker = KafkaRepricing(RepricingPolicy(engine, url, projector_timeout=5), name="k-repricing")
+    worker = KafkaRepricing(RepricingPolicy(engine.rules, url, projector_timeout=5), name="k-repricing")
     # From the start: the rule assignments come first (on one partition, as for one shop).
     by_shop = records_after(engine, 0, EVENT_TOPICS, key_of=lambda n: b"shop", topic=wire.repricing_topic())
     results = worker.act(by_shop)
@@ -453,7 +453,7 @@ def test_the_relay_parks_an_event_the_broker_refuses_and_publishes_it_once_it_is
         def _producer(self):
             return Refusing(super()._producer())
 
-    relay = RefusingRelay(url, broker.bootstrap_servers, engine.recorder, name="p", page_size=3)
+    relay = RefusingRelay(url, broker.bootstrap_servers, name="p", page_size=3)
     poisoned_at = next(iter(refused))
     with psycopg.connect(url) as conn:
         ids = [i for (i,) in conn.execute("SELECT notification_id FROM pricing_events ORDER BY 1")]
@@ -507,8 +507,8 @@ def test_the_policy_parks_a_cause_the_engine_fails_on_and_acts_on_it_once_after_
     ctx_a, shop_a, listing_a = ruled_shop(engine, "p-healthy")
     ctx_b, shop_b, listing_b = ruled_shop(engine, "p-failing")
     projector = Projector(url, codec.to_domain_event)
-    policy = RepricingPolicy(engine, url, projector_timeout=5)
-    real, broken = engine.reprice_listing, {listing_b}
+    policy = RepricingPolicy(engine.rules, url, projector_timeout=5)
+    real, broken = engine.rules.reprice_listing, {listing_b}
 
     def reprice_listing(ctx, shop_id, listing_id, *args, **kwargs):
         if listing_id in broken:
@@ -535,7 +535,7 @@ def test_the_policy_parks_a_cause_the_engine_fails_on_and_acts_on_it_once_after_
         assert price_of(engine, listing_b) == Decimal("18.00")
         policy.rewind(0)  # a replay of the whole log: the cause is found done, no second change
         policy.catch_up()
-        changes = [e for e in engine.events.get(listing_b) if isinstance(e, Listing.PriceChanged)]
+        changes = [e for e in engine.core.events.get(listing_b) if isinstance(e, Listing.PriceChanged)]
         assert len(changes) == 1 and parked_rows(url) == set()
     finally:
         policy.close()
@@ -544,7 +544,7 @@ def test_the_policy_parks_a_cause_the_engine_fails_on_and_acts_on_it_once_after_
 
 
 def price_of(engine: PricingEngine, listing: UUID) -> Decimal:
-    return engine.repository.get(listing).price.amount
+    return engine.core.repository.get(listing).price.amount
 
 
 def test_a_rebuild_keeps_the_parked_events_of_what_it_replays(new_database):

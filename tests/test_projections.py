@@ -82,7 +82,7 @@ def test_price_board_matches_the_listings_as_the_write_side_sees_them(projected)
             "SELECT listing_id, price, floor, ceiling, cost, shop_id FROM analytics.current_prices")}
     for shop in written.shops:
         for listing_id in shop.listings:
-            listing = engine.listing(shop.ctx, shop.shop_id, listing_id)
+            listing = engine.core.listing(shop.ctx, shop.shop_id, listing_id)
             g = listing.guardrails
             assert board[listing_id] == (listing.price.amount, g.floor.amount, g.ceiling.amount, g.cost.amount,
                                          shop.shop_id)

@@ -46,10 +46,10 @@ def context(tenant: str, actor: str = "pytest") -> CommandContext:
 
 def open_shop(engine: PricingEngine, tenant: str, listings: int, written: Written) -> Shop:
     ctx = context(tenant)
-    shop_id = UUID(engine.open_shop(ctx, models.OpenShop(name=f"Shop {tenant}", currency="GBP")).body["shop_id"])
+    shop_id = UUID(engine.listings.open_shop(ctx, models.OpenShop(name=f"Shop {tenant}", currency="GBP")).body["shop_id"])
     specs = [{"external_id": f"x{i}", "sku": f"S{i}", "title": f"Mug {i}", "price": "20.00", "currency": "GBP",
               "floor": "5.00", "ceiling": "90.00", "cost": "4.00"} for i in range(listings)]
-    body = engine.register_listings(ctx, shop_id, models.RegisterListings.model_validate({"listings": specs})).body
+    body = engine.listings.register_listings(ctx, shop_id, models.RegisterListings.model_validate({"listings": specs})).body
     shop = Shop(shop_id, [UUID(x["listing_id"]) for x in body["listings"]], ctx)
     written.shops.append(shop)
     return shop
@@ -60,7 +60,7 @@ def observe(engine: PricingEngine, shop: Shop, n: int, rng: random.Random, writt
                      "price": f"{rng.randrange(1500, 2600) / 100:.2f}", "currency": "GBP",
                      "observed_at": (START + timedelta(minutes=rng.randrange(60 * 24 * 21))).isoformat(),
                      "source": "test"} for _ in range(n)]
-    engine.record_observations(shop.ctx, shop.shop_id,
+    engine.listings.record_observations(shop.ctx, shop.shop_id,
                                models.RecordObservations.model_validate({"observations": observations}))
     written.observations += n
 
@@ -76,13 +76,13 @@ def sell(engine: PricingEngine, shop: Shop, n: int, rng: random.Random, written:
                       "sold_at": (START + timedelta(minutes=rng.randrange(60 * 24 * 21))).isoformat()})
         written.units += quantity
         written.revenue += quantity * price
-    engine.record_sales(shop.ctx, shop.shop_id, models.RecordSales.model_validate({"sales": lines}))
+    engine.listings.record_sales(shop.ctx, shop.shop_id, models.RecordSales.model_validate({"sales": lines}))
     written.sale_lines += n
 
 
 def reprice(engine: PricingEngine, shop: Shop, rng: random.Random) -> None:
     listing = rng.choice(shop.listings)
-    engine.set_price(shop.ctx, shop.shop_id, listing, models.SetPrice(
+    engine.listings.set_price(shop.ctx, shop.shop_id, listing, models.SetPrice(
         price=Decimal(rng.randrange(1000, 8000)) / 100, currency="GBP", reason="test", source=rng.choice(
             ["manual", "experiment", "import"]), rule=rng.choice([None, "beat-lowest"])))
 
@@ -97,13 +97,13 @@ def populate(engine: PricingEngine, tenant: str, rng: random.Random, written: Wr
         sell(engine, shop, sales, rng, written)
         for _ in range(3):
             reprice(engine, shop, rng)
-        engine.bulk_set_prices(shop.ctx, shop.shop_id, models.BulkSetPrices.model_validate({
+        engine.listings.bulk_set_prices(shop.ctx, shop.shop_id, models.BulkSetPrices.model_validate({
             "changes": [{"listing_id": str(x), "price": f"{21 + r}.50"} for x in shop.listings[:4]],
             "currency": "GBP", "source": "experiment", "reason": f"round {r}"}))
-        engine.set_guardrails(shop.ctx, shop.shop_id, shop.listings[r % listings], models.SetGuardrails(
+        engine.listings.set_guardrails(shop.ctx, shop.shop_id, shop.listings[r % listings], models.SetGuardrails(
             floor=Decimal("5.00"), ceiling=Decimal("95.00"), cost=Decimal(4 + r), currency="GBP"))
         if r % 2:
-            engine.rollback_listing(shop.ctx, shop.shop_id, shop.listings[0], models.RollbackListing(
+            engine.rollbacks.rollback_listing(shop.ctx, shop.shop_id, shop.listings[0], models.RollbackListing(
                 to_version=1, reason="undo"))
     return shop
 

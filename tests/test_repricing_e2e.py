@@ -22,7 +22,7 @@ import codec
 from api.app import create_app
 from api.server import running
 from commands.engine import PricingEngine
-from commands.repricing import assignment_cause, observation_cause, rule_cause
+from commands.rules import assignment_cause, observation_cause, rule_cause
 from conftest import ROOT, Accounts, listing_spec
 from domain.listing import Listing
 from projections.projector import InBackground, Projector
@@ -68,7 +68,7 @@ def live(new_database):
     engine = PricingEngine(url, pool_size=2)
     app = create_app(engine)
     results = []
-    policy = RepricingPolicy(engine, url, on_result=lambda trigger, result: results.append((trigger, result)))
+    policy = RepricingPolicy(engine.rules, url, on_result=lambda trigger, result: results.append((trigger, result)))
     app.state.projector = InBackground.projector(Projector(url, codec.to_domain_event))
     app.state.repricing = InBackground(policy, "repricing")
     with running(app) as base_url:  # the app's lifespan starts (and stops) both, as in `etsypro serve`
@@ -127,11 +127,11 @@ def board(api, shop) -> dict[str, dict]:
 
 
 def price_events(engine, listing: str) -> list:
-    return [e for e in engine.events.get(UUID(listing)) if isinstance(e, Listing.PriceChanged)]
+    return [e for e in engine.core.events.get(UUID(listing)) if isinstance(e, Listing.PriceChanged)]
 
 
 def automated_events(engine, listing: str) -> list:
-    return [e for e in engine.events.get(UUID(listing))
+    return [e for e in engine.core.events.get(UUID(listing))
             if isinstance(e, (Listing.PriceChanged, Listing.AutomatedChangeRefused)) and e.meta.source == "rule"]
 
 

@@ -33,13 +33,13 @@ import pytest
 
 import codec
 from api.routers.repricing import observations_from_view
-from read.pool import ReadPool
+from read.dry_run import ListingPage, dry_run, saved_rule
+from read.side import ReadSide
 from commands import models
 from commands import rule_models as m
 from commands.context import CommandContext
-from commands.dry_run import dry_run
 from commands.engine import PricingEngine
-from commands.repricing import CHANGED, DUPLICATE, observation_cause, rule_cause
+from commands.rules import CHANGED, DUPLICATE, observation_cause, rule_cause
 from conftest import listing_spec
 from domain.listing import Listing
 from domain.meta import Actor
@@ -64,20 +64,20 @@ class RuledShop:
 def ruled_shop(engine: PricingEngine, tenant: str, listings: int = 3, **rule) -> RuledShop:
     """A shop whose listings (20.00, floor 10, ceiling 40) all follow one competitor-reactive rule."""
     ctx = CommandContext(actor=Actor("pytest"), tenant_id=tenant)
-    shop = UUID(engine.open_shop(ctx, models.OpenShop(name=f"Shop {tenant}", currency="GBP")).body["shop_id"])
-    registered = engine.register_listings(ctx, shop, models.RegisterListings.model_validate(
+    shop = UUID(engine.listings.open_shop(ctx, models.OpenShop(name=f"Shop {tenant}", currency="GBP")).body["shop_id"])
+    registered = engine.listings.register_listings(ctx, shop, models.RegisterListings.model_validate(
         {"listings": [listing_spec(i) for i in range(listings)]}))
     ids = [UUID(x["listing_id"]) for x in registered.body["listings"]]
     spec = {"name": "auto", "kind": "beat_lowest", "percent": "5", "max_age_minutes": None, **rule}
-    rule_id = UUID(engine.define_rule(ctx, shop, m.DefineRule(**spec)).body["rule_id"])
-    engine.assign_rule(ctx, shop, m.AssignRule(rule_id=rule_id, listing_ids=ids))
+    rule_id = UUID(engine.rules.define_rule(ctx, shop, m.DefineRule(**spec)).body["rule_id"])
+    engine.rules.assign_rule(ctx, shop, m.AssignRule(rule_id=rule_id, listing_ids=ids))
     return RuledShop(shop, ids, rule_id, ctx, spec)
 
 
 def observe(engine: PricingEngine, shop: RuledShop, *observations: tuple[UUID, str, str]) -> UUID:
     """(listing, competitor, price) each, observed now; returns the batch id."""
     at = datetime.now(timezone.utc).isoformat()
-    result = engine.record_observations(shop.ctx, shop.shop_id, models.RecordObservations.model_validate({
+    result = engine.listings.record_observations(shop.ctx, shop.shop_id, models.RecordObservations.model_validate({
         "observations": [{"listing_id": str(listing), "competitor": competitor, "price": price, "currency": "GBP",
                           "observed_at": at} for listing, competitor, price in observations]}))
     return UUID(result.body["batch_id"])
@@ -85,18 +85,18 @@ def observe(engine: PricingEngine, shop: RuledShop, *observations: tuple[UUID, s
 
 def revise(engine: PricingEngine, shop: RuledShop, **changes) -> None:
     shop.spec = {**shop.spec, **changes}
-    engine.revise_rule(shop.ctx, shop.shop_id, shop.rule_id, m.ReviseRule(**shop.spec))
+    engine.rules.revise_rule(shop.ctx, shop.shop_id, shop.rule_id, m.ReviseRule(**shop.spec))
 
 
 def automated(engine: PricingEngine, listing: UUID) -> list:
-    return [e for e in engine.events.get(listing)
+    return [e for e in engine.core.events.get(listing)
             if isinstance(e, (Listing.PriceChanged, Listing.AutomatedChangeRefused)) and e.meta.source == "rule"]
 
 
 def policy_records(engine: PricingEngine, after: int, shop: RuledShop, offset: int = 0) -> list[wire.Record]:
     """The shop's policy events after `after` as the relay puts them on the repricing topic."""
     records = []
-    for n in engine.recorder.select_notifications(after + 1, 1_000_000):
+    for n in engine.core.recorder.select_notifications(after + 1, 1_000_000):
         if n.topic in EVENT_TOPICS:
             records.append(wire.Record.of(wire.repricing_topic(), 0, offset + len(records), str(shop.shop_id).encode(),
                                           n.state, wire.headers_keyed_by_other(n)))
@@ -122,7 +122,7 @@ def test_a_batch_uses_observations_beyond_the_projector_and_completes_a_cut_obse
     shop = ruled_shop(engine, "k-batch", listings=2, kind="match_lowest", percent=None)
     a, b = shop.listings
     projector = Projector(url, codec.to_domain_event)
-    worker = KafkaRepricing(RepricingPolicy(engine, url, projector_timeout=0.5), name="unit")
+    worker = KafkaRepricing(RepricingPolicy(engine.rules, url, projector_timeout=0.5), name="unit")
     stop = threading.Event()
     try:
         observe(engine, shop, (a, "r1", "24.00"))
@@ -179,7 +179,7 @@ def test_a_batch_acted_on_again_after_a_crash_makes_no_second_change_for_its_cau
     shop = ruled_shop(engine, f"k-crash-{meanwhile[:5]}", listings=1)
     [a] = shop.listings
     projector = Projector(url, codec.to_domain_event)
-    worker = KafkaRepricing(RepricingPolicy(engine, url), name="unit")
+    worker = KafkaRepricing(RepricingPolicy(engine.rules, url), name="unit")
     try:
         batch = observe(engine, shop, (a, "r1", "20.00"))
         projector.catch_up()
@@ -198,8 +198,8 @@ def test_a_batch_acted_on_again_after_a_crash_makes_no_second_change_for_its_cau
             revise(engine, shop, percent="10")
             then_cause = rule_cause(shop.rule_id, 2)
         else:
-            other = engine.define_rule(shop.ctx, shop.shop_id, m.DefineRule(**{**shop.spec, "percent": "10"}))
-            engine.assign_rule(shop.ctx, shop.shop_id, m.AssignRule(rule_id=UUID(other.body["rule_id"]), listing_ids=[a]))
+            other = engine.rules.define_rule(shop.ctx, shop.shop_id, m.DefineRule(**{**shop.spec, "percent": "10"}))
+            engine.rules.assign_rule(shop.ctx, shop.shop_id, m.AssignRule(rule_id=UUID(other.body["rule_id"]), listing_ids=[a]))
             then_cause = None  # the assignment's own cause, named below
         projector.catch_up()
         assert [r.outcome for r in worker.act(records)] == [DUPLICATE]  # redelivered: found done
@@ -236,9 +236,9 @@ def test_the_relay_publishes_the_policys_events_keyed_by_shop_in_log_order(new_d
         if round_ % 4 == 0:
             revise(engine, shop, percent=str(3 + round_))
             for rule_id in (None, shop.rule_id):  # unassigned, then assigned again
-                engine.assign_rule(shop.ctx, shop.shop_id, m.AssignRule(rule_id=rule_id, listing_ids=shop.listings[:1]))
+                engine.rules.assign_rule(shop.ctx, shop.shop_id, m.AssignRule(rule_id=rule_id, listing_ids=shop.listings[:1]))
     try:
-        asyncio.run(Relay(url, broker.bootstrap_servers, engine.recorder, page_size=7,
+        asyncio.run(Relay(url, broker.bootstrap_servers, page_size=7,
                           repricing_events=EVENT_TOPICS).catch_up())
         records = asyncio.run(read_all(broker.bootstrap_servers, [wire.repricing_topic()]))
         with psycopg.connect(url) as conn:
@@ -391,13 +391,14 @@ def test_the_worker_acts_once_per_cause_through_republishing_and_a_kill(new_data
         print(f"automated changes per listing: {[len(causes) for causes in made.values()]}")
         for x, causes in made.items():
             assert len(causes) == len(set(causes)), f"listing {x} acted on a cause twice: {causes}"
-        views = ReadPool(engine.conninfo)
+        reads = ReadSide(engine.core.conninfo)
         for s in shops:  # each final price is the rule's result on the latest observations
-            judged = dry_run(engine, s.ctx, s.shop_id, m.DryRun(rule_id=s.rule_id, listing_ids=s.listings),
-                             observations_from_view(views))
+            tried = saved_rule(reads.aggregates, s.ctx, s.shop_id, s.rule_id, None)
+            judged = dry_run(reads.aggregates, s.ctx, s.shop_id, tried, ListingPage(s.listings),
+                             observations_from_view(reads.pool))
             for x in judged["listings"]:
                 assert (x["outcome"], x["price_after"]) == ("unchanged", x["price"]), x
-        views.close()
+        reads.close()
 
         # With the projector stopped, the worker waits for it; SIGTERM still ends it at once.
         projector.stop()

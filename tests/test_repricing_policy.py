@@ -20,7 +20,7 @@ from commands import models
 from commands import rule_models as m
 from commands.context import CommandContext
 from commands.engine import PricingEngine
-from commands.repricing import observation_cause
+from commands.rules import observation_cause
 from conftest import ROOT, listing_spec
 from domain.listing import Listing
 from domain.meta import Actor
@@ -36,12 +36,12 @@ def world(new_database):
     url = new_database()
     engine = PricingEngine(url, pool_size=2)
     ctx = CommandContext(actor=Actor("pytest"), tenant_id="t-policy")
-    shop = UUID(engine.open_shop(ctx, models.OpenShop(name="Policy", currency="GBP")).body["shop_id"])
-    registered = engine.register_listings(ctx, shop, models.RegisterListings.model_validate(
+    shop = UUID(engine.listings.open_shop(ctx, models.OpenShop(name="Policy", currency="GBP")).body["shop_id"])
+    registered = engine.listings.register_listings(ctx, shop, models.RegisterListings.model_validate(
         {"listings": [listing_spec(0), listing_spec(1)]}))
     listings = [UUID(x["listing_id"]) for x in registered.body["listings"]]
-    rule = engine.define_rule(ctx, shop, m.DefineRule(name="match", kind="match_lowest"))
-    engine.assign_rule(ctx, shop, m.AssignRule(rule_id=UUID(rule.body["rule_id"]), listing_ids=listings))
+    rule = engine.rules.define_rule(ctx, shop, m.DefineRule(name="match", kind="match_lowest"))
+    engine.rules.assign_rule(ctx, shop, m.AssignRule(rule_id=UUID(rule.body["rule_id"]), listing_ids=listings))
     projector = Projector(url, codec.to_domain_event)
     yield url, engine, ctx, shop, listings, projector
     projector.close()
@@ -49,20 +49,20 @@ def world(new_database):
 
 
 def observe(engine, ctx, shop, *observations: tuple[UUID, str, str]) -> UUID:
-    result = engine.record_observations(ctx, shop, models.RecordObservations.model_validate({"observations": [
+    result = engine.listings.record_observations(ctx, shop, models.RecordObservations.model_validate({"observations": [
         {"listing_id": str(listing), "competitor": competitor, "price": price, "currency": "GBP",
          "observed_at": (NOW - timedelta(minutes=1)).isoformat()} for listing, competitor, price in observations]}))
     return UUID(result.body["batch_id"])
 
 
 def changes(engine, listing: UUID) -> list:
-    return [e for e in engine.events.get(listing) if isinstance(e, Listing.PriceChanged)]
+    return [e for e in engine.core.events.get(listing) if isinstance(e, Listing.PriceChanged)]
 
 
 def test_a_page_never_splits_an_observation_batch(world):
     url, engine, ctx, shop, (a, b), projector = world
     projector.catch_up()
-    policy = RepricingPolicy(engine, url, page_size=2)
+    policy = RepricingPolicy(engine.rules, url, page_size=2)
     policy.catch_up()
     batch = observe(engine, ctx, shop, (a, "r1", "25.00"), (a, "r2", "19.00"), (b, "r1", "30.00"),
                     (a, "r3", "23.00"), (b, "r2", "28.00"))
@@ -77,7 +77,7 @@ def test_a_page_never_splits_an_observation_batch(world):
 def test_observations_the_projector_has_not_reached_come_from_the_page(world):
     url, engine, ctx, shop, (a, _), projector = world
     projector.catch_up()
-    policy = RepricingPolicy(engine, url)
+    policy = RepricingPolicy(engine.rules, url)
     policy.catch_up()
     observe(engine, ctx, shop, (a, "r1", "24.00"))
     projector.catch_up()
@@ -91,7 +91,7 @@ def test_observations_the_projector_has_not_reached_come_from_the_page(world):
 
 def test_the_policy_waits_for_a_projector_behind_the_page_it_reads(world):
     url, engine, ctx, shop, (a, _), projector = world
-    policy = RepricingPolicy(engine, url, projector_timeout=0.3)
+    policy = RepricingPolicy(engine.rules, url, projector_timeout=0.3)
     observe(engine, ctx, shop, (a, "r1", "24.00"))
     policy.catch_up()  # the projector never ran, but this first page holds every observation there is
     acted_up_to = policy.position()
@@ -128,7 +128,7 @@ def test_serve_runs_the_policy_in_process_unless_told_not_to(new_database, tmp_p
     url = new_database()
     env = {"ETSYPRO_DATABASE_URL": url, "ETSYPRO_DATA_DIR": str(tmp_path), "ETSYPRO_POOL_SIZE": "1"}
     engine, app = build(Settings.from_env(env), log=lambda *_: None)
-    assert app.state.repricing is not None and app.state.repricing.follower.engine is engine
+    assert app.state.repricing is not None and app.state.repricing.follower.rules is engine.rules
     engine.close()
     engine, app = build(Settings.from_env({**env, "ETSYPRO_REPRICING": "off"}), log=lambda *_: None)
     assert app.state.repricing is None

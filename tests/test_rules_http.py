@@ -22,7 +22,7 @@ from commands.context import CommandContext
 from commands.engine import PricingEngine
 from domain.errors import NotFound
 from commands.persistence import Reservation
-from commands.repricing import DUPLICATE, NO_RULE, POLICY_ACTOR, observation_cause, rule_cause
+from commands.rules import DUPLICATE, NO_RULE, POLICY_ACTOR, observation_cause, rule_cause
 from conftest import Accounts, listing_spec
 from domain.listing import Listing
 from domain.money import Money
@@ -132,7 +132,7 @@ class TestAssignment:
         removed = api.delete(f"/shops/{shop}/listings/{listing}/rule", params={"reason": "manual season"})
         assert removed.status_code == 200 and removed.json()["rule_id"] is None
         assert api.get(f"/shops/{shop}/listings/{listing}/automation").json()["rule_id"] is None
-        names = [type(e).__name__ for e in engine.events.get(UUID(listing))]
+        names = [type(e).__name__ for e in engine.core.events.get(UUID(listing))]
         assert names == ["Registered", "RuleAssigned", "RuleUnassigned"]
 
     def test_many_listings_at_once_all_or_nothing(self, api, shop, count_events):
@@ -200,7 +200,7 @@ class TestShopStop:
         assert api.post(url + "/stop", json={"reason": "again"}).json()["changed"] is False
         resumed = api.post(url + "/resume", json={"reason": "fixed"})
         assert resumed.json()["running"] is True and resumed.json()["shop"] == {"stopped": False}
-        shop_events = [type(e).__name__ for e in engine.events.get(UUID(shop))]
+        shop_events = [type(e).__name__ for e in engine.core.events.get(UUID(shop))]
         assert shop_events == ["Opened", "AutomationStopped", "AutomationResumed"]
 
     @pytest.mark.parametrize("body", [{}, {"reason": ""}, {"reason": "   "}])
@@ -226,13 +226,13 @@ def automated(api, shop, listing, engine):
     """A listing (price 20.00, floor 10, ceiling 40) under 'beat the lowest by 5%', and a policy context."""
     rule = define(api, shop)
     assign(api, shop, listing, rule["rule_id"])
-    ctx = engine.automation_context(UUID(shop), cause="setup")
+    ctx = engine.rules.automation_context(UUID(shop), cause="setup")
     return UUID(shop), UUID(listing), UUID(rule["rule_id"]), ctx
 
 
 def reprice(engine, automated, cause: str, *prices: str, now: datetime = NOW):
     shop, listing, _, ctx = automated
-    return engine.reprice_listing(ctx, shop, listing, market(*prices, at=now), cause, now=now)
+    return engine.rules.reprice_listing(ctx, shop, listing, market(*prices, at=now), cause, now=now)
 
 
 class TestReprice:
@@ -241,8 +241,8 @@ class TestReprice:
         cause = observation_cause(uuid4(), 3)
         result = reprice(engine, automated, cause, "21.00", "25.00")
         assert (result.outcome, result.price, result.previous, result.rule_version) == ("changed", "19.95", "20.00", 1)
-        change = engine.repository.get(listing).version
-        event = list(engine.events.get(listing))[-1]
+        change = engine.core.repository.get(listing).version
+        event = list(engine.core.events.get(listing))[-1]
         assert isinstance(event, Listing.PriceChanged) and event.originator_version == change
         assert (event.rule, event.meta.source, event.meta.causation_id, event.meta.actor_kind) == (
             str(rule_id), "rule", cause, "policy")
@@ -273,7 +273,7 @@ class TestReprice:
         api.post(f"/shops/{shop}/automation/stop", json={"reason": "holiday sale"})
         refused = reprice(engine, automated, "observation:a/1", "15.00")
         assert refused.outcome == "refused" and "holiday sale" in refused.refusal and refused.price == "20.00"
-        event = list(engine.events.get(listing))[-1]
+        event = list(engine.core.events.get(listing))[-1]
         assert isinstance(event, Listing.AutomatedChangeRefused) and event.automation.cause == "observation:a/1"
         assert reprice(engine, automated, "observation:a/1", "15.00").outcome == DUPLICATE
         manual = api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "18.00", "currency": "GBP"})
@@ -303,19 +303,19 @@ class TestReprice:
         shop, listing, _, _ = automated
         stranger = CommandContext(actor=POLICY_ACTOR, tenant_id="someone-else")
         with pytest.raises(NotFound):
-            engine.reprice_listing(stranger, shop, listing, market("12.00"), "observation:d/1")
+            engine.rules.reprice_listing(stranger, shop, listing, market("12.00"), "observation:d/1")
 
     def test_the_commit_refuses_when_an_aggregate_read_moved_on(self, engine, automated, api, count_events):
         """The mechanism behind 'a stop that commits first wins': the save names the versions it
         read; a newer event on any of them fails the whole transaction."""
         shop, listing_id, _, _ = automated
-        listing = engine.repository.get(listing_id)
-        shop_version = engine.repository.get(shop).version
+        listing = engine.core.repository.get(listing_id)
+        shop_version = engine.core.repository.get(shop).version
         api.post(f"/shops/{shop}/automation/stop", json={"reason": "moved on"})
-        listing.change_price(Money.of("21.00", "GBP"), engine.automation_context(shop, "x").meta(shop, "experiment"))  # any pending change will do
+        listing.change_price(Money.of("21.00", "GBP"), engine.rules.automation_context(shop, "x").meta(shop, "experiment"))  # any pending change will do
         before = count_events()
         with pytest.raises(IntegrityError):
-            engine.save(listing, unchanged=[(shop, shop_version)],
+            engine.core.save(listing, unchanged=[(shop, shop_version)],
                         reservations=[Reservation(shop, "reprice_cause", f"probe-{uuid4()}", listing_id)])
         assert count_events() == before
 
@@ -326,9 +326,9 @@ class TestReprice:
         for i in range(55):
             prices = ("21.00",) if i % 2 else ("25.00",)
             reprice(engine, automated, f"observation:e/{i}", *prices, now=NOW + timedelta(minutes=i))
-        snapshot = list(engine.snapshots.get(listing, desc=True, limit=1))
+        snapshot = list(engine.core.snapshots.get(listing, desc=True, limit=1))
         assert snapshot, "expected a snapshot after 50 events"
-        loaded = engine.repository.get(listing)
+        loaded = engine.core.repository.get(listing)
         assert loaded.rule_id == rule_id and loaded.last_automated_at == NOW + timedelta(minutes=54)
         assert len(loaded.automated_at) == 55 and loaded.guardrails.cooldown_minutes == 1
         late = reprice(engine, automated, "observation:e/x", "30.00", now=NOW + timedelta(minutes=54, seconds=30))
@@ -338,11 +338,11 @@ class TestReprice:
 def test_an_old_price_change_without_automation_is_upcast(engine, api, shop, listing):
     """Events stored before automation existed (PriceChanged v1) read as v2 with automation None."""
     api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "22.00", "currency": "GBP"})
-    stored = engine.recorder.select_events(UUID(listing), desc=True, limit=1)[0]
-    state = engine.mapper.transcoder.decode(stored.state)
+    stored = engine.core.recorder.select_events(UUID(listing), desc=True, limit=1)[0]
+    state = engine.core.mapper.transcoder.decode(stored.state)
     assert state.pop("class_version") == 2 and state.pop("automation") is None
     old = type(stored)(stored.originator_id, stored.originator_version, stored.topic,
-                       engine.mapper.transcoder.encode(state))
+                       engine.core.mapper.transcoder.encode(state))
     event = codec.to_domain_event(old)
     assert event.automation is None and event.price == Money.of("22.00", "GBP")
 
@@ -355,7 +355,7 @@ def test_no_automated_change_commits_after_the_stop(api, shop, engine, database_
         "listings": [listing_spec(i) for i in range(4)]}).json()["listings"]]
     rule = define(api, shop, kind="match_lowest", percent=None)
     api.post(f"/shops/{shop}/rule-assignments", json={"rule_id": rule["rule_id"], "listing_ids": ids})
-    ctx = engine.automation_context(UUID(shop), cause="race")
+    ctx = engine.rules.automation_context(UUID(shop), cause="race")
     done, outcomes = threading.Event(), []
 
     def hammer():
@@ -364,7 +364,7 @@ def test_no_automated_change_commits_after_the_stop(api, shop, engine, database_
             i += 1
             price = "21.00" if i % 2 else "23.00"
             for listing in ids:
-                outcomes.append(engine.reprice_listing(ctx, UUID(shop), UUID(listing), market(price),
+                outcomes.append(engine.rules.reprice_listing(ctx, UUID(shop), UUID(listing), market(price),
                                                        f"observation:race/{i}").outcome)
 
     worker = threading.Thread(target=hammer)
@@ -381,7 +381,7 @@ def test_no_automated_change_commits_after_the_stop(api, shop, engine, database_
     with psycopg.connect(database_url) as conn:
         stopped_at = conn.execute("SELECT notification_id FROM pricing_events WHERE originator_id = %s"
                                   " ORDER BY originator_version DESC LIMIT 1", [UUID(shop)]).fetchone()[0]
-    later = [e for e in engine.recorder.select_notifications(stopped_at + 1, 100_000)
+    later = [e for e in engine.core.recorder.select_notifications(stopped_at + 1, 100_000)
              if e.originator_id in {UUID(x) for x in ids}]
     decoded = [codec.to_domain_event(e) for e in later]
     assert not [e for e in decoded if isinstance(e, Listing.PriceChanged)], "an automated change committed after the stop"
@@ -414,9 +414,9 @@ def test_an_admin_stops_every_shop_of_the_tenant_and_resumes(separate):
         assert stopped.json()["global"]["reason"] == "incident 42"
         assert api.get("/automation").json()["global"]["stopped"] is True
         assert api.get(f"/shops/{shop}/automation").json()["running"] is False
-        ctx = engine.automation_context(UUID(shop), cause="global")
-        refused = engine.reprice_listing(ctx, UUID(shop), UUID(listing), market("15.00"), "observation:g/1")
+        ctx = engine.rules.automation_context(UUID(shop), cause="global")
+        refused = engine.rules.reprice_listing(ctx, UUID(shop), UUID(listing), market("15.00"), "observation:g/1")
         assert refused.outcome == "refused" and refused.refusal.startswith("tenant-wide automation stopped")
         assert ops.post("/automation/resume", json={"reason": "resolved"}).json()["global"] == {"stopped": False}
-        changed = engine.reprice_listing(ctx, UUID(shop), UUID(listing), market("15.00"), "observation:g/2")
+        changed = engine.rules.reprice_listing(ctx, UUID(shop), UUID(listing), market("15.00"), "observation:g/2")
         assert changed.outcome == "changed" and changed.price == "14.25"

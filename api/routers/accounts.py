@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import Query
+from fastapi import Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import requires
@@ -69,61 +69,61 @@ def _roles(grants: list[RoleGrantIn]) -> dict[str, list[str] | None]:
 
 
 @router.post("/accounts", status_code=201, response_model=Account, summary="Create an account in the caller's tenant", dependencies=[MANAGE])
-def create_account(body: AccountIn, ctx: Context, engine: Engine):
+def create_account(body: AccountIn, ctx: Context, engine: Engine, response: Response):
     if body.password is not None:
         check_password(body.password, body.username)
-    return answer(engine.create_account(ctx, body.username, body.kind, body.password, _roles(body.roles)))
+    return answer(response, engine.identity.create_account(ctx, body.username, body.kind, body.password, _roles(body.roles)))
 
 
 @router.get("/accounts", response_model=AccountList, summary="The tenant's accounts", dependencies=[MANAGE])
 def list_accounts(ctx: Context, engine: Engine) -> dict:
-    return {"accounts": engine.accounts_of(ctx)}
+    return {"accounts": engine.identity.accounts_of(ctx)}
 
 
 @router.get("/accounts/{account_id}", response_model=Account, summary="An account: roles, MFA, lock, API keys", dependencies=[MANAGE])
 def get_account(account_id: UUID, ctx: Context, engine: Engine) -> dict:
-    return describe_account(engine.tenant_account(ctx, account_id))
+    return describe_account(engine.identity.tenant_account(ctx, account_id))
 
 
 @router.post("/accounts/{account_id}/roles", response_model=Account, summary="Grant a role (over shops, or the whole tenant)",
              dependencies=[MANAGE])
-def grant_role(account_id: UUID, body: RoleGrantIn, ctx: Context, engine: Engine):
-    return answer(engine.grant_role(ctx, account_id, body.role, _roles([body])[body.role]))
+def grant_role(account_id: UUID, body: RoleGrantIn, ctx: Context, engine: Engine, response: Response):
+    return answer(response, engine.identity.grant_role(ctx, account_id, body.role, _roles([body])[body.role]))
 
 
 @router.delete("/accounts/{account_id}/roles/{role}", response_model=Account, summary="Revoke a role, or only its grant over one shop",
                dependencies=[MANAGE])
-def revoke_role(account_id: UUID, role: Role, ctx: Context, engine: Engine,
+def revoke_role(account_id: UUID, role: Role, ctx: Context, engine: Engine, response: Response,
                 shop_id: Annotated[UUID | None, Query(description="Only this shop")] = None):
-    return answer(engine.revoke_role(ctx, account_id, role.value, None if shop_id is None else [str(shop_id)]))
+    return answer(response, engine.identity.revoke_role(ctx, account_id, role.value, None if shop_id is None else [str(shop_id)]))
 
 
 @router.post("/accounts/{account_id}/unlock", response_model=Account, summary="End a lockout now", dependencies=[MANAGE])
-def unlock(account_id: UUID, ctx: Context, engine: Engine):
-    return answer(engine.unlock_account(ctx, account_id))
+def unlock(account_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return answer(response, engine.identity.unlock_account(ctx, account_id))
 
 
 @router.post("/accounts/{account_id}/mfa/reset", response_model=Account, summary="Remove a lost second factor", dependencies=[MANAGE])
-def reset_mfa(account_id: UUID, ctx: Context, engine: Engine):
-    return answer(engine.reset_mfa(ctx, account_id))
+def reset_mfa(account_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return answer(response, engine.identity.reset_mfa(ctx, account_id))
 
 
 @router.post("/accounts/{account_id}/api-keys", status_code=201, response_model=ApiKeyIssued,
              summary="Issue an API key for a service account (shown once, stored hashed)", dependencies=[MANAGE])
-def issue_api_key(account_id: UUID, body: ApiKeyIn, ctx: Context, engine: Engine):
+def issue_api_key(account_id: UUID, body: ApiKeyIn, ctx: Context, engine: Engine, response: Response):
     shops = None if body.shops is None else [str(s) for s in body.shops]
-    return answer(engine.issue_api_key(ctx, account_id, list(body.scopes), shops))
+    return answer(response, engine.identity.issue_api_key(ctx, account_id, list(body.scopes), shops))
 
 
 @router.get("/accounts/{account_id}/api-keys", response_model=ApiKeyList, summary="A service account's keys (never the keys themselves)",
             dependencies=[MANAGE])
 def list_api_keys(account_id: UUID, ctx: Context, engine: Engine) -> dict:
-    return {"api_keys": engine.api_keys_of(ctx, account_id)}
+    return {"api_keys": engine.identity.api_keys_of(ctx, account_id)}
 
 
 @router.delete("/accounts/{account_id}/api-keys/{key_id}", response_model=ApiKeyRevoked, summary="Revoke an API key", dependencies=[MANAGE])
-def revoke_api_key(account_id: UUID, key_id: UUID, ctx: Context, engine: Engine):
-    return answer(engine.revoke_api_key(ctx, account_id, key_id))
+def revoke_api_key(account_id: UUID, key_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return answer(response, engine.identity.revoke_api_key(ctx, account_id, key_id))
 
 
 @router.get("/security/accounts/{account_id}/events", response_model=AccountHistory,
@@ -132,11 +132,11 @@ def revoke_api_key(account_id: UUID, key_id: UUID, ctx: Context, engine: Engine)
 def account_history(account_id: UUID, ctx: Context, engine: Engine,
                     after_version: Annotated[QueryInt, Query(ge=0, le=2**63 - 1)] = 0,
                     limit: Annotated[QueryInt, Query(ge=1, le=1000)] = 100) -> dict:
-    return engine.account_history(ctx, account_id, after_version, limit)
+    return engine.identity.account_history(ctx, account_id, after_version, limit)
 
 
 @router.get("/security/logins", response_model=SecurityReport, summary="Failed logins per account and day, and lockouts",
             dependencies=[requires("security:read", tenant_wide=True)])
 def security_view(ctx: Context, engine: Engine,
                   days: Annotated[QueryInt, Query(ge=1, le=366, description="How far back")] = 7) -> dict:
-    return engine.security_report(ctx, days)
+    return engine.identity.security_report(ctx, days)

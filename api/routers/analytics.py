@@ -83,25 +83,25 @@ def _register(view: queries.View) -> None:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine, bucket: BucketQuery,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(reads, engine.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
+            return answer(reads, engine.identity.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
                           since=since, until=until, limit=limit, cursor=cursor)
     elif view.bucketed:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine, bucket: BucketQuery,
                      since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(reads, engine.secrets.cursor_key, ctx, shop_id, view.name, format, bucket=bucket,
+            return answer(reads, engine.identity.secrets.cursor_key, ctx, shop_id, view.name, format, bucket=bucket,
                           since=since, until=until, limit=limit, cursor=cursor)
     elif view.time_column:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(reads, engine.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id,
+            return answer(reads, engine.identity.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id,
                           since=since, until=until, limit=limit, cursor=cursor)
     else:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine,
                      listing_id: ListingQuery = None, limit: LimitQuery = 100, cursor: CursorQuery = None,
                      format: FormatQuery = "json"):
-            return answer(reads, engine.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
+            return answer(reads, engine.identity.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
     endpoint.__name__ = f"analytics_{view.name.replace('-', '_')}"
     router.add_api_route(path, endpoint, methods=["GET"], **options)
 

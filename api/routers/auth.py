@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Callable
 
 import segno
 from fastapi import HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import PUBLIC, SIGNED_IN, Caller, client_address, rate_limited, token_answer, unauthorized
@@ -22,6 +25,10 @@ router = resource_router(prefix="/auth", tags=["auth"])
 
 # One answer for every refused login, whatever the reason: no account enumeration.
 REFUSED = "invalid username or password, or the account is temporarily locked"
+# Every refused login takes at least this long. An unknown user costs one argon2 verify; a wrong
+# password costs the same plus loading the account and recording the failure: without a floor,
+# that difference would tell which usernames exist.
+REFUSAL_FLOOR_S = 0.25
 
 Secret = Annotated[str, Field(min_length=1, max_length=1024)]
 # ASCII only: str.isdigit() and regex \d also take fullwidth and Arabic-Indic digits.
@@ -82,14 +89,23 @@ class PasswordIn(Body):
     model_config = ConfigDict(json_schema_extra={"examples": [{"password": "a long passphrase of words"}]})
 
 
+async def refused_in_equal_time(login: Callable, *args, **kwargs):
+    """Run a login step (blocking: argon2, the database) off the event loop; every refusal answers
+    401 no sooner than REFUSAL_FLOOR_S after the request, waited on the loop, not in a thread."""
+    started = time.monotonic()
+    try:
+        return await run_in_threadpool(login, *args, **kwargs)
+    except LoginRefused:
+        await asyncio.sleep(max(0.0, started + REFUSAL_FLOOR_S - time.monotonic()))
+        raise unauthorized(REFUSED) from None
+
+
 @router.post("/login", response_model=Tokens | MfaRequired, summary="Log in with a password; answers tokens, or a challenge for the second factor",
              dependencies=[PUBLIC, rate_limited("login")],
              responses={401: {"description": REFUSED}, 429: {"description": "Too many attempts; see Retry-After"}})
-def login(body: LoginIn, request: Request, engine: Engine) -> dict:
-    try:
-        outcome = engine.login(body.username, body.password, client_address(request), body.tenant)
-    except LoginRefused:
-        raise unauthorized(REFUSED) from None
+async def login(body: LoginIn, request: Request, engine: Engine) -> dict:
+    outcome = await refused_in_equal_time(
+        engine.identity.login, body.username, body.password, client_address(request), body.tenant)
     if isinstance(outcome, MfaChallenge):
         return {"mfa_required": True, "challenge": outcome.challenge, "expires_in": outcome.expires_in}
     return token_answer(request, outcome)
@@ -98,12 +114,9 @@ def login(body: LoginIn, request: Request, engine: Engine) -> dict:
 @router.post("/login/mfa", response_model=Tokens, summary="Complete a login with a TOTP code or a recovery code",
              dependencies=[PUBLIC, rate_limited("login")],
              responses={401: {"description": REFUSED}, 429: {"description": "Too many attempts; see Retry-After"}})
-def login_second_factor(body: SecondFactorIn, request: Request, engine: Engine) -> dict:
-    try:
-        session = engine.login_second_factor(body.challenge, client_address(request), code=body.code,
-                                             recovery_code=body.recovery_code)
-    except LoginRefused:
-        raise unauthorized(REFUSED) from None
+async def login_second_factor(body: SecondFactorIn, request: Request, engine: Engine) -> dict:
+    session = await refused_in_equal_time(engine.identity.login_second_factor, body.challenge,
+                                          client_address(request), code=body.code, recovery_code=body.recovery_code)
     return token_answer(request, session)
 
 
@@ -117,7 +130,7 @@ def refresh(body: RefreshIn, request: Request, engine: Engine) -> dict:
     **Changes:** the refresh token is spent (no event); reusing a spent one revokes its whole session,
     which is recorded on the account."""
     try:
-        session = engine.refresh(body.refresh_token)
+        session = engine.identity.refresh(body.refresh_token)
     except TokenRefused:
         raise unauthorized("the refresh token is not valid") from None
     return token_answer(request, session)
@@ -128,13 +141,13 @@ def refresh(body: RefreshIn, request: Request, engine: Engine) -> dict:
 def logout(caller: Caller, engine: Engine) -> dict:
     if caller.via != "token":
         raise HTTPException(422, "API keys are revoked by an admin, not logged out")
-    engine.end_session(caller.account_id, caller.session_id, "logout")
+    engine.identity.end_session(caller.account_id, caller.session_id, "logout")
     return {"logged_out": True}
 
 
 @router.get("/me", response_model=Me, summary="Who the credentials belong to: roles, shops, MFA", dependencies=[SIGNED_IN])
 def me(caller: Caller, engine: Engine) -> dict:
-    return engine.describe_self(caller)
+    return engine.identity.describe_self(caller)
 
 
 # Routes that check a password or a code share the login's budget (per account and client) and events.
@@ -147,9 +160,9 @@ CHECKS_A_SECRET = {**PERSONS_ONLY, 429: {"description": "Too many wrong attempts
              dependencies=[SIGNED_IN, rate_limited("login")], responses=CHECKS_A_SECRET)
 def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)
-    check_password(body.new_password, engine.describe_self(caller)["username"], field="new_password")
+    check_password(body.new_password, engine.identity.describe_self(caller)["username"], field="new_password")
     with _within_budget():
-        return engine.change_password(ctx, caller.session_id, body.current_password, body.new_password,
+        return engine.identity.change_password(ctx, caller.session_id, body.current_password, body.new_password,
                                       client_address(request)).body
 
 
@@ -157,7 +170,7 @@ def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine
              dependencies=[SIGNED_IN], responses=PERSONS_ONLY)
 def enroll_mfa(caller: Caller, ctx: Context, engine: Engine) -> dict:
     _person(caller)
-    secret, uri = engine.enroll_mfa(ctx)
+    secret, uri = engine.identity.enroll_mfa(ctx)
     return {"secret": secret, "otpauth_uri": uri, "qr_svg": segno.make(uri, error="m").svg_data_uri(scale=4),
             "next": "POST /auth/mfa/confirm with a current code"}
 
@@ -167,7 +180,7 @@ def enroll_mfa(caller: Caller, ctx: Context, engine: Engine) -> dict:
 def confirm_mfa(body: CodeIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)
     with _within_budget():
-        return {"mfa": "confirmed", "recovery_codes": engine.confirm_mfa(ctx, body.code, client_address(request))}
+        return {"mfa": "confirmed", "recovery_codes": engine.identity.confirm_mfa(ctx, body.code, client_address(request))}
 
 
 @router.post("/mfa/disable", response_model=MfaState, summary="Turn MFA off (needs the password)",
@@ -175,7 +188,7 @@ def confirm_mfa(body: CodeIn, caller: Caller, ctx: Context, engine: Engine, requ
 def disable_mfa(body: PasswordIn, caller: Caller, ctx: Context, engine: Engine, request: Request) -> dict:
     _person(caller)
     with _within_budget():
-        return engine.disable_mfa(ctx, body.password, client_address(request)).body
+        return engine.identity.disable_mfa(ctx, body.password, client_address(request)).body
 
 
 @contextmanager

@@ -17,18 +17,19 @@ from __future__ import annotations
 from uuid import UUID
 
 from codec.plain import describe_event
-from commands.context import CommandContext
 from domain.errors import NotFound
 from domain.pricing_rule import describe_rule
 from domain.facts import ObservationBatch, parse_observation_ref
 from domain.listing import Guardrails, Listing
+from read.aggregates import AggregateReader
+from read.shops import Viewer
 
 MAX_CHAIN = 50  # rollbacks of rollbacks...: a readable report stops somewhere
 
 
-def explain(engine, ctx: CommandContext, shop_id: UUID, listing_id: UUID) -> dict:
-    listing = engine.listing(ctx, shop_id, listing_id)  # tenancy: others' listings are not found
-    history = _History(engine, ctx, shop_id, listing_id)
+def explain(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID, listing_id: UUID) -> dict:
+    listing = aggregates.listing(viewer, shop_id, listing_id)  # tenancy: others' listings are not found
+    history = _History(aggregates, viewer, shop_id, listing_id)
     chain, version = [], listing.last_price_change or 1
     while version and len(chain) < MAX_CHAIN:
         step = history.change(version)
@@ -45,16 +46,16 @@ def explain(engine, ctx: CommandContext, shop_id: UUID, listing_id: UUID) -> dic
 class _History:
     """One listing's events, and the look-ups an explanation needs, each done once."""
 
-    def __init__(self, engine, ctx: CommandContext, shop_id: UUID, listing_id: UUID):
-        self.engine, self.ctx, self.shop_id, self.listing_id = engine, ctx, shop_id, listing_id
-        self.events = {e.originator_version: e for e in engine.events.get(listing_id)}
+    def __init__(self, aggregates: AggregateReader, viewer: Viewer, shop_id: UUID, listing_id: UUID):
+        self.aggregates, self.viewer, self.shop_id, self.listing_id = aggregates, viewer, shop_id, listing_id
+        self.events = {e.originator_version: e for e in aggregates.events(listing_id)}
         self.guardrails = self._guardrails_by_version()
         self.compensated_by: dict[int, list[int]] = {}
         for v, e in self.events.items():
             for c in getattr(e, "compensates", None) or ():
                 self.compensated_by.setdefault(c, []).append(v)
         self.positions_note = "position: the event's place in the global log (GET /audit/log)"
-        self._positions = _positions(engine, [(listing_id, v) for v in self.events])
+        self._positions = _positions(aggregates, [(listing_id, v) for v in self.events])
 
     def change(self, version: int) -> dict:
         e = self.events[version]
@@ -88,7 +89,7 @@ class _History:
 
     def _rule(self, rule_id: UUID, rule_version: int) -> dict:
         try:
-            rule = self.engine.pricing_rule_version(self.ctx, self.shop_id, rule_id, rule_version)
+            rule = self.aggregates.rule_version(self.viewer, self.shop_id, rule_id, rule_version)
         except NotFound:
             return {"rule_id": str(rule_id), "rule_version": rule_version, "found": False}
         return {**describe_rule(rule), "found": True}
@@ -116,12 +117,12 @@ class _History:
         if parsed is None:
             return {"ref": ref, "found": False}
         batch_id, version = parsed
-        [e] = list(self.engine.events.get(batch_id, gt=version - 1, lte=version)) or [None]
+        [e] = self.aggregates.events(batch_id, after=version - 1, upto=version) or [None]
         # Only this shop's observations of this listing: a forged ref never reveals another's.
         if (not isinstance(e, ObservationBatch.CompetitorPriceObserved) or e.meta.shop_id != str(self.shop_id)
                 or e.listing_id != self.listing_id):
             return {"ref": ref, "found": False}
-        position = _positions(self.engine, [(batch_id, version)]).get((batch_id, version))
+        position = _positions(self.aggregates, [(batch_id, version)]).get((batch_id, version))
         return {"ref": ref, "found": True, "competitor": e.competitor, "price": str(e.price.amount),
                 "currency": e.price.currency, "observed_at": e.meta.occurred_at.isoformat(),
                 "source": e.source, "event": describe_event(e, position)}
@@ -163,16 +164,15 @@ def _guardrails(g: Guardrails | None) -> dict | None:
             "max_daily_changes": g.max_daily_changes, "cooldown_minutes": g.cooldown_minutes}
 
 
-def _positions(engine, keys: list[tuple[UUID, int]]) -> dict[tuple[UUID, int], int]:
+def _positions(aggregates: AggregateReader, keys: list[tuple[UUID, int]]) -> dict[tuple[UUID, int], int]:
     if not keys:
         return {}
-    with engine.recorder.datastore.get_connection() as conn:
-        rows = conn.execute(
-            "SELECT e.originator_id, e.originator_version, e.notification_id"
-            " FROM unnest(%s::uuid[], %s::int8[]) AS k(id, version)"
-            " JOIN pricing_events e ON e.originator_id = k.id AND e.originator_version = k.version",
-            [[k for k, _ in keys], [v for _, v in keys]]).fetchall()
-    return {(r["originator_id"], r["originator_version"]): r["notification_id"] for r in rows}
+    rows = aggregates.pool.rows(
+        "SELECT e.originator_id, e.originator_version, e.notification_id"
+        " FROM unnest(%s::uuid[], %s::int8[]) AS k(id, version)"
+        " JOIN pricing_events e ON e.originator_id = k.id AND e.originator_version = k.version",
+        [[k for k, _ in keys], [v for _, v in keys]])
+    return {(aggregate_id, version): position for aggregate_id, version, position in rows}
 
 
 # -- for people ---------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Pricing rules, their assignment to listings, the emergency stops, and the automated price
 change the repricing policy (streams/) issues: `reprice_listing`.
 
-Mixed into PricingEngine. Rules propose (domain/rules.py); the Listing decides within its
+Rules propose (domain/rules.py); the Listing decides within its
 guardrails (Listing.reprice); this layer loads, checks tenancy and saves — and makes every
 automated change idempotent per cause.
 """
@@ -18,13 +18,14 @@ from eventsourcing.persistence import IntegrityError
 
 from commands import rule_models as m
 from commands.context import CommandContext, Decision, Result
+from commands.core import WriteCore, at_expected_version
 from domain.errors import Conflict, NotFound
 from commands.persistence import LIST_RULE, Reservation
 from commands.serial import WriterBusy
-from domain.automation import AutomationSwitch, stop_reason, tenant_switch_id
+from domain.automation import AutomationSwitch, shop_state, stop_reason, tenant_state, tenant_switch_id
 from domain.errors import DomainError, InvalidValue
-from domain.listing import CHANGED, REFUSED, Listing, Verdict
-from domain.meta import Actor, ActorKind, EventMeta, Source
+from domain.listing import CHANGED, INACTIVE, REFUSED, Listing, Verdict, describe_automation
+from domain.meta import Actor, ActorKind, Source
 from domain.pricing_rule import PricingRule, describe_rule
 from domain.rules import CompetitorPrice, Rule, evaluate
 from domain.shop import Shop
@@ -35,7 +36,6 @@ REPRICE_RETRIES = 5
 # Outcomes of reprice_listing besides the Listing's own (changed, unchanged, held, refused).
 DUPLICATE = "duplicate"  # this cause was already acted on: nothing more happens
 NO_RULE = "no_rule"      # no rule assigned, or it is retired
-INACTIVE = "inactive"    # the listing is not for sale (draft, inactive, sold out): automation leaves it alone
 
 
 def observation_cause(batch_id: UUID, version: int) -> str:
@@ -72,12 +72,6 @@ class RepriceResult:
         return asdict(self)
 
 
-def describe_stop(stop: EventMeta | None) -> dict:
-    if stop is None:
-        return {"stopped": False}
-    return {"stopped": True, "by": stop.actor_id, "reason": stop.reason, "at": stop.occurred_at.isoformat()}
-
-
 def rule_from(spec: m.RuleSpec, shop_currency: str) -> Rule:
     if spec.currency is not None and spec.currency != shop_currency:
         raise InvalidValue("currency", f"{spec.currency} does not match the shop's {shop_currency}")
@@ -87,12 +81,16 @@ def rule_from(spec: m.RuleSpec, shop_currency: str) -> Rule:
                        no_competition=spec.no_competition, below_floor=spec.below_floor)
 
 
-class Repricing:
-    """Mixed into PricingEngine (uses its execute, shop_facts, listing, _listing_at, repository)."""
+class Rules:
+    """Pricing rules, their assignment to listings, automation limits and stops, and the
+    automated price change."""
+
+    def __init__(self, core: WriteCore):
+        self.core = core
 
     # -- rules ------------------------------------------------------------------------------
     def define_rule(self, ctx: CommandContext, shop_id: UUID, cmd: m.DefineRule) -> Result:
-        _, currency = self.shop_facts(ctx, shop_id)
+        _, currency = self.core.shop_facts(ctx, shop_id)
 
         def decide() -> Decision:
             rule = PricingRule.define(shop_id, cmd.name, rule_from(cmd, currency), ctx.meta(shop_id, reason=cmd.reason))
@@ -100,17 +98,17 @@ class Repricing:
                             reservations=[Reservation(shop_id, "rule", str(rule.id), rule.id)],
                             statements=[(LIST_RULE, [shop_id, rule.id])])
 
-        return self.execute(ctx, "define_rule", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+        return self.core.execute(ctx, "define_rule", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
     def revise_rule(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, cmd: m.ReviseRule) -> Result:
-        _, currency = self.shop_facts(ctx, shop_id)
+        _, currency = self.core.shop_facts(ctx, shop_id)
 
         def decide() -> Decision:
             rule = self._rule_at(ctx, shop_id, rule_id, cmd.expected_version)
             changed = rule.revise(rule_from(cmd, currency), ctx.meta(shop_id, reason=cmd.reason), name=cmd.name)
             return Decision([rule], {**describe_rule(rule), "changed": changed}, strict=cmd.expected_version is not None)
 
-        return self.execute(ctx, "revise_rule", {"rule": str(rule_id), **cmd.model_dump(mode="json")}, decide)
+        return self.core.execute(ctx, "revise_rule", {"rule": str(rule_id), **cmd.model_dump(mode="json")}, decide)
 
     def retire_rule(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, cmd: m.RetireRule) -> Result:
         def decide() -> Decision:
@@ -118,34 +116,28 @@ class Repricing:
             changed = rule.retire(ctx.meta(shop_id, reason=cmd.reason))
             return Decision([rule], {**describe_rule(rule), "changed": changed}, strict=cmd.expected_version is not None)
 
-        return self.execute(ctx, "retire_rule", {"rule": str(rule_id), **cmd.model_dump(mode="json")}, decide)
+        return self.core.execute(ctx, "retire_rule", {"rule": str(rule_id), **cmd.model_dump(mode="json")}, decide)
 
     def pricing_rule(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, version: int | None = None) -> PricingRule:
-        rule = self.in_shop(ctx, shop_id, rule_id, PricingRule, "rule", version)
+        rule = self.core.in_shop(ctx, shop_id, rule_id, PricingRule, "rule", version)
         if version is not None and rule.version != version:
             raise NotFound(f"the rule has no version {version} (latest is {rule.version})", field="version")
         return rule
 
-    def pricing_rule_version(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, rule_version: int) -> PricingRule:
-        """The rule as it was at one of its own versions (v1 = Defined, vN = the Nth revision) — the
-        numbering price changes name — rather than at an aggregate version (which retiring also moves)."""
-        self.pricing_rule(ctx, shop_id, rule_id)  # tenancy, existence
-        for e in self.events.get(rule_id):
-            if getattr(e, "rule_version", 1 if isinstance(e, PricingRule.Defined) else None) == rule_version:
-                return self.pricing_rule(ctx, shop_id, rule_id, version=e.originator_version)
-        raise NotFound(f"the rule has no version {rule_version}", field="rule_version")
+    def rule(self, rule_id: UUID) -> PricingRule | None:
+        """A rule by id, for the policy acting for the rule's own shop (no caller to check)."""
+        try:
+            return self.core.repository.get(rule_id)
+        except AggregateNotFoundError:
+            return None
 
     def _rule_at(self, ctx: CommandContext, shop_id: UUID, rule_id: UUID, expected_version: int | None) -> PricingRule:
-        rule = self.pricing_rule(ctx, shop_id, rule_id)
-        if expected_version is not None and rule.version != expected_version:
-            raise Conflict(f"rule is at version {rule.version}, not {expected_version}",
-                           field="expected_version", current_version=rule.version)
-        return rule
+        return at_expected_version(self.pricing_rule(ctx, shop_id, rule_id), expected_version, "rule")
 
     # -- assignment -------------------------------------------------------------------------
     def assign_rule(self, ctx: CommandContext, shop_id: UUID, cmd: m.AssignRule) -> Result:
         """Point listings at a rule, or at none (`rule_id` None). All or nothing."""
-        self.shop_facts(ctx, shop_id)
+        self.core.shop_facts(ctx, shop_id)
 
         def decide() -> Decision:
             meta = ctx.meta(shop_id, reason=cmd.reason)
@@ -160,7 +152,7 @@ class Repricing:
                     raise DomainError(f"listing_ids[{i}]", f"also appears at listing_ids[{seen[listing_id]}]")
                 seen[listing_id] = i
                 try:
-                    listing = self.listing(ctx, shop_id, listing_id)
+                    listing = self.core.listing(ctx, shop_id, listing_id)
                 except NotFound:
                     raise DomainError(f"listing_ids[{i}]", "no such listing in this shop") from None
                 changed = (listing.assign_rule(cmd.rule_id, meta) if cmd.rule_id is not None
@@ -170,41 +162,21 @@ class Repricing:
             rule = None if cmd.rule_id is None else str(cmd.rule_id)
             return Decision(listings, {"rule_id": rule, "listings": answers})
 
-        return self.execute(ctx, "assign_rule", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+        return self.core.execute(ctx, "assign_rule", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
     # -- automation limits ------------------------------------------------------------------
     def set_automation_limits(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID,
                               cmd: m.SetAutomationLimits) -> Result:
         def decide() -> Decision:
-            listing = self._listing_at(ctx, shop_id, listing_id, cmd.expected_version)
+            listing = self.core.listing_at(ctx, shop_id, listing_id, cmd.expected_version)
             guardrails = replace(listing.guardrails, min_margin=cmd.min_margin, max_step_percent=cmd.max_step_percent,
                                  max_daily_changes=cmd.max_daily_changes, cooldown_minutes=cmd.cooldown_minutes)
             changed = listing.set_guardrails(guardrails, ctx.meta(shop_id, reason=cmd.reason))
-            return Decision([listing], {**self.automation_of(listing), "changed": changed},
+            return Decision([listing], {**describe_automation(listing), "changed": changed},
                             strict=cmd.expected_version is not None)
 
-        return self.execute(ctx, "set_automation_limits", {"listing": str(listing_id), **cmd.model_dump(mode="json")},
+        return self.core.execute(ctx, "set_automation_limits", {"listing": str(listing_id), **cmd.model_dump(mode="json")},
                             decide, serial=[listing_id])
-
-    def listing_automation(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID) -> dict:
-        return self.automation_of(self.listing(ctx, shop_id, listing_id))
-
-    @staticmethod
-    def automation_of(listing: Listing) -> dict:
-        """A listing's automation settings and the bounds its automated changes respect."""
-        g = listing.guardrails
-        text = lambda v: None if v is None else str(v)  # noqa: E731
-        money = lambda v: None if v is None else str(v.amount)  # noqa: E731
-        last = listing.last_automated_at
-        return {
-            "listing_id": str(listing.id), "version": listing.version, "price": str(listing.price.amount),
-            "currency": listing.currency, "rule_id": text(listing.rule_id),
-            "floor": money(g.floor), "ceiling": money(g.ceiling), "cost": money(g.cost),
-            "min_margin": text(g.min_margin), "max_step_percent": text(g.max_step_percent),
-            "max_daily_changes": g.max_daily_changes, "cooldown_minutes": g.cooldown_minutes,
-            "automated_floor": money(g.automated_floor()),
-            "last_automated_change_at": None if last is None else last.isoformat(),
-        }
 
     # -- emergency stop ---------------------------------------------------------------------
     def stop_shop_automation(self, ctx: CommandContext, shop_id: UUID, cmd: m.StopAutomation) -> Result:
@@ -214,14 +186,14 @@ class Repricing:
         return self._switch_shop(ctx, shop_id, cmd, "resume_shop_automation", Shop.resume_automation)
 
     def _switch_shop(self, ctx, shop_id: UUID, cmd: m.StopAutomation, name: str, flip) -> Result:
-        self.shop_facts(ctx, shop_id)
+        self.core.shop_facts(ctx, shop_id)
 
         def decide() -> Decision:
-            shop = self.repository.get(shop_id)
+            shop = self.core.repository.get(shop_id)
             changed = flip(shop, ctx.meta(shop_id, reason=cmd.reason))
             return Decision([shop], {**self._automation_state(shop), "changed": changed})
 
-        return self.execute(ctx, name, {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
+        return self.core.execute(ctx, name, {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
     def stop_all_automation(self, ctx: CommandContext, cmd: m.StopAutomation) -> Result:
         """The tenant-wide stop: every shop of the caller's tenant, and no other tenant's.
@@ -236,41 +208,24 @@ class Repricing:
             meta = ctx.meta(None, reason=cmd.reason)
             switch = self.automation_switch(ctx.tenant_id) or AutomationSwitch(tenant_id=ctx.tenant_id, meta=meta)
             changed = flip(switch, meta)
-            return Decision([switch], {**self._tenant_state(ctx.tenant_id, switch), "changed": changed})
+            return Decision([switch], {**tenant_state(ctx.tenant_id, switch), "changed": changed})
 
-        return self.execute(ctx, name, cmd.model_dump(mode="json"), decide)
+        return self.core.execute(ctx, name, cmd.model_dump(mode="json"), decide)
 
     def automation_switch(self, tenant_id: str) -> AutomationSwitch | None:
         try:
-            return self.repository.get(tenant_switch_id(tenant_id))
+            return self.core.repository.get(tenant_switch_id(tenant_id))
         except AggregateNotFoundError:
             return None
 
-    def global_automation_status(self, ctx: CommandContext) -> dict:
-        """The caller's tenant-wide stop ("global" in the API: it spans all the tenant's shops)."""
-        return self._tenant_state(ctx.tenant_id, self.automation_switch(ctx.tenant_id))
-
-    @staticmethod
-    def _tenant_state(tenant_id: str, switch: AutomationSwitch | None) -> dict:
-        return {"global": describe_stop(switch.stopped_by if switch else None), "scope": "tenant",
-                "tenant_id": tenant_id}
-
-    def automation_status(self, ctx: CommandContext, shop_id: UUID) -> dict:
-        self.shop_facts(ctx, shop_id)
-        return self._automation_state(self.repository.get(shop_id))
-
     def _automation_state(self, shop: Shop) -> dict:
-        switch = self.automation_switch(shop.tenant_id)
-        global_stop = switch.stopped_by if switch else None
-        return {"shop_id": str(shop.id), "shop": describe_stop(shop.automation_stop),
-                "global": describe_stop(global_stop),
-                "running": stop_reason(shop.automation_stop, global_stop) is None}
+        return shop_state(shop, self.automation_switch(shop.tenant_id))
 
     # -- the automated change ---------------------------------------------------------------
     def automation_context(self, shop_id: UUID, cause: str, correlation_id: str | None = None) -> CommandContext:
         """The policy's identity for acting on a shop's listings: the shop's own tenant."""
         try:
-            shop = self.repository.get(shop_id)
+            shop = self.core.repository.get(shop_id)
         except AggregateNotFoundError:
             raise NotFound("shop not found") from None
         return CommandContext(actor=POLICY_ACTOR, tenant_id=shop.tenant_id, causation_id=cause,
@@ -287,9 +242,9 @@ class Repricing:
         shop's stop, the tenant-wide stop and the rule are checked to be unchanged at commit (under
         the event table lock): a stop that commits first always wins.
         """
-        self.shop_facts(ctx, shop_id)
+        self.core.shop_facts(ctx, shop_id)
         try:
-            with self.writers.hold([listing_id]):  # this process's other writers of the listing wait
+            with self.core.writers.hold([listing_id]):  # this process's other writers of the listing wait
                 return self._reprice(ctx, shop_id, listing_id, observations, cause, now)
         except WriterBusy:
             raise Conflict("too much concurrent activity on this listing; retry") from None
@@ -297,7 +252,7 @@ class Repricing:
     def _reprice(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, observations: Sequence[CompetitorPrice],
                  cause: str, now: datetime | None) -> RepriceResult:
         for _ in range(REPRICE_RETRIES):
-            listing = self.listing(ctx, shop_id, listing_id)
+            listing = self.core.listing(ctx, shop_id, listing_id)
             rule = self._assigned_rule(listing)
             if rule is None:
                 return RepriceResult(NO_RULE, str(listing_id), str(listing.price.amount), version=listing.version,
@@ -308,9 +263,9 @@ class Repricing:
             # One evaluation per (listing, cause), whatever rule the listing has by the time a cause
             # comes again. Older keys also named the rule version: still honoured.
             key, legacy_key = f"{listing_id}/{cause}", f"{listing_id}/{cause}/{rule.id}@v{rule.rule_version}"
-            if self.recorder.reserved(shop_id, "reprice_cause", [key, legacy_key]):
+            if self.core.recorder.reserved(shop_id, "reprice_cause", [key, legacy_key]):
                 return self._duplicate(listing, rule, cause)
-            shop = self.repository.get(shop_id)
+            shop = self.core.repository.get(shop_id)
             switch = self.automation_switch(shop.tenant_id)
             stopped = stop_reason(shop.automation_stop, switch.stopped_by if switch else None)
             meta = ctx.meta(shop_id, Source.RULE, f"rule {rule.name!r} v{rule.rule_version}: {rule.rule.describe()}",
@@ -324,7 +279,7 @@ class Repricing:
             unchanged = [(shop.id, shop.version), (tenant_switch_id(shop.tenant_id), switch.version if switch else 0),
                          (rule.id, rule.version)]
             try:
-                self.save(listing, reservations=[Reservation(shop_id, "reprice_cause", key, listing.id)],
+                self.core.save(listing, reservations=[Reservation(shop_id, "reprice_cause", key, listing.id)],
                           unchanged=unchanged)
             except IntegrityError as e:
                 if getattr(getattr(e.__cause__, "diag", None), "constraint_name", None) == "reservations_pkey":
@@ -336,7 +291,7 @@ class Repricing:
     def _assigned_rule(self, listing: Listing) -> PricingRule | None:
         if listing.rule_id is None:
             return None
-        rule = self.repository.get(listing.rule_id)
+        rule = self.core.repository.get(listing.rule_id)
         return None if rule.retired else rule
 
     @staticmethod
