@@ -4,8 +4,9 @@ day, built with polars from the views that hold each fact exactly once:
 - units, revenue, sold/returned units and the mean paid unit price: analytics.demand_daily;
 - the price in force, time-weighted over the day: analytics.price_changes (business time);
 - competitor min and median per day: analytics.competitor_bands over the hourly price histogram;
-- active: on or after the listing's registration day, when it was registered for sale (the domain
-  has no later status change, so that is all there is to know).
+- active: the listing was registered for sale (status "active"; the domain has no later status
+  change or delisting event) and the day is on or after its registration day or its first sale,
+  whichever is first (imported histories register listings after their sales).
 
 Days are UTC calendar days of business time. A listing's rows run from its first day (registration,
 first price or first sale, whichever is first) or `since`, to `until` (default: today, UTC).
@@ -56,23 +57,23 @@ _PRICE_CHANGES = """
         SELECT listing_id, occurred_at, version, price FROM analytics.price_changes
         WHERE shop_id = %(shop)s {listing} AND occurred_at >= %(start)s AND occurred_at < %(end)s
     )
-    SELECT listing_id, (extract(epoch FROM occurred_at) * 1000000)::int8 AS at_us, version, price::float8 AS price
+    SELECT listing_id, (extract(epoch FROM occurred_at) * 1000000)::int8 AS at_us, version, price
     FROM (SELECT * FROM opening UNION ALL SELECT * FROM inside) c"""
 
 _SALES = """
-    SELECT listing_id, day - DATE '1970-01-01' AS day, units, revenue::float8 AS revenue, units_sold,
-           units_returned, paid_amount::float8 AS paid_amount
+    SELECT listing_id, day - DATE '1970-01-01' AS day, units, revenue, units_sold, units_returned, paid_amount
     FROM analytics.demand_daily
     WHERE shop_id = %(shop)s {listing} AND day >= %(since)s AND day <= %(until)s"""
 
 _COMPETITORS = """
     SELECT listing_id, (bucket AT TIME ZONE 'UTC')::date - DATE '1970-01-01' AS day,
-           min_price::float8 AS competitor_min, median::float8 AS competitor_median
+           min_price AS competitor_min, median AS competitor_median
     FROM analytics.competitor_bands('1 day', %(shop)s, %(listing_id)s, %(start)s, %(end)s)"""
 
 # What assemble() takes: listings in id order (n: the row), the rest keyed by n; days are days since
 # the epoch, times microseconds since the epoch (UTC). The answers above carry listing_id instead of n.
-LISTING_INPUT = {"n": pl.Int32, "listing_id": pl.Utf8, "registered": pl.Int32, "for_sale": pl.Int8, "first_sale": pl.Int32}
+LISTING_INPUT = {"n": pl.Int32, "listing_id": pl.Utf8, "registered": pl.Int32, "for_sale": pl.Int8,
+                 "first_sale": pl.Int32}
 CHANGE_INPUT = {"n": pl.Int32, "at_us": pl.Int64, "version": pl.Int64, "price": pl.Float64}
 SALES_INPUT = {"n": pl.Int32, "day": pl.Int32, "units": pl.Int64, "revenue": pl.Float64,
                "units_sold": pl.Int64, "units_returned": pl.Int64, "paid_amount": pl.Float64}
@@ -129,12 +130,13 @@ def _fetch(conn: psycopg.Connection, shop: UUID, listing: UUID | None, since: da
     clause = sql.SQL("") if listing is None else sql.SQL("AND listing_id = %(listing_id)s")
     listings = _frame(conn, sql.SQL(_LISTINGS).format(listing=clause), params, LISTING_INPUT).sort("n")
     numbered = pl.Enum(listings.get_column("listing_id"))
-    return (listings, *(_numbered(_frame(conn, sql.SQL(query).format(listing=clause), params, _by_id(schema)), numbered)
-                        for query, schema in ((_PRICE_CHANGES, CHANGE_INPUT), (_SALES, SALES_INPUT),
-                                              (_COMPETITORS, COMPETITOR_INPUT))))
+    keyed = ((_PRICE_CHANGES, CHANGE_INPUT), (_SALES, SALES_INPUT), (_COMPETITORS, COMPETITOR_INPUT))
+    return (listings, *(_numbered(_frame(conn, sql.SQL(query).format(listing=clause), params, _by_id(schema)),
+                                  numbered) for query, schema in keyed))
 
 
 def _by_id(schema: dict) -> dict:
+    """The columns of a query's answer: listing_id where its input has n."""
     return {"listing_id": pl.Utf8, **{c: t for c, t in schema.items() if c != "n"}}
 
 
@@ -147,10 +149,12 @@ def _numbered(frame: pl.DataFrame, listings: pl.Enum) -> pl.DataFrame:
 
 def _frame(conn: psycopg.Connection, query: sql.Composable, params: dict, schema: dict) -> pl.DataFrame:
     """The query's answer (columns named as in schema) as a frame. The server joins the rows into one
-    CSV text: fetching or copying rows costs a Python call per row, most of the time for a shop's year."""
-    line = sql.SQL(", ").join(sql.SQL("coalesce(q.{}::text, '')").format(sql.Identifier(c)) for c in schema)
-    text = conn.execute(sql.SQL("SELECT string_agg(concat_ws(',', {}), E'\\n') FROM ({}) q").format(line, query),
-                        params).fetchone()[0]
+    CSV text (format() writes NULL as nothing; numerics are parsed as floats here): fetching or copying
+    rows costs a Python call per row, most of the time for a shop's year."""
+    line = sql.SQL(", ").join(sql.SQL("q.{}").format(sql.Identifier(c)) for c in schema)
+    template = sql.SQL("'{}'".format(",".join(["%%s"] * len(schema))))  # %% : psycopg's escape of %
+    text = conn.execute(sql.SQL("SELECT string_agg(format({}, {}), E'\\n') FROM ({}) q").format(
+        template, line, query), params).fetchone()[0]
     if text is None:
         return pl.DataFrame(schema=schema)
     return pl.read_csv(text.encode(), has_header=False, schema=schema)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
 from uuid import UUID, uuid4
 
 import polars as pl
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 import codec
 from commands.engine import PricingEngine
 from domain.demand.frame import check_daily
-from domain.errors import NotFound
+from domain.errors import InvalidValue, NotFound
 from domain.facts import Observation, ObservationBatch, SaleLine, SalesBatch
 from domain.listing import Guardrails, Listing
 from domain.meta import EventMeta
@@ -74,7 +73,8 @@ class History:
         self.aggregates.append(SalesBatch.record(self.shop_id, "GBP", sale_lines, self.meta(START)))
 
     def observe(self, listing_id: UUID, *seen: tuple[str, datetime]) -> None:
-        observations = [Observation(listing_id, "rival", Money.price(price, "GBP"), when, "test") for price, when in seen]
+        observations = [Observation(listing_id, "rival", Money.price(price, "GBP"), when, "test")
+                        for price, when in seen]
         self.aggregates.append(ObservationBatch.record(self.shop_id, "GBP", observations, self.meta(START)))
 
 
@@ -206,6 +206,28 @@ def test_one_listing_and_a_read_pool_give_the_same_rows_as_the_whole_shop(shop):
     assert one.equals(whole) and one.height == 6
 
 
+@pytest.mark.parametrize("arguments, field", [
+    ({"shop_id": "not-a-uuid"}, "shop_id"),
+    ({"listing_id": "12"}, "listing_id"),
+    ({"since": day(3), "until": day(2)}, "since"),
+])
+def test_bad_arguments_are_refused_by_name(shop, arguments, field):
+    url, shop_id, _, _ = shop
+    arguments = dict(arguments)
+    with pytest.raises(InvalidValue) as refused:
+        frame(url, arguments.pop("shop_id", shop_id), **arguments)
+    assert refused.value.field == field
+
+
+def test_a_value_that_is_not_a_finite_number_never_leaves():
+    listings = pl.DataFrame([(0, "x", 0, 1, None)], schema=LISTING_INPUT, orient="row")
+    changes = pl.DataFrame([(0, 0, 1, float("nan"))], schema=CHANGE_INPUT, orient="row")
+    with pytest.raises(InvalidValue) as refused:
+        assemble(listings, changes, pl.DataFrame(schema=SALES_INPUT), pl.DataFrame(schema=COMPETITOR_INPUT),
+                 since=EPOCH, until=EPOCH + timedelta(days=2))
+    assert refused.value.field == "price"
+
+
 # -- exactly once ----------------------------------------------------------------------------
 def test_daily_rows_equal_the_sale_facts_summed_per_utc_day(shop):
     url, *_ = shop
@@ -247,13 +269,16 @@ def test_a_crash_before_the_tracking_commit_leaves_nothing_behind(shop, monkeypa
     finally:
         engine.close()
 
-    def crash(*_):
+    lines_before, seen = sum(1 for _ in before["demand_lines"]), []
+
+    def crash(cur, moves):  # the batch's view rows are written; the tracking row never is
+        seen.append(cur.execute("SELECT count(*) FROM analytics.demand_lines").fetchone()[0])
         raise RuntimeError("killed before the tracking row was written")
 
     monkeypatch.setattr(projector_module.tracking, "advance", crash)
     with pytest.raises(RuntimeError):
         project(url)
-    assert rows(url) == before
+    assert lines_before + 1 in seen and rows(url) == before
     monkeypatch.undo()
     project(url)
     f = frame(url, shop_id).filter(pl.col("listing_id") == ids["l1"])
