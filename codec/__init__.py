@@ -26,7 +26,7 @@ from domain.facts import ObservationBatch
 from domain.listing import Automation, Guardrails
 from domain.meta import EventMeta
 from domain.money import Money
-from domain.rules import Rule
+from domain.rules import RecommendationRun, Rule
 
 
 # -- how our value objects are stored inside events -------------------------------------------
@@ -73,12 +73,16 @@ AUTOMATION_LIMITS = ("min_margin", "max_step_percent", "max_daily_changes", "coo
 
 
 class SlotsAsDict(Transcoding):
-    """A slotted value object as a dict of its fields; `tuples` come back as tuples, not lists."""
+    """A slotted value object as a dict of its fields; `tuples` come back as tuples, not lists.
+    `added` fields (defaulting to None, added after events were stored) are written only when set:
+    objects without them keep their old stored form, and old events decode to the default."""
 
     tuples: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
 
     def encode(self, obj) -> dict:
-        return {f: getattr(obj, f) for f in self.type.__slots__}
+        return {f: getattr(obj, f) for f in self.type.__slots__
+                if f not in self.added or getattr(obj, f) is not None}
 
     def decode(self, data: dict):
         return self.type(**{**data, **{f: tuple(data[f]) for f in self.tuples}})
@@ -88,15 +92,23 @@ class RuleAsDict(SlotsAsDict):
     type = Rule
     name = "rule"
     tuples = ("include", "exclude")
+    added = ("max_run_age_hours",)
 
 
 class AutomationAsDict(SlotsAsDict):
     type = Automation
     name = "automation"
     tuples = ("clamps", "reasons", "observations")
+    added = ("model_run",)
 
 
-TRANSCODINGS = (MoneyAsDict(), EventMetaAsDict(), GuardrailsAsDict(), RuleAsDict(), AutomationAsDict())
+class RecommendationRunAsDict(SlotsAsDict):
+    type = RecommendationRun
+    name = "recommendation_run"
+
+
+TRANSCODINGS = (MoneyAsDict(), EventMetaAsDict(), GuardrailsAsDict(), RuleAsDict(), AutomationAsDict(),
+                RecommendationRunAsDict())
 
 
 # -- the mapper, with a direct path for the event recorded 10,000 at a time --------------------

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field
 
 from commands.models import Amount, Command, Currency, Reason, Text, Version, integer, text
 from domain.listing import MAX_COOLDOWN_MINUTES
-from domain.rules import DEFAULT_MAX_AGE_MINUTES, MAX_LIST
+from domain.rules import DEFAULT_MAX_AGE_MINUTES, DEFAULT_MAX_RUN_AGE_HOURS, MAX_LIST, MAX_RUN_AGE_HOURS
 
 MAX_ASSIGN = 1000  # listings per assignment command: each is loaded and saved in one transaction
 
@@ -30,10 +30,13 @@ class RuleSpec(Command):
     """One version of a rule. `amount`, `percent` and `direction` depend on `kind`:
     beat_lowest and offset_from_average take exactly one of amount or percent (offset also a
     direction); cost_plus takes percent (the target margin, as a share of the price); fixed takes
-    amount (the price); match_lowest and match_median take neither."""
+    amount (the price); match_lowest, match_median and optimise_profit take neither.
+    optimise_profit follows the listing's latest recommendation model run (no older than
+    `max_run_age_hours`), within the same guardrails, limits and stops as every automated change."""
 
     name: Text
-    kind: Literal["beat_lowest", "match_lowest", "match_median", "offset_from_average", "cost_plus", "fixed"]
+    kind: Literal["beat_lowest", "match_lowest", "match_median", "offset_from_average", "cost_plus", "fixed",
+                  "optimise_profit"]
     amount: Amount | None = None
     percent: Amount | None = None
     direction: Literal["above", "below"] | None = None
@@ -45,6 +48,9 @@ class RuleSpec(Command):
         DEFAULT_MAX_AGE_MINUTES, description="Ignore observations older than this; null: any age")
     no_competition: Literal["hold", "ceiling"] = "hold"
     below_floor: Literal["hold_at_floor", "ignore_competitor"] = "hold_at_floor"
+    max_run_age_hours: integer(ge=1, le=MAX_RUN_AGE_HOURS) | None = Field(
+        None, description=f"optimise_profit only: hold when the latest model run is older than this"
+                          f" (default {DEFAULT_MAX_RUN_AGE_HOURS})")
     reason: Reason = ""
 
 

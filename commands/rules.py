@@ -27,7 +27,7 @@ from domain.errors import DomainError, InvalidValue
 from domain.listing import CHANGED, INACTIVE, REFUSED, Listing, Verdict, describe_automation
 from domain.meta import Actor, ActorKind, Source
 from domain.pricing_rule import PricingRule, describe_rule
-from domain.rules import CompetitorPrice, Rule, evaluate
+from domain.rules import CompetitorPrice, Proposal, RecommendationRun, Rule, evaluate
 from domain.shop import Shop
 
 POLICY_ACTOR = Actor("repricing-policy", ActorKind.POLICY)
@@ -53,6 +53,11 @@ def assignment_cause(listing_id: UUID, listing_version: int) -> str:
     return f"assignment:{listing_id}/v{listing_version}"
 
 
+def model_run_cause(run_id: str) -> str:
+    """The cause naming a recommendation model run written for the listing (derived data, not an event)."""
+    return f"model_run:{run_id}"
+
+
 @dataclass(frozen=True)
 class RepriceResult:
     outcome: str                 # changed | unchanged | held | refused | duplicate | no_rule | inactive
@@ -67,6 +72,7 @@ class RepriceResult:
     clamps: list[str] = field(default_factory=list)
     refusal: str | None = None
     reasons: list[str] = field(default_factory=list)
+    model_run: str | None = None  # the model run the proposal read (optimise_profit)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +84,8 @@ def rule_from(spec: m.RuleSpec, shop_currency: str) -> Rule:
     return Rule.define(kind=spec.kind, currency=shop_currency, amount=spec.amount, percent=spec.percent,
                        direction=spec.direction, rounding=spec.rounding, include=spec.include,
                        exclude=spec.exclude, max_age_minutes=spec.max_age_minutes,
-                       no_competition=spec.no_competition, below_floor=spec.below_floor)
+                       no_competition=spec.no_competition, below_floor=spec.below_floor,
+                       max_run_age_hours=spec.max_run_age_hours)
 
 
 class Rules:
@@ -233,8 +240,9 @@ class Rules:
 
     def reprice_listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID,
                         observations: Sequence[CompetitorPrice], cause: str,
-                        now: datetime | None = None) -> RepriceResult:
-        """Evaluate the listing's rule on `observations` and let the listing decide.
+                        now: datetime | None = None, run: RecommendationRun | None = None) -> RepriceResult:
+        """Evaluate the listing's rule on `observations` (and `run`, its latest recommendation model
+        run, which optimise_profit follows) and let the listing decide.
 
         Idempotent per cause: (listing, cause) is reserved in the same transaction as the change
         or refusal it produced, so a redelivered cause finds it and does nothing, even if the
@@ -245,12 +253,12 @@ class Rules:
         self.core.shop_facts(ctx, shop_id)
         try:
             with self.core.writers.hold([listing_id]):  # this process's other writers of the listing wait
-                return self._reprice(ctx, shop_id, listing_id, observations, cause, now)
+                return self._reprice(ctx, shop_id, listing_id, observations, cause, now, run)
         except WriterBusy:
             raise Conflict("too much concurrent activity on this listing; retry") from None
 
     def _reprice(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, observations: Sequence[CompetitorPrice],
-                 cause: str, now: datetime | None) -> RepriceResult:
+                 cause: str, now: datetime | None, run: RecommendationRun | None) -> RepriceResult:
         for _ in range(REPRICE_RETRIES):
             listing = self.core.listing(ctx, shop_id, listing_id)
             rule = self._assigned_rule(listing)
@@ -270,10 +278,10 @@ class Rules:
             stopped = stop_reason(shop.automation_stop, switch.stopped_by if switch else None)
             meta = ctx.meta(shop_id, Source.RULE, f"rule {rule.name!r} v{rule.rule_version}: {rule.rule.describe()}",
                             occurred_at=now or datetime.now(timezone.utc))
-            proposal = evaluate(rule.rule, listing.pricing_facts(), observations, meta.occurred_at)
+            proposal = evaluate(rule.rule, listing.pricing_facts(), observations, meta.occurred_at, run)
             previous = listing.price
             verdict = listing.reprice(proposal, rule.id, rule.rule_version, cause, meta, stopped)
-            result = self._reprice_result(listing, rule, cause, previous, verdict, proposal.reasons)
+            result = self._reprice_result(listing, rule, cause, previous, verdict, proposal)
             if verdict.outcome not in (CHANGED, REFUSED):
                 return result  # nothing to record: a redelivery will find the same
             unchanged = [(shop.id, shop.version), (tenant_switch_id(shop.tenant_id), switch.version if switch else 0),
@@ -301,9 +309,10 @@ class Rules:
 
     @staticmethod
     def _reprice_result(listing: Listing, rule: PricingRule, cause: str, previous, verdict: Verdict,
-                        reasons) -> RepriceResult:
+                        proposal: Proposal) -> RepriceResult:
         return RepriceResult(
             verdict.outcome, str(listing.id), str(listing.price.amount), str(previous.amount), listing.version,
             str(rule.id), rule.rule_version, cause,
             None if verdict.proposed is None else str(verdict.proposed.amount),
-            list(verdict.clamps), verdict.refusal, list(reasons))
+            list(verdict.clamps), verdict.refusal, list(proposal.reasons),
+            None if proposal.model_run is None else proposal.model_run.run_id)

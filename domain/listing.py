@@ -12,7 +12,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import InvalidValue, InvariantViolated
 from domain.meta import EventMeta, Source
 from domain.money import Money, minor_unit
-from domain.rules import ListingFacts, Proposal
+from domain.rules import ListingFacts, Proposal, RecommendationRun
 
 STATUSES = ("active", "inactive", "draft", "sold_out")
 DAY = timedelta(hours=24)
@@ -84,7 +84,8 @@ class Guardrails:
 @dataclass(frozen=True, slots=True)
 class Automation:
     """What an automated change (or its refusal) records beyond price and meta: which rule version,
-    which cause, what the rule proposed, which guardrails clamped it, and the rule's own steps."""
+    which cause, what the rule proposed, which guardrails clamped it, the rule's own steps, and what
+    it read (observations, or a model run)."""
 
     rule_id: UUID
     rule_version: int
@@ -93,6 +94,7 @@ class Automation:
     clamps: tuple[str, ...] = ()      # each guardrail that moved the proposal, in words
     reasons: tuple[str, ...] = ()     # the rule's steps (Proposal.reasons)
     observations: tuple[str, ...] = ()  # refs of the observations the proposal used
+    model_run: RecommendationRun | None = None  # the model run the proposal followed (optimise_profit)
 
 
 CHANGED, UNCHANGED, HELD, REFUSED = "changed", "unchanged", "held", "refused"
@@ -239,7 +241,7 @@ class Listing(Aggregate):
             return verdict
         meta = replace(meta, causation_id=cause)
         automation = Automation(rule_id, rule_version, cause, verdict.proposed, verdict.clamps,
-                                tuple(proposal.reasons), tuple(proposal.used))
+                                tuple(proposal.reasons), tuple(proposal.used), proposal.model_run)
         if verdict.outcome == CHANGED:
             self._price_changed(price=verdict.price, previous=self.price, meta=meta, rule=str(rule_id),
                                 compensates=[], automation=automation)

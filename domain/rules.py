@@ -1,4 +1,5 @@
-"""Pricing rules: what price a listing should have, given what competitors charge.
+"""Pricing rules: what price a listing should have, given what competitors charge (or, for
+`optimise_profit`, what the latest recommendation model run of its demand says).
 
 Pure functions over values: no I/O, no clock (the caller passes `now`), Decimal only. A rule
 *proposes*; the Listing aggregate decides (guardrails, caps, cooldown, stops) — see
@@ -7,7 +8,7 @@ Pure functions over values: no I/O, no clock (the caller passes `now`), Decimal 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from enum import Enum
@@ -26,6 +27,7 @@ class Kind(str, Enum):
     OFFSET_FROM_AVERAGE = "offset_from_average"  # average plus/minus `amount` or `percent`
     COST_PLUS = "cost_plus"                      # cost at a target margin (`percent` of the price)
     FIXED = "fixed"                              # `amount` is the price
+    OPTIMISE_PROFIT = "optimise_profit"          # the latest recommendation model run's price
 
 
 class Rounding(str, Enum):
@@ -47,6 +49,8 @@ class BelowFloor(str, Enum):
 
 COMPETITIVE = frozenset({Kind.BEAT_LOWEST, Kind.MATCH_LOWEST, Kind.MATCH_MEDIAN, Kind.OFFSET_FROM_AVERAGE})
 DEFAULT_MAX_AGE_MINUTES = 24 * 60
+DEFAULT_MAX_RUN_AGE_HOURS = 48   # runs are refreshed daily: one missed refresh still leaves a usable run
+MAX_RUN_AGE_HOURS = 90 * 24
 MAX_LIST = 500  # competitors in an include/exclude list
 
 
@@ -65,13 +69,14 @@ class Rule:
     max_age_minutes: int | None = DEFAULT_MAX_AGE_MINUTES  # observations older are ignored; None: any age
     no_competition: str = NoCompetition.HOLD.value
     below_floor: str = BelowFloor.HOLD_AT_FLOOR.value
+    max_run_age_hours: int | None = None  # optimise_profit only: older model runs are stale (set by define)
 
     @classmethod
     def define(cls, kind: object, currency: object, amount: object = None, percent: object = None,
                direction: object = None, rounding: object = Rounding.NONE.value, include: Iterable[str] = (),
                exclude: Iterable[str] = (), max_age_minutes: object = DEFAULT_MAX_AGE_MINUTES,
                no_competition: object = NoCompetition.HOLD.value,
-               below_floor: object = BelowFloor.HOLD_AT_FLOOR.value) -> Rule:
+               below_floor: object = BelowFloor.HOLD_AT_FLOOR.value, max_run_age_hours: object = None) -> Rule:
         """A validated rule from user input; refusals name the offending field."""
         kind = _choice(Kind, kind, "kind")
         currency = check_currency(currency)
@@ -85,6 +90,7 @@ class Rule:
             max_age_minutes=_max_age(max_age_minutes),
             no_competition=_choice(NoCompetition, no_competition, "no_competition").value,
             below_floor=_choice(BelowFloor, below_floor, "below_floor").value,
+            max_run_age_hours=_max_run_age(kind, max_run_age_hours),
         )
         rule._check_parameters(kind)
         if rule.rounding in (Rounding.CHARM_99.value, Rounding.CHARM_95.value) and CURRENCY_DECIMALS[currency] < 2:
@@ -93,7 +99,7 @@ class Rule:
 
     def _check_parameters(self, kind: Kind) -> None:
         wants = {Kind.BEAT_LOWEST: "amount|percent", Kind.OFFSET_FROM_AVERAGE: "amount|percent",
-                 Kind.COST_PLUS: "percent", Kind.FIXED: "amount"}.get(kind, "")
+                 Kind.COST_PLUS: "percent", Kind.FIXED: "amount"}.get(kind, "")  # optimise_profit: neither
         given = [name for name in ("amount", "percent") if getattr(self, name) is not None]
         if wants == "amount|percent" and len(given) != 1:
             raise InvalidValue("amount" if not given else "percent", f"{kind.value} needs exactly one of amount or percent")
@@ -122,6 +128,8 @@ class Rule:
             Kind.OFFSET_FROM_AVERAGE.value: f"stay {by} {self.direction} the competitor average",
             Kind.COST_PLUS.value: f"cost plus a {self.percent}% margin",
             Kind.FIXED.value: f"fixed at {by}",
+            Kind.OPTIMISE_PROFIT.value: f"optimise profit: the price of the latest recommendation model run "
+                                        f"(at most {self.max_run_age_hours} h old)",
         }[self.kind]
         return text if self.rounding == Rounding.NONE.value else f"{text}, rounded to {self.rounding}"
 
@@ -149,15 +157,42 @@ class CompetitorPrice:
 
 
 @dataclass(frozen=True, slots=True)
+class RecommendationRun:
+    """A recommendation model run of one listing (derived data, not an event) as the optimise-profit
+    rule reads it. An automated change made from it records it whole (Automation.model_run): the
+    figures the change stood on stay in the log whatever later refreshes do to the model runs."""
+
+    run_id: str
+    created_at: datetime
+    price: Money | None = None              # the recommended price; None when the run refused
+    refusal: str | None = None              # why the model gave no price
+    elasticity: Decimal | None = None
+    elasticity_low: Decimal | None = None   # its 95% interval
+    elasticity_high: Decimal | None = None
+    objective: str = "profit"               # or "revenue (no cost known)"
+    from_price: Money | None = None         # the listing's price the run started from
+    expected_at_from: Money | None = None   # expected profit (or revenue) per day at from_price
+    expected_at_price: Money | None = None  # ... and at the recommended price
+
+    def cited(self) -> str:
+        """'model run R: elasticity e [lo, hi], recommended P', as explain and the reasons cite it."""
+        return (f"model run {self.run_id}: elasticity {self.elasticity} [{self.elasticity_low}, "
+                f"{self.elasticity_high}], recommended {self.price}")
+
+
+@dataclass(frozen=True, slots=True)
 class Proposal:
     price: Money | None                # None: the rule proposes no change (hold)
     reasons: tuple[str, ...]           # the steps, in order, in words
     used: tuple[str, ...] = ()         # refs of the observations the price was computed from
+    model_run: RecommendationRun | None = None  # the model run the proposal read (optimise_profit)
 
 
 # -- evaluation --------------------------------------------------------------------------------
-def evaluate(rule: Rule, listing: ListingFacts, observations: Iterable[CompetitorPrice], now: datetime) -> Proposal:
-    """The price `rule` proposes for `listing` at `now`, and why."""
+def evaluate(rule: Rule, listing: ListingFacts, observations: Iterable[CompetitorPrice], now: datetime,
+             run: RecommendationRun | None = None) -> Proposal:
+    """The price `rule` proposes for `listing` at `now`, and why. `run`: the listing's latest
+    recommendation model run (what optimise_profit reads; the other kinds ignore it)."""
     currency = listing.price.currency
     if rule.currency != currency:
         return Proposal(None, (f"rule is in {rule.currency} but the listing is in {currency}: holding",))
@@ -166,6 +201,8 @@ def evaluate(rule: Rule, listing: ListingFacts, observations: Iterable[Competito
         return _finish(rule, listing, rule.amount, [f"fixed price {rule.amount} {currency}"], ())
     if kind == Kind.COST_PLUS:
         return _cost_plus(rule, listing)
+    if kind == Kind.OPTIMISE_PROFIT:
+        return _optimise_profit(rule, listing, run, now)
     return _competitive(rule, kind, listing, observations, now)
 
 
@@ -176,6 +213,35 @@ def _cost_plus(rule: Rule, listing: ListingFacts) -> Proposal:
     target = listing.cost.amount / (1 - rule.percent / 100)
     step = f"cost {listing.cost} at a {rule.percent}% margin: {_q(target, listing.price.currency)}"
     return _finish(rule, listing, target, [step], ())
+
+
+def _optimise_profit(rule: Rule, listing: ListingFacts, run: RecommendationRun | None, now: datetime) -> Proposal:
+    unusable = _unusable_run(rule, run, now, listing.price.currency)
+    if unusable is not None:
+        return Proposal(None, (unusable,), model_run=run)
+    steps = [f"{run.cited()} (run at {run.created_at.isoformat()})"]
+    if run.expected_at_from is not None and run.expected_at_price is not None:
+        steps.append(f"expected {run.objective} per day: {run.expected_at_from} at {run.from_price}, "
+                     f"{run.expected_at_price} at {run.price}")
+    proposal = _finish(rule, listing, run.price.amount, steps, ())
+    return replace(proposal, model_run=run)
+
+
+def _unusable_run(rule: Rule, run: RecommendationRun | None, now: datetime, currency: str) -> str | None:
+    """Why the run cannot be followed (the hold's reason), or None."""
+    if run is None:
+        return "no recommendation model run for this listing yet (`etsypro analyze refresh` makes one): holding"
+    if run.refusal is not None:
+        return f"model run {run.run_id} gave no price: {run.refusal}: holding"
+    if run.price is None:
+        return f"model run {run.run_id} carries no recommended price: holding"
+    age, limit = now - run.created_at, rule.max_run_age_hours or DEFAULT_MAX_RUN_AGE_HOURS
+    if age > timedelta(hours=limit):
+        return (f"model run {run.run_id} is {age.total_seconds() / 3600:.0f} h old, older than the rule's "
+                f"{limit} h: holding until a fresh run")
+    if run.price.currency != currency:
+        return f"model run {run.run_id} recommends a price in {run.price.currency}, the listing is in {currency}: holding"
+    return None
 
 
 def _competitive(rule: Rule, kind: Kind, listing: ListingFacts, observations: Iterable[CompetitorPrice],
@@ -337,6 +403,18 @@ def _competitors(values: Iterable[str], field: str) -> tuple[str, ...]:
         if not isinstance(v, str) or not v.strip() or len(v) > 200:
             raise InvalidValue(f"{field}[{i}]", "must be a competitor reference of 1-200 characters")
     return tuple(sorted(set(values)))
+
+
+def _max_run_age(kind: Kind, value: object) -> int | None:
+    if kind != Kind.OPTIMISE_PROFIT:
+        if value is not None:
+            raise InvalidValue("max_run_age_hours", f"{kind.value} reads no model run: only optimise_profit takes it")
+        return None
+    if value is None:
+        return DEFAULT_MAX_RUN_AGE_HOURS
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RUN_AGE_HOURS:
+        raise InvalidValue("max_run_age_hours", f"must be a whole number of hours from 1 to {MAX_RUN_AGE_HOURS}")
+    return value
 
 
 def _max_age(value: object) -> int | None:
