@@ -2,31 +2,36 @@
 
 Calibration (bench/demand_shops.py): for each true elasticity -0.5, -1.5, -3 and each seed, one
 60-day listing with 3 price levels, NB noise, weekday seasonality and zero-sale days; figures per
-regime: the issue's realistic noise (3-20 units/day, NB alpha 0.3-1) and the volume at which the
-+-0.15 target is reachable. Figures (pooled over the three truths, refusals excluded and counted):
+regime: the issue's realistic noise (3-20 units/day, NB alpha 0.3-1) and the volume and noise at
+which the +-0.15 target is reached (bench/demand_shops.py HIGH_VOLUME). Figures (pooled over the three truths, refusals excluded and counted):
 - elasticity_abs_error_p90: the 90th percentile of |estimate - truth|
 - within_015_share: the share of estimates within +-0.15 of the truth
 - interval_coverage: the share of 95% intervals that hold the truth
 - fits_per_s, cpu_ms_per_fit: estimate_listing() alone on one core (generation excluded)
 --sweep fits random thin-to-rich listings with no thresholds and prints coverage and interval width
 by days, units, sale days, price span and levels: where EVIDENCE draws its lines.
---retail runs the estimator over every product of the shared history (bench/retail_frames.py).
+pooling: shops mixing rich and thin listings around a common centre: the pooled slope's coverage and
+the thin listings' errors before and after empirical-Bayes shrinkage.
+--retail runs estimate_shop over every product of the shared history (bench/retail_frames.py):
+elasticity quantiles, refusals by reason, products per CPU second.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
+import polars as pl
 
 from bench.demand_shops import HIGH_VOLUME, REALISTIC, ShopSpec, listing, listing_days
 from domain.demand.elasticity import (EVIDENCE, Estimate, Evidence, Refusal, _price_levels, estimate_listing,
-                                      listing_series)
+                                      estimate_shop, listing_series)
 
 TRUTHS = (-0.5, -1.5, -3.0)
 NO_THRESHOLDS = Evidence(min_days=1, min_distinct_prices=2, min_days_per_price=1, min_price_variation=0.0,
@@ -123,23 +128,87 @@ def headline(calibration: Calibration) -> dict:
             "fits_per_s": round(calibration.fits_per_s, 1)}
 
 
-def regime_figures(seeds: int) -> dict:
+def regime_figures(seeds: int, first_seed: int = 0) -> dict:
     regimes = {"realistic (3-20 units/day, NB alpha 0.3-1, prices +-25%)": REALISTIC,
-               "high volume (40-80 units/day, alpha <= 0.02, prices +-35%)": HIGH_VOLUME}
-    return {name: calibrate(spec, seeds).__dict__ for name, spec in regimes.items()}
+               "high volume (80-160 units/day, alpha <= 0.02, prices +-35%)": HIGH_VOLUME}
+    return {name: calibrate(spec, seeds, first_seed=first_seed).__dict__ for name, spec in regimes.items()}
 
 
-def run(seeds: int, with_sweep: bool, with_retail: bool, retail_path: str | None) -> dict:
-    regimes = regime_figures(seeds)
+def run(seeds: int, with_sweep: bool, with_retail: bool, retail_path: str | None, first_seed: int = 0) -> dict:
+    regimes = regime_figures(seeds, first_seed)
     realistic = next(iter(regimes.values()))
     figures = {**headline(Calibration(**realistic)), "seeds_per_truth": seeds, "truths": list(TRUTHS),
                "cpu_ms_per_fit": round(realistic["cpu_ms_per_fit"], 3), "regimes": regimes}
     if with_sweep:
         figures["sweep"] = sweep(20 * seeds)
+    figures["pooling"] = pooling_figures(max(seeds // 2, 10), first_seed)
     if with_retail:
-        from bench.elasticity_retail import retail_figures
         figures.update(retail_figures(retail_path))
     return figures
+
+
+def pooling_figures(shops: int, first_seed: int = 0) -> dict:
+    """Shops of 4 realistic and 8 thin listings (42 days, 0.5-3 units/day, 2 prices), true elasticities
+    spread N(centre, 0.3) around -0.5, -1.5 or -3: the pooled slope's coverage of the centre, and the
+    thin listings' errors before and after shrinking, with the shrunk intervals' coverage."""
+    thin = replace(REALISTIC, days=42, mean_units=(0.5, 3.0), price_levels=2)
+    pooled_covered, own_errors, shrunk_errors, shrunk_covered = [], [], [], []
+    for seed in range(shops):
+        rng = np.random.default_rng(10_000 + first_seed + seed)
+        centre = float(rng.choice(TRUTHS))
+        truths = centre + rng.normal(0.0, 0.3, 12)
+        frames = [listing_days(rng, t, REALISTIC if i < 4 else thin, listing_id=f"l{i:02d}") for i, t in enumerate(truths)]
+        answers = estimate_shop(pl.concat(frames))
+        if isinstance(answers.pooled, Estimate):
+            pooled_covered.append(answers.pooled.ci95[0] <= centre <= answers.pooled.ci95[1])
+        for i, truth in enumerate(truths):
+            answer = answers.listings[f"l{i:02d}"]
+            if isinstance(answer, Estimate) and answer.own_weight is not None:
+                own_errors.append(abs(answer.own_elasticity - truth))
+                shrunk_errors.append(abs(answer.elasticity - truth))
+                shrunk_covered.append(answer.ci95[0] <= truth <= answer.ci95[1])
+    return {"shops": shops, "pooled_coverage_of_centre": _share(pooled_covered),
+            "thin_listings_shrunk": len(shrunk_errors),
+            "thin_own_abs_error_median": _quantile(own_errors, 50), "thin_own_abs_error_p90": _quantile(own_errors, 90),
+            "thin_shrunk_abs_error_median": _quantile(shrunk_errors, 50),
+            "thin_shrunk_abs_error_p90": _quantile(shrunk_errors, 90), "thin_shrunk_coverage": _share(shrunk_covered)}
+
+
+def retail_figures(path: str | None) -> dict:
+    """Every product of the shared history through estimate_shop: own estimates, shrunk ones, refusals."""
+    from bench.retail_frames import DEFAULT_PATH, retail_daily
+
+    frame = retail_daily(path or DEFAULT_PATH)
+    started, wall = time.process_time(), time.perf_counter()
+    answers = estimate_shop(frame)
+    cpu, wall = time.process_time() - started, time.perf_counter() - wall
+    own = [a for a in answers.listings.values() if isinstance(a, Estimate) and a.own_weight is None]
+    shrunk = [a for a in answers.listings.values() if isinstance(a, Estimate) and a.own_weight is not None]
+    refused = Counter(re.sub(r"-?\d+(\.\d+)?", "N", a.reason)
+                      for a in answers.listings.values() if isinstance(a, Refusal))
+    products = len(answers.listings)
+    pooled = answers.pooled
+    return {
+        "retail_products": products, "retail_own_estimates": len(own), "retail_shrunk_estimates": len(shrunk),
+        "retail_refused": sum(refused.values()), "retail_refused_by_reason": dict(refused.most_common()),
+        "retail_elasticity_quantiles": {f"p{q}": _quantile([a.elasticity for a in own], q) for q in (5, 10, 25, 50, 75, 90, 95)},
+        "retail_shrunk_elasticity_quantiles": {f"p{q}": _quantile([a.elasticity for a in shrunk], q) for q in (10, 50, 90)},
+        "retail_ci_width_quantiles": {f"p{q}": _quantile([a.ci95[1] - a.ci95[0] for a in own], q) for q in (10, 50, 90)},
+        "retail_negative_and_significant_share": _share([a.ci95[1] < 0 for a in own]),
+        "retail_positive_share": _share([a.elasticity > 0 for a in own]),
+        "retail_family_counts": dict(Counter(a.family for a in own)),
+        "retail_pooled": ({"elasticity": round(pooled.elasticity, 3), "ci95": [round(v, 3) for v in pooled.ci95],
+                           "between_listing_sd": round(answers.between_listing_sd or 0.0, 3)}
+                          if isinstance(pooled, Estimate) else {"refused": pooled.reason}),
+        "retail_fits_per_s": round(products / cpu, 1), "retail_cpu_s": round(cpu, 2), "retail_wall_s": round(wall, 2)}
+
+
+def _quantile(values, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if len(values) else None
+
+
+def _share(flags) -> float | None:
+    return round(float(np.mean(flags)), 4) if len(flags) else None
 
 
 def report(figures: dict) -> None:
@@ -157,13 +226,14 @@ def report(figures: dict) -> None:
     print(f"headline (realistic): abs-error p90 {figures['elasticity_abs_error_p90']}, within +-0.15 "
           f"{figures['within_015_share']:.1%}, 95% coverage {figures['interval_coverage']:.1%}, "
           f"{figures['fits_per_s']} fits/s, {figures['cpu_ms_per_fit']} CPU ms per fit")
+    print(f"pooling: {json.dumps(figures['pooling'])}")
     if "retail_products" in figures:
-        print(f"retail: {figures['retail_products']} products, {figures['retail_fits_per_s']} fits/s")
-        print(f"  refused by reason: {json.dumps(figures['retail_refused_by_reason'])}")
-        print(f"  elasticity quantiles: {json.dumps(figures['retail_elasticity_quantiles'])}")
-        for key in ("retail_ci_width_quantiles", "retail_positive_share", "retail_significant_share"):
-            if key in figures:
-                print(f"  {key}: {json.dumps(figures[key])}")
+        print(f"retail: {figures['retail_products']} products, {figures['retail_fits_per_s']} products/s "
+              f"(CPU {figures['retail_cpu_s']} s, wall {figures['retail_wall_s']} s)")
+        for key, value in figures.items():
+            if key.startswith("retail_") and key not in ("retail_products", "retail_fits_per_s", "retail_cpu_s",
+                                                         "retail_wall_s"):
+                print(f"  {key}: {json.dumps(value)}")
 
 
 def _row(name: str, c: dict) -> None:
@@ -174,12 +244,13 @@ def _row(name: str, c: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.elasticity", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=200, help="seeds per true elasticity (default 200)")
+    p.add_argument("--first-seed", type=int, default=0, help="start of the seed range (another set of shops)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     p.add_argument("--sweep", action="store_true", help="also coverage/error as days, prices and volume thin out")
     p.add_argument("--retail", action="store_true", help="also every product of the shared history")
     p.add_argument("--retail-path", default=None, help="the parquet (default ../shared/data/online_retail.parquet)")
     args = p.parse_args(argv)
-    figures = run(args.seeds, args.sweep, args.retail, args.retail_path)
+    figures = run(args.seeds, args.sweep, args.retail, args.retail_path, args.first_seed)
     print(json.dumps(figures, indent=2)) if args.json else report(figures)
     return 0
 

@@ -104,6 +104,8 @@ REFUSALS = [
     ("unknown currency", estimate(-1.5), "20.00", Guardrails(), "XXX", "currency"),
     ("zero price", estimate(-1.5), "0", Guardrails(), "GBP", "current_price"),
     ("NaN price", estimate(-1.5), "NaN", Guardrails(), "GBP", "current_price"),
+    ("more decimals than the currency", estimate(-1.5), "9.999", Guardrails(), "GBP", "current_price"),
+    ("JPY with decimals", estimate(-1.5), "1500.5", Guardrails(), "JPY", "current_price"),
 ]
 
 

@@ -1,12 +1,14 @@
 """Price elasticity of demand from daily sales: count GLMs of units on log price (statsmodels).
 
-The model: units_t ~ Poisson or NB2 with log E[units_t] = a + e * log(price_t) + weekday + trend
-(+ c * log(competitor median) when seen on enough days), so `e` is the constant elasticity and
-zero-sale days count. Standard errors are Newey-West (HAC, Bartlett, 3 lags at 60 days); the
-interval uses Student t on the residual degrees of freedom.
+The model: units_t ~ Poisson, or NB2 when overdispersed, with log E[units_t] = a + e * log(price_t)
++ weekday + trend (+ c * log(competitor median) when seen on enough days): `e` is the constant
+elasticity and zero-sale days count. Standard errors: Newey-West (floor(n^1/4) lags) on
+leverage-adjusted scores; the 95% interval uses Student t on the residual degrees of freedom.
 
-Evidence thresholds (EVIDENCE) come from bench/elasticity.py --sweep: below 28 days, 3 prices held
-2+ days, a 10% price range or 30 units the 95% interval's coverage falls under 90% or errors explode.
+Thresholds (bench/elasticity.py --sweep): coverage stays 92-97% down to 5 sale days and 5 units and
+drops to 86-90% below, where THIN_EVIDENCE stops; EVIDENCE is where an estimate alone is narrow
+enough to act on (median 95% interval about +-5 from 28 days, 30 units, 10 sale days, a 10% price
+span); 3 prices because two are mostly one before/after change the trend cannot tell from others.
 
 Every answer is an Estimate or a Refusal saying what data would fix it; no NaN or inf leaves here.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
-from datetime import date
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -52,7 +53,7 @@ class Evidence:
 EVIDENCE = Evidence()
 # What a thin listing needs for its own fit to be shrunk toward the shop's pooled estimate.
 THIN_EVIDENCE = Evidence(min_days=14, min_distinct_prices=2, min_days_per_price=2, min_price_variation=0.03,
-                         min_independent_variation=0.01, min_total_units=5, min_sale_days=3)
+                         min_independent_variation=0.01, min_total_units=5, min_sale_days=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,8 @@ def _fit(series: _Series, evidence: Evidence, method: str, listing_id: str | Non
         outcome = _glm(series.units, design, series.time_ordered)
     if isinstance(outcome, Refusal):
         return outcome
-    return _estimate(series, outcome, design, centre, names, method, listing_id, independent, tuple(sorted({str(w.message)[:120] for w in caught})))
+    messages = tuple(sorted({str(w.message)[:120] for w in caught}))
+    return _estimate(series, outcome, design, centre, names, method, listing_id, independent, messages)
 
 
 def _independent_variation(design: np.ndarray) -> float:
@@ -211,29 +213,46 @@ def _glm(units: np.ndarray, design: np.ndarray, time_ordered: bool) -> _Fit | Re
     """Poisson first; NB2 with the Cameron-Trivedi moment alpha when overdispersed; robust covariance."""
     try:
         poisson = sm.GLM(units, design, family=sm.families.Poisson()).fit()
-    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as error:
-        return Refusal(f"the Poisson fit failed ({type(error).__name__})", "more varied data")
+    except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+        return Refusal("the Poisson fit diverged: a price level with (almost) no sales sends the slope to infinity",
+                       "sales on several days at each price")
     if not poisson.converged:
         return Refusal("the Poisson fit did not converge", "more sales days at several prices")
     mu = poisson.fittedvalues
     df = max(len(units) - design.shape[1], 1)
     dispersion = float(((units - mu) ** 2 / mu).sum() / df)
     alpha = float(((units - mu) ** 2 - units).sum() / (mu ** 2).sum())
-    result, used_alpha = poisson, None
+    result, used_alpha, iterations = poisson, None, int(poisson.fit_history["iteration"])
     if math.isfinite(dispersion) and dispersion > OVERDISPERSED and math.isfinite(alpha) and alpha > 0:
-        try:
-            result = sm.GLM(units, design, family=sm.families.NegativeBinomial(alpha=alpha)).fit(
-                start_params=poisson.params)
-        except (ValueError, np.linalg.LinAlgError, FloatingPointError) as error:
-            return Refusal(f"the negative binomial fit failed ({type(error).__name__})", "more varied data")
-        if not result.converged:
-            return Refusal("the negative binomial fit did not converge", "more sales days at several prices")
-        used_alpha = alpha
+        nb = _negative_binomial(units, design, alpha, poisson.params)
+        if nb is None:  # Poisson stays consistent (quasi-likelihood) and the sandwich does not assume its variance
+            warnings.warn("NB2 did not converge; Poisson quasi-likelihood with robust standard errors instead")
+        else:
+            (result, iterations), used_alpha = nb, alpha
     mu = result.fittedvalues
-    cov = _robust_cov(design, units, mu, used_alpha or 0.0, _newey_west_lags(len(units)) if time_ordered else 0)
-    return _Fit(params=np.asarray(result.params), cov=cov, deviance=float(result.deviance),
-                converged=bool(result.converged), iterations=int(result.fit_history.get("iteration", 0)),
+    try:
+        cov = _robust_cov(design, units, mu, used_alpha or 0.0, _newey_west_lags(len(units)) if time_ordered else 0)
+    except np.linalg.LinAlgError:
+        return Refusal("the fit is degenerate (expected sales vanish on most days)", "sales on more days at each price")
+    return _Fit(params=np.asarray(result.params), cov=cov, deviance=float(result.deviance), converged=True,
+                iterations=iterations,
                 df_resid=df, nb_alpha=used_alpha, pearson_dispersion=dispersion)
+
+
+def _negative_binomial(units: np.ndarray, design: np.ndarray, alpha: float, start: np.ndarray):
+    """NB2 with alpha fixed from the Poisson fit: Newton (IRLS cycles between two points on overdispersed
+    wholesale-like series), IRLS where Newton overflows; (result, iterations) or None when both fail."""
+    family = sm.families.NegativeBinomial(alpha=alpha)
+    for method in ("newton", "IRLS"):
+        try:
+            nb = sm.GLM(units, design, family=family).fit(start_params=start, method=method, maxiter=50, disp=False)
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+            continue
+        if method == "IRLS" and nb.converged and np.isfinite(nb.params).all():
+            return nb, int(nb.fit_history["iteration"])
+        if method == "newton" and nb.mle_retvals.get("converged", False) and np.isfinite(nb.params).all():
+            return nb, int(nb.mle_retvals["iterations"])
+    return None
 
 
 def _robust_cov(design: np.ndarray, units: np.ndarray, mu: np.ndarray, alpha: float, lags: int) -> np.ndarray:
@@ -505,7 +524,8 @@ def _shrink(own: Estimate, pooled: Estimate, tau: float) -> Estimate:
     baseline = own.baseline
     if baseline is not None:  # the baseline moves with the slope as the fit's covariance says
         moved = baseline.log_cov_elasticity / own.se ** 2 * (elasticity - own.elasticity)
-        baseline = replace(baseline, units_per_day=baseline.units_per_day * math.exp(moved),
+        log_units = min(max(math.log(baseline.units_per_day) + moved, -50.0), 50.0)  # wild thin fits move far
+        baseline = replace(baseline, units_per_day=math.exp(log_units),
                            log_cov_elasticity=baseline.log_cov_elasticity * weight)
     return replace(own, elasticity=elasticity, se=se, ci95=(elasticity - critical * se, elasticity + critical * se),
                    method=f"{SHRUNK_METHOD}; own fit: {own.method}", baseline=baseline,
@@ -613,12 +633,17 @@ def _conditional_poisson(design: np.ndarray, units: np.ndarray, group: np.ndarra
         return Refusal("the pooled fit did not converge", "more listings with sales at several prices")
     share, expected = _group_shares(design, beta, group, totals)
     hessian = _conditional_hessian(design, share, totals, group)
-    scores = np.zeros((int(group.max()) + 1, design.shape[1]))
-    np.add.at(scores, group, design * (units - expected)[:, None])
+    scores = _group_sums(design * (units - expected)[:, None], group)
     clusters = scores.shape[0]
     bread = np.linalg.inv(hessian)
     cov = bread @ (scores.T @ scores) @ bread * clusters / max(clusters - 1, 1)
     return beta, cov, iteration, expected
+
+
+def _group_sums(values: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Column sums per group (rows: groups); bincount is far faster than np.add.at."""
+    count = int(group.max()) + 1
+    return np.column_stack([np.bincount(group, values[:, j], minlength=count) for j in range(values.shape[1])])
 
 
 def _poisson_deviance(units: np.ndarray, expected: np.ndarray) -> float:
@@ -637,8 +662,7 @@ def _group_shares(design, beta, group, totals):
 def _conditional_hessian(design, share, totals, group):
     """Y_i [sum_t p x x' - (sum_t p x)(sum_t p x)'] summed over groups."""
     weighted = design * (totals[group] * share)[:, None]
-    mean_x = np.zeros((int(group.max()) + 1, design.shape[1]))
-    np.add.at(mean_x, group, design * share[:, None])
+    mean_x = _group_sums(design * share[:, None], group)
     return weighted.T @ design - (mean_x * totals[:, None]).T @ mean_x
 
 

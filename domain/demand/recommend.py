@@ -92,6 +92,9 @@ def _input_problem(estimate, current_price, guardrails, currency) -> Refusal | N
     if not isinstance(current_price, Decimal) or not current_price.is_finite() or current_price <= 0:
         return Refusal(f"current price {current_price!r} is not a positive finite Decimal", "the listing's price",
                        "current_price")
+    if current_price != current_price.quantize(minor_unit(currency)):
+        return Refusal(f"current price {current_price} has more decimals than {currency} allows",
+                       f"a price in whole {minor_unit(currency)} {currency}", "current_price")
     try:
         guardrails.check(currency)
     except DomainError as error:
