@@ -156,6 +156,21 @@ def test_any_daily_frame_gives_a_finite_estimate_or_a_refusal(data, n):
         assert finite_everywhere(expected_units(answer, 10.0))
 
 
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), listings=st.integers(1, 8))
+def test_any_shop_gives_finite_answers_for_every_listing(data, listings):
+    frames = []
+    for i in range(listings):
+        n = data.draw(st.integers(0, 60))
+        units = data.draw(st.lists(st.integers(-2, 30), min_size=n, max_size=n))
+        prices = data.draw(st.lists(st.sampled_from([8.0, 10.0, 12.5, math.nan]), min_size=n, max_size=n))
+        frames.append(daily(units, prices, listing_id=f"l{i}"))
+    answers = estimate_shop(pl.concat(frames))
+    assert set(answers.listings) == {f"l{i}" for i in range(listings) if frames[i].height}
+    assert finite_everywhere(answers)
+    assert all(isinstance(a, (Estimate, Refusal)) for a in [answers.pooled, *answers.listings.values()])
+
+
 # -- an analyst's table ------------------------------------------------------------------------------
 def table(n: int = 60) -> pl.DataFrame:
     frame = listing(3, -1.5, HIGH_VOLUME).filter(pl.col("active")).head(n)

@@ -635,7 +635,10 @@ def _conditional_poisson(design: np.ndarray, units: np.ndarray, group: np.ndarra
     hessian = _conditional_hessian(design, share, totals, group)
     scores = _group_sums(design * (units - expected)[:, None], group)
     clusters = scores.shape[0]
-    bread = np.linalg.inv(hessian)
+    try:
+        bread = np.linalg.inv(hessian)
+    except np.linalg.LinAlgError:
+        return Refusal("the pooled fit is singular", "more listings with sales at several prices")
     cov = bread @ (scores.T @ scores) @ bread * clusters / max(clusters - 1, 1)
     return beta, cov, iteration, expected
 

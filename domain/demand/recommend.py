@@ -171,9 +171,12 @@ def _robust_move(estimate: Estimate, current: float, cost: float, target: float,
 def _gain(estimate: Estimate, price: float, current: float, cost: float, e: float) -> float:
     """Expected profit (revenue when cost is 0) per day at `price` minus at `current`, at elasticity e.
     Its sign does not depend on the baseline, so the pessimistic check is about the slope alone."""
+    return (price - cost) * _units(estimate, price, e) - (current - cost) * _units(estimate, current, e)
+
+
+def _units(estimate: Estimate, price: float, e: float) -> float:
     base = estimate.baseline
-    units = lambda p: base.units_per_day * math.exp(e * math.log(p / base.reference_price))  # noqa: E731
-    return (price - cost) * units(price) - (current - cost) * units(current)
+    return base.units_per_day * math.exp(min(e * math.log(price / base.reference_price), 700.0))
 
 
 # -- the answer -----------------------------------------------------------------------------------
