@@ -78,6 +78,10 @@ class RepriceResult:
         return asdict(self)
 
 
+def _cause_key(listing_id: UUID, cause: str) -> str:
+    return f"{listing_id}/{cause}"
+
+
 def rule_from(spec: m.RuleSpec, shop_currency: str) -> Rule:
     if spec.currency is not None and spec.currency != shop_currency:
         raise InvalidValue("currency", f"{spec.currency} does not match the shop's {shop_currency}")
@@ -270,7 +274,7 @@ class Rules:
                                      rule_id=str(rule.id), rule_version=rule.rule_version, cause=cause)
             # One evaluation per (listing, cause), whatever rule the listing has by the time a cause
             # comes again. Older keys also named the rule version: still honoured.
-            key, legacy_key = f"{listing_id}/{cause}", f"{listing_id}/{cause}/{rule.id}@v{rule.rule_version}"
+            key, legacy_key = _cause_key(listing_id, cause), f"{listing_id}/{cause}/{rule.id}@v{rule.rule_version}"
             if self.core.recorder.reserved(shop_id, "reprice_cause", [key, legacy_key]):
                 return self._duplicate(listing, rule, cause)
             shop = self.core.repository.get(shop_id)
@@ -295,6 +299,11 @@ class Rules:
                 continue  # the listing, a stop or the rule moved on: decide again on fresh state
             return result
         raise Conflict("too much concurrent activity on this listing; retry")
+
+    def acted_on(self, shop_id: UUID, causes: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
+        """Which (listing, cause) pairs of the shop already made a change or a refusal (one query)."""
+        keys = {_cause_key(listing_id, cause): (listing_id, cause) for listing_id, cause in causes}
+        return {keys[key] for key in self.core.recorder.reserved(shop_id, "reprice_cause", list(keys))} if keys else set()
 
     def _assigned_rule(self, listing: Listing) -> PricingRule | None:
         if listing.rule_id is None:

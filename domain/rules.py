@@ -16,7 +16,7 @@ from functools import lru_cache
 from statistics import median
 from typing import Iterable
 
-from domain.errors import InvalidValue
+from domain.errors import DomainError, InvalidValue
 from domain.money import CURRENCY_DECIMALS, Money, check_currency, minor_unit, parse_amount
 
 
@@ -118,6 +118,11 @@ class Rule:
         if set(self.include) & set(self.exclude):
             raise InvalidValue("exclude", f"{sorted(set(self.include) & set(self.exclude))[0]!r} is also included")
 
+    @property
+    def follows_model_runs(self) -> bool:
+        """Proposes from the listing's latest model run, not from competitor prices."""
+        return self.kind == Kind.OPTIMISE_PROFIT.value
+
     def describe(self) -> str:
         """One line a seller recognises: 'beat lowest by 5%, charm .99'."""
         by = f"{self.amount} {self.currency}" if self.amount is not None else f"{self.percent}%"
@@ -173,6 +178,40 @@ class RecommendationRun:
     from_price: Money | None = None         # the listing's price the run started from
     expected_at_from: Money | None = None   # expected profit (or revenue) per day at from_price
     expected_at_price: Money | None = None  # ... and at the recommended price
+
+    @classmethod
+    def from_stored(cls, run_id: object, created_at: datetime, refused: bool, answer: dict) -> RecommendationRun:
+        """A stored recommendation run (analytics.model_runs; the answer as read/model_runs.py
+        writes it). An answer that does not read as one becomes a refusal naming what is wrong, so
+        the rule holds rather than acting on it."""
+        run_id = str(run_id)
+        if refused:
+            return cls(run_id, created_at, refusal=str(answer.get("reason") or "the model refused"))
+        try:
+            currency = check_currency(answer["currency"])
+            outlook = "profit_per_day" if answer["current"]["profit_per_day"] is not None else "revenue_per_day"
+            money = lambda value, field: Money.of(value, currency, field)  # noqa: E731
+            low, high = answer["ci95"]
+            return cls(run_id, created_at, price=Money.price(answer["price"], currency),
+                       elasticity=_elasticity(answer["elasticity"], "elasticity"),
+                       elasticity_low=_elasticity(low, "ci95[0]"), elasticity_high=_elasticity(high, "ci95[1]"),
+                       objective=str(answer["objective"]), from_price=money(answer["current_price"], "current_price"),
+                       expected_at_from=money(answer["current"][outlook]["mean"], f"current.{outlook}"),
+                       expected_at_price=money(answer["recommended"][outlook]["mean"], f"recommended.{outlook}"))
+        except DomainError as e:
+            return cls(run_id, created_at, refusal=f"its answer is not a recommendation: {e.field}: {e.detail}")
+        except (KeyError, TypeError, ValueError) as e:
+            return cls(run_id, created_at, refusal=f"its answer is not a recommendation ({type(e).__name__}: {e})")
+
+    def describe(self) -> dict:
+        """The run as answers show it (explain, dry run): amounts as decimal strings."""
+        text = lambda v: None if v is None else str(getattr(v, "amount", v))  # noqa: E731
+        return {"run_id": self.run_id, "created_at": self.created_at.isoformat(), "refusal": self.refusal,
+                "recommended": text(self.price), "elasticity": text(self.elasticity),
+                "interval": [text(self.elasticity_low), text(self.elasticity_high)], "objective": self.objective,
+                "from_price": text(self.from_price), "expected_at_from": text(self.expected_at_from),
+                "expected_at_recommended": text(self.expected_at_price),
+                "cited": None if self.refusal is not None else self.cited()}
 
     def cited(self) -> str:
         """'model run R: elasticity e [lo, hi], recommended P', as explain and the reasons cite it."""
@@ -403,6 +442,11 @@ def _competitors(values: Iterable[str], field: str) -> tuple[str, ...]:
         if not isinstance(v, str) or not v.strip() or len(v) > 200:
             raise InvalidValue(f"{field}[{i}]", "must be a competitor reference of 1-200 characters")
     return tuple(sorted(set(values)))
+
+
+def _elasticity(value: object, field: str) -> Decimal:
+    """An elasticity from a model's float, to two decimals (as recommendations describe it)."""
+    return parse_amount(value, field).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
 
 
 def _max_run_age(kind: Kind, value: object) -> int | None:

@@ -3,7 +3,8 @@ the proposal with the rule's reasons, then what each listing's guardrails, limit
 make of it (Listing.judge, the same decision an automated change takes). Writes nothing.
 
 Competitor prices come from the projected views; the caller passes a function that fetches them
-(`ObservationSource`).
+(`ObservationSource`). An optimise-profit rule reads each listing's latest recommendation model
+run instead (`RunSource`; by default the stored runs, read/model_runs.py), and each answer cites it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from domain.automation import stop_reason
 from domain.errors import DomainError, NotFound
 from domain.listing import INACTIVE, Listing
 from domain.pricing_rule import describe_rule
-from domain.rules import CompetitorPrice, Rule, evaluate
+from domain.rules import CompetitorPrice, RecommendationRun, Rule, evaluate
+from read import model_runs
 from read.aggregates import AggregateReader
+from read.pool import ReadPool
 from read.shops import Viewer
 
 # [(listing id, observed since)] -> listing id -> the newest observation of each competitor
 ObservationSource = Callable[[Sequence[tuple[UUID, datetime | None]]], dict[UUID, list[CompetitorPrice]]]
+# [listing id] -> listing id -> its latest recommendation model run (absent: none)
+RunSource = Callable[[Sequence[UUID]], dict[UUID, RecommendationRun]]
 
 
 @dataclass(frozen=True)
@@ -61,17 +66,20 @@ def saved_rule(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID, rule_
 
 
 def dry_run(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID, tried: TriedRule, page: ListingPage,
-            observations: ObservationSource, now: datetime | None = None) -> dict:
+            observations: ObservationSource, now: datetime | None = None, runs: RunSource | None = None) -> dict:
     now = now or datetime.now(timezone.utc)
     shop = aggregates.shop(viewer, shop_id)
     listings, next_after = _listings(aggregates, viewer, shop_id, page)
     rule = tried.rule
-    since = None if rule.max_age_minutes is None else now - timedelta(minutes=rule.max_age_minutes)
-    seen = observations([(x.id, since) for x in listings])
+    if rule.follows_model_runs:
+        seen, latest = {}, (runs or stored_runs(aggregates.pool, shop_id))([x.id for x in listings])
+    else:
+        since = None if rule.max_age_minutes is None else now - timedelta(minutes=rule.max_age_minutes)
+        seen, latest = observations([(x.id, since) for x in listings]), {}
     switch = aggregates.automation_switch(shop.tenant_id)
     stopped = stop_reason(shop.automation_stop, switch.stopped_by if switch else None)
     rule_id = tried.described.get("rule_id")
-    answers = [_judged(x, rule, rule_id, seen.get(x.id, []), now, stopped) for x in listings]
+    answers = [_judged(x, rule, rule_id, seen.get(x.id, []), now, stopped, latest.get(x.id)) for x in listings]
     return {"rule": tried.described, "evaluated_at": now.isoformat(),
             "automation": {"running": stopped is None, "stopped": stopped},
             "summary": dict(Counter(a["outcome"] for a in answers)),
@@ -95,9 +103,22 @@ def _listings(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID,
     return [aggregates.listing(viewer, shop_id, x) for x in ids[:page.limit]], next_after
 
 
+def stored_runs(pool: ReadPool, shop_id: UUID) -> RunSource:
+    """The listings' recommendation runs of the shop's current refresh (analytics.model_runs)."""
+
+    def fetch(listing_ids: Sequence[UUID]) -> dict[UUID, RecommendationRun]:
+        with pool.connection() as conn:
+            stored = {listing_id: model_runs.latest(conn, shop_id, listing_id, "recommendation")
+                      for listing_id in listing_ids}
+        return {listing_id: RecommendationRun.from_stored(s.run_id, s.created_at, s.refused, s.answer)
+                for listing_id, s in stored.items() if s is not None}
+
+    return fetch
+
+
 def _judged(listing: Listing, rule: Rule, rule_id: str | None, observations: list[CompetitorPrice],
-            now: datetime, stopped: str | None) -> dict:
-    proposal = evaluate(rule, listing.pricing_facts(), observations, now)
+            now: datetime, stopped: str | None, run: RecommendationRun | None) -> dict:
+    proposal = evaluate(rule, listing.pricing_facts(), observations, now, run)
     verdict = listing.judge(proposal, now, stopped)
     outcome = INACTIVE if listing.status != "active" else verdict.outcome
     money = lambda v: None if v is None else str(v.amount)  # noqa: E731
@@ -108,6 +129,7 @@ def _judged(listing: Listing, rule: Rule, rule_id: str | None, observations: lis
         "assigned_rule_id": None if listing.rule_id is None else str(listing.rule_id),
         "uses_this_rule": rule_id is not None and listing.rule_id is not None and str(listing.rule_id) == rule_id,
         "proposed": money(proposal.price), "reasons": list(proposal.reasons), "observations": list(proposal.used),
+        "model_run": None if proposal.model_run is None else proposal.model_run.describe(),
         "outcome": outcome, "price_after": money(verdict.price) if outcome != INACTIVE else money(listing.price),
         "clamps": list(verdict.clamps), "refusal": verdict.refusal,
         "guardrails": {"floor": money(g.floor), "ceiling": money(g.ceiling), "cost": money(g.cost),

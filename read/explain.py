@@ -2,8 +2,9 @@
 
     current price <- the event that set it (who, when, why, source)
                      automated: the rule version that made it (as it was then), the event that
-                     caused it, the observations it used (their events), what the rule proposed,
-                     the guardrails that clamped it and the guardrails in force then
+                     caused it, the observations it used (their events) or the model run it
+                     followed (optimise profit: as recorded in the change), what the rule
+                     proposed, the guardrails that clamped it and the guardrails in force then
                      a rollback: the changes it compensated (each explained the same way), then
                      the change that had set the price it restored, and so on back
     and, for every change shown, the rollbacks that later compensated it.
@@ -84,6 +85,7 @@ class _History:
             "clamps": list(automation.clamps),
             "reasons": list(automation.reasons),
             "observations": [self._observation(ref) for ref in automation.observations],
+            "model_run": None if automation.model_run is None else automation.model_run.describe(),
             "guardrails_then": _guardrails(self.guardrails.get(version - 1)),
         }
 
@@ -105,6 +107,8 @@ class _History:
                 found["rule"] = self._rule(UUID(rule_id), int(version))
             except ValueError:
                 pass
+        elif kind == "model_run":
+            found["run_id"] = ref
         elif kind == "assignment":
             listing, _, version = ref.partition("/v")
             if listing == str(self.listing_id) and version.isdigit() and int(version) in self.events:
@@ -213,11 +217,19 @@ def _automation_text(a: dict, currency: str, pad: str) -> list[str]:
         lines = [f"{pad}rule {rule['name']!r} v{rule['rule_version']} ({rule['rule_id']}): {rule['summary']}"]
     else:
         lines = [f"{pad}rule {rule['rule_id']} v{rule['rule_version']} (not found)"]
+    run = a.get("model_run")
+    if run:
+        named = f"{rule['name']!r}" if rule.get("found") else f"{rule['rule_id']}"
+        label = rule.get("kind", "optimise_profit").replace("_", " ")
+        lines.append(f"{pad}rule {named} v{rule['rule_version']} ({label}) used {run['cited']} "
+                     f"(run at {run['created_at']})")
     cause = a["cause"]
     observation = cause.get("observation")
     if observation and observation.get("found"):
         lines.append(f"{pad}caused by observation {observation['ref']}: {observation['competitor']} at "
                      f"{observation['price']} {currency}, seen {observation['observed_at']}")
+    elif cause["kind"] == "model_run":
+        lines.append(f"{pad}caused by the new model run {cause['run_id']}")
     else:
         lines.append(f"{pad}caused by {cause['cause']}")
     if a["observations"]:

@@ -17,6 +17,11 @@ What triggers an evaluation of a listing (its *cause*):
 Within a page of the log (a batch) only the latest trigger of each listing is acted on: an
 evaluation uses everything known up to its trigger, so the older triggers add nothing.
 
+A listing under an optimise-profit rule follows its latest recommendation model run (read from
+analytics.model_runs by `streams.optimise.latest_runs`), not competitor prices: observations do
+not trigger it (its latest assignment or revision in the batch still does), and a new model run
+does, through `streams.optimise.act_on_new_runs` (cause `model_run:<run id>`).
+
 Exactly one change per cause, also across crashes, restarts and replays:
 - `reprice_listing` reserves (listing, cause) in the transaction of the change it
   makes (or the refusal it records); a redelivered cause finds it and does nothing;
@@ -53,12 +58,14 @@ import psycopg
 from eventsourcing.persistence import StoredEvent
 
 import codec
+from codec.time_loaders import reading_adapters
 from domain.errors import Conflict
-from commands.rules import CHANGED, RepriceResult, Rules, assignment_cause, observation_cause, rule_cause
+from commands.rules import (CHANGED, RepriceResult, Rules, assignment_cause, model_run_cause, observation_cause,
+                            rule_cause)
 from domain.facts import ObservationBatch, observation_ref
 from domain.listing import Listing
 from domain.pricing_rule import PricingRule
-from domain.rules import CompetitorPrice
+from domain.rules import CompetitorPrice, RecommendationRun
 from projections import parking
 from projections.connection import LazyConnection
 from projections.base import Positioned as LogEvent  # (log position, domain event)
@@ -66,6 +73,7 @@ from projections.log import EventLog, Page
 from projections.observations import PositionedObservation, Wanted, latest, newest_per_competitor, projected_up_to
 from projections.projector import follow_log, keep_following
 from streams import wire
+from streams.optimise import RunSource, latest_runs
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,7 @@ class Trigger:
     shop_id: UUID
     cause: str           # what the change will name as its causation id
     correlation_id: str  # carried over from the triggering event
+    observed: bool = False  # a competitor observation (optimise-profit listings ignore it)
 
 
 @dataclass(frozen=True)
@@ -150,21 +159,32 @@ class Plan:
                                               e.price, e.meta.occurred_at))
         # Later observations of the same listing in the page supersede this trigger (latest wins).
         trigger = Trigger(position, e.listing_id, UUID(e.meta.shop_id),
-                          observation_cause(e.originator_id, e.originator_version), e.meta.correlation_id)
+                          observation_cause(e.originator_id, e.originator_version), e.meta.correlation_id, True)
         self.observed[e.listing_id].append(observed)
         self.triggers.append(trigger)
 
-    def latest_per_listing(self, rule_listings: dict[UUID, list[tuple[UUID, UUID]]]) -> dict[UUID, Trigger]:
-        """Each listing's latest trigger: its own events, and revisions of the rule it uses."""
+    def latest_per_listing(self, rule_listings: dict[UUID, list[tuple[UUID, UUID]]],
+                           observations: bool = True) -> dict[UUID, Trigger]:
+        """Each listing's latest trigger: its own events (observations unless told not to), and
+        revisions of the rule it uses."""
         latest: dict[UUID, Trigger] = {}
         for t in self.triggers:
-            latest[t.listing_id] = t  # triggers are in log order
+            if observations or not t.observed:
+                latest[t.listing_id] = t  # triggers are in log order
         for position, rule_id, cause, correlation in self.revisions:
             for listing_id, shop_id in rule_listings.get(rule_id, ()):
                 seen = latest.get(listing_id)
                 if seen is None or seen.position < position:
                     latest[listing_id] = Trigger(position, listing_id, shop_id, cause, correlation)
         return latest
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a listing's evaluation reads: competitor prices, or (optimise profit) its latest model run."""
+
+    observations: list[CompetitorPrice]
+    run: RecommendationRun | None = None
 
 
 @dataclass
@@ -184,8 +204,9 @@ class RepricingPolicy:
     def __init__(self, rules: Rules, conninfo: str, *, page_size: int = DEFAULT_PAGE,
                  on_result: Callable[[Trigger, RepriceResult], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 projector_timeout: float | None = None, pause: float = 0.0):
+                 projector_timeout: float | None = None, pause: float = 0.0, runs: RunSource = latest_runs):
         self.rules = rules
+        self.runs = runs  # the latest recommendation model run of listings under optimise-profit rules
         self.pause = pause  # seconds to let commits gather after a partial page (follow_log)
         self.conninfo = conninfo
         self.page_size = page_size
@@ -328,7 +349,20 @@ class RepricingPolicy:
             [list(latest), [t.position for t in latest.values()]]).fetchall()
         work = [(latest[listing_id], rule_id) for listing_id, rule_id, last_trigger in rows
                 if rule_id is not None and last_trigger == latest[listing_id].position]
-        return sorted(work, key=lambda w: w[0].position)
+        return sorted(self._without_observations_of_model_followers(work, plan, rule_listings),
+                      key=lambda w: w[0].position)
+
+    def _without_observations_of_model_followers(self, work: list[tuple[Trigger, UUID]], plan: Plan,
+                                                 rule_listings) -> list[tuple[Trigger, UUID]]:
+        """An optimise-profit listing whose latest trigger is an observation is acted on for its
+        latest other trigger of the batch (assignment, revision), or not at all."""
+        rules = {rule_id: self._rule(rule_id) for rule_id in {r for t, r in work if t.observed}}
+        followers = {t.listing_id for t, r in work if t.observed and _follows_model_runs(rules[r])}
+        if not followers:
+            return work
+        others = plan.latest_per_listing(rule_listings, observations=False)
+        return [(others[t.listing_id] if t.listing_id in followers else t, r) for t, r in work
+                if t.listing_id not in followers or t.listing_id in others]
 
     def _apply_assignments(self, cur, assignments: Iterable[Assignment]) -> None:
         rows = list(assignments)
@@ -348,7 +382,7 @@ class RepricingPolicy:
             return []
         now = self.clock()
         if isolating:
-            facts: dict[UUID, list[CompetitorPrice]] = {}
+            facts: dict[UUID, Inputs] = {}
             failed = parking.isolate(work, lambda chunk: parking.in_savepoint(
                 cur.connection, lambda: facts.update(self._facts(cur, chunk, plan, complete_below, now))),
                 also_transient=RETRIED)
@@ -358,24 +392,37 @@ class RepricingPolicy:
             facts = self._facts(cur, work, plan, complete_below, now)
         results = []
         for trigger, _ in work:
-            result = self._reprice(trigger, facts.get(trigger.listing_id, []), now, events, failures)
+            result = self._reprice(trigger, facts.get(trigger.listing_id, Inputs([])), now, events, failures)
             if result is not None:
                 results.append(result)
         return results
 
     def _facts(self, cur, work: list[tuple[Trigger, UUID]], plan: Plan, complete_below: int,
-               now: datetime) -> dict[UUID, list[CompetitorPrice]]:
-        """Each listing's competitor prices up to its trigger: projected facts up to where the
-        projector is, plus the batch's own observations after that."""
-        projected = self._projected_from(cur, complete_below)
+               now: datetime) -> dict[UUID, Inputs]:
+        """What each listing's evaluation reads: for an optimise-profit listing its latest model
+        run; else its competitor prices up to its trigger (projected facts up to where the
+        projector is, plus the batch's own observations after that)."""
         rules = {rule_id: self._rule(rule_id) for rule_id in {r for _, r in work}}
+        followers = [t.listing_id for t, rule_id in work if _follows_model_runs(rules[rule_id])]
+        inputs = {listing_id: Inputs([], run) for listing_id, run in self._runs_of(cur, followers).items()}
+        work = [(t, rule_id) for t, rule_id in work if t.listing_id not in inputs]
+        if not work:
+            return inputs
+        projected = self._projected_from(cur, complete_below)
         wanted = [Wanted(t.listing_id, _since(rules[rule_id], now), min(t.position, projected)) for t, rule_id in work]
         facts = latest(cur, wanted)
         for trigger, _ in work:
             facts[trigger.listing_id].extend(
                 (position, o) for position, o in plan.observed.get(trigger.listing_id, ())
                 if projected < position <= trigger.position)
-        return {listing_id: newest_per_competitor(found) for listing_id, found in facts.items()}
+        return inputs | {listing_id: Inputs(newest_per_competitor(found)) for listing_id, found in facts.items()}
+
+    def _runs_of(self, cur, listing_ids: list[UUID]) -> dict[UUID, RecommendationRun | None]:
+        """Each listing's latest recommendation model run (None: it has none)."""
+        if not listing_ids:
+            return {}
+        found = self.runs(cur, listing_ids)
+        return {listing_id: found.get(listing_id) for listing_id in listing_ids}
 
     def _projected_from(self, cur, complete_below: int) -> int:
         """Where the projected facts end, once they reach `complete_below` (the batch holds the rest)."""
@@ -400,12 +447,12 @@ class RepricingPolicy:
     def _rule(self, rule_id: UUID) -> PricingRule | None:
         return self.rules.rule(rule_id)  # None cannot be (assigned rules exist); reprice_listing will say
 
-    def _reprice(self, trigger: Trigger, observations: Sequence[CompetitorPrice], now: datetime,
+    def _reprice(self, trigger: Trigger, inputs: Inputs, now: datetime,
                  events: dict[int, object], failures: list[parking.Failure]) -> RepriceResult | None:
         try:
             ctx = self.rules.automation_context(trigger.shop_id, trigger.cause, trigger.correlation_id)
-            result = self.rules.reprice_listing(ctx, trigger.shop_id, trigger.listing_id, observations, trigger.cause,
-                                                now=now)
+            result = self.rules.reprice_listing(ctx, trigger.shop_id, trigger.listing_id, inputs.observations,
+                                                trigger.cause, now=now, run=inputs.run)
         except Exception as e:  # noqa: BLE001
             if parking.is_transient(e, RETRIED):
                 raise  # a busy listing or the database: retry the batch (changes made are kept)
@@ -483,11 +530,63 @@ class RepricingPolicy:
         self._db.close()
 
 
+# -- new model runs ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunsActedOn:
+    """What act_on_new_runs did: a result per listing evaluated, and the listings that failed."""
+
+    results: list[RepriceResult]
+    failed: list[tuple[UUID, str]]  # (listing, error): acted on again by the next call
+    already: int                    # listings whose latest run had been acted on before
+
+
+def act_on_new_runs(rules: Rules, conninfo: str, shop_id: UUID | None = None, *, runs: RunSource = latest_runs,
+                    now: datetime | None = None) -> RunsActedOn:
+    """Reprice each listing under an optimise-profit rule (in `shop_id`, or all shops) for its
+    latest recommendation model run, with cause `model_run:<run id>`: exactly once per run, however
+    often this is called (reprice_listing reserves (listing, cause)). Model runs are derived data,
+    not events, so the refresh job (or `serve`, after its scheduled refresh) calls this; a listing
+    whose rule the policy has not seen assigned yet gets the same run when the policy reaches it."""
+    now = now or datetime.now(timezone.utc)
+    with psycopg.connect(conninfo, application_name=APPLICATION_NAME, context=reading_adapters()) as conn:
+        followers = _model_followers(rules, conn, shop_id)
+        latest_of = runs(conn.cursor(), [listing_id for listing_id, _ in followers]) if followers else {}
+    due = [(listing_id, shop, latest_of[listing_id]) for listing_id, shop in followers if listing_id in latest_of]
+    done = set()
+    for shop in {shop for _, shop, _ in due}:
+        done |= rules.acted_on(shop, [(listing_id, model_run_cause(run.run_id)) for listing_id, s, run in due if s == shop])
+    results, failed = [], []
+    for listing_id, shop, run in due:
+        cause = model_run_cause(run.run_id)
+        if (listing_id, cause) in done:
+            continue
+        try:
+            ctx = rules.automation_context(shop, cause)
+            results.append(rules.reprice_listing(ctx, shop, listing_id, [], cause, now=now, run=run))
+        except Exception as error:  # noqa: BLE001 - one listing's failure must not hold up the others
+            log.error("repricing: model run %s of listing %s: %s", run.run_id, listing_id, parking.describe(error))
+            failed.append((listing_id, parking.describe(error)))
+    return RunsActedOn(results, failed, len(done))
+
+
+def _model_followers(rules: Rules, conn, shop_id: UUID | None) -> list[tuple[UUID, UUID]]:
+    """(listing, shop) of the listings whose assigned rule follows model runs, as the policy's index knows them."""
+    rows = conn.execute("SELECT listing_id, shop_id, rule_id FROM streams.repricing_listings"
+                        " WHERE rule_id IS NOT NULL AND (%(shop)s::uuid IS NULL OR shop_id = %(shop)s)"
+                        " ORDER BY listing_id", {"shop": shop_id}).fetchall()
+    kinds = {rule_id: _follows_model_runs(rules.rule(rule_id)) for rule_id in {r for _, _, r in rows}}
+    return [(listing_id, shop) for listing_id, shop, rule_id in rows if kinds[rule_id]]
+
+
 def _failure(trigger: Trigger, events: dict[int, object], error: BaseException) -> parking.Failure:
     """The parked row of a cause: its triggering event, the listing named in the error."""
     failure = parking.Failure.of((trigger.position, events[trigger.position]), error)
     return parking.Failure(failure.position, failure.originator_id, failure.originator_version, failure.topic,
                            f"listing {trigger.listing_id}: {failure.error}")
+
+
+def _follows_model_runs(rule: PricingRule | None) -> bool:
+    return rule is not None and rule.rule.follows_model_runs
 
 
 def _since(rule: PricingRule | None, now: datetime) -> datetime | None:

@@ -9,16 +9,33 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from uuid import UUID, uuid4
 
+from types import SimpleNamespace
+
+import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
+from psycopg.types.json import Jsonb
 
 import codec
+from commands import models
+from commands import rule_models as m
+from commands.context import CommandContext
+from commands.engine import PricingEngine
+from commands.rules import DUPLICATE, model_run_cause
+from conftest import listing_spec
+from domain.demand.elasticity import Baseline, Diagnostics, Estimate
 from domain.errors import DomainError
 from domain.listing import CHANGED, HELD, REFUSED, UNCHANGED, Guardrails, Listing
-from domain.meta import EventMeta
+from domain.meta import Actor, EventMeta
 from domain.money import Money
 from domain.pricing_rule import PricingRule
 from domain.rules import DEFAULT_MAX_RUN_AGE_HOURS, ListingFacts, RecommendationRun, Rule, evaluate
+from projections.projector import Projector
+from read.dry_run import ListingPage, dry_run, saved_rule
+from read.explain import as_text, explain
+from read.model_runs import recommendation_record
+from read.side import ReadSide
+from streams.repricing import RepricingPolicy, act_on_new_runs
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 RULE_ID = uuid4()
@@ -205,3 +222,130 @@ def test_rules_and_automated_changes_stored_before_still_decode():
                                                OLD_AUTOMATED_CHANGE.encode()))
     assert change.automation.model_run is None and change.automation.observations == ("b/1",)
     assert change.price == gbp("19.00")
+
+
+# -- the policy on real PostgreSQL -----------------------------------------------------------------
+ESTIMATE = Estimate(
+    elasticity=-2.5, ci95=(-3.0, -2.2), se=0.2, n_days=120, distinct_prices=4, price_range=(17.0, 23.0),
+    total_units=400.0, method="own", family="poisson", controls=("weekday", "trend"),
+    diagnostics=Diagnostics(deviance=100.0, pearson_dispersion=1.1, nb_alpha=None, converged=True, iterations=6,
+                            covariance="HAC", clipped_negative_days=0, excluded_inactive_days=0,
+                            excluded_unknown_price_days=0, independent_price_variation=0.2),
+    baseline=Baseline(reference_price=20.0, units_per_day=3.0, log_se=0.05, log_cov_elasticity=0.0))
+
+
+def write_run(url: str, engine: PricingEngine, shop: UUID, listing_id: UUID, estimate=ESTIMATE) -> UUID:
+    """A new refresh of the shop holding one recommendation run, as read/model_runs.py writes it."""
+    listing = engine.core.repository.get(listing_id)
+    record = recommendation_record(estimate, listing, "GBP", uuid4())
+    refresh_id, created = uuid4(), datetime.now(timezone.utc)
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO analytics.model_runs (run_id, refresh_id, shop_id, listing_id, kind, created_at,"
+                     " model, params, answer, refused) VALUES (%s, %s, %s, %s, 'recommendation', %s, %s, %s, %s, %s)",
+                     [record["run_id"], refresh_id, shop, listing_id, created, record["model"],
+                      Jsonb(record["params"]), Jsonb(record["answer"]), record["refused"]])
+        conn.execute("INSERT INTO analytics.model_refreshes (shop_id, refresh_id, created_at, listings, runs, seconds)"
+                     " VALUES (%s, %s, %s, 1, 1, 0) ON CONFLICT (shop_id) DO UPDATE SET refresh_id = excluded.refresh_id,"
+                     " created_at = excluded.created_at", [shop, refresh_id, created])
+    return record["run_id"]
+
+
+@pytest.fixture
+def shop_world(new_database):
+    """One shop: listing a under 'optimise profit', b under 'match the lowest'; the policy caught up."""
+    url = new_database()
+    engine = PricingEngine(url, pool_size=2)
+    ctx = CommandContext(actor=Actor("pytest"), tenant_id="t-optimise")
+    shop = UUID(engine.listings.open_shop(ctx, models.OpenShop(name="Optimise", currency="GBP")).body["shop_id"])
+    registered = engine.listings.register_listings(ctx, shop, models.RegisterListings.model_validate(
+        {"listings": [listing_spec(0), listing_spec(1)]}))
+    a, b = (UUID(x["listing_id"]) for x in registered.body["listings"])
+    optimise = UUID(engine.rules.define_rule(ctx, shop, m.DefineRule(name="profit", kind="optimise_profit")).body["rule_id"])
+    match = UUID(engine.rules.define_rule(ctx, shop, m.DefineRule(name="match", kind="match_lowest")).body["rule_id"])
+    engine.rules.assign_rule(ctx, shop, m.AssignRule(rule_id=match, listing_ids=[b]))
+    projector, reads = Projector(url, codec.to_domain_event), ReadSide(url, pool_size=2)
+    policy = RepricingPolicy(engine.rules, url)
+    yield SimpleNamespace(url=url, engine=engine, ctx=ctx, shop=shop, a=a, b=b, optimise=optimise, policy=policy,
+                          projector=projector, reads=reads)
+    policy.close()
+    reads.close()
+    projector.close()
+    engine.close()
+
+
+def follow(w) -> None:
+    w.projector.catch_up()
+    w.policy.catch_up()
+
+
+def automated(w, listing: UUID) -> list:
+    return [e for e in w.engine.core.events.get(listing)
+            if isinstance(e, (Listing.PriceChanged, Listing.AutomatedChangeRefused)) and e.automation is not None]
+
+
+def test_assigning_the_rule_follows_the_latest_run_and_a_new_run_acts_once(shop_world):
+    w = shop_world
+    first = write_run(w.url, w.engine, w.shop, w.a)
+    w.engine.rules.assign_rule(w.ctx, w.shop, m.AssignRule(rule_id=w.optimise, listing_ids=[w.a]))
+    follow(w)
+    [change] = automated(w, w.a)
+    assert change.price == gbp("18.00") and change.meta.causation_id.startswith("assignment:")  # 10% default step
+    assert change.automation.model_run.run_id == str(first)
+
+    second = write_run(w.url, w.engine, w.shop, w.a)  # the refresh after: from 18.00, another step down
+    for _ in range(2):
+        acted = act_on_new_runs(w.engine.rules, w.url, w.shop)
+    assert (acted.results, acted.failed, acted.already) == ([], [], 1)  # the second call found the run done
+    changes = automated(w, w.a)
+    assert [str(c.price.amount) for c in changes] == ["18.00", "16.20"]
+    assert changes[-1].meta.causation_id == model_run_cause(str(second))
+    again = w.engine.rules.reprice_listing(w.engine.rules.automation_context(w.shop, "x"), w.shop, w.a, [],
+                                           model_run_cause(str(second)), run=changes[-1].automation.model_run)
+    assert again.outcome == DUPLICATE and len(automated(w, w.a)) == 2
+
+
+def test_explain_cites_the_model_run_behind_the_change(shop_world):
+    w = shop_world
+    w.engine.rules.assign_rule(w.ctx, w.shop, m.AssignRule(rule_id=w.optimise, listing_ids=[w.a]))
+    follow(w)
+    assert automated(w, w.a) == []  # no run yet: held, nothing recorded
+    run_id = write_run(w.url, w.engine, w.shop, w.a)
+    [result] = act_on_new_runs(w.engine.rules, w.url, w.shop).results
+    assert (result.outcome, result.price, result.model_run) == ("changed", "18.00", str(run_id))
+    report = explain(w.reads.aggregates, w.ctx, w.shop, w.a)
+    automation = report["chain"][0]["automation"]
+    assert automation["cause"] == {"cause": f"model_run:{run_id}", "kind": "model_run", "run_id": str(run_id)}
+    assert automation["model_run"]["run_id"] == str(run_id) and automation["model_run"]["interval"] == ["-3.00", "-2.20"]
+    text = as_text(report)
+    assert (f"rule 'profit' v1 (optimise profit) used model run {run_id}: elasticity -2.50 [-3.00, -2.20], "
+            f"recommended 18.00 GBP") in text
+    assert f"caused by the new model run {run_id}" in text
+
+
+def test_observations_leave_optimise_profit_listings_alone(shop_world):
+    w = shop_world
+    write_run(w.url, w.engine, w.shop, w.a)
+    w.engine.rules.assign_rule(w.ctx, w.shop, m.AssignRule(rule_id=w.optimise, listing_ids=[w.a]))
+    w.engine.listings.record_observations(w.ctx, w.shop, models.RecordObservations.model_validate({"observations": [
+        {"listing_id": str(listing), "competitor": "rival", "price": "15.00", "currency": "GBP",
+         "observed_at": datetime.now(timezone.utc).isoformat()} for listing in (w.a, w.b)]}))
+    follow(w)  # one page: a's assignment, then both observations
+    [a_change], [b_change] = automated(w, w.a), automated(w, w.b)
+    assert a_change.meta.causation_id.startswith("assignment:") and a_change.price == gbp("18.00")
+    assert b_change.meta.causation_id.startswith("observation:") and b_change.price == gbp("15.00")
+    w.engine.listings.record_observations(w.ctx, w.shop, models.RecordObservations.model_validate({"observations": [
+        {"listing_id": str(w.a), "competitor": "rival", "price": "12.00", "currency": "GBP",
+         "observed_at": datetime.now(timezone.utc).isoformat()}]}))
+    follow(w)
+    assert len(automated(w, w.a)) == 1
+
+
+def test_the_dry_run_shows_what_the_rule_would_do_citing_the_run(shop_world):
+    w = shop_world
+    run_id = write_run(w.url, w.engine, w.shop, w.a)
+    tried = saved_rule(w.reads.aggregates, w.ctx, w.shop, w.optimise, None)
+    report = dry_run(w.reads.aggregates, w.ctx, w.shop, tried, ListingPage([w.a, w.b]), lambda wanted: {})
+    a, b = report["listings"]
+    assert (a["outcome"], a["price_after"], a["model_run"]["run_id"]) == ("changed", "18.00", str(run_id))
+    assert a["reasons"][0].startswith(f"model run {run_id}: elasticity -2.50 [-3.00, -2.20], recommended 18.00 GBP")
+    assert (b["outcome"], b["model_run"]) == ("held", None) and "no recommendation model run" in b["reasons"][0]
