@@ -14,6 +14,8 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 import codec
@@ -349,3 +351,58 @@ def test_the_dry_run_shows_what_the_rule_would_do_citing_the_run(shop_world):
     assert (a["outcome"], a["price_after"], a["model_run"]["run_id"]) == ("changed", "18.00", str(run_id))
     assert a["reasons"][0].startswith(f"model run {run_id}: elasticity -2.50 [-3.00, -2.20], recommended 18.00 GBP")
     assert (b["outcome"], b["model_run"]) == ("held", None) and "no recommendation model run" in b["reasons"][0]
+
+
+# -- a stored run as the rule reads it -------------------------------------------------------------
+STORED = {"price": "18.00", "currency": "GBP", "objective": "profit", "current_price": "20.00", "elasticity": -2.5,
+          "ci95": [-3.0, -2.2], "current": {"profit_per_day": {"mean": "42.00"}, "revenue_per_day": {"mean": "60.00"}},
+          "recommended": {"profit_per_day": {"mean": "46.85"}, "revenue_per_day": {"mean": "54.00"}}}
+
+
+@pytest.mark.parametrize("refused, answer, refusal", [
+    (True, {"reason": "one price only", "needs": "several prices"}, "one price only"),
+    (False, {k: v for k, v in STORED.items() if k != "price"}, "KeyError"),
+    (False, {**STORED, "elasticity": float("nan")}, "elasticity: must be a finite number"),
+    (False, {**STORED, "price": "-1.00"}, "price: a price must be greater than zero"),
+    (False, {**STORED, "price": "18.001"}, "at most 2 decimals"),
+    (False, {**STORED, "currency": "XBT"}, "not a supported ISO 4217 currency"),
+    (False, {**STORED, "ci95": [-3.0]}, "ValueError"),
+])
+def test_a_stored_answer_that_is_not_a_recommendation_becomes_a_refusal(refused, answer, refusal):
+    stored = RecommendationRun.from_stored("r", NOW, refused, answer)
+    assert stored.price is None and refusal in stored.refusal
+    assert evaluate(OPTIMISE, FACTS, [], NOW, stored).price is None
+
+
+def test_a_stored_answer_without_a_cost_cites_expected_revenue():
+    stored = RecommendationRun.from_stored("r", NOW, False, {
+        **STORED, "objective": "revenue (no cost known)",
+        "current": {"profit_per_day": None, "revenue_per_day": {"mean": "60.00"}},
+        "recommended": {"profit_per_day": None, "revenue_per_day": {"mean": "54.00"}}})
+    assert (stored.expected_at_from, stored.expected_at_price) == (gbp("60.00"), gbp("54.00"))
+    assert stored.elasticity_low == Decimal("-3.00") and stored.price == gbp("18.00")
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                       max_size=3), max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.fixed_dictionaries({}, optional={k: json_values for k in STORED}).map(lambda d: {**STORED, **d}))
+def test_any_stored_answer_gives_a_usable_price_or_a_refusal(answer):
+    stored = RecommendationRun.from_stored("r", NOW, False, answer)
+    assert (stored.refusal is None) == (stored.price is not None)
+    if stored.price is not None:
+        assert stored.price.amount.is_finite() and stored.price.amount > 0 and stored.elasticity.is_finite()
+
+
+# -- the rule over HTTP ----------------------------------------------------------------------------
+def test_an_optimise_profit_rule_is_defined_over_http_and_its_max_age_belongs_to_it(api, shop):
+    response = api.post(f"/shops/{shop}/rules", json={"name": "profit", "kind": "optimise_profit",
+                                                      "max_run_age_hours": 24})
+    assert response.status_code == 201, response.text
+    assert response.json()["summary"].endswith("(at most 24 h old)")
+    refused = api.post(f"/shops/{shop}/rules", json={"name": "beat", "kind": "beat_lowest", "percent": "5",
+                                                     "max_run_age_hours": 24})
+    assert refused.status_code == 422 and refused.json()["field"] == "max_run_age_hours", refused.text
