@@ -82,6 +82,7 @@ def test_writers_of_one_listing_in_one_process_take_turns(base_url, tenant, shop
 
 def test_writers_of_one_listing_in_two_processes_all_land(base_url, tenant, shop, listing, engine, database_url):
     other = PricingEngine(database_url, pool_size=2)  # another worker process's engine
+    other.identity.secrets = engine.identity.secrets  # the same configured key, as every worker has
     try:
         with running(create_app(other)) as other_url:
             prices = changes_by(CLIENTS, ROUNDS)

@@ -515,7 +515,7 @@ def test_the_policy_parks_a_cause_the_engine_fails_on_and_acts_on_it_once_after_
             raise ArithmeticError("a bug this listing's data reaches")
         return real(ctx, shop_id, listing_id, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "reprice_listing", reprice_listing)
+    monkeypatch.setattr(engine.rules, "reprice_listing", reprice_listing)
     try:
         observe(engine, ctx_b, shop_b, listing_b, "18.00")
         observe(engine, ctx_a, shop_a, listing_a, "17.00")
