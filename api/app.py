@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth, openapi, problems
-from api.routers import accounts, analytics, audit, facts, listings, repricing, rollbacks, rules, shops
+from api.routers import accounts, analytics, audit, demand, facts, listings, repricing, rollbacks, rules, shops
 from api.routers import auth as auth_routes
 from commands.engine import PricingEngine
 from read.side import ReadSide
@@ -101,7 +101,7 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
     problems.install(app)
     openapi.install(app)
     # The busiest routes first, since routes are tried in order; no two overlap, so order changes no meaning.
-    for module in (listings, facts, auth_routes, accounts, shops, rollbacks, audit, analytics, rules, repricing):
+    for module in (listings, facts, auth_routes, accounts, shops, rollbacks, audit, analytics, rules, repricing, demand):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app

@@ -528,3 +528,202 @@ def answer(response: Response, result: Result) -> dict:
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return result.body
+
+
+# -- demand models (read/model_runs.py) -------------------------------------------------------------
+MODEL_RUN, ELASTICITY_RUN = "9b2f0d4e-6c1a-4f3e-8a57-2d1c0b9e7f36", "2f6c1d3b-8e4a-4b7f-9c05-1a2b3c4d5e6f"
+Day = Annotated[str, WithJsonSchema({"type": "string", "format": "date", "examples": ["2026-12-06"]})]
+CAVEAT_EXAMPLE = ("Observational estimate: it reads demand off the prices this listing happened to have, so prices "
+                  "that reacted to demand (raised when busy, cut when slow) bias it. Confirm it with a price "
+                  "experiment: alternate prices over time (switchbacks) and compare sales.")
+RUN_COMMON = {"run_id": MODEL_RUN, "shop_id": SHOP, "listing_id": LISTING, "created_at": WHEN,
+              "window": {"first_day": "2026-09-27", "last_day": "2026-12-05"}, "refused": False, "refusal": None,
+              "caveat": CAVEAT_EXAMPLE}
+REFUSED_ELASTICITY = {**RUN_COMMON, "kind": "elasticity", "method": "refused", "refused": True,
+                      "refusal": {"reason": "1 distinct price(s) held 2+ days", "field": "price",
+                                  "needs": "at least 3 distinct prices held 2+ days each; this listing has 1"},
+                      "estimate": None, "diagnostics": None, "params": {"window_days": 365}}
+
+
+class ModelWindow(Answer):
+    first_day: Day | None = Field(description="The first day of data the model saw (null: none)")
+    last_day: Day | None
+
+
+class ModelRefusal(Answer):
+    reason: str = Field(description="Why there is no answer")
+    needs: str = Field(description="What data would make an answer possible")
+    field: str | None = Field(description="The input the refusal is about (e.g. price), if one")
+
+
+class ModelRun(Answer):
+    """One stored model run: fitted by a refresh (`etsypro analyze refresh`, or `serve` on its
+    schedule), never on the request. A refusal is an answer too: `refused` true, with why and what
+    data would fix it."""
+
+    run_id: UUID
+    shop_id: UUID
+    listing_id: UUID | None = Field(description="null: the shop level")
+    kind: Literal["elasticity", "forecast", "recommendation"]
+    created_at: Timestamp = Field(description="When the refresh that wrote it committed its runs")
+    window: ModelWindow
+    method: str = Field(description="The model (method, family or forecaster chosen); `refused` when none")
+    refused: bool
+    refusal: ModelRefusal | None
+    diagnostics: dict[str, Any] | None = Field(description="Fit diagnostics or backtest figures; null when refused")
+    params: dict[str, Any] = Field(description="The thresholds, horizon and inputs (price, guardrails) it ran with")
+    caveat: str = Field(description="What the answer can and cannot tell")
+
+
+class ElasticityBaseline(Answer):
+    reference_price: Money
+    units_per_day: float = Field(description="Expected units per day at the reference price")
+    units_per_day_ci95: list[float | None] = Field(description="95% interval of that expectation")
+
+
+class ElasticityEstimate(Answer):
+    elasticity: float = Field(description="% change in units for a 1% change in price")
+    ci95: list[float] = Field(min_length=2, max_length=2, description="95% interval [low, high]")
+    se: float
+    label: Literal["own", "partially pooled", "shop pooled"] = Field(
+        description="own data alone; shrunk toward the shop's pooled estimate (thin listing); the shop's one slope")
+    method: str
+    family: str
+    n_days: int
+    distinct_prices: int
+    price_range: list[Money]
+    total_units: float
+    controls: list[str]
+    own_elasticity: float | None = Field(description="Partial pooling: the listing's own estimate before shrinking")
+    own_weight: float | None = Field(description="Partial pooling: the share of the answer from its own data")
+    baseline: ElasticityBaseline | None
+
+
+ELASTICITY_ESTIMATE = {"elasticity": -2.27, "ci95": [-2.77, -1.77], "se": 0.25, "label": "own",
+                       "method": "count GLM on log price, weekday and trend controls", "family": "Poisson",
+                       "n_days": 70, "distinct_prices": 3, "price_range": ["16.00", "24.00"], "total_units": 625.0,
+                       "controls": ["weekday_tue", "trend"], "own_elasticity": None, "own_weight": None,
+                       "baseline": {"reference_price": "20.00", "units_per_day": 7.6,
+                                    "units_per_day_ci95": [6.61, 8.74]}}
+
+
+class ElasticityModelRun(ModelRun):
+    model_config = example({**RUN_COMMON, "run_id": ELASTICITY_RUN, "kind": "elasticity",
+                            "method": "count GLM on log price, weekday and trend controls [Poisson]",
+                            "estimate": ELASTICITY_ESTIMATE,
+                            "diagnostics": {"pearson_dispersion": 0.82, "converged": True},
+                            "params": {"window_days": 365}}, REFUSED_ELASTICITY)
+    estimate: ElasticityEstimate | None = Field(description="null when refused")
+
+
+class UnitsBand(Answer):
+    lower: float
+    upper: float
+
+
+class MoneyBand(Answer):
+    lower: Money
+    upper: Money
+
+
+class ForecastDay(Answer):
+    day: Day
+    closed: bool = Field(description="A weekday without activity lately: forecast as 0 units")
+    units: float
+    units_80: UnitsBand
+    units_95: UnitsBand
+    revenue: Money
+    revenue_80: MoneyBand
+    revenue_95: MoneyBand
+
+
+class ForecastAnswer(Answer):
+    model: str = Field(description="The forecaster served: the lowest backtest MASE (seasonal_naive when it wins)")
+    tier: str
+    mase: float = Field(description="Its rolling-origin backtest MASE")
+    mase_ratio_vs_snaive: float | None = Field(description="Its MASE over seasonal-naive's (below 1: better)")
+    horizon: int = Field(description="Days in `points` (the `horizon` asked for)")
+    backtest_horizon: int
+    n_days: int
+    n_active_days: int
+    unit_price: Money = Field(description="The price revenue is computed at")
+    revenue_method: str
+    currency: str | None
+    notes: list[str]
+    points: list[ForecastDay]
+
+
+class ForecastModelRun(ModelRun):
+    model_config = example({**RUN_COMMON, "kind": "forecast", "method": "ets_fixed (light tier)", "forecast": {
+        "model": "ets_fixed", "tier": "light", "mase": 0.83, "mase_ratio_vs_snaive": 0.93, "horizon": 1,
+        "backtest_horizon": 28, "n_days": 70, "n_active_days": 70, "unit_price": "20.00",
+        "revenue_method": "units x the current price", "currency": "GBP", "notes": [],
+        "points": [{"day": "2026-12-06", "closed": False, "units": 7.86, "units_80": {"lower": 1.81, "upper": 13.92},
+                    "units_95": {"lower": 0.0, "upper": 17.12}, "revenue": "157.23",
+                    "revenue_80": {"lower": "36.16", "upper": "278.31"},
+                    "revenue_95": {"lower": "0.00", "upper": "342.40"}}]},
+        "diagnostics": {"candidates": [{"model": "seasonal_naive", "mase": 0.9, "ratio_vs_snaive": 1.0, "failure": None}]},
+        "params": {"horizon": 90}})
+    forecast: ForecastAnswer | None = Field(description="null when refused")
+
+
+class UnitsRange(Answer):
+    mean: float
+    low: float
+    high: float
+
+
+class MoneyRange(Answer):
+    mean: Money
+    low: Money
+    high: Money
+
+
+class PriceOutlook(Answer):
+    price: Money
+    units_per_day: UnitsRange
+    revenue_per_day: MoneyRange
+    profit_per_day: MoneyRange | None = Field(description="null when the listing's cost is unknown")
+
+
+class RecommendationAnswer(Answer):
+    price: Money = Field(description="The recommended price (the current one when holding)")
+    currency: str
+    moved: bool
+    objective: str = Field(description="profit, or revenue when no cost is known")
+    current_price: Money
+    current: PriceOutlook
+    recommended: PriceOutlook
+    gain_per_day: Money = Field(description="At the elasticity's point estimate")
+    pessimistic_gain_per_day: Money = Field(description="At the worse end of its 95% interval")
+    reasons: list[str]
+    elasticity: float
+    ci95: list[float] = Field(min_length=2, max_length=2)
+    elasticity_run_id: UUID = Field(description="The elasticity run the recommendation stands on")
+
+
+OUTLOOK = {"price": "20.00", "units_per_day": {"mean": 7.6, "low": 6.61, "high": 8.74},
+           "revenue_per_day": {"mean": "152.07", "low": "132.30", "high": "174.79"},
+           "profit_per_day": {"mean": "106.45", "low": "92.61", "high": "122.35"}}
+
+
+class RecommendationModelRun(ModelRun):
+    model_config = example({**RUN_COMMON, "kind": "recommendation",
+                            "method": "constant-elasticity profit optimum within guardrails", "recommendation": {
+                                "price": "18.00", "currency": "GBP", "moved": True, "objective": "profit",
+                                "current_price": "20.00", "current": OUTLOOK,
+                                "recommended": {**OUTLOOK, "price": "18.00"}, "gain_per_day": "9.39",
+                                "pessimistic_gain_per_day": "4.12",
+                                "reasons": ["gains at both ends of the interval (-2.77, -1.77)"],
+                                "elasticity": -2.27, "ci95": [-2.77, -1.77], "elasticity_run_id": ELASTICITY_RUN},
+                            "diagnostics": None, "params": {"current_price": "20.00"}})
+    recommendation: RecommendationAnswer | None = Field(description="null when refused")
+
+
+class ElasticitiesPage(AnalyticsPage):
+    model_config = example({"view": "elasticities",
+                            "columns": ["listing_id", "run_id", "refused", "elasticity", "ci95_low", "ci95_high"],
+                            "types": ["uuid", "uuid", "bool", "float8", "float8", "float8"],
+                            "items": [{"listing_id": LISTING, "run_id": ELASTICITY_RUN, "refused": False,
+                                       "elasticity": -2.27, "ci95_low": -2.77, "ci95_high": -1.77}],
+                            "next_cursor": None})

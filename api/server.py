@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 
 import uvicorn
@@ -25,6 +25,7 @@ from api.database import start_embedded
 from api.settings import Settings
 from commands.engine import PricingEngine
 from projections.projector import InBackground, Projector, tune_gc
+from read.model_runs import ScheduledRefresh
 from streams.repricing import RepricingPolicy
 
 
@@ -54,7 +55,34 @@ def build(settings: Settings, log=print):
         app.state.projector = InBackground.projector(projector)
     if repricing is not None:
         app.state.repricing = InBackground(repricing, "repricing")
+    app.state.analyzer = refresher(settings, url)
+    if app.state.analyzer is not None:
+        _alongside(app, app.state.analyzer)
     return engine, app
+
+
+def refresher(settings: Settings, url: str) -> InBackground | None:
+    """The demand models' scheduled refresh (ETSYPRO_ANALYZE_EVERY_HOURS; 0: none), not started."""
+    if settings.analyze_every_hours <= 0:
+        return None
+    return InBackground(ScheduledRefresh(url, settings.analyze_every_hours), "analyze")
+
+
+def _alongside(app, background: InBackground) -> None:
+    """Run `background` for as long as the app runs: started before the app's own lifespan (its
+    followers, its read pool) and stopped after it."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(served):
+        background.start()
+        try:
+            async with inner(served) as state:
+                yield state
+        finally:
+            background.stop()
+
+    app.router.lifespan_context = lifespan
 
 
 def followers(settings: Settings, url: str, engine: PricingEngine | None):
@@ -86,12 +114,15 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     url = database_url(settings, log)
     migrations.apply(url, log=log)
     os.environ.update(ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off",
-                      ETSYPRO_REPRICING="off")
+                      ETSYPRO_REPRICING="off", ETSYPRO_ANALYZE_EVERY_HOURS="0")
     # The projector decodes with the codec; only the repricing policy issues commands, so only it needs the engine.
     engine = PricingEngine(url, pool_size=2) if settings.repricing == "inprocess" else None
     running_followers = [InBackground(follower, name).start() for follower, name in
                          zip(followers(settings, url, engine), ("projector", "repricing"))
                          if follower is not None]
+    analyzer = refresher(settings, url)  # in the parent, like the followers: the workers' env says 0
+    if analyzer is not None:
+        running_followers.append(analyzer.start())
     try:
         if HAND_OVER:
             Workers(host, port, workers, settings.access_log, log).run()

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""       # the proxies whose X-Forwarded-For names the client; empty: none
     redis_url: str | None = None    # where rate limits count, shared by every worker; unset: per process
     access_log: bool = False        # on | off: the proxy in front usually logs requests already
+    analyze_every_hours: float = Field(24.0, ge=0, le=8784, allow_inf_nan=False)  # serve refits the demand models; 0: never
 
     @field_validator("access_log", mode="before")
     @classmethod

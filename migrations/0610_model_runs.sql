@@ -52,7 +52,8 @@ CREATE INDEX model_refresh_passes_unfinished ON analytics.model_refresh_passes (
 
 -- Every listing's elasticity from its shop's current refresh: GET /shops/{shop}/analytics/elasticities.
 CREATE VIEW analytics.latest_elasticities AS
-SELECT r.listing_id, f.shop_id, r.run_id, r.created_at, r.first_day, r.last_day, r.refused,
+SELECT r.listing_id, f.shop_id, r.run_id, r.created_at, r.first_day::text AS first_day,
+       r.last_day::text AS last_day, r.refused,
        (r.answer ->> 'elasticity')::float8 AS elasticity,
        (r.answer -> 'ci95' ->> 0)::float8 AS ci95_low,
        (r.answer -> 'ci95' ->> 1)::float8 AS ci95_high,
