@@ -444,6 +444,152 @@ def bench_pricing(args) -> int:
     return run(args)
 
 
+# -- demand models: refresh, stored answers, an analyst's table -------------------------------
+def analyze_refresh(args) -> int:
+    """Refit the demand models of one shop or all (resumes an interrupted pass over the same shops)."""
+    from read.model_runs import refresh
+
+    url = _migrated_url()
+    try:
+        with Progress("fitting demand models", unit="listings") as progress:
+            summary = refresh(url, args.shop, progress=progress.update)
+    except LookupError as e:
+        print(f"etsypro analyze refresh: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def analyze_runs(args) -> int:
+    """The stored runs of `elasticity`, `forecast` or `recommend` for a shop or one listing. An
+    operator's tool on the server's shell (like `explain`): it reads any shop with the database's
+    credentials."""
+    import json
+
+    import psycopg
+
+    from codec.time_loaders import reading_adapters
+    from read.model_runs import latest, latest_of_shop, public
+
+    if args.csv is not None or args.shop is None:
+        return _analyze_table(args)
+    kind = {"elasticity": "elasticity", "forecast": "forecast", "recommend": "recommendation"}[args.analyze]
+    with psycopg.connect(_migrated_url(), autocommit=True, context=reading_adapters()) as conn:
+        if args.listing is not None or kind == "forecast":  # a shop's forecast is its own run (the shop level)
+            found = latest(conn, args.shop, args.listing, kind)
+            runs = [] if found is None else [found]
+        else:
+            runs = latest_of_shop(conn, args.shop, kind)
+    if not runs:
+        what = f"listing {args.listing}" if args.listing else f"shop {args.shop}"
+        print(f"no {kind} model run for {what}: run `etsypro analyze refresh --shop {args.shop}`"
+              " (or the shop or listing does not exist)", file=sys.stderr)
+        return 1
+    answers = [public(run, args.horizon if kind == "forecast" else None) for run in runs]
+    if args.json:
+        print(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))
+    else:
+        print("\n".join(_run_lines(kind, answers)))
+    return 0
+
+
+def _run_lines(kind: str, answers: list[dict]) -> list[str]:
+    first = answers[0]
+    lines = [f"{kind} runs of shop {first['shop_id']}, refreshed {first['created_at']}"]
+    for a in answers:
+        who = a["listing_id"] or "shop"
+        window = f"{a['window']['first_day']}..{a['window']['last_day']}"
+        if a["refused"]:
+            lines.append(f"  {who:<36}  refused: {a['refusal']['reason']} (needs {a['refusal']['needs']})")
+        elif kind == "elasticity":
+            e = a["estimate"]
+            lines.append(f"  {who:<36}  {e['elasticity']:>7.2f}  95% [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]"
+                         f"  {e['label']:<16} n={e['n_days']:<4} {window}  {a['method']}")
+        elif kind == "recommendation":
+            r = a["recommendation"]
+            move = f"{r['current_price']} -> {r['price']}" if r["moved"] else f"hold at {r['price']}"
+            lines.append(f"  {who:<36}  {move:<20} {r['objective']} per day +{r['gain_per_day']}"
+                         f" (pessimistic {r['pessimistic_gain_per_day']})")
+        else:
+            f = a["forecast"]
+            ratio = f["mase_ratio_vs_snaive"]
+            lines.append(f"  {who:<36}  {f['model']} ({f['tier']} tier), backtest MASE {f['mase']:.3f}"
+                         f"{'' if ratio is None else f' ({ratio:.2f} x seasonal-naive)'}, window {window}")
+            lines.append(f"  {'day':<12} {'units':>9} {'80%':>19} {'95%':>19} {'revenue':>12}")
+            for p in f["points"]:
+                lines.append(f"  {p['day']:<12} {p['units']:>9.2f} {p['units_80']['lower']:>9.2f}-{p['units_80']['upper']:<9.2f}"
+                             f" {p['units_95']['lower']:>9.2f}-{p['units_95']['upper']:<9.2f} {p['revenue']:>12}"
+                             + ("  closed" if p["closed"] else ""))
+    lines.append(f"  ({first['caveat']})")
+    return lines
+
+
+def _analyze_table(args) -> int:
+    """`analyze elasticity --csv FILE --price COL --quantity COL`: the estimator on any table. Exit
+    2, naming the column, when the input cannot be read or the estimator refuses it."""
+    import json
+    from dataclasses import asdict
+
+    import polars as pl
+
+    from domain.demand.elasticity import Refusal, estimate_table
+
+    if args.analyze != "elasticity" or args.csv is None or not (args.price and args.quantity):
+        print(f"etsypro analyze {args.analyze}: give --shop S (stored runs)"
+              + (" or --csv FILE --price COL --quantity COL (an analyst's table)" if args.analyze == "elasticity" else ""),
+              file=sys.stderr)
+        return 2
+    try:
+        table = pl.read_csv(args.csv, infer_schema_length=None)
+    except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError) as e:
+        print(f"cannot read {args.csv}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+    controls = [c.strip() for c in args.controls.split(",") if c.strip()] if args.controls else []
+    result = estimate_table(table, args.price, args.quantity, args.date, controls)
+    if isinstance(result, Refusal):
+        column = f" (column {result.field!r})" if result.field else ""
+        print(f"refused{column}: {result.reason}; needs {result.needs}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"refused": True, **asdict(result)}, indent=2))
+        return 2
+    if args.json:
+        print(json.dumps({"refused": False, **asdict(result)}, indent=2, allow_nan=False))
+        return 0
+    low, high = result.ci95
+    d = result.diagnostics
+    print(f"elasticity {result.elasticity:.3f}  95% interval [{low:.3f}, {high:.3f}]  se {result.se:.3f}\n"
+          f"n {result.n_days} rows, {result.distinct_prices} distinct prices {result.price_range[0]:g}-"
+          f"{result.price_range[1]:g}, {result.total_units:g} units\n"
+          f"method {result.method} [{result.family}]; controls {', '.join(result.controls) or 'none'}\n"
+          f"diagnostics: deviance {d.deviance:.2f}, Pearson dispersion {d.pearson_dispersion:.2f}, "
+          f"{d.covariance}, {d.iterations} iterations"
+          + (f", NB alpha {d.nb_alpha:.3f}" if d.nb_alpha is not None else "")
+          + (f"; warnings: {'; '.join(d.warnings)}" if d.warnings else "")
+          + f"\n({result.caveat})")
+    return 0
+
+
+def _uuid(text: str):
+    from uuid import UUID
+
+    try:
+        return UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a UUID, e.g. 55d95577-b375-455a-8c80-879603d12831") from None
+
+
+def _horizon(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 90:
+        raise argparse.ArgumentTypeError("a whole number of days from 1 to 90")
+    return int(text)
+
+
+def bench_analyze(args) -> int:
+    from bench.analyze import main as run
+
+    return run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etsypro", description="EtsyPro Pricing engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -507,6 +653,11 @@ def parser() -> argparse.ArgumentParser:
     bp.add_argument("--evaluations", type=_count, help="rule evaluations measured (default 200000)")
     bp.add_argument("--reprices", type=_count, help="observations measured end to end (default 300)")
     bp.set_defaults(func=bench_pricing)
+    bz = benches.add_parser("analyze", parents=[as_json], help="demand models: fits per second on the shared history, "
+                            "the three GETs' p95 vs a raw SELECT, calibration and forecast figures")
+    bz.add_argument("--seeds", type=_count, help="seeds per true elasticity for the calibration (default 20)")
+    bz.add_argument("--requests", type=_count, help="GETs measured per route (default 300)")
+    bz.set_defaults(func=bench_analyze)
 
     kafka = {"type": _bootstrap, "default": os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
              "required": not os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
@@ -548,6 +699,30 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--tenant", type=_tenant, help="refuse unless the listing belongs to this tenant")
     ex.add_argument("--json", action="store_true", help="the JSON the API answers, instead of text")
     ex.set_defaults(func=explain)
+
+    an = sub.add_parser("analyze", help="demand models: refit them, read their stored answers, or fit an analyst's CSV")
+    analyses = an.add_subparsers(dest="analyze", required=True)
+    ar = analyses.add_parser("refresh", help="refit elasticities, forecasts and recommendations (one transaction per shop;"
+                                             " an interrupted run resumes)")
+    ar.add_argument("--shop", type=_uuid, help="only this shop (default: every shop)")
+    ar.set_defaults(func=analyze_refresh)
+    for name, what in (("elasticity", "price elasticities"), ("forecast", "daily forecasts"),
+                       ("recommend", "recommended prices")):
+        ak = analyses.add_parser(name, help=f"the stored {what} of a shop or listing"
+                                 + (", or the estimator on a CSV (--csv)" if name == "elasticity" else ""))
+        ak.add_argument("--shop", type=_uuid, help="the shop whose stored runs to show")
+        ak.add_argument("--listing", type=_uuid, help="one listing of the shop (default: all; forecast: the shop's total)")
+        ak.add_argument("--json", action="store_true", help="the JSON the API answers, instead of a table")
+        if name == "forecast":
+            ak.add_argument("--horizon", type=_horizon, default=30, help="days ahead, 1-90 (default 30)")
+        if name == "elasticity":
+            ak.add_argument("--csv", metavar="FILE", help="fit a table instead: one row per period (exit 2 on bad input)")
+            ak.add_argument("--price", metavar="COL", help="with --csv: the price column")
+            ak.add_argument("--quantity", metavar="COL", help="with --csv: the quantity column")
+            ak.add_argument("--date", metavar="COL", help="with --csv: a date column (weekday and trend controls, HAC)")
+            ak.add_argument("--controls", metavar="COL,...", help="with --csv: more control columns, comma-separated")
+        ak.set_defaults(func=analyze_runs, **({} if name == "elasticity" else {"csv": None}),
+                        **({} if name == "forecast" else {"horizon": None}))
 
     ad = sub.add_parser("admin", help="manage accounts from the server's shell")
     admins = ad.add_subparsers(dest="admin", required=True)
