@@ -150,6 +150,7 @@ class _History:
     active: np.ndarray            # bool
     filled: np.ndarray            # units with inactive days filled (ETS needs every day)
     log_price: np.ndarray | None  # forward/back-filled; None when no price is known
+    price_now: float | None       # the last known price
     revenue: np.ndarray           # 0 on inactive days
     weekday: np.ndarray           # 0 = Monday
 
@@ -192,7 +193,8 @@ def _history(series: pl.DataFrame) -> _History | Refusal:
     start = date(1970, 1, 1) + timedelta(days=int(epoch_days[0]))
     weekday = (start.weekday() + np.arange(n)) % SEASON
     price = _on_calendar(_column(series, "price", kept, math.nan), index, n) if "price" in series.columns else None
-    return _History(start, units, active, _filled(units, active), _log_price(price), revenue, weekday)
+    return _History(start, units, active, _filled(units, active), _log_price(price), _last_price(price),
+                    revenue, weekday)
 
 
 def _column(series: pl.DataFrame, name: str, rows: np.ndarray, missing: float | bool) -> np.ndarray:
@@ -221,7 +223,9 @@ def _column_problem(series: pl.DataFrame) -> Refusal | None:
             return Refusal(f"column {column} has type {dtype}", "day a Date; units, revenue numeric", column)
     for column, numeric in (("price", True), ("active", False)):
         dtype = series.schema.get(column)
-        if dtype is not None and (dtype.is_numeric() if numeric else dtype == pl.Boolean) is False:
+        if dtype is None or dtype == pl.Null:  # absent, or nothing but nulls: not known
+            continue
+        if not (dtype.is_numeric() if numeric else dtype == pl.Boolean):
             return Refusal(f"column {column} has type {dtype}", "price numeric, active Boolean", column)
     return None
 
@@ -245,6 +249,11 @@ def _log_price(price: np.ndarray | None) -> np.ndarray | None:
     carried = np.maximum.accumulate(positions)
     carried[carried < 0] = np.flatnonzero(known)[0]
     return np.log(price[carried])
+
+
+def _last_price(price: np.ndarray | None) -> float | None:
+    known = np.flatnonzero(np.isfinite(price) & (price > 0)) if price is not None else []
+    return float(price[known[-1]]) if len(known) else None
 
 
 def _history_refusal(history: _History) -> Refusal | None:
@@ -491,8 +500,8 @@ def _tier(history: _History, effort: Effort) -> str:
 def _unit_price(history: _History, future_price) -> tuple[float, str] | Refusal:
     if future_price is not None:
         return float(future_price), "units x the future price given"
-    if history.log_price is not None:
-        return float(np.exp(history.log_price[-1])), "units x the current price"
+    if history.price_now is not None:
+        return history.price_now, "units x the current price"
     recent = np.flatnonzero(history.active)[-PRICE_REVENUE_WINDOW:]
     for days, label in ((recent, "the last 4 active weeks"), (np.flatnonzero(history.active), "the history")):
         units, revenue = np.sum(history.units[days]), np.sum(history.revenue[days])
