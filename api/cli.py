@@ -657,6 +657,8 @@ def parser() -> argparse.ArgumentParser:
                             "the three GETs' p95 vs a raw SELECT, calibration and forecast figures")
     bz.add_argument("--seeds", type=_count, help="seeds per true elasticity for the calibration (default 20)")
     bz.add_argument("--requests", type=_count, help="GETs measured per route (default 300)")
+    bz.add_argument("--listings", type=_count, help="listings of the synthetic shop whose reads are timed (default 20)")
+    bz.add_argument("--retail-url", help="a database holding the imported shared shop: also time its whole refresh")
     bz.set_defaults(func=bench_analyze)
 
     kafka = {"type": _bootstrap, "default": os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
