@@ -113,7 +113,7 @@ def retail_products(path: str | Path = DEFAULT_PATH) -> pl.DataFrame:
     counted = _counted(_lines(path))
     sold = counted.filter(pl.col("sale")).select("code").unique()
     products = (counted.join(sold, on="code", how="semi").group_by("code")
-                .agg(pl.col("Description").drop_nulls().mode().first().alias("description"),
+                .agg(pl.col("Description").drop_nulls().mode().sort().first().alias("description"),
                      pl.col("Quantity").sum().alias("units"))
                 .sort("units", "code", descending=[True, False])
                 .collect())

@@ -120,7 +120,7 @@ def test_revenue_is_units_times_the_price_assumed():
     units = seasonal_poisson(21, 120)
     current = forecast(series(units), 14)
     scenario = forecast(series(units), 14, future_price=20.0)
-    assert current.unit_price == 12.5 and scenario.unit_price == 20.0
+    assert current.unit_price == Decimal("12.50") and scenario.unit_price == Decimal("20.00")
     for point in scenario.points:
         assert abs(float(point.revenue) - 20.0 * point.units) <= 0.005 + 1e-9
         assert abs(float(point.revenue_95.upper) - 20.0 * point.units_95.upper) <= 0.005 + 1e-9

@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+from scipy.stats import norm
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
 from domain.demand.elasticity import Refusal
@@ -81,7 +82,6 @@ FULL_TIER_MIN_SELLING_SHARE = 0.8
 FULL_TIER_MIN_UNITS_PER_DAY = 50.0
 MAX_ITERATIONS = 50
 MIN_LOG_PRICE_SD = 0.01         # below this the price regressor is not identifiable
-Z80, Z95 = 1.2815515655446004, 1.959963984540054
 LIGHT_MODELS = ("seasonal_naive", "ets_fixed")
 FULL_MODELS = LIGHT_MODELS + ("ets", "sarimax")
 PRICE_AWARE = frozenset({"sarimax"})
@@ -136,7 +136,7 @@ class Forecast:
     horizon: int
     backtest_horizon: int
     backtest_origins: tuple[date, ...]  # first day forecast at each origin
-    unit_price: float             # the price revenue is computed at
+    unit_price: Decimal           # the price revenue is computed at (rounded to the minor unit)
     revenue_method: str
     currency: str | None
     notes: tuple[str, ...]
@@ -565,8 +565,8 @@ def _closed_weekdays(history: _History) -> set[int]:
 def _bands(path: _Path) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     if path.bands is not None:
         return path.bands
-    return {0.2: (path.mean - Z80 * path.sd, path.mean + Z80 * path.sd),
-            0.05: (path.mean - Z95 * path.sd, path.mean + Z95 * path.sd)}
+    return {alpha: (path.mean - norm.ppf(1 - alpha / 2) * path.sd, path.mean + norm.ppf(1 - alpha / 2) * path.sd)
+            for alpha in (0.2, 0.05)}
 
 
 def _answer(history: _History, horizon: int, tier: str, name: str, scores: dict, path: _Path,
@@ -596,7 +596,7 @@ def _answer(history: _History, horizon: int, tier: str, name: str, scores: dict,
     return Forecast(name, tier, float(scores[name]), _ratio(scores[name], snaive), candidates,
                     tuple(points), (history.start, history.day(history.n - 1)),
                     int(history.active.sum()), history.n, horizon, backtest,
-                    tuple(history.day(o) for o in origins), price, revenue_method, currency, notes)
+                    tuple(history.day(o) for o in origins), _money(price, quantum), revenue_method, currency, notes)
 
 
 def _units(value: float) -> float:
