@@ -5,10 +5,11 @@ status); tests/test_openapi_contract.py checks real answers of every route again
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 from uuid import UUID
 
 from fastapi import Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from commands.context import Result
@@ -521,9 +522,11 @@ class LoggedOut(Answer):
     logged_out: Literal[True]
 
 
-def answer(response: Response, result: Result) -> dict:
-    """The command's result as the route's response model: 201 when it created something, and
-    a replayed answer says so. FastAPI then builds the body as the route's response_model."""
+async def answer(response: Response, handler: Callable[..., Result], *args) -> dict:
+    """Run a command's handler (blocking: the database) in the threadpool; its result answers 201
+    when it created something, and a replayed answer says so. FastAPI then builds the body as the
+    route's response_model, on the event loop (a `def` route would pay a second thread hop)."""
+    result = await run_in_threadpool(handler, *args)
     response.status_code = 201 if result.created else 200
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"

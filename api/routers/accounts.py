@@ -69,10 +69,10 @@ def _roles(grants: list[RoleGrantIn]) -> dict[str, list[str] | None]:
 
 
 @router.post("/accounts", status_code=201, response_model=Account, summary="Create an account in the caller's tenant", dependencies=[MANAGE])
-def create_account(body: AccountIn, ctx: Context, engine: Engine, response: Response):
+async def create_account(body: AccountIn, ctx: Context, engine: Engine, response: Response):
     if body.password is not None:
         check_password(body.password, body.username)
-    return answer(response, engine.identity.create_account(ctx, body.username, body.kind, body.password, _roles(body.roles)))
+    return await answer(response, engine.identity.create_account, ctx, body.username, body.kind, body.password, _roles(body.roles))
 
 
 @router.get("/accounts", response_model=AccountList, summary="The tenant's accounts", dependencies=[MANAGE])
@@ -87,32 +87,32 @@ def get_account(account_id: UUID, ctx: Context, engine: Engine) -> dict:
 
 @router.post("/accounts/{account_id}/roles", response_model=Account, summary="Grant a role (over shops, or the whole tenant)",
              dependencies=[MANAGE])
-def grant_role(account_id: UUID, body: RoleGrantIn, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.identity.grant_role(ctx, account_id, body.role, _roles([body])[body.role]))
+async def grant_role(account_id: UUID, body: RoleGrantIn, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.identity.grant_role, ctx, account_id, body.role, _roles([body])[body.role])
 
 
 @router.delete("/accounts/{account_id}/roles/{role}", response_model=Account, summary="Revoke a role, or only its grant over one shop",
                dependencies=[MANAGE])
-def revoke_role(account_id: UUID, role: Role, ctx: Context, engine: Engine, response: Response,
+async def revoke_role(account_id: UUID, role: Role, ctx: Context, engine: Engine, response: Response,
                 shop_id: Annotated[UUID | None, Query(description="Only this shop")] = None):
-    return answer(response, engine.identity.revoke_role(ctx, account_id, role.value, None if shop_id is None else [str(shop_id)]))
+    return await answer(response, engine.identity.revoke_role, ctx, account_id, role.value, None if shop_id is None else [str(shop_id)])
 
 
 @router.post("/accounts/{account_id}/unlock", response_model=Account, summary="End a lockout now", dependencies=[MANAGE])
-def unlock(account_id: UUID, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.identity.unlock_account(ctx, account_id))
+async def unlock(account_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.identity.unlock_account, ctx, account_id)
 
 
 @router.post("/accounts/{account_id}/mfa/reset", response_model=Account, summary="Remove a lost second factor", dependencies=[MANAGE])
-def reset_mfa(account_id: UUID, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.identity.reset_mfa(ctx, account_id))
+async def reset_mfa(account_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.identity.reset_mfa, ctx, account_id)
 
 
 @router.post("/accounts/{account_id}/api-keys", status_code=201, response_model=ApiKeyIssued,
              summary="Issue an API key for a service account (shown once, stored hashed)", dependencies=[MANAGE])
-def issue_api_key(account_id: UUID, body: ApiKeyIn, ctx: Context, engine: Engine, response: Response):
+async def issue_api_key(account_id: UUID, body: ApiKeyIn, ctx: Context, engine: Engine, response: Response):
     shops = None if body.shops is None else [str(s) for s in body.shops]
-    return answer(response, engine.identity.issue_api_key(ctx, account_id, list(body.scopes), shops))
+    return await answer(response, engine.identity.issue_api_key, ctx, account_id, list(body.scopes), shops)
 
 
 @router.get("/accounts/{account_id}/api-keys", response_model=ApiKeyList, summary="A service account's keys (never the keys themselves)",
@@ -122,8 +122,8 @@ def list_api_keys(account_id: UUID, ctx: Context, engine: Engine) -> dict:
 
 
 @router.delete("/accounts/{account_id}/api-keys/{key_id}", response_model=ApiKeyRevoked, summary="Revoke an API key", dependencies=[MANAGE])
-def revoke_api_key(account_id: UUID, key_id: UUID, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.identity.revoke_api_key(ctx, account_id, key_id))
+async def revoke_api_key(account_id: UUID, key_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.identity.revoke_api_key, ctx, account_id, key_id)
 
 
 @router.get("/security/accounts/{account_id}/events", response_model=AccountHistory,

@@ -12,18 +12,18 @@ router = resource_router(prefix="/shops/{shop_id}", tags=["rollback"], dependenc
 
 
 @router.post("/listings/{listing_id}/rollback", response_model=ListingRolledBack, summary="Roll a listing's price back (appends a compensating change)")
-def rollback_listing(shop_id: UUID, listing_id: UUID, cmd: models.RollbackListing, ctx: Context, engine: Engine, response: Response):
+async def rollback_listing(shop_id: UUID, listing_id: UUID, cmd: models.RollbackListing, ctx: Context, engine: Engine, response: Response):
     """Restores the price the listing had at a version (`to_version`) or a moment (`to_time`), or
     undoes one change (`undo_version`); `compensates` names the versions undone.
 
     **Changes:** appends a Listing.PriceChanged event with source `rollback`; history is never edited."""
-    return answer(response, engine.rollbacks.rollback_listing(ctx, shop_id, listing_id, cmd))
+    return await answer(response, engine.rollbacks.rollback_listing, ctx, shop_id, listing_id, cmd)
 
 
 @router.post("/rollbacks", response_model=BulkRolledBack, summary="Compensate every price change matching a filter; report skipped listings")
-def bulk_rollback(shop_id: UUID, cmd: models.BulkRollback, ctx: Context, engine: Engine, response: Response):
+async def bulk_rollback(shop_id: UUID, cmd: models.BulkRollback, ctx: Context, engine: Engine, response: Response):
     """Undoes every price change of the shop matching a filter (source, rule, rule version, actor,
     time window). Listings changed since by someone else are skipped and reported, never overwritten.
 
     **Changes:** appends one compensating Listing.PriceChanged event per listing rolled back."""
-    return answer(response, engine.rollbacks.bulk_rollback(ctx, shop_id, cmd))
+    return await answer(response, engine.rollbacks.bulk_rollback, ctx, shop_id, cmd)

@@ -26,8 +26,8 @@ SHOP = "/shops/{shop_id}"
 
 # -- rules -----------------------------------------------------------------------------------
 @router.post(SHOP + "/rules", status_code=201, response_model=Rule, summary="Define a pricing rule (version 1)", dependencies=[WRITE])
-def define_rule(shop_id: UUID, cmd: m.DefineRule, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.define_rule(ctx, shop_id, cmd))
+async def define_rule(shop_id: UUID, cmd: m.DefineRule, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.define_rule, ctx, shop_id, cmd)
 
 
 @router.get(SHOP + "/rules", response_model=RuleList, summary="The shop's rules, retired ones last", dependencies=[READ])
@@ -42,33 +42,33 @@ def get_rule(shop_id: UUID, rule_id: UUID, ctx: Context, reads: Reads,
 
 
 @router.put(SHOP + "/rules/{rule_id}", response_model=RuleChanged, summary="Revise a rule: appends version n+1", dependencies=[WRITE])
-def revise_rule(shop_id: UUID, rule_id: UUID, cmd: m.ReviseRule, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.revise_rule(ctx, shop_id, rule_id, cmd))
+async def revise_rule(shop_id: UUID, rule_id: UUID, cmd: m.ReviseRule, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.revise_rule, ctx, shop_id, rule_id, cmd)
 
 
 @router.post(SHOP + "/rules/{rule_id}/retire", response_model=RuleChanged, summary="Retire a rule: it prices nothing from now on",
              dependencies=[WRITE])
-def retire_rule(shop_id: UUID, rule_id: UUID, cmd: m.RetireRule, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.retire_rule(ctx, shop_id, rule_id, cmd))
+async def retire_rule(shop_id: UUID, rule_id: UUID, cmd: m.RetireRule, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.retire_rule, ctx, shop_id, rule_id, cmd)
 
 
 # -- assignment ------------------------------------------------------------------------------
 @router.post(SHOP + "/rule-assignments", response_model=RuleAssigned, summary="Assign a rule to many listings, or none (rule_id null)",
              dependencies=[WRITE])
-def assign_rule(shop_id: UUID, cmd: m.AssignRule, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.assign_rule(ctx, shop_id, cmd))
+async def assign_rule(shop_id: UUID, cmd: m.AssignRule, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.assign_rule, ctx, shop_id, cmd)
 
 
 @router.put(SHOP + "/listings/{listing_id}/rule", response_model=RuleAssigned, summary="Assign a rule to one listing", dependencies=[WRITE])
-def assign_one(shop_id: UUID, listing_id: UUID, cmd: m.AssignOne, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.assign_rule(ctx, shop_id, m.AssignRule(rule_id=cmd.rule_id, listing_ids=[listing_id],
-                                                                reason=cmd.reason)))
+async def assign_one(shop_id: UUID, listing_id: UUID, cmd: m.AssignOne, ctx: Context, engine: Engine, response: Response):
+    assignment = m.AssignRule(rule_id=cmd.rule_id, listing_ids=[listing_id], reason=cmd.reason)
+    return await answer(response, engine.rules.assign_rule, ctx, shop_id, assignment)
 
 
 @router.delete(SHOP + "/listings/{listing_id}/rule", response_model=RuleAssigned, summary="Unassign a listing's rule", dependencies=[WRITE])
-def unassign_one(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine, response: Response,
+async def unassign_one(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine, response: Response,
                  reason: Annotated[Reason, Query()] = ""):
-    return answer(response, engine.rules.assign_rule(ctx, shop_id, m.AssignRule(rule_id=None, listing_ids=[listing_id], reason=reason)))
+    return await answer(response, engine.rules.assign_rule, ctx, shop_id, m.AssignRule(rule_id=None, listing_ids=[listing_id], reason=reason))
 
 
 # -- automation limits of a listing ------------------------------------------------------------
@@ -81,8 +81,8 @@ def get_listing_automation(shop_id: UUID, listing_id: UUID, ctx: Context, reads:
 @router.put(SHOP + "/listings/{listing_id}/automation", response_model=ListingAutomationChanged,
             summary="Set limits on automated changes: margin floor, max step, daily cap, cooldown",
             dependencies=[WRITE])
-def set_listing_automation(shop_id: UUID, listing_id: UUID, cmd: m.SetAutomationLimits, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.set_automation_limits(ctx, shop_id, listing_id, cmd))
+async def set_listing_automation(shop_id: UUID, listing_id: UUID, cmd: m.SetAutomationLimits, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.set_automation_limits, ctx, shop_id, listing_id, cmd)
 
 
 # -- emergency stop --------------------------------------------------------------------------
@@ -93,14 +93,14 @@ def shop_automation(shop_id: UUID, ctx: Context, reads: Reads) -> dict:
 
 @router.post(SHOP + "/automation/stop", response_model=ShopAutomationChanged, summary="Stop all automated price changes in the shop, at once",
              dependencies=[WRITE])
-def stop_shop(shop_id: UUID, cmd: m.StopAutomation, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.stop_shop_automation(ctx, shop_id, cmd))
+async def stop_shop(shop_id: UUID, cmd: m.StopAutomation, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.stop_shop_automation, ctx, shop_id, cmd)
 
 
 @router.post(SHOP + "/automation/resume", response_model=ShopAutomationChanged, summary="Resume automated price changes in the shop",
              dependencies=[WRITE])
-def resume_shop(shop_id: UUID, cmd: m.StopAutomation, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.resume_shop_automation(ctx, shop_id, cmd))
+async def resume_shop(shop_id: UUID, cmd: m.StopAutomation, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.resume_shop_automation, ctx, shop_id, cmd)
 
 
 @router.get("/automation", response_model=TenantAutomation, response_model_exclude_unset=True, summary="Is automated repricing stopped in all of the tenant's shops?",
@@ -111,11 +111,11 @@ def global_automation(ctx: Context, reads: Reads) -> dict:
 
 @router.post("/automation/stop", response_model=TenantAutomationChanged, summary="Stop automated price changes in every shop of the tenant (admins)",
              dependencies=[ADMIN])
-def stop_all(cmd: m.StopAutomation, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.stop_all_automation(ctx, cmd))
+async def stop_all(cmd: m.StopAutomation, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.stop_all_automation, ctx, cmd)
 
 
 @router.post("/automation/resume", response_model=TenantAutomationChanged, summary="Resume automated price changes in the tenant's shops (admins)",
              dependencies=[ADMIN])
-def resume_all(cmd: m.StopAutomation, ctx: Context, engine: Engine, response: Response):
-    return answer(response, engine.rules.resume_all_automation(ctx, cmd))
+async def resume_all(cmd: m.StopAutomation, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.rules.resume_all_automation, ctx, cmd)

@@ -13,12 +13,12 @@ router = resource_router(prefix="/shops", tags=["shops"])
 
 @router.post("", status_code=201, response_model=ShopOpened, summary="Open a shop",
              dependencies=[requires("shops:create")])
-def open_shop(cmd: models.OpenShop, ctx: Context, engine: Engine, response: Response):
+async def open_shop(cmd: models.OpenShop, ctx: Context, engine: Engine, response: Response):
     """Opens a shop in the caller's tenant, with the currency every price of it is in; a seller
     opening a shop is granted it.
 
     **Changes:** appends the shop's Shop.Opened event (and a seller's grant of it on their account)."""
-    return answer(response, engine.listings.open_shop(ctx, cmd))
+    return await answer(response, engine.listings.open_shop, ctx, cmd)
 
 
 @router.get("", response_model=ShopList, summary="The caller's shops", dependencies=[requires("shops:read")])
@@ -36,9 +36,9 @@ def get_shop(shop_id: UUID, ctx: Context, engine: Engine) -> dict:
 
 @router.post("/{shop_id}/listings", status_code=201, response_model=ListingsRegistered,
              summary="Register one or many listings (all or nothing)", dependencies=[requires("prices:write")])
-def register_listings(shop_id: UUID, cmd: models.RegisterListings, ctx: Context, engine: Engine, response: Response):
+async def register_listings(shop_id: UUID, cmd: models.RegisterListings, ctx: Context, engine: Engine, response: Response):
     """Registers listings with their price and guardrails; external ids and SKUs are unique in the
     shop (a taken one is a 409 naming it).
 
     **Changes:** appends one Listing.Registered event per listing, all or nothing."""
-    return answer(response, engine.listings.register_listings(ctx, shop_id, cmd))
+    return await answer(response, engine.listings.register_listings, ctx, shop_id, cmd)
