@@ -364,7 +364,9 @@ class _Estimated:
     def result(self, end: int):
         model = self._model(end)
         if self.params is None:
-            fitted = model.fit(disp=False, maxiter=MAX_ITERATIONS)
+            # no parameter covariance for SARIMAX: nothing here uses it, and its Hessian is half the cost
+            options = {"cov_type": "none"} if self.name == "sarimax" else {}
+            fitted = model.fit(disp=False, maxiter=MAX_ITERATIONS, **options)
             self.params = np.asarray(fitted.params)
             return fitted
         return model.filter(self.params) if self.name == "sarimax" else model.smooth(self.params)
