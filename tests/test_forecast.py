@@ -257,3 +257,10 @@ def test_the_full_tier_gives_a_finite_non_negative_answer_or_a_refusal(units, ho
         return
     assert finite_everywhere(answer) and answer.tier == "full"
     assert all(0 <= p.units_95.lower <= p.units <= p.units_95.upper for p in answer.points)
+
+
+def test_a_listing_off_sale_for_four_weeks_is_refused():
+    units = seasonal_poisson(61, 140)
+    active = [i < 105 for i in range(140)]
+    answer = forecast(series([u if a else 0 for u, a in zip(units, active)], active=active), 14)
+    assert isinstance(answer, Refusal) and "not on sale in the last 4 weeks" in answer.reason

@@ -260,6 +260,10 @@ def _history_refusal(history: _History) -> Refusal | None:
     active_days = int(history.active.sum())
     if active_days < MIN_ACTIVE_DAYS:
         return Refusal(f"too short: {active_days} active days", f"at least {MIN_ACTIVE_DAYS} active days")
+    if not history.active[-CLOSED_LOOKBACK:].any():
+        last = history.day(int(np.flatnonzero(history.active)[-1]))
+        return Refusal(f"not on sale in the last 4 weeks (last active day {last.isoformat()})",
+                       "active days in the last 4 weeks")
     observed = history.units[history.active]
     if not np.any(observed != 0):
         return Refusal("no sales on any active day: nothing to forecast from",
@@ -357,9 +361,8 @@ class _Estimated:
             exog = self.history.log_price[:end] if self.with_price else None
             return SARIMAX(self.history.units[:end], exog=exog, order=(0, 1, 1),
                            seasonal_order=(0, 1, 1, SEASON), concentrate_scale=True)
-        damped = self.name == "ets_damped"
-        return ETSModel(pd.Series(self.history.filled[:end]), error="add", trend="add" if damped else None,
-                        damped_trend=damped, seasonal="add", seasonal_periods=SEASON)
+        return ETSModel(pd.Series(self.history.filled[:end]), error="add", seasonal="add",
+                        seasonal_periods=SEASON)
 
     def result(self, end: int):
         model = self._model(end)
@@ -528,7 +531,8 @@ def _forecast(history: _History, horizon: int, future_price, tier: str,
         paths[name] = lambda o, candidate=candidate: candidate.mean(o, backtest)
     scores = _scores(history, origins, backtest, paths)
     if not isinstance(scores["seasonal_naive"], float):
-        return Refusal("no backtest origin has an active day to score", "more history with active days")
+        return Refusal("no backtest origin could be scored: no active day after it, or no week-to-week "
+                       "variation before it", "a longer history with sales spread over several weeks")
     ranked = sorted((s, i, name) for i, (name, s) in enumerate(scores.items()) if isinstance(s, float))
     for _, _, name in ranked:
         path = _final_path(name, history, horizon, states, estimated)
@@ -547,7 +551,7 @@ def _final_path(name: str, history: _History, horizon: int, states, estimated: d
         else:
             path = estimated[name].path(history.n, horizon)
         return _checked(path)
-    except Exception:  # a refit that fails falls back to the next best candidate
+    except Exception:  # a candidate that fails on the whole history gives way to the next best
         return None
 
 
@@ -559,6 +563,7 @@ def _checked(path: _Path) -> _Path | None:
 
 # -- assembling the answer --------------------------------------------------------------------
 def _closed_weekdays(history: _History) -> set[int]:
+    """Weekdays without an active day lately (a shop shut on Saturdays)."""
     recent = slice(max(0, history.n - CLOSED_LOOKBACK), history.n)
     open_days = set(history.weekday[recent][history.active[recent]].tolist())
     return set(range(SEASON)) - open_days
@@ -594,7 +599,7 @@ def _answer(history: _History, horizon: int, tier: str, name: str, scores: dict,
     snaive = scores["seasonal_naive"]
     candidates = tuple(_score(model, value, snaive) for model, value in scores.items())
     without_price = name == "sarimax" and not estimated["sarimax"].with_price and history.log_price is not None
-    notes = _notes(name, clipped, closed, future_price, without_price)
+    notes = _notes(history, name, clipped, closed, future_price, without_price)
     return Forecast(name, tier, float(scores[name]), _ratio(scores[name], snaive), candidates,
                     tuple(points), (history.start, history.day(history.n - 1)),
                     int(history.active.sum()), history.n, horizon, backtest,
@@ -619,11 +624,12 @@ def _score(model: str, value: float | str, snaive: float) -> CandidateScore:
     return CandidateScore(model, value, _ratio(value, snaive))
 
 
-def _notes(name: str, clipped: bool, closed: set[int], future_price, without_price: bool) -> tuple[str, ...]:
+def _notes(history: _History, name: str, clipped: bool, closed: set[int], future_price,
+           without_price: bool) -> tuple[str, ...]:
     notes = []
     if clipped:
         notes.append("unit forecasts and bounds below 0 were clipped to 0")
-    if closed and len(closed) < SEASON:
+    if closed:
         days = ", ".join(date(2024, 1, 1 + d).strftime("%A") for d in sorted(closed))
         notes.append(f"no activity on {days} in the last 4 weeks: forecast as closed (0 units)")
     if future_price is not None and name not in PRICE_AWARE:
