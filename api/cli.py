@@ -451,7 +451,7 @@ def analyze_refresh(args) -> int:
 
     url = _migrated_url()
     try:
-        with Progress("fitting demand models", unit="listings") as progress:
+        with Progress("fitting demand models", unit="fits") as progress:
             summary = refresh(url, args.shop, progress=progress.update)
     except LookupError as e:
         print(f"etsypro analyze refresh: {e}", file=sys.stderr)
@@ -656,6 +656,7 @@ def parser() -> argparse.ArgumentParser:
     bz = benches.add_parser("analyze", parents=[as_json], help="demand models: fits per second on the shared history, "
                             "the three GETs' p95 vs a raw SELECT, calibration and forecast figures")
     bz.add_argument("--seeds", type=_count, help="seeds per true elasticity for the calibration (default 20)")
+    bz.add_argument("--origins", type=_count, help="outer origins of the shop forecast's backtest (default 4)")
     bz.add_argument("--requests", type=_count, help="GETs measured per route (default 300)")
     bz.add_argument("--listings", type=_count, help="listings of the synthetic shop whose reads are timed (default 20)")
     bz.add_argument("--retail-url", help="a database holding the imported shared shop: also time its whole refresh")

@@ -40,7 +40,7 @@ from domain.demand.elasticity import (CAVEAT, EVIDENCE, SHOP_EVIDENCE, THIN_EVID
                                       ShopEstimates, estimate_shop, expected_units)
 from domain.demand.forecast import Forecast, forecast
 from domain.demand.frame import DAILY_SCHEMA
-from domain.demand.recommend import DEFAULT_STEP_PERCENT, MoneyRange, Outlook, Recommendation, recommend
+from domain.demand.recommend import DEFAULT_STEP_PERCENT, MoneyRange, Outlook, recommend
 from domain.listing import Listing
 from domain.money import Money, minor_unit
 from domain.rules import RecommendationRun
@@ -53,8 +53,8 @@ WINDOW_DAYS = 365
 RETAIN_DAYS = 35                  # elasticity and recommendation runs (which run justified which price)
 FORECAST_RETAIN_DAYS = 7          # forecasts are a shop's largest runs (90 days each) and age fastest
 FORECAST_HORIZON = 90             # days stored; reads slice it
-FULL_FORECASTS = 20               # best sellers offered every forecast candidate (~2 s of CPU each), the rest
-                                  # the light tier (~5 ms): the whole shop then refreshes within a minute
+FULL_FORECASTS = 20               # best sellers offered every candidate where their data qualifies (SARIMAX
+                                  # ~1 s a fit); the rest the light tier (~2 ms): a shop refits within a minute
 FORECAST_CHUNK = 250              # listings per forecasting task handed to a worker process
 PROCESSES = 2                     # fitting processes of a large shop (the machine's two cores)
 POOL_MIN_LISTINGS = 200           # below this, fitting in-process is quicker than starting worker processes
@@ -127,7 +127,7 @@ def refresh(source, shop_id: UUID | str | None = None, progress: Callable[[int, 
             should_stop: Callable[[], bool] = lambda: False) -> RefreshSummary:
     """Refit and store the model runs of one shop or of every shop. source: a conninfo or a read pool.
 
-    progress(listings done, listings in all): as shops are fitted. Resumable: a pass over the same
+    progress(fits done, fits in all): two per listing (an elasticity and a forecast), as shops are fitted. Resumable: a pass over the same
     scope that did not finish is continued, skipping the shops it already refreshed. Stopped is
     raised when should_stop() turns true (the shop in progress is left as it was)."""
     started = time.monotonic()
@@ -136,7 +136,7 @@ def refresh(source, shop_id: UUID | str | None = None, progress: Callable[[int, 
         shops = _shops(conn, shop_id)
         pass_id, resumed_since = _open_pass(conn, "all" if shop_id is None else str(shops[0][0]))
         done_already = _refreshed_since(conn, resumed_since) if resumed_since else set()
-        total, finished, results = sum(n for _, n in shops), 0, []
+        total, finished, results = sum(2 * n for _, n in shops), 0, []
         for shop, listings in shops:
             if should_stop():
                 raise Stopped()
@@ -145,7 +145,7 @@ def refresh(source, shop_id: UUID | str | None = None, progress: Callable[[int, 
             else:
                 step = (lambda n, base=finished: progress(base + n, total)) if progress else None
                 results.append(refresh_shop(conn, shop, today, processes, step, should_stop))
-            finished += listings
+            finished += 2 * listings
             if progress:
                 progress(finished, total)
         _close_pass(conn, pass_id)
@@ -246,8 +246,8 @@ def _listings_now(conn: psycopg.Connection, shop_id: UUID) -> dict[str, Listing]
 @dataclass(frozen=True, slots=True)
 class Fitted:
     elasticities: ShopEstimates
-    forecasts: Mapping[str, Forecast | Refusal]
-    shop_forecast: Forecast | Refusal
+    forecasts: Mapping[str, dict]      # forecast runs' columns by listing (forecast_record)
+    shop_forecast: dict
 
 
 def fit(frame: pl.DataFrame, currency: str, processes: int = PROCESSES,
@@ -308,19 +308,22 @@ def _in_workers(tasks: list, processes: int, progress: Callable[[int], None] | N
         pool.terminate()  # a stop ends the fits in progress at once
 
 
-def forecast_listings(frame: pl.DataFrame, currency: str, full: bool) -> dict[str, Forecast | Refusal]:
-    """Each listing's forecast, FORECAST_HORIZON days; full: every candidate where the data qualifies."""
-    answers = {}
+def forecast_listings(frame: pl.DataFrame, currency: str, full: bool) -> dict[str, dict]:
+    """Each listing's forecast run (FORECAST_HORIZON days), made into its columns where it was fitted:
+    a worker process sends back plain lists, not a hundred thousand small objects.
+    full: every candidate where the data qualifies; else the light tier."""
+    records = {}
     for part in frame.partition_by("listing_id", maintain_order=True):
-        answers[part["listing_id"][0]] = _forecast(part, currency, "auto" if full else "light")
-    return answers
+        answer = _forecast(part, currency, "auto" if full else "light")
+        records[part["listing_id"][0]] = forecast_record(answer, _active_span(part))
+    return records
 
 
-def forecast_shop(frame: pl.DataFrame, currency: str) -> Forecast | Refusal:
+def forecast_shop(frame: pl.DataFrame, currency: str) -> dict:
     """The shop's daily total (every candidate): units and revenue summed, open when any listing was."""
     totals = (frame.group_by("day").agg(pl.col("units").sum(), pl.col("revenue").sum(), pl.col("active").any())
               .sort("day"))
-    return _forecast(totals, currency, "auto")
+    return forecast_record(_forecast(totals, currency, "auto"), _active_span(frame))
 
 
 def _forecast(series: pl.DataFrame, currency: str, effort: str) -> Forecast | Refusal:
@@ -339,20 +342,24 @@ def _rows(refresh_id: UUID, shop_id: UUID, created: datetime, currency: str, fra
     shop_window = (min(w[0] for w in windows.values()), max(w[1] for w in windows.values())) if windows else None
     base = {"refresh_id": refresh_id, "shop_id": shop_id, "created_at": created}
     no_data = Refusal("no days in the window", "sales at several prices in the last year")
-    rows = [{**base, "listing_id": None, "kind": "elasticity", "window": shop_window,
+    rows = [{**base, "run_id": uuid.uuid4(), "listing_id": None, "kind": "elasticity", "window": shop_window,
              **elasticity_record(fitted.elasticities.pooled, currency)},
-            {**base, "listing_id": None, "kind": "forecast", **forecast_record(fitted.shop_forecast, shop_window)}]
+            {**base, "run_id": uuid.uuid4(), "listing_id": None, "kind": "forecast", **fitted.shop_forecast}]
     for listing_id in sorted(set(listings) | set(fitted.elasticities.listings)):
-        window, key = windows.get(listing_id), UUID(listing_id)
+        window, key, elasticity_run = windows.get(listing_id), UUID(listing_id), uuid.uuid4()
         estimate = fitted.elasticities.listings.get(listing_id) or no_data
-        elasticity = {**base, "listing_id": key, "kind": "elasticity", "window": window,
-                      **elasticity_record(estimate, currency)}
-        rows += [elasticity,
-                 {**base, "listing_id": key, "kind": "forecast",
-                  **forecast_record(fitted.forecasts.get(listing_id) or no_data, window)},
-                 {**base, "listing_id": key, "kind": "recommendation", "window": window,
-                  **recommendation_record(estimate, listings.get(listing_id), currency, elasticity["run_id"])}]
+        rows += [{**base, "run_id": elasticity_run, "listing_id": key, "kind": "elasticity", "window": window,
+                  **elasticity_record(estimate, currency)},
+                 {**base, "run_id": uuid.uuid4(), "listing_id": key, "kind": "forecast",
+                  **(fitted.forecasts.get(listing_id) or forecast_record(no_data, window))},
+                 {**base, "run_id": uuid.uuid4(), "listing_id": key, "kind": "recommendation", "window": window,
+                  **recommendation_record(estimate, listings.get(listing_id), currency, elasticity_run)}]
     return rows, shop_window
+
+
+def _active_span(frame: pl.DataFrame) -> tuple[date, date] | None:
+    days = frame.filter(pl.col("active"))["day"]
+    return (days.min(), days.max()) if len(days) else None
 
 
 def _listing_windows(frame: pl.DataFrame) -> dict[str, tuple[date, date]]:
@@ -466,7 +473,7 @@ def forecast_record(result: Forecast | Refusal, window: tuple[date, date] | None
 
 def _refused(params: dict, refusal: Refusal, caveat: str = CAVEAT) -> dict:
     answer = {"reason": refusal.reason, "needs": refusal.needs, "field": refusal.field, "caveat": caveat}
-    return {"run_id": uuid.uuid4(), "model": "refused", "params": params, "diagnostics": None,
+    return {"model": "refused", "params": params, "diagnostics": None,
             "answer": answer, "refused": True}
 
 
@@ -476,7 +483,7 @@ def _record(model: str, params: dict, diagnostics: dict | None, answer: dict) ->
         answer, diagnostics = _finite(answer), _finite(diagnostics)
     except ValueError as error:
         return _refused(params, Refusal(f"the model gave a non-finite value ({error})", "more varied data"))
-    return {"run_id": uuid.uuid4(), "model": model, "params": params, "diagnostics": diagnostics,
+    return {"model": model, "params": params, "diagnostics": diagnostics,
             "answer": answer, "refused": False}
 
 
