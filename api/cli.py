@@ -446,8 +446,10 @@ def bench_pricing(args) -> int:
 
 # -- demand models: refresh, stored answers, an analyst's table -------------------------------
 def analyze_refresh(args) -> int:
-    """Refit the demand models of one shop or all (resumes an interrupted pass over the same shops)."""
+    """Refit the demand models of one shop or all (resumes an interrupted pass over the same shops),
+    then reprice the listings under an optimise-profit rule on their new runs (once per run)."""
     from read.model_runs import refresh
+    from streams.repricing import act_on_new_runs
 
     url = _migrated_url()
     try:
@@ -457,7 +459,15 @@ def analyze_refresh(args) -> int:
         print(f"etsypro analyze refresh: {e}", file=sys.stderr)
         return 1
     print("\n".join(summary.lines()))
-    return 0
+    _, engine = _migrated_engine()
+    try:
+        acted = act_on_new_runs(engine.rules, url, args.shop)
+    finally:
+        engine.close()
+    changed = sum(1 for r in acted.results if r.outcome == "changed")
+    print(f"optimise-profit listings: {len(acted.results)} repriced on their new runs ({changed} changed),"
+          f" {acted.already} already acted on, {len(acted.failed)} failed (retried next time)")
+    return 0 if not acted.failed else 1
 
 
 def analyze_runs(args) -> int:

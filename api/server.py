@@ -26,7 +26,7 @@ from api.settings import Settings
 from commands.engine import PricingEngine
 from projections.projector import InBackground, Projector, tune_gc
 from read.model_runs import ScheduledRefresh
-from streams.repricing import RepricingPolicy
+from streams.repricing import RepricingPolicy, act_on_new_runs
 
 
 def database_url(settings: Settings, log=print) -> str:
@@ -55,17 +55,21 @@ def build(settings: Settings, log=print):
         app.state.projector = InBackground.projector(projector)
     if repricing is not None:
         app.state.repricing = InBackground(repricing, "repricing")
-    app.state.analyzer = refresher(settings, url)
+    app.state.analyzer = refresher(settings, url, engine)
     if app.state.analyzer is not None:
         _alongside(app, app.state.analyzer)
     return engine, app
 
 
-def refresher(settings: Settings, url: str) -> InBackground | None:
-    """The demand models' scheduled refresh (ETSYPRO_ANALYZE_EVERY_HOURS; 0: none), not started."""
+def refresher(settings: Settings, url: str, engine: PricingEngine | None) -> InBackground | None:
+    """The demand models' scheduled refresh (ETSYPRO_ANALYZE_EVERY_HOURS; 0: none), not started. With
+    the repricing policy in this process, each refresh is followed by repricing the optimise-profit
+    listings on their new runs (else `etsypro analyze refresh` or the policy's process does it)."""
     if settings.analyze_every_hours <= 0:
         return None
-    return InBackground(ScheduledRefresh(url, settings.analyze_every_hours), "analyze")
+    acts = settings.repricing == "inprocess" and engine is not None
+    after = (lambda _summary: act_on_new_runs(engine.rules, url)) if acts else None
+    return InBackground(ScheduledRefresh(url, settings.analyze_every_hours, after=after), "analyze")
 
 
 def _alongside(app, background: InBackground) -> None:
@@ -120,7 +124,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     running_followers = [InBackground(follower, name).start() for follower, name in
                          zip(followers(settings, url, engine), ("projector", "repricing"))
                          if follower is not None]
-    analyzer = refresher(settings, url)  # in the parent, like the followers: the workers' env says 0
+    analyzer = refresher(settings, url, engine)  # in the parent, like the followers: the workers' env says 0
     if analyzer is not None:
         running_followers.append(analyzer.start())
     try:

@@ -42,7 +42,7 @@ from domain.demand.forecast import Forecast, forecast
 from domain.demand.frame import DAILY_SCHEMA
 from domain.demand.recommend import DEFAULT_STEP_PERCENT, MoneyRange, Outlook, recommend
 from domain.listing import Listing
-from domain.money import Money, minor_unit
+from domain.money import minor_unit
 from domain.rules import RecommendationRun
 from projections.queries import Query, Result, View, run as run_query
 from read.demand import daily_demand
@@ -611,22 +611,7 @@ def recommendation_run(conn: psycopg.Connection, shop_id: UUID, listing_id: UUID
     stored = latest(conn, shop_id, listing_id, "recommendation")
     if stored is None:
         return None
-    if stored.refused:
-        return RecommendationRun(str(stored.run_id), stored.created_at, refusal=stored.answer["reason"])
-    a = stored.answer
-    currency = a["currency"]
-    profit = "profit_per_day" if a["current"]["profit_per_day"] is not None else "revenue_per_day"
-    low, high = a["ci95"]
-    return RecommendationRun(
-        run_id=str(stored.run_id), created_at=stored.created_at, price=Money(Decimal(a["price"]), currency),
-        elasticity=_decimal(a["elasticity"]), elasticity_low=_decimal(low), elasticity_high=_decimal(high),
-        objective=a["objective"], from_price=Money(Decimal(a["current_price"]), currency),
-        expected_at_from=Money(Decimal(a["current"][profit]["mean"]), currency),
-        expected_at_price=Money(Decimal(a["recommended"][profit]["mean"]), currency))
-
-
-def _decimal(value: float) -> Decimal:
-    return Decimal(f"{value:.4f}")
+    return RecommendationRun.from_stored(stored.run_id, stored.created_at, stored.refused, stored.answer)
 
 
 # -- the elasticities view: every listing's latest elasticity, paged like the analytics views -------
@@ -653,9 +638,11 @@ class ScheduledRefresh:
 
     RETRY_S = 600.0
 
-    def __init__(self, conninfo: str, every_hours: float, processes: int = PROCESSES):
+    def __init__(self, conninfo: str, every_hours: float, processes: int = PROCESSES,
+                 after: Callable[[RefreshSummary], object] | None = None):
+        """after(summary): what acts on the new runs (the optimise-profit rule's repricing)."""
         self.conninfo, self.period = conninfo, timedelta(hours=every_hours)
-        self.processes = processes
+        self.processes, self.after = processes, after
         self.last: RefreshSummary | None = None
         self.failures = 0
 
@@ -666,6 +653,7 @@ class ScheduledRefresh:
                 if wait <= 0:
                     self.last = refresh(self.conninfo, processes=self.processes, should_stop=stop.is_set)
                     log.info("demand models refreshed: %s", "; ".join(self.last.lines()))
+                    self._act(self.last)
                     continue
             except Stopped:
                 return
@@ -674,6 +662,14 @@ class ScheduledRefresh:
                 log.exception("demand model refresh failed; retrying in %.0f s", self.RETRY_S)
                 wait = self.RETRY_S
             stop.wait(min(wait, 60.0))  # the clock may jump; look again at least every minute
+
+    def _act(self, summary: RefreshSummary) -> None:
+        if self.after is None:
+            return
+        try:
+            self.after(summary)
+        except Exception:  # the runs are stored: whatever acts on them catches up on its next call
+            log.exception("acting on the new demand model runs failed")
 
     def _seconds_until_due(self) -> float:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:

@@ -120,6 +120,7 @@ def refreshed_shop(new_database):
 def test_refresh_reports_what_it_wrote(refreshed_shop):
     *_, shop, _, _, out = refreshed_shop
     assert f"{shop}: 2 listings, 8 runs" in out and "refused:" in out and "window" in out
+    assert "optimise-profit listings: 0 repriced" in out  # none of its listings follows the model runs
 
 
 def test_the_stored_answers_print_as_tables_or_the_api_json(refreshed_shop, capsys, monkeypatch):

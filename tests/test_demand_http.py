@@ -31,9 +31,9 @@ from commands.engine import PricingEngine
 from conftest import Accounts, listing_spec
 from domain.meta import Actor, EventMeta
 from domain.money import Money
-from projections.projector import Projector
+from projections.projector import InBackground, Projector
 from read import model_runs
-from read.model_runs import Stopped, recommendation_run, refresh
+from read.model_runs import ScheduledRefresh, Stopped, recommendation_run, refresh
 
 DAYS = 70
 PRICES = ("16.00", "20.00", "24.00")   # switched every 5 days: a switchback schedule
@@ -313,6 +313,22 @@ def test_the_rule_reads_the_served_recommendation(world, api):
 
 
 # -- serve ---------------------------------------------------------------------------------------
+def test_the_schedule_hands_each_refresh_to_what_acts_on_it(world):
+    with psycopg.connect(world.url, autocommit=True) as conn:  # make a whole-shop pass due
+        conn.execute("UPDATE analytics.model_refresh_passes SET finished_at = finished_at - interval '2 days'")
+    handed = []
+    background = InBackground(ScheduledRefresh(world.url, 24, processes=1, after=handed.append), "analyze").start()
+    try:
+        deadline = time.monotonic() + 60
+        while not handed:
+            assert time.monotonic() < deadline, "the schedule did not refresh"
+            time.sleep(0.05)
+    finally:
+        background.stop()
+    assert UUID(world.shop) in {s.shop_id for s in handed[0].shops if s.refresh_id is not None}
+    assert len(handed) == 1  # the next one is due in 24 hours
+
+
 def test_serve_refreshes_on_its_schedule_and_stops_with_the_app(world, tmp_path):
     settings = Settings.from_env({"ETSYPRO_DATABASE_URL": world.url, "ETSYPRO_DATA_DIR": str(tmp_path),
                                   "ETSYPRO_POOL_SIZE": "1", "ETSYPRO_PROJECTOR": "off", "ETSYPRO_REPRICING": "off",
