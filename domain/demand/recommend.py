@@ -19,7 +19,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from domain.demand.elasticity import Estimate, Refusal, expected_units
 from domain.errors import DomainError
 from domain.listing import Guardrails
-from domain.money import CURRENCY_DECIMALS, Money, minor_unit
+from domain.money import CURRENCY_DECIMALS, MAX_AMOUNT, Money, minor_unit
 
 DEFAULT_STEP_PERCENT = Decimal(10)   # the largest move when the guardrails set no max step
 CANDIDATES = 40                      # prices tried between the current price and the optimum
@@ -204,6 +204,9 @@ def _outlook(estimate: Estimate, price: Decimal, cost: float, cost_known: bool, 
     mean, low, high = units
     p = float(price)
     margin = p - cost
+    if not all(math.isfinite(v) and abs(v) < _PLAUSIBLE for v in (p * high, margin * high, margin * low)):
+        return Refusal(f"expected revenue at {price} is beyond any plausible amount: the fitted slope is "
+                       "extrapolated too far from the prices seen", "a price nearer the observed range", "price")
     profit = None
     if cost_known:
         ends = sorted((margin * low, margin * high))
@@ -218,6 +221,9 @@ def _describe_estimate(estimate: Estimate) -> str:
     low, high = estimate.ci95
     return (f"elasticity {estimate.elasticity:.2f} (95% {low:.2f} to {high:.2f}) from {estimate.n_days} days, "
             f"{estimate.method}")
+
+
+_PLAUSIBLE = float(MAX_AMOUNT)  # per day; beyond it a Money could not even hold the figure
 
 
 def _decimal(value: float, currency: str) -> Decimal:
