@@ -714,6 +714,7 @@ def shop_with_facts_beyond_python(world, engine, database_url, accounts):
     from commands.context import CommandContext
     from domain.meta import Actor
     from projections.projector import InBackground, Projector
+    from read.model_runs import refresh
 
     me = accounts.new("seller")
     shop, listing = open_shop_with_listing(world.client, me)
@@ -735,6 +736,7 @@ def shop_with_facts_beyond_python(world, engine, database_url, accounts):
             time.sleep(0.1)
     finally:
         background.stop()
+    refresh(database_url, shop, processes=1)  # the models are fitted on these facts too, so their reads serve runs
     auditor = accounts.new("auditor", me.tenant_id)
     return me, auditor, shop, listing
 
