@@ -2,8 +2,9 @@
 the CLI and the optimise-profit rule. Nothing here fits on a request: reads only select stored runs.
 
 A shop's refresh reads its daily frame (read/demand.py) over the window, fits every listing's
-elasticity (own, partially pooled or refused) and the shop's pooled one (domain/demand/elasticity.py
-estimate_shop), forecasts every listing and the shop, recommends a price per listing from its current
+elasticity (own, partially pooled or refused) and the shop's pooled one (domain/demand/elasticity.py,
+as estimate_shop composes them, the listings' fits shared between processes), forecasts every
+listing and the shop, recommends a price per listing from its current
 price and guardrails (replayed from the log), and writes all of it in one transaction that also
 points analytics.model_refreshes at the new runs: readers see the previous refresh until it commits,
 a crash leaves it served, and a rerun only writes a newer refresh.
@@ -24,7 +25,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Callable, Iterator, Mapping
@@ -37,7 +38,8 @@ from eventsourcing.persistence import StoredEvent
 import codec
 from codec.time_loaders import reading_adapters
 from domain.demand.elasticity import (CAVEAT, EVIDENCE, SHOP_EVIDENCE, THIN_EVIDENCE, Estimate, Refusal,
-                                      ShopEstimates, estimate_shop, expected_units)
+                                      ShopEstimates, estimate_listing, estimate_pooled, expected_units,
+                                      partially_pooled)
 from domain.demand.forecast import Forecast, forecast
 from domain.demand.frame import DAILY_SCHEMA
 from domain.demand.recommend import DEFAULT_STEP_PERCENT, MoneyRange, Outlook, recommend
@@ -45,7 +47,7 @@ from domain.listing import Listing
 from domain.money import minor_unit
 from domain.rules import RecommendationRun
 from projections.queries import Query, Result, View, run as run_query
-from read.demand import daily_demand
+from read.demand import EARLIEST_DAY, daily_demand
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ FORECAST_RETAIN_DAYS = 7          # forecasts are a shop's largest runs (90 days
 FORECAST_HORIZON = 90             # days stored; reads slice it
 FULL_FORECASTS = 20               # best sellers offered every candidate where their data qualifies (SARIMAX
                                   # ~1 s a fit); the rest the light tier (~2 ms): a shop refits within a minute
-FORECAST_CHUNK = 250              # listings per forecasting task handed to a worker process
+LISTING_CHUNK = 250               # listings per fitting task handed to a worker process
 PROCESSES = 2                     # fitting processes of a large shop (the machine's two cores)
 POOL_MIN_LISTINGS = 200           # below this, fitting in-process is quicker than starting worker processes
 KINDS = ("elasticity", "forecast", "recommendation")
@@ -180,9 +182,10 @@ _LOCK = 0x4D4F444C  # "MODL": the advisory lock space of shop refreshes
 
 
 def _window(conn: psycopg.Connection, shop_id: UUID, today: date) -> tuple[date, date] | None:
-    """WINDOW_DAYS ending on the shop's last day with a sale, at most yesterday; None: no sale yet."""
+    """WINDOW_DAYS ending on the shop's last day with a sale, at most yesterday; None: no sale yet.
+    Days before EARLIEST_DAY (facts stored before the commands refused them) are no window's end."""
     last = conn.execute("SELECT max(day) FROM analytics.demand_daily WHERE shop_id = %s AND units_sold > 0"
-                        " AND day < %s", [shop_id, today]).fetchone()[0]
+                        " AND day >= %s AND day < %s", [shop_id, EARLIEST_DAY, today]).fetchone()[0]
     if last is None:
         return None
     return last - timedelta(days=WINDOW_DAYS - 1), last
@@ -257,7 +260,7 @@ def fit(frame: pl.DataFrame, currency: str, processes: int = PROCESSES,
     listings = frame["listing_id"].n_unique() if frame.height else 0
     if processes <= 1 or listings < POOL_MIN_LISTINGS:
         results, done = [], 0
-        for function, args, weight in tasks:
+        for _, function, args, weight in tasks:
             if should_stop():
                 raise Stopped()
             results.append(function(*args))
@@ -265,23 +268,72 @@ def fit(frame: pl.DataFrame, currency: str, processes: int = PROCESSES,
             if progress:
                 progress(done)
     else:
-        results = _in_workers(tasks, processes, progress, should_stop)
-    forecasts = {listing: answer for chunk in results[2:] for listing, answer in chunk.items()}
-    return Fitted(results[0], forecasts, results[1])
+        results = _in_workers([task[1:] for task in tasks], processes, progress, should_stop)
+    by_kind: dict[str, list] = {}
+    for (kind, *_), result in zip(tasks, results):
+        by_kind.setdefault(kind, []).append(result)
+    answers = {listing: answer for chunk in by_kind.get("elasticity", []) for listing, answer in chunk.items()}
+    forecasts = {listing: record for chunk in by_kind.get("forecast", []) for listing, record in chunk.items()}
+    return Fitted(shop_elasticities(answers, by_kind["pooled"][0]), forecasts, by_kind["shop forecast"][0])
 
 
-def _tasks(frame: pl.DataFrame, currency: str) -> list[tuple[Callable, tuple, int]]:
-    """(function, arguments, fits it makes): the longest first, so that two processes end together.
-    The FULL_FORECASTS best sellers get every forecast candidate (where their data qualifies),
-    the rest the light tier."""
+def _tasks(frame: pl.DataFrame, currency: str) -> list[tuple[str, Callable, tuple, int]]:
+    """(kind, function, arguments, fits it makes), the longest first so that the processes end
+    together: the pooled slope, listings' elasticities, then forecasts. The FULL_FORECASTS best
+    sellers get every forecast candidate (where their data qualifies), the rest the light tier."""
     ids = frame["listing_id"].unique(maintain_order=True).to_list() if frame.height else []
     sellers = (frame.group_by("listing_id").agg(pl.col("units").sum()).sort("units", "listing_id", descending=[True, False])
                ["listing_id"].head(FULL_FORECASTS).to_list() if frame.height else [])
     rest = [listing for listing in ids if listing not in set(sellers)]
-    chunks = [sellers] + [rest[i:i + FORECAST_CHUNK] for i in range(0, len(rest), FORECAST_CHUNK)]
-    listing_tasks = [(forecast_listings, (frame.filter(pl.col("listing_id").is_in(chunk)), currency, i == 0), len(chunk))
-                     for i, chunk in enumerate(chunks) if chunk]
-    return [(estimate_shop, (frame,), len(ids)), (forecast_shop, (frame, currency), 0)] + listing_tasks
+
+    def part(chunk: list[str]) -> pl.DataFrame:
+        return frame.filter(pl.col("listing_id").is_in(chunk))
+
+    elasticity = [("elasticity", elasticity_listings, (part(chunk),), len(chunk)) for chunk in _chunks(ids)]
+    forecasts = [("forecast", forecast_listings, (part(chunk), currency, full), len(chunk))
+                 for chunk, full in [(sellers, True)] + [(chunk, False) for chunk in _chunks(rest)] if chunk]
+    return [("pooled", estimate_pooled, (frame,), 0), *elasticity, ("shop forecast", forecast_shop, (frame, currency), 0),
+            *forecasts]
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + LISTING_CHUNK] for i in range(0, len(ids), LISTING_CHUNK)]
+
+
+# The shop's elasticities from estimate_shop's public parts, so that processes can share the listings'
+# fits: each listing's own answer at EVIDENCE and, when its own data falls short, its fit at
+# THIN_EVIDENCE (elasticity_listings, in any process); the shop's pooled slope (estimate_pooled); the
+# thin fits shrunk toward it (partially_pooled). A thin fit is tried for every own refusal, where
+# estimate_shop tries it only below EVIDENCE's summary thresholds (a fit refused at EVIDENCE may pass
+# at THIN_EVIDENCE's lower independent price variation here).
+def elasticity_listings(frame: pl.DataFrame) -> dict[str, tuple[Estimate | Refusal, Estimate | None]]:
+    answers = {}
+    for part in frame.partition_by("listing_id", maintain_order=True):
+        own, thin = estimate_listing(part, EVIDENCE), None
+        if isinstance(own, Refusal):
+            fit = estimate_listing(part, THIN_EVIDENCE)
+            thin = replace(fit, method=fit.method + THIN_LABEL) if isinstance(fit, Estimate) else None
+        answers[part["listing_id"][0]] = (own, thin)
+    return answers
+
+
+THIN_LABEL = " (thin: below the evidence thresholds alone)"  # as estimate_shop labels a thin listing's own fit
+
+
+def shop_elasticities(answers: Mapping[str, tuple[Estimate | Refusal, Estimate | None]],
+                      pooled: Estimate | Refusal) -> ShopEstimates:
+    ordered = sorted(answers.items())  # estimate_shop's order: the shrinkage's sums come out the same
+    own = {listing: answer for listing, (answer, _) in ordered}
+    thin = {listing: fit for listing, (_, fit) in ordered if fit is not None}
+    if isinstance(pooled, Refusal) or not thin:
+        why = pooled.reason if isinstance(pooled, Refusal) else "no pooled estimate"
+        for listing in thin:
+            own[listing] = replace(own[listing], needs=f"{own[listing].needs} (or a shop-level estimate to borrow"
+                                                       f" from; the shop's: {why})")
+        return ShopEstimates(pooled, own, None)
+    fitted = [e for e in own.values() if isinstance(e, Estimate)] + list(thin.values())
+    shrunk, between = partially_pooled(thin, pooled, fitted)
+    return ShopEstimates(pooled, {**own, **shrunk}, between)
 
 
 def _in_workers(tasks: list, processes: int, progress: Callable[[int], None] | None,

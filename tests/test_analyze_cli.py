@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,10 @@ import pytest
 from api.app import create_app
 from api.cli import parser
 from api.server import running
-from bench.demand_shops import shop as synthetic_shop
+from bench.demand_shops import REALISTIC, shop as synthetic_shop
 from commands.engine import PricingEngine
 from conftest import ROOT, Accounts
+from domain.demand.elasticity import Estimate, Refusal, estimate_shop
 from read import model_runs
 from test_demand_http import TRUE_ELASTICITY, project, record_history
 
@@ -142,12 +144,24 @@ def test_the_stored_answers_print_as_tables_or_the_api_json(refreshed_shop, caps
     assert "analyze refresh" in capsys.readouterr().err
 
 
-# -- two processes -------------------------------------------------------------------------------------
+# -- fitting ---------------------------------------------------------------------------------------
+def test_the_refresh_composes_the_shops_elasticities_as_estimate_shop_does():
+    """Own fits, thin fits shrunk toward the pooled slope, refusals: the refresh builds them from the
+    module's public parts (so processes can share the listings) and must answer what estimate_shop answers."""
+    rich = synthetic_shop(5, (-0.5, -1.5, -3.0, -1.0, -2.0, -1.2, -2.5))
+    thin = synthetic_shop(6, (-1.0, -2.0, -1.5, -0.8), replace(REALISTIC, days=20, mean_units=(0.5, 2.0)))
+    frame = pl.concat([rich, thin, synthetic_shop(7, (-1.0,), replace(REALISTIC, price_levels=1))])
+    expected = estimate_shop(frame)
+    assert sum(isinstance(e, Estimate) and e.own_weight is not None for e in expected.listings.values()) >= 2
+    assert any(isinstance(e, Refusal) for e in expected.listings.values())
+    assert model_runs.fit(frame, "GBP", processes=1).elasticities == expected
+
+
 def test_fitting_in_two_processes_gives_the_answers_of_one(monkeypatch):
     frame = synthetic_shop(11, (-0.5, -1.5, -3.0, -1.0, -2.0, -1.2))
     alone = model_runs.fit(frame, "GBP", processes=1)
     monkeypatch.setattr(model_runs, "POOL_MIN_LISTINGS", 0)
-    monkeypatch.setattr(model_runs, "FORECAST_CHUNK", 2)  # several forecasting tasks
+    monkeypatch.setattr(model_runs, "LISTING_CHUNK", 2)  # several fitting tasks of each kind
     seen = []
     shared = model_runs.fit(frame, "GBP", processes=2, progress=seen.append)
     assert shared == alone
