@@ -7,34 +7,40 @@ history (../shared/data/online_retail.parquet), judged against seasonal-naive by
   in-sample seasonal-naive error (lag 7) before the origin. The figure is the served model's mean
   MASE over the origins divided by seasonal-naive's: below 0.9 beats it by 10%. Also per horizon.
 - forecast_mase_top100_median_ratio: the same ratio per product for the top N products by units
-  (fewer outer origins), tier chosen as in production ("auto"); the median over products.
+  (fewer outer origins), tier chosen as in production ("auto", or --effort); the median over products.
 - per candidate: how often each model was served, and each candidate's inner-backtest MASE ratio
   (what the choice saw), averaged over origins.
 Parts can be run alone (--only shop|top|refresh). The MASE figures are deterministic; the times
 are not (run several times).
 - forecast_listings_per_s: every product of the history forecast 28 days ahead (tier "auto") on
   one core: listings per CPU second; CPU ms per listing by tier; the whole shop's CPU seconds and,
-  with --workers W, the wall seconds with W processes.
+  with --workers W, the wall seconds with W processes. Runs with OPENBLAS_NUM_THREADS=1 unless
+  set otherwise: a refresh must run so too (threaded BLAS multiplies the full tier's CPU).
 A benchmark never asserts its figures; it measures and prints them.
 """
 
 from __future__ import annotations
 
-import argparse
-import multiprocessing
 import os
-import time
-from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 
-import numpy as np
-import polars as pl
+# One BLAS thread per process: statsmodels' matrices are tiny, so extra OpenBLAS threads only spin
+# (and two workers on two cores fight). Must be set before numpy loads; an explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from bench.common import median, note, print_table, show
-from bench.retail_frames import DEFAULT_PATH, retail_daily, retail_products, retail_shop_daily
-from domain.demand.elasticity import Refusal
-from domain.demand.forecast import Forecast, forecast
+import argparse  # noqa: E402
+import multiprocessing  # noqa: E402
+import time  # noqa: E402
+from collections import Counter, defaultdict  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from bench.common import median, note, print_table, show  # noqa: E402
+from bench.retail_frames import DEFAULT_PATH, retail_daily, retail_products, retail_shop_daily  # noqa: E402
+from domain.demand.elasticity import Refusal  # noqa: E402
+from domain.demand.forecast import Forecast, forecast  # noqa: E402
 
 SEASON = 7
 
@@ -46,6 +52,7 @@ class Sizes:
     product_origins: int = 4     # outer origins per product
     horizon: int = 28            # the headline horizon
     workers: int = 1             # processes for the whole-shop refresh
+    effort: str = "auto"         # the top products' tier ("full" scores every candidate on each)
 
 
 # -- the yardstick, written independently of the module --------------------------------------
@@ -133,7 +140,7 @@ def measure_top(daily: pl.DataFrame, path: str, sizes: Sizes) -> dict:
     ratios, served, inner, refused = [], Counter(), defaultdict(list), 0
     for i, listing in enumerate(top, 1):
         note(f"top products: {i}/{len(top)}")
-        result = summary(rolling(frames[(listing,)].sort("day"), sizes.product_origins, sizes.horizon, "auto"))
+        result = summary(rolling(frames[(listing,)].sort("day"), sizes.product_origins, sizes.horizon, sizes.effort))
         refused += result["refused"]
         if result["ratio"] is None:
             continue
@@ -141,7 +148,7 @@ def measure_top(daily: pl.DataFrame, path: str, sizes: Sizes) -> dict:
         served.update(result["served"])
         for model, value in result["inner_ratio"].items():
             inner[model].append(value)
-    return {"forecast_mase_top100_median_ratio": round(median(ratios), 4) if ratios else None,
+    return {"forecast_mase_top100_median_ratio": round(median(ratios), 4) if ratios else None, "top_effort": sizes.effort,
             "top_products": len(ratios), "top_beating_snaive_share": round(float(np.mean(np.array(ratios) < 1)), 3),
             "top_ratio_p25_p75": [round(float(np.percentile(ratios, q)), 4) for q in (25, 75)],
             "top_served": dict(served), "top_refused_origins": refused,
@@ -188,7 +195,8 @@ PARTS = ("shop", "top", "refresh")
 
 def run(sizes: Sizes, path: str = DEFAULT_PATH, parts: tuple[str, ...] = PARTS) -> dict:
     daily = retail_daily(path)
-    figures = {"horizon": sizes.horizon, "cpus": os.cpu_count()}
+    figures = {"horizon": sizes.horizon, "cpus": os.cpu_count(),
+               "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
     if "shop" in parts:
         figures.update(measure_shop(path, sizes))
     if "top" in parts:
@@ -225,10 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--top", type=int, help="products evaluated by rolling origin (default 100)")
     parser.add_argument("--workers", type=int, help="processes for the whole-shop refresh (default 1)")
+    parser.add_argument("--effort", choices=("auto", "full", "light"), help="the top products' tier (default auto)")
     parser.add_argument("--data", default=DEFAULT_PATH, help="the shop history (parquet)")
     parser.add_argument("--only", choices=PARTS, action="append", help="measure only this part (repeatable)")
     args = parser.parse_args(argv)
-    sizes = Sizes(**{k: v for k, v in (("top", args.top), ("workers", args.workers)) if v is not None})
+    sizes = Sizes(**{k: v for k, v in (("top", args.top), ("workers", args.workers), ("effort", args.effort))
+                     if v is not None})
     return show(run(sizes, args.data, tuple(args.only or PARTS)), args.json, report)
 
 

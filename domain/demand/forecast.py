@@ -20,6 +20,8 @@ low-volume listings the fixed ETS scores as well as the estimated one (bench/for
 full tier runs only on rich series, where estimated models can tell signal from noise and a
 refresh of the whole shop stays within budget: >= 16 weeks of active days, sales on >= 80% of
 them and >= 50 units per active day (a shop's total; the busiest products). `effort` overrides it.
+Processes that refresh many forecasts should run with one BLAS thread (OPENBLAS_NUM_THREADS=1):
+statsmodels' matrices are tiny, and BLAS threads only spin, multiplying the full tier's CPU.
 
 Backtest: origins 7 days apart (BACKTEST_ORIGINS of them), the last one leaving the backtest
 horizon (the requested horizon, at most 28 days) before the end of the history. Estimated models
