@@ -61,13 +61,19 @@ def _lines(path: str | Path) -> pl.LazyFrame:
     )
 
 
+def _milli(price: pl.Expr) -> pl.Expr:
+    """Prices in thousandths as integers (no price here has more than 3 decimals): sums of floats
+    in a parallel group-by vary in their last bits from run to run, integer sums do not."""
+    return (price * 1000).round(0).cast(pl.Int64)
+
+
 def _counted(lines: pl.LazyFrame) -> pl.LazyFrame:
     """Product sale lines and product cancellations, each with its revenue."""
     sale = (pl.col("Quantity") > 0) & ~pl.col("cancelled")
     return (lines
             .filter(pl.col("code").str.contains(PRODUCT_CODE) & (pl.col("UnitPrice") > 0)
                     & (sale | pl.col("cancelled")))
-            .with_columns(sale.alias("sale"), (pl.col("Quantity") * pl.col("UnitPrice")).alias("amount")))
+            .with_columns(sale.alias("sale"), (pl.col("Quantity") * _milli(pl.col("UnitPrice"))).alias("amount")))
 
 
 def _open_days(lines: pl.LazyFrame) -> pl.LazyFrame:
@@ -80,7 +86,7 @@ def retail_daily(path: str | Path = DEFAULT_PATH) -> pl.DataFrame:
     counted = _counted(lines)
     per_day = counted.group_by("code", "day").agg(
         pl.col("Quantity").sum().alias("units"),
-        pl.col("amount").sum().alias("revenue"),
+        (pl.col("amount").sum() / 1000).alias("revenue"),
         pl.col("Quantity").filter(pl.col("sale")).sum().alias("sold"),
         pl.col("amount").filter(pl.col("sale")).sum().alias("sold_amount"),
     )
@@ -93,7 +99,7 @@ def retail_daily(path: str | Path = DEFAULT_PATH) -> pl.DataFrame:
              .with_columns(
                  pl.col("units").fill_null(0),
                  pl.col("revenue").fill_null(0.0),
-                 pl.when(pl.col("sold") > 0).then(pl.col("sold_amount") / pl.col("sold")).alias("paid_price"),
+                 pl.when(pl.col("sold") > 0).then(pl.col("sold_amount") / 1000 / pl.col("sold")).alias("paid_price"),
                  pl.col("active").fill_null(False)))
     codes = frame.select("code").unique().collect()["code"].to_list()
     ids = pl.LazyFrame({"code": codes, "listing_id": [listing_id_of(c) for c in codes]})
@@ -127,7 +133,7 @@ def retail_shop_daily(path: str | Path = DEFAULT_PATH) -> pl.DataFrame:
     first to the last invoice, closed days inactive with units 0."""
     lines = _lines(path)
     totals = _counted(lines).group_by("day").agg(pl.col("Quantity").sum().alias("units"),
-                                                 pl.col("amount").sum().alias("revenue"))
+                                                 (pl.col("amount").sum() / 1000).alias("revenue"))
     bounds = lines.select(pl.col("day").min().alias("first"), pl.col("day").max().alias("last"))
     calendar = bounds.select(pl.date_ranges("first", "last").alias("day")).explode("day")
     return (calendar.join(totals, on="day", how="left")
