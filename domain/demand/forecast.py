@@ -15,7 +15,7 @@ Candidates (weekly seasonality, m = 7, on calendar days):
   regressor when the price moved before the first backtest origin, inactive days missing; the
   future log price is held at the current price unless `future_price` is given.
 
-Tiers: a SARIMAX or ETSModel fit costs hundreds of times a whole light-tier forecast, and on
+Tiers: the SARIMAX and ETSModel fits cost some hundred times a whole light-tier forecast, and on
 low-volume listings the fixed ETS scores as well as the estimated one (bench/forecast.py). So the
 full tier runs only on rich series, where estimated models can tell signal from noise and a
 refresh of the whole shop stays within budget: >= 16 weeks of active days, sales on >= 80% of
