@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import threading
 import time
 import uuid
@@ -339,7 +340,8 @@ def shop_elasticities(answers: Mapping[str, tuple[Estimate | Refusal, Estimate |
 def _in_workers(tasks: list, processes: int, progress: Callable[[int], None] | None,
                 should_stop: Callable[[], bool]) -> list:
     # spawn, not fork: the caller may be a server with threads and open connections
-    pool = multiprocessing.get_context("spawn").Pool(processes)
+    with _one_blas_thread():
+        pool = multiprocessing.get_context("spawn").Pool(processes)
     try:
         pending = [(pool.apply_async(function, args), weight) for function, args, weight in tasks]
         done, counted = 0, set()
@@ -358,6 +360,22 @@ def _in_workers(tasks: list, processes: int, progress: Callable[[int], None] | N
         return results
     finally:
         pool.terminate()  # a stop ends the fits in progress at once
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Processes started inside get one BLAS thread unless the environment says otherwise: statsmodels'
+    matrices are tiny, and more threads only spin (domain/demand/forecast.py)."""
+    unset = [name for name in BLAS_THREADS if name not in os.environ]
+    os.environ.update({name: "1" for name in unset})
+    try:
+        yield
+    finally:
+        for name in unset:
+            os.environ.pop(name, None)
+
+
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def forecast_listings(frame: pl.DataFrame, currency: str, full: bool) -> dict[str, dict]:
