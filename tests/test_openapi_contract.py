@@ -23,6 +23,7 @@ from openapi_spec_validator import validate
 
 import codec
 from conftest import listing_spec, openapi_document
+from read.model_runs import refresh
 
 JSON_TYPES = {"application/json", "application/problem+json"}
 PROBLEM = "application/problem+json"
@@ -335,6 +336,15 @@ def play(api: httpx.Client, admin, accounts) -> None:
         api.get(url, params={**extra, "format": "parquet"})
         api.get(url, params={**extra, "cursor": "forged"})
     api.get("/analytics/lag")
+
+    # demand models, once refreshed (they are fitted off the request path)
+    refresh(accounts.engine.core.conninfo, shop, processes=1)
+    for kind in ("elasticity", "forecast", "recommendation"):
+        api.get(f"/shops/{shop}/listings/{listing}/{kind}")
+        api.get(f"/shops/{shop}/listings/{unknown}/{kind}")
+    api.get(f"/shops/{shop}/listings/{listing}/forecast", params={"horizon": 91})
+    for extra in ({}, {"format": "csv"}, {"format": "parquet"}, {"cursor": "forged"}):
+        api.get(f"/shops/{shop}/analytics/elasticities", params=extra)
 
     # audit
     api.get(f"/aggregates/{listing}/history", params={"limit": 2})

@@ -240,16 +240,16 @@ def write_run(url: str, engine: PricingEngine, shop: UUID, listing_id: UUID, est
     """A new refresh of the shop holding one recommendation run, as read/model_runs.py writes it."""
     listing = engine.core.repository.get(listing_id)
     record = recommendation_record(estimate, listing, "GBP", uuid4())
-    refresh_id, created = uuid4(), datetime.now(timezone.utc)
+    run_id, refresh_id, created = uuid4(), uuid4(), datetime.now(timezone.utc)
     with psycopg.connect(url) as conn:
         conn.execute("INSERT INTO analytics.model_runs (run_id, refresh_id, shop_id, listing_id, kind, created_at,"
                      " model, params, answer, refused) VALUES (%s, %s, %s, %s, 'recommendation', %s, %s, %s, %s, %s)",
-                     [record["run_id"], refresh_id, shop, listing_id, created, record["model"],
+                     [run_id, refresh_id, shop, listing_id, created, record["model"],
                       Jsonb(record["params"]), Jsonb(record["answer"]), record["refused"]])
         conn.execute("INSERT INTO analytics.model_refreshes (shop_id, refresh_id, created_at, listings, runs, seconds)"
                      " VALUES (%s, %s, %s, 1, 1, 0) ON CONFLICT (shop_id) DO UPDATE SET refresh_id = excluded.refresh_id,"
                      " created_at = excluded.created_at", [shop, refresh_id, created])
-    return record["run_id"]
+    return run_id
 
 
 @pytest.fixture

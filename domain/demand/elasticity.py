@@ -89,6 +89,7 @@ class Diagnostics:
     excluded_unknown_price_days: int
     independent_price_variation: float
     warnings: tuple[str, ...] = ()
+    excluded_never_sold_weekday_days: int = 0  # days of a weekday without one sale in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ class _Series:
     excluded_inactive: int
     excluded_unknown_price: int
     time_ordered: bool
+    excluded_never_sold_weekday: int = 0
 
 
 def _summary_refusal(series: _Series, evidence: Evidence) -> Refusal | None:
@@ -294,6 +296,7 @@ def _estimate(series: _Series, fit: _Fit, design: np.ndarray, centre: float, nam
             converged=fit.converged, iterations=fit.iterations,
             covariance=covariance, clipped_negative_days=series.clipped,
             excluded_inactive_days=series.excluded_inactive,
+            excluded_never_sold_weekday_days=series.excluded_never_sold_weekday,
             excluded_unknown_price_days=series.excluded_unknown_price,
             independent_price_variation=independent, warnings=caught),
         baseline=baseline, listing_id=listing_id)
@@ -339,13 +342,29 @@ def _series(columns: dict[str, np.ndarray]) -> _Series | Refusal:
     active = columns["active"].astype(bool)
     price, units = columns["price"], columns["units"]
     known = active & np.isfinite(price) & (price > 0) & np.isfinite(units)
+    never_sold = _never_sold_weekdays(day, units, known)
+    known &= ~never_sold
     units = units[known]
     controls = _calendar_controls(day[known].astype(float)) + _competitor_control(columns["competitor"][known])
     return _Series(units=np.clip(units, 0, None), price=price[known].astype(float), controls=controls,
                    reference_rows=_recent_week(len(units)),
                    reference_price=float(price[known][-1]) if known.any() else 0.0, clipped=int((units < 0).sum()),
-                   excluded_inactive=int((~active).sum()), excluded_unknown_price=int((active & ~known).sum()),
-                   time_ordered=True)
+                   excluded_inactive=int((~active).sum()),
+                   excluded_unknown_price=int((active & ~known & ~never_sold).sum()),
+                   time_ordered=True, excluded_never_sold_weekday=int(never_sold.sum()))
+
+
+def _never_sold_weekdays(day: np.ndarray, units: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Days of a weekday on which the listing never sold in the window (a shop closed on Saturdays):
+    their weekday dummy would run to minus infinity and they say nothing about price given it, so
+    they are left out, as fixed-effect count models drop separated observations."""
+    weekday = (day.astype(int) + 3) % 7
+    never = np.zeros(len(day), dtype=bool)
+    for d in range(7):
+        on = known & (weekday == d)
+        if on.any() and not (units[on] > 0).any():
+            never |= on
+    return never if (known & ~never).any() else np.zeros(len(day), dtype=bool)
 
 
 def _calendar_controls(days: np.ndarray) -> tuple[tuple[str, np.ndarray], ...]:
