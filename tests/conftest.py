@@ -3,10 +3,13 @@ fresh database per test run, and the engine served over real HTTP."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import threading
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -210,3 +213,18 @@ def send_together(n: int, send) -> list:
 def price_changes(engine, listing: str) -> list:
     """A listing's PriceChanged events, read straight from the event store."""
     return [e for e in engine.core.events.get(uuid.UUID(listing)) if isinstance(e, Listing.PriceChanged)]
+
+
+def finite_everywhere(value) -> bool:
+    """No NaN or inf anywhere in a result, however deeply nested (the demand models' answers)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Decimal):
+        return value.is_finite()
+    if dataclasses.is_dataclass(value):
+        return all(finite_everywhere(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, (tuple, list)):
+        return all(finite_everywhere(v) for v in value)
+    if isinstance(value, dict):
+        return all(finite_everywhere(v) for v in value.values())
+    return True

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from datetime import date, timedelta
-from decimal import Decimal
 
 import numpy as np
 import polars as pl
@@ -15,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.demand_shops import HIGH_VOLUME, REALISTIC, listing, listing_days, shop
+from conftest import finite_everywhere
 from domain.demand.elasticity import (CAVEAT, EVIDENCE, SHRUNK_METHOD, Estimate, Refusal, estimate_listing,
                                       estimate_pooled, estimate_shop, estimate_table, expected_units)
 from domain.demand.frame import DAILY_SCHEMA, check_daily
@@ -23,20 +23,6 @@ from domain.errors import InvalidValue
 TRUTHS = (-0.5, -1.5, -3.0)
 SEEDS = range(100, 105)
 
-
-def finite_everywhere(value) -> bool:
-    """No NaN or inf anywhere in a result, however deeply nested."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, Decimal):
-        return value.is_finite()
-    if dataclasses.is_dataclass(value):
-        return all(finite_everywhere(getattr(value, f.name)) for f in dataclasses.fields(value))
-    if isinstance(value, (tuple, list)):
-        return all(finite_everywhere(v) for v in value)
-    if isinstance(value, dict):
-        return all(finite_everywhere(v) for v in value.values())
-    return True
 
 
 def daily(units, prices, active=None, start=date(2024, 3, 4), competitor=None, listing_id="l1") -> pl.DataFrame:

@@ -4,7 +4,6 @@ must beat seasonal-naive's MASE by at least 10% out of sample (bench/forecast.py
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from datetime import date, timedelta
 from decimal import Decimal
@@ -17,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
+from conftest import finite_everywhere
 from domain.demand.elasticity import Refusal
 from domain.demand.forecast import (FIXED_ALPHA, FIXED_GAMMA, MAX_HORIZON, MIN_ACTIVE_DAYS, SEASON, Forecast,
                                     _fixed_ets_states, forecast)
@@ -40,17 +40,6 @@ def seasonal_poisson(seed: int, days: int, level: float = 20.0) -> list[int]:
     rng = np.random.default_rng(seed)
     return rng.poisson(level * WEEKLY[np.arange(days) % SEASON]).tolist()
 
-
-def finite_everywhere(value) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, Decimal):
-        return value.is_finite()
-    if dataclasses.is_dataclass(value):
-        return all(finite_everywhere(getattr(value, f.name)) for f in dataclasses.fields(value))
-    if isinstance(value, (tuple, list)):
-        return all(finite_everywhere(v) for v in value)
-    return True
 
 
 def held_out_mase(units: list[float], answer: Forecast, history: int) -> tuple[float, float]:

@@ -3,14 +3,13 @@ estimates (known slope, interval and baseline), and properties that hold for any
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from decimal import Decimal
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from conftest import finite_everywhere
 from domain.demand.elasticity import Baseline, Diagnostics, Estimate, Refusal
 from domain.demand.recommend import DEFAULT_STEP_PERCENT, Recommendation, recommend
 from domain.listing import Guardrails
@@ -114,17 +113,6 @@ def test_refusals(case, est, current, guardrails, currency, field):
     answer = recommend(est, Decimal(current), guardrails, currency)
     assert isinstance(answer, Refusal) and answer.field == field and answer.needs
 
-
-def finite_everywhere(value) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, Decimal):
-        return value.is_finite()
-    if dataclasses.is_dataclass(value):
-        return all(finite_everywhere(getattr(value, f.name)) for f in dataclasses.fields(value))
-    if isinstance(value, (tuple, list)):
-        return all(finite_everywhere(v) for v in value)
-    return True
 
 
 @settings(max_examples=150, deadline=None)

@@ -23,6 +23,16 @@ from projections.registry import ALL
 
 from api.routing import resource_router
 
+
+def page_or_file(csv_example: str) -> dict:
+    """The 200 answer of an exportable view: a json page, or a csv or parquet file, and the cursor."""
+    return {200: {"content": {"text/csv": {"schema": {"type": "string"}, "example": csv_example},
+                              "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}}},
+                  "headers": {"X-Next-Cursor": {"description": "The next page's cursor, if any",
+                                                "schema": {"type": "string"}}},
+                  "description": "A page (json) or a file (csv, parquet); header X-Next-Cursor carries the cursor"
+                                 " of the next page when there is one"}}
+
 router = resource_router(tags=["analytics"])
 ANALYTICS_READ = "analytics:read"
 
@@ -70,15 +80,8 @@ def _register(view: queries.View) -> None:
     path = f"/shops/{{shop_id}}/analytics/{view.name}"
     options = dict(summary=SUMMARIES[view.name], dependencies=[requires(ANALYTICS_READ)],
                    response_class=JSONResponse, response_model=AnalyticsPage,
-                   responses={200: {"content": {"text/csv": {"schema": {"type": "string"},
-                                                             "example": "listing_id,price,currency\n"
-                                                                        "55d95577-b375-455a-8c80-879603d12831,20.00,GBP\n"},
-                                                "application/vnd.apache.parquet": {"schema": {"type": "string",
-                                                                                              "format": "binary"}}},
-                                    "headers": {"X-Next-Cursor": {"description": "The next page's cursor, if any",
-                                                                  "schema": {"type": "string"}}},
-                                    "description": "A page (json) or a file (csv, parquet); header X-Next-Cursor"
-                                                   " carries the cursor of the next page when there is one"}})
+                   responses=page_or_file("listing_id,price,currency\n"
+                                          "55d95577-b375-455a-8c80-879603d12831,20.00,GBP\n"))
     if view.bucketed and view.by_listing:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine, bucket: BucketQuery,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,

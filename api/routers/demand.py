@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from api.auth import requires
 from api.deps import Context, Engine, Reads
 from api.problems import problem
+from api.routers.analytics import page_or_file
 from api.routing import resource_router
 from api.schemas import ElasticitiesPage, ElasticityModelRun, ForecastModelRun, RecommendationModelRun
 from commands.models import QueryInt
@@ -84,15 +85,8 @@ def listing_recommendation(shop_id: UUID, listing_id: UUID, ctx: Context, reads:
 @router.get("/shops/{shop_id}/analytics/elasticities", dependencies=[requires("analytics:read")],
             response_class=JSONResponse, response_model=ElasticitiesPage,
             summary="Every listing's elasticity from the shop's latest model refresh (refusals included)",
-            responses={200: {"content": {"text/csv": {"schema": {"type": "string"},
-                                                      "example": "listing_id,refused,elasticity\n"
-                                                                 "55d95577-b375-455a-8c80-879603d12831,false,-2.27\n"},
-                                         "application/vnd.apache.parquet": {"schema": {"type": "string",
-                                                                                       "format": "binary"}}},
-                             "headers": {"X-Next-Cursor": {"description": "The next page's cursor, if any",
-                                                           "schema": {"type": "string"}}},
-                             "description": "A page (json) or a file (csv, parquet); header X-Next-Cursor"
-                                            " carries the cursor of the next page when there is one"}})
+            responses=page_or_file("listing_id,refused,elasticity\n"
+                                   "55d95577-b375-455a-8c80-879603d12831,false,-2.27\n"))
 def analytics_elasticities(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine, limit: LimitQuery = 100,
                            cursor: CursorQuery = None, format: FormatQuery = "json") -> Response:
     """In listing order, paged like the other analytics views (signed cursors); an empty page before
