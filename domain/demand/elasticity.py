@@ -566,6 +566,8 @@ def _pooled(columns: dict[str, np.ndarray], bounds: list[tuple[int, int]], shop_
     known = columns["active"].astype(bool) & np.isfinite(price) & (price > 0) & np.isfinite(units)
     group, price, raw_units, day = group[known], price[known], units[known], day[known].astype(float)
     units = np.clip(raw_units, 0, None)
+    never_sold = _never_sold_weekdays(day, units, np.ones(len(day), dtype=bool))  # the shop's closed weekdays
+    group, price, raw_units, units, day = (a[~never_sold] for a in (group, price, raw_units, units, day))
     informative = _informative_listings(group, price, units, len(bounds))
     keep = informative[group]
     if informative.sum() < shop_evidence.min_listings or units[keep].sum() < shop_evidence.min_total_units:
@@ -600,7 +602,8 @@ def _pooled(columns: dict[str, np.ndarray], bounds: list[tuple[int, int]], shop_
             iterations=iterations, covariance=f"cluster-robust by listing ({clusters} clusters), t({clusters - 1})",
             clipped_negative_days=int((raw_units < 0).sum()), excluded_inactive_days=int((~columns["active"]).sum()),
             excluded_unknown_price_days=int((columns["active"].astype(bool) & ~known).sum()),
-            independent_price_variation=float(np.std(log_price))),
+            independent_price_variation=float(np.std(log_price)),
+            excluded_never_sold_weekday_days=int(never_sold.sum())),
         baseline=None)
 
 
