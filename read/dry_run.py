@@ -100,7 +100,8 @@ def _listings(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID,
         return found, None
     ids = aggregates.listing_ids(shop_id, page.after, page.limit + 1)
     next_after = str(ids[page.limit - 1]) if len(ids) > page.limit else None
-    return [aggregates.listing(viewer, shop_id, x) for x in ids[:page.limit]], next_after
+    found = aggregates.listings(viewer, shop_id, ids[:page.limit])
+    return [found[x] for x in ids[:page.limit]], next_after
 
 
 def stored_runs(pool: ReadPool, shop_id: UUID) -> RunSource:
@@ -108,10 +109,9 @@ def stored_runs(pool: ReadPool, shop_id: UUID) -> RunSource:
 
     def fetch(listing_ids: Sequence[UUID]) -> dict[UUID, RecommendationRun]:
         with pool.connection() as conn:
-            stored = {listing_id: model_runs.latest(conn, shop_id, listing_id, "recommendation")
-                      for listing_id in listing_ids}
+            stored = model_runs.latest_of_listings(conn, shop_id, listing_ids, "recommendation")
         return {listing_id: RecommendationRun.from_stored(s.run_id, s.created_at, s.refused, s.answer)
-                for listing_id, s in stored.items() if s is not None}
+                for listing_id, s in stored.items()}
 
     return fetch
 

@@ -29,14 +29,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 from uuid import UUID
 
 import polars as pl
 import psycopg
-from eventsourcing.persistence import StoredEvent
 
-import codec
 from codec.time_loaders import reading_adapters
 from domain.demand.elasticity import (CAVEAT, EVIDENCE, SHOP_EVIDENCE, THIN_EVIDENCE, Estimate, Refusal,
                                       ShopEstimates, estimate_listing, estimate_pooled, expected_units,
@@ -48,6 +46,7 @@ from domain.listing import Listing
 from domain.money import minor_unit
 from domain.rules import RecommendationRun
 from projections.queries import Query, Result, View, run as run_query
+from read.aggregates import fold
 from read.demand import EARLIEST_DAY, daily_demand
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ RETAIN_DAYS = 35                  # elasticity and recommendation runs (which ru
 FORECAST_RETAIN_DAYS = 7          # forecasts are a shop's largest runs (90 days each) and age fastest
 FORECAST_HORIZON = 90             # days stored; reads slice it
 FULL_FORECASTS = 20               # best sellers offered every candidate where their data qualifies (SARIMAX
-                                  # ~1 s a fit); the rest the light tier (~2 ms): a shop refits within a minute
+                                  # the costly estimated fits); the rest the light tier (docs/performance.md)
 LISTING_CHUNK = 250               # listings per fitting task handed to a worker process
 PROCESSES = 2                     # fitting processes of a large shop (the machine's two cores)
 POOL_MIN_LISTINGS = 200           # below this, fitting in-process is quicker than starting worker processes
@@ -238,11 +237,7 @@ _LISTING_EVENTS = """
 
 def _listings_now(conn: psycopg.Connection, shop_id: UUID) -> dict[str, Listing]:
     """Every listing of the shop, replayed from its events (all read in one query): price and guardrails."""
-    listings: dict[UUID, Listing] = {}
-    with conn.cursor() as cur:
-        for listing_id, version, topic, state in cur.execute(_LISTING_EVENTS, [shop_id]):
-            event = codec.to_domain_event(StoredEvent(listing_id, version, topic, bytes(state)))
-            listings[listing_id] = event.mutate(listings.get(listing_id))
+    listings = fold(conn.execute(_LISTING_EVENTS, [shop_id]))
     return {str(k): v for k, v in listings.items() if isinstance(v, Listing)}
 
 
@@ -616,6 +611,7 @@ _LATEST = """
     WHERE f.shop_id = %s AND r.kind = %s AND {listing}"""
 _LATEST_OF_LISTING = _LATEST.format(listing="r.listing_id = %s")
 _LATEST_OF_SHOP = _LATEST.format(listing="r.listing_id IS NULL")
+_LATEST_OF_LISTINGS = _LATEST.format(listing="r.listing_id = ANY(%s::uuid[])")
 
 
 def latest(conn: psycopg.Connection, shop_id: UUID, listing_id: UUID | None, kind: str) -> StoredRun | None:
@@ -626,6 +622,13 @@ def latest(conn: psycopg.Connection, shop_id: UUID, listing_id: UUID | None, kin
                      else (_LATEST_OF_LISTING, [shop_id, kind, listing_id]))
     row = conn.execute(query, params).fetchone()
     return None if row is None else StoredRun(*row)
+
+
+def latest_of_listings(conn: psycopg.Connection, shop_id: UUID, listing_ids: Sequence[UUID],
+                       kind: str) -> dict[UUID, StoredRun]:
+    """The runs of `kind` of these listings in the shop's current refresh, in one query."""
+    runs = [StoredRun(*row) for row in conn.execute(_LATEST_OF_LISTINGS, [shop_id, kind, list(listing_ids)])]
+    return {run.listing_id: run for run in runs}
 
 
 def latest_of_shop(conn: psycopg.Connection, shop_id: UUID, kind: str) -> list[StoredRun]:
