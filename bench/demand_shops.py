@@ -65,9 +65,25 @@ def price_schedule(rng: np.random.Generator, spec: ShopSpec, reference: float) -
     return np.array(prices[: spec.days])
 
 
+@dataclass(frozen=True)
+class DrawnListing:
+    """A synthetic listing and what only the simulation knows: each day's expected units (shocks
+    included) and the NB2 dispersion the units were drawn with."""
+
+    frame: pl.DataFrame
+    expected: np.ndarray
+    alpha: float
+    competitor: np.ndarray
+
+
 def listing_days(rng: np.random.Generator, elasticity: float, spec: ShopSpec = REALISTIC,
                  listing_id: str | None = None) -> pl.DataFrame:
     """One listing's daily frame under `spec` with the given true elasticity."""
+    return draw_listing(rng, elasticity, spec, listing_id).frame
+
+
+def draw_listing(rng: np.random.Generator, elasticity: float, spec: ShopSpec = REALISTIC,
+                 listing_id: str | None = None) -> DrawnListing:
     reference = float(np.round(rng.uniform(8.0, 60.0), 2))
     base = rng.uniform(*spec.mean_units)
     alpha = rng.uniform(*spec.dispersion)
@@ -77,13 +93,14 @@ def listing_days(rng: np.random.Generator, elasticity: float, spec: ShopSpec = R
     trend = np.exp(rng.uniform(-spec.trend_total, spec.trend_total) * np.linspace(-0.5, 0.5, spec.days))
     competitor = reference * np.exp(np.cumsum(rng.normal(0.0, 0.01, spec.days)))
     mu = base * (price / reference) ** elasticity * weekday * trend * (competitor / reference) ** spec.competitor_cross
-    sold = negative_binomial(rng, mu * demand_shocks(rng, spec), alpha)
+    expected = mu * demand_shocks(rng, spec)
+    sold = negative_binomial(rng, expected, alpha)
     returned = rng.poisson(mu * spec.return_rate)  # returns of earlier sales: a zero-sale day can net negative
     active = rng.random(spec.days) >= spec.inactive_share
     units = np.where(active, sold - returned, 0)
     paid = np.where(units > 0, price, np.nan)
     seen = rng.random(spec.days) < spec.competitor_observed
-    return pl.DataFrame({
+    frame = pl.DataFrame({
         "listing_id": [listing_id or str(uuid.UUID(int=int(rng.integers(1 << 62))))] * spec.days,
         "day": days,
         "units": units.astype(np.int64),
@@ -94,6 +111,25 @@ def listing_days(rng: np.random.Generator, elasticity: float, spec: ShopSpec = R
         "competitor_median": np.where(seen, competitor, np.nan),
         "active": active,
     }, schema=DAILY_SCHEMA).with_columns(pl.col("paid_price", "competitor_min", "competitor_median").fill_nan(None))
+    return DrawnListing(frame, np.where(active, expected, 0.0), alpha, competitor)
+
+
+def oracle_sd(drawn: DrawnListing) -> float:
+    """The smallest standard error any unbiased estimator of the elasticity can have on this listing
+    (Cramer-Rao): the NB2 Fisher information of an oracle that knows every day's demand shock, the
+    dispersion and the competitor price, with the estimator's own nuisances (intercept, weekdays, trend,
+    competitor). Returns and inactive days only lose information, so the real bound is wider."""
+    frame = drawn.frame
+    active = frame["active"].to_numpy()
+    day = np.array([d.toordinal() for d in frame["day"]], dtype=float)[active]
+    weekday = (day.astype(int) - 1) % 7
+    columns = [np.ones_like(day), np.log(frame["price"].to_numpy()[active])]
+    columns += [(weekday == d).astype(float) for d in range(1, 7) if 0 < (weekday == d).sum() < len(day)]
+    columns += [(day - day.mean()) / max(np.ptp(day), 1.0), np.log(drawn.competitor[active])]
+    design = np.column_stack(columns)
+    mu = drawn.expected[active]
+    information = design.T @ (design * (mu / (1.0 + drawn.alpha * mu))[:, None])
+    return float(np.sqrt(np.linalg.pinv(information)[1, 1]))
 
 
 def demand_shocks(rng: np.random.Generator, spec: ShopSpec) -> np.ndarray:
@@ -122,4 +158,8 @@ def shop(seed: int, elasticities: tuple[float, ...], spec: ShopSpec = REALISTIC)
 
 def listing(seed: int, elasticity: float, spec: ShopSpec = REALISTIC) -> pl.DataFrame:
     """One listing from one seed: the unit of the calibration."""
-    return listing_days(np.random.default_rng(seed), elasticity, spec)
+    return drawn(seed, elasticity, spec).frame
+
+
+def drawn(seed: int, elasticity: float, spec: ShopSpec = REALISTIC) -> DrawnListing:
+    return draw_listing(np.random.default_rng(seed), elasticity, spec)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.demand_shops import HIGH_VOLUME, REALISTIC, listing, listing_days, shop
+from bench.demand_shops import HIGH_VOLUME, REALISTIC, drawn, listing, listing_days, oracle_sd, shop
 from conftest import finite_everywhere
 from domain.demand.elasticity import (CAVEAT, EVIDENCE, SHRUNK_METHOD, Estimate, Refusal, estimate_listing,
                                       estimate_pooled, estimate_shop, estimate_table, expected_units)
@@ -55,6 +55,27 @@ def test_realistic_listings_intervals_cover_the_truth():
     assert covered >= 12
     assert {a.family for a, _ in answers} == {"negative binomial (NB2)"}  # overdispersed data choose NB2
     assert all("log_competitor_median" in a.controls and "trend" in a.controls for a, _ in answers)
+
+
+@pytest.mark.parametrize("spec", [REALISTIC, HIGH_VOLUME], ids=["realistic", "high volume"])
+def test_standard_errors_sit_near_the_cramer_rao_bound(spec):
+    # the bound is an oracle's (it knows the demand shocks): honest errors are not below it, and an
+    # efficient estimator is not far above it; the +-0.15 target is a matter of this bound, not of the fit
+    ratios = []
+    for seed in SEEDS:
+        listing_ = drawn(seed, -1.5, spec)
+        answer = estimate_listing(listing_.frame)
+        assert isinstance(answer, Estimate)
+        ratios.append(answer.se / oracle_sd(listing_))
+    assert 0.8 <= float(np.median(ratios)) <= 2.0
+
+
+def test_realistic_noise_caps_what_sixty_days_can_tell():
+    # NB2 information per day is at most 1/alpha: at realistic dispersion even the oracle's error
+    # stays several times 0.15, at any volume
+    loud = dataclasses.replace(REALISTIC, mean_units=(500.0, 1000.0))
+    assert min(oracle_sd(drawn(seed, -1.5, loud)) for seed in SEEDS) > 0.3
+    assert max(oracle_sd(drawn(seed, -1.5, HIGH_VOLUME)) for seed in SEEDS) < 0.15 / 1.645
 
 
 def test_pooled_shop_slope_recovers_a_common_elasticity():
