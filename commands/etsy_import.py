@@ -1,0 +1,520 @@
+"""Sellers' CSV files imported through the command handlers: Etsy's order items (sales), orders
+and listings downloads, and third-party competitor price feeds.
+
+The approach is the Online Retail importer's (commands/importer.py), whose helpers it shares:
+- The whole file is read and every line checked first: by the command models (pydantic, as the
+  REST routes check them) and by the domain itself (the aggregates, which do no I/O), so a line
+  the engine would refuse is known, with its line and column, before anything is sent. By default
+  any such line refuses the whole file and nothing is written; with `skip_invalid` the other lines
+  are imported and the refused ones reported.
+- A chunk of up to 10,000 lines is one command: all or nothing.
+- Idempotent by the facts' own identities, not only by file: a transaction id, an order id, a
+  listing's SKU or a competitor observation already in the shop (from an earlier file, an
+  overlapping export, the sync) is counted as already recorded and not sent again; the engine
+  reserves each identity with its batch, so a race or a rerun can never record one twice. Each
+  command also carries a deterministic Idempotency-Key (file hash, chunk, its lines), so a retry
+  of a command whose answer was lost replays it.
+- Resumable: a rerun after an interruption finds the chunks already recorded and sends the rest.
+- Personal data minimised: buyer names, addresses and e-mails are never read into a command; the
+  buyer is kept only as a keyed pseudonym (commands/marketplace_facts.py Pseudonyms).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Callable
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from commands import models
+from commands.context import CommandContext, Result
+from commands.csv_files import (COMPETITOR_PRICES, LISTING_REFERENCES, LISTINGS, ORDER_ITEMS, ORDERS, BadValue,
+                                FileRefused, Format, LineProblem, Table, amount, moment, optional_amount, read_table, sale_day,
+                                whole_number)
+from commands.importer import _refused_item
+from commands.listings import sale_lines
+from commands.marketplace_facts import (OBSERVATION, ORDER, MarketplaceFacts, OrderIn, Pseudonyms, RecordOrders,
+                                        observation_key, order_facts)
+from domain.errors import CommandRefused, Conflict, DomainError
+from domain.facts import Observation, ObservationBatch, SalesBatch
+from domain.listing import Guardrails, Listing
+from domain.money import Money
+from domain.orders import OrderBatch
+
+CHUNK = models.MAX_BATCH
+MAX_PROBLEMS = 1000  # reported per run; the count is always exact
+SALE, LISTING_SKU = "sale_transaction", "sku"  # the engine's own reservation kinds
+
+
+class _Skip(Exception):
+    """This line was set aside (its problem is recorded)."""
+
+
+@dataclass
+class CsvSummary:
+    kind: str
+    file: str
+    sha256: str
+    shop_id: UUID
+    lines: int = 0
+    recorded: int = 0  # facts (or listings) this run wrote
+    already_recorded: int = 0  # in the shop before this run: an earlier file, an overlapping export, the sync
+    duplicates: int = 0  # the same record again later in this file
+    out_of_order: int = 0  # older than an earlier line of the same listing and competitor (recorded all the same)
+    orders_recorded: int = 0  # orders (buyer pseudonyms) the order-items file added
+    invalid: int = 0
+    problems: list[LineProblem] = field(default_factory=list)
+    chunks_recorded: int = 0
+    chunks_replayed: int = 0
+    seconds: float = 0.0
+
+    def problem(self, line: int, column: str | None, detail: str) -> None:
+        self.invalid += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(LineProblem(line, column, detail))
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "file": self.file, "sha256": self.sha256, "shop_id": str(self.shop_id),
+                "lines": self.lines, "recorded": self.recorded, "already_recorded": self.already_recorded,
+                "duplicates": self.duplicates, "out_of_order": self.out_of_order,
+                "orders_recorded": self.orders_recorded, "invalid": self.invalid,
+                "problems": [{"line": p.line, "column": p.column, "detail": p.detail} for p in self.problems],
+                "commands": {"recorded": self.chunks_recorded, "replayed": self.chunks_replayed},
+                "seconds": round(self.seconds, 3)}
+
+    def text(self) -> list[str]:
+        out = [f"{self.kind} {self.file} (sha256 {self.sha256[:12]}…) into shop {self.shop_id}",
+               f"lines               {self.lines:>9,}",
+               f"recorded            {self.recorded:>9,}",
+               f"already recorded    {self.already_recorded:>9,}  (an earlier import or sync)",
+               f"duplicate lines     {self.duplicates:>9,}  (the same record again in this file)"]
+        if self.kind == "competitor-prices":
+            out.append(f"out of order        {self.out_of_order:>9,}  (older than an earlier line; recorded)")
+        if self.kind == "etsy-order-items":
+            out.append(f"orders recorded     {self.orders_recorded:>9,}  (buyer pseudonyms)")
+        out.append(f"invalid lines       {self.invalid:>9,}" + ("  (set aside)" if self.invalid else ""))
+        out += [f"  {p}" for p in self.problems]
+        out.append(f"commands            {self.chunks_recorded} recorded, {self.chunks_replayed} replayed")
+        rate = self.lines / self.seconds if self.seconds else 0.0
+        out.append(f"seconds             {self.seconds:>9.2f}  ({rate:,.0f} lines/s)")
+        return out
+
+
+class InvalidLines(Exception):
+    """Lines the engine would refuse: nothing was written."""
+
+    def __init__(self, summary: CsvSummary):
+        first = summary.problems[0]
+        super().__init__(f"{summary.invalid} invalid line(s), nothing written; first: {first}")
+        self.summary = summary
+
+
+@dataclass
+class Pending:
+    """Lines checked and ready: the command items and each one's file line."""
+
+    items: list = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # each item's identity in the shop
+
+    def add(self, item, line: int, key: str) -> None:
+        self.items.append(item)
+        self.lines.append(line)
+        self.keys.append(key)
+
+    def drop(self, index: int) -> int:
+        self.items.pop(index)
+        self.keys.pop(index)
+        return self.lines.pop(index)
+
+
+class CsvImport:
+    """One run over one file. Subclasses parse their format's lines and send their command."""
+
+    kind: str
+    format: Format
+    reservation: str  # the kind of identity the engine reserves for each item
+    list_name: str  # how the command names its items (`sales[3]`)
+
+    def __init__(self, facts: MarketplaceFacts, caller: CommandContext, shop_id: UUID, data: bytes, file_name: str,
+                 skip_invalid: bool = False, pseudonyms: Pseudonyms | None = None,
+                 progress: Callable[[int, int], None] | None = None):
+        self.facts, self.listings, self.core = facts, facts.listings, facts.core
+        self.caller, self.shop_id, self.data = caller, shop_id, data
+        self.skip_invalid, self.pseudonyms, self.progress = skip_invalid, pseudonyms, progress
+        self.summary = CsvSummary(self.kind, file_name, hashlib.sha256(data).hexdigest(), shop_id)
+        self.currency = ""
+        self._days: dict[str, datetime | str] = {}
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> CsvSummary:
+        started = time.monotonic()
+        _, self.currency = self.core.shop_facts(self.caller, self.shop_id)  # others' shops: NotFound
+        table = read_table(self.data, self.format)
+        self.summary.lines = len(table.rows)
+        pending = self.parse(table)
+        self.domain_check(pending, table)
+        if self.summary.invalid and not self.skip_invalid:
+            raise InvalidLines(self.summary)
+        self.write(pending)
+        self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def write(self, pending: Pending) -> None:
+        total = len(pending.items)
+        for number, start in enumerate(range(0, total, CHUNK)):
+            chunk = Pending(pending.items[start:start + CHUNK], pending.lines[start:start + CHUNK],
+                            pending.keys[start:start + CHUNK])
+            self.summary.recorded += self.send_new(number, chunk)
+            if self.progress:
+                self.progress(min(start + CHUNK, total), total)
+
+    def send_new(self, number: int, chunk: Pending, reservation: str | None = None, list_name: str | None = None,
+                 command: Callable | None = None) -> int:
+        """Sends the chunk's items the shop does not hold yet; how many it recorded."""
+        reservation, list_name, command = reservation or self.reservation, list_name or self.list_name, command or self.command
+        for _ in range(3):  # a concurrent import may take an identity between the look and the send
+            held = self.facts.recorded(self.shop_id, reservation, chunk.keys)
+            new = [i for i, key in enumerate(chunk.keys) if key not in held]
+            self.summary.already_recorded += len(chunk.keys) - len(new)
+            if not new:
+                return 0
+            items, keys = [chunk.items[i] for i in new], [chunk.keys[i] for i in new]
+            digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+            key = f"{self.kind}:{self.summary.sha256[:32]}:{list_name}:{number}:{digest}"
+            try:
+                result = command(self._ctx(key), items)
+            except CommandRefused as e:
+                index, _ = _refused_item(e.field or "", e.detail, list_name)
+                if index is None or not isinstance(e, Conflict):
+                    raise
+                self.summary.already_recorded -= len(chunk.keys) - len(new)  # counted again on the next look
+                continue
+            self._count(result)
+            return len(items)
+        raise CommandRefused(f"{list_name} of chunk {number}: kept being recorded concurrently; run the import again")
+
+    def _ctx(self, key: str) -> CommandContext:
+        return replace(self.caller, command_id=hashlib.sha256(key.encode()).hexdigest()[:32], idempotency_key=key,
+                       correlation_id=f"{self.kind}:{self.summary.sha256[:32]}")
+
+    def _count(self, result: Result) -> None:
+        if result.replayed:
+            self.summary.chunks_replayed += 1
+        else:
+            self.summary.chunks_recorded += 1
+
+    # -- checking lines -------------------------------------------------------------------
+    def domain_check(self, pending: Pending, table: Table) -> None:
+        """Asks the domain about each chunk as the handler will build it; each line it refuses is
+        set aside with its reason, naming the line and the column the refused field came from."""
+        meta = self.caller.meta(self.shop_id, "import")
+        for start in range(0, len(pending.items), CHUNK):
+            end = min(start + CHUNK, len(pending.items))
+            while end > start:
+                try:
+                    self.decide(pending.items[start:end], meta)
+                    break
+                except DomainError as e:
+                    index, reason = _refused_item(e.field, e.detail, self.list_name)
+                    if index is None or start + index >= end:
+                        raise
+                    rest = e.field.split("]", 1)[1].lstrip(".").split(".")[0] if "]" in e.field else ""
+                    line = pending.drop(start + index)
+                    end -= 1
+                    self.summary.problem(line, table.header(self.FIELD_COLUMNS.get(rest, rest)) if rest else None,
+                                         e.detail)
+
+    FIELD_COLUMNS: dict[str, str] = {}  # a command field -> the column it is read from
+
+    def value(self, table: Table, line: int, row: dict[str, str], name: str, parse: Callable):
+        try:
+            return parse(row.get(name, ""))
+        except BadValue as e:
+            self.summary.problem(line, table.header(name), str(e))
+            raise _Skip from None
+
+    def built(self, table: Table, line: int, make: Callable):
+        """An item of the command, validated as the REST route validates it."""
+        try:
+            return make()
+        except ValidationError as e:
+            first = e.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else ""
+            self.summary.problem(line, table.header(self.FIELD_COLUMNS.get(name, name)) if name else None,
+                                 first["msg"])
+            raise _Skip from None
+
+    def same_currency(self, table: Table, line: int, row: dict[str, str]) -> str:
+        given = row.get("currency", "").strip() or self.currency
+        if given != self.currency:
+            self.summary.problem(line, table.header("currency"), f"{given[:10]!r} is not the shop's currency {self.currency}")
+            raise _Skip
+        return given
+
+    def once(self, seen: dict[str, tuple[int, tuple]], table: Table, line: int, key: str, column: str,
+             signature: tuple) -> bool:
+        """True the first time a record is seen; a repeat with the same values is a duplicate
+        (counted, not sent), one with other values a problem."""
+        if key not in seen:
+            seen[key] = (line, signature)
+            return True
+        first_line, first = seen[key]
+        if first == signature:
+            self.summary.duplicates += 1
+            return False
+        self.summary.problem(line, table.header(column), f"{key!r} also at line {first_line} with other values")
+        raise _Skip
+
+    # -- what subclasses provide ----------------------------------------------------------
+    def parse(self, table: Table) -> Pending:
+        raise NotImplementedError
+
+    def decide(self, items: list, meta) -> None:
+        raise NotImplementedError
+
+    def command(self, ctx: CommandContext, items: list) -> Result:
+        raise NotImplementedError
+
+    def resolve(self, kind: str, keys: set[str]) -> dict[str, UUID]:
+        found = self.core.recorder.reserved(self.shop_id, kind, sorted(keys)) if keys else {}
+        return {k: v if isinstance(v, UUID) else UUID(str(v)) for k, v in found.items()}
+
+
+IMPORT_REASON = "Etsy CSV import"
+
+
+class OrderItemsImport(CsvImport):
+    """EtsySoldOrderItems: each line a sale (idempotent by Transaction ID), matched to a listing by
+    its Etsy Listing ID, else by SKU; each order's buyer recorded as a pseudonym."""
+
+    kind, format, reservation, list_name = "etsy-order-items", ORDER_ITEMS, SALE, "sales"
+    FIELD_COLUMNS = {"quantity": "quantity", "unit_price": "price", "currency": "currency", "order_id": "order_id",
+                     "transaction_id": "transaction_id", "sold_at": "sale_date", "listing_id": "listing_id"}
+
+    def parse(self, table: Table) -> Pending:
+        by_listing = self.resolve("external_id", {r.get("listing_id", "").strip() for _, r in table.rows} - {""})
+        by_sku = self.resolve(LISTING_SKU, {r.get("sku", "").strip() for _, r in table.rows} - {""})
+        pending, seen = Pending(), {}
+        self.orders: dict[str, tuple[int, OrderIn]] = {}
+        for line, row in table.rows:
+            try:
+                sale = self._sale(table, line, row, by_listing, by_sku)
+                if self.once(seen, table, line, sale.transaction_id, "transaction_id",
+                             (sale.listing_id, sale.quantity, sale.unit_price, sale.order_id, sale.sold_at)):
+                    pending.add(sale, line, sale.transaction_id)
+                    self._order_line(table, line, row, sale)
+            except _Skip:
+                continue
+        return pending
+
+    def _sale(self, table, line, row, by_listing, by_sku) -> models.SaleIn:
+        listing_ref, sku = row["listing_id"].strip(), row.get("sku", "").strip()
+        listing = by_listing.get(listing_ref) or by_sku.get(sku)
+        if listing is None:
+            self.summary.problem(line, table.header("listing_id"), f"no listing of this shop has Etsy listing id "
+                                 f"{listing_ref!r}" + (f" or SKU {sku!r}" if sku else "") +
+                                 " (import the listings download first)")
+            raise _Skip
+        quantity = self.value(table, line, row, "quantity", whole_number)
+        price = self.value(table, line, row, "price", amount)
+        sold_at = self.value(table, line, row, "sale_date", lambda t: sale_day(t, self._days))
+        currency = self.same_currency(table, line, row)
+        return self.built(table, line, lambda: models.SaleIn(
+            listing_id=listing, quantity=quantity, unit_price=price, currency=currency,
+            order_id=row["order_id"].strip(), transaction_id=row["transaction_id"].strip(), sold_at=sold_at))
+
+    def _order_line(self, table: Table, line: int, row: dict[str, str], sale: models.SaleIn) -> None:
+        known = self.orders.get(sale.order_id)
+        items = sale.quantity + (known[1].items if known else 0)
+        buyer = self.pseudonyms.of(self.shop_id, row.get("buyer", "")) if self.pseudonyms else None
+        self.orders[sale.order_id] = (known[0] if known else line, OrderIn(
+            order_id=sale.order_id, buyer=known[1].buyer if known else buyer, items=max(items, 1),
+            placed_at=min(sale.sold_at, known[1].placed_at) if known else sale.sold_at, currency=self.currency))
+
+    def decide(self, items: list, meta) -> None:
+        SalesBatch.record(self.shop_id, self.currency, sale_lines(items), meta)
+
+    def command(self, ctx: CommandContext, items: list) -> Result:
+        return self.listings.record_sales(ctx, self.shop_id, models.RecordSales(sales=items, source="import",
+                                                                                reason=IMPORT_REASON))
+
+    def write(self, pending: Pending) -> None:
+        super().write(pending)
+        written = {s.order_id for s in pending.items}  # orders with at least one line accepted
+        orders = Pending()
+        for order_id, (line, order) in self.orders.items():
+            if order_id in written:
+                orders.add(order, line, order_id)
+        already = self.summary.already_recorded
+        for number, start in enumerate(range(0, len(orders.items), CHUNK)):
+            chunk = Pending(orders.items[start:start + CHUNK], orders.lines[start:start + CHUNK],
+                            orders.keys[start:start + CHUNK])
+            self.summary.orders_recorded += self.send_new(number, chunk, ORDER, "orders", self._record_orders)
+        self.summary.already_recorded = already  # counts sale lines; an order known before is no news
+
+    def _record_orders(self, ctx: CommandContext, items: list) -> Result:
+        return self.facts.record_orders(ctx, self.shop_id, RecordOrders(orders=items, reason=IMPORT_REASON))
+
+
+class OrdersImport(CsvImport):
+    """EtsySoldOrders: one order per line with its totals, idempotent by Order ID; the buyer only
+    as a pseudonym (Full Name, addresses and the like are never read)."""
+
+    kind, format, reservation, list_name = "etsy-orders", ORDERS, ORDER, "orders"
+    FIELD_COLUMNS = {"order_id": "order_id", "placed_at": "sale_date", "items": "items", "currency": "currency",
+                     "status": "status", "order_value": "order_value", "discount": "discount",
+                     "shipping": "shipping", "shipping_discount": "shipping_discount", "sales_tax": "sales_tax",
+                     "order_total": "order_total"}
+    TOTALS = ("order_value", "discount", "shipping", "shipping_discount", "sales_tax", "order_total")
+
+    def parse(self, table: Table) -> Pending:
+        pending, seen = Pending(), {}
+        for line, row in table.rows:
+            try:
+                order = self._order(table, line, row)
+                if self.once(seen, table, line, order.order_id, "order_id", (order.buyer, order.items, order.placed_at,
+                             *(getattr(order, t) for t in self.TOTALS))):
+                    pending.add(order, line, order.order_id)
+            except _Skip:
+                continue
+        return pending
+
+    def _order(self, table: Table, line: int, row: dict[str, str]) -> OrderIn:
+        placed_at = self.value(table, line, row, "sale_date", lambda t: sale_day(t, self._days))
+        totals = {name: self.value(table, line, row, name, optional_amount) for name in self.TOTALS}
+        items = self.value(table, line, row, "items", lambda t: whole_number(t) if t.strip() else None)
+        currency = self.same_currency(table, line, row)
+        who = row.get("buyer", "").strip() or row.get("buyer_user_id", "").strip()
+        buyer = self.pseudonyms.of(self.shop_id, who) if self.pseudonyms and who else None
+        status = row.get("status", "").strip() or None
+        return self.built(table, line, lambda: OrderIn(order_id=row["order_id"].strip(), buyer=buyer, items=items,
+                                                       placed_at=placed_at, status=status, currency=currency, **totals))
+
+    def decide(self, items: list, meta) -> None:
+        OrderBatch.record(self.shop_id, self.currency, order_facts(items), meta)
+
+    def command(self, ctx: CommandContext, items: list) -> Result:
+        return self.facts.record_orders(ctx, self.shop_id, RecordOrders(orders=items, reason=IMPORT_REASON))
+
+
+class ListingsImport(CsvImport):
+    """EtsyListingsDownload: no listing id, so each line is matched on its SKU; a SKU the shop does
+    not have yet becomes a listing (external id `etsy-sku:<SKU>` until a sync names its Etsy id),
+    one it has is counted as already recorded and left as it is (its price moves only by the
+    price routes, under its guardrails)."""
+
+    kind, format, reservation, list_name = "etsy-listings", LISTINGS, LISTING_SKU, "listings"
+    FIELD_COLUMNS = {"title": "title", "price": "price", "currency": "currency", "sku": "sku", "external_id": "sku"}
+
+    def parse(self, table: Table) -> Pending:
+        pending, seen = Pending(), {}
+        for line, row in table.rows:
+            try:
+                spec = self._spec(table, line, row)
+                if self.once(seen, table, line, spec.sku, "sku", (spec.title, spec.price, spec.status)):
+                    pending.add(spec, line, spec.sku)
+            except _Skip:
+                continue
+        return pending
+
+    def _spec(self, table: Table, line: int, row: dict[str, str]) -> models.ListingSpec:
+        price = self.value(table, line, row, "price", amount)
+        quantity = self.value(table, line, row, "quantity", lambda t: whole_number(t) if t.strip() else None)
+        currency = self.same_currency(table, line, row)
+        sku = row["sku"].strip()
+        if not sku:
+            self.summary.problem(line, table.header("sku"), "empty: a listing of the download is matched on its SKU")
+            raise _Skip
+        return self.built(table, line, lambda: models.ListingSpec(
+            external_id=f"etsy-sku:{sku}", sku=sku, title=row["title"].strip(), price=price, currency=currency,
+            status="sold_out" if quantity == 0 else "active"))
+
+    def decide(self, items: list, meta) -> None:
+        for i, spec in enumerate(items):
+            try:
+                Listing.register(self.shop_id, spec.external_id, spec.sku, spec.title, spec.status,
+                                 Money.price(spec.price, self.currency, "price"), Guardrails(), meta)
+            except DomainError as e:
+                raise type(e)(f"listings[{i}].{e.field}", e.detail) from None
+
+    def command(self, ctx: CommandContext, items: list) -> Result:
+        return self.listings.register_listings(ctx, self.shop_id, models.RegisterListings(
+            listings=items, source="import", reason="Etsy listings download import"))
+
+
+class CompetitorPricesImport(CsvImport):
+    """A third-party competitor price feed: one observation per line, its listing named by our id,
+    its marketplace id or its SKU; the same validation as the REST route, each observation
+    recorded once (commands/marketplace_facts.py)."""
+
+    kind, format, reservation, list_name = "competitor-prices", COMPETITOR_PRICES, OBSERVATION, "observations"
+    FIELD_COLUMNS = {"listing_id": "listing_id", "competitor": "competitor", "price": "price", "currency": "currency",
+                     "observed_at": "observed_at", "source": "source"}
+
+    def parse(self, table: Table) -> Pending:
+        if not any(name in table.headers for name in LISTING_REFERENCES):
+            raise FileRefused(LineProblem(1, "listing_id", "missing column: name the listing by listing_id,"
+                                          " external_id or sku"))
+        found = self._listings(table)
+        pending, seen, latest = Pending(), {}, {}
+        for line, row in table.rows:
+            try:
+                observation = self._observation(table, line, row, found)
+                key = observation_key(observation)
+                if not self.once(seen, table, line, key, "observed_at", ()):
+                    continue
+                pair = (observation.listing_id, observation.competitor)
+                if pair in latest and observation.observed_at < latest[pair]:
+                    self.summary.out_of_order += 1
+                latest[pair] = max(latest.get(pair, observation.observed_at), observation.observed_at)
+                pending.add(observation, line, key)
+            except _Skip:
+                continue
+        return pending
+
+    def _listings(self, table: Table) -> dict[tuple[str, str], UUID]:
+        found = {}
+        for name, kind in (("listing_id", "listing"), ("external_id", "external_id"), ("sku", LISTING_SKU)):
+            if name in table.headers:
+                keys = {r.get(name, "").strip() for _, r in table.rows} - {""}
+                found.update({(name, k): v for k, v in self.resolve(kind, keys).items()})
+        return found
+
+    def _observation(self, table: Table, line: int, row: dict[str, str], found) -> models.ObservationIn:
+        listing = next((found[name, row[name].strip()] for name in LISTING_REFERENCES
+                        if row.get(name, "").strip() and (name, row[name].strip()) in found), None)
+        if listing is None:
+            named = next(((n, row[n].strip()) for n in LISTING_REFERENCES if row.get(n, "").strip()), None)
+            self.summary.problem(line, table.header(named[0] if named else "listing_id"),
+                                 f"no listing of this shop is {named[1]!r}" if named else "names no listing")
+            raise _Skip
+        price = self.value(table, line, row, "price", amount)
+        observed_at = self.value(table, line, row, "observed_at", moment)
+        source = row.get("source", "").strip() or "feed"
+        return self.built(table, line, lambda: models.ObservationIn(
+            listing_id=listing, competitor=row["competitor"].strip(), price=price, currency=row["currency"].strip(),
+            observed_at=observed_at, source=source))
+
+    def decide(self, items: list, meta) -> None:
+        prices = []
+        for i, o in enumerate(items):
+            try:
+                prices.append(Money.price(o.price, o.currency, "price"))
+            except DomainError as e:
+                raise type(e)(f"observations[{i}].{e.field}", e.detail) from None
+        ObservationBatch.record(self.shop_id, self.currency,
+                                [Observation(o.listing_id, o.competitor, p, o.observed_at, o.source)
+                                 for o, p in zip(items, prices)], meta)
+
+    def command(self, ctx: CommandContext, items: list) -> Result:
+        return self.facts.record_feed_observations(ctx, self.shop_id, models.RecordObservations(
+            observations=items, source="import", reason="competitor price feed (CSV)"))
+
+
+KINDS: dict[str, type[CsvImport]] = {c.kind: c for c in (OrderItemsImport, OrdersImport, ListingsImport,
+                                                         CompetitorPricesImport)}

@@ -1,0 +1,55 @@
+"""Orders as facts: one event per marketplace order (an Etsy receipt), for repeat-customer and
+basket analysis. The buyer is only ever a keyed pseudonym (HMAC by the server key, per shop):
+no name, address or e-mail enters the log. An order's lines are sales (domain/facts.py SalesBatch)
+naming the same order id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.errors import InvalidValue
+from domain.facts import FactBatch
+from domain.meta import EventMeta
+from domain.money import Money
+
+# What an order's totals may hold; each is absent when the source does not say (an order-items file).
+TOTALS = ("order_value", "discount", "shipping", "shipping_discount", "sales_tax", "order_total")
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_id: str
+    buyer: str | None  # a keyed pseudonym, never the buyer's name, username or e-mail
+    items: int | None
+    placed_at: datetime
+    status: str | None
+    totals: dict[str, Money]  # a subset of TOTALS
+
+
+class OrderBatch(FactBatch):
+    @classmethod
+    def record(cls, shop_id: UUID, currency: str, orders: list[Order], meta: EventMeta) -> OrderBatch:
+        if not orders:
+            raise InvalidValue("orders", "must not be empty")
+        for i, order in enumerate(orders):
+            for name, amount in order.totals.items():
+                if name not in TOTALS:
+                    raise InvalidValue(f"orders[{i}].{name}", "is not an order total")
+                if amount.currency != currency:
+                    raise InvalidValue(f"orders[{i}].currency", f"{amount.currency} does not match the shop's {currency}")
+            if order.items is not None and order.items < 1:
+                raise InvalidValue(f"orders[{i}].items", "must be at least 1")
+        batch = cls(shop_id=shop_id, size=len(orders), meta=meta)
+        for order in orders:
+            batch._recorded(order_id=order.order_id, buyer=order.buyer, items=order.items, status=order.status,
+                            totals=order.totals, meta=meta.at(order.placed_at))
+        return batch
+
+    @event("OrderRecorded")
+    def _recorded(self, order_id: str, buyer: str | None, items: int | None, status: str | None,
+                  totals: dict[str, Money], meta: EventMeta) -> None:
+        pass  # a fact: the batch keeps no state per order

@@ -1,0 +1,196 @@
+"""Sellers' CSV imports (commands/etsy_import.py) through the command handlers, on real PostgreSQL:
+what the files say is what the log holds, once, with no personal data; bad files are refused
+naming the line and column, and nothing is written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from commands import models
+from commands.context import CommandContext
+from commands.csv_files import FileRefused
+from commands.etsy_import import KINDS, InvalidLines
+from commands.marketplace_facts import MarketplaceFacts, Pseudonyms
+from domain.facts import ObservationBatch, SalesBatch
+from domain.listing import Listing
+from domain.meta import Actor, ActorKind
+from domain.orders import OrderBatch
+
+DATA = Path(__file__).parent / "data"
+ITEMS, ORDERS = DATA / "EtsySoldOrderItems2026.csv", DATA / "EtsySoldOrders2026.csv"
+LISTINGS, FEED = DATA / "EtsyListingsDownload.csv", DATA / "competitor_prices.csv"
+PERSONAL = ("Ada", "Lovelace", "Babbage", "Hopper", "Analytical", "NW1", "adal", "cbabbage", "55501")
+
+
+@pytest.fixture
+def seller(engine):
+    """A tenant's context, its GBP shop, and its two listings known by Etsy listing id."""
+    ctx = CommandContext(actor=Actor("pytest-seller"), tenant_id=f"csv-{uuid.uuid4().hex[:10]}")
+    shop = uuid.UUID(engine.listings.open_shop(ctx, models.OpenShop(name="Hedgerow", currency="GBP")).body["shop_id"])
+    specs = [models.ListingSpec(external_id="1234567890", sku="MUG-BLUE", title="Mug", price="24.00", currency="GBP"),
+             models.ListingSpec(external_id="1234567891", sku="BOWL-STONE", title="Bowl", price="18.50", currency="GBP")]
+    engine.listings.register_listings(ctx, shop, models.RegisterListings(listings=specs))
+    return ctx, shop
+
+
+def run(engine, seller, kind: str, data: bytes | Path, skip_invalid: bool = False):
+    ctx, shop = seller
+    data = data.read_bytes() if isinstance(data, Path) else data
+    facts = MarketplaceFacts(engine.core, engine.listings)
+    return KINDS[kind](facts, ctx, shop, data, "file.csv", skip_invalid,
+                       Pseudonyms(engine.identity.secrets)).run()
+
+
+def events_of(engine, shop, *types) -> list:
+    """The shop's events of these types, from the log."""
+    found, start = [], 1
+    while page := engine.core.recorder.select_notifications(start, 5000):
+        for n in page:
+            if n.topic.split(":")[1].split(".")[-1] in {t.__name__ for t in types}:
+                event = engine.core.mapper.to_domain_event(n)
+                if event.meta.shop_id == str(shop):
+                    found.append(event)
+        start = page[-1].id + 1
+    return found
+
+
+def test_order_items_become_sales_once_and_buyers_only_pseudonyms(engine, seller):
+    run(engine, seller, "etsy-listings", LISTINGS)  # TOWEL-LINEN: found by SKU, its Etsy id unknown
+    summary = run(engine, seller, "etsy-order-items", ITEMS)
+    assert (summary.lines, summary.recorded, summary.invalid, summary.orders_recorded) == (5, 5, 0, 4)
+    sold = {e.transaction_id: e for e in events_of(engine, seller[1], SalesBatch.Sold)}
+    assert sorted(sold) == ["4011223344", "4011223345", "4011223346", "4011223347", "4011223348"]
+    bowl = sold["4011223345"]
+    assert (bowl.quantity, bowl.unit_price.amount, bowl.order_id) == (2, Decimal("18.50"), "3011220001")
+    assert bowl.meta.occurred_at.date().isoformat() == "2026-11-28" and bowl.meta.source == "import"
+    orders = {e.order_id: e for e in events_of(engine, seller[1], OrderBatch.OrderRecorded)}
+    assert orders["3011220001"].items == 3
+    # Ada bought twice (orders 0001 and 0004, her name cased differently): one pseudonym, not hers.
+    assert orders["3011220001"].buyer == orders["3011220004"].buyer != orders["3011220002"].buyer
+    assert all(len(o.buyer) == 32 for o in orders.values())
+    stored = b"".join(n.state for n in engine.core.recorder.select_notifications(1, 10**6))
+    assert not [word for word in PERSONAL if word.encode() in stored]
+
+    again = run(engine, seller, "etsy-order-items", ITEMS)  # a rerun, or an overlapping export
+    assert (again.recorded, again.already_recorded, again.orders_recorded) == (0, 5, 0)
+    assert len(events_of(engine, seller[1], SalesBatch.Sold)) == 5
+
+
+def test_pseudonyms_are_keyed_per_server_key_and_shop(engine):
+    from commands.credentials import Secrets
+
+    shop, other = uuid.uuid4(), uuid.uuid4()
+    one, two = Pseudonyms(Secrets("k" * 40)), Pseudonyms(Secrets("j" * 40))
+    assert one.of(shop, "adal") == one.of(shop, " ADAL ") == one.of(shop, "Ada Lovelace (adal)")
+    assert one.of(shop, "adal") != two.of(shop, "adal")  # not a plain hash: guesses need the server key
+    assert one.of(shop, "adal") != one.of(other, "adal")  # nor linkable across shops
+    assert one.of(shop, "  ") is None
+
+
+def test_orders_keep_totals_and_an_older_export_names_its_columns_differently(engine, seller):
+    summary = run(engine, seller, "etsy-orders", ORDERS)
+    assert (summary.recorded, summary.invalid) == (3, 0)
+    orders = {e.order_id: e for e in events_of(engine, seller[1], OrderBatch.OrderRecorded)}
+    babbage = orders["3011220002"]
+    assert babbage.totals["shipping"].amount == Decimal("3.95")  # from "Delivery"
+    assert babbage.totals["discount"].amount == Decimal("2.40") and babbage.status == "Completed"
+    assert orders["3011220001"].buyer == orders["3011220004"].buyer
+    items = run(engine, seller, "etsy-order-items", ITEMS, skip_invalid=True)  # TOWEL-LINEN is unknown here
+    assert items.orders_recorded == 0 and items.invalid == 1  # the orders were known: their totals stay
+
+
+def test_listings_download_registers_new_skus_and_leaves_known_ones(engine, seller):
+    summary = run(engine, seller, "etsy-listings", LISTINGS)
+    assert (summary.recorded, summary.already_recorded) == (2, 1)  # MUG-BLUE was there
+    registered = {e.sku: e for e in events_of(engine, seller[1], Listing.Registered)}
+    assert registered["BOARD-OAK"].status == "sold_out" and registered["TOWEL-LINEN"].price.amount == Decimal("9.00")
+    assert registered["TOWEL-LINEN"].external_id == "etsy-sku:TOWEL-LINEN"
+
+
+def test_competitor_feed_records_each_observation_once(engine, seller):
+    summary = run(engine, seller, "competitor-prices", FEED)
+    assert (summary.recorded, summary.duplicates, summary.out_of_order) == (4, 1, 1)
+    assert run(engine, seller, "competitor-prices", FEED).already_recorded == 4
+    assert len(events_of(engine, seller[1], ObservationBatch.CompetitorPriceObserved)) == 4
+
+
+ITEM_HEADER = "Sale Date,Item Name,Buyer,Quantity,Price,Currency,Transaction ID,Listing ID,Order ID,SKU\n"
+GOOD = "11/28/26,Mug,adal,1,24.00,GBP,{t},1234567890,3011229999,MUG-BLUE\n"
+
+
+def items_file(*lines: str, header: str = ITEM_HEADER) -> bytes:
+    return (header + GOOD.format(t="1") + "".join(lines)).encode()
+
+
+@pytest.mark.parametrize("data, line, column, detail", [
+    (items_file(header=ITEM_HEADER.replace("Transaction ID,", "")), 1, "Transaction ID", "missing column"),
+    (items_file("11/31/26,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Sale Date", "not a date"),
+    (items_file("11/28/26,Mug,adal,one,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Quantity", "whole number"),
+    (items_file("11/28/26,Mug,adal,1,24.0O,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Price", "not a number"),
+    (items_file("11/28/26,Mug,adal,1,24.001,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Price", "at most 2 decimals"),
+    (items_file("11/28/26,Mug,adal,1,-3,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Price", "negative"),
+    (items_file("11/28/26,Mug,adal,0,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Quantity", "zero"),
+    (items_file("11/28/26,Mug,adal,1,24.00,USD,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Currency", "shop's currency"),
+    (items_file("11/28/26,Mug,adal,1,24.00,GBP,2,777,3011229999,NOPE\n"), 3, "Listing ID", "no listing"),
+    (items_file("11/28/26,Mug,adal,2,24.00,GBP,1,1234567890,3011229999,MUG-BLUE\n"), 3, "Transaction ID", "also at line 2"),
+    (items_file("12/31/27,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Sale Date", "ahead of the server"),
+    (items_file("12/31/99,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Sale Date", "2000-01-01"),
+    (items_file("11/28/26,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE,extra\n"), 3, None, "fields"),
+    (items_file('11/28/26,"Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n'), 3, None, "malformed CSV"),
+    (items_file().replace(b"Mug", b"Mug \xe9"), 2, None, "not UTF-8"),
+    (b"", 1, None, "no header"),
+])
+def test_malformed_files_are_refused_naming_line_and_column_and_write_nothing(engine, seller, count_events,
+                                                                              data, line, column, detail):
+    before = count_events()
+    with pytest.raises((InvalidLines, FileRefused)) as refused:
+        run(engine, seller, "etsy-order-items", data)
+    problem = refused.value.problem if isinstance(refused.value, FileRefused) else refused.value.summary.problems[0]
+    assert (problem.line, problem.column) == (line, column), problem
+    assert detail in problem.detail, problem
+    assert count_events() == before
+
+
+def test_skip_invalid_imports_the_good_lines_and_reports_the_rest(engine, seller):
+    data = items_file("11/28/26,Mug,adal,one,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n",
+                      "11/28/26,Mug,adal,1,24.00,GBP,3,1234567890,3011229999,MUG-BLUE\n",
+                      GOOD.format(t="1"))
+    summary = run(engine, seller, "etsy-order-items", data, skip_invalid=True)
+    assert (summary.recorded, summary.invalid, summary.duplicates) == (2, 1, 1)
+    assert [str(p) for p in summary.problems] == ["line 3, column 'Quantity': not a whole number: 'one'"]
+
+
+def test_a_bom_a_crlf_file_and_header_spelling_variants_read_alike(engine, seller):
+    text = ITEM_HEADER.upper().replace("_", " ") + GOOD.format(t="9")
+    data = b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()
+    assert run(engine, seller, "etsy-order-items", data).recorded == 1
+
+
+def test_a_file_larger_than_a_chunk_is_resumable(engine, seller, count_events):
+    """Chunks of 10,000 lines are single commands; a run stopped after its first chunk resumes."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(ITEM_HEADER.strip().split(","))
+    for t in range(12_000):
+        writer.writerow(["11/20/26", "Mug", f"buyer{t % 50}", 1, "24.00", "GBP", f"T{t}", "1234567890", f"O{t // 3}", ""])
+    data = out.getvalue().encode()
+    ctx, shop = seller
+    facts = MarketplaceFacts(engine.core, engine.listings)
+    importer = KINDS["etsy-order-items"](facts, ctx, shop, data, "big.csv", pseudonyms=Pseudonyms(engine.identity.secrets))
+
+    def stop_after_first_chunk(done, total):
+        raise KeyboardInterrupt
+
+    importer.progress = stop_after_first_chunk
+    with pytest.raises(KeyboardInterrupt):
+        importer.run()
+    assert len(events_of(engine, shop, SalesBatch.Sold)) == 10_000
+    summary = run(engine, seller, "etsy-order-items", data)
+    assert (summary.already_recorded, summary.recorded, summary.orders_recorded) == (10_000, 2_000, 4_000)
+    assert len({e.transaction_id for e in events_of(engine, shop, SalesBatch.Sold)}) == 12_000
