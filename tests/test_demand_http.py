@@ -189,6 +189,31 @@ def test_a_listing_without_a_run_yet_is_404_saying_how_to_refresh(api, world):
     assert unknown.status_code == 404 and unknown.json()["type"].endswith("/not-found")
 
 
+def test_the_shop_level_answers_its_pooled_elasticity_and_its_own_forecast(api, world):
+    pooled = strict_json(api.get(f"/shops/{world.shop}/elasticity"))
+    common_fields_are_there(pooled, "elasticity")
+    assert pooled["listing_id"] is None
+    if pooled["refused"]:  # one listing with varied prices is too few to pool: a reason, never a NaN
+        assert pooled["refusal"]["reason"] and pooled["refusal"]["needs"] and pooled["estimate"] is None
+    else:
+        low, high = pooled["estimate"]["ci95"]
+        assert "fixed effects" in pooled["method"] and low <= pooled["estimate"]["elasticity"] <= high
+    forecast = strict_json(api.get(f"/shops/{world.shop}/forecast", params={"horizon": 14}))
+    common_fields_are_there(forecast, "forecast")
+    assert forecast["listing_id"] is None and not forecast["refused"]
+    points = forecast["forecast"]["points"]
+    assert len(points) == 14 and all(p["units_95"]["lower"] <= p["units"] <= p["units_95"]["upper"] for p in points)
+    assert api.get(f"/shops/{world.shop}/forecast", params={"horizon": 91}).json()["field"] == "horizon"
+
+
+def test_a_shop_never_refreshed_is_404_saying_how(api, world):
+    fresh = api.post("/shops", json={"name": "Not yet", "currency": "GBP"}).json()["shop_id"]
+    for kind in ("elasticity", "forecast"):
+        response = api.get(f"/shops/{fresh}/{kind}")
+        assert response.status_code == 404 and response.json()["type"].endswith("/models-not-refreshed")
+        assert response.json()["field"] == "shop_id"
+
+
 def test_another_tenants_listing_is_not_found(world):
     stranger = world.accounts.new("seller")
     with httpx.Client(base_url=world.base, headers=stranger, timeout=60) as other:
@@ -199,6 +224,8 @@ def test_another_tenants_listing_is_not_found(world):
                 assert response.status_code == 404, response.text
                 assert response.json()["type"].endswith("/not-found")
         assert other.get(f"/shops/{world.shop}/analytics/elasticities").status_code == 404
+        for kind in ("elasticity", "forecast"):
+            assert other.get(f"/shops/{world.shop}/{kind}").json()["type"].endswith("/not-found")
 
 
 @pytest.mark.parametrize("horizon", ["0", "91", "x", "-1", "1.5"])

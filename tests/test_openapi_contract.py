@@ -343,6 +343,9 @@ def play(api: httpx.Client, admin, accounts) -> None:
         api.get(f"/shops/{shop}/listings/{listing}/{kind}")
         api.get(f"/shops/{shop}/listings/{unknown}/{kind}")
     api.get(f"/shops/{shop}/listings/{listing}/forecast", params={"horizon": 91})
+    for kind in ("elasticity", "forecast"):
+        api.get(f"/shops/{shop}/{kind}")
+        api.get(f"/shops/{uuid.uuid4()}/{kind}")
     for extra in ({}, {"format": "csv"}, {"format": "parquet"}, {"cursor": "forged"}):
         api.get(f"/shops/{shop}/analytics/elasticities", params=extra)
 

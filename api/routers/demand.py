@@ -42,17 +42,19 @@ CursorQuery = Annotated[str | None, Query(max_length=500, description="`next_cur
 FormatQuery = Annotated[Literal["json", "csv", "parquet"], Query(description="json (a page), csv or parquet (a file)")]
 
 
-def stored(reads: ReadSide, ctx, shop_id: UUID, listing_id: UUID, kind: str, horizon: int | None = None):
-    """The listing's run of `kind` as the API shows it, or the 404 that says why there is none."""
+def stored(reads: ReadSide, ctx, shop_id: UUID, listing_id: UUID | None, kind: str, horizon: int | None = None):
+    """The run of `kind` of the listing (None: of the shop) as the API shows it, or the 404 that says
+    why there is none."""
     reads.shops.facts(ctx, shop_id)  # the tenancy check (also made by requires()): others' shops are 404
-    if not reads.shops.has_listing(shop_id, listing_id):
+    if listing_id is not None and not reads.shops.has_listing(shop_id, listing_id):
         raise NotFound("listing not found in this shop", field="listing_id")
     with reads.pool.connection() as conn:
         run = latest(conn, shop_id, listing_id, kind)
     if run is None:
-        return problem(404, "Models not refreshed", f"no {kind} model run for this listing yet: the models are fitted"
+        what, field = ("this listing", "listing_id") if listing_id is not None else ("this shop", "shop_id")
+        return problem(404, "Models not refreshed", f"no {kind} model run for {what} yet: the models are fitted"
                        " by `etsypro analyze refresh [--shop S]` (and by `etsypro serve` on its schedule,"
-                       " ETSYPRO_ANALYZE_EVERY_HOURS), not when they are read", "listing_id")
+                       " ETSYPRO_ANALYZE_EVERY_HOURS), not when they are read", field)
     return public(run, horizon)
 
 
@@ -80,6 +82,22 @@ def listing_recommendation(shop_id: UUID, listing_id: UUID, ctx: Context, reads:
     """From the latest model run: one step from the listing's price then, within floor, ceiling,
     margin floor and max step; a move only when it gains at both ends of the elasticity's interval."""
     return stored(reads, ctx, shop_id, listing_id, "recommendation")
+
+
+@router.get("/shops/{shop_id}/elasticity", dependencies=[READ], response_model=ElasticityModelRun,
+            responses=NOT_REFRESHED, summary="The shop's pooled price elasticity with its 95% interval, or why there is none")
+def shop_elasticity(shop_id: UUID, ctx: Context, reads: Reads):
+    """From the latest model run: one slope for all the shop's listings (listing fixed effects), the
+    centre thin listings are shrunk toward. Observational: confirm with a price experiment."""
+    return stored(reads, ctx, shop_id, None, "elasticity")
+
+
+@router.get("/shops/{shop_id}/forecast", dependencies=[READ], response_model=ForecastModelRun,
+            responses=NOT_REFRESHED, summary="The shop's daily units and revenue ahead, with 80% and 95% intervals")
+def shop_forecast(shop_id: UUID, ctx: Context, reads: Reads, horizon: HorizonQuery = 30):
+    """From the latest model run: the shop's total, forecast on its own (not a sum of listings'),
+    with the backtest's MASE against seasonal-naive."""
+    return stored(reads, ctx, shop_id, None, "forecast", horizon)
 
 
 @router.get("/shops/{shop_id}/analytics/elasticities", dependencies=[requires("analytics:read")],
