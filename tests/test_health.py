@@ -74,7 +74,7 @@ def test_a_stalled_projection_fails_readiness_within_the_threshold_and_recovers(
             assert reasons[0].endswith(f" s behind ({behind} events)"), reasons
 
             recovered = InBackground(Projector(url, codec.to_domain_event, [p for p in ALL if p.name == STALLED],
-                                               tracking_prefix="", pause=0.05), "recovery").start()
+                                               pause=0.05), "recovery").start()
             try:
                 assert wait_for(lambda: ready(base).status_code == 200, 15), ready(base).text
             finally:
