@@ -5,7 +5,9 @@ bearer or a loopback client may scrape; with `serve --workers 2` every scrape su
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from api.metrics import MetricsAccess
 from api.observability import Observability
 from api.server import free_port, running
 from commands.engine import PricingEngine
-from conftest import Accounts, listing_spec
+from conftest import ROOT, Accounts, listing_spec
 from projections.registry import ALL
 
 
@@ -175,3 +177,14 @@ def wait_until_up(base: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"the server at {base} did not come up")
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_server_exposes(base_url):
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "etsypro.json").read_text())
+    asked = {name for panel in dashboard["panels"] for target in panel.get("targets", ())
+             for name in re.findall(r"\betsypro_\w+", target["expr"])}
+    answer = httpx.get(f"{base_url}/metrics")
+    families = list(text_string_to_metric_families(answer.text))
+    exposed = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    exposed |= {f"{f.name}_{suffix}" for f in families for suffix in ("total", "bucket")}  # before any sample
+    assert len(asked) >= 15 and not sorted(asked - exposed), sorted(asked - exposed)
