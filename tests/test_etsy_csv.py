@@ -5,6 +5,7 @@ naming the line and column, and nothing is written."""
 from __future__ import annotations
 
 import csv
+import json
 import io
 import uuid
 from decimal import Decimal
@@ -19,7 +20,7 @@ from commands.etsy_import import KINDS, InvalidLines
 from commands.marketplace_facts import MarketplaceFacts, Pseudonyms
 from domain.facts import ObservationBatch, SalesBatch
 from domain.listing import Listing
-from domain.meta import Actor, ActorKind
+from domain.meta import Actor
 from domain.orders import OrderBatch
 
 DATA = Path(__file__).parent / "data"
@@ -194,3 +195,22 @@ def test_a_file_larger_than_a_chunk_is_resumable(engine, seller, count_events):
     summary = run(engine, seller, "etsy-order-items", data)
     assert (summary.already_recorded, summary.recorded, summary.orders_recorded) == (10_000, 2_000, 4_000)
     assert len({e.transaction_id for e in events_of(engine, shop, SalesBatch.Sold)}) == 12_000
+
+
+def test_the_command_line_imports_a_file_and_names_invalid_lines(engine, seller, database_url, monkeypatch, capsys,
+                                                                 tmp_path):
+    from api.cli import main as cli
+
+    monkeypatch.setenv("ETSYPRO_DATABASE_URL", database_url)
+    monkeypatch.setenv("ETSYPRO_SECRET_KEY", "a test server key of at least 32 characters")
+    shop = str(seller[1])
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(items_file("11/28/26,Mug,adal,1,24.00,EUR,2,1234567890,3011229999,MUG-BLUE\n"))
+    assert cli(["import", "etsy-order-items", str(bad), "--shop", shop, "--rejects", str(tmp_path / "r.csv")]) == 1
+    assert "line 3, column 'Currency': 'EUR' is not the shop's currency GBP" in capsys.readouterr().err
+    assert (tmp_path / "r.csv").read_text().splitlines()[1] == "3,Currency,'EUR' is not the shop's currency GBP"
+    assert cli(["import", "etsy-order-items", str(ITEMS), "--shop", shop, "--skip-invalid", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["recorded"], summary["invalid"]) == (4, 1)  # TOWEL-LINEN has no listing in this shop
+    assert cli(["import", "etsy-orders", str(tmp_path / "missing.csv"), "--shop", shop]) == 1
+    assert cli(["import", "etsy-orders", str(ORDERS), "--shop", str(uuid.uuid4())]) == 1
