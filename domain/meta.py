@@ -19,6 +19,7 @@ class Source(str, Enum):
     EXPERIMENT = "experiment"
     ROLLBACK = "rollback"
     IMPORT = "import"
+    MARKETPLACE = "marketplace"  # seen at the marketplace, changed outside the engine (drift)
 
 
 @dataclass(frozen=True, slots=True)

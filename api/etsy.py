@@ -1,0 +1,172 @@
+"""The Etsy connection's processes and settings: `etsypro etsy push|sync`, `etsypro fake-etsy`,
+`etsypro bench etsy`, and the Etsy app from ETSYPRO_ETSY_* variables.
+
+    ETSYPRO_ETSY_KEYSTRING, ETSYPRO_ETSY_SHARED_SECRET   the app registered at Etsy (both required)
+    ETSYPRO_ETSY_API_URL        default https://api.etsy.com (the fake's URL in tests and the demo)
+    ETSYPRO_ETSY_AUTHORIZE_URL  default https://www.etsy.com/oauth/connect
+    ETSYPRO_ETSY_REDIRECT_URI   where Etsy sends the seller back: <this API>/marketplace/etsy/callback
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from uuid import UUID
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.etsy_client import ETSY_API, ETSY_AUTHORIZE, EtsyApp
+
+
+class EtsySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ETSYPRO_ETSY_", env_ignore_empty=True, frozen=True, extra="ignore")
+
+    keystring: str | None = None
+    shared_secret: str | None = None
+    api_url: str = ETSY_API
+    authorize_url: str | None = None
+    redirect_uri: str = "http://127.0.0.1:8000/marketplace/etsy/callback"
+
+    def app(self) -> EtsyApp | None:
+        if not (self.keystring and self.shared_secret):
+            return None
+        authorize = self.authorize_url or (ETSY_AUTHORIZE if self.api_url == ETSY_API else f"{self.api_url}/oauth/connect")
+        return EtsyApp(self.keystring, self.shared_secret, self.api_url, authorize, self.redirect_uri)
+
+
+def _engine():
+    """A migrated engine with the server's secret key (the tokens are encrypted under it)."""
+    import migrations
+    from api.server import database_url, secret_key
+    from api.settings import Settings
+    from commands.engine import PricingEngine
+
+    settings = Settings.from_env()
+    url = database_url(settings, lambda *_: None)
+    migrations.apply(url, log=lambda *_: None)
+    engine = PricingEngine(url, pool_size=2)
+    engine.identity.use_secret_key(secret_key(settings, lambda *_: None))
+    return engine
+
+
+def _app_or_exit() -> EtsyApp:
+    app = EtsySettings().app()
+    if app is None:
+        print("set ETSYPRO_ETSY_KEYSTRING and ETSYPRO_ETSY_SHARED_SECRET (and ETSYPRO_ETSY_API_URL for the fake)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return app
+
+
+def push(args) -> int:
+    """Follow the log into the push queue and drain it to Etsy until stopped (SIGTERM/SIGINT)."""
+    from api.routers.marketplace import marketplace_of
+    from streams.etsy_client import EtsyClient
+    from streams.etsy_push import EtsyPusher, PushQueue
+
+    app, engine = _app_or_exit(), _engine()
+    queue = PushQueue(engine.core.conninfo)
+    pusher = EtsyPusher(marketplace_of(engine), EtsyClient(app), engine.core.conninfo)
+    stop = threading.Event()
+    follower = threading.Thread(target=queue.run, args=(stop,), daemon=True, name="etsy-queue")
+    follower.start()
+    try:
+        if args.once:
+            queue.catch_up()
+            while pusher.step():
+                pass
+            pusher.record_budget()
+            print(json.dumps({"pushed": pusher.stats.pushed, "failed": pusher.stats.failed,
+                              "retrying": pusher.stats.retrying, "paused": pusher.stats.paused}))
+            return 0
+        pusher.run(stop)
+        return 0
+    finally:
+        stop.set()
+        follower.join(timeout=5)
+        queue.close()
+        pusher.close()
+        engine.close()
+
+
+def sync(args) -> int:
+    """Sync one shop (--shop) or every connected one, once or every --every seconds."""
+    from api.routers.marketplace import marketplace_of
+    from domain.marketplace import EtsyRefused, EtsyUnavailable
+    from streams.etsy_client import EtsyClient
+    from streams.etsy_sync import EtsySync
+
+    app, engine = _app_or_exit(), _engine()
+    marketplace = marketplace_of(engine)
+    client = EtsyClient(app)
+    syncer = EtsySync(marketplace, client, engine.core.conninfo)
+    failed = 0
+    try:
+        while True:
+            for shop in [args.shop] if args.shop else marketplace.connected_shops():
+                try:
+                    report = syncer.sync_shop(shop)
+                    print(json.dumps({"shop": str(shop), **report.__dict__}), flush=True)
+                except (EtsyRefused, EtsyUnavailable) as e:
+                    failed += 1
+                    print(f"etsy sync of {shop}: {e}", file=sys.stderr, flush=True)
+            if not args.every:
+                return 1 if failed else 0
+            time.sleep(args.every)
+    finally:
+        client.close()
+        engine.close()
+
+
+def fake(args) -> int:
+    """Serve the fake Etsy with a shop of demo listings (for the demo and manual trials)."""
+    from decimal import Decimal
+
+    import uvicorn
+
+    from fake_etsy import FakeEtsy, FakeEtsyConfig, create_app
+
+    etsy = FakeEtsy(FakeEtsyConfig(keystring=args.keystring, shared_secret=args.shared_secret,
+                                   per_second=args.per_second, error_rate=args.error_rate))
+    shop = etsy.add_shop(args.currency)
+    for i in range(args.listings):
+        etsy.add_listing(shop.shop_id, f"Demo listing {i}", f"DEMO-{i}", Decimal("20.00") + i, variations=2 if i % 3 == 0 else 0)
+    print(json.dumps({"url": f"http://{args.host}:{args.port}", "etsy_shop_id": shop.shop_id,
+                      "keystring": args.keystring, "shared_secret": args.shared_secret}), flush=True)
+    uvicorn.run(create_app(etsy), host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def bench(args) -> int:
+    from bench.etsy import main as run
+
+    return run(as_json=args.json, seconds=args.seconds, per_second=args.per_second)
+
+
+def add_parsers(sub, benches, as_json) -> None:
+    """`etsypro etsy push|sync`, `etsypro fake-etsy`, `etsypro bench etsy` (api/cli.py calls this)."""
+    e = sub.add_parser("etsy", help="the Etsy connection's workers (ETSYPRO_ETSY_* settings)")
+    workers = e.add_subparsers(dest="etsy", required=True)
+    p = workers.add_parser("push", help="push accepted price changes to Etsy (follows the log; one per database)")
+    p.add_argument("--once", action="store_true", help="push what is queued now, then exit")
+    p.set_defaults(func=push)
+    s = workers.add_parser("sync", help="sync listings and receipts from Etsy (resumable)")
+    s.add_argument("--shop", type=UUID, help="one shop (default: every connected shop)")
+    s.add_argument("--every", type=float, default=0, help="repeat every N seconds (default: once)")
+    s.set_defaults(func=sync)
+    f = sub.add_parser("fake-etsy", help="serve a fake Etsy Open API v3 (tests, the demo)")
+    f.add_argument("--host", default="127.0.0.1")
+    f.add_argument("--port", type=int, default=8765)
+    f.add_argument("--keystring", default="demokeystring")
+    f.add_argument("--shared-secret", default="demosharedsecret")
+    f.add_argument("--per-second", type=int, default=10)
+    f.add_argument("--error-rate", type=float, default=0.0)
+    f.add_argument("--listings", type=int, default=12)
+    f.add_argument("--currency", default="GBP")
+    f.set_defaults(func=fake)
+    b = benches.add_parser("etsy", parents=[as_json], help="push_per_s at the fake Etsy's rate limit, sync_receipts_per_s")
+    b.add_argument("--seconds", type=float, default=8.0, help="how long the push runs")
+    b.add_argument("--per-second", type=int, default=40, help="the fake's rate limit")
+    b.set_defaults(func=bench)

@@ -1,0 +1,197 @@
+"""A shop's Etsy connection: connect (OAuth 2.0 with PKCE), the callback, disconnect, a sync now,
+and what the connection is doing (grant, push queue, budget, drift report).
+
+The Etsy app (keystring, shared secret, where Etsy is) is `app.state.etsy` (streams.etsy_client.EtsyApp),
+set by `etsypro serve` from the ETSYPRO_ETSY_* settings, or by the tests and the demo to the fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import PUBLIC, requires
+from api.deps import Context, Engine, Reads
+from api.routing import resource_router
+from api.schemas import answer
+from commands.marketplace import Marketplace
+from read import marketplace as reads_of
+from streams.etsy_client import EtsyApp, EtsyClient
+from streams.etsy_grant import token_answer
+from streams.etsy_sync import EtsySync
+
+router = resource_router(prefix="/shops/{shop_id}/marketplace/etsy", tags=["marketplace"])
+callbacks = APIRouter()
+SHOP = "0b9d6b9a-4c2b-4c55-9b7e-2f1f4b7e9a10"
+LISTING = "5b0f1c4e-2d7a-4f43-9b1e-6c2d8f0a7e11"
+WHEN = "2026-12-07T21:00:00+00:00"
+
+
+def marketplace_of(engine) -> Marketplace:
+    return Marketplace(engine.core, engine.listings, lambda: engine.identity.secrets)
+
+
+def etsy_app(request: Request) -> EtsyApp:
+    app = getattr(request.app.state, "etsy", None)
+    if app is None:
+        raise HTTPException(503, "no Etsy app is configured (ETSYPRO_ETSY_KEYSTRING and ETSYPRO_ETSY_SHARED_SECRET)")
+    return app
+
+
+App = Annotated[EtsyApp, Depends(etsy_app)]
+
+
+class ConnectEtsy(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"etsy_shop_id": 12345678}]})
+    etsy_shop_id: int = Field(ge=1, le=2**63 - 1, description="The seller's Etsy shop id")
+
+
+class ConnectStarted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "authorize_url": "https://www.etsy.com/oauth/connect?response_type=code&client_id=...&code_challenge_method=S256",
+        "state": "Qm9vdHN0cmFw...", "expires_at": WHEN}]})
+    authorize_url: str = Field(description="Send the seller's browser here; Etsy returns it to the callback")
+    state: str
+    expires_at: str
+
+
+class ConnectionState(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "shop_id": SHOP, "etsy_shop_id": 12345678, "status": "connected", "reason": "", "version": 1}]})
+    shop_id: str
+    etsy_shop_id: int
+    status: str = Field(description="connected | revoked (Etsy refused the grant: reconnect) | disconnected")
+    reason: str
+    version: int
+
+
+class EtsyStatus(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "connection": {"etsy_shop_id": 12345678, "status": "connected", "reason": "", "access_expires_at": WHEN,
+                       "updated_at": WHEN},
+        "paused": False, "linked_listings": 40,
+        "queue": {"waiting": 2, "due": 1, "oldest": WHEN, "most_attempts": 0},
+        "sync": {"receipts_since": 1796677200, "receipts_synced_at": WHEN, "listings_synced_at": WHEN, "last_error": None},
+        "budget": [{"app": "keystring", "limit_per_second": 10, "remaining_this_second": 4, "limit_per_day": 10000,
+                    "remaining_today": 9120, "throttled_until": None, "seen_at": WHEN}]}]})
+    connection: dict
+    paused: bool = Field(description="Sync and push wait for the seller to connect (again)")
+    linked_listings: int
+    queue: dict
+    sync: dict | None
+    budget: list[dict]
+
+
+class QueuedPush(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "listing_id": LISTING, "etsy_listing_id": 1234567890, "version": 7, "price": "22.50", "currency": "GBP",
+        "enqueued_at": WHEN, "attempts": 1, "next_try_at": WHEN, "last_error": "Etsy unavailable (503)"}]})
+    listing_id: str
+    etsy_listing_id: int
+    version: int
+    price: str
+    currency: str
+    enqueued_at: str
+    attempts: int
+    next_try_at: str
+    last_error: str | None
+
+
+class Drift(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "listing_id": LISTING, "etsy_listing_id": 1234567890, "seen_at": WHEN, "etsy_price": "19.00",
+        "engine_price": "22.50", "currency": "GBP", "applied": True, "refusal": None}]})
+    listing_id: str
+    etsy_listing_id: int
+    seen_at: str
+    etsy_price: str
+    engine_price: str
+    currency: str
+    applied: bool = Field(description="It became the listing's price (source marketplace); else refused by guardrails")
+    refusal: str | None
+
+
+class SyncDone(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "listings": 40, "registered": 3, "drifts": 1, "receipts": 12, "sales": 15, "unlinked": 0}]})
+    listings: int
+    registered: int
+    drifts: int
+    receipts: int
+    sales: int
+    unlinked: int
+
+
+@router.post("/connect", response_model=ConnectStarted, summary="Start connecting the shop to Etsy (OAuth 2.0 + PKCE)",
+             dependencies=[requires("prices:write")])
+def connect(shop_id: UUID, cmd: ConnectEtsy, ctx: Context, engine: Engine, app: App) -> dict:
+    """Answers the URL of Etsy's consent page. The PKCE verifier and the state stay on the server
+    (single use, 10 minutes); Etsy sends the seller back to the callback, which finishes the connection.
+
+    **Changes:** nothing yet: the EtsyConnection.Connected event is appended by the callback."""
+    return marketplace_of(engine).start_connect(ctx, shop_id, cmd.etsy_shop_id, app.keystring, app.redirect_uri,
+                                                app.authorize_url)
+
+
+@router.post("/disconnect", response_model=ConnectionState, summary="Disconnect the shop from Etsy",
+             dependencies=[requires("prices:write")])
+async def disconnect(shop_id: UUID, ctx: Context, engine: Engine, response: Response) -> dict:
+    """Forgets the tokens; sync and push stop for the shop until it connects again.
+
+    **Changes:** appends EtsyConnection.Disconnected (nothing when already disconnected)."""
+    return await answer(response, marketplace_of(engine).disconnect, ctx, shop_id)
+
+
+@router.get("", response_model=EtsyStatus, summary="The Etsy connection: grant, push queue, budget, sync",
+            dependencies=[requires("shops:read")])
+def status(shop_id: UUID, reads: Reads) -> dict:
+    """The grant's status (a revoked grant pauses sync and push), the push queue's size, the rate
+    budget as Etsy's headers last told it, and the sync's cursors."""
+    return reads_of.status(reads.pool, shop_id)
+
+
+@router.get("/queue", response_model=list[QueuedPush], summary="Prices waiting to go to Etsy",
+            dependencies=[requires("shops:read")])
+def queue(shop_id: UUID, reads: Reads, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+    """One row per listing: its newest accepted price not yet at Etsy, next try first."""
+    return reads_of.queue(reads.pool, shop_id, limit)
+
+
+@router.get("/drifts", response_model=list[Drift], summary="Prices changed at Etsy outside the engine",
+            dependencies=[requires("shops:read")])
+def drifts(shop_id: UUID, reads: Reads, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+    """Each price the sync saw at Etsy that the engine had not pushed, newest first: whether it
+    became the listing's price (a Listing.PriceChanged with source marketplace) or the guardrails refused it."""
+    return reads_of.drifts(reads.pool, shop_id, limit)
+
+
+@router.post("/sync", response_model=SyncDone, summary="Sync listings and receipts from Etsy now",
+             dependencies=[requires("prices:write")])
+def sync(shop_id: UUID, engine: Engine, app: App, ctx: Context) -> dict:
+    """Reads the shop's active listings (registering new ones, recording drift) and the receipts
+    modified since the last sync (sales and returns, each transaction once).
+
+    **Changes:** Listing.Registered, SalesBatch.Sold/Returned, Listing.PriceChanged (source marketplace)."""
+    marketplace = marketplace_of(engine)
+    marketplace.connection(ctx, shop_id)  # the caller's shop, connected
+    client = EtsyClient(app)
+    try:
+        return asdict(EtsySync(marketplace, client, engine.core.conninfo).sync_shop(shop_id))
+    finally:
+        client.close()
+
+
+@callbacks.get("/marketplace/etsy/callback", dependencies=[PUBLIC], include_in_schema=False)
+async def callback(request: Request, engine: Engine, app: App, response: Response,
+                   code: Annotated[str, Query(max_length=2000)], state: Annotated[str, Query(max_length=200)]) -> dict:
+    """Where Etsy sends the seller's browser back: the state (single use) names the started connect."""
+    client = EtsyClient(app)
+    try:
+        exchange = lambda code, verifier, redirect_uri: token_answer(client.exchange_code(code, verifier, redirect_uri))  # noqa: E731
+        return await answer(response, marketplace_of(engine).finish_connect, state, code, exchange)
+    finally:
+        client.close()

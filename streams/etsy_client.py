@@ -1,0 +1,215 @@
+"""Etsy's Open API v3 over HTTP (httpx): the token endpoint, listings, inventory and receipts, within
+the rate budget Etsy's headers tell.
+
+`Budget` keeps the calls under x-limit-per-second (whole wall-clock seconds, as Etsy counts) and the
+daily quota, and backs off after a 429 with full jitter (exponential, capped; Retry-After when
+given). Answers come back as plain data, or as the exceptions of domain/marketplace.py: EtsyRefused
+(4xx, or a shape that cannot be read), GrantRefused (invalid_grant / invalid_token), EtsyUnavailable
+(5xx, timeouts, the day's quota spent).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+
+from domain.marketplace import EtsyRefused, EtsyUnavailable, GrantRefused
+
+ETSY_API = "https://api.etsy.com"
+ETSY_AUTHORIZE = "https://www.etsy.com/oauth/connect"
+PAGE_LIMIT = 100  # Etsy's most per page
+EDGE_S = 0.004    # no call is started this close to the end of a second: it could land in the next one
+
+
+@dataclass(frozen=True)
+class EtsyApp:
+    """The app registered at Etsy, and where Etsy is (the fake's URL in tests and the demo)."""
+
+    keystring: str
+    shared_secret: str
+    api_url: str = ETSY_API
+    authorize_url: str = ETSY_AUTHORIZE
+    redirect_uri: str = "http://127.0.0.1:8000/marketplace/etsy/callback"
+
+    @property
+    def api_key(self) -> str:
+        return f"{self.keystring}:{self.shared_secret}"
+
+
+@dataclass
+class Budget:
+    """The calls Etsy allows, as its headers last told, shared by the threads of one process."""
+
+    per_second: int = 5          # until Etsy's headers say otherwise
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    backoff_base_s: float = 0.25
+    backoff_cap_s: float = 30.0
+    remaining_today: int | None = None
+    per_day: int | None = None
+    throttled_until: float = 0.0
+    storms: int = 0              # consecutive 429s
+    calls: int = 0
+    throttled: int = 0           # 429s received
+    waited_s: float = 0.0
+    _window: int = -1
+    _used: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _random: random.Random = field(default_factory=random.Random)
+
+    def take(self) -> None:
+        """Wait until a call is within the budget, then count it."""
+        while True:
+            with self._lock:
+                wait = self._wait(self.clock())
+                if wait <= 0:
+                    self._used += 1
+                    self.calls += 1
+                    return
+            self.waited_s += wait
+            self.sleep(wait)
+
+    def _wait(self, now: float) -> float:
+        if now < self.throttled_until:
+            return self.throttled_until - now
+        if self.remaining_today is not None and self.remaining_today <= 0:
+            raise EtsyUnavailable(429, "the day's quota is spent")
+        second = int(now)
+        if second != self._window:
+            self._window, self._used = second, 0
+        if self._used >= self.per_second or now - second > 1 - EDGE_S:
+            return second + 1 - now + 0.0005
+        return 0.0
+
+    def told(self, headers: httpx.Headers) -> None:
+        """Etsy's headers after a call: its count of this second wins over ours when it says less."""
+        with self._lock:
+            self.storms = 0
+            if "x-limit-per-second" in headers:
+                self.per_second = int(headers["x-limit-per-second"])
+                used_there = self.per_second - int(headers.get("x-remaining-this-second", self.per_second))
+                if self._window == int(self.clock()):
+                    self._used = max(self._used, used_there)
+            if "x-remaining-today" in headers:
+                self.remaining_today = int(headers["x-remaining-today"])
+                self.per_day = int(headers.get("x-limit-per-day", self.per_day or 0)) or None
+
+    def too_many(self, retry_after: str | None) -> float:
+        """A 429: wait with full jitter (or as Etsy says), longer after each consecutive one."""
+        with self._lock:
+            self.storms += 1
+            self.throttled += 1
+            ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(self.storms, 16))
+            wait = self._random.uniform(ceiling / 2, ceiling)  # "equal jitter": never a zero wait in a storm
+            if retry_after and retry_after.isdigit():
+                wait = max(wait, float(retry_after))
+            self.throttled_until = max(self.throttled_until, self.clock() + wait)
+            return wait
+
+    def snapshot(self) -> dict:
+        return {"limit_per_second": self.per_second, "remaining_this_second": max(self.per_second - self._used, 0),
+                "limit_per_day": self.per_day, "remaining_today": self.remaining_today,
+                "throttled_until": self.throttled_until if self.throttled_until > self.clock() else None,
+                "calls": self.calls, "throttled": self.throttled, "waited_s": round(self.waited_s, 3)}
+
+
+class EtsyClient:
+    """One app's calls to Etsy. `max_429` consecutive 429s on one call end it as EtsyUnavailable."""
+
+    def __init__(self, app: EtsyApp, budget: Budget | None = None, timeout: float = 10.0, max_429: int = 8):
+        self.app = app
+        self.budget = budget or Budget()
+        self.max_429 = max_429
+        self.http = httpx.Client(base_url=app.api_url, timeout=timeout,
+                                 headers={"x-api-key": app.api_key, "accept": "application/json"})
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- OAuth ---------------------------------------------------------------------------
+    def exchange_code(self, code: str, verifier: str, redirect_uri: str) -> dict:
+        return self._token({"grant_type": "authorization_code", "client_id": self.app.keystring,
+                            "redirect_uri": redirect_uri, "code": code, "code_verifier": verifier})
+
+    def refresh(self, refresh_token: str) -> dict:
+        return self._token({"grant_type": "refresh_token", "client_id": self.app.keystring,
+                            "refresh_token": refresh_token})
+
+    def _token(self, form: dict) -> dict:
+        try:
+            response = self.http.post("/v3/public/oauth/token", data=form)
+        except httpx.HTTPError as e:
+            raise EtsyUnavailable(None, f"{type(e).__name__}: {e}") from None
+        if response.status_code >= 500:
+            raise EtsyUnavailable(response.status_code, response.text)
+        body = _json(response)
+        if response.status_code != 200:
+            error = body.get("error") if isinstance(body, dict) else None
+            kind = GrantRefused if error == "invalid_grant" else EtsyRefused
+            raise kind(response.status_code, response.text)
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("access_token", "refresh_token")) \
+                or not isinstance(body.get("expires_in"), (int, float)):
+            raise EtsyRefused(response.status_code, f"unexpected token answer: {response.text[:300]}")
+        return body
+
+    # -- the API -------------------------------------------------------------------------
+    def call(self, method: str, path: str, token: str, params: dict | None = None, json=None):
+        """One call within the budget; 429s are waited out (up to max_429 in a row)."""
+        for _ in range(self.max_429):
+            self.budget.take()
+            try:
+                response = self.http.request(method, path, params=params, json=json,
+                                             headers={"authorization": f"Bearer {token}"})
+            except httpx.HTTPError as e:
+                raise EtsyUnavailable(None, f"{type(e).__name__}: {e}") from None
+            if response.status_code == 429:
+                self.budget.sleep(self.budget.too_many(response.headers.get("retry-after")))
+                continue
+            self.budget.told(response.headers)
+            return _answer(response)
+        raise EtsyUnavailable(429, f"still rate limited after {self.max_429} tries")
+
+    def shop_listings(self, token: str, etsy_shop_id: int, offset: int, state: str = "active") -> dict:
+        return self.call("GET", f"/v3/application/shops/{etsy_shop_id}/listings", token,
+                         {"state": state, "limit": PAGE_LIMIT, "offset": offset, "includes": "Inventory"})
+
+    def inventory(self, token: str, listing_id: int) -> dict:
+        return self.call("GET", f"/v3/application/listings/{listing_id}/inventory", token)
+
+    def put_inventory(self, token: str, listing_id: int, body: dict) -> dict:
+        return self.call("PUT", f"/v3/application/listings/{listing_id}/inventory", token, json=body)
+
+    def receipts(self, token: str, etsy_shop_id: int, since: int, offset: int) -> dict:
+        return self.call("GET", f"/v3/application/shops/{etsy_shop_id}/receipts", token,
+                         {"min_last_modified": since, "limit": PAGE_LIMIT, "offset": offset,
+                          "sort_on": "updated", "sort_order": "asc"})
+
+
+class AccessRefused(GrantRefused):
+    """401: the access token is expired or revoked (a refresh may cure it)."""
+
+
+def _json(response: httpx.Response):
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _answer(response: httpx.Response):
+    status = response.status_code
+    if status >= 500:
+        raise EtsyUnavailable(status, response.text)
+    if status == 401:
+        raise AccessRefused(status, response.text)
+    if status >= 400:
+        raise EtsyRefused(status, response.text)
+    body = _json(response)
+    if not isinstance(body, dict):
+        raise EtsyRefused(status, f"expected a JSON object, got: {response.text[:300]}")
+    return body
