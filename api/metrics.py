@@ -144,6 +144,19 @@ class FollowerCollector:
         self.conninfo = conninfo
 
     def collect(self):
+        up = GaugeMetricFamily("etsypro_database_up", "Whether the scrape could read the followers' figures (1) or not (0)")
+        try:
+            figures = self._read()
+        except psycopg.Error:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from _follower_families(figures[0])
+        yield from _kafka_families(*figures[1:])
+
+    def _read(self):
         with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5,
                              options="-c statement_timeout=5000") as conn:
             followers = [("projection", x) for x in lag(conn, [p.name for p in ALL])]
@@ -151,8 +164,7 @@ class FollowerCollector:
             relays = conn.execute("SELECT relay, log_position, events_published FROM streams.relay_positions").fetchall()
             sinks = conn.execute("SELECT sink, topic, partition, last_offset, records_applied"
                                  " FROM streams.sink_offsets").fetchall()
-        yield from _follower_families(followers)
-        yield from _kafka_families(relays, sinks)
+        return followers, relays, sinks
 
 
 def _follower_families(followers):

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import logs, metrics
+from api.routers import health
 
 _REPLAYED = (b"idempotent-replayed", b"true")
 
@@ -61,7 +63,8 @@ class Observed:
 def _log_request(scope: Scope, route: str, status: int, replayed: bool, seconds: float) -> None:
     headers = dict(scope["headers"])
     principal = scope.get("state", {}).get("principal")
-    logs.request_log.info("%s %s %s", scope["method"], route, status, extra={
+    level = logging.ERROR if status >= 500 else logging.INFO
+    logs.request_log.log(level, "%s %s %s", scope["method"], route, status, extra={
         "method": scope["method"], "route": route, "status": status, "duration_ms": round(seconds * 1000, 2),
         "tenant": getattr(principal, "tenant_id", None), "account": getattr(principal, "account_id", None),
         "correlation_id": _text(headers.get(b"x-correlation-id")), "command_id": _text(headers.get(b"idempotency-key")),
@@ -74,8 +77,6 @@ def _text(value: bytes | None) -> str | None:
 
 def install(app, settings: Observability) -> None:
     """Health and metrics routes, the engine's counters and event log lines, and the middleware."""
-    from api.routers import health  # the routes read app.state.observability
-
     app.state.observability = settings
     engine = app.state.engine
     if logs.log_notable_events not in engine.core.on_commit:

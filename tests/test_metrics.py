@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
-from api.metrics import MetricsAccess
+from api.metrics import FollowerCollector, MetricsAccess
 from api.observability import Observability
 from api.server import free_port, running
 from commands.engine import PricingEngine
@@ -188,3 +188,8 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_server_exposes(base_url
     exposed = {f.name for f in families} | {s.name for f in families for s in f.samples}
     exposed |= {f"{f.name}_{suffix}" for f in families for suffix in ("total", "bucket")}  # before any sample
     assert len(asked) >= 15 and not sorted(asked - exposed), sorted(asked - exposed)
+
+
+def test_a_scrape_with_the_database_gone_says_so_instead_of_failing():
+    families = {f.name: f for f in FollowerCollector("host=127.0.0.1 port=1 user=postgres dbname=postgres").collect()}
+    assert list(families) == ["etsypro_database_up"] and families["etsypro_database_up"].samples[0].value == 0
