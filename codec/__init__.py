@@ -99,7 +99,7 @@ class AutomationAsDict(SlotsAsDict):
     type = Automation
     name = "automation"
     tuples = ("clamps", "reasons", "observations")
-    added = ("model_run",)
+    added = ("model_run", "experiment")
 
 
 class RecommendationRunAsDict(SlotsAsDict):

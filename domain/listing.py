@@ -95,6 +95,7 @@ class Automation:
     reasons: tuple[str, ...] = ()     # the rule's steps (Proposal.reasons)
     observations: tuple[str, ...] = ()  # refs of the observations the proposal used
     model_run: RecommendationRun | None = None  # the model run the proposal followed (optimise_profit)
+    experiment: str | None = None     # "<experiment id>/<period>": a switchback experiment's period price (no rule)
 
 
 CHANGED, UNCHANGED, HELD, REFUSED = "changed", "unchanged", "held", "refused"
@@ -245,6 +246,25 @@ class Listing(Aggregate):
         if verdict.outcome == CHANGED:
             self._price_changed(price=verdict.price, previous=self.price, meta=meta, rule=str(rule_id),
                                 compensates=[], automation=automation)
+        else:
+            self._automated_change_refused(automation=automation, reason=verdict.refusal, meta=meta)
+        return verdict
+
+    def apply_experiment_price(self, proposal: Proposal, experiment_id: UUID, period: int, cause: str,
+                               meta: EventMeta, stopped: str | None = None) -> Verdict:
+        """A switchback experiment's price for one period, judged like a rule's proposal (guardrails,
+        daily cap, cooldown, stops) and recorded with the experiment and period instead of a rule."""
+        if meta.source != Source.EXPERIMENT.value:
+            raise InvalidValue("source", "an experiment's change must have source 'experiment'")
+        verdict = self.judge(proposal, meta.occurred_at, stopped)
+        if verdict.outcome not in (CHANGED, REFUSED):
+            return verdict
+        meta = replace(meta, causation_id=cause)
+        automation = Automation(None, 0, cause, verdict.proposed, verdict.clamps, tuple(proposal.reasons),
+                                experiment=f"{experiment_id}/{period}")
+        if verdict.outcome == CHANGED:
+            self._price_changed(price=verdict.price, previous=self.price, meta=meta, rule=None, compensates=[],
+                                automation=automation)
         else:
             self._automated_change_refused(automation=automation, reason=verdict.refusal, meta=meta)
         return verdict
