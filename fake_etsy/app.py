@@ -63,7 +63,7 @@ def _default_of(schema: dict):
 def template(schema_name: str) -> dict:
     """An object of one of the document's schemas with every required field present (type defaults)."""
     schema = SPEC["schemas"][schema_name]
-    return {name: _default_of(schema["properties"][name]) for name in schema.get("required", [])}
+    return {name: _default_of(schema["properties"].get(name, {})) for name in schema.get("required", [])}
 
 
 def money(amount: Decimal, currency: str, divisor: int = 100) -> dict:

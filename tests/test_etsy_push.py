@@ -1,0 +1,181 @@
+"""Prices out to (the fake) Etsy over real HTTP: GET-transform-PUT keeps variations, outcomes are
+events, superseded changes are skipped, bad answers are clear failures, 429 storms are backed off
+within the budget, and kill -9 of the pusher at random points loses and doubles nothing."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+import uuid
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from domain.marketplace import EtsyPush, push_id
+from streams.etsy_push import EtsyPusher, PushQueue
+from etsy_world import client_of, connect, etsy_shop_with_listings, etsypro, marketplace_of, open_shop
+
+pytest_plugins = ["etsy_world"]
+
+
+@pytest.fixture
+def world(etsy_api, etsy_engine, etsy_server, fake):
+    """A connected shop whose Etsy listings (the second with 3 variations) are synced in."""
+    shop = open_shop(etsy_api)
+    etsy_shop, listings = etsy_shop_with_listings(fake, 2)
+    listings.append(fake.add_listing(etsy_shop.shop_id, "Sized mug", "SIZED", Decimal("30.00"), variations=3))
+    connect(etsy_api, fake, shop, etsy_shop)
+    synced = etsy_api.post(f"/shops/{shop}/marketplace/etsy/sync")
+    assert synced.status_code == 200 and synced.json()["registered"] == 3, synced.text
+    links = linked(etsy_engine, shop)
+    return {"shop": shop, "etsy_shop": etsy_shop, "listings": listings, "links": links}
+
+
+def linked(engine, shop: str) -> dict[int, str]:
+    with psycopg.connect(engine.core.conninfo) as conn:
+        return {etsy: str(listing) for etsy, listing in conn.execute(
+            "SELECT etsy_listing_id, listing_id FROM marketplace.etsy_listings WHERE shop_id = %s", [shop])}
+
+
+def set_price(api, shop: str, listing: str, price: str) -> int:
+    answer = api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": price, "currency": "GBP"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["version"]
+
+
+def pusher_of(engine, etsy_app, **budget) -> EtsyPusher:
+    return EtsyPusher(marketplace_of(engine), client_of(etsy_app, **budget), engine.core.conninfo)
+
+
+def drain(engine, etsy_app) -> EtsyPusher:
+    PushQueue(engine.core.conninfo).catch_up()
+    pusher = pusher_of(engine, etsy_app)
+    try:
+        pusher.step()
+    finally:
+        pusher.close()
+    return pusher
+
+
+def outcomes(engine, listing: str, version: int) -> list[str]:
+    return [type(e).__name__ for e in engine.core.events.get(push_id(uuid.UUID(listing), version))]
+
+
+def test_a_push_keeps_the_variations_and_is_recorded(world, etsy_api, etsy_engine, etsy_server, fake):
+    sized = world["listings"][2]
+    before = fake.get_inventory(world["etsy_shop"].user_id, sized.listing_id)[1]
+    version = set_price(etsy_api, world["shop"], world["links"][sized.listing_id], "33.50")
+    pusher = drain(etsy_engine, etsy_server[1])
+    assert pusher.stats.pushed == 1
+    after = fake.get_inventory(world["etsy_shop"].user_id, sized.listing_id)[1]
+    assert fake.price_of(sized.listing_id) == Decimal("33.50")
+    assert [p["property_values"] for p in after["products"]] == [p["property_values"] for p in before["products"]]
+    assert [p["sku"] for p in after["products"]] == ["SIZED-0", "SIZED-1", "SIZED-2"]
+    assert after["sku_on_property"] == before["sku_on_property"]
+    assert outcomes(etsy_engine, world["links"][sized.listing_id], version) == ["Started", "Pushed"]
+    assert etsy_api.get(f"/shops/{world['shop']}/marketplace/etsy/queue").json() == []
+
+
+def test_a_superseded_change_is_skipped(world, etsy_api, etsy_engine, etsy_server, fake):
+    etsy_id = world["listings"][0].listing_id
+    listing = world["links"][etsy_id]
+    first = set_price(etsy_api, world["shop"], listing, "21.00")
+    last = set_price(etsy_api, world["shop"], listing, "22.00")
+    calls = len(fake.calls)
+    drain(etsy_engine, etsy_server[1])
+    assert fake.price_of(etsy_id) == Decimal("22.00")
+    assert len(fake.calls) - calls == 2  # one GET and one PUT: 21.00 never went out
+    assert outcomes(etsy_engine, listing, first) == [] and outcomes(etsy_engine, listing, last) == ["Started", "Pushed"]
+
+
+def test_an_answer_of_unexpected_shape_is_a_recorded_failure_and_nothing_is_half_written(world, etsy_api, etsy_engine,
+                                                                                         etsy_server, fake):
+    etsy_id = world["listings"][1].listing_id
+    with fake.lock:
+        fake.listings[etsy_id].inventory["products"][0]["offerings"][0]["price"] = "20.00"  # not a money object
+    version = set_price(etsy_api, world["shop"], world["links"][etsy_id], "24.00")
+    pusher = drain(etsy_engine, etsy_server[1])
+    assert pusher.stats.failed == 1
+    failed = list(etsy_engine.core.events.get(push_id(uuid.UUID(world["links"][etsy_id]), version)))[-1]
+    assert isinstance(failed, EtsyPush.Failed) and "offerings[0].price" in failed.answer
+    with fake.lock:
+        assert fake.listings[etsy_id].inventory["products"][0]["offerings"][0]["price"] == "20.00"  # no PUT went out
+    assert etsy_api.get(f"/shops/{world['shop']}/marketplace/etsy/queue").json() == []
+
+
+def test_a_5xx_is_retried_later_and_recorded(world, etsy_api, etsy_engine, etsy_server, fake):
+    etsy_id = world["listings"][0].listing_id
+    version = set_price(etsy_api, world["shop"], world["links"][etsy_id], "25.00")
+    fake.fail_next(1)
+    pusher = drain(etsy_engine, etsy_server[1])
+    assert pusher.stats.retrying == 1
+    queued = etsy_api.get(f"/shops/{world['shop']}/marketplace/etsy/queue").json()
+    assert [(q["version"], q["attempts"]) for q in queued] == [(version, 1)] and "503" in queued[0]["last_error"]
+    assert outcomes(etsy_engine, world["links"][etsy_id], version) == ["Started", "Retrying"]
+
+
+def test_a_429_storm_is_backed_off_and_no_call_goes_over_the_budget(world, etsy_engine, etsy_server, fake):
+    client = client_of(etsy_server[1], backoff_base_s=0.02)
+    waits = []
+    client.budget.sleep = lambda s: (waits.append(s), time.sleep(s))
+    token = marketplace_of(etsy_engine).grant(uuid.UUID(world["shop"])).access_token
+    etsy_id = world["listings"][0].listing_id
+    fake.storm(4)
+    assert client.inventory(token, etsy_id)["products"]
+    assert client.budget.throttled == 4 and waits[:4] == sorted(waits[:4])  # each wait longer than the last
+    fake.config.per_second, over = 15, fake.over_limit_calls()
+    try:
+        started = time.monotonic()
+        for _ in range(45):
+            client.inventory(token, etsy_id)
+        assert fake.over_limit_calls() == over  # the headers' budget was never exceeded
+        assert time.monotonic() - started > 1.9  # 45 calls at 15 a second span three seconds
+    finally:
+        fake.config.per_second = 200
+        client.close()
+
+
+def test_kill_9_of_the_pusher_at_random_points_leaves_etsy_at_the_engines_prices(etsy_api, etsy_engine, etsy_server,
+                                                                               fake, database_url):
+    shop = open_shop(etsy_api)
+    etsy_shop, _ = etsy_shop_with_listings(fake, 8)
+    connect(etsy_api, fake, shop, etsy_shop)
+    assert etsy_api.post(f"/shops/{shop}/marketplace/etsy/sync").status_code == 200
+    links = linked(etsy_engine, shop)
+    rng = random.Random(14)
+    worker = etsypro(database_url, etsy_server[1], "etsy", "push")
+    kills = 0
+    try:
+        for i in range(60):
+            set_price(etsy_api, shop, links[rng.choice(list(links))], f"{rng.randint(1500, 4000) / 100:.2f}")
+            time.sleep(rng.uniform(0.0, 0.08))
+            if i % 15 == 14:  # kill -9 wherever it is, then start another
+                time.sleep(rng.uniform(0.3, 1.2))
+                worker.send_signal(signal.SIGKILL)
+                worker.wait()
+                kills += 1
+                worker = etsypro(database_url, etsy_server[1], "etsy", "push")
+        settle(etsy_engine, shop)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert kills == 4
+    engine_prices = {etsy: Decimal(etsy_api.get(f"/shops/{shop}/listings/{listing}").json()["price"])
+                     for etsy, listing in links.items()}
+    assert {etsy: fake.price_of(etsy) for etsy in links} == engine_prices
+
+
+def settle(engine, shop: str, timeout: float = 40.0) -> None:
+    """Until the queue follower reached the log's head and the shop's queue is empty."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(engine.core.conninfo, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            head = conn.execute("SELECT coalesce(max(notification_id), 0) FROM pricing_events").fetchone()[0]
+            at = conn.execute("SELECT coalesce(max(log_position), 0) FROM streams.policy_positions WHERE policy = 'etsy-push'").fetchone()[0]
+            waiting = conn.execute("SELECT count(*) FROM marketplace.etsy_push_queue WHERE shop_id = %s", [shop]).fetchone()[0]
+            if at >= head and waiting == 0:
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"the pusher did not settle: position {at} of {head}, {waiting} waiting")
