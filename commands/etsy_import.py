@@ -37,7 +37,7 @@ from commands.csv_files import (COMPETITOR_PRICES, LISTING_REFERENCES, LISTINGS,
                                 whole_number)
 from commands.importer import _refused_item
 from commands.listings import sale_lines
-from commands.marketplace_facts import (OBSERVATION, ORDER, MarketplaceFacts, OrderIn, Pseudonyms, RecordOrders,
+from commands.marketplace_facts import (OBSERVATION, ORDER, MarketplaceFacts, Pseudonyms, RecordOrders,
                                         observation_key, order_facts)
 from domain.errors import CommandRefused, Conflict, DomainError
 from domain.facts import Observation, ObservationBatch, SalesBatch
@@ -156,8 +156,9 @@ class CsvImport:
         _, self.currency = self.core.shop_facts(self.caller, self.shop_id)  # others' shops: NotFound
         table = read_table(self.data, self.format)
         self.summary.lines = len(table.rows)
-        pending = self.parse(table)
+        pending = self.accepted(self.validated(self.parse(table), table), table)
         self.domain_check(pending, table)
+        self.summary.problems.sort(key=lambda p: p.line)
         if self.summary.invalid and not self.skip_invalid:
             raise InvalidLines(self.summary)
         self.write(pending)
@@ -174,9 +175,10 @@ class CsvImport:
                 self.progress(min(start + CHUNK, total), total)
 
     def send_new(self, number: int, chunk: Pending, reservation: str | None = None, list_name: str | None = None,
-                 command: Callable | None = None) -> int:
+                 send: Callable[[CommandContext, list], Result] | None = None) -> int:
         """Sends the chunk's items the shop does not hold yet; how many it recorded."""
-        reservation, list_name, command = reservation or self.reservation, list_name or self.list_name, command or self.command
+        reservation, list_name = reservation or self.reservation, list_name or self.list_name
+        send = send or (lambda ctx, items: self.command(ctx, self.batch(items)))
         for _ in range(3):  # a concurrent import may take an identity between the look and the send
             held = self.facts.recorded(self.shop_id, reservation, chunk.keys)
             new = [i for i, key in enumerate(chunk.keys) if key not in held]
@@ -187,7 +189,7 @@ class CsvImport:
             digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
             key = f"{self.kind}:{self.summary.sha256[:32]}:{list_name}:{number}:{digest}"
             try:
-                result = command(self._ctx(key), items)
+                result = send(self._ctx(key), items)
             except CommandRefused as e:
                 index, _ = _refused_item(e.field or "", e.detail, list_name)
                 if index is None or not isinstance(e, Conflict):
@@ -238,16 +240,41 @@ class CsvImport:
             self.summary.problem(line, table.header(name), str(e))
             raise _Skip from None
 
-    def built(self, table: Table, line: int, make: Callable):
-        """An item of the command, validated as the REST route validates it."""
-        try:
-            return make()
-        except ValidationError as e:
-            first = e.errors()[0]
-            name = str(first["loc"][0]) if first["loc"] else ""
-            self.summary.problem(line, table.header(self.FIELD_COLUMNS.get(name, name)) if name else None,
-                                 first["msg"])
-            raise _Skip from None
+    def validated(self, pending: Pending, table: Table) -> Pending:
+        """The lines as the command model makes them (pydantic, as the REST route validates them), one
+        call per chunk; each line it refuses is set aside naming its column."""
+        valid = Pending()
+        for start in range(0, len(pending.items), CHUNK):
+            chunk = Pending(pending.items[start:start + CHUNK], pending.lines[start:start + CHUNK],
+                            pending.keys[start:start + CHUNK])
+            while chunk.items:
+                try:
+                    command = self.batch(chunk.items)
+                    break
+                except ValidationError as e:
+                    self._set_aside(e, chunk, table)
+            if chunk.items:
+                for item, line, key in zip(getattr(command, self.list_name), chunk.lines, chunk.keys):
+                    valid.add(item, line, key)
+        return valid
+
+    def _set_aside(self, error: ValidationError, chunk: Pending, table: Table) -> None:
+        refused: dict[int, dict] = {}
+        for e in error.errors():
+            loc = e["loc"]
+            if len(loc) < 2 or loc[0] != self.list_name or not isinstance(loc[1], int):
+                raise error  # not about a line: the command as a whole (cannot happen with lines of the file)
+            refused.setdefault(loc[1], e)
+        for index in sorted(refused, reverse=True):
+            loc = refused[index]["loc"]
+            name = str(loc[2]) if len(loc) > 2 else ""
+            self.summary.problem(chunk.lines[index], table.header(self.FIELD_COLUMNS.get(name, name)) if name else None,
+                                 refused[index]["msg"])
+            chunk.drop(index)
+
+    def accepted(self, pending: Pending, table: Table) -> Pending:
+        """Validated lines, before the domain is asked: a kind's own de-duplication goes here."""
+        return pending
 
     def same_currency(self, table: Table, line: int, row: dict[str, str]) -> str:
         given = row.get("currency", "").strip() or self.currency
@@ -277,7 +304,11 @@ class CsvImport:
     def decide(self, items: list, meta) -> None:
         raise NotImplementedError
 
-    def command(self, ctx: CommandContext, items: list) -> Result:
+    def batch(self, items: list) -> models.Command:
+        """The command that records these items (dicts of the file's values, or validated items)."""
+        raise NotImplementedError
+
+    def command(self, ctx: CommandContext, batch: models.Command) -> Result:
         raise NotImplementedError
 
     def resolve(self, kind: str, keys: set[str]) -> dict[str, UUID]:
@@ -300,19 +331,19 @@ class OrderItemsImport(CsvImport):
         by_listing = self.resolve("external_id", {r.get("listing_id", "").strip() for _, r in table.rows} - {""})
         by_sku = self.resolve(LISTING_SKU, {r.get("sku", "").strip() for _, r in table.rows} - {""})
         pending, seen = Pending(), {}
-        self.orders: dict[str, tuple[int, OrderIn]] = {}
+        self.buyers: dict[int, str | None] = {}  # line -> the buyer's pseudonym
         for line, row in table.rows:
             try:
                 sale = self._sale(table, line, row, by_listing, by_sku)
-                if self.once(seen, table, line, sale.transaction_id, "transaction_id",
-                             (sale.listing_id, sale.quantity, sale.unit_price, sale.order_id, sale.sold_at)):
-                    pending.add(sale, line, sale.transaction_id)
-                    self._order_line(table, line, row, sale)
+                if self.once(seen, table, line, sale["transaction_id"], "transaction_id", tuple(sale.values())):
+                    pending.add(sale, line, sale["transaction_id"])
+                    if self.pseudonyms:
+                        self.buyers[line] = self.pseudonyms.of(self.shop_id, row.get("buyer", ""))
             except _Skip:
                 continue
         return pending
 
-    def _sale(self, table, line, row, by_listing, by_sku) -> models.SaleIn:
+    def _sale(self, table, line, row, by_listing, by_sku) -> dict:
         listing_ref, sku = row["listing_id"].strip(), row.get("sku", "").strip()
         listing = by_listing.get(listing_ref) or by_sku.get(sku)
         if listing is None:
@@ -324,32 +355,38 @@ class OrderItemsImport(CsvImport):
         price = self.value(table, line, row, "price", amount)
         sold_at = self.value(table, line, row, "sale_date", lambda t: sale_day(t, self._days))
         currency = self.same_currency(table, line, row)
-        return self.built(table, line, lambda: models.SaleIn(
-            listing_id=listing, quantity=quantity, unit_price=price, currency=currency,
-            order_id=row["order_id"].strip(), transaction_id=row["transaction_id"].strip(), sold_at=sold_at))
+        return {"listing_id": listing, "quantity": quantity, "unit_price": price, "currency": currency,
+                "order_id": row["order_id"].strip(), "transaction_id": row["transaction_id"].strip(),
+                "sold_at": sold_at}
 
-    def _order_line(self, table: Table, line: int, row: dict[str, str], sale: models.SaleIn) -> None:
-        known = self.orders.get(sale.order_id)
-        items = sale.quantity + (known[1].items if known else 0)
-        buyer = self.pseudonyms.of(self.shop_id, row.get("buyer", "")) if self.pseudonyms else None
-        self.orders[sale.order_id] = (known[0] if known else line, OrderIn(
-            order_id=sale.order_id, buyer=known[1].buyer if known else buyer, items=max(items, 1),
-            placed_at=min(sale.sold_at, known[1].placed_at) if known else sale.sold_at, currency=self.currency))
+    def orders(self, pending: Pending) -> Pending:
+        """Each order of the accepted lines, once: its buyer's pseudonym, units and first sale day."""
+        orders: dict[str, list] = {}
+        for sale, line in zip(pending.items, pending.lines):
+            known = orders.get(sale.order_id)
+            if known is None:
+                orders[sale.order_id] = [line, self.buyers.get(line), sale.quantity, sale.sold_at]
+            else:
+                known[2] += sale.quantity
+                known[3] = min(known[3], sale.sold_at)
+        found = Pending()
+        for order_id, (line, buyer, units, placed_at) in orders.items():
+            found.add({"order_id": order_id, "buyer": buyer, "items": max(units, 1), "placed_at": placed_at,
+                       "currency": self.currency}, line, order_id)
+        return found
 
     def decide(self, items: list, meta) -> None:
         SalesBatch.record(self.shop_id, self.currency, sale_lines(items), meta)
 
-    def command(self, ctx: CommandContext, items: list) -> Result:
-        return self.listings.record_sales(ctx, self.shop_id, models.RecordSales(sales=items, source="import",
-                                                                                reason=IMPORT_REASON))
+    def batch(self, items: list) -> models.Command:
+        return models.RecordSales(sales=items, source="import", reason=IMPORT_REASON)
+
+    def command(self, ctx: CommandContext, batch: models.Command) -> Result:
+        return self.listings.record_sales(ctx, self.shop_id, batch)
 
     def write(self, pending: Pending) -> None:
         super().write(pending)
-        written = {s.order_id for s in pending.items}  # orders with at least one line accepted
-        orders = Pending()
-        for order_id, (line, order) in self.orders.items():
-            if order_id in written:
-                orders.add(order, line, order_id)
+        orders = self.orders(pending)  # the orders of the lines accepted
         already = self.summary.already_recorded
         for number, start in enumerate(range(0, len(orders.items), CHUNK)):
             chunk = Pending(orders.items[start:start + CHUNK], orders.lines[start:start + CHUNK],
@@ -377,14 +414,13 @@ class OrdersImport(CsvImport):
         for line, row in table.rows:
             try:
                 order = self._order(table, line, row)
-                if self.once(seen, table, line, order.order_id, "order_id", (order.buyer, order.items, order.placed_at,
-                             *(getattr(order, t) for t in self.TOTALS))):
-                    pending.add(order, line, order.order_id)
+                if self.once(seen, table, line, order["order_id"], "order_id", tuple(order.values())):
+                    pending.add(order, line, order["order_id"])
             except _Skip:
                 continue
         return pending
 
-    def _order(self, table: Table, line: int, row: dict[str, str]) -> OrderIn:
+    def _order(self, table: Table, line: int, row: dict[str, str]) -> dict:
         placed_at = self.value(table, line, row, "sale_date", lambda t: sale_day(t, self._days))
         totals = {name: self.value(table, line, row, name, optional_amount) for name in self.TOTALS}
         items = self.value(table, line, row, "items", lambda t: whole_number(t) if t.strip() else None)
@@ -392,14 +428,17 @@ class OrdersImport(CsvImport):
         who = row.get("buyer", "").strip() or row.get("buyer_user_id", "").strip()
         buyer = self.pseudonyms.of(self.shop_id, who) if self.pseudonyms and who else None
         status = row.get("status", "").strip() or None
-        return self.built(table, line, lambda: OrderIn(order_id=row["order_id"].strip(), buyer=buyer, items=items,
-                                                       placed_at=placed_at, status=status, currency=currency, **totals))
+        return {"order_id": row["order_id"].strip(), "buyer": buyer, "items": items, "placed_at": placed_at,
+                "status": status, "currency": currency, **totals}
 
     def decide(self, items: list, meta) -> None:
         OrderBatch.record(self.shop_id, self.currency, order_facts(items), meta)
 
-    def command(self, ctx: CommandContext, items: list) -> Result:
-        return self.facts.record_orders(ctx, self.shop_id, RecordOrders(orders=items, reason=IMPORT_REASON))
+    def batch(self, items: list) -> models.Command:
+        return RecordOrders(orders=items, reason=IMPORT_REASON)
+
+    def command(self, ctx: CommandContext, batch: models.Command) -> Result:
+        return self.facts.record_orders(ctx, self.shop_id, batch)
 
 
 class ListingsImport(CsvImport):
@@ -416,13 +455,13 @@ class ListingsImport(CsvImport):
         for line, row in table.rows:
             try:
                 spec = self._spec(table, line, row)
-                if self.once(seen, table, line, spec.sku, "sku", (spec.title, spec.price, spec.status)):
-                    pending.add(spec, line, spec.sku)
+                if self.once(seen, table, line, spec["sku"], "sku", tuple(spec.values())):
+                    pending.add(spec, line, spec["sku"])
             except _Skip:
                 continue
         return pending
 
-    def _spec(self, table: Table, line: int, row: dict[str, str]) -> models.ListingSpec:
+    def _spec(self, table: Table, line: int, row: dict[str, str]) -> dict:
         price = self.value(table, line, row, "price", amount)
         quantity = self.value(table, line, row, "quantity", lambda t: whole_number(t) if t.strip() else None)
         currency = self.same_currency(table, line, row)
@@ -430,9 +469,8 @@ class ListingsImport(CsvImport):
         if not sku:
             self.summary.problem(line, table.header("sku"), "empty: a listing of the download is matched on its SKU")
             raise _Skip
-        return self.built(table, line, lambda: models.ListingSpec(
-            external_id=f"etsy-sku:{sku}", sku=sku, title=row["title"].strip(), price=price, currency=currency,
-            status="sold_out" if quantity == 0 else "active"))
+        return {"external_id": f"etsy-sku:{sku}", "sku": sku, "title": row["title"].strip(), "price": price,
+                "currency": currency, "status": "sold_out" if quantity == 0 else "active"}
 
     def decide(self, items: list, meta) -> None:
         for i, spec in enumerate(items):
@@ -442,9 +480,11 @@ class ListingsImport(CsvImport):
             except DomainError as e:
                 raise type(e)(f"listings[{i}].{e.field}", e.detail) from None
 
-    def command(self, ctx: CommandContext, items: list) -> Result:
-        return self.listings.register_listings(ctx, self.shop_id, models.RegisterListings(
-            listings=items, source="import", reason="Etsy listings download import"))
+    def batch(self, items: list) -> models.Command:
+        return models.RegisterListings(listings=items, source="import", reason="Etsy listings download import")
+
+    def command(self, ctx: CommandContext, batch: models.Command) -> Result:
+        return self.listings.register_listings(ctx, self.shop_id, batch)
 
 
 class CompetitorPricesImport(CsvImport):
@@ -461,21 +501,31 @@ class CompetitorPricesImport(CsvImport):
             raise FileRefused(LineProblem(1, "listing_id", "missing column: name the listing by listing_id,"
                                           " external_id or sku"))
         found = self._listings(table)
-        pending, seen, latest = Pending(), {}, {}
+        pending = Pending()
         for line, row in table.rows:
             try:
-                observation = self._observation(table, line, row, found)
-                key = observation_key(observation)
-                if not self.once(seen, table, line, key, "observed_at", ()):
-                    continue
-                pair = (observation.listing_id, observation.competitor)
-                if pair in latest and observation.observed_at < latest[pair]:
-                    self.summary.out_of_order += 1
-                latest[pair] = max(latest.get(pair, observation.observed_at), observation.observed_at)
-                pending.add(observation, line, key)
+                pending.add(self._observation(table, line, row, found), line, "")
             except _Skip:
                 continue
         return pending
+
+    def accepted(self, pending: Pending, table: Table) -> Pending:
+        """Each observation once (its identity is known only once validated: times in UTC), and
+        those older than an earlier line's of the same listing and competitor counted."""
+        kept, seen, latest = Pending(), {}, {}
+        for observation, line in zip(pending.items, pending.lines):
+            key = observation_key(observation)
+            try:
+                if not self.once(seen, table, line, key, "observed_at", ()):
+                    continue
+            except _Skip:
+                continue
+            pair = (observation.listing_id, observation.competitor)
+            if pair in latest and observation.observed_at < latest[pair]:
+                self.summary.out_of_order += 1
+            latest[pair] = max(latest.get(pair, observation.observed_at), observation.observed_at)
+            kept.add(observation, line, key)
+        return kept
 
     def _listings(self, table: Table) -> dict[tuple[str, str], UUID]:
         found = {}
@@ -485,7 +535,7 @@ class CompetitorPricesImport(CsvImport):
                 found.update({(name, k): v for k, v in self.resolve(kind, keys).items()})
         return found
 
-    def _observation(self, table: Table, line: int, row: dict[str, str], found) -> models.ObservationIn:
+    def _observation(self, table: Table, line: int, row: dict[str, str], found) -> dict:
         listing = next((found[name, row[name].strip()] for name in LISTING_REFERENCES
                         if row.get(name, "").strip() and (name, row[name].strip()) in found), None)
         if listing is None:
@@ -496,9 +546,8 @@ class CompetitorPricesImport(CsvImport):
         price = self.value(table, line, row, "price", amount)
         observed_at = self.value(table, line, row, "observed_at", moment)
         source = row.get("source", "").strip() or "feed"
-        return self.built(table, line, lambda: models.ObservationIn(
-            listing_id=listing, competitor=row["competitor"].strip(), price=price, currency=row["currency"].strip(),
-            observed_at=observed_at, source=source))
+        return {"listing_id": listing, "competitor": row["competitor"].strip(), "price": price,
+                "currency": row["currency"].strip(), "observed_at": observed_at, "source": source}
 
     def decide(self, items: list, meta) -> None:
         prices = []
@@ -511,9 +560,11 @@ class CompetitorPricesImport(CsvImport):
                                 [Observation(o.listing_id, o.competitor, p, o.observed_at, o.source)
                                  for o, p in zip(items, prices)], meta)
 
-    def command(self, ctx: CommandContext, items: list) -> Result:
-        return self.facts.record_feed_observations(ctx, self.shop_id, models.RecordObservations(
-            observations=items, source="import", reason="competitor price feed (CSV)"))
+    def batch(self, items: list) -> models.Command:
+        return models.RecordObservations(observations=items, source="import", reason="competitor price feed (CSV)")
+
+    def command(self, ctx: CommandContext, batch: models.Command) -> Result:
+        return self.facts.record_feed_observations(ctx, self.shop_id, batch)
 
 
 KINDS: dict[str, type[CsvImport]] = {c.kind: c for c in (OrderItemsImport, OrdersImport, ListingsImport,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.domain import event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidValue
 from domain.facts import FactBatch
@@ -44,12 +44,21 @@ class OrderBatch(FactBatch):
             if order.items is not None and order.items < 1:
                 raise InvalidValue(f"orders[{i}].items", "must be at least 1")
         batch = cls(shop_id=shop_id, size=len(orders), meta=meta)
+        # Triggered directly, as ObservationBatch does: an @event method's argument mapping costs
+        # most of a 10,000-order batch; all are recorded at the batch's time.
+        recorded, recorded_at = batch.trigger_event, batch.created_on
         for order in orders:
-            batch._recorded(order_id=order.order_id, buyer=order.buyer, items=order.items, status=order.status,
-                            totals=order.totals, meta=meta.at(order.placed_at))
+            recorded(cls.OrderRecorded, timestamp=recorded_at, order_id=order.order_id, buyer=order.buyer,
+                     items=order.items, status=order.status, totals=order.totals, meta=meta.at(order.placed_at))
         return batch
 
-    @event("OrderRecorded")
-    def _recorded(self, order_id: str, buyer: str | None, items: int | None, status: str | None,
-                  totals: dict[str, Money], meta: EventMeta) -> None:
-        pass  # a fact: the batch keeps no state per order
+    class OrderRecorded(Aggregate.Event):
+        order_id: str
+        buyer: str | None
+        items: int | None
+        status: str | None
+        totals: dict[str, Money]
+        meta: EventMeta
+
+        def apply(self, aggregate: OrderBatch) -> None:
+            pass  # a fact: the batch keeps no state per order
