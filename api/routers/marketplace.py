@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import PUBLIC, requires
 from api.deps import Context, Engine, Reads
+from api.problems import responses_for
 from api.routing import resource_router
 from api.schemas import answer
 from commands.marketplace import Marketplace
+from domain.marketplace import EtsyRefused, EtsyUnavailable, GrantRefused
 from read import marketplace as reads_of
 from streams.etsy_client import EtsyApp, EtsyClient
 from streams.etsy_grant import token_answer
@@ -170,7 +172,9 @@ def drifts(shop_id: UUID, reads: Reads, limit: Annotated[int, Query(ge=1, le=100
 
 
 @router.post("/sync", response_model=SyncDone, summary="Sync listings and receipts from Etsy now",
-             dependencies=[requires("prices:write")])
+             dependencies=[requires("prices:write")],
+             responses=responses_for([409, 502], {409: "Etsy refused the shop's grant: the seller must connect again",
+                                                  502: "Etsy refused a call or answered what cannot be used"}))
 def sync(shop_id: UUID, engine: Engine, app: App, ctx: Context) -> dict:
     """Reads the shop's active listings (registering new ones, recording drift) and the receipts
     modified since the last sync (sales and returns, each transaction once).
@@ -181,6 +185,10 @@ def sync(shop_id: UUID, engine: Engine, app: App, ctx: Context) -> dict:
     client = EtsyClient(app)
     try:
         return asdict(EtsySync(marketplace, client, engine.core.conninfo).sync_shop(shop_id))
+    except GrantRefused as e:
+        raise HTTPException(409, f"Etsy refused the shop's grant: connect again ({e.answer[:300]})") from None
+    except (EtsyRefused, EtsyUnavailable) as e:
+        raise HTTPException(502, f"Etsy's answer could not be used: {e}") from None
     finally:
         client.close()
 
