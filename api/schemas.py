@@ -600,6 +600,9 @@ class ElasticityEstimate(Answer):
     own_elasticity: float | None = Field(description="Partial pooling: the listing's own estimate before shrinking")
     own_weight: float | None = Field(description="Partial pooling: the share of the answer from its own data")
     baseline: ElasticityBaseline | None
+    price_from_sales_days: int = Field(0, description="Days priced at the day's mean paid unit price because no price "
+                                                      "change was known then (an imported history): such prices mix "
+                                                      "quantity breaks and discounts into the price")
 
 
 ELASTICITY_ESTIMATE = {"elasticity": -2.27, "ci95": [-2.77, -1.77], "se": 0.25, "label": "own",
@@ -607,7 +610,7 @@ ELASTICITY_ESTIMATE = {"elasticity": -2.27, "ci95": [-2.77, -1.77], "se": 0.25, 
                        "n_days": 70, "distinct_prices": 3, "price_range": ["16.00", "24.00"], "total_units": 625.0,
                        "controls": ["weekday_tue", "trend"], "own_elasticity": None, "own_weight": None,
                        "baseline": {"reference_price": "20.00", "units_per_day": 7.6,
-                                    "units_per_day_ci95": [6.61, 8.74]}}
+                                    "units_per_day_ci95": [6.61, 8.74]}, "price_from_sales_days": 0}
 
 
 class ElasticityModelRun(ModelRun):

@@ -2,7 +2,10 @@
 day, built with polars from the views that hold each fact exactly once:
 
 - units, revenue, sold/returned units and the mean paid unit price: analytics.demand_daily;
-- the price in force, time-weighted over the day: analytics.price_changes (business time);
+- the price in force, time-weighted over the day: analytics.price_changes (business time); before a
+  listing's first known price (an imported history registers listings after their sales) the day's
+  mean paid unit price stands in, carried forward over days without sales, and `price_from_sales`
+  marks those days: the models say so rather than refuse a history that has only paid prices;
 - competitor min and median per day: analytics.competitor_bands over the hourly price histogram;
 - active: the listing was registered for sale (status "active"; the domain has no later status
   change or delisting event) and the day is on or after its registration day or its first sale,
@@ -31,7 +34,8 @@ DAY_US = 86_400_000_000
 EPOCH = date(1970, 1, 1)
 
 # Columns beyond the shared schema: what the net units are made of.
-EXTRA_SCHEMA: dict[str, pl.DataType] = {"units_sold": pl.Int64, "units_returned": pl.Int64}
+EXTRA_SCHEMA: dict[str, pl.DataType] = {"units_sold": pl.Int64, "units_returned": pl.Int64,
+                                        "price_from_sales": pl.Boolean}
 FRAME_SCHEMA = {**DAILY_SCHEMA, **EXTRA_SCHEMA}
 
 # The shop's listings, in id order: row n of this answer is listing n of every other answer. Their
@@ -205,16 +209,19 @@ def assemble(listings: pl.DataFrame, changes: pl.DataFrame, sales: pl.DataFrame,
         "day": grid.get_column("day"),
         "on_sale_from": listings.select(on_sale_from).to_series().gather(n),
         "n": n, **dense})
-    frame = frame.select(
+    paid = pl.when(pl.col("units_sold") > 0).then(pl.col("paid_amount") / pl.col("units_sold"))
+    known = pl.coalesce("weighted", pl.col("end_price").forward_fill().over("n"))
+    frame = frame.with_columns(paid_price=paid, known_price=known).select(
         "listing_id",
         pl.col("day").cast(pl.Date),
         pl.col("units").fill_null(0),
         pl.col("revenue").fill_null(0.0),
-        pl.coalesce("weighted", pl.col("end_price").forward_fill().over("n")).alias("price"),
-        pl.when(pl.col("units_sold") > 0).then(pl.col("paid_amount") / pl.col("units_sold")).alias("paid_price"),
-        "competitor_min", "competitor_median",
+        pl.coalesce("known_price", pl.col("paid_price").forward_fill().over("n")).alias("price"),
+        "paid_price", "competitor_min", "competitor_median",
         (pl.col("day") >= pl.col("on_sale_from")).fill_null(False).alias("active"),
-        pl.col("units_sold").fill_null(0), pl.col("units_returned").fill_null(0))
+        pl.col("units_sold").fill_null(0), pl.col("units_returned").fill_null(0),
+        (pl.col("known_price").is_null() & pl.col("paid_price").forward_fill().over("n").is_not_null())
+        .alias("price_from_sales"))
     return _finite(frame.cast(FRAME_SCHEMA))
 
 

@@ -403,18 +403,18 @@ def _forecast(series: pl.DataFrame, currency: str, effort: str) -> Forecast | Re
 def _rows(refresh_id: UUID, shop_id: UUID, created: datetime, currency: str, frame: pl.DataFrame,
           listings: Mapping[str, Listing], fitted: Fitted) -> tuple[list[dict], tuple[date, date] | None]:
     """Every run of the refresh, and the shop's data window."""
-    windows = _listing_windows(frame)
+    windows, from_sales = _listing_windows(frame), _days_priced_from_sales(frame)
     shop_window = (min(w[0] for w in windows.values()), max(w[1] for w in windows.values())) if windows else None
     base = {"refresh_id": refresh_id, "shop_id": shop_id, "created_at": created}
     no_data = Refusal("no days in the window", "sales at several prices in the last year")
     rows = [{**base, "run_id": uuid.uuid4(), "listing_id": None, "kind": "elasticity", "window": shop_window,
-             **elasticity_record(fitted.elasticities.pooled, currency)},
+             **elasticity_record(fitted.elasticities.pooled, currency, sum(from_sales.values()))},
             {**base, "run_id": uuid.uuid4(), "listing_id": None, "kind": "forecast", **fitted.shop_forecast}]
     for listing_id in sorted(set(listings) | set(fitted.elasticities.listings)):
         window, key, elasticity_run = windows.get(listing_id), UUID(listing_id), uuid.uuid4()
         estimate = fitted.elasticities.listings.get(listing_id) or no_data
         rows += [{**base, "run_id": elasticity_run, "listing_id": key, "kind": "elasticity", "window": window,
-                  **elasticity_record(estimate, currency)},
+                  **elasticity_record(estimate, currency, from_sales.get(listing_id, 0))},
                  {**base, "run_id": uuid.uuid4(), "listing_id": key, "kind": "forecast",
                   **(fitted.forecasts.get(listing_id) or forecast_record(no_data, window))},
                  {**base, "run_id": uuid.uuid4(), "listing_id": key, "kind": "recommendation", "window": window,
@@ -436,8 +436,18 @@ def _listing_windows(frame: pl.DataFrame) -> dict[str, tuple[date, date]]:
     return {row[0]: (row[1], row[2]) for row in spans.iter_rows()}
 
 
-def elasticity_record(result: Estimate | Refusal, currency: str) -> dict:
-    """model, params, diagnostics, answer and refused of an elasticity run."""
+def _days_priced_from_sales(frame: pl.DataFrame) -> dict[str, int]:
+    """Per listing, the active days whose price is the mean paid price (no price history known then)."""
+    if "price_from_sales" not in frame.columns:
+        return {}
+    counts = (frame.filter(pl.col("active") & pl.col("price_from_sales")).group_by("listing_id").len())
+    return dict(zip(counts["listing_id"].to_list(), counts["len"].to_list()))
+
+
+def elasticity_record(result: Estimate | Refusal, currency: str, days_priced_from_sales: int = 0) -> dict:
+    """model, params, diagnostics, answer and refused of an elasticity run. days_priced_from_sales:
+    days whose price is the day's mean paid price, where no price change was known (said in the answer:
+    such prices mix quantity breaks and discounts into the price)."""
     params = {"window_days": WINDOW_DAYS, "evidence": asdict(EVIDENCE), "thin_evidence": asdict(THIN_EVIDENCE),
               "shop_evidence": asdict(SHOP_EVIDENCE)}
     if isinstance(result, Refusal):
@@ -450,7 +460,8 @@ def elasticity_record(result: Estimate | Refusal, currency: str) -> dict:
               "price_range": [_money(p, currency) for p in result.price_range],
               "total_units": result.total_units, "controls": list(result.controls),
               "own_elasticity": result.own_elasticity, "own_weight": result.own_weight,
-              "baseline": _baseline(result, currency), "caveat": result.caveat}
+              "baseline": _baseline(result, currency), "caveat": result.caveat,
+              "price_from_sales_days": days_priced_from_sales}
     return _record(f"{result.method} [{result.family}]", params, _diagnostics(result), answer)
 
 

@@ -146,7 +146,7 @@ def test_the_frame_has_the_shared_schema_and_one_row_per_listing_and_day(shop):
     ("l1", day(2), [20.0, 25.0, 40.0, 40.0, 40.0]),            # in force at `since`: the last change before
     ("l1", day(3), [25.0, 40.0, 40.0, 40.0]),
     ("l2", None, [8.0] * 6),                                   # registered at noon: the known half-day
-    ("late", None, [None, None, None, 9.0, 9.0]),              # sold before any price was known
+    ("late", None, [9.0, 9.0, 9.0, 9.0, 9.0]),                 # sold before any price was known: the paid price
 ])
 def test_price_is_time_weighted_over_the_day(shop, listing, since, expected):
     url, shop_id, ids, _ = shop
@@ -181,6 +181,7 @@ def test_active_from_registration_or_first_sale_and_only_when_registered_for_sal
     assert all(column(f, ids["l1"], "active"))
     assert not any(column(f, ids["draft"], "active"))
     assert column(f, ids["late"], "active") == [True] * 5  # its first sale proves it was on sale
+    assert column(f, ids["late"], "price_from_sales") == [True] * 3 + [False] * 2  # days 2-4: before registration
 
 
 def test_another_shops_listing_never_appears(shop):
@@ -330,3 +331,16 @@ def test_time_weighted_price_equals_the_per_minute_mean(schedule):
     got = f.get_column("price").to_list()
     assert [g is None for g in got] == [e is None for e in expected]
     assert [g for g in got if g is not None] == pytest.approx([e for e in expected if e is not None], rel=1e-12)
+
+
+# -- a history with paid prices only (imported: listings registered after their sales) ---------
+def test_before_the_first_known_price_the_mean_paid_price_stands_in_and_is_marked():
+    first = (START.date() - EPOCH).days
+    listings = pl.DataFrame([(0, "x", first + 4, 1, first)], schema=LISTING_INPUT, orient="row")
+    changes = pl.DataFrame([(0, (first + 4) * DAY_US, 1, 30.0)], schema=CHANGE_INPUT, orient="row")
+    sales = pl.DataFrame([(0, first, 2, 20.0, 2, 0, 20.0), (0, first + 2, 3, 75.0, 3, 0, 75.0),
+                          (0, first + 5, 1, 30.0, 1, 0, 30.0)], schema=SALES_INPUT, orient="row")
+    f = assemble(listings, changes, sales, pl.DataFrame(schema=COMPETITOR_INPUT), since=day(0), until=day(5))
+    assert f.get_column("price").to_list() == [10.0, 10.0, 25.0, 25.0, 30.0, 30.0]  # carried over day 1 and 3
+    assert f.get_column("price_from_sales").to_list() == [True] * 4 + [False] * 2
+    assert f.get_column("active").all()
