@@ -11,6 +11,7 @@ scrape sums them: whichever worker answers, the figures are the whole server's.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import os
@@ -60,7 +61,7 @@ def count_events(events) -> None:
     """The engine's on_commit listener: every committed event by type; lockouts on their own."""
     for event in events:
         name = event_type(event)
-        EVENTS.labels(name).inc()
+        _child(EVENTS, name).inc()
         if name == "Account.Locked":
             LOCKOUTS.inc()
 
@@ -87,7 +88,7 @@ def _counted_execute(execute: Callable) -> Callable:
         except (DomainError, CommandRefused):
             COMMANDS.labels(name, "refused").inc()
             raise
-        COMMANDS.labels(name, "replayed" if result.replayed else "done").inc()
+        _child(COMMANDS, name, "replayed" if result.replayed else "done").inc()
         return result
 
     return counted
@@ -127,9 +128,15 @@ class Pools:
             POOL.labels(name, "waiting").set(stats.get("requests_waiting", 0))
 
 
+@functools.lru_cache(maxsize=4096)
+def _child(metric, *labels):
+    """A metric's child for these label values, looked up once (labels() takes a lock each call)."""
+    return metric.labels(*labels)
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, route, str(status)).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    _child(REQUESTS, method, route, status).inc()
+    _child(LATENCY, method, route).observe(seconds)
     if status == 429:
         RATE_LIMITED.labels(route).inc()
     elif status == 401 and route in LOGIN_ROUTES:
