@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Annotated, Callable
 
 import segno
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,7 +17,7 @@ from api.deps import Context, Engine
 from api.schemas import LoggedOut, Me, MfaConfirmed, MfaEnrollment, MfaRequired, MfaState, PasswordChanged, Tokens
 from api.passwords import check_password
 from commands.models import text
-from commands.identity import LoginRefused, MfaChallenge, TokenRefused, TooManyAttempts
+from commands.identity import REFRESH_TOKEN_TTL, LoginRefused, MfaChallenge, TokenRefused, TooManyAttempts
 
 from api.routing import resource_router
 
@@ -204,3 +204,71 @@ def _within_budget():
 def _person(caller) -> None:
     if caller.via != "token":
         raise HTTPException(403, "API keys cannot manage passwords or MFA")
+
+
+# -- the dashboard's session (docs/dashboard.md) ------------------------------------------------
+# A browser keeps the access token in memory only; the refresh token lives in an httpOnly cookie
+# that script cannot read, sent only to these routes (Path) and only from this site (SameSite=Strict).
+# Each also wants a custom header, which a cross-site form cannot send and cross-site script cannot
+# without a CORS preflight this app never grants: with SameSite, that is the CSRF defence.
+REFRESH_COOKIE = "etsypro_refresh"
+BROWSER = "/browser"  # under the router's /auth
+COOKIE_PATH = "/auth" + BROWSER
+CSRF_HEADER, CSRF_VALUE = "x-requested-with", "etsypro-dashboard"
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def same_site_only(request: Request) -> None:
+    """403 unless the request carries the dashboard's header and, if it says, comes from this origin."""
+    origin = request.headers.get("origin")
+    if request.headers.get(CSRF_HEADER) != CSRF_VALUE or (origin is not None and origin != _origin(request)):
+        raise HTTPException(403, f"browser session routes need the {CSRF_HEADER} header, from this site",
+                            headers={"X-Problem-Field": CSRF_HEADER})
+
+
+def _origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+
+
+SAME_SITE = Depends(same_site_only)
+
+
+def _into_cookie(request: Request, response: Response, tokens: dict) -> dict:
+    """The answer without its refresh token, which goes into the cookie."""
+    tokens = dict(tokens)
+    # Secure unless served over plain http on this machine (a browser drops Secure cookies there).
+    secure = request.url.scheme == "https" or request.url.hostname not in LOOPBACK
+    response.set_cookie(REFRESH_COOKIE, tokens.pop("refresh_token"), max_age=int(REFRESH_TOKEN_TTL.total_seconds()),
+                        path=COOKIE_PATH, httponly=True, samesite="strict", secure=secure)
+    return tokens
+
+
+@router.post(BROWSER + "/login", include_in_schema=False, dependencies=[PUBLIC, SAME_SITE, rate_limited("login")])
+async def browser_login(body: LoginIn, request: Request, response: Response, engine: Engine) -> dict:
+    answer = await login(body, request, engine)
+    return answer if answer.get("mfa_required") else _into_cookie(request, response, answer)
+
+
+@router.post(BROWSER + "/login/mfa", include_in_schema=False, dependencies=[PUBLIC, SAME_SITE, rate_limited("login")])
+async def browser_login_second_factor(body: SecondFactorIn, request: Request, response: Response, engine: Engine) -> dict:
+    return _into_cookie(request, response, await login_second_factor(body, request, engine))
+
+
+@router.post(BROWSER + "/token", include_in_schema=False, dependencies=[PUBLIC, SAME_SITE, rate_limited("token")])
+def browser_refresh(request: Request, response: Response, engine: Engine) -> dict:
+    """A new access token for the cookie's refresh token (which is spent and replaced)."""
+    token = request.cookies.get(REFRESH_COOKIE, "")
+    try:
+        session = engine.identity.refresh(token) if 0 < len(token) <= 200 else None
+    except TokenRefused:
+        session = None
+    if session is None:
+        raise unauthorized("the browser session has ended: sign in again")
+    return _into_cookie(request, response, token_answer(request, session))
+
+
+@router.post(BROWSER + "/logout", include_in_schema=False, dependencies=[SIGNED_IN, SAME_SITE])
+def browser_logout(caller: Caller, response: Response, engine: Engine) -> dict:
+    answer = logout(caller, engine)
+    response.delete_cookie(REFRESH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+    return answer

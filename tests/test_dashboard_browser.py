@@ -1,0 +1,265 @@
+"""The dashboard in a real browser (Debian's headless Chromium driven by Playwright) against a real
+uvicorn server with the projector running in process, as `etsypro serve` runs it.
+
+Each test saves a screenshot under tests/screenshots/ (git-ignored) for a person to look at."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pyotp
+import pytest
+
+import codec
+from api.app import create_app
+from api.auth import AuthSettings
+from api.server import running
+from conftest import listing_spec
+from projections.projector import InBackground, Projector
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+LIVE_WITHIN_S = 1.0
+
+
+def serve_with_projector(engine, database_url, **auth):
+    app = create_app(engine, auth_settings=AuthSettings(login_per_minute=10**6, token_per_minute=10**6, **auth))
+    app.state.projector = InBackground.projector(Projector(database_url, codec.to_domain_event, pause=0.02))
+    return running(app)
+
+
+@pytest.fixture(scope="module")
+def url(engine, database_url):
+    with serve_with_projector(engine, database_url) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    errors = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    yield tab
+    SCREENSHOTS.mkdir(exist_ok=True)
+    tab.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not errors, errors
+
+
+class World:
+    """A seller with TOTP, a shop of three listings, and an analyst of the same tenant."""
+
+    def __init__(self, url: str, accounts):
+        self.url = url
+        self.seller = accounts.new("seller")
+        self.api = httpx.Client(base_url=url, headers=self.seller, timeout=30)
+        self.shop = self.api.post("/shops", json={"name": "Hedgerow Ceramics", "currency": "GBP"}).json()["shop_id"]
+        registered = self.api.post(f"/shops/{self.shop}/listings",
+                                   json={"listings": [listing_spec(i, title=f"Mug {i}") for i in range(3)]})
+        self.listings = [x["listing_id"] for x in registered.json()["listings"]]
+        self.totp = self._enroll()
+        self.analyst = accounts.new("analyst", self.seller.tenant_id)
+        # A colleague without MFA for the other tests: a TOTP step signs in once (replays are refused).
+        self.colleague = accounts.new("seller", self.seller.tenant_id, shops=[self.shop])
+
+    def _enroll(self) -> pyotp.TOTP:
+        totp = pyotp.TOTP(self.api.post("/auth/mfa/enroll").json()["secret"])
+        # The previous step's code: the login below uses the current one (a used step is refused).
+        confirmed = self.api.post("/auth/mfa/confirm", json={"code": totp.at(time.time() - 30)})
+        assert confirmed.status_code == 200, confirmed.text
+        self.recovery_codes = confirmed.json()["recovery_codes"]
+        return totp
+
+    def price(self, listing: str) -> str:
+        return self.api.get(f"/shops/{self.shop}/listings/{listing}").json()["price"]
+
+    def version(self, listing: str) -> int:
+        """The listing's version, replayed from the store: it moves with every event of the listing."""
+        return self.api.get(f"/shops/{self.shop}/listings/{listing}").json()["version"]
+
+
+@pytest.fixture(scope="module")
+def world(url, accounts) -> World:
+    return World(url, accounts)
+
+
+def sign_in(page, url: str, tenant: str, username: str, password: str, code: str | None = None,
+            recovery: str | None = None) -> None:
+    page.goto(url)
+    page.fill("#login-form input[name=tenant]", tenant)
+    page.fill("#login-form input[name=username]", username)
+    page.fill("#login-form input[name=password]", password)
+    page.click("#login-form button[type=submit]")
+    if code or recovery:
+        page.wait_for_selector("#mfa-form:not([hidden])")
+        page.fill("#mfa-form input[name=code]" if code else "#mfa-form input[name=recovery_code]", code or recovery)
+        page.click("#mfa-form button[type=submit]")
+    page.wait_for_selector("#top:not([hidden])")
+
+
+def seller_signs_in(page, world: World, with_totp: bool = False) -> None:
+    s = world.seller if with_totp else world.colleague
+    sign_in(page, world.url, s.tenant_id, s.username, s.password, code=world.totp.now() if with_totp else None)
+    expect(page.locator("#board-body tr")).to_have_count(3)
+    page.wait_for_selector("#stream-state:text('Live: live')")
+
+
+def row_price(page, listing: str) -> str:
+    return page.inner_text(f"#board-body tr[data-id='{listing}'] td.price")
+
+
+def test_sign_in_with_totp_shows_the_board_and_a_change_through_the_api_within_a_second(page, world):
+    seller_signs_in(page, world, with_totp=True)
+    assert row_price(page, world.listings[0]) == "20.00 GBP"
+    assert page.locator("#board-body tr").count() == 3
+    page.fill("#board-search", "mug 2")  # search narrows the board
+    assert page.locator("#board-body tr").count() == 1
+    page.fill("#board-search", "")
+
+    sent = time.monotonic()
+    changed = world.api.put(f"/shops/{world.shop}/listings/{world.listings[0]}/price",
+                            json={"price": "23.00", "currency": "GBP", "reason": "live check"})
+    assert changed.status_code == 200, changed.text
+    expect(page.locator(f"#board-body tr[data-id='{world.listings[0]}'] td.price")).to_have_text("23.00 GBP", timeout=3000)
+    assert time.monotonic() - sent <= LIVE_WITHIN_S
+    assert "live check" in page.inner_text(f"#board-body tr[data-id='{world.listings[0]}'] td.last")
+
+
+def test_a_recovery_code_signs_in_too(page, world):
+    s = world.seller
+    sign_in(page, world.url, s.tenant_id, s.username, s.password, recovery=world.recovery_codes[0])
+    expect(page.locator("#board-body tr")).to_have_count(3)
+
+
+def test_undo_a_change_from_the_listing_page_after_confirming(page, world):
+    listing = world.listings[1]
+    world.api.put(f"/shops/{world.shop}/listings/{listing}/price", json={"price": "25.00", "currency": "GBP"})
+    seller_signs_in(page, world)
+    page.click(f"#board-body tr[data-id='{listing}'] a")
+    page.wait_for_selector("#changes tbody tr[data-version='2'] button.undo")
+    page.click("#changes tbody tr[data-version='2'] button.undo")
+    assert "from 25.00 back to 20.00 GBP" in page.inner_text("#confirm-body")
+    page.fill("#confirm-reason", "wrong price")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#message.info:text('Rolled back')")
+    assert world.price(listing) == "20.00"
+    page.wait_for_selector("#listing-price:text('20.00 GBP')")  # the page follows its own change live
+
+
+def test_the_emergency_stop_needs_a_confirmation_and_stops_the_shop(page, world):
+    seller_signs_in(page, world)
+    page.click("#nav-shop")
+    page.click("#emergency-stop")
+    page.click("#confirm button[value=cancel]")  # cancelled: nothing happens
+    assert world.api.get(f"/shops/{world.shop}/automation").json()["running"] is True
+    page.click("#emergency-stop")
+    assert "stop changing prices" in page.inner_text("#confirm-body")
+    page.fill("#confirm-reason", "supplier error")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#automation-state:text('Stopped')")
+    assert world.api.get(f"/shops/{world.shop}/automation").json()["running"] is False
+    page.screenshot(path=str(SCREENSHOTS / "emergency_stop_pressed.png"))
+    page.click("#resume")
+    page.click("#confirm-ok")  # a reason is required: the dialog stays open
+    assert page.locator("#confirm[open]").count() == 1
+    page.fill("#confirm-reason", "supplier fixed the feed")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#automation-state:text('Running')")
+    assert world.api.get(f"/shops/{world.shop}/automation").json()["running"] is True
+
+
+def test_an_analyst_sees_no_write_controls_and_the_api_refuses_anyway(page, world):
+    a = world.analyst
+    sign_in(page, world.url, a.tenant_id, a.username, a.password)
+    expect(page.locator("#board-body tr")).to_have_count(3)
+    page.click(f"#board-body tr[data-id='{world.listings[2]}'] a")
+    page.wait_for_selector("#changes")
+    assert page.locator("#price-form").count() == 0
+    assert page.locator("button.undo, button.restore").count() == 0
+    page.click("#nav-shop")
+    page.wait_for_selector("#automation-state")
+    assert page.locator("#emergency-stop, #resume").count() == 0
+    refused = httpx.put(f"{world.url}/shops/{world.shop}/listings/{world.listings[2]}/price", headers=a,
+                        json={"price": "21.00", "currency": "GBP"})
+    assert refused.status_code == 403
+
+
+@pytest.mark.parametrize("typed, says", [("12,50", "Use a dot for decimals"), ("12abc", "no letters"),
+                                         ("12.505", "At most 2 decimals")])
+def test_a_price_typed_wrong_shows_why_and_changes_nothing(page, world, typed, says):
+    listing = world.listings[2]
+    seller_signs_in(page, world)
+    page.goto(f"{world.url}/#/shop/{world.shop}/listing/{listing}")
+    before = world.version(listing)
+    page.fill("#new-price", typed)
+    page.click("#price-form button[type=submit]")
+    page.wait_for_selector(f"#message:text('{says}')")
+    assert page.get_attribute("#new-price", "aria-invalid") == "true"
+    assert world.version(listing) == before and world.price(listing) == "20.00"
+
+
+def test_a_price_outside_the_guardrails_shows_the_engines_refusal(page, world):
+    listing = world.listings[2]
+    seller_signs_in(page, world)
+    page.goto(f"{world.url}/#/shop/{world.shop}/listing/{listing}")
+    page.fill("#new-price", "99.00")  # above the ceiling of 40.00
+    page.click("#price-form button[type=submit]")
+    page.wait_for_selector("#message:text('(price)')")
+    assert world.price(listing) == "20.00"
+
+
+def test_a_refused_rollback_shows_why_and_changes_nothing(page, world):
+    listing = world.listings[2]
+    for price in ("21.00", "22.00"):
+        world.api.put(f"/shops/{world.shop}/listings/{listing}/price", json={"price": price, "currency": "GBP"})
+    seller_signs_in(page, world)
+    page.goto(f"{world.url}/#/shop/{world.shop}/listing/{listing}")
+    page.wait_for_selector("#changes tbody tr[data-version='2'] button.undo")
+    before = world.version(listing)
+    page.click("#changes tbody tr[data-version='2'] button.undo")  # the price changed since: refused
+    page.click("#confirm-ok")
+    page.wait_for_selector("#message:not(.info):text('Rollback refused')")
+    assert world.version(listing) == before and world.price(listing) == "22.00"
+
+
+@pytest.fixture(scope="module")
+def short_url(engine, database_url):
+    """Access tokens that expire after 2 s (no clock leeway): a session runs out during a test."""
+    with serve_with_projector(engine, database_url, access_token_ttl=timedelta(seconds=2), clock_leeway_s=0) as base:
+        yield base
+
+
+def test_an_expired_session_asks_to_sign_in_over_the_page_and_changes_nothing_meanwhile(page, world, short_url, accounts):
+    seller = accounts.new("seller", world.seller.tenant_id, shops=[world.shop])
+    sign_in(page, short_url, seller.tenant_id, seller.username, seller.password)
+    page.goto(f"{short_url}/#/shop/{world.shop}/listing/{world.listings[0]}")
+    page.wait_for_selector("#new-price")
+    time.sleep(2.5)  # the access token expired; the refresh cookie renews it unseen
+    page.reload()
+    page.wait_for_selector("#new-price")
+    page.context.clear_cookies()  # and now the session cannot be renewed: it has ended
+    time.sleep(2.5)
+    before, price = world.version(world.listings[0]), world.price(world.listings[0])
+    page.fill("#new-price", "24.00")
+    page.click("#price-form button[type=submit]")
+    page.wait_for_selector("#signin[open]")
+    assert "session expired" in page.inner_text("#message")
+    page.screenshot(path=str(SCREENSHOTS / "expired_session_sign_in_again.png"))
+    assert world.version(world.listings[0]) == before and world.price(world.listings[0]) == price
+    assert page.input_value("#new-price") == "24.00"  # the page and what was typed are still there
