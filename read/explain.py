@@ -79,7 +79,8 @@ class _History:
 
     def _automation(self, automation, version: int) -> dict:
         return {
-            "rule": self._rule(automation.rule_id, automation.rule_version),
+            "rule": None if automation.rule_id is None else self._rule(automation.rule_id, automation.rule_version),
+            "experiment": _experiment(getattr(automation, "experiment", None)),
             "cause": self._cause(automation.cause),
             "proposed": None if automation.proposed is None else str(automation.proposed.amount),
             "clamps": list(automation.clamps),
@@ -109,6 +110,8 @@ class _History:
                 pass
         elif kind == "model_run":
             found["run_id"] = ref
+        elif kind == "experiment":
+            found["experiment"] = _experiment(ref)
         elif kind == "assignment":
             listing, _, version = ref.partition("/v")
             if listing == str(self.listing_id) and version.isdigit() and int(version) in self.events:
@@ -248,3 +251,11 @@ def _automation_text(a: dict, currency: str, pad: str) -> list[str]:
         shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g.items() if v is not None)
         lines.append(f"{pad}guardrails then: {shown or 'none'}")
     return lines
+
+
+def _experiment(ref: str | None) -> dict | None:
+    """'<experiment id>/<period>' of an experiment's price change, as explain shows it (periods count from 1)."""
+    if not ref:
+        return None
+    experiment_id, _, period = ref.partition("/")
+    return {"experiment_id": experiment_id, "period": int(period) + 1 if period.isdigit() else None}

@@ -62,6 +62,7 @@ from codec.time_loaders import reading_adapters
 from domain.errors import Conflict
 from commands.rules import (CHANGED, RepriceResult, Rules, assignment_cause, model_run_cause, observation_cause,
                             rule_cause)
+from commands.experiments import Experiments
 from domain.facts import ObservationBatch, observation_ref
 from domain.listing import Listing
 from domain.pricing_rule import PricingRule
@@ -83,6 +84,7 @@ APPLICATION_NAME = "etsypro-repricing"
 
 Observed = ObservationBatch.CompetitorPriceObserved
 EVENT_TYPES, EVENT_TOPICS = wire.REPRICING_EVENT_TYPES, wire.REPRICING_EVENT_TOPICS
+EXPERIMENT_CHECK_SECONDS = 30.0  # how often running experiments are tended (periods last hours)
 RETRIED = (Conflict,)  # with parking.TRANSIENT: what acting on the batch again can fix (a busy listing)
 
 _REST_OF_BATCHES = """
@@ -220,6 +222,8 @@ class RepricingPolicy:
         self.retries = parking.RetrySchedule()
         self._db = LazyConnection(conninfo, APPLICATION_NAME)
         self._stop = threading.Event()
+        self.experiments = Experiments(rules.core)  # switchback experiments' periods (tend_experiments)
+        self._experiments_tended = float("-inf")
 
     # -- one batch ----------------------------------------------------------------------
     def act_on(self, cur, events: Sequence[LogEvent], complete_below: int, follower: str | None = None,
@@ -252,6 +256,7 @@ class RepricingPolicy:
     def step(self) -> int:
         """Act on the next page of the log; returns how many stored events it covered (0 at the head)."""
         self.retry_parked_when_due()
+        self.tend_experiments_when_due()
         try:
             return self._step(isolating=False)
         except Exception as error:  # noqa: BLE001
@@ -286,6 +291,13 @@ class RepricingPolicy:
             return page
         more = self.rest_of_batches(cur, [page.events[-1][1]])
         return Page(page.events + more, more[-1][0], page.rows + len(more), page.undecodable) if more else page
+
+    def tend_experiments_when_due(self) -> list[dict]:
+        """tend_experiments() at most every EXPERIMENT_CHECK_SECONDS (the log's pages come far more often)."""
+        if time.monotonic() - self._experiments_tended < EXPERIMENT_CHECK_SECONDS:
+            return []
+        self._experiments_tended = time.monotonic()
+        return tend_experiments(self.experiments, self.clock())
 
     # -- parked causes ------------------------------------------------------------------
     def retry_parked(self, follower: str | None = None) -> tuple[int, int]:
@@ -567,6 +579,20 @@ def act_on_new_runs(rules: Rules, conninfo: str, shop_id: UUID | None = None, *,
             log.error("repricing: model run %s of listing %s: %s", run.run_id, listing_id, parking.describe(error))
             failed.append((listing_id, parking.describe(error)))
     return RunsActedOn(results, failed, len(done))
+
+
+def tend_experiments(experiments: Experiments, now: datetime) -> list[dict]:
+    """Start each running experiment's due period (its prices as automated changes with source
+    `experiment`, under the guardrails, cooldowns and stops), or pause it on a price change it did not
+    make. Periods are time, not events: the policy calls this from its loop, not per page."""
+    results = []
+    for experiment_id in experiments.due(now):
+        try:
+            results.append(experiments.tend(experiment_id, now))
+        except Exception as error:  # noqa: BLE001 - one experiment's failure must not hold up the others
+            log.error("repricing: experiment %s: %s", experiment_id, parking.describe(error))
+            results.append({"experiment_id": str(experiment_id), "outcome": "failed", "error": parking.describe(error)})
+    return results
 
 
 def _model_followers(rules: Rules, conn, shop_id: UUID | None) -> list[tuple[UUID, UUID]]:
