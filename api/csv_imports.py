@@ -91,3 +91,52 @@ def _write_rejects(path: Path | None, problems) -> None:
         writer = csv.writer(f)
         writer.writerow(["line", "column", "reason"])
         writer.writerows([p.line, p.column or "", p.detail] for p in problems)
+
+
+def add_feed_parser(sub) -> None:
+    """`etsypro feed`: the competitor price feed worker."""
+    import os
+
+    from api.cli import _bootstrap, _count
+
+    f = sub.add_parser("feed", help="consume a Kafka topic of competitor prices (JSON records) into observations")
+    f.add_argument("--bootstrap-servers", type=_bootstrap, default=os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
+                   required=not os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
+                   help="Kafka bootstrap servers host:port[,...] (default $ETSYPRO_KAFKA_BOOTSTRAP)")
+    f.add_argument("--topic", default="feeds.competitor-prices", help="the feed's topic (default feeds.competitor-prices)")
+    f.add_argument("--group", default="etsypro-competitor-feed", help="consumer group: workers of one group share it")
+    f.add_argument("--batch", type=_count, default=5000, help="records per command at most (default 5000)")
+    f.add_argument("--once", action="store_true", help="stop after 5 s with nothing new")
+    f.set_defaults(func=feed)
+
+
+def feed(args) -> int:
+    import asyncio
+    import signal
+
+    from api.cli import _migrated_engine, _without_broker
+    from commands.competitor_feed import FeedIntake, FeedRecord
+    from commands.marketplace_facts import MarketplaceFacts
+    from streams.competitor_feed import FeedConfig, FeedWorker
+
+    if (refused := _without_broker("feed", args.bootstrap_servers)) is not None:
+        return refused
+    _, engine = _migrated_engine(pool_size=2)
+    intake = FeedIntake(MarketplaceFacts(engine.core, engine.listings))
+    worker = FeedWorker(FeedConfig(args.bootstrap_servers, args.topic, args.group, args.batch), intake.take,
+                        lambda m: FeedRecord(m.topic, m.partition, m.offset, m.value))
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, worker.stop)
+        await worker.run(idle_stop_s=5.0 if args.once else None)
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.close()
+    total = sum(r.recorded for r in worker.reports)
+    refused = sum(len(r.rejected) for r in worker.reports)
+    print(f"competitor feed {args.topic}: {total} observations recorded, {refused} records refused", file=sys.stderr)
+    return 0

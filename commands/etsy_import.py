@@ -151,10 +151,11 @@ class CsvImport:
         self._days: dict[str, datetime | str] = {}
 
     # -- the run --------------------------------------------------------------------------
-    def run(self) -> CsvSummary:
+    def run(self, table: Table | None = None) -> CsvSummary:
+        """Imports the file (or rows already read, as a feed's records)."""
         started = time.monotonic()
         _, self.currency = self.core.shop_facts(self.caller, self.shop_id)  # others' shops: NotFound
-        table = read_table(self.data, self.format)
+        table = table or read_table(self.data, self.format)
         self.summary.lines = len(table.rows)
         pending = self.accepted(self.validated(self.parse(table), table), table)
         self.domain_check(pending, table)
@@ -197,6 +198,8 @@ class CsvImport:
                 self.summary.already_recorded -= len(chunk.keys) - len(new)  # counted again on the next look
                 continue
             self._count(result)
+            if reservation == self.reservation:
+                self.sent(items)
             return len(items)
         raise CommandRefused(f"{list_name} of chunk {number}: kept being recorded concurrently; run the import again")
 
@@ -275,6 +278,9 @@ class CsvImport:
     def accepted(self, pending: Pending, table: Table) -> Pending:
         """Validated lines, before the domain is asked: a kind's own de-duplication goes here."""
         return pending
+
+    def sent(self, items: list) -> None:
+        """Told the items just recorded (not those the shop held already), in file order."""
 
     def same_currency(self, table: Table, line: int, row: dict[str, str]) -> str:
         given = row.get("currency", "").strip() or self.currency
@@ -493,6 +499,7 @@ class CompetitorPricesImport(CsvImport):
     recorded once (commands/marketplace_facts.py)."""
 
     kind, format, reservation, list_name = "competitor-prices", COMPETITOR_PRICES, OBSERVATION, "observations"
+    latest: dict | None = None  # (listing, competitor) -> latest time seen; a feed keeps it across batches
     FIELD_COLUMNS = {"listing_id": "listing_id", "competitor": "competitor", "price": "price", "currency": "currency",
                      "observed_at": "observed_at", "source": "source"}
 
@@ -510,22 +517,28 @@ class CompetitorPricesImport(CsvImport):
         return pending
 
     def accepted(self, pending: Pending, table: Table) -> Pending:
-        """Each observation once (its identity is known only once validated: times in UTC), and
-        those older than an earlier line's of the same listing and competitor counted."""
-        kept, seen, latest = Pending(), {}, {}
+        """Each observation once: its identity is known only once validated (times in UTC)."""
+        kept, seen = Pending(), {}
         for observation, line in zip(pending.items, pending.lines):
             key = observation_key(observation)
             try:
-                if not self.once(seen, table, line, key, "observed_at", ()):
-                    continue
+                if self.once(seen, table, line, key, "observed_at", ()):
+                    kept.add(observation, line, key)
             except _Skip:
                 continue
-            pair = (observation.listing_id, observation.competitor)
-            if pair in latest and observation.observed_at < latest[pair]:
-                self.summary.out_of_order += 1
-            latest[pair] = max(latest.get(pair, observation.observed_at), observation.observed_at)
-            kept.add(observation, line, key)
         return kept
+
+    def sent(self, items: list) -> None:
+        """Counts the new observations older than one recorded before of the same listing and
+        competitor (by this run, or this feed's earlier batches): recorded all the same, as facts."""
+        if self.latest is None:
+            self.latest = {}
+        latest = self.latest
+        for o in items:
+            pair = (o.listing_id, o.competitor)
+            if pair in latest and o.observed_at < latest[pair]:
+                self.summary.out_of_order += 1
+            latest[pair] = max(latest.get(pair, o.observed_at), o.observed_at)
 
     def _listings(self, table: Table) -> dict[tuple[str, str], UUID]:
         found = {}
