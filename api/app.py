@@ -7,8 +7,12 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import auth, openapi, problems
+from api import auth, observability, openapi, problems
 from api.routers import accounts, analytics, audit, demand, facts, listings, repricing, rollbacks, rules, shops
+from api.routers import imports
+from api.routers import dashboard
+from api.routers import experiments
+from api.routers import marketplace
 from api.routers import auth as auth_routes
 from commands.engine import PricingEngine
 from read.side import ReadSide
@@ -78,11 +82,13 @@ async def background_workers(app: FastAPI):
     finally:
         for worker in reversed(workers):
             worker.stop()
+        app.state.live.close()
         app.state.reads.close()
 
 
 def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
-               auth_settings: auth.AuthSettings | None = None) -> FastAPI:
+               auth_settings: auth.AuthSettings | None = None,
+               observed: observability.Observability | None = None) -> FastAPI:
     app = FastAPI(
         title="EtsyPro Pricing",
         version="0.1.0",
@@ -101,7 +107,13 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
     problems.install(app)
     openapi.install(app)
     # The busiest routes first, since routes are tried in order; no two overlap, so order changes no meaning.
-    for module in (listings, facts, auth_routes, accounts, shops, rollbacks, audit, analytics, rules, repricing, demand):
+    for module in (listings, facts, auth_routes, accounts, shops, rollbacks, audit, analytics, rules, repricing, demand, imports,
+                   experiments):
         app.include_router(module.router)
+    app.include_router(marketplace.router)  # a shop's Etsy connection
+    app.include_router(marketplace.callbacks)
+    dashboard.install(app)  # the page at /, its assets and live stream
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    # Health, metrics and request logs; its middleware is added last, so it is outermost: it sees 413s too.
+    observability.install(app, observed or observability.Observability())
     return app

@@ -7,20 +7,25 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 
 import uvicorn
+from prometheus_client import multiprocess
 
 import migrations
 import codec
+from api import logs
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
+from api.observability import Observability
 from api.database import start_embedded
 from api.settings import Settings
 from commands.engine import PricingEngine
@@ -40,6 +45,7 @@ def database_url(settings: Settings, log=print) -> str:
 def build(settings: Settings, log=print):
     """Migrate and return (engine, FastAPI app)."""
     tune_gc()  # a 10,000-observation command allocates like a projector's page
+    logs.configure(settings.log_format)
     url = database_url(settings, log)
     migrations.apply(url, log=log)
     engine = PricingEngine(url, pool_size=settings.pool_size)
@@ -49,7 +55,7 @@ def build(settings: Settings, log=print):
                                  principal_cache_s=settings.principal_cache_ms / 1000,
                                  trusted_proxies=trusted_proxies(settings.trusted_proxies),
                                  rate_limit_storage=settings.redis_url or "memory://")
-    app = create_app(engine, settings.max_body_bytes, auth_settings)
+    app = create_app(engine, settings.max_body_bytes, auth_settings, Observability.from_settings(settings))
     projector, repricing = followers(settings, url, engine)
     if projector is not None:
         app.state.projector = InBackground.projector(projector)
@@ -112,12 +118,15 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     """
     if workers == 1:
         _, app = build(settings, log)
-        uvicorn.run(app, host=host, port=port, log_level="info", access_log=settings.access_log,
+        # Logging is api/logs.py's; the request lines are api/observability.py's (ETSYPRO_ACCESS_LOG).
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None,
                     proxy_headers=False)  # the app reads X-Forwarded-For from ETSYPRO_TRUSTED_PROXIES only
         return
+    logs.configure(settings.log_format)
     url = database_url(settings, log)
     migrations.apply(url, log=log)
-    os.environ.update(ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off",
+    metrics_dir = tempfile.mkdtemp(prefix="etsypro-metrics-")  # the workers' counters, summed by /metrics
+    os.environ.update(PROMETHEUS_MULTIPROC_DIR=metrics_dir, ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off",
                       ETSYPRO_REPRICING="off", ETSYPRO_ANALYZE_EVERY_HOURS="0")
     # The projector decodes with the codec; only the repricing policy issues commands, so only it needs the engine.
     engine = PricingEngine(url, pool_size=2) if settings.repricing == "inprocess" else None
@@ -132,10 +141,11 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
             Workers(host, port, workers, settings.access_log, log).run()
         else:
             uvicorn.run("api.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level="info", access_log=settings.access_log, proxy_headers=False)
+                        log_level="info", access_log=False, log_config=None, proxy_headers=False)
     finally:
         for follower in reversed(running_followers):
             follower.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def app_from_env():
@@ -198,6 +208,7 @@ class Workers:
                 if process.exitcode == STARTUP_FAILURE:
                     raise SystemExit(f"a worker could not start (exit code {STARTUP_FAILURE}); see above")
                 self.log(f"worker {process.pid} exited with {process.exitcode}; starting another")
+                multiprocess.mark_process_dead(process.pid)  # its live gauges (pool usage) no longer count
                 self.channels[i].close()
                 processes[i], self.channels[i] = self._start()
 
@@ -289,8 +300,8 @@ class _HandedOver(uvicorn.Server):
 
 
 def _worker(channel: socket.socket, access_log: bool) -> None:
-    config = uvicorn.Config("api.server:app_from_env", factory=True, log_level="info", access_log=access_log,
-                            proxy_headers=False)  # see serve()
+    config = uvicorn.Config("api.server:app_from_env", factory=True, log_level="info", access_log=False,
+                            log_config=None, proxy_headers=False)  # see serve()
     try:
         config.load()  # builds the app: a failure here would fail again on every restart
     except (Exception, SystemExit):

@@ -30,9 +30,13 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""       # the proxies whose X-Forwarded-For names the client; empty: none
     redis_url: str | None = None    # where rate limits count, shared by every worker; unset: per process
     access_log: bool = False        # on | off: the proxy in front usually logs requests already
+    log_format: Literal["human", "json"] = "human"  # json: one JSON object per line (api/logs.py)
+    metrics: bool = True            # on | off: count into GET /metrics (api/metrics.py)
+    metrics_token: str | None = None  # scrapers send it as a bearer token; unset: loopback clients only
+    ready_lag_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)  # /health/ready fails past this follower lag
     analyze_every_hours: float = Field(24.0, ge=0, le=8784, allow_inf_nan=False)  # serve refits the demand models; 0: never
 
-    @field_validator("access_log", mode="before")
+    @field_validator("access_log", "metrics", mode="before")
     @classmethod
     def _on_or_off(cls, value):
         if isinstance(value, str) and value not in ("on", "off"):
