@@ -263,3 +263,41 @@ def test_an_expired_session_asks_to_sign_in_over_the_page_and_changes_nothing_me
     page.screenshot(path=str(SCREENSHOTS / "expired_session_sign_in_again.png"))
     assert world.version(world.listings[0]) == before and world.price(world.listings[0]) == price
     assert page.input_value("#new-price") == "24.00"  # the page and what was typed are still there
+
+
+@pytest.fixture
+def phone(browser, request):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    tab = context.new_page()
+    tab.set_default_timeout(10_000)
+    yield tab
+    SCREENSHOTS.mkdir(exist_ok=True)
+    tab.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def test_the_board_sorts_and_filters_by_keyboard_at_phone_width(phone, world):
+    c = world.colleague
+    phone.goto(world.url)
+    phone.fill("#login-form input[name=tenant]", c.tenant_id)
+    phone.fill("#login-form input[name=username]", c.username)
+    phone.fill("#login-form input[name=password]", c.password)
+    phone.keyboard.press("Enter")  # the form submits from the keyboard
+    expect(phone.locator("#board-body tr")).to_have_count(3)
+    world.api.put(f"/shops/{world.shop}/listings/{world.listings[2]}/price", json={"price": "39.00", "currency": "GBP"})
+    expect(phone.locator(f"#board-body tr[data-id='{world.listings[2]}'] td.price")).to_have_text("39.00 GBP")
+    sort = phone.locator("#board th button[data-sort=price]")
+    sort.focus()
+    phone.keyboard.press("Enter")
+    phone.keyboard.press("Enter")  # again: descending
+    assert phone.get_attribute("#board th:has(button[data-sort=price])", "aria-sort") == "descending"
+    prices = [float(p.split()[0]) for p in phone.locator("#board-body td.price").all_inner_texts()]
+    assert prices == sorted(prices, reverse=True) and prices[0] == 39.0
+    assert phone.evaluate("document.activeElement.dataset.sort") == "price"  # the focus stayed
+    phone.select_option("#board-source", "manual")
+    expect(phone.locator(f"#board-body tr[data-id='{world.listings[2]}']")).to_have_count(1)
+    phone.select_option("#board-source", "rule")  # no rule priced anything in this shop
+    expect(phone.locator("#board-body tr")).to_have_count(0)
+    expect(phone.locator("#board-count")).to_have_text("0 shown")
+    phone.select_option("#board-source", "")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone

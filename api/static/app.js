@@ -107,8 +107,9 @@ async function signedInNow() {
 }
 
 async function loadIdentity() {
-  state.me = await getJSON("/auth/me");
-  state.shops = (await getJSON("/shops")).shops;
+  const [me, shops] = await Promise.all([getJSON("/auth/me"), getJSON("/shops")]);
+  state.me = me;
+  state.shops = shops.shops;
   const roles = Object.keys(state.me.roles || {});
   state.canWrite = roles.some((r) => ["seller", "admin"].includes(r));
   state.canAudit = roles.some((r) => ["auditor", "admin"].includes(r));
@@ -174,10 +175,10 @@ async function route() {
     if (parts[0] === "audit") return await auditPage(main);
     const shop = parts[0] === "shop" && state.shops.includes(parts[1]) ? parts[1] : state.shops[0];
     if (!shop) { fill(main, h("p", {}, "No shops yet: open one through the API (POST /shops).")); return; }
-    await chooseShop(shop);
-    if (parts[2] === "listing") return await listingPage(main, shop, parts[3]);
-    if (parts[2] === "overview") return await shopPage(main, shop);
-    return await boardPage(main, shop);
+    const chosen = chooseShop(shop);  // the board loads its data meanwhile: one round trip less
+    if (parts[2] === "listing") return await chosen.then(() => listingPage(main, shop, parts[3]));
+    if (parts[2] === "overview") return await chosen.then(() => shopPage(main, shop));
+    return await boardPage(main, shop, chosen);
   } catch (e) { failed(e); }
 }
 window.addEventListener("hashchange", route);
@@ -204,9 +205,9 @@ const COLUMNS = [
 ];
 const view = { sort: "title", desc: false, search: "", source: "", auto: "" };
 
-async function boardPage(main, shop) {
+async function boardPage(main, shop, chosen = null) {
   const [data, automation, rules] = await Promise.all([
-    getJSON(`/shops/${shop}/board`), getJSON(`/shops/${shop}/automation`), getJSON(`/shops/${shop}/rules`)]);
+    getJSON(`/shops/${shop}/board`), getJSON(`/shops/${shop}/automation`), getJSON(`/shops/${shop}/rules`), chosen]);
   state.ruleNames = Object.fromEntries(rules.rules.map((r) => [r.rule_id, r.name]));
   state.running = automation.running;
   state.board = new Map(data.listings.map((l) => [l.listing_id, l]));
@@ -224,11 +225,22 @@ async function boardPage(main, shop) {
       h("span", { id: "board-count", class: "muted", "aria-live": "polite" })),
     h("div", { class: "table-wrap" }, h("table", { id: "board" },
       h("thead", {}, h("tr", {}, COLUMNS.map(([key, label, cls]) => h("th", { class: cls || "", "aria-sort": view.sort === key ? (view.desc ? "descending" : "ascending") : "none" },
-        h("button", { type: "button", onclick: () => { view.desc = view.sort === key ? !view.desc : false; view.sort = key; boardPage(main, shop).catch(failed); } }, label))))),
+        h("button", { type: "button", "data-sort": key, onclick: () => sortBy(key) }, label))))),
       h("tbody", { id: "board-body" }))));
   drawBoard();
   state.onEvent = (e) => onBoardEvent(e, main, shop);
   performance.mark("board-painted");
+}
+
+// Sorting redraws the rows from memory: no request, and the focus stays on the header's button.
+function sortBy(key) {
+  view.desc = view.sort === key ? !view.desc : false;
+  view.sort = key;
+  for (const th of document.querySelectorAll("#board th")) {
+    const mine = th.querySelector("button")?.dataset.sort === key;
+    th.setAttribute("aria-sort", mine ? (view.desc ? "descending" : "ascending") : "none");
+  }
+  drawBoard();
 }
 
 function automationOf(l) {
