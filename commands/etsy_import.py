@@ -22,7 +22,9 @@ The approach is the Online Retail importer's (commands/importer.py), whose helpe
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable
@@ -149,6 +151,7 @@ class CsvImport:
         self.summary = CsvSummary(self.kind, file_name, hashlib.sha256(data).hexdigest(), shop_id)
         self.currency = ""
         self._days: dict[str, datetime | str] = {}
+        self._counting = threading.Lock()
 
     # -- the run --------------------------------------------------------------------------
     def run(self, table: Table | None = None) -> CsvSummary:
@@ -171,21 +174,22 @@ class CsvImport:
         for number, start in enumerate(range(0, total, CHUNK)):
             chunk = Pending(pending.items[start:start + CHUNK], pending.lines[start:start + CHUNK],
                             pending.keys[start:start + CHUNK])
-            self.summary.recorded += self.send_new(number, chunk)
+            recorded, held = self.send_new(number, chunk)
+            self.summary.recorded += recorded
+            self.summary.already_recorded += held
             if self.progress:
                 self.progress(min(start + CHUNK, total), total)
 
     def send_new(self, number: int, chunk: Pending, reservation: str | None = None, list_name: str | None = None,
-                 send: Callable[[CommandContext, list], Result] | None = None) -> int:
-        """Sends the chunk's items the shop does not hold yet; how many it recorded."""
+                 send: Callable[[CommandContext, list], Result] | None = None) -> tuple[int, int]:
+        """Sends the chunk's items the shop does not hold yet: (how many it recorded, how many it held)."""
         reservation, list_name = reservation or self.reservation, list_name or self.list_name
         send = send or (lambda ctx, items: self.command(ctx, self.batch(items)))
         for _ in range(3):  # a concurrent import may take an identity between the look and the send
             held = self.facts.recorded(self.shop_id, reservation, chunk.keys)
             new = [i for i, key in enumerate(chunk.keys) if key not in held]
-            self.summary.already_recorded += len(chunk.keys) - len(new)
             if not new:
-                return 0
+                return 0, len(chunk.keys)
             items, keys = [chunk.items[i] for i in new], [chunk.keys[i] for i in new]
             digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
             key = f"{self.kind}:{self.summary.sha256[:32]}:{list_name}:{number}:{digest}"
@@ -195,12 +199,11 @@ class CsvImport:
                 index, _ = _refused_item(e.field or "", e.detail, list_name)
                 if index is None or not isinstance(e, Conflict):
                     raise
-                self.summary.already_recorded -= len(chunk.keys) - len(new)  # counted again on the next look
-                continue
+                continue  # taken meanwhile: look again
             self._count(result)
             if reservation == self.reservation:
                 self.sent(items)
-            return len(items)
+            return len(items), len(chunk.keys) - len(items)
         raise CommandRefused(f"{list_name} of chunk {number}: kept being recorded concurrently; run the import again")
 
     def _ctx(self, key: str) -> CommandContext:
@@ -208,6 +211,10 @@ class CsvImport:
                        correlation_id=f"{self.kind}:{self.summary.sha256[:32]}")
 
     def _count(self, result: Result) -> None:
+        with self._counting:  # order-items files send sales and orders from two threads
+            self._tally(result)
+
+    def _tally(self, result: Result) -> None:
         if result.replayed:
             self.summary.chunks_replayed += 1
         else:
@@ -391,14 +398,20 @@ class OrderItemsImport(CsvImport):
         return self.listings.record_sales(ctx, self.shop_id, batch)
 
     def write(self, pending: Pending) -> None:
-        super().write(pending)
-        orders = self.orders(pending)  # the orders of the lines accepted
-        already = self.summary.already_recorded
+        """Sales and orders (independent facts, each idempotent) sent side by side: one thread's
+        command waits on the database while the other's is built."""
+        with ThreadPoolExecutor(1, thread_name_prefix="csv-orders") as pool:
+            orders = pool.submit(self._write_orders, self.orders(pending))
+            super().write(pending)
+            self.summary.orders_recorded = orders.result()
+
+    def _write_orders(self, orders: Pending) -> int:
+        recorded = 0  # an order the shop knew before is no news: not counted as already recorded
         for number, start in enumerate(range(0, len(orders.items), CHUNK)):
             chunk = Pending(orders.items[start:start + CHUNK], orders.lines[start:start + CHUNK],
                             orders.keys[start:start + CHUNK])
-            self.summary.orders_recorded += self.send_new(number, chunk, ORDER, "orders", self._record_orders)
-        self.summary.already_recorded = already  # counts sale lines; an order known before is no news
+            recorded += self.send_new(number, chunk, ORDER, "orders", self._record_orders)[0]
+        return recorded
 
     def _record_orders(self, ctx: CommandContext, items: list) -> Result:
         return self.facts.record_orders(ctx, self.shop_id, RecordOrders(orders=items, reason=IMPORT_REASON))
