@@ -25,6 +25,7 @@ from api.observability import Observability
 from api.server import free_port, running
 from commands.engine import PricingEngine
 from conftest import ROOT, Accounts, listing_spec
+from domain.account import ACCOUNT_CEILING, FailureReason
 from projections.registry import ALL
 
 
@@ -193,3 +194,15 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_server_exposes(base_url
 def test_a_scrape_with_the_database_gone_says_so_instead_of_failing():
     families = {f.name: f for f in FollowerCollector("host=127.0.0.1 port=1 user=postgres dbname=postgres").collect()}
     assert list(families) == ["etsypro_database_up"] and families["etsypro_database_up"].samples[0].value == 0
+
+
+def test_a_lockout_is_counted_once(base_url, engine, accounts):
+    person = accounts.new("seller")
+    before = scrape(base_url)
+    account = engine.core.repository.get(uuid.UUID(person.account_id))
+    for i in range(ACCOUNT_CEILING):  # strangers' failures from many addresses: the account locks once
+        engine.identity._record_failure(engine.core.repository.get(account.id), FailureReason.BAD_PASSWORD,
+                                        f"203.0.{i // 250}.{i % 250}")
+    after = scrape(base_url)
+    assert moved(before, after, "etsypro_account_lockouts_total") == 1
+    assert moved(before, after, "etsypro_commands_total", command="login_failed", outcome="done") == ACCOUNT_CEILING
