@@ -6,7 +6,7 @@ Each test saves a screenshot under tests/screenshots/ (git-ignored) for a person
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -73,10 +73,23 @@ class World:
         registered = self.api.post(f"/shops/{self.shop}/listings",
                                    json={"listings": [listing_spec(i, title=f"Mug {i}") for i in range(3)]})
         self.listings = [x["listing_id"] for x in registered.json()["listings"]]
+        self._history()
         self.totp = self._enroll()
         self.analyst = accounts.new("analyst", self.seller.tenant_id)
         # A colleague without MFA for the other tests: a TOTP step signs in once (replays are refused).
         self.colleague = accounts.new("seller", self.seller.tenant_id, shops=[self.shop])
+
+    def _history(self) -> None:
+        """A month of sales and competitor prices, so that the charts have something to draw."""
+        now = datetime.now(timezone.utc)
+        sales = [{"listing_id": lid, "quantity": 1 + (day + i) % 4, "unit_price": "20.00", "currency": "GBP",
+                  "order_id": f"o-{day}-{i}", "transaction_id": f"t-{day}-{i}", "sold_at": (now - timedelta(days=day)).isoformat()}
+                 for day in range(1, 31) for i, lid in enumerate(self.listings)]
+        seen = [{"listing_id": lid, "competitor": f"c{j}", "price": f"{17 + j + day % 3}.00", "currency": "GBP",
+                 "observed_at": (now - timedelta(days=day)).isoformat()}
+                for day in range(0, 6) for lid in self.listings for j in range(3)]
+        assert self.api.post(f"/shops/{self.shop}/sales", json={"sales": sales}).status_code == 201
+        assert self.api.post(f"/shops/{self.shop}/observations", json={"observations": seen}).status_code == 201
 
     def _enroll(self) -> pyotp.TOTP:
         totp = pyotp.TOTP(self.api.post("/auth/mfa/enroll").json()["secret"])

@@ -411,13 +411,25 @@ function demandPanels(elasticity, forecast, recommendation) {
 // -- the shop ---------------------------------------------------------------------------------
 async function shopPage(main, shop) {
   const since = new Date(Date.now() - 90 * 864e5).toISOString();
-  const [automation, sales, rules, changes] = await Promise.all([
+  const [automation, sales, byListing, board, rules, changes, experiments] = await Promise.all([
     getJSON(`/shops/${shop}/automation`),
     getJSON(`/shops/${shop}/analytics/sales-by-shop?bucket=day&since=${encodeURIComponent(since)}&limit=1000`),
+    getJSON(`/shops/${shop}/analytics/sales-by-listing?bucket=day&since=${encodeURIComponent(since)}&limit=100000`),
+    getJSON(`/shops/${shop}/board`),
     getJSON(`/shops/${shop}/rules`),
-    getJSON(`/shops/${shop}/analytics/price-changes?since=${encodeURIComponent(since)}&limit=5000`)]);
+    getJSON(`/shops/${shop}/analytics/price-changes?since=${encodeURIComponent(since)}&limit=5000`),
+    maybeJSON(`/shops/${shop}/experiments`)]);
+  // Profit at today's costs: each day's revenue less its units at the listing's current cost (no cost: left out).
+  const costs = new Map(board.listings.map((l) => [l.listing_id, l.cost == null ? null : Number(l.cost)]));
+  const profit = new Map();
+  for (const r of byListing.items) {
+    const cost = costs.get(r.listing_id);
+    if (cost == null) continue;
+    profit.set(r.bucket, (profit.get(r.bucket) || 0) + Number(r.revenue) - Number(r.units) * cost);
+  }
   const series = [
     { kind: "line", axis: "left", color: "#1f5fbf", label: `Revenue per day (${state.currency})`, points: sales.items.map((s) => ({ t: new Date(s.bucket), y: +s.revenue })) },
+    { kind: "line", axis: "left", color: "#7a3db8", label: `Profit per day at current costs (${state.currency})`, points: [...profit].map(([b, y]) => ({ t: new Date(b), y })) },
     { kind: "bars", axis: "right", color: "#1b7f3b", label: "Units per day", points: sales.items.map((s) => ({ t: new Date(s.bucket), y: +s.units })) }];
   const byRule = {};
   for (const c of changes.items) if (c.source === "rule") byRule[c.rule || "?"] = (byRule[c.rule || "?"] || 0) + 1;
@@ -436,9 +448,18 @@ async function shopPage(main, shop) {
     h("table", { id: "rules" }, h("thead", {}, h("tr", {}, ["Rule", "Version", "State", "Automated changes"].map((c) => h("th", {}, c)))),
       h("tbody", {}, rules.rules.map((r) => h("tr", {}, h("td", {}, r.name), h("td", {}, r.version), h("td", {}, r.retired ? "retired" : "active"),
         h("td", { class: "num" }, byRule[r.name] || byRule[r.rule_id] || 0))))),
+    experimentsPanel(experiments),
     h("p", { class: "muted" }, "Exports: ", exportButton(`/shops/${shop}/analytics/price-changes?format=csv&limit=100000`, "price-changes.csv"), " ",
       exportButton(`/shops/${shop}/analytics/sales?format=csv&limit=100000`, "sales.csv")));
   state.onEvent = (e) => { if (e.type?.startsWith("Shop.") || e.type === "reload") shopPage(main, shop).catch(failed); };
+}
+
+function experimentsPanel(answer) {
+  if (!answer?.experiments?.length) return null;
+  return [h("h2", {}, "Experiments"), h("table", { id: "experiments" },
+    h("thead", {}, h("tr", {}, ["Name", "State", "Metric", "Arms", "Listings", "Starts"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, answer.experiments.map((x) => h("tr", {}, h("td", {}, x.name), h("td", {}, x.status), h("td", {}, x.metric),
+      h("td", {}, (x.arms || []).map((a) => a.name).join(", ")), h("td", { class: "num" }, (x.listings || []).length), h("td", {}, when(x.starts_at))))))];
 }
 
 async function switchAutomation(shop, action) {
