@@ -22,6 +22,11 @@ router = resource_router(prefix="/shops/{shop_id}/imports", tags=["imports"])
 CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
 MAX_FILE_BYTES = 8 * 1024 * 1024  # the app's body limit answers 413 first when it is lower
 MAX_ERRORS = 50  # listed in a problem; `invalid` counts them all
+RESPONSES = {
+    200: {"description": "Nothing new: every record of the file was already in the shop"},
+    413: {"description": "The file is over the upload limit"},
+    415: {"description": "The body is not a CSV file (send it as text/csv)"},
+}
 
 ITEMS_EXAMPLE = ("Sale Date,Item Name,Buyer,Quantity,Price,Currency,Transaction ID,Listing ID,Order ID,SKU\n"
                  "11/28/26,Speckled mug,adal,1,24.00,GBP,4011223344,1234567890,3011220001,MUG-BLUE\n")
@@ -59,10 +64,13 @@ class CsvImported(Answer):
     seconds: float
 
 
+RESPONSES[200]["model"] = CsvImported
+
+
 def _upload(kind: str, permission: str, what: str) -> None:
     @router.post(f"/{kind}", status_code=201, response_model=CsvImported, dependencies=[requires(permission)],
                  summary=f"Upload {what} (CSV)", description=_description(kind),
-                 name=f"upload_{kind.replace('-', '_')}",
+                 name=f"upload_{kind.replace('-', '_')}", responses=RESPONSES,
                  openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {
                      "schema": {"type": "string"}, "example": ITEMS_EXAMPLE}}}})
     async def upload(shop_id: UUID, request: Request, ctx: Context, engine: Engine, response: Response,
