@@ -22,9 +22,11 @@ from domain.errors import NotFound
 from domain.pricing_rule import describe_rule
 from domain.facts import ObservationBatch, parse_observation_ref
 from domain.listing import Guardrails, Listing
+from domain.rollback_guard import RollbackGuard, guard_id
 from read.aggregates import AggregateReader
 from read.shops import Viewer
 
+GUARD_CAUSE = "rollback_guard:"  # the causation id of the rollback guard's commands (commands/rollback_guard.py)
 MAX_CHAIN = 50  # rollbacks of rollbacks...: a readable report stops somewhere
 
 
@@ -71,6 +73,8 @@ class _History:
         automation = getattr(e, "automation", None)
         if automation is not None:
             step["automation"] = self._automation(automation, version)
+        if e.meta.causation_id.startswith(GUARD_CAUSE):
+            step["guard"] = self._guard_trip(e.meta.causation_id[len(GUARD_CAUSE):])
         compensates = list(getattr(e, "compensates", None) or ())
         if compensates:
             step["compensates"] = [_without_link(self.change(v)) for v in compensates if v in self.events]
@@ -133,6 +137,13 @@ class _History:
         return {"ref": ref, "found": True, "competitor": e.competitor, "price": str(e.price.amount),
                 "currency": e.price.currency, "observed_at": e.meta.occurred_at.isoformat(),
                 "source": e.source, "event": describe_event(e, position)}
+
+    def _guard_trip(self, key: str) -> dict:
+        """The rollback guard's trip behind a rollback: its evidence (forecast, observed days, model run)."""
+        for e in self.aggregates.events(guard_id(self.shop_id)):
+            if isinstance(e, RollbackGuard.Tripped) and e.evidence.get("key") == key and e.listing_id == self.listing_id:
+                return {"found": True, "evidence": e.evidence, "recorded_at": e.timestamp.isoformat()}
+        return {"found": False, "key": key}
 
     def _price_setter_before(self, version: int) -> int | None:
         setters = [v for v, e in self.events.items()
