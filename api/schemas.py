@@ -588,8 +588,9 @@ class ElasticityEstimate(Answer):
     elasticity: float = Field(description="% change in units for a 1% change in price")
     ci95: list[float] = Field(min_length=2, max_length=2, description="95% interval [low, high]")
     se: float
-    label: Literal["own", "partially pooled", "shop pooled"] = Field(
-        description="own data alone; shrunk toward the shop's pooled estimate (thin listing); the shop's one slope")
+    label: Literal["own", "partially pooled", "shop pooled", "experiment"] = Field(
+        description="own data alone; shrunk toward the shop's pooled estimate (thin listing); the shop's one slope; "
+                    "measured by a concluded switchback experiment (preferred to the observational estimate)")
     method: str
     family: str
     n_days: int

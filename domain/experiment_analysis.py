@@ -263,6 +263,8 @@ class ExperimentalElasticity:
     low: float
     high: float
     cycles: int
+    control_units: float      # units per day in the control arm (the demand models' baseline volume)
+    control_log_se: float     # the standard error of its log
 
 
 def elasticity_from_arms(units: np.ndarray, prices: list[float]) -> ExperimentalElasticity | None:
@@ -281,4 +283,4 @@ def elasticity_from_arms(units: np.ndarray, prices: list[float]) -> Experimental
     slope = float((w * (logs_p - x_bar) * np.log(means)).sum() / sxx)
     se = math.sqrt(1 / sxx)
     z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
-    return ExperimentalElasticity(slope, slope - z * se, slope + z * se, n)
+    return ExperimentalElasticity(slope, slope - z * se, slope + z * se, n, float(means[0]), math.sqrt(variances[0]))

@@ -7,6 +7,7 @@ throughout the period's used part (after the burn-in). The maths is domain/exper
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from bisect import bisect_right
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -14,6 +15,7 @@ from uuid import UUID
 
 import polars as pl
 
+from domain.demand.elasticity import Baseline, Diagnostics, Estimate
 from domain.errors import NotFound
 from domain.experiment import Experiment, describe_experiment
 from domain.experiment_analysis import (Period, PowerPlan, analyse, cycle_matrix, elasticity_from_arms)
@@ -87,6 +89,60 @@ class ExperimentReader:
         daily = daily_metric(frame, _costs(x), x.metric)
         means = daily.group_by(pl.col("day").dt.weekday()).agg(pl.col("metric").mean())
         return {int(weekday) - 1: float(value) for weekday, value in means.iter_rows()}
+
+
+def concluded_elasticities(conn, shop_id: UUID) -> dict[str, dict]:
+    """listing -> its entry of the analysis' elasticities (plus experiment_id) from the shop's latest
+    concluded experiment that measured one for it: what the demand models prefer to their observational estimate."""
+    found = fold(conn.execute(
+        "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM experiments x"
+        " JOIN pricing_events e ON e.originator_id = x.experiment_id WHERE x.shop_id = %s ORDER BY 1, 2",
+        [shop_id]).fetchall())
+    concluded = sorted((x for x in found.values() if isinstance(x, Experiment) and x.conclusion),
+                       key=lambda x: x.ended_at)
+    measured = {}
+    for x in concluded:  # later conclusions overwrite earlier ones
+        for e in x.conclusion.get("elasticities") or ():
+            if e.get("elasticity") is not None and e.get("ci95") and None not in e["ci95"]:
+                measured[e["listing_id"]] = {**e, "experiment_id": str(x.id), "periods_days": x.period_hours / 24
+                                             * len(x.schedule)}
+    return measured
+
+
+def prefer_experiments(fitted, measured: dict[str, dict]):
+    """The demand models' fits (read/model_runs.py Fitted) with each listing's elasticity from its
+    concluded switchback experiment (concluded_elasticities) in place of the observational one: with
+    the observational baseline volume where there is one (its longer history), else with the
+    experiment's control arm as the baseline."""
+    listings = dict(fitted.elasticities.listings)
+    for listing_id, e in measured.items():
+        low, high = e["ci95"]
+        observed = listings.get(listing_id)
+        if isinstance(observed, Estimate) and observed.baseline is not None:
+            listings[listing_id] = replace(
+                observed, elasticity=e["elasticity"], ci95=(low, high), se=(high - low) / 3.92, own_elasticity=None,
+                own_weight=None, method=f"switchback experiment {e['experiment_id']}", caveat=EXPERIMENT_CAVEAT)
+        elif e.get("units_per_day_at_base"):
+            listings[listing_id] = experimental_estimate(listing_id, e)
+    return replace(fitted, elasticities=replace(fitted.elasticities, listings=listings))
+
+
+def experimental_estimate(listing_id: str, e: dict) -> Estimate:
+    """An experiment's elasticity as the demand models' Estimate, its control arm the baseline."""
+    low, high = e["ci95"]
+    prices = [float(p) for p in e["arm_prices"]]
+    days = float(e.get("periods_days") or 0)
+    diagnostics = Diagnostics(0.0, 1.0, None, True, 0, "randomised switchback: arms compared within cycles",
+                              0, 0, 0, 1.0)
+    baseline = Baseline(float(e["base_price"]), float(e["units_per_day_at_base"]), float(e["units_log_se"] or 0), 0.0)
+    return Estimate(e["elasticity"], (low, high), (high - low) / 3.92, int(days), len(set(prices)),
+                    (min(prices), max(prices)), float(e["units_per_day_at_base"]) * days,
+                    f"switchback experiment {e['experiment_id']}", "experiment", (), diagnostics, baseline,
+                    EXPERIMENT_CAVEAT, listing_id)
+
+
+EXPERIMENT_CAVEAT = ("Experimental estimate: measured by a switchback price experiment (prices alternated on a "
+                     "randomised schedule), so prices that reacted to demand do not bias it.")
 
 
 def _ids(x: Experiment) -> list[str]:
@@ -191,7 +247,9 @@ def _elasticities(x: Experiment, units: dict[str, list[Period]]) -> list[dict]:
                     **({"elasticity": None, "ci95": None, "cycles": 0, "refusal": "an arm sold nothing, or too few "
                         "cycles: no experimental elasticity"} if found is None else
                        {"elasticity": _finite(found.elasticity), "ci95": [_finite(found.low), _finite(found.high)],
-                        "cycles": found.cycles, "refusal": None})})
+                        "cycles": found.cycles, "refusal": None, "base_price": str(entry["base_price"].amount),
+                        "arm_prices": prices, "units_per_day_at_base": _finite(found.control_units),
+                        "units_log_se": _finite(found.control_log_se)})})
     return out
 
 

@@ -48,6 +48,7 @@ from domain.rules import RecommendationRun
 from projections.queries import Query, Result, View, run as run_query
 from read.aggregates import fold
 from read.demand import EARLIEST_DAY, daily_demand
+from read.experiments import EXPERIMENT_CAVEAT, concluded_elasticities, prefer_experiments
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ def refresh_shop(conn: psycopg.Connection, shop_id: UUID, today: date, processes
         frame = (daily_demand(conn, shop_id, since=window[0], until=window[1]) if window
                  else pl.DataFrame(schema=DAILY_SCHEMA))
         listings = _listings_now(conn, shop_id)
-        fitted = fit(frame, currency, processes, progress, should_stop)
+        fitted = prefer_experiments(fit(frame, currency, processes, progress, should_stop),
+                                    concluded_elasticities(conn, shop_id))
         created = datetime.now(timezone.utc)
         refresh_id = uuid.uuid4()
         rows, window = _rows(refresh_id, shop_id, created, currency, frame, listings, fitted)
@@ -452,7 +454,7 @@ def elasticity_record(result: Estimate | Refusal, currency: str, days_priced_fro
               "shop_evidence": asdict(SHOP_EVIDENCE)}
     if isinstance(result, Refusal):
         return _refused(params, result)
-    label = ("shop pooled" if result.baseline is None else
+    label = ("experiment" if result.caveat == EXPERIMENT_CAVEAT else "shop pooled" if result.baseline is None else
              "partially pooled" if result.own_weight is not None else "own")
     answer = {"elasticity": result.elasticity, "ci95": list(result.ci95), "se": result.se, "label": label,
               "method": result.method, "family": result.family, "n_days": result.n_days,

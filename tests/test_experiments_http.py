@@ -18,6 +18,7 @@ from commands.engine import PricingEngine
 from commands.experiments import Experiments
 from streams.repricing import tend_experiments
 from tests.conftest import Accounts, listing_spec, price_changes
+from read.model_runs import refresh
 from tests.test_demand_http import project
 
 DAYS = 30
@@ -25,14 +26,14 @@ DAYS = 30
 
 @pytest.fixture(scope="module")
 def world(new_database):
-    """A shop with three listings sold on each of the last DAYS days (for the power calculation)."""
+    """A shop with four listings sold at one price on each of the last DAYS days (for the power calculation)."""
     url = new_database()
     engine = PricingEngine(url, pool_size=2)
     accounts = Accounts(engine)
     seller = accounts.new("seller")
     with running(create_app(engine)) as base, httpx.Client(base_url=base, headers=seller, timeout=60) as api:
         shop = api.post("/shops", json={"name": "Switchback Pottery", "currency": "GBP"}).json()["shop_id"]
-        specs = [listing_spec(i, price="20.00", floor="10.00", ceiling="40.00", cost="6.00") for i in range(3)]
+        specs = [listing_spec(i, price="20.00", floor="10.00", ceiling="40.00", cost="6.00") for i in range(4)]
         listings = [x["listing_id"] for x in api.post(f"/shops/{shop}/listings", json={"listings": specs}).json()["listings"]]
         start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
         rng, sales = random.Random(3), []
@@ -80,7 +81,7 @@ def problem_field(response: httpx.Response) -> str:
     ({"mde": "0"}, "mde"),
 ])
 def test_a_design_it_cannot_run_is_refused_naming_the_field(api, world, overrides, field, count_events):
-    response = api.post(f"/shops/{world['shop']}/experiments", json=design(world["listings"][2:], **overrides))
+    response = api.post(f"/shops/{world['shop']}/experiments", json=design(world["listings"][2:3], **overrides))
     assert response.status_code == 422, response.text
     assert problem_field(response) == field
 
@@ -98,7 +99,7 @@ def test_a_period_shorter_than_the_cooldown_is_refused(api, world):
 
 
 def test_an_experiment_runs_its_periods_pauses_on_a_manual_change_and_ends(api, world):
-    shop, (first, second, _) = world["shop"], world["listings"]
+    shop, (first, second) = world["shop"], world["listings"][:2]
     engine: PricingEngine = world["engine"]
     created = api.post(f"/shops/{shop}/experiments", json=design([first, second], horizon_cycles=3))
     assert created.status_code == 201, created.text
@@ -160,23 +161,24 @@ def test_an_experiment_runs_its_periods_pauses_on_a_manual_change_and_ends(api, 
 def test_the_emergency_stop_refuses_a_period_and_the_record_says_why(api, world):
     shop, listing = world["shop"], world["listings"][2]
     engine: PricingEngine = world["engine"]
-    x = api.post(f"/shops/{shop}/experiments", json=design([listing], name="under a stop", seed=7)).json()
+    arms = [{"name": "plus-5", "kind": "relative", "value": "5"}, {"name": "plus-10", "kind": "relative", "value": "10"}]
+    x = api.post(f"/shops/{shop}/experiments", json=design([listing], name="under a stop", arms=arms)).json()
     assert api.post(f"/shops/{shop}/automation/stop", json={"reason": "incident"}).status_code == 200
     try:
         starts = datetime.fromisoformat(x["starts_at"])
         result = Experiments(engine.core).tend(UUID(x["experiment_id"]), starts + timedelta(minutes=1))
-        arm_price_differs = x["schedule"][0] == 1
-        if arm_price_differs:
-            assert result["listings"][listing].startswith("refused: ") and "incident" in result["listings"][listing]
+        assert result["listings"][listing].startswith("refused: ") and "incident" in result["listings"][listing]
         assert api.get(f"/shops/{shop}/listings/{listing}").json()["price"] == "20.00"
+        refused = [e for e in engine.core.events.get(UUID(listing)) if type(e).__name__ == "AutomatedChangeRefused"]
+        assert refused[-1].automation.experiment == f"{x['experiment_id']}/0" and refused[-1].meta.source == "experiment"
     finally:
-        api.post(f"/shops/{shop}/automation/resume", json={})
-        api.post(f"/shops/{shop}/experiments/{x['experiment_id']}/abandon", json={})
+        assert api.post(f"/shops/{shop}/automation/resume", json={"reason": "incident over"}).status_code == 200
+        assert api.post(f"/shops/{shop}/experiments/{x['experiment_id']}/abandon", json={}).status_code == 200
 
 
 def test_other_tenants_and_read_only_roles_cannot_touch_it(api, world):
     shop = world["shop"]
-    x = api.post(f"/shops/{shop}/experiments", json=design(world["listings"][2:], name="guarded", seed=8)).json()
+    x = api.post(f"/shops/{shop}/experiments", json=design(world["listings"][2:3], name="guarded", seed=8)).json()
     stranger = world["accounts"].new("seller")
     analyst = world["accounts"].new("analyst", world["seller"].tenant_id)
     base = world["base"]
@@ -186,3 +188,48 @@ def test_other_tenants_and_read_only_roles_cannot_touch_it(api, world):
     assert httpx.get(base + path + "/analysis", headers=analyst).status_code == 200
     assert httpx.post(base + path + "/abandon", headers=analyst, json={}).status_code == 403
     assert api.post(path + "/abandon", json={}).status_code == 200
+
+
+def test_a_concluded_experiment_gives_the_demand_models_an_elasticity_they_prefer(api, world):
+    """One-hour periods that began hours ago (business time), sales recorded in each at its arm's price:
+    the horizon is past, so the analysis gives a verdict, conclude records it, and the next refresh
+    serves the experimental elasticity where the listing's one-price history gave none."""
+    shop, listing, engine = world["shop"], world["listings"][3], world["engine"]
+    starts = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
+    body = design([listing], name="hourly", period_hours=1, burn_in_hours=0, metric="units", horizon_cycles=3,
+                  starts_at=starts.isoformat(), seed=5,
+                  arms=[{"name": "control", "kind": "relative", "value": "0"},
+                        {"name": "plus-20", "kind": "relative", "value": "20"}])
+    x = api.post(f"/shops/{shop}/experiments", json=body).json()
+    experiments, sales = Experiments(engine.core), []
+    for period, arm in enumerate(x["schedule"]):
+        at = starts + timedelta(hours=period, minutes=1)
+        assert experiments.tend(UUID(x["experiment_id"]), at)["outcome"] == "period_started"
+        quantity = (30 + period % 2) if arm == 0 else (21 + period % 3)  # -30 % units at +20 %: elasticity about -1.9
+        sales.append({"listing_id": listing, "quantity": quantity, "unit_price": "20.00" if arm == 0 else "24.00",
+                      "currency": "GBP", "order_id": f"x{period}", "transaction_id": f"x{period}",
+                      "sold_at": (at + timedelta(minutes=20)).isoformat()})
+    assert experiments.tend(UUID(x["experiment_id"]), starts + timedelta(hours=6, minutes=1))["period"] == 6
+    assert api.get(f"/shops/{shop}/listings/{listing}").json()["price"] == "20.00"  # back to the base after the horizon
+    assert api.post(f"/shops/{shop}/sales", json={"sales": sales}).status_code == 201
+    project(world["url"])
+
+    found = api.get(f"/shops/{shop}/experiments/{x['experiment_id']}/analysis").json()
+    assert found["verdict_allowed"] and found["cycles_complete"] == 3 and found["periods_dropped"] == [], found
+    [arm] = found["arms"]
+    assert arm["effect_per_day"] < 0 and arm["ci95"][0] <= arm["effect_per_day"] <= arm["ci95"][1]
+    assert found["randomisation"].startswith("exact: all 8")
+    [measured] = found["elasticities"]
+    assert -2.6 < measured["elasticity"] < -1.4
+
+    concluded = api.post(f"/shops/{shop}/experiments/{x['experiment_id']}/conclude", json={"reason": "done"})
+    assert concluded.status_code == 200, concluded.text
+    assert concluded.json()["status"] == "concluded" and concluded.json()["conclusion"]["elasticities"][0]["elasticity"]
+    refresh(world["url"], shop, processes=1)
+    run = api.get(f"/shops/{shop}/listings/{listing}/elasticity")
+    assert run.status_code == 200, run.text
+    estimate = run.json()["estimate"]
+    assert estimate["label"] == "experiment" and estimate["elasticity"] == pytest.approx(measured["elasticity"], rel=1e-4)
+    assert x["experiment_id"] in estimate["method"]
+    other = api.get(f"/shops/{shop}/listings/{world['listings'][0]}/elasticity").json()
+    assert other["refused"]  # one price, no experiment: still the observational refusal
