@@ -64,7 +64,7 @@ def _log_request(scope: Scope, route: str, status: int, replayed: bool, seconds:
     headers = dict(scope["headers"])
     principal = scope.get("state", {}).get("principal")
     level = logging.ERROR if status >= 500 else logging.INFO
-    logs.request_log.log(level, "%s %s %s", scope["method"], route, status, extra={
+    logs.emit(logs.request_log, level, f"{scope['method']} {route} {status}", {
         "method": scope["method"], "route": route, "status": status, "duration_ms": round(seconds * 1000, 2),
         "tenant": getattr(principal, "tenant_id", None), "account": getattr(principal, "account_id", None),
         "correlation_id": _text(headers.get(b"x-correlation-id")), "command_id": _text(headers.get(b"idempotency-key")),
