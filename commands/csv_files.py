@@ -157,6 +157,9 @@ def read_table(data: bytes, fmt: Format) -> Table:
 def _decoded(data: bytes) -> str:
     """UTF-8 (a BOM allowed, as spreadsheets write one); anything else is refused naming the line,
     never guessed: a wrong guess would store mangled titles for good."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise FileRefused(LineProblem(1, None, "UTF-16 (a spreadsheet's \"Unicode text\"), not UTF-8;"
+                                      " export the file again as CSV UTF-8"))
     try:
         return codecs.decode(data, "utf-8-sig")
     except UnicodeDecodeError as e:

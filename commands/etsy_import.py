@@ -222,24 +222,40 @@ class CsvImport:
 
     # -- checking lines -------------------------------------------------------------------
     def domain_check(self, pending: Pending, table: Table) -> None:
-        """Asks the domain about each chunk as the handler will build it; each line it refuses is
-        set aside with its reason, naming the line and the column the refused field came from."""
+        """Asks the domain about each chunk as the handler will build it; when it refuses one, about
+        each of its lines alone (a file of many bad lines costs one pass, not one per line), and
+        sets each refused line aside naming the column its field came from."""
         meta = self.caller.meta(self.shop_id, "import")
+        refused: set[int] = set()
         for start in range(0, len(pending.items), CHUNK):
-            end = min(start + CHUNK, len(pending.items))
-            while end > start:
+            chunk = range(start, min(start + CHUNK, len(pending.items)))
+            try:
+                self.decide(pending.items[chunk.start:chunk.stop], meta)
+                continue
+            except DomainError:
+                pass
+            for i in chunk:
                 try:
-                    self.decide(pending.items[start:end], meta)
-                    break
+                    self.decide([pending.items[i]], meta)
                 except DomainError as e:
-                    index, reason = _refused_item(e.field, e.detail, self.list_name)
-                    if index is None or start + index >= end:
-                        raise
-                    rest = e.field.split("]", 1)[1].lstrip(".").split(".")[0] if "]" in e.field else ""
-                    line = pending.drop(start + index)
-                    end -= 1
-                    self.summary.problem(line, table.header(self.FIELD_COLUMNS.get(rest, rest)) if rest else None,
-                                         e.detail)
+                    refused.add(i)
+                    self._refused(e, pending.lines[i], table)
+            rest = [pending.items[i] for i in chunk if i not in refused]
+            if rest:
+                self.decide(rest, meta)  # the rest, together: what the command will be
+        if refused:
+            kept = [i for i in range(len(pending.items)) if i not in refused]
+            pending.items[:] = [pending.items[i] for i in kept]
+            pending.lines[:] = [pending.lines[i] for i in kept]
+            pending.keys[:] = [pending.keys[i] for i in kept]
+
+    def _refused(self, error: DomainError, line: int, table: Table) -> None:
+        """`sales[0].unit_price: must not be negative` -> the line's problem in column Price."""
+        index, _ = _refused_item(error.field, error.detail, self.list_name)
+        if index is None:
+            raise error  # not about an item: the command as a whole (cannot come from one line)
+        name = error.field.split("]", 1)[1].lstrip(".").split(".")[0]
+        self.summary.problem(line, table.header(self.FIELD_COLUMNS.get(name, name)) if name else None, error.detail)
 
     FIELD_COLUMNS: dict[str, str] = {}  # a command field -> the column it is read from
 

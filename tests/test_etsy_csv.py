@@ -144,7 +144,8 @@ def items_file(*lines: str, header: str = ITEM_HEADER) -> bytes:
     (items_file("12/31/99,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Sale Date", "2000-01-01"),
     (items_file("11/28/26,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE,extra\n"), 3, None, "fields"),
     (items_file('11/28/26,"Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n'), 3, None, "malformed CSV"),
-    (items_file().replace(b"Mug", b"Mug \xe9"), 2, None, "not UTF-8"),
+    (items_file().replace(b"Mug", b"Mug \xe9"), 2, None, "not UTF-8"),  # Latin-1
+    (items_file().decode().encode("utf-16"), 1, None, "UTF-16"),
     (b"", 1, None, "no header"),
 ])
 def test_malformed_files_are_refused_naming_line_and_column_and_write_nothing(engine, seller, count_events,
@@ -165,6 +166,15 @@ def test_skip_invalid_imports_the_good_lines_and_reports_the_rest(engine, seller
     summary = run(engine, seller, "etsy-order-items", data, skip_invalid=True)
     assert (summary.recorded, summary.invalid, summary.duplicates) == (2, 1, 1)
     assert [str(p) for p in summary.problems] == ["line 3, column 'Quantity': not a whole number: 'one'"]
+
+
+def test_many_lines_the_domain_refuses_are_all_named_in_one_pass(engine, seller):
+    bad = ["11/28/26,Mug,adal,0,24.00,GBP,z{},1234567890,o,\n", "11/28/26,Mug,adal,1,-1,GBP,z{},1234567890,o,\n"]
+    data = items_file(*(bad[i % 2].format(i) for i in range(4000)))
+    summary = run(engine, seller, "etsy-order-items", data, skip_invalid=True)
+    assert (summary.recorded, summary.invalid) == (1, 4000)
+    assert {(p.column, p.detail) for p in summary.problems[:2]} == {("Quantity", "must not be zero"),
+                                                                     ("Price", "must not be negative")}
 
 
 def test_a_bom_a_crlf_file_and_header_spelling_variants_read_alike(engine, seller):
