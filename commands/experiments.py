@@ -23,7 +23,7 @@ from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
 from domain.automation import stop_reason, tenant_switch_id
 from domain.errors import Conflict, DomainError, InvalidValue, InvariantViolated, NotFound
-from domain.experiment import (ACTIVE, RUNNING, Arm, Experiment, check_arms, check_timing, check_within_guardrails,
+from domain.experiment import (ACTIVE, COMPLETED, RUNNING, Arm, Experiment, check_arms, check_timing, check_within_guardrails,
                                describe_experiment, experiment_cause)
 from domain.experiment_analysis import balanced_schedule, paired_power, plan_power
 from domain.listing import Listing
@@ -73,8 +73,8 @@ class Experiments:
                             statements=[(LIST_EXPERIMENT, [x.id, shop_id, starts_at]),
                                         (HOLD_LISTINGS, [listing_ids, x.id, shop_id])])
 
-        return self.core.execute(ctx, "create_experiment", {"shop": str(shop_id), "seed": seed,
-                                                            **cmd.model_dump(mode="json")}, decide)
+        # The fingerprint is the request as sent: a retry with its Idempotency-Key draws another seed.
+        return self.core.execute(ctx, "create_experiment", {"shop": str(shop_id), **cmd.model_dump(mode="json")}, decide)
 
     def _entry(self, ctx: CommandContext, shop_id: UUID, cmd: m.CreateExperiment, arms: list[Arm], i: int) -> dict:
         field, listing_id = f"listing_ids[{i}]", cmd.listing_ids[i]
@@ -228,7 +228,8 @@ class Experiments:
             outcomes[entry["listing_id"]] = verdict.outcome if verdict.refusal is None else f"refused: {verdict.refusal}"
             listings.append(listing)
         unchanged = [(shop.id, shop.version), (tenant_switch_id(shop.tenant_id), switch.version if switch else 0)]
-        self.core.save(x, *listings, statements=[(SET_NEXT, [x.next_at(), x.id])], unchanged=unchanged)
+        release = [(RELEASE_LISTINGS, [x.id])] if x.status == COMPLETED else []  # its listings are free again
+        self.core.save(x, *listings, statements=[(SET_NEXT, [x.next_at(), x.id]), *release], unchanged=unchanged)
         return {"experiment_id": str(x.id), "outcome": "period_started", "period": period, "listings": outcomes}
 
     def _outside_change(self, x: Experiment) -> tuple[str, int, str] | None:

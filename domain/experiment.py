@@ -25,7 +25,8 @@ from domain.money import Money, minor_unit
 
 METRICS = ("profit", "revenue", "units")
 ARM_KINDS = ("absolute", "relative")
-RUNNING, PAUSED, STOPPED, CONCLUDED, ABANDONED = "running", "paused", "stopped", "concluded", "abandoned"
+RUNNING, PAUSED, COMPLETED = "running", "paused", "completed"  # completed: the horizon is past, base prices back
+STOPPED, CONCLUDED, ABANDONED = "stopped", "concluded", "abandoned"
 ACTIVE = (RUNNING, PAUSED)
 MAX_ARMS = 6
 MAX_LISTINGS = 50
@@ -188,6 +189,9 @@ class Experiment(Aggregate):
     @event("PeriodStarted")
     def _period_started(self, period: int, arm: int | None, meta: EventMeta) -> None:
         self.period = period
+        if period >= len(self.schedule):
+            self.status = COMPLETED
+            self.ended_at = meta.occurred_at
 
     def pause(self, listing_id: str, version: int, reason: str, meta: EventMeta) -> bool:
         """A price change the experiment did not make, on one of its listings: the periods from here on

@@ -16,7 +16,7 @@ from api.app import create_app
 from api.server import running
 from commands.engine import PricingEngine
 from commands.experiments import Experiments
-from streams.repricing import tend_experiments
+from streams.repricing import RepricingPolicy, tend_experiments
 from tests.conftest import Accounts, listing_spec, price_changes
 from read.model_runs import refresh
 from tests.test_demand_http import project
@@ -210,6 +210,7 @@ def test_a_concluded_experiment_gives_the_demand_models_an_elasticity_they_prefe
                       "currency": "GBP", "order_id": f"x{period}", "transaction_id": f"x{period}",
                       "sold_at": (at + timedelta(minutes=20)).isoformat()})
     assert experiments.tend(UUID(x["experiment_id"]), starts + timedelta(hours=6, minutes=1))["period"] == 6
+    assert api.get(f"/shops/{shop}/experiments/{x['experiment_id']}").json()["status"] == "completed"
     assert api.get(f"/shops/{shop}/listings/{listing}").json()["price"] == "20.00"  # back to the base after the horizon
     assert api.post(f"/shops/{shop}/sales", json={"sales": sales}).status_code == 201
     project(world["url"])
@@ -233,3 +234,29 @@ def test_a_concluded_experiment_gives_the_demand_models_an_elasticity_they_prefe
     assert x["experiment_id"] in estimate["method"]
     other = api.get(f"/shops/{shop}/listings/{world['listings'][0]}/elasticity").json()
     assert other["refused"]  # one price, no experiment: still the observational refusal
+
+
+def test_a_retried_create_with_its_idempotency_key_answers_the_first_experiment(api, world):
+    body, key = design(world["listings"][2:3], name="retried", seed=None), {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    body.pop("seed")
+    first = api.post(f"/shops/{world['shop']}/experiments", json=body, headers=key)
+    again = api.post(f"/shops/{world['shop']}/experiments", json=body, headers=key)
+    assert first.status_code == 201 and again.status_code == 201, again.text
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
+    assert api.post(f"/shops/{world['shop']}/experiments/{first.json()['experiment_id']}/abandon", json={}).status_code == 200
+
+
+def test_the_repricing_policy_tends_experiments_from_its_loop_at_most_every_30_seconds(api, world):
+    shop, listing, engine = world["shop"], world["listings"][2], world["engine"]
+    x = api.post(f"/shops/{shop}/experiments", json=design([listing], name="from the loop", seed=3)).json()
+    starts = datetime.fromisoformat(x["starts_at"])
+    policy = RepricingPolicy(engine.rules, world["url"], clock=lambda: starts + timedelta(minutes=2))
+    try:
+        first = [r for r in policy.tend_experiments_when_due() if r["experiment_id"] == x["experiment_id"]]
+        assert [r["outcome"] for r in first] == ["period_started"]
+        assert policy.tend_experiments_when_due() == []  # throttled: periods last hours
+        arm = x["arms"][x["schedule"][0]]["value"]
+        assert api.get(f"/shops/{shop}/listings/{listing}").json()["price"] == ("22.00" if arm == "10" else "20.00")
+    finally:
+        policy.close()
+        api.post(f"/shops/{shop}/experiments/{x['experiment_id']}/abandon", json={})
