@@ -359,11 +359,12 @@ class OrderItemsImport(CsvImport):
     def parse(self, table: Table) -> Pending:
         by_listing = self.resolve("external_id", {r.get("listing_id", "").strip() for _, r in table.rows} - {""})
         by_sku = self.resolve(LISTING_SKU, {r.get("sku", "").strip() for _, r in table.rows} - {""})
-        pending, seen = Pending(), {}
+        pending, seen, orders = Pending(), {}, {}
         self.buyers: dict[int, str | None] = {}  # line -> the buyer's pseudonym
         for line, row in table.rows:
             try:
                 sale = self._sale(table, line, row, by_listing, by_sku)
+                self._same_order(orders, table, line, row, sale)
                 if self.once(seen, table, line, sale["transaction_id"], "transaction_id", tuple(sale.values())):
                     pending.add(sale, line, sale["transaction_id"])
                     if self.pseudonyms:
@@ -371,6 +372,17 @@ class OrderItemsImport(CsvImport):
             except _Skip:
                 continue
         return pending
+
+    def _same_order(self, orders: dict, table: Table, line: int, row: dict[str, str], sale: dict) -> None:
+        """The lines of one order agree on its day and buyer; one that does not was cut from
+        another order or edited, and is refused naming the order's first line."""
+        facts = (sale["sold_at"], row.get("buyer", "").strip().casefold())
+        first = orders.setdefault(sale["order_id"], (line, facts))
+        for name, mine, theirs in (("sale_date", facts[0], first[1][0]), ("buyer", facts[1], first[1][1])):
+            if mine != theirs:
+                self.summary.problem(line, table.header(name), f"order {sale['order_id']!r} says otherwise at line "
+                                     f"{first[0]} (the lines of one order share its day and buyer)")
+                raise _Skip
 
     def _sale(self, table, line, row, by_listing, by_sku) -> dict:
         listing_ref, sku = row["listing_id"].strip(), row.get("sku", "").strip()

@@ -140,9 +140,11 @@ def items_file(*lines: str, header: str = ITEM_HEADER) -> bytes:
     (items_file("11/28/26,Mug,adal,1,24.00,USD,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Currency", "shop's currency"),
     (items_file("11/28/26,Mug,adal,1,24.00,GBP,2,777,3011229999,NOPE\n"), 3, "Listing ID", "no listing"),
     (items_file("11/28/26,Mug,adal,2,24.00,GBP,1,1234567890,3011229999,MUG-BLUE\n"), 3, "Transaction ID", "also at line 2"),
-    (items_file("12/31/27,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Sale Date", "ahead of the server"),
-    (items_file("12/31/99,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Sale Date", "2000-01-01"),
+    (items_file("12/31/27,Mug,adal,1,24.00,GBP,2,1234567890,3011229998,MUG-BLUE\n"), 3, "Sale Date", "ahead of the server"),
+    (items_file("12/31/99,Mug,adal,1,24.00,GBP,2,1234567890,3011229998,MUG-BLUE\n"), 3, "Sale Date", "2000-01-01"),
     (items_file("11/28/26,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE,extra\n"), 3, None, "fields"),
+    (items_file("11/27/26,Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Sale Date", "at line 2"),
+    (items_file("11/28/26,Mug,grace,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n"), 3, "Buyer", "at line 2"),
     (items_file('11/28/26,"Mug,adal,1,24.00,GBP,2,1234567890,3011229999,MUG-BLUE\n'), 3, None, "malformed CSV"),
     (items_file().replace(b"Mug", b"Mug \xe9"), 2, None, "not UTF-8"),  # Latin-1
     (items_file().decode().encode("utf-16"), 1, None, "UTF-16"),
@@ -189,7 +191,7 @@ def test_a_file_larger_than_a_chunk_is_resumable(engine, seller, count_events):
     writer = csv.writer(out)
     writer.writerow(ITEM_HEADER.strip().split(","))
     for t in range(12_000):
-        writer.writerow(["11/20/26", "Mug", f"buyer{t % 50}", 1, "24.00", "GBP", f"T{t}", "1234567890", f"O{t // 3}", ""])
+        writer.writerow(["11/20/26", "Mug", f"buyer{t // 3 % 50}", 1, "24.00", "GBP", f"T{t}", "1234567890", f"O{t // 3}", ""])
     data = out.getvalue().encode()
     ctx, shop = seller
     facts = MarketplaceFacts(engine.core, engine.listings)
