@@ -276,6 +276,14 @@ def test_an_expired_session_asks_to_sign_in_over_the_page_and_changes_nothing_me
     page.screenshot(path=str(SCREENSHOTS / "expired_session_sign_in_again.png"))
     assert world.version(world.listings[0]) == before and world.price(world.listings[0]) == price
     assert page.input_value("#new-price") == "24.00"  # the page and what was typed are still there
+    page.keyboard.press("Escape")  # the dialog stays: nothing works behind it without a session
+    assert page.locator("#signin[open]").count() == 1
+    page.fill("#login-form input[name=tenant]", seller.tenant_id)
+    page.fill("#login-form input[name=username]", seller.username)
+    page.fill("#login-form input[name=password]", seller.password)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#message.info:text('Price set to 24.00 GBP')")  # signed in again, the change went on
+    assert world.price(world.listings[0]) == "24.00"
 
 
 @pytest.fixture
@@ -314,3 +322,22 @@ def test_the_board_sorts_and_filters_by_keyboard_at_phone_width(phone, world):
     expect(phone.locator("#board-count")).to_have_text("0 shown")
     phone.select_option("#board-source", "")
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+
+
+def test_an_auditor_filters_the_timeline_reads_a_history_and_verifies_the_chain(page, world, accounts):
+    auditor = accounts.new("auditor", world.seller.tenant_id)
+    sign_in(page, world.url, auditor.tenant_id, auditor.username, auditor.password)
+    expect(page.locator("#board-body tr")).to_have_count(3)
+    assert page.locator("#price-form, #emergency-stop").count() == 0
+    page.click("#nav-audit")
+    expect(page.locator("#timeline tr").first).to_be_visible()
+    page.fill("input[name=type]", "Listing.Registered")
+    page.click("form.toolbar button[type=submit] >> text=Filter")
+    expect(page.locator("#timeline tr")).to_have_count(3)
+    assert set(page.locator("#timeline td:nth-child(3)").all_inner_texts()) == {"Listing.Registered"}
+    page.click("#verify")
+    expect(page.locator("#verify-result")).to_contain_text("Chain intact")
+    page.fill("input[name=aggregate]", world.listings[0])
+    page.click("text=History")
+    expect(page.locator("#history pre")).to_contain_text("v1 ")
+    assert "Listing.Registered" in page.inner_text("#history pre")

@@ -73,6 +73,9 @@ function openSignIn() {
 // The session ran out and could not be refreshed: sign in over the page, then carry on.
 whenSignedOut(() => { say("Your session expired: sign in again to continue (nothing on this page was lost).", "info"); return openSignIn(); });
 
+// Escape must not dismiss the sign-in dialog: behind it, nothing works without a session.
+$("#signin").addEventListener("cancel", (ev) => ev.preventDefault());
+
 $("#login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const f = new FormData(ev.target);
@@ -496,16 +499,25 @@ async function auditPage(main) {
   const verifyOut = h("span", { id: "verify-result" });
   const historyOut = h("div", { id: "history" });
   const load = async () => {
-    const q = new URLSearchParams({ limit: "200" });
+    const q = new URLSearchParams();
     if (f.type.value) q.append("type", f.type.value);
     if (f.actor.value) q.set("actor", f.actor.value);
     if (f.since.value) q.set("since", new Date(f.since.value).toISOString());
     if (f.until.value) q.set("until", new Date(f.until.value).toISOString());
     if (state.shop) q.set("shop_id", state.shop);
-    const page = await getJSON(`/audit/events?${q}`);
-    const events = page.events.filter((e) => !f.source.value || e.meta?.source === f.source.value).reverse();
-    list.replaceChildren(...events.map(eventRow));
+    // The log pages oldest first: read forward (at most 10 pages of 1,000) and keep the newest 200.
+    q.set("limit", "1000");
+    let kept = [], after = 0, more = true;
+    for (let pages = 0; more && pages < 10; pages++) {
+      q.set("after", String(after));
+      const page = await getJSON(`/audit/events?${q}`);
+      kept = kept.concat(page.events.filter((e) => !f.source.value || e.meta?.source === f.source.value)).slice(-200);
+      after = page.next_after;
+      more = page.more;
+    }
+    list.replaceChildren(...kept.reverse().map(eventRow));
     q.delete("limit");
+    q.delete("after");
     exportQuery = q.toString();
   };
   let exportQuery = "";
