@@ -12,10 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commands import models
 from commands.context import CommandContext
-from commands.csv_files import FileRefused
+from commands.csv_files import LISTINGS as LISTINGS_FORMAT
+from commands.csv_files import FileRefused, read_table
 from commands.etsy_import import KINDS, InvalidLines
 from commands.marketplace_facts import MarketplaceFacts, Pseudonyms
 from domain.facts import ObservationBatch, SalesBatch
@@ -227,3 +230,32 @@ def test_the_command_line_imports_a_file_and_names_invalid_lines(engine, seller,
     assert (summary["recorded"], summary["invalid"]) == (4, 1)  # TOWEL-LINEN has no listing in this shop
     assert cli(["import", "etsy-orders", str(tmp_path / "missing.csv"), "--shop", shop]) == 1
     assert cli(["import", "etsy-orders", str(ORDERS), "--shop", str(uuid.uuid4())]) == 1
+
+
+def test_overlapping_exports_record_their_union_once(engine, seller):
+    lines = [GOOD.replace(",1,24.00", f",{q},24.00").replace("3011229999", f"o{n}").format(t=f"u{n}")
+             for n, q in enumerate((1, 2, 1, 3, 1))]
+    older, newer = (ITEM_HEADER + "".join(lines[:3])).encode(), (ITEM_HEADER + "".join(lines[1:])).encode()
+    assert run(engine, seller, "etsy-order-items", older).recorded == 3
+    summary = run(engine, seller, "etsy-order-items", newer)
+    assert (summary.recorded, summary.already_recorded) == (2, 2)
+    sold = events_of(engine, seller[1], SalesBatch.Sold)
+    assert sorted((e.transaction_id, e.quantity) for e in sold) == [(f"u{n}", q) for n, q in enumerate((1, 2, 1, 3, 1))]
+
+
+text_fields = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(text_fields, text_fields), min_size=1, max_size=20))
+def test_any_text_a_csv_writer_writes_reads_back_with_the_line_each_record_starts_on(rows):
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["sku", "TITLE", "price"])
+    starts, line = [], 2
+    for title, sku in rows:
+        writer.writerow([sku, title, "1.00"])
+        starts.append(line)
+        line = out.getvalue().count("\n") + 1
+    table = read_table(out.getvalue().encode(), LISTINGS_FORMAT)
+    assert [(n, r["sku"], r["title"]) for n, r in table.rows] == [(n, sku, title) for n, (title, sku) in zip(starts, rows)]
