@@ -3,6 +3,7 @@ tenancy and resume, and the browser session's cookie (httpOnly, SameSite=Strict,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -17,6 +18,7 @@ import pytest
 import codec
 from conftest import listing_spec
 from projections.projector import Projector
+from read import live
 
 CSRF = {"X-Requested-With": "etsypro-dashboard"}
 
@@ -187,3 +189,45 @@ def test_browser_session_routes_refuse_cross_site_requests(unthrottled_url, acco
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert httpx.post(f"{unthrottled_url}/auth/browser/token", headers=headers,
                       cookies={"etsypro_refresh": "rt_" + uuid.uuid4().hex}).status_code == 403
+
+
+def test_the_board_shows_a_listings_rule_and_the_rules_change(base_url, api, shop, database_url, engine):
+    from streams.repricing import RepricingPolicy
+
+    listing = api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec()]}).json()["listings"][0]["listing_id"]
+    rule = api.post(f"/shops/{shop}/rules", json={"name": "flat 25", "kind": "fixed", "amount": "25.00"})
+    assert rule.status_code == 201, rule.text
+    rule_id = rule.json()["rule_id"]
+    assert api.put(f"/shops/{shop}/listings/{listing}/rule", json={"rule_id": rule_id}).status_code == 200
+    catch_up(database_url)
+    policy = RepricingPolicy(engine.rules, database_url, projector_timeout=10)
+    try:
+        while policy.step():
+            pass
+    finally:
+        policy.close()
+    catch_up(database_url)
+    row = next(r for r in api.get(f"/shops/{shop}/board").json()["listings"] if r["listing_id"] == listing)
+    assert row["rule_id"] == rule_id
+    assert (row["price"], row["price_source"]) == ("25.00", "rule") and row["price_rule"]
+
+
+def test_a_client_too_slow_is_dropped_rather_than_buffered_without_bound():
+    async def scenario():
+        subscriber = live.Subscriber("t", None, asyncio.get_running_loop(), queue=asyncio.Queue(2))
+        for position in (1, 2, 3, 4):
+            subscriber.offer(position, b"event")
+        return subscriber.dropped, [subscriber.queue.get_nowait() for _ in range(subscriber.queue.qsize())]
+
+    dropped, queued = asyncio.run(scenario())
+    assert dropped and queued == [None]  # the end of its stream: it resumes from its Last-Event-ID
+
+
+def test_a_client_that_missed_too_much_is_told_to_reload(base_url, api, shop, tenant, monkeypatch):
+    monkeypatch.setattr(live, "BACKLOG_LIMIT", 2)
+    listing = api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec()]}).json()["listings"][0]["listing_id"]
+    ready = sse_events(base_url, tenant, 1)[0]
+    for price in ("21.00", "22.00", "23.00"):
+        api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": price, "currency": "GBP"})
+    first, then = sse_events(base_url, {**tenant, "Last-Event-ID": ready["id"]}, 2)
+    assert first["event"] == "reload" and then["event"] == "ready"
