@@ -37,6 +37,8 @@ from uuid import UUID
 
 import numpy as np
 import psycopg
+import psycopg.conninfo
+import psycopg.sql
 from scipy.stats import nbinom
 
 import codec
@@ -121,7 +123,7 @@ def draw_market(seed: int, listings: int, days: int) -> Market:
     m, total = listings, HISTORY_DAYS + days
     reference = np.round(rng.uniform(15, 40, m), 2)
     elasticity = rng.uniform(-3.2, -1.4, m)
-    optimum = reference * rng.uniform(0.75, 1.3, m)          # where the true profit peaks
+    optimum = reference * rng.uniform(0.65, 1.5, m)          # where the true profit peaks
     cost = np.round(optimum * (1 + elasticity) / elasticity, 2)
     base = rng.uniform(4, 20, m)
     shocks = np.zeros((m, total))
@@ -155,16 +157,22 @@ def rivals_median(warrior: np.ndarray, t: int, market: Market) -> np.ndarray:
 # -- the oracle ------------------------------------------------------------------------------------
 def oracle_prices(market: Market) -> np.ndarray:
     """Per listing, the fixed price in [floor, ceiling] with the best expected profit over the days."""
-    grid = np.linspace(market.floor, market.ceiling, ORACLE_GRID).T  # (M, G)
-    m = market.listings
-    profit = np.zeros_like(grid)
-    warrior = np.repeat(market.reference[:, None] * 1.02, ORACLE_GRID, axis=1)
-    stock = np.repeat(market.capacity[:, None].astype(float), ORACLE_GRID, axis=1)
+    grid = np.round(np.linspace(market.floor, market.ceiling, ORACLE_GRID).T, 2)  # (M, G)
+    return grid[np.arange(market.listings), expected_profits(market, grid).argmax(axis=1)]
+
+
+def expected_profits(market: Market, grid: np.ndarray) -> np.ndarray:
+    """Expected profit over the simulated days of each fixed price in `grid` (M, G), the price
+    warrior's reactions and the stock included."""
+    columns = grid.shape[1]
+    profit = np.zeros_like(grid, dtype=float)
+    warrior = np.repeat(market.reference[:, None] * 1.02, columns, axis=1)
+    stock = np.zeros_like(profit)
     for d in range(market.days):
         t = HISTORY_DAYS + d
         if d % RESTOCK_DAYS == 0:
-            stock = np.repeat(market.capacity[:, None].astype(float), ORACLE_GRID, axis=1)
-        for g in range(ORACLE_GRID):
+            stock = np.repeat(market.capacity[:, None].astype(float), columns, axis=1)
+        for g in range(columns):
             warrior[:, g] = warrior_reacts(warrior[:, g], grid[:, g], market)
         rivals = (warrior + market.steady[:, t][:, None]) / 2
         mu = (market.base[:, None] * (grid / market.reference[:, None]) ** market.elasticity[:, None]
@@ -172,7 +180,7 @@ def oracle_prices(market: Market) -> np.ndarray:
         sold = np.minimum(mu, stock)
         stock -= sold
         profit += (grid - market.cost[:, None]) * sold
-    return np.round(grid[np.arange(m), profit.argmax(axis=1)], 2)
+    return profit
 
 
 # -- what a strategy's shop did --------------------------------------------------------------------
@@ -221,6 +229,14 @@ class Shop:
     stock: np.ndarray
 
 
+def relax_durability(url: str) -> None:
+    """A simulation's scratch database need not survive a power cut: commits stop waiting for the
+    disk (synchronous_commit off), which the engine's one-commit-per-automated-change pays for."""
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("ALTER DATABASE {} SET synchronous_commit TO off").format(psycopg.sql.Identifier(name)))
+
+
 class Simulation:
     """One market, one shop per strategy, one fresh database (`url`), stepped day by day."""
 
@@ -235,6 +251,7 @@ class Simulation:
         today = datetime.now(timezone.utc).date()
         self.first_day = today - timedelta(days=HISTORY_DAYS + market.days)
         self.clock = Clock(datetime.combine(self.first_day, time(6), timezone.utc))
+        relax_durability(url)
         self.engine = PricingEngine(url, pool_size=2)
         self.projector = Projector(url, codec.to_domain_event)
         self.policy = RepricingPolicy(self.engine.rules, url, clock=self.clock)
