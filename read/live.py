@@ -59,9 +59,13 @@ class Subscriber:
         try:
             self.queue.put_nowait((position, message))
         except asyncio.QueueFull:
-            self.dropped = True
-            self.queue._queue.clear()  # noqa: SLF001 - make room for the end-of-stream marker
-            self.queue.put_nowait(None)
+            self.end()
+
+    def end(self) -> None:
+        """End its stream now (on its event loop): the client resumes from its Last-Event-ID."""
+        self.dropped = True
+        self.queue._queue.clear()  # noqa: SLF001 - make room for the end-of-stream marker
+        self.queue.put_nowait(None)
 
 
 def sse_message(position: int, event: dict) -> bytes:
@@ -183,6 +187,16 @@ class LiveFeed:
                 return None
             self._tenants[shop_id] = row[0]
         return self._tenants[shop_id]
+
+    def end_streams(self) -> None:
+        """End every open stream (the server is stopping): each page reconnects where it left off."""
+        with self._lock:
+            subscribers = list(self.subscribers)
+        for subscriber in subscribers:
+            try:
+                subscriber.loop.call_soon_threadsafe(subscriber.end)
+            except RuntimeError:  # its loop is closed already
+                pass
 
     def close(self) -> None:
         self._stop.set()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from pathlib import Path
 from typing import Annotated, AsyncIterator
 from uuid import UUID
 
+import uvicorn
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
@@ -44,8 +46,30 @@ READ, ANALYTICS = requires("shops:read"), requires("analytics:read")
 def install(app: FastAPI) -> None:
     """The routes, the assets under /ui, and the process's live feed (closed with the app)."""
     app.state.live = LiveFeed(app.state.engine.core.conninfo, app.state.reads.pool)
+    _FEEDS.add(app.state.live)
+    _end_streams_on_exit()
     app.include_router(router)
     app.mount("/ui", StaticFiles(directory=STATIC), name="ui")
+
+
+_FEEDS: weakref.WeakSet[LiveFeed] = weakref.WeakSet()
+
+
+def _end_streams_on_exit() -> None:
+    """uvicorn lets open responses finish before it stops, and a stream would run to its end (up to
+    STREAM_MAX_S): on the signal that stops the server, every stream of this process ends at once.
+    uvicorn tells the app nothing of it, so its signal handler is wrapped (as sse-starlette does)."""
+    original = uvicorn.Server.handle_exit
+    if getattr(original, "ends_streams", False):
+        return
+
+    def handle_exit(server, sig, frame) -> None:
+        for feed in list(_FEEDS):
+            feed.end_streams()
+        original(server, sig, frame)
+
+    handle_exit.ends_streams = True
+    uvicorn.Server.handle_exit = handle_exit
 
 
 @router.get("/", dependencies=[PUBLIC])
