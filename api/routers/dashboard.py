@@ -30,7 +30,7 @@ from read.live import LiveFeed, Subscriber
 STATIC = Path(__file__).resolve().parent.parent / "static"
 HEARTBEAT_S = 15.0  # a comment line now and then: proxies keep the stream open, dead clients show
 # A stream ends after this long at most (and when the access token would expire): the page reconnects
-# from its Last-Event-ID at no loss, and a server shutting down waits for no stream longer than this.
+# from its Last-Event-ID at no loss, with its current token, so a revoked session stops receiving soon.
 STREAM_MAX_S = 30.0
 # What the page may load: its own scripts, styles and images only; no frames, no inline script.
 PAGE_HEADERS = {
