@@ -4,18 +4,19 @@ hash-chain integrity check. Everything but the integrity summary is limited to t
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Iterator
+from typing import Annotated, Any, Iterator
 from uuid import UUID
 
 import orjson
 from fastapi import Depends, Query
 from fastapi.responses import StreamingResponse
-from pydantic import StringConstraints
+from pydantic import Field, StringConstraints
 
 from api.auth import Caller, requires
 from api.deps import Context, Reads
-from api.schemas import EVENT, AggregateHistory, AuditLog, ChainVerified
+from api.schemas import EVENT, LISTING, AggregateHistory, Answer, AuditLog, ChainVerified, example
 from read.audit import AUDIT_READ, AuditReader, LogFilter
+from read.time_travel import TimeTravel
 from commands.models import QueryInt, QueryTime, Token
 from domain.errors import InvalidValue
 
@@ -56,6 +57,31 @@ UntilQuery = Annotated[QueryTime | None, Query(description="Recorded before (ISO
 def aggregate_history(aggregate_id: UUID, reader: Reader, reads: Reads,
                       after_version: Position = 0, limit: Limit = 100) -> dict:
     return reads.audit.aggregate_history(reader, aggregate_id, after_version, limit)
+
+
+class AggregateState(Answer):
+    """An aggregate replayed from its events up to a version or a moment."""
+
+    model_config = example({"aggregate_id": LISTING, "type": "Listing", "version": 2, "latest_version": 5,
+                            "recorded_at": EVENT["recorded_at"], "state": {"id": LISTING, "version": 2}})
+    aggregate_id: UUID
+    type: str
+    version: int = Field(description="The version shown")
+    latest_version: int
+    recorded_at: str = Field(description="When the version shown was recorded")
+    state: dict[str, Any] = Field(description="The aggregate's attributes as of that version")
+
+
+@router.get("/aggregates/{aggregate_id}/state", response_model=AggregateState,
+            summary="Any aggregate (listing, rule, shop, account, experiment...) as of a version or a moment",
+            dependencies=[requires(AUDIT_READ)])
+def aggregate_state(aggregate_id: UUID, reader: Reader, reads: Reads,
+                    version: Annotated[QueryInt | None, Query(ge=1, le=2**63 - 1, description="One of its versions")] = None,
+                    at: Annotated[QueryTime | None, Query(description="A moment of recorded time (ISO 8601 with offset)")] = None) -> dict:
+    """Time travel for every kind: the latest state without `version` or `at`."""
+    if version is not None and at is not None:
+        raise InvalidValue("at", "give version or at, not both")
+    return TimeTravel(reads.audit, reads.aggregates).state(reader, aggregate_id, version, at)
 
 
 @router.get("/audit/events", response_model=AuditLog, summary="The tenant's events in commit order, paged by position",

@@ -1,0 +1,64 @@
+"""Any aggregate as it was at one of its versions or at a moment of recorded time: the auditor's
+time travel for every kind (listings, rules, shops, accounts, experiments...), replayed from the
+log by read/aggregates.py under the history's tenancy rule (read/audit.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from codec.plain import _plain as plain_scalar
+from domain.errors import DomainError, NotFound
+from domain.history import version_at
+from read.aggregates import AggregateReader
+from read.audit import AuditHistory, AuditReader
+
+_NOT_STATE = {"_pending_events"}  # the library's unsaved events: never part of a replayed state
+
+
+class TimeTravel:
+    def __init__(self, audit: AuditHistory, aggregates: AggregateReader):
+        self.audit, self.aggregates = audit, aggregates
+
+    def state(self, reader: AuditReader, aggregate_id: UUID, version: int | None = None,
+              at: datetime | None = None) -> dict:
+        """The aggregate at `version`, or at moment `at`, or now; NotFound naming the field when it
+        had no such version or did not exist yet."""
+        self.audit._check_aggregate_owner(reader, aggregate_id)  # the history's tenancy, before any reading
+        events = self.aggregates.events(aggregate_id)
+        latest = events[-1].originator_version
+        if at is not None:
+            if at.tzinfo is None:
+                raise DomainError("at", "must include a timezone offset")
+            version = version_at(events, at)
+            if version == 0:
+                raise NotFound("the aggregate did not exist at that time", field="at")
+        if version is not None and version > latest:
+            raise NotFound(f"the aggregate has no version {version} (latest is {latest})", field="version")
+        upto = events[:version] if version is not None else events
+        aggregate = None
+        for event in upto:
+            aggregate = event.mutate(aggregate)
+        return {"aggregate_id": str(aggregate_id), "type": type(aggregate).__qualname__,
+                "version": upto[-1].originator_version, "latest_version": latest,
+                "recorded_at": upto[-1].timestamp.isoformat(), "state": plain_state(aggregate)}
+
+
+def plain_state(aggregate) -> dict[str, Any]:
+    """The aggregate's attributes as JSON-friendly data (the events' conversion, sets sorted)."""
+    return {name.lstrip("_"): _plain(value) for name, value in vars(aggregate).items() if name not in _NOT_STATE}
+
+
+def _plain(value: Any) -> Any:
+    """codec/plain.py's conversion, reaching into sets (an account's grants hold frozensets)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (set, frozenset)):
+        return sorted((_plain(v) for v in value), key=str)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return plain_scalar(value)  # UUID, Decimal, datetime, Enum: exactly as events show them
