@@ -22,14 +22,16 @@ router = resource_router(prefix="/shops/{shop_id}/imports", tags=["imports"])
 CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
 MAX_FILE_BYTES = 8 * 1024 * 1024  # the app's body limit answers 413 first when it is lower
 MAX_ERRORS = 50  # listed in a problem; `invalid` counts them all
-RESPONSES = {
-    200: {"description": "Nothing new: every record of the file was already in the shop"},
-    413: {"description": "The file is over the upload limit"},
-    415: {"description": "The body is not a CSV file (send it as text/csv)"},
-}
 
-ITEMS_EXAMPLE = ("Sale Date,Item Name,Buyer,Quantity,Price,Currency,Transaction ID,Listing ID,Order ID,SKU\n"
-                 "11/28/26,Speckled mug,adal,1,24.00,GBP,4011223344,1234567890,3011220001,MUG-BLUE\n")
+EXAMPLES = {  # each kind's smallest useful file
+    "etsy-order-items": "Sale Date,Item Name,Buyer,Quantity,Price,Currency,Transaction ID,Listing ID,Order ID,SKU\n"
+                        "11/28/26,Speckled mug,adal,1,24.00,GBP,4011223344,1234567890,3011220001,MUG-BLUE\n",
+    "etsy-orders": "Sale Date,Order ID,Buyer,Number of Items,Currency,Order Value,Shipping,Sales Tax,Order Total\n"
+                   "11/28/26,3011220001,adal,1,GBP,24.00,3.95,0.00,27.95\n",
+    "etsy-listings": "TITLE,DESCRIPTION,PRICE,CURRENCY_CODE,QUANTITY,SKU\nSpeckled mug,Wheel-thrown,24.00,GBP,5,MUG-BLUE\n",
+    "competitor-prices": "sku,competitor,price,currency,observed_at,source\n"
+                         "MUG-BLUE,etsy:shop/ClayAndCo/98765,21.95,GBP,2026-11-25T09:30:00Z,pricefeed\n",
+}
 
 
 class ImportProblem(Answer):
@@ -64,7 +66,11 @@ class CsvImported(Answer):
     seconds: float
 
 
-RESPONSES[200]["model"] = CsvImported
+RESPONSES = {
+    200: {"model": CsvImported, "description": "Nothing new: every record of the file was already in the shop"},
+    413: {"description": "The file is over the upload limit"},
+    415: {"description": "The body is not a CSV file (send it as text/csv)"},
+}
 
 
 def _upload(kind: str, permission: str, what: str) -> None:
@@ -72,7 +78,7 @@ def _upload(kind: str, permission: str, what: str) -> None:
                  summary=f"Upload {what} (CSV)", description=_description(kind),
                  name=f"upload_{kind.replace('-', '_')}", responses=RESPONSES,
                  openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {
-                     "schema": {"type": "string"}, "example": ITEMS_EXAMPLE}}}})
+                     "schema": {"type": "string"}, "example": EXAMPLES[kind]}}}})
     async def upload(shop_id: UUID, request: Request, ctx: Context, engine: Engine, response: Response,
                      skip_invalid: Annotated[bool, Query(description="import the valid lines and report the others, "
                                                                      "instead of refusing the whole file")] = False):
@@ -92,7 +98,6 @@ def _upload(kind: str, permission: str, what: str) -> None:
             return _invalid(e.summary.problems, e.summary.invalid)
         response.status_code = 201 if summary.recorded or summary.orders_recorded else 200
         return summary.as_dict()
-
 
 
 def _description(kind: str) -> str:
