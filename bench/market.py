@@ -44,16 +44,24 @@ from scipy.stats import nbinom
 import codec
 from bench.demand_shops import WEEKDAY_SHAPE
 from commands import models
+from commands import experiment_models as em
 from commands import rule_models as rm
 from commands.clocked import ClockedContext
 from commands.engine import PricingEngine
+from domain.experiment import COMPLETED
 from domain.meta import Actor
 from projections.projector import Projector
 from read import model_runs
-from streams.repricing import RepricingPolicy, act_on_new_runs
+from read.experiments import ExperimentReader
+from read.side import ReadSide
+from streams.repricing import RepricingPolicy, act_on_new_runs, tend_experiments
 
 HOLD, BEAT_LOWEST, OPTIMISER, OPTIMISER_EXPERIMENTS = "hold", "beat_lowest", "optimiser", "optimiser_experiments"
 STRATEGIES = (HOLD, BEAT_LOWEST, OPTIMISER)
+ALL_STRATEGIES = (*STRATEGIES, OPTIMISER_EXPERIMENTS)
+OPTIMISERS = (OPTIMISER, OPTIMISER_EXPERIMENTS)
+EXPERIMENT_ARMS = (("control", "0"), ("minus-10", "-10"), ("plus-10", "10"))
+EXPERIMENT_CYCLES = 4                # cycles of one day per arm: 12 days of switchbacks
 HISTORY_DAYS = 56
 HISTORY_LEVELS = (0.85, 1.0, 1.15)   # the history's price levels, times the reference
 HISTORY_BLOCK_DAYS = 7
@@ -242,11 +250,9 @@ class Simulation:
 
     def __init__(self, url: str, market: Market, strategies: Sequence[str] = STRATEGIES,
                  progress: Callable[[int, int], None] | None = None):
-        unknown = [s for s in strategies if s not in (*STRATEGIES, OPTIMISER_EXPERIMENTS)]
+        unknown = [s for s in strategies if s not in ALL_STRATEGIES]
         if unknown or not strategies:
-            raise ValueError(f"strategies must be some of {', '.join(STRATEGIES)}; not {unknown}")
-        if OPTIMISER_EXPERIMENTS in strategies:
-            raise ValueError("optimiser_experiments is not available yet: the simulator does not drive experiments")
+            raise ValueError(f"strategies must be some of {', '.join(ALL_STRATEGIES)}; not {unknown}")
         self.url, self.market, self.strategies, self.progress = url, market, tuple(strategies), progress
         today = datetime.now(timezone.utc).date()
         self.first_day = today - timedelta(days=HISTORY_DAYS + market.days)
@@ -255,12 +261,15 @@ class Simulation:
         self.engine = PricingEngine(url, pool_size=2)
         self.projector = Projector(url, codec.to_domain_event)
         self.policy = RepricingPolicy(self.engine.rules, url, clock=self.clock)
+        self.reads = ReadSide(url, pool_size=1)
+        self.experiments: dict[UUID, UUID] = {}  # shop -> its running experiment (optimiser_experiments)
         self.ctx = ClockedContext(actor=Actor("simulator"), tenant_id=f"sim-{market.seed}", clock=self.clock)
         self.costs = [money(c) for c in market.cost]
         self.shops: list[Shop] = []
         self.refreshes = 0
 
     def close(self) -> None:
+        self.reads.close()
         self.policy.close()
         self.projector.close()
         self.engine.close()
@@ -301,11 +310,14 @@ class Simulation:
 
     def start_strategies(self) -> None:
         self.clock.at(self.day(HISTORY_DAYS), 0)
+        self.projector.catch_up()  # the prices in force, for the experiments' arms
         for shop in self.shops:
             if shop.strategy == BEAT_LOWEST:
                 self._assign(shop, rm.DefineRule(name="beat the lowest by 1%", kind="beat_lowest", percent="1"))
             elif shop.strategy == OPTIMISER:
                 self._assign(shop, rm.DefineRule(name="optimise profit", kind="optimise_profit"))
+            elif shop.strategy == OPTIMISER_EXPERIMENTS:
+                self._start_experiment(shop)
         self.projector.catch_up()
         self.policy.catch_up()
         self._refresh(HISTORY_DAYS)
@@ -324,6 +336,9 @@ class Simulation:
 
     def step(self, d: int) -> None:
         t, m = HISTORY_DAYS + d, self.market
+        if self.experiments:
+            self.clock.at(self.day(t), 0)
+            self._tend_experiments()
         self.projector.catch_up()
         before = self._prices_in_force()
         self.clock.at(self.day(t), 8)
@@ -349,7 +364,7 @@ class Simulation:
 
     def _refresh(self, t: int) -> None:
         """The optimiser's week: refit on the days before day t, then reprice on the new runs."""
-        shops = [s for s in self.shops if s.strategy == OPTIMISER]
+        shops = [s for s in self.shops if s.strategy in OPTIMISERS]
         if not shops:
             return
         self.projector.catch_up()
@@ -358,6 +373,50 @@ class Simulation:
             self.clock.at(self.day(t - 1), 23)
             act_on_new_runs(self.engine.rules, self.url, shop.shop_id, now=self.clock())
         self.refreshes += 1
+
+    # -- optimiser plus experiments -----------------------------------------------------------
+    def _start_experiment(self, shop: Shop) -> None:
+        """A switchback on every listing whose arms stay in its guardrails: -10 %, 0, +10 % a day each,
+        randomised in balanced cycles; the optimiser takes over once it is concluded."""
+        prices = self._prices_in_force()[shop.shop_id]
+        listings = [i for i, p in zip(shop.listing_ids, prices) if self._arms_fit(shop, i, p)]
+        if not listings:
+            self._assign(shop, rm.DefineRule(name="optimise profit", kind="optimise_profit"))
+            return
+        costs = {i: self.costs[shop.listing_ids.index(i)] for i in listings}
+        starts = self.clock()
+        pre = ExperimentReader(self.reads.pool, self.reads.shops).pre_period(self.ctx, shop.shop_id, costs, "profit",
+                                                                           starts.date())
+        cmd = em.CreateExperiment(name="simulated switchback", listing_ids=listings, period_hours=24, burn_in_hours=0,
+                                  arms=[em.ArmSpec(name=n, kind="relative", value=v) for n, v in EXPERIMENT_ARMS],
+                                  metric="profit", mde="0.1", horizon_cycles=EXPERIMENT_CYCLES, seed=self.market.seed,
+                                  starts_at=starts)
+        created = self.policy.experiments.create(self.ctx, shop.shop_id, cmd, pre, starts)
+        self.experiments[shop.shop_id] = UUID(created.body["experiment_id"])
+
+    def _arms_fit(self, shop: Shop, listing_id: UUID, price: Decimal) -> bool:
+        i = shop.listing_ids.index(listing_id)
+        return price * Decimal("0.9") >= money(self.market.floor[i]) and price * Decimal("1.1") <= money(self.market.ceiling[i])
+
+    def _tend_experiments(self) -> None:
+        """The policy's experiment step at the simulated time; a completed experiment is concluded and
+        its shop handed to the optimiser (whose next refresh prefers the experimental elasticities)."""
+        tend_experiments(self.policy.experiments, self.clock())
+        for shop in [s for s in self.shops if s.shop_id in self.experiments]:
+            experiment_id = self.experiments[shop.shop_id]
+            if self.policy.experiments.experiment(self.ctx, shop.shop_id, experiment_id).status != COMPLETED:
+                continue
+            self.projector.catch_up()
+            found = ExperimentReader(self.reads.pool, self.reads.shops).analysis(self.ctx, shop.shop_id, experiment_id,
+                                                                               self.clock())
+            conclusion = {k: found[k] for k in ("mode", "verdict", "cycles_complete", "cycles_planned", "arms",
+                                                "elasticities", "randomisation", "metric")}
+            self.policy.experiments.conclude(self.ctx, shop.shop_id, experiment_id, em.Conclude(), conclusion,
+                                             found["verdict_allowed"])
+            del self.experiments[shop.shop_id]
+            self._assign(shop, rm.DefineRule(name="optimise profit", kind="optimise_profit"))
+            self.projector.catch_up()
+            self.policy.catch_up()
 
     # -- commands ------------------------------------------------------------------------------
     def _assign(self, shop: Shop, rule: rm.DefineRule) -> None:

@@ -11,8 +11,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from bench.market import (BEAT_LOWEST, HISTORY_DAYS, HOLD, OPTIMISER, STRATEGIES, draw_market, expected_profits,
-                          oracle_prices, simulate, Simulation)
+from bench.market import (ALL_STRATEGIES, BEAT_LOWEST, EXPERIMENT_CYCLES, EXPERIMENT_ARMS, HISTORY_DAYS, HOLD,
+                          OPTIMISER, OPTIMISER_EXPERIMENTS, draw_market, expected_profits, oracle_prices, simulate,
+                          Simulation)
 
 DAYS, LISTINGS = 20, 5
 
@@ -21,7 +22,7 @@ DAYS, LISTINGS = 20, 5
 def simulated(new_database):
     url = new_database()
     market = draw_market(7, LISTINGS, DAYS)
-    simulation = Simulation(url, market, STRATEGIES)
+    simulation = Simulation(url, market, ALL_STRATEGIES)
     try:
         result = simulation.run()
     finally:
@@ -58,12 +59,27 @@ def test_each_strategy_prices_as_it_should_at_simulated_times(simulated):
     assert runs == LISTINGS * result["refreshes"]
     assert start.isoformat() <= times[0].date().isoformat() and times[1].date() < end  # business time, not now
     assert result["refreshes"] == 1 + DAYS // 7
-    for name in STRATEGIES:
+    for name in ALL_STRATEGIES:
         s = result["strategies"][name]
         assert Decimal(s["regret"]) == Decimal(result["oracle"]["profit"]) - Decimal(s["profit"])
     # Hold keeps the history's last prices for every simulated day.
     held = shops[HOLD].ledger.prices
     assert all(day == held[0] for day in held)
+
+
+def test_optimiser_plus_experiments_runs_a_switchback_then_optimises_on_its_elasticities(simulated):
+    url, simulation, result = simulated
+    shop = next(s for s in simulation.shops if s.strategy == OPTIMISER_EXPERIMENTS)
+    with psycopg.connect(url) as conn:
+        periods = conn.execute("SELECT count(*) FROM analytics.price_changes WHERE shop_id = %s AND source = 'experiment'",
+                               [shop.shop_id]).fetchone()[0]
+        concluded = conn.execute("SELECT count(*) FROM pricing_events WHERE topic LIKE %s",
+                                 ["%Experiment.Concluded"]).fetchone()[0]
+        cited = conn.execute("SELECT count(*) FROM analytics.model_runs WHERE shop_id = %s AND kind = 'recommendation'"
+                             " AND answer::text LIKE %s", [shop.shop_id, "%switchback experiment%"]).fetchone()[0]
+    assert 0 < periods <= LISTINGS * (len(EXPERIMENT_ARMS) * EXPERIMENT_CYCLES + 1) and concluded == 1
+    assert cited >= 1  # the refresh after the conclusion prefers the experimental elasticity
+    assert simulation.experiments == {}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -79,7 +95,7 @@ def test_the_oracle_price_beats_every_other_fixed_price_in_expectation(seed):
 
 def test_a_seed_is_one_market_and_one_result(new_database, simulated):
     _, _, first = simulated
-    again = simulate(new_database(), DAYS, LISTINGS, 7, STRATEGIES)
+    again = simulate(new_database(), DAYS, LISTINGS, 7, ALL_STRATEGIES)
     strip = lambda r: {k: v for k, v in r.items() if k != "shops"}  # noqa: E731 - shop ids are new uuids
     assert strip(again) == strip(first)
     assert draw_market(7, LISTINGS, DAYS).elasticity.tolist() == draw_market(7, LISTINGS, DAYS).elasticity.tolist()
