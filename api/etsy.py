@@ -51,6 +51,15 @@ def _engine():
     return engine
 
 
+def _client(app: EtsyApp):
+    """The app's client; its budget shared through Redis by every worker when ETSYPRO_REDIS_URL is set."""
+    from api.settings import Settings
+    from streams.etsy_client import Budget, EtsyClient, SharedPace
+
+    redis = Settings.from_env().redis_url
+    return EtsyClient(app, Budget(shared=SharedPace(redis, app.keystring) if redis else None))
+
+
 def _app_or_exit() -> EtsyApp:
     app = EtsySettings().app()
     if app is None:
@@ -63,12 +72,11 @@ def _app_or_exit() -> EtsyApp:
 def push(args) -> int:
     """Follow the log into the push queue and drain it to Etsy until stopped (SIGTERM/SIGINT)."""
     from api.routers.marketplace import marketplace_of
-    from streams.etsy_client import EtsyClient
     from streams.etsy_push import EtsyPusher, PushQueue
 
     app, engine = _app_or_exit(), _engine()
     queue = PushQueue(engine.core.conninfo)
-    pusher = EtsyPusher(marketplace_of(engine), EtsyClient(app), engine.core.conninfo)
+    pusher = EtsyPusher(marketplace_of(engine), _client(app), engine.core.conninfo)
     stop = threading.Event()
     follower = threading.Thread(target=queue.run, args=(stop,), daemon=True, name="etsy-queue")
     follower.start()
@@ -95,12 +103,11 @@ def sync(args) -> int:
     """Sync one shop (--shop) or every connected one, once or every --every seconds."""
     from api.routers.marketplace import marketplace_of
     from domain.marketplace import EtsyRefused, EtsyUnavailable
-    from streams.etsy_client import EtsyClient
     from streams.etsy_sync import EtsySync
 
     app, engine = _app_or_exit(), _engine()
     marketplace = marketplace_of(engine)
-    client = EtsyClient(app)
+    client = _client(app)
     syncer = EtsySync(marketplace, client, engine.core.conninfo)
     failed = 0
     try:

@@ -91,7 +91,7 @@ def _push(engine, marketplace, client, fake, shop, seconds: float, per_second: i
     for start in range(0, len(changes), 500):
         engine.listings.bulk_set_prices(ctx, shop, models.BulkSetPrices(changes=changes[start:start + 500], currency="GBP"))
     PushQueue(engine.core.conninfo).catch_up()
-    pusher = EtsyPusher(marketplace, client, engine.core.conninfo, batch=25)
+    pusher = EtsyPusher(marketplace, client, engine.core.conninfo, batch=100)
     over_before, calls_before = fake.over_limit_calls(), len(fake.calls)
     note(f"etsy: pushing for {seconds:.0f} s at the fake's limit of {per_second} calls/s")
     started = time.perf_counter()

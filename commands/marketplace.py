@@ -23,7 +23,7 @@ from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
 from commands.credentials import Secrets
 from commands.listings import Listings
-from domain.errors import DomainError, InvalidValue, NotFound
+from domain.errors import Conflict, DomainError, InvalidValue, NotFound
 from domain.marketplace import (FAILED, PUSHED, RETRYING, SCOPES, EtsyConnection, EtsyPush, EtsyRefused,
                                 connection_id, push_id, s256)
 from domain.meta import Actor, ActorKind, Source
@@ -125,6 +125,9 @@ class Marketplace:
         self.core.shop_facts(ctx, shop_id)
 
         def decide() -> Decision:
+            if self._rows("SELECT 1 FROM marketplace.etsy_grants WHERE etsy_shop_id = %s AND status = 'connected'"
+                          " AND shop_id <> %s", [row["etsy_shop_id"], shop_id]):
+                raise Conflict("this Etsy shop is connected to another shop of the engine", field="etsy_shop_id")
             meta = ctx.meta(shop_id, reason="connected to Etsy")
             connection = self._connection(shop_id)
             if connection is None:

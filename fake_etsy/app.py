@@ -135,7 +135,7 @@ class FakeEtsy:
         self._storm = 0
         self._fail_next = 0
         self._random = random.Random(self.config.seed)
-        self._ids = 1_000_000_000
+        self._ids = secrets.randbelow(10**6) * 10**9  # ids of two fakes (test modules) never meet in one database
 
     # -- the fake's world (what sellers and buyers do at Etsy) ---------------------------
     def _next_id(self) -> int:

@@ -1,9 +1,9 @@
 """Etsy's Open API v3 over HTTP (httpx): the token endpoint, listings, inventory and receipts, within
 the rate budget Etsy's headers tell.
 
-`Budget` keeps the calls under x-limit-per-second (whole wall-clock seconds, as Etsy counts) and the
-daily quota, and backs off after a 429 with full jitter (exponential, capped; Retry-After when
-given). Answers come back as plain data, or as the exceptions of domain/marketplace.py: EtsyRefused
+`Budget` keeps the calls under x-limit-per-second (evenly paced, shared through Redis by several
+workers) and the daily quota, and backs off after a 429 with jitter (exponential, capped;
+Retry-After when given). Answers come back as plain data, or as the exceptions of domain/marketplace.py: EtsyRefused
 (4xx, or a shape that cannot be read), GrantRefused (invalid_grant / invalid_token), EtsyUnavailable
 (5xx, timeouts, the day's quota spent).
 """
@@ -23,7 +23,6 @@ from domain.marketplace import EtsyRefused, EtsyUnavailable, GrantRefused
 ETSY_API = "https://api.etsy.com"
 ETSY_AUTHORIZE = "https://www.etsy.com/oauth/connect"
 PAGE_LIMIT = 100  # Etsy's most per page
-EDGE_S = 0.004    # no call is started this close to the end of a second: it could land in the next one
 
 
 @dataclass(frozen=True)
@@ -41,15 +40,50 @@ class EtsyApp:
         return f"{self.keystring}:{self.shared_secret}"
 
 
+PACE = 0.97  # calls are spaced 1/(0.97 x limit) apart: see Budget
+
+
+class SharedPace:
+    """The next free call slot of one Etsy app, kept in Redis for every worker of the app: a script
+    reserves the slot atomically on Redis' own clock and answers how long to wait for it."""
+
+    SCRIPT = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+        local free = tonumber(redis.call('GET', KEYS[1]) or '0')
+        local at = math.max(now, free)
+        redis.call('SET', KEYS[1], tostring(at + tonumber(ARGV[1])), 'PX', 60000)
+        return tostring(at - now)"""
+
+    def __init__(self, url: str, app_key: str):
+        import redis  # limits[redis]'s client: only workers that share a budget need it
+
+        self.key = f"etsypro:etsy-pace:{app_key}"
+        self._reserve = redis.Redis.from_url(url).register_script(self.SCRIPT)
+
+    def reserve(self, interval: float) -> float:
+        """Seconds until the reserved slot (0: now)."""
+        return float(self._reserve(keys=[self.key], args=[repr(interval)]))
+
+
 @dataclass
 class Budget:
-    """The calls Etsy allows, as its headers last told, shared by the threads of one process."""
+    """The calls Etsy allows, as its headers last told, paced for every thread of a process and,
+    given `shared` (Redis), for every worker of the app.
 
-    per_second: int = 5          # until Etsy's headers say otherwise
+    Calls are spaced evenly at PACE of x-limit-per-second rather than sent in bursts per second:
+    Etsy counts a call in the second it arrives, and a burst at the end of one second meeting one at
+    the start of the next would go over whatever the sender counted. Evenly spaced calls put at most
+    the limit in any one-second span, also when their delays vary by up to (1 - PACE) / PACE of a
+    second (~30 ms). A 429 stops all calls for a backoff with jitter; a spent daily quota ends the call."""
+
+    per_second: int = 10         # Etsy's usual limit, until its headers say otherwise
+    shared: SharedPace | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     backoff_base_s: float = 0.25
     backoff_cap_s: float = 30.0
+    remaining_this_second: int | None = None
     remaining_today: int | None = None
     per_day: int | None = None
     throttled_until: float = 0.0
@@ -57,50 +91,62 @@ class Budget:
     calls: int = 0
     throttled: int = 0           # 429s received
     waited_s: float = 0.0
-    _window: int = -1
-    _used: int = 0
+    _next_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=random.Random)
 
+    @property
+    def interval(self) -> float:
+        return 1.0 / (self.per_second * PACE)
+
     def take(self) -> None:
-        """Wait until a call is within the budget, then count it."""
+        """Wait for a slot within the budget, and count the call."""
         while True:
             with self._lock:
-                wait = self._wait(self.clock())
-                if wait <= 0:
-                    self._used += 1
+                now = self.clock()
+                blocked = self._blocked(now)
+                if blocked <= 0:
+                    wait = self._reserve(now)
                     self.calls += 1
-                    return
-            self.waited_s += wait
-            self.sleep(wait)
+                    break
+            self._wait(blocked)
+        self._wait(wait)
 
-    def _wait(self, now: float) -> float:
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.waited_s += seconds
+            self.sleep(seconds)
+
+    def _blocked(self, now: float) -> float:
         if now < self.throttled_until:
             return self.throttled_until - now
         if self.remaining_today is not None and self.remaining_today <= 0:
             raise EtsyUnavailable(429, "the day's quota is spent")
-        second = int(now)
-        if second != self._window:
-            self._window, self._used = second, 0
-        if self._used >= self.per_second or now - second > 1 - EDGE_S:
-            return second + 1 - now + 0.0005
         return 0.0
 
+    def _reserve(self, now: float) -> float:
+        if self.shared is not None:
+            return self.shared.reserve(self.interval)
+        at = max(now, self._next_at)
+        self._next_at = at + self.interval
+        return at - now
+
     def told(self, headers: httpx.Headers) -> None:
-        """Etsy's headers after a call: its count of this second wins over ours when it says less."""
+        """Etsy's headers after a call: its limits, and when this second's are spent, a wait for the next."""
         with self._lock:
             self.storms = 0
             if "x-limit-per-second" in headers:
-                self.per_second = int(headers["x-limit-per-second"])
-                used_there = self.per_second - int(headers.get("x-remaining-this-second", self.per_second))
-                if self._window == int(self.clock()):
-                    self._used = max(self._used, used_there)
+                self.per_second = max(int(headers["x-limit-per-second"]), 1)
+                self.remaining_this_second = int(headers.get("x-remaining-this-second", self.per_second))
+                if self.remaining_this_second <= 0:
+                    now = self.clock()
+                    self.throttled_until = max(self.throttled_until, int(now) + 1.0)
             if "x-remaining-today" in headers:
                 self.remaining_today = int(headers["x-remaining-today"])
                 self.per_day = int(headers.get("x-limit-per-day", self.per_day or 0)) or None
 
     def too_many(self, retry_after: str | None) -> float:
-        """A 429: wait with full jitter (or as Etsy says), longer after each consecutive one."""
+        """A 429: wait with jitter (or as Etsy says), longer after each consecutive one."""
         with self._lock:
             self.storms += 1
             self.throttled += 1
@@ -112,7 +158,7 @@ class Budget:
             return wait
 
     def snapshot(self) -> dict:
-        return {"limit_per_second": self.per_second, "remaining_this_second": max(self.per_second - self._used, 0),
+        return {"limit_per_second": self.per_second, "remaining_this_second": self.remaining_this_second,
                 "limit_per_day": self.per_day, "remaining_today": self.remaining_today,
                 "throttled_until": self.throttled_until if self.throttled_until > self.clock() else None,
                 "calls": self.calls, "throttled": self.throttled, "waited_s": round(self.waited_s, 3)}
@@ -168,7 +214,7 @@ class EtsyClient:
             except httpx.HTTPError as e:
                 raise EtsyUnavailable(None, f"{type(e).__name__}: {e}") from None
             if response.status_code == 429:
-                self.budget.sleep(self.budget.too_many(response.headers.get("retry-after")))
+                self.budget.too_many(response.headers.get("retry-after"))  # the next take() waits it out
                 continue
             self.budget.told(response.headers)
             return _answer(response)

@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -111,5 +112,43 @@ def etsypro(database_url: str, etsy_app: EtsyApp, *args: str, **popen) -> subpro
     return subprocess.Popen([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env, **popen)
 
 
+@contextmanager
+def etsy_in_environment(base_url: str):
+    """A fake Etsy, named in the ETSYPRO_ETSY_* variables that servers of this process read when
+    their app has no `state.etsy` (api/routers/marketplace.py); yields the fake."""
+    fake = FakeEtsy(FakeEtsyConfig(per_second=200))
+    with running(create_fake(fake)) as url:
+        env = {"ETSYPRO_ETSY_KEYSTRING": fake.config.keystring, "ETSYPRO_ETSY_SHARED_SECRET": fake.config.shared_secret,
+               "ETSYPRO_ETSY_API_URL": url, "ETSYPRO_ETSY_REDIRECT_URI": f"{base_url}/marketplace/etsy/callback"}
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        try:
+            yield fake
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def sample_marketplace_routes(api: httpx.Client, shop: str) -> None:
+    """A success and an error of every documented Etsy route, through `api` (a seller of `shop`),
+    for the OpenAPI contract's sample (tests/test_openapi_contract.py can call it as it is)."""
+    base = f"/shops/{shop}/marketplace/etsy"
+    for path in ("", "/queue", "/drifts"):
+        api.get(base + path)
+        api.get(f"/shops/{uuid.uuid4()}/marketplace/etsy{path}")  # 404
+    api.get(base + "/queue", params={"limit": 0})  # 422
+    api.post(base + "/sync")  # 404: not connected
+    api.post(base + "/disconnect")  # 404: not connected
+    api.post(base + "/connect", json={"etsy_shop_id": 0})  # 422
+    with etsy_in_environment(str(api.base_url).rstrip("/")) as fake:
+        connect(api, fake, shop)
+        api.post(base + "/sync")
+        api.post(base + "/disconnect")
+
+
 __all__ = ["fake", "fake_url", "etsy_engine", "etsy_server", "etsy_accounts", "seller", "etsy_api", "client_of",
-           "open_shop", "connect", "etsy_shop_with_listings", "etsypro", "marketplace_of", "listing_spec", "SECRET_KEY"]
+           "open_shop", "connect", "etsy_shop_with_listings", "etsypro", "marketplace_of", "listing_spec", "SECRET_KEY",
+           "etsy_in_environment", "sample_marketplace_routes"]

@@ -13,7 +13,9 @@ import pytest
 
 from domain.marketplace import EtsyConnection, GrantRefused, connection_id, s256
 from streams.etsy_grant import ShopSession
-from etsy_world import client_of, connect, marketplace_of, open_shop
+from api.app import create_app
+from api.server import running
+from etsy_world import client_of, connect, marketplace_of, open_shop, sample_marketplace_routes
 
 pytest_plugins = ["etsy_world"]  # its fixtures: fake, fake_url, etsy_engine, etsy_server, etsy_api, seller...
 
@@ -141,3 +143,23 @@ def test_another_tenants_shop_is_404_and_an_analyst_may_only_read(etsy_server, e
     assert answer.status_code == (403 if method == "POST" else 200), answer.text
     assert httpx.request(method, url, json=body).status_code == 401
 
+
+
+def test_the_routes_answer_as_the_openapi_document_says(etsy_engine, etsy_accounts):
+    """Every answer of the sample the contract test can reuse matches the document (the Etsy app from
+    the ETSYPRO_ETSY_* variables this time: the app has no state.etsy)."""
+    from test_openapi_contract import Recorder, check_answer
+
+    with running(create_app(etsy_engine)) as url:
+        document = httpx.get(f"{url}/openapi.json").json()
+        recorder = Recorder(document)
+        seller = etsy_accounts.new("seller")
+        with httpx.Client(base_url=url, headers=seller, timeout=60, event_hooks={"response": [recorder]}) as api:
+            shop = open_shop(api)
+            sample_marketplace_routes(api, shop)
+    etsy = [(m, p, r) for m, p, r in recorder.answers if "/marketplace/etsy" in p]
+    assert not [p for m, t, r in etsy for p in check_answer(document, m, t, r)]
+    seen = {(m, t): {r.status_code for mm, tt, r in etsy if (mm, tt) == (m, t)} for m, t, _ in etsy}
+    documented = {(m.upper(), p) for p, item in document["paths"].items() if "/marketplace/etsy" in p for m in item}
+    assert set(seen) == documented
+    assert all(any(s < 300 for s in codes) and any(s >= 400 for s in codes) for codes in seen.values()), seen

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 
 from domain.marketplace import EtsyPush, push_id
+from streams.etsy_client import SharedPace
 from streams.etsy_push import EtsyPusher, PushQueue
 from etsy_world import client_of, connect, etsy_shop_with_listings, etsypro, marketplace_of, open_shop
 
@@ -118,20 +120,24 @@ def test_a_5xx_is_retried_later_and_recorded(world, etsy_api, etsy_engine, etsy_
 
 def test_a_429_storm_is_backed_off_and_no_call_goes_over_the_budget(world, etsy_engine, etsy_server, fake):
     client = client_of(etsy_server[1], backoff_base_s=0.02)
-    waits = []
-    client.budget.sleep = lambda s: (waits.append(s), time.sleep(s))
     token = marketplace_of(etsy_engine).grant(uuid.UUID(world["shop"])).access_token
     etsy_id = world["listings"][0].listing_id
+    client.inventory(token, etsy_id)  # the headers tell the limit (the pace is 200 a second from here)
+    since = time.time()
     fake.storm(4)
     assert client.inventory(token, etsy_id)["products"]
-    assert client.budget.throttled == 4 and waits[:4] == sorted(waits[:4])  # each wait longer than the last
+    tried = [at for at, *_ in fake.calls if at >= since]
+    gaps = [b - a for a, b in zip(tried, tried[1:])]
+    assert client.budget.throttled == 4 and len(tried) == 5
+    assert gaps == sorted(gaps) and gaps[0] >= 0.02  # backed off longer after each 429 in a row
     fake.config.per_second, over = 15, fake.over_limit_calls()
     try:
-        started = time.monotonic()
+        started_at = time.time()
         for _ in range(45):
             client.inventory(token, etsy_id)
         assert fake.over_limit_calls() == over  # the headers' budget was never exceeded
-        assert time.monotonic() - started > 1.9  # 45 calls at 15 a second span three seconds
+        assert max(calls_per_second(fake, started_at).values()) <= 15
+        assert time.time() - started_at > 2.5  # 45 calls paced at 97 % of 15 a second
     finally:
         fake.config.per_second = 200
         client.close()
@@ -167,6 +173,12 @@ def test_kill_9_of_the_pusher_at_random_points_leaves_etsy_at_the_engines_prices
     assert {etsy: fake.price_of(etsy) for etsy in links} == engine_prices
 
 
+def calls_per_second(fake, since: float) -> dict[int, int]:
+    """The fake's answered calls per wall-clock second since `since` (its budget's windows)."""
+    seconds = [int(at) for at, _, _, status in fake.calls if at >= since and status != -429]
+    return {second: seconds.count(second) for second in set(seconds)}
+
+
 def settle(engine, shop: str, timeout: float = 40.0) -> None:
     """Until the queue follower reached the log's head and the shop's queue is empty."""
     deadline = time.monotonic() + timeout
@@ -179,3 +191,39 @@ def settle(engine, shop: str, timeout: float = 40.0) -> None:
                 return
             time.sleep(0.2)
     raise AssertionError(f"the pusher did not settle: position {at} of {head}, {waiting} waiting")
+
+
+def test_two_workers_sharing_the_budget_in_redis_never_go_over_it(world, etsy_engine, etsy_server, fake):
+    key = f"test-{uuid.uuid4().hex}"
+    clients = [client_of(etsy_server[1], per_second=12, shared=SharedPace("redis://127.0.0.1:6379", key)) for _ in range(2)]
+    token = marketplace_of(etsy_engine).grant(uuid.UUID(world["shop"])).access_token
+    etsy_id = world["listings"][0].listing_id
+    fake.config.per_second, over = 12, fake.over_limit_calls()
+    try:
+        started_at = time.time()
+        threads = [threading.Thread(target=lambda c=c: [c.inventory(token, etsy_id) for _ in range(18)]) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert fake.over_limit_calls() == over and sum(c.budget.throttled for c in clients) == 0
+        assert max(calls_per_second(fake, started_at).values()) <= 12  # 36 calls between them, spaced over three seconds
+        assert time.time() - started_at > 2.5
+    finally:
+        fake.config.per_second = 200
+        for c in clients:
+            c.close()
+
+
+def test_a_spent_daily_quota_pauses_pushes_as_retries(world, etsy_api, etsy_engine, etsy_server, fake):
+    etsy_id = world["listings"][0].listing_id
+    version = set_price(etsy_api, world["shop"], world["links"][etsy_id], "26.00")
+    PushQueue(etsy_engine.core.conninfo).catch_up()
+    pusher = pusher_of(etsy_engine, etsy_server[1])
+    pusher.client.budget.remaining_today = 0  # as Etsy's x-remaining-today last said
+    try:
+        pusher.step()
+    finally:
+        pusher.close()
+    assert pusher.stats.retrying == 1 and fake.price_of(etsy_id) == Decimal("20.00")
+    assert outcomes(etsy_engine, world["links"][etsy_id], version) == ["Started", "Retrying"]

@@ -1,8 +1,8 @@
 """A shop's Etsy connection: connect (OAuth 2.0 with PKCE), the callback, disconnect, a sync now,
 and what the connection is doing (grant, push queue, budget, drift report).
 
-The Etsy app (keystring, shared secret, where Etsy is) is `app.state.etsy` (streams.etsy_client.EtsyApp),
-set by `etsypro serve` from the ETSYPRO_ETSY_* settings, or by the tests and the demo to the fake.
+The Etsy app (keystring, shared secret, where Etsy is) is `app.state.etsy` (streams.etsy_client.EtsyApp)
+when set (tests), else the ETSYPRO_ETSY_* settings (api/etsy.py), read at each use.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import PUBLIC, requires
+from api.etsy import EtsySettings
 from api.deps import Context, Engine, Reads
 from api.problems import responses_for
 from api.routing import resource_router
-from api.schemas import answer
+from api.schemas import Money, Timestamp, answer
 from commands.marketplace import Marketplace
 from domain.marketplace import EtsyRefused, EtsyUnavailable, GrantRefused
 from read import marketplace as reads_of
@@ -27,6 +28,7 @@ from streams.etsy_grant import token_answer
 from streams.etsy_sync import EtsySync
 
 router = resource_router(prefix="/shops/{shop_id}/marketplace/etsy", tags=["marketplace"])
+UNCONFIGURED = {503: "No Etsy app is configured on this server (ETSYPRO_ETSY_KEYSTRING, ETSYPRO_ETSY_SHARED_SECRET)"}
 callbacks = APIRouter()
 SHOP = "0b9d6b9a-4c2b-4c55-9b7e-2f1f4b7e9a10"
 LISTING = "5b0f1c4e-2d7a-4f43-9b1e-6c2d8f0a7e11"
@@ -38,7 +40,7 @@ def marketplace_of(engine) -> Marketplace:
 
 
 def etsy_app(request: Request) -> EtsyApp:
-    app = getattr(request.app.state, "etsy", None)
+    app = getattr(request.app.state, "etsy", None) or EtsySettings().app()
     if app is None:
         raise HTTPException(503, "no Etsy app is configured (ETSYPRO_ETSY_KEYSTRING and ETSYPRO_ETSY_SHARED_SECRET)")
     return app
@@ -58,7 +60,7 @@ class ConnectStarted(BaseModel):
         "state": "Qm9vdHN0cmFw...", "expires_at": WHEN}]})
     authorize_url: str = Field(description="Send the seller's browser here; Etsy returns it to the callback")
     state: str
-    expires_at: str
+    expires_at: Timestamp
 
 
 class ConnectionState(BaseModel):
@@ -95,11 +97,11 @@ class QueuedPush(BaseModel):
     listing_id: str
     etsy_listing_id: int
     version: int
-    price: str
+    price: Money
     currency: str
-    enqueued_at: str
+    enqueued_at: Timestamp
     attempts: int
-    next_try_at: str
+    next_try_at: Timestamp
     last_error: str | None
 
 
@@ -109,9 +111,9 @@ class Drift(BaseModel):
         "engine_price": "22.50", "currency": "GBP", "applied": True, "refusal": None}]})
     listing_id: str
     etsy_listing_id: int
-    seen_at: str
-    etsy_price: str
-    engine_price: str
+    seen_at: Timestamp
+    etsy_price: Money
+    engine_price: Money
     currency: str
     applied: bool = Field(description="It became the listing's price (source marketplace); else refused by guardrails")
     refusal: str | None
@@ -129,7 +131,7 @@ class SyncDone(BaseModel):
 
 
 @router.post("/connect", response_model=ConnectStarted, summary="Start connecting the shop to Etsy (OAuth 2.0 + PKCE)",
-             dependencies=[requires("prices:write")])
+             dependencies=[requires("prices:write")], responses=responses_for([503], UNCONFIGURED))
 def connect(shop_id: UUID, cmd: ConnectEtsy, ctx: Context, engine: Engine, app: App) -> dict:
     """Answers the URL of Etsy's consent page. The PKCE verifier and the state stay on the server
     (single use, 10 minutes); Etsy sends the seller back to the callback, which finishes the connection.
@@ -173,8 +175,9 @@ def drifts(shop_id: UUID, reads: Reads, limit: Annotated[int, Query(ge=1, le=100
 
 @router.post("/sync", response_model=SyncDone, summary="Sync listings and receipts from Etsy now",
              dependencies=[requires("prices:write")],
-             responses=responses_for([409, 502], {409: "Etsy refused the shop's grant: the seller must connect again",
-                                                  502: "Etsy refused a call or answered what cannot be used"}))
+             responses=responses_for([409, 502, 503], {409: "Etsy refused the shop's grant: the seller must connect again",
+                                                       502: "Etsy refused a call or answered what cannot be used",
+                                                       **UNCONFIGURED}))
 def sync(shop_id: UUID, engine: Engine, app: App, ctx: Context) -> dict:
     """Reads the shop's active listings (registering new ones, recording drift) and the receipts
     modified since the last sync (sales and returns, each transaction once).
