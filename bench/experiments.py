@@ -37,6 +37,7 @@ ELASTICITY = -2.0
 WEEKDAY = np.array([0.9, 0.95, 1.0, 1.0, 1.05, 1.15, 0.95])
 ALPHA, POWER = 0.05, 0.8
 AB_STEP = 0.10            # arm 1's price: 10 % above the control's
+DEMAND_STREAM = 7
 
 
 def true_revenue(price: float) -> float:
@@ -52,7 +53,7 @@ def simulate_days(rng: np.random.Generator, prices: np.ndarray, start_weekday: i
 
 
 def one_run(seed: int, arm_prices: tuple[float, float], mde: float) -> dict:
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, DEMAND_STREAM])  # demand apart from the schedule's stream (default_rng(seed))
     pre = simulate_days(rng, np.full(PRE_DAYS, BASE_PRICE), 0)
     plan = plan_power(list(pre), 24, 0, 2, mde, ALPHA, POWER)
     schedule = balanced_schedule(2, plan.cycles, seed)

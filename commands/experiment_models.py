@@ -49,11 +49,11 @@ class CreateExperiment(Command):
 
 
 class EndExperiment(Command):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "the seller needs the price back"}]})
     reason: Reason = ""
 
 
 class Conclude(Command):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "horizon reached"}]})
     reason: Reason = ""
 
-
-__all__ = ["ArmSpec", "CreateExperiment", "EndExperiment", "Conclude", "UUID"]

@@ -90,7 +90,7 @@ class Experiments:
                                     "per listing at a time")
         if listing.status != "active":
             raise InvariantViolated(field, f"the listing is {listing.status}, not for sale")
-        if listing.rule_id is not None:
+        if listing.rule_id is not None and not self.core.repository.get(listing.rule_id).retired:
             raise InvariantViolated(field, f"rule {listing.rule_id} is assigned: unassign it first (its changes "
                                     "would confound the arms)")
         if cmd.metric == "profit" and listing.guardrails.cost is None:

@@ -28,6 +28,9 @@ DRAWS = 4000                # Monte Carlo re-randomisations when enumeration is 
 CONFIDENCE = 0.95
 NULL_PATHS = 4000          # null paths calibrating the truncated mSPRT
 NULL_PATHS_CHUNK = 500
+# Random streams of the analysis, apart from the schedule's (default_rng(seed)): a reference
+# distribution drawn from the stream that made the assignment would be tied to it.
+REFERENCE_STREAM, NULL_PATHS_STREAM = 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +211,7 @@ def randomisation_p(d: np.ndarray, seed: int = 0) -> float:
     if 2 ** n <= ENUMERATE_UP_TO:
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
         return float(np.mean(np.abs(signs @ d / n) >= observed - tolerance))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, REFERENCE_STREAM])  # not the schedule's own stream
     signs = rng.choice((1.0, -1.0), size=(DRAWS, n))
     hits = int(np.sum(np.abs(signs @ d / n) >= observed - tolerance))
     return (1 + hits) / (1 + DRAWS)
@@ -250,7 +253,7 @@ def truncated_msprt_p(d: np.ndarray, variance: float, tau2: float, horizon: int,
 @lru_cache(maxsize=64)
 def _null_maxima(horizon: int, ratio: float, seed: int) -> np.ndarray:
     """Running maxima of the mixture ratio over `horizon` cycles of standard normal differences."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, NULL_PATHS_STREAM])
     maxima = [np.max(msprt_statistics(rng.standard_normal((NULL_PATHS_CHUNK, horizon)), 1.0, ratio), axis=1)
               for _ in range(NULL_PATHS // NULL_PATHS_CHUNK)]
     return np.concatenate(maxima)
