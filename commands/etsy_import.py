@@ -68,6 +68,7 @@ class CsvSummary:
     duplicates: int = 0  # the same record again later in this file
     out_of_order: int = 0  # older than an earlier line of the same listing and competitor (recorded all the same)
     orders_recorded: int = 0  # orders (buyer pseudonyms) the order-items file added
+    prices_differ: list[str] = field(default_factory=list)  # listings download: known SKUs priced otherwise
     invalid: int = 0
     problems: list[LineProblem] = field(default_factory=list)
     chunks_recorded: int = 0
@@ -83,7 +84,8 @@ class CsvSummary:
         return {"kind": self.kind, "file": self.file, "sha256": self.sha256, "shop_id": str(self.shop_id),
                 "lines": self.lines, "recorded": self.recorded, "already_recorded": self.already_recorded,
                 "duplicates": self.duplicates, "out_of_order": self.out_of_order,
-                "orders_recorded": self.orders_recorded, "invalid": self.invalid,
+                "orders_recorded": self.orders_recorded, "prices_differ": self.prices_differ[:MAX_PROBLEMS],
+                "invalid": self.invalid,
                 "problems": [{"line": p.line, "column": p.column, "detail": p.detail} for p in self.problems],
                 "commands": {"recorded": self.chunks_recorded, "replayed": self.chunks_replayed},
                 "seconds": round(self.seconds, 3)}
@@ -98,6 +100,9 @@ class CsvSummary:
             out.append(f"out of order        {self.out_of_order:>9,}  (older than an earlier line; recorded)")
         if self.kind == "etsy-order-items":
             out.append(f"orders recorded     {self.orders_recorded:>9,}  (buyer pseudonyms)")
+        if self.prices_differ:
+            out.append(f"prices differ       {len(self.prices_differ):>9,}  (known SKUs, left as they are: "
+                       f"{', '.join(self.prices_differ[:10])}{', …' if len(self.prices_differ) > 10 else ''})")
         out.append(f"invalid lines       {self.invalid:>9,}" + ("  (set aside)" if self.invalid else ""))
         out += [f"  {p}" for p in self.problems]
         out.append(f"commands            {self.chunks_recorded} recorded, {self.chunks_replayed} replayed")
@@ -529,6 +534,21 @@ class ListingsImport(CsvImport):
 
     def batch(self, items: list) -> models.Command:
         return models.RegisterListings(listings=items, source="import", reason="Etsy listings download import")
+
+    def write(self, pending: Pending) -> None:
+        super().write(pending)
+        self.summary.prices_differ = self._prices_differ(pending)
+
+    def _prices_differ(self, pending: Pending) -> list[str]:
+        """The known SKUs whose price in the download is not the engine's (left as they are: a price
+        moves by the price routes, under its guardrails; the Etsy sync records such a drift)."""
+        listings = self.resolve(LISTING_SKU, set(pending.keys))
+        differ = []
+        for spec in pending.items:
+            listing = self.core.repository.get(listings[spec.sku]) if spec.sku in listings else None
+            if listing is not None and listing.price.amount != spec.price:
+                differ.append(spec.sku)
+        return differ
 
     def command(self, ctx: CommandContext, batch: models.Command) -> Result:
         return self.listings.register_listings(ctx, self.shop_id, batch)

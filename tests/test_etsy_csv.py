@@ -115,6 +115,11 @@ def test_listings_download_registers_new_skus_and_leaves_known_ones(engine, sell
     registered = {e.sku: e for e in events_of(engine, seller[1], Listing.Registered)}
     assert registered["BOARD-OAK"].status == "sold_out" and registered["TOWEL-LINEN"].price.amount == Decimal("9.00")
     assert registered["TOWEL-LINEN"].external_id == "etsy-sku:TOWEL-LINEN"
+    assert summary.prices_differ == []
+    repriced = LISTINGS.read_bytes().replace(b'of joy.",24.00,', b'of joy.",26.00,')
+    assert repriced != LISTINGS.read_bytes()
+    again = run(engine, seller, "etsy-listings", repriced)
+    assert (again.recorded, again.already_recorded, again.prices_differ) == (0, 3, ["MUG-BLUE"])
 
 
 def test_competitor_feed_records_each_observation_once(engine, seller):

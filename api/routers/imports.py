@@ -49,6 +49,7 @@ class CsvImported(Answer):
     model_config = example({
         "kind": "etsy-order-items", "file": "upload.csv", "sha256": "9f2c…", "shop_id": "55d95577-b375-455a-8c80-879603d12831",
         "lines": 1, "recorded": 1, "already_recorded": 0, "duplicates": 0, "out_of_order": 0, "orders_recorded": 1,
+        "prices_differ": [],
         "invalid": 0, "problems": [], "commands": {"recorded": 2, "replayed": 0}, "seconds": 0.02})
     kind: str
     file: str
@@ -60,6 +61,8 @@ class CsvImported(Answer):
     duplicates: int = Field(description="The same record again in this file")
     out_of_order: int = Field(description="Competitor prices older than an earlier line's (recorded all the same)")
     orders_recorded: int = Field(description="Orders (buyer pseudonyms) an order-items file added")
+    prices_differ: list[str] = Field(description="A listings download's known SKUs whose price differs from the "
+                                                 "engine's (left as they are)")
     invalid: int = Field(description="Lines set aside (only with skip_invalid; otherwise the upload is refused)")
     problems: list[ImportProblem]
     commands: ImportCommands
