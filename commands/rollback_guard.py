@@ -1,6 +1,6 @@
 """The rollback guard's commands: a shop's thresholds (configure), and a trip, which records the
 evidence on the shop's RollbackGuard, stops automation for the listing (its rule unassigned,
-commands/rules.py) and compensates the automated changes (commands/rollback.py).
+commands/rules.py; its running experiment stopped, commands/experiments.py) and compensates the automated changes (commands/rollback.py).
 
 A trip is three commands, each with an idempotency key derived from the evidence (Evidence.key):
 a restart that finds the same evidence replays their recorded answers and appends nothing, so a
@@ -18,11 +18,13 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from pydantic import Field
 
+from commands import experiment_models as em
 from commands import models
 from commands import rule_models as rm
 from commands.clocked import ClockedContext
 from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
+from commands.experiments import Experiments
 from commands.models import Command, Reason, integer
 from commands.rollback import Rollbacks
 from commands.rules import Rules
@@ -98,6 +100,10 @@ class RollbackGuards:
                 rule_id=None, listing_ids=[listing_id], reason=summary)).body
         rolled = self.rollbacks.rollback_listing(keyed("rollback"), shop_id, listing_id, models.RollbackListing(
             to_version=evidence.restore_version, reason=summary)).body
+        experiments = Experiments(self.core)
+        experiment = experiments.experiment_of(listing_id)
+        if experiment is not None:  # after the rollback, so the compensation is ours (the experiment pauses on it anyway)
+            stopped = experiments.stop(keyed("stop-experiment"), shop_id, experiment, em.EndExperiment(reason=summary)).body
         return {"evidence": evidence.as_dict(), "trip": recorded, "stopped": stopped, "rollback": rolled}
 
     def _record(self, ctx: CommandContext, evidence: Evidence, summary: str) -> dict:

@@ -17,6 +17,7 @@ import pytest
 
 import codec
 from bench.market import Clock
+from commands import experiment_models as em
 from commands import models
 from commands import rule_models as rm
 from commands.clocked import ClockedContext
@@ -30,7 +31,7 @@ from projections.projector import Projector
 from read import model_runs
 from read.explain import explain
 from read.side import ReadSide
-from streams.repricing import RepricingPolicy
+from streams.repricing import RepricingPolicy, tend_experiments
 from streams.rollback_guard import RollbackGuardFollower
 
 HISTORY = 42
@@ -113,7 +114,27 @@ def price_events(w) -> list:
     return [e for e in w.engine.core.events.get(w.listing) if isinstance(e, Listing.PriceChanged)]
 
 
-def test_a_forty_percent_cut_on_an_inelastic_product_is_rolled_back_within_the_configured_periods(world):
+def bad_rule(w) -> None:
+    """A fixed price 40 % below, assigned on day HISTORY at 09:00 (the policy makes the change)."""
+    w.clock.at(w.start + timedelta(days=HISTORY), 9)
+    rule = UUID(w.engine.rules.define_rule(w.ctx, w.shop, rm.DefineRule(name="cut", kind="fixed", amount="12.00")).body["rule_id"])
+    w.engine.rules.assign_rule(w.ctx, w.shop, rm.AssignRule(rule_id=rule, listing_ids=[w.listing]))
+    w.projector.catch_up()
+    w.policy.catch_up()
+
+
+def bad_experiment(w) -> None:
+    """An A/A switchback whose both arms are 40 % below, from day HISTORY at 00:00 (tended by the policy)."""
+    starts = w.clock.at(w.start + timedelta(days=HISTORY), 0)
+    arms = [em.ArmSpec(name=n, kind="relative", value="-40") for n in ("cut", "cut-again")]
+    w.policy.experiments.create(w.ctx, w.shop, em.CreateExperiment(
+        name="bad", listing_ids=[w.listing], arms=arms, period_hours=24, metric="revenue", mde="0.2",
+        horizon_cycles=4, seed=1, starts_at=starts), [1600.0] * 28, starts)
+    tend_experiments(w.policy.experiments, w.clock())
+
+
+@pytest.mark.parametrize("make_the_cut", [bad_rule, bad_experiment])
+def test_a_forty_percent_cut_on_an_inelastic_product_is_rolled_back_within_the_configured_periods(world, make_the_cut):
     w = world
     for t in range(HISTORY):
         sell(w, t, Decimal("20.00"))
@@ -123,13 +144,8 @@ def test_a_forty_percent_cut_on_an_inelastic_product_is_rolled_back_within_the_c
     configured = w.guards.configure(w.ctx, w.shop, ConfigureGuard(metric="revenue", level=80, periods=periods))
     assert configured.body["configured"] and configured.body["changed"]
 
-    # The bad rule: a fixed price 40 % below, assigned by the policy on day HISTORY at 09:00.
-    w.clock.at(w.start + timedelta(days=HISTORY), 9)
-    rule = UUID(w.engine.rules.define_rule(w.ctx, w.shop, rm.DefineRule(name="cut", kind="fixed", amount="12.00")).body["rule_id"])
-    w.engine.rules.assign_rule(w.ctx, w.shop, rm.AssignRule(rule_id=rule, listing_ids=[w.listing]))
-    w.projector.catch_up()
-    w.policy.catch_up()
-    [cut] = [e for e in price_events(w) if e.meta.source == "rule"]
+    make_the_cut(w)
+    [cut] = [e for e in price_events(w) if e.meta.source in ("rule", "experiment")]
     assert cut.price.amount == Decimal("12.00")
 
     tripped_on = None
@@ -138,6 +154,7 @@ def test_a_forty_percent_cut_on_an_inelastic_product_is_rolled_back_within_the_c
         sell(w, t, price)
         w.projector.catch_up()
         w.clock.at(w.start + timedelta(days=t + 1), 2)  # the next morning: day t is complete
+        tend_experiments(w.policy.experiments, w.clock())  # the experiment's next period (same price)
         if w.follower.check() and tripped_on is None:
             tripped_on = t
     # The days compared start the day after the change: tripped once `periods` days were complete.
@@ -145,7 +162,8 @@ def test_a_forty_percent_cut_on_an_inelastic_product_is_rolled_back_within_the_c
 
     listing = w.engine.core.repository.get(w.listing)
     assert listing.price.amount == Decimal("20.00") and listing.rule_id is None  # rolled back, automation stopped
-    rollback = price_events(w)[-1]
+    assert w.policy.experiments.experiment_of(w.listing) is None  # an experiment on it is stopped
+    rollback = next(e for e in price_events(w) if e.meta.source == "rollback")
     assert rollback.meta.source == "rollback" and rollback.compensates == [cut.originator_version]
     assert rollback.meta.causation_id.startswith("rollback_guard:") and "below the forecast's 80% lower bound" in rollback.meta.reason
     assert rollback.meta.occurred_at.date() == w.start + timedelta(days=HISTORY + periods + 1)  # simulated time
