@@ -106,3 +106,18 @@ def test_the_experimental_elasticity_finds_the_true_one(truth):
     found = elasticity_from_arms(units, prices)
     assert found.low <= truth <= found.high and math.isclose(found.elasticity, truth, abs_tol=0.3)
     assert elasticity_from_arms(np.zeros((5, 2)), prices) is None
+
+
+@given(values=st.lists(st.floats(0, 100, allow_nan=False), min_size=8, max_size=40), shift=st.floats(-50, 50),
+       seed=st.integers(0, 1000))
+@settings(max_examples=60, deadline=None)
+def test_a_shift_of_every_period_changes_no_effect_and_swapping_the_arms_only_its_sign(values, shift, seed):
+    plan = plan_power([30.0 + (i % 5) for i in range(56)], 24, 0, 2, 0.1, 0.05, 0.8)
+    schedule = balanced_schedule(2, len(values) // 2, seed)
+    periods = [Period(i, a, v) for i, (a, v) in enumerate(zip(schedule, values))]
+    base = analyse(periods, 2, plan, seed=seed).arms[0]
+    shifted = analyse([Period(p.index, p.arm, p.value + shift) for p in periods], 2, plan, seed=seed).arms[0]
+    swapped = analyse([Period(p.index, 1 - p.arm, p.value) for p in periods], 2, plan, seed=seed).arms[0]
+    assert shifted.effect == pytest.approx(base.effect, abs=1e-6) and shifted.p_value == pytest.approx(base.p_value)
+    assert swapped.effect == pytest.approx(-base.effect, abs=1e-9) and swapped.p_value == pytest.approx(base.p_value)
+    assert 0 < base.p_value <= 1

@@ -260,3 +260,21 @@ def test_the_repricing_policy_tends_experiments_from_its_loop_at_most_every_30_s
     finally:
         policy.close()
         api.post(f"/shops/{shop}/experiments/{x['experiment_id']}/abandon", json={})
+
+
+def test_an_msprt_experiment_answers_a_verdict_at_any_look_and_says_so(api, world):
+    shop, listing, engine = world["shop"], world["listings"][0], world["engine"]
+    starts = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
+    arms = [{"name": "plus-5", "kind": "relative", "value": "5"}, {"name": "plus-15", "kind": "relative", "value": "15"}]
+    body = design([listing], name="sequential", period_hours=1, burn_in_hours=0, metric="revenue", mode="msprt",
+                  cuped=True, horizon_cycles=20, starts_at=starts.isoformat(), arms=arms)
+    x = api.post(f"/shops/{shop}/experiments", json=body).json()
+    for period in range(4):
+        Experiments(engine.core).tend(UUID(x["experiment_id"]), starts + timedelta(hours=period, minutes=1))
+    project(world["url"])
+    found = api.get(f"/shops/{shop}/experiments/{x['experiment_id']}/analysis").json()
+    assert found["mode"] == "msprt" and "every look" in found["peeking"]
+    assert found["verdict_allowed"] and found["cycles_complete"] == 2 and found["cycles_planned"] == 20
+    assert found["cuped"]["asked"] and found["cuped"]["applied"]
+    assert 0 < found["arms"][0]["p_value"] <= 1 and found["arms"][0]["significant"] is not None
+    assert api.post(f"/shops/{shop}/experiments/{x['experiment_id']}/abandon", json={}).json()["status"] == "abandoned"

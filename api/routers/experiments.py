@@ -111,24 +111,17 @@ def _reader(reads) -> ExperimentReader:
                      "horizon from a power calculation on the listings' own history")
 async def create_experiment(shop_id: UUID, cmd: m.CreateExperiment, ctx: Context, engine: Engine, reads: Reads,
                             response: Response):
-    handler = Experiments(engine.core)
     now = datetime.now(timezone.utc)
-    costs = await run_in_threadpool(_costs, engine, handler, ctx, shop_id, cmd.listing_ids)
-    starts = (cmd.starts_at or now).date()
-    pre_period = await run_in_threadpool(_reader(reads).pre_period, ctx, shop_id, costs, cmd.metric, starts)
-    return await answer(response, handler.create, ctx, shop_id, cmd, pre_period, now)
+    pre_period = await run_in_threadpool(_pre_period, reads, ctx, shop_id, cmd, (cmd.starts_at or now).date())
+    return await answer(response, Experiments(engine.core).create, ctx, shop_id, cmd, pre_period, now)
 
 
-def _costs(engine, handler: Experiments, ctx, shop_id: UUID, listing_ids: list[UUID]) -> dict:
-    """Each listing's cost (profit needs it); unknown listings are left to the command to refuse by name."""
-    costs = {}
-    for listing_id in listing_ids:
-        try:
-            cost = engine.core.listing(ctx, shop_id, listing_id).guardrails.cost
-        except Exception:  # noqa: BLE001 - the command names the listing it cannot find
-            continue
-        costs[listing_id] = None if cost is None else cost.amount
-    return costs
+def _pre_period(reads, ctx, shop_id: UUID, cmd: m.CreateExperiment, before) -> list[float]:
+    """The listings' metric per day before the start (the power calculation's input); a listing not in
+    the shop is left out here and refused by name by the command."""
+    listings = reads.aggregates.listings(ctx, shop_id, list(cmd.listing_ids))
+    costs = {i: None if x.guardrails.cost is None else x.guardrails.cost.amount for i, x in listings.items()}
+    return _reader(reads).pre_period(ctx, shop_id, costs, cmd.metric, before)
 
 
 @router.get(BASE, response_model=ExperimentList, summary="The shop's experiments", dependencies=[READ])
