@@ -5,7 +5,7 @@ import { LiveStream } from "./live.js";
 import { legend, timeChart } from "./chart.js";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { me: null, shops: [], shop: null, currency: null, stream: null, onEvent: null, board: null, canWrite: false };
+const state = { me: null, shops: [], shop: null, currency: null, stream: null, onEvent: null, board: null, writesOn: () => false };
 
 // -- small helpers ----------------------------------------------------------------------------
 function h(tag, attrs = {}, ...children) {
@@ -114,8 +114,11 @@ async function loadIdentity() {
   state.me = me;
   state.shops = shops.shops;
   const roles = Object.keys(state.me.roles || {});
-  state.canWrite = roles.some((r) => ["seller", "admin"].includes(r));
-  state.canAudit = roles.some((r) => ["auditor", "admin"].includes(r));
+  // The roles' permissions as domain/account.py grants them: prices:write to admins and to sellers
+  // over their shops (null: every shop); the tenant's log to auditors, admins and tenant-wide sellers.
+  const grants = state.me.roles || {};
+  state.writesOn = (shop) => "admin" in grants || ("seller" in grants && (grants.seller === null || grants.seller.includes(shop)));
+  state.canAudit = "auditor" in grants || "admin" in grants || grants.seller === null;
   $("#who").textContent = `${state.me.username} (${roles.join(", ")})`;
   const select = $("#shop-select");
   select.replaceChildren(...state.shops.map((id) => h("option", { value: id }, id.slice(0, 8))));
@@ -337,7 +340,7 @@ async function listingPage(main, shop, id) {
     h("p", { id: "listing-state" }, `Price `, h("strong", { id: "listing-price" }, `${listing.price} ${listing.currency}`),
       ` · version ${listing.version} · floor ${listing.floor ?? "—"} · ceiling ${listing.ceiling ?? "—"} · cost ${listing.cost ?? "—"}`,
       ` · rule ${automation.rule_id ?? "none"}`),
-    state.canWrite ? priceForm(shop, id, listing) : null,
+    state.writesOn(shop) ? priceForm(shop, id, listing) : null,
     h("h2", {}, "Price, competitors and sales"), timeChart(series, { title: "Price history with competitor band and daily units" }), legend(series),
     demandPanels(elasticity, forecast, recommendation),
     h("h2", {}, "Price changes"), detail,
@@ -348,8 +351,8 @@ async function listingPage(main, shop, id) {
         h("td", {}, c.kind === "compensation" ? `rollback of v${(c.compensates || []).join(", ")}` : c.source),
         h("td", {}, c.actor_id?.slice(0, 12)), h("td", {}, c.reason),
         h("td", {}, h("button", { type: "button", onclick: () => explainChange(detail, shop, id, c, listing) }, "Explain"),
-          state.canWrite && c.kind !== "registered" ? h("button", { type: "button", class: "undo", onclick: () => rollback(shop, id, listing, c, "undo") }, "Undo") : null,
-          state.canWrite && c.price !== listing.price ? h("button", { type: "button", class: "restore", onclick: () => rollback(shop, id, listing, c, "to") }, "Restore") : null)))))));
+          state.writesOn(shop) && c.kind !== "registered" ? h("button", { type: "button", class: "undo", onclick: () => rollback(shop, id, listing, c, "undo") }, "Undo") : null,
+          state.writesOn(shop) && c.price !== listing.price ? h("button", { type: "button", class: "restore", onclick: () => rollback(shop, id, listing, c, "to") }, "Restore") : null)))))));
   state.onEvent = (e) => { if (e.aggregate_id === id || e.type === "reload") listingPage(main, shop, id).catch(failed); };
 }
 
@@ -454,7 +457,7 @@ async function shopPage(main, shop) {
     h("h1", {}, `Shop — ${state.shopName}`),
     h("section", { class: "panel", "aria-labelledby": "auto-title" }, h("h2", { id: "auto-title" }, "Automated repricing"),
       h("p", { class: "stop-state", id: "automation-state" }, stopped ? `Stopped${automation.shop.stopped ? "" : " for the whole tenant"} by ${stop.by} at ${when(stop.at)}: ${stop.reason}` : "Running"),
-      state.canWrite ? (stopped
+      state.writesOn(shop) ? (stopped
         ? h("button", { type: "button", id: "resume", class: "primary", onclick: () => switchAutomation(shop, "resume") }, "Resume automated repricing")
         : h("button", { type: "button", id: "emergency-stop", class: "danger", onclick: () => switchAutomation(shop, "stop") }, "Emergency stop")) : null),
     h("h2", {}, "Revenue and units (last 90 days)"),
@@ -502,7 +505,7 @@ function exportButton(path, name) {
 
 // -- audit ------------------------------------------------------------------------------------
 async function auditPage(main) {
-  if (!state.canAudit) { fill(main, h("h1", {}, "Audit"), h("p", {}, "Your role cannot read the audit log (it needs an auditor or admin).")); return; }
+  if (!state.canAudit) { fill(main, h("h1", {}, "Audit"), h("p", {}, "Your roles cannot read the tenant's log: it needs an auditor, an admin, or a seller of every shop.")); return; }
   const aggregate = location.hash.split("/")[2] || "";
   const f = { type: h("input", { name: "type", placeholder: "Listing.PriceChanged" }), actor: h("input", { name: "actor" }),
     since: h("input", { name: "since", type: "datetime-local" }), until: h("input", { name: "until", type: "datetime-local" }),
