@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 from decimal import Decimal
 
+from api.etsy import demo as etsy_demo, print_demo as print_etsy_demo
 from api.server import build, running
 from api.settings import Settings
 from commands.context import CommandContext
@@ -30,9 +31,11 @@ def run_demo(settings: Settings) -> int:
         print(f"engine serving at {base_url}")
         http.headers.update(demo_login(engine, http, "demo-seller", shops=[]))
         summary = populate(http, partner=lambda shop: demo_login(engine, http, "demo-partner", shops=[shop]))
+        etsy = etsy_demo(app, engine, http, summary["shop"])  # the demo shop connected to a fake Etsy
         admin_file = demo_admin(engine, http, settings.data_dir / "demo-admin.txt")
     engine.close()
     print_summary(summary, time.monotonic() - started)
+    print_etsy_demo(etsy)
     print_sign_in(admin_file)
     return 0
 

@@ -177,3 +177,67 @@ def add_parsers(sub, benches, as_json) -> None:
     b.add_argument("--seconds", type=float, default=8.0, help="how long the push runs")
     b.add_argument("--per-second", type=int, default=40, help="the fake's rate limit")
     b.set_defaults(func=bench)
+
+
+def demo(app, engine, http, shop: str) -> dict:
+    """`etsypro demo`'s Etsy part: a fake Etsy with a few listings, the demo shop connected to it
+    through the real PKCE round trip, synced in, a price pushed out and a price changed at Etsy seen
+    as drift. `app` is the engine's FastAPI app, served at http's base URL."""
+    from decimal import Decimal
+
+    import httpx
+
+    from api.server import running
+    from fake_etsy import FakeEtsy, create_app
+    from streams.etsy_client import EtsyClient
+    from streams.etsy_push import EtsyPusher, PushQueue
+    from api.routers.marketplace import marketplace_of
+
+    fake = FakeEtsy()
+    etsy_shop = fake.add_shop("GBP")
+    listings = [fake.add_listing(etsy_shop.shop_id, title, f"ETSY-{i}", Decimal(price), variations=3 if i == 0 else 0)
+                for i, (title, price) in enumerate([("Sized stoneware jug", "36.00"), ("Tea bowl", "19.00"),
+                                                    ("Butter dish", "27.50")])]
+    with running(create_app(fake)) as fake_url:
+        app.state.etsy = EtsyApp(fake.config.keystring, fake.config.shared_secret, fake_url, f"{fake_url}/oauth/connect",
+                                 f"{str(http.base_url).rstrip('/')}/marketplace/etsy/callback")
+        base = f"/shops/{shop}/marketplace/etsy"
+        started = _ok(http.post(f"{base}/connect", json={"etsy_shop_id": etsy_shop.shop_id}))
+        consent = httpx.get(started["authorize_url"])  # the fake's consent page answers at once
+        connected = _ok(httpx.get(consent.headers["location"]))
+        synced = _ok(http.post(f"{base}/sync"))
+        with engine.core.recorder.datastore.get_connection() as conn:
+            jug = conn.execute("SELECT listing_id FROM marketplace.etsy_listings WHERE etsy_listing_id = %s",
+                               [listings[0].listing_id]).fetchone()["listing_id"]
+        _ok(http.put(f"/shops/{shop}/listings/{jug}/price", json={"price": "38.00", "currency": "GBP",
+                                                                    "reason": "pushed to Etsy by the demo"}))
+        PushQueue(engine.core.conninfo).catch_up()
+        pusher = EtsyPusher(marketplace_of(engine), EtsyClient(app.state.etsy), engine.core.conninfo)
+        try:
+            pusher.step()
+        finally:
+            pusher.close()
+        fake.set_price_at_etsy(listings[1].listing_id, Decimal("17.00"))  # the seller edits a price at Etsy
+        _ok(http.post(f"{base}/sync"))
+        status = _ok(http.get(base))
+        drifts = _ok(http.get(f"{base}/drifts"))
+        app.state.etsy = None
+        return {"etsy_shop_id": etsy_shop.shop_id, "status": connected["status"], "registered": synced["registered"],
+                "pushed": pusher.stats.pushed, "jug_at_etsy": str(fake.price_of(listings[0].listing_id)),
+                "variations": len(fake.listings[listings[0].listing_id].inventory["products"]),
+                "drifts": drifts, "queue": status["queue"]["waiting"]}
+
+
+def _ok(response) -> dict:
+    if response.status_code >= 400:
+        raise SystemExit(f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text}")
+    return response.json()
+
+
+def print_demo(s: dict) -> None:
+    drift = s["drifts"][0] if s["drifts"] else None
+    print(f"  Etsy (a fake Etsy, etsypro fake-etsy): the shop {s['status']} to Etsy shop {s['etsy_shop_id']} through"
+          f" OAuth 2.0 + PKCE; {s['registered']} Etsy listings synced in; a price pushed ({s['pushed']}): the jug is"
+          f" {s['jug_at_etsy']} GBP at Etsy with its {s['variations']} sizes kept"
+          + (f"; a price changed at Etsy ({drift['engine_price']} -> {drift['etsy_price']}) recorded as drift"
+             if drift else ""))

@@ -17,11 +17,12 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidValue, InvariantViolated
 from domain.meta import EventMeta
-from domain.money import Money
+from domain.money import Money, minor_unit
 
 CONNECTED, REVOKED, DISCONNECTED = "connected", "revoked", "disconnected"
 SCOPES = ("listings_r", "listings_w", "transactions_r", "shops_r")
 PUT_DROPPED = ("product_id", "offering_id", "is_deleted")  # in a GET's answer, refused in a PUT
+ETSY_MIN_PRICE, ETSY_MAX_PRICE = Decimal("0.20"), Decimal("50000")  # an offering's price, as Etsy accepts it
 
 
 def s256(verifier: str) -> str:
@@ -161,7 +162,12 @@ def etsy_money(value, field: str) -> Money:
     if isinstance(amount, bool) or not isinstance(amount, int) or isinstance(divisor, bool) \
             or not isinstance(divisor, int) or divisor <= 0 or not isinstance(currency, str) or len(currency) != 3:
         raise InvalidValue(field, f"not a money object: {value!r:.200}")
-    return Money(Decimal(amount) / divisor, currency)
+    value = Decimal(amount) / divisor
+    try:  # in the currency's minor units when that is exact (1700/100 GBP is 17.00, as the engine writes it)
+        exact = value.quantize(minor_unit(currency))
+    except (KeyError, InvalidOperation):
+        raise InvalidValue(field, f"unknown currency {currency!r}") from None
+    return Money(exact if exact == value else value, currency)
 
 
 def _cents(value: Decimal) -> Decimal:
@@ -206,6 +212,8 @@ def _offering(offering, field: str, price: Money, base: Money, varies: bool) -> 
         amount = _cents(own.amount * price.amount / base.amount) if varies and base.amount else price.amount
     except InvalidOperation:
         raise InvalidValue(f"{field}.price", "cannot be scaled") from None
+    if not ETSY_MIN_PRICE <= amount <= ETSY_MAX_PRICE:
+        raise InvalidValue(f"{field}.price", f"{amount} is outside the prices Etsy accepts ({ETSY_MIN_PRICE} to {ETSY_MAX_PRICE})")
     kept = {k: copy.deepcopy(v) for k, v in offering.items() if k not in PUT_DROPPED}
     kept["price"] = float(amount)
     return kept
