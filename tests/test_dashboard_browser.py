@@ -341,3 +341,16 @@ def test_an_auditor_filters_the_timeline_reads_a_history_and_verifies_the_chain(
     page.click("text=History")
     expect(page.locator("#history pre")).to_contain_text("v1 ")
     assert "Listing.Registered" in page.inner_text("#history pre")
+
+
+def test_a_live_update_of_the_listing_keeps_what_was_being_typed(page, world):
+    listing = world.listings[1]
+    seller_signs_in(page, world)
+    page.goto(f"{world.url}/#/shop/{world.shop}/listing/{listing}")
+    page.fill("#new-price", "31.5")
+    version = world.version(listing)
+    world.api.put(f"/shops/{world.shop}/listings/{listing}/price", json={"price": "26.00", "currency": "GBP"})
+    expect(page.locator("#listing-price")).to_have_text("26.00 GBP")  # re-rendered live
+    assert f"version {version + 1}" in page.inner_text("#listing-state")
+    assert page.input_value("#new-price") == "31.5"
+    assert page.evaluate("document.activeElement.id") == "new-price"

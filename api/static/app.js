@@ -20,6 +20,11 @@ function h(tag, attrs = {}, ...children) {
 }
 // Replace a container's content; absent parts (null: a panel with nothing to show) are left out.
 const fill = (node, ...children) => node.replaceChildren(...children.flat().filter((c) => c != null && c !== false));
+// Run fn once, `ms` after the last of a burst of calls (a bulk import is a thousand events).
+function debounced(fn, ms) {
+  let timer = null;
+  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+}
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
 const money = (v) => (v == null ? "" : String(v));
@@ -298,11 +303,13 @@ function drawBoard() {
 }
 const FIRST_ROWS = 60, CHUNK_ROWS = 250;
 let drawing = 0;
+// Whole reloads (new listings, new competitor prices, a stop) wait for the burst to end; a price
+// change, the common case, updates its one row at once.
+const reloadBoard = debounced((main, shop) => { if (location.hash.split("/").length <= 3) boardPage(main, shop).catch(failed); }, 400);
 function onBoardEvent(e, main, shop) {
-  if (e.type === "reload") return boardPage(main, shop).catch(failed);
-  if (e.type?.startsWith("Shop.Automation")) return boardPage(main, shop).catch(failed);
+  if (e.type === "reload" || e.type?.startsWith("Shop.Automation") || e.type?.startsWith("ObservationBatch")) return reloadBoard(main, shop);
   const l = state.board.get(e.aggregate_id);
-  if (!l) { if (e.type === "Listing.Registered") boardPage(main, shop).catch(failed); return; }
+  if (!l) { if (e.type === "Listing.Registered") reloadBoard(main, shop); return; }
   if (e.type === "Listing.PriceChanged") {
     Object.assign(l, { price: e.data.price.amount, price_version: e.version, price_changed_at: e.meta.occurred_at,
       price_source: e.meta.source, price_actor_id: e.meta.actor_id, price_reason: e.meta.reason, version: e.version });
@@ -317,6 +324,17 @@ function onBoardEvent(e, main, shop) {
 }
 
 // -- a listing --------------------------------------------------------------------------------
+// A live re-render keeps what was being typed (and where) in the price form.
+const reloadListing = debounced((main, shop, id) => {
+  if (!location.hash.endsWith(`/listing/${id}`)) return;  // the page was left meanwhile
+  const kept = ["new-price", "price-reason"].map((field) => [field, document.getElementById(field)?.value]);
+  const focused = document.activeElement?.id;
+  listingPage(main, shop, id).then(() => {
+    for (const [field, value] of kept) if (value && document.getElementById(field)) document.getElementById(field).value = value;
+    if (focused) document.getElementById(focused)?.focus();
+  }).catch(failed);
+}, 200);
+
 async function listingPage(main, shop, id) {
   const base = `/shops/${shop}/listings/${id}`;
   const since = new Date(Date.now() - 90 * 864e5).toISOString();
@@ -353,7 +371,7 @@ async function listingPage(main, shop, id) {
         h("td", {}, h("button", { type: "button", onclick: () => explainChange(detail, shop, id, c, listing) }, "Explain"),
           state.writesOn(shop) && c.kind !== "registered" ? h("button", { type: "button", class: "undo", onclick: () => rollback(shop, id, listing, c, "undo") }, "Undo") : null,
           state.writesOn(shop) && c.price !== listing.price ? h("button", { type: "button", class: "restore", onclick: () => rollback(shop, id, listing, c, "to") }, "Restore") : null)))))));
-  state.onEvent = (e) => { if (e.aggregate_id === id || e.type === "reload") listingPage(main, shop, id).catch(failed); };
+  state.onEvent = (e) => { if (e.aggregate_id === id || e.type === "reload") reloadListing(main, shop, id); };
 }
 
 function priceForm(shop, id, listing) {
