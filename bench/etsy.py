@@ -63,7 +63,8 @@ def _connected_shop(engine, marketplace, fake, client, listings: int):
                                         client.app.authorize_url)
     consent = httpx.get(started["authorize_url"])
     code = httpx.QueryParams(httpx.URL(consent.headers["location"]).query).get("code")
-    marketplace.finish_connect(started["state"], code, lambda c, v, r: token_answer(client.exchange_code(c, v, r)))
+    marketplace.finish_connect(started["state"], code, lambda c, v, r: token_answer(client.exchange_code(c, v, r)),
+                               client.shop_owner)
     return shop, etsy_shop
 
 

@@ -66,6 +66,7 @@ class Grant:
 
 
 Exchange = Callable[[str, str, str], TokenAnswer]  # (code, verifier, redirect_uri) -> tokens
+OwnerOf = Callable[[str, int], int]  # (access token, Etsy shop id) -> the shop owner's Etsy user id
 
 
 def _now() -> datetime:
@@ -104,9 +105,10 @@ class Marketplace:
         return {"authorize_url": f"{authorize_url}?{urlencode(query)}", "state": state,
                 "expires_at": expires.isoformat()}
 
-    def finish_connect(self, state: str, code: str, exchange: Exchange) -> Result:
+    def finish_connect(self, state: str, code: str, exchange: Exchange, owner_of: OwnerOf) -> Result:
         """The callback: the state is spent whatever happens next; the code is exchanged with the
-        verifier; the connection event and the encrypted tokens commit together."""
+        verifier; the Etsy shop named at the start must be the granting seller's; the connection
+        event and the encrypted tokens commit together."""
         started = self._rows("UPDATE marketplace.etsy_pkce SET used_at = now() WHERE state_digest = %s"
                              " AND used_at IS NULL AND expires_at > now()"
                              " RETURNING shop_id, tenant_id, actor_id, verifier_encrypted, redirect_uri, etsy_shop_id",
@@ -121,6 +123,12 @@ class Marketplace:
             user_id = tokens.etsy_user_id
         except EtsyRefused as e:
             raise InvalidValue("code", f"Etsy refused the code: {e.answer[:300]}") from None
+        try:
+            owner = owner_of(tokens.access_token, row["etsy_shop_id"])
+        except EtsyRefused as e:
+            raise InvalidValue("etsy_shop_id", f"Etsy did not answer for the shop: {e.answer[:300]}") from None
+        if owner != user_id:
+            raise InvalidValue("etsy_shop_id", f"Etsy shop {row['etsy_shop_id']} is not the granting seller's")
         ctx = CommandContext(actor=Actor(row["actor_id"]), tenant_id=row["tenant_id"])
         self.core.shop_facts(ctx, shop_id)
 

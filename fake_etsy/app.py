@@ -40,6 +40,7 @@ SPEC = json.loads(Path(__file__).with_name("etsy_v3_subset.json").read_text())
 LISTINGS_PATH = "/v3/application/shops/{shop_id}/listings/active"
 INVENTORY_PATH = "/v3/application/listings/{listing_id}/inventory"
 RECEIPTS_PATH = "/v3/application/shops/{shop_id}/receipts"
+SHOP_PATH = "/v3/application/shops/{shop_id}"
 CODE_TTL_S = 300
 SCOPES = {"listings_r", "listings_w", "transactions_r", "shops_r"}
 PUT_REFUSED_FIELDS = ("product_id", "offering_id", "is_deleted")
@@ -416,6 +417,13 @@ class FakeEtsy:
             listing.last_modified = int(time.time())
             return 200, copy.deepcopy(listing.inventory)
 
+    def shop(self, shop_id: int) -> tuple[int, dict]:
+        shop = self.shops.get(shop_id)
+        if shop is None:
+            return 404, {"error": f"shop {shop_id} not found"}
+        return 200, template("Shop") | {"shop_id": shop.shop_id, "user_id": shop.user_id, "shop_name": f"Shop{shop.shop_id}",
+                                        "currency_code": shop.currency}
+
     def receipts(self, user_id: int, shop_id: int, query: dict) -> tuple[int, dict]:
         page = self._page(RECEIPTS_PATH, query)
         if isinstance(page, str):
@@ -482,6 +490,10 @@ def create_app(fake: FakeEtsy) -> FastAPI:
     @app.get(LISTINGS_PATH)
     async def shop_listings(shop_id: int, request: Request):
         return await gated(request, lambda user: fake.shop_listings(user, shop_id, dict(request.query_params)))
+
+    @app.get(SHOP_PATH)
+    async def shop(shop_id: int, request: Request):
+        return await gated(request, lambda user: fake.shop(shop_id))
 
     @app.get(INVENTORY_PATH)
     async def get_inventory(listing_id: int, request: Request):

@@ -15,10 +15,11 @@ OPERATIONS = {  # path -> methods the fake serves
     "/v3/application/shops/{shop_id}/listings/active": ["get"],
     "/v3/application/listings/{listing_id}/inventory": ["get", "put"],
     "/v3/application/shops/{shop_id}/receipts": ["get"],
+    "/v3/application/shops/{shop_id}": ["get"],
 }
 SCHEMAS = ["Money", "ShopListing", "ShopListings", "ListingInventory", "ListingInventoryProduct",
            "ListingInventoryProductOffering", "ShopReceipt", "ShopReceipts", "ShopReceiptTransaction",
-           "ShopReceiptShipment"]
+           "ShopReceiptShipment", "Shop"]
 OUT = Path(__file__).with_name("etsy_v3_subset.json")
 
 

@@ -220,6 +220,13 @@ class EtsyClient:
             return _answer(response)
         raise EtsyUnavailable(429, f"still rate limited after {self.max_429} tries")
 
+    def shop_owner(self, token: str, etsy_shop_id: int) -> int:
+        """The Etsy user id of the shop's owner (getShop)."""
+        owner = self.call("GET", f"/v3/application/shops/{etsy_shop_id}", token).get("user_id")
+        if isinstance(owner, bool) or not isinstance(owner, int):
+            raise EtsyRefused(200, f"getShop answered no user_id: {owner!r:.100}")
+        return owner
+
     def shop_listings(self, token: str, etsy_shop_id: int, offset: int, state: str = "active") -> dict:
         return self.call("GET", f"/v3/application/shops/{etsy_shop_id}/listings", token,
                          {"state": state, "limit": PAGE_LIMIT, "offset": offset, "includes": "Inventory"})

@@ -84,6 +84,16 @@ def test_a_state_is_single_use_and_a_tampered_challenge_connects_nothing(etsy_ap
     assert marketplace_of(etsy_engine).grant(uuid.UUID(shop)) is None
 
 
+def test_another_sellers_etsy_shop_is_refused_at_the_callback(etsy_api, etsy_engine, fake):
+    shop = open_shop(etsy_api)
+    theirs, mine = fake.add_shop("GBP"), fake.add_shop("GBP")
+    fake.consenting_user = mine.user_id  # I grant access, naming their shop
+    started = etsy_api.post(f"/shops/{shop}/marketplace/etsy/connect", json={"etsy_shop_id": theirs.shop_id}).json()
+    callback = httpx.get(httpx.get(started["authorize_url"]).headers["location"])
+    assert callback.status_code == 422 and callback.json()["field"] == "etsy_shop_id", callback.text
+    assert marketplace_of(etsy_engine).grant(uuid.UUID(shop)) is None
+
+
 def test_refresh_rotates_and_the_old_refresh_token_is_refused(etsy_api, etsy_engine, etsy_server, fake, fake_url):
     shop = open_shop(etsy_api)
     connect(etsy_api, fake, shop)

@@ -203,6 +203,6 @@ async def callback(request: Request, engine: Engine, app: App, response: Respons
     client = EtsyClient(app)
     try:
         exchange = lambda code, verifier, redirect_uri: token_answer(client.exchange_code(code, verifier, redirect_uri))  # noqa: E731
-        return await answer(response, marketplace_of(engine).finish_connect, state, code, exchange)
+        return await answer(response, marketplace_of(engine).finish_connect, state, code, exchange, client.shop_owner)
     finally:
         client.close()
