@@ -284,6 +284,8 @@ def test_an_expired_session_asks_to_sign_in_over_the_page_and_changes_nothing_me
     page.click("#login-form button[type=submit]")
     page.wait_for_selector("#message.info:text('Price set to 24.00 GBP')")  # signed in again, the change went on
     assert world.price(world.listings[0]) == "24.00"
+    expect(page.locator("#stream-state")).to_have_text("Live: live")  # the stream resumed too
+    expect(page.locator("#listing-price")).to_have_text("24.00 GBP")  # and brought the change
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 // Live events: Server-Sent Events read with fetch (so the access token goes in a header, never in
 // a URL). The last position seen goes back as Last-Event-ID on every reconnect: nothing is missed.
-import { refresh, token } from "./session.js";
+import { nextSession, refresh, token } from "./session.js";
 
 export class LiveStream {
   constructor(path, onEvent, onState = () => {}) {
@@ -21,7 +21,10 @@ export class LiveStream {
       } catch (e) {
         if (this.stopped) return;
         this.onState("reconnecting");
-        if (e.status === 401 && !(await refresh())) { this.onState("signed out"); return; }
+        if (e.status === 401 && !(await refresh())) {
+          this.onState("signed out");
+          await nextSession();  // signed in again (over the page): resume from the last position
+        }
       }
       await new Promise((r) => setTimeout(r, wait));
       wait = Math.min(wait * 2, 5000);

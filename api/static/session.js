@@ -15,6 +15,14 @@ export class Problem extends Error {
 }
 
 export function whenSignedOut(callback) { onSignedOut = callback; }
+
+// Resolves the next time a session starts (sign-in or refresh): the live stream waits on it.
+let waiting = [];
+export function nextSession() { return new Promise((resolve) => waiting.push(resolve)); }
+function started(token) {
+  accessToken = token;
+  for (const resolve of waiting.splice(0)) resolve();
+}
 export function signedIn() { return accessToken !== null; }
 export function token() { return accessToken; }
 
@@ -30,19 +38,19 @@ async function post(path, body) {
 
 export async function login(tenant, username, password) {
   const answer = await post("/auth/browser/login", { tenant, username, password });
-  if (!answer.mfa_required) accessToken = answer.access_token;
+  if (!answer.mfa_required) started(answer.access_token);
   return answer;
 }
 
 export async function secondFactor(challenge, code, recoveryCode) {
   const body = recoveryCode ? { challenge, recovery_code: recoveryCode } : { challenge, code };
-  accessToken = (await post("/auth/browser/login/mfa", body)).access_token;
+  started((await post("/auth/browser/login/mfa", body)).access_token);
 }
 
 // One refresh at a time: every request that met a 401 waits for the same one.
 export function refresh() {
   refreshing ??= post("/auth/browser/token")
-    .then((answer) => { accessToken = answer.access_token; return true; })
+    .then((answer) => { started(answer.access_token); return true; })
     .catch(() => { accessToken = null; return false; })
     .finally(() => { refreshing = null; });
   return refreshing;
