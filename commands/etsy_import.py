@@ -45,7 +45,7 @@ from domain.errors import CommandRefused, Conflict, DomainError
 from domain.facts import Observation, ObservationBatch, SalesBatch
 from domain.listing import Guardrails, Listing
 from domain.money import Money
-from domain.orders import OrderBatch
+from domain.orders import TOTALS, OrderBatch
 
 CHUNK = models.MAX_BATCH
 MAX_PROBLEMS = 1000  # reported per run; the count is always exact
@@ -310,6 +310,18 @@ class CsvImport:
     def sent(self, items: list) -> None:
         """Told the items just recorded (not those the shop held already), in file order."""
 
+    def each_once(self, table: Table, make: Callable, key: str) -> Pending:
+        """Each line made into an item (a dict) by `make`, once per its `key`."""
+        pending, seen = Pending(), {}
+        for line, row in table.rows:
+            try:
+                item = make(table, line, row)
+                if self.once(seen, table, line, item[key], key, tuple(item.values())):
+                    pending.add(item, line, item[key])
+            except _Skip:
+                continue
+        return pending
+
     def same_currency(self, table: Table, line: int, row: dict[str, str]) -> str:
         given = row.get("currency", "").strip() or self.currency
         if given != self.currency:
@@ -459,22 +471,13 @@ class OrdersImport(CsvImport):
                      "status": "status", "order_value": "order_value", "discount": "discount",
                      "shipping": "shipping", "shipping_discount": "shipping_discount", "sales_tax": "sales_tax",
                      "order_total": "order_total"}
-    TOTALS = ("order_value", "discount", "shipping", "shipping_discount", "sales_tax", "order_total")
 
     def parse(self, table: Table) -> Pending:
-        pending, seen = Pending(), {}
-        for line, row in table.rows:
-            try:
-                order = self._order(table, line, row)
-                if self.once(seen, table, line, order["order_id"], "order_id", tuple(order.values())):
-                    pending.add(order, line, order["order_id"])
-            except _Skip:
-                continue
-        return pending
+        return self.each_once(table, self._order, "order_id")
 
     def _order(self, table: Table, line: int, row: dict[str, str]) -> dict:
         placed_at = self.value(table, line, row, "sale_date", lambda t: sale_day(t, self._days))
-        totals = {name: self.value(table, line, row, name, optional_amount) for name in self.TOTALS}
+        totals = {name: self.value(table, line, row, name, optional_amount) for name in TOTALS}
         items = self.value(table, line, row, "items", lambda t: whole_number(t) if t.strip() else None)
         currency = self.same_currency(table, line, row)
         who = row.get("buyer", "").strip() or row.get("buyer_user_id", "").strip()
@@ -503,15 +506,7 @@ class ListingsImport(CsvImport):
     FIELD_COLUMNS = {"title": "title", "price": "price", "currency": "currency", "sku": "sku", "external_id": "sku"}
 
     def parse(self, table: Table) -> Pending:
-        pending, seen = Pending(), {}
-        for line, row in table.rows:
-            try:
-                spec = self._spec(table, line, row)
-                if self.once(seen, table, line, spec["sku"], "sku", tuple(spec.values())):
-                    pending.add(spec, line, spec["sku"])
-            except _Skip:
-                continue
-        return pending
+        return self.each_once(table, self._spec, "sku")
 
     def _spec(self, table: Table, line: int, row: dict[str, str]) -> dict:
         price = self.value(table, line, row, "price", amount)

@@ -29,7 +29,8 @@ from domain.orders import OrderBatch
 DATA = Path(__file__).parent / "data"
 ITEMS, ORDERS = DATA / "EtsySoldOrderItems2026.csv", DATA / "EtsySoldOrders2026.csv"
 LISTINGS, FEED = DATA / "EtsyListingsDownload.csv", DATA / "competitor_prices.csv"
-PERSONAL = ("Ada", "Lovelace", "Babbage", "Hopper", "Analytical", "NW1", "adal", "cbabbage", "55501")
+# Names, usernames, addresses and a buyer id of the fixtures (the id quoted: hex ids may hold its digits).
+PERSONAL = ("Ada", "Lovelace", "Babbage", "Hopper", "Analytical", "NW1", "adal", "cbabbage", '"55501"')
 
 
 @pytest.fixture
