@@ -38,9 +38,9 @@ class Arm:
     kind: str        # absolute: `value` is the price; relative: `value` is a percent change of the base price
     value: Decimal
 
-    def price(self, base: Money) -> Money:
+    def price(self, base: Money, field: str = "value") -> Money:
         if self.kind == "absolute":
-            return Money(self.value, base.currency)
+            return Money.price(self.value, base.currency, field)  # a price in the listing's minor units
         amount = base.amount * (1 + self.value / 100)
         return Money(amount.quantize(minor_unit(base.currency), ROUND_HALF_EVEN), base.currency)
 
@@ -74,10 +74,12 @@ def check_arms(arms: list[Arm]) -> None:
 def check_within_guardrails(arms: list[Arm], base: Money, guardrails: Guardrails, listing_field: str) -> None:
     """Every arm's price inside the listing's automated bounds, and every switch between two arms
     within its maximum step: the guardrails would otherwise clamp an arm into another price."""
-    prices = [a.price(base) for a in arms]
+    prices = [a.price(base, f"arms[{i}].value") for i, a in enumerate(arms)]
     floor, ceiling = guardrails.automated_floor(), guardrails.ceiling
     for i, price in enumerate(prices):
-        if price.amount <= 0 or (floor is not None and price.amount < floor.amount):
+        if price.amount <= 0:
+            raise InvariantViolated(f"arms[{i}].value", f"{price} for {listing_field} is not a price")
+        if floor is not None and price.amount < floor.amount:
             raise InvariantViolated(f"arms[{i}].value", f"{price} for {listing_field} is below its floor {floor}")
         if ceiling is not None and price.amount > ceiling.amount:
             raise InvariantViolated(f"arms[{i}].value", f"{price} for {listing_field} is above its ceiling {ceiling}")

@@ -79,6 +79,12 @@ def problem_field(response: httpx.Response) -> str:
     ({"burn_in_hours": 24}, "burn_in_hours"),
     ({"listing_ids": [str(uuid.uuid4())]}, "listing_ids[0]"),
     ({"mde": "0"}, "mde"),
+    ({"arms": [{"name": "control", "kind": "relative", "value": "0"},
+               {"name": "sub-penny", "kind": "absolute", "value": "20.001"}]}, "arms[1].value"),
+    ({"arms": [{"name": "control", "kind": "relative", "value": "0"},
+               {"name": "huge", "kind": "absolute", "value": "1e30"}]}, "arms[1].value"),
+    ({"arms": [{"name": "control", "kind": "relative", "value": "0"},
+               {"name": "control", "kind": "relative", "value": "5"}]}, "arms[1].name"),
 ])
 def test_a_design_it_cannot_run_is_refused_naming_the_field(api, world, overrides, field, count_events):
     response = api.post(f"/shops/{world['shop']}/experiments", json=design(world["listings"][2:3], **overrides))
