@@ -1,7 +1,7 @@
 """Health probes: /health/live answers while the process runs; /health/ready fails within the lag
-threshold once a projection stalls while the log advances, naming it and its lag, and recovers
-when it catches up; pending migrations and an unreachable database fail it too. Both are public
-and tell nothing about anyone's data."""
+threshold once a projection or the repricing policy stalls while the log advances, naming it and
+its lag, and recovers when it catches up; pending migrations and an unreachable database fail it
+too. Both are public and tell nothing about anyone's data."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from conftest import Accounts, listing_spec
 from projections.projector import InBackground, Projector
 from projections.registry import ALL
 from read.health import readiness
+from streams.repricing import RepricingPolicy
 
 THRESHOLD_S = 2.0
 STALLED = "price_board"
@@ -104,3 +105,32 @@ def wait_for(condition, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_a_stalled_repricing_policy_fails_readiness_by_name_and_recovers(world):
+    url, engine, base = world
+    seller = Accounts(engine).new("seller")
+    projector = InBackground(Projector(url, codec.to_domain_event, pause=0.05), "projector").start()
+    try:
+        with httpx.Client(base_url=base, headers=seller, timeout=30) as api:
+            shop = api.post("/shops", json={"name": "Policy Stall", "currency": "GBP"}).json()["shop_id"]
+            policy = InBackground(RepricingPolicy(engine.rules, url, pause=0.05), "repricing").start()
+            assert wait_for(lambda: ready(base).status_code == 200 and policy_position(url) == head(url), 15)
+            policy.stop()  # stalled: the log moves on without it
+            api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec(9)]}).raise_for_status()
+            assert wait_for(lambda: ready(base).status_code == 503, THRESHOLD_S + 10)
+            reasons = ready(base).json()["reasons"]
+            assert len(reasons) == 1 and reasons[0].startswith("repricing is "), reasons
+            policy = InBackground(RepricingPolicy(engine.rules, url, pause=0.05), "repricing").start()
+            try:
+                assert wait_for(lambda: ready(base).status_code == 200, 15), ready(base).text
+            finally:
+                policy.stop()
+    finally:
+        projector.stop()
+
+
+def policy_position(url: str) -> int | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT log_position FROM streams.policy_positions WHERE policy = 'repricing'").fetchone()
+    return row[0] if row else None
