@@ -63,25 +63,51 @@ def test_a_stalled_projection_fails_readiness_within_the_threshold_and_recovers(
         try:
             written, before = time.monotonic(), head(url)
             api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec(n) for n in range(3)]}).raise_for_status()
-            behind = head(url) - before
-            failed = wait_for(lambda: ready(base).status_code == 503, THRESHOLD_S + 10)
-            assert failed, "readiness never failed while a projection stalled"
-            stalled_for = time.monotonic() - written
-            assert stalled_for < THRESHOLD_S + 5, f"readiness failed only after {stalled_for:.1f} s"
-            problem = ready(base)
-            assert problem.headers["content-type"] == "application/problem+json"
-            reasons = problem.json()["reasons"]
-            assert len(reasons) == 1 and reasons[0].startswith(f"{STALLED} is "), reasons  # the others keep up
-            assert reasons[0].endswith(f" s behind ({behind} events)"), reasons
-
-            recovered = InBackground(Projector(url, codec.to_domain_event, [p for p in ALL if p.name == STALLED],
-                                               pause=0.05), "recovery").start()
-            try:
-                assert wait_for(lambda: ready(base).status_code == 200, 15), ready(base).text
-            finally:
-                recovered.stop()
+            reason = fails_naming(base, STALLED, written)  # the others keep up
+            assert reason.endswith(f" s behind ({head(url) - before} events)"), reason
+            recovers(base, Projector(url, codec.to_domain_event, [p for p in ALL if p.name == STALLED], pause=0.05))
         finally:
             follower.stop()
+
+
+def test_a_stalled_repricing_policy_fails_readiness_by_name_and_recovers(world):
+    url, engine, base = world
+    seller = Accounts(engine).new("seller")
+    projector = InBackground(Projector(url, codec.to_domain_event, pause=0.05), "projector").start()
+    try:
+        with httpx.Client(base_url=base, headers=seller, timeout=30) as api:
+            shop = api.post("/shops", json={"name": "Policy Stall", "currency": "GBP"}).json()["shop_id"]
+            policy = InBackground(RepricingPolicy(engine.rules, url, pause=0.05), "repricing").start()
+            assert wait_for(lambda: ready(base).status_code == 200 and policy_position(url) == head(url), 15)
+            policy.stop()  # stalled: the log moves on without it
+            written = time.monotonic()
+            api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec(9)]}).raise_for_status()
+            fails_naming(base, "repricing", written)
+            recovers(base, RepricingPolicy(engine.rules, url, pause=0.05))
+    finally:
+        projector.stop()
+
+
+def fails_naming(base: str, follower: str, written: float) -> str:
+    """Readiness fails within the threshold (and some scheduling slack) of the write the follower
+    missed, with one reason, naming it; the reason."""
+    assert wait_for(lambda: ready(base).status_code == 503, THRESHOLD_S + 10), f"readiness never failed for {follower}"
+    stalled_for = time.monotonic() - written
+    assert stalled_for < THRESHOLD_S + 5, f"readiness failed only after {stalled_for:.1f} s"
+    problem = ready(base)
+    assert problem.headers["content-type"] == "application/problem+json"
+    reasons = problem.json()["reasons"]
+    assert len(reasons) == 1 and reasons[0].startswith(f"{follower} is "), reasons
+    return reasons[0]
+
+
+def recovers(base: str, follower) -> None:
+    """Readiness is back once `follower` runs again."""
+    running = InBackground(follower, "recovery").start()
+    try:
+        assert wait_for(lambda: ready(base).status_code == 200, 15), ready(base).text
+    finally:
+        running.stop()
 
 
 def test_pending_migrations_and_an_unreachable_database_fail_readiness(world):
@@ -105,29 +131,6 @@ def wait_for(condition, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return False
-
-
-def test_a_stalled_repricing_policy_fails_readiness_by_name_and_recovers(world):
-    url, engine, base = world
-    seller = Accounts(engine).new("seller")
-    projector = InBackground(Projector(url, codec.to_domain_event, pause=0.05), "projector").start()
-    try:
-        with httpx.Client(base_url=base, headers=seller, timeout=30) as api:
-            shop = api.post("/shops", json={"name": "Policy Stall", "currency": "GBP"}).json()["shop_id"]
-            policy = InBackground(RepricingPolicy(engine.rules, url, pause=0.05), "repricing").start()
-            assert wait_for(lambda: ready(base).status_code == 200 and policy_position(url) == head(url), 15)
-            policy.stop()  # stalled: the log moves on without it
-            api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec(9)]}).raise_for_status()
-            assert wait_for(lambda: ready(base).status_code == 503, THRESHOLD_S + 10)
-            reasons = ready(base).json()["reasons"]
-            assert len(reasons) == 1 and reasons[0].startswith("repricing is "), reasons
-            policy = InBackground(RepricingPolicy(engine.rules, url, pause=0.05), "repricing").start()
-            try:
-                assert wait_for(lambda: ready(base).status_code == 200, 15), ready(base).text
-            finally:
-                policy.stop()
-    finally:
-        projector.stop()
 
 
 def policy_position(url: str) -> int | None:
