@@ -206,3 +206,18 @@ def test_a_lockout_is_counted_once(base_url, engine, accounts):
     after = scrape(base_url)
     assert moved(before, after, "etsypro_account_lockouts_total") == 1
     assert moved(before, after, "etsypro_commands_total", command="login_failed", outcome="done") == ACCOUNT_CEILING
+
+
+def test_the_kafka_paths_positions_are_read_at_scrape_time(new_database):
+    url = new_database()
+    with psycopg.connect(url) as conn:
+        conn.execute("INSERT INTO streams.relay_positions (relay, log_position, events_published) VALUES ('main', 42, 40)")
+        conn.execute("INSERT INTO streams.sink_offsets (sink, topic, partition, last_offset, records_applied)"
+                     " VALUES ('etsypro-views', 'pricing.listing', 3, 17, 18)")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in FollowerCollector(url).collect() for s in family.samples}
+    assert samples[("etsypro_database_up", ())] == 1
+    assert samples[("etsypro_relay_position", (("relay", "main"),))] == 42
+    assert samples[("etsypro_relay_events_published", (("relay", "main"),))] == 40
+    sink = (("partition", "3"), ("sink", "etsypro-views"), ("topic", "pricing.listing"))
+    assert samples[("etsypro_sink_offset", sink)] == 17 and samples[("etsypro_sink_records_applied", sink)] == 18
