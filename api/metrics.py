@@ -2,7 +2,7 @@
 followers have done, read from the database when scraped.
 
 Counted in the process: requests by route template and status with latency, commands by name and
-outcome, retries of lost races, events per type, 429s, login refusals and lockouts, pool usage.
+outcome, retries (commands decided again), events per type, 429s, login refusals and lockouts, pool usage.
 Read at scrape time (one worker answers for all): each projection's and policy's lag in events and
 seconds, the relay's and the Kafka sinks' positions. With `serve --workers N` every worker counts
 into files under PROMETHEUS_MULTIPROC_DIR (api/server.py sets it before the workers start) and a
