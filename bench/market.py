@@ -262,6 +262,7 @@ class Simulation:
         self.projector = Projector(url, codec.to_domain_event)
         self.policy = RepricingPolicy(self.engine.rules, url, clock=self.clock)
         self.reads = ReadSide(url, pool_size=1)
+        self._reader = psycopg.connect(url, autocommit=True)  # the prices in force, twice a simulated day
         self.experiments: dict[UUID, UUID] = {}  # shop -> its running experiment (optimiser_experiments)
         self.ctx = ClockedContext(actor=Actor("simulator"), tenant_id=f"sim-{market.seed}", clock=self.clock)
         self.costs = [money(c) for c in market.cost]
@@ -269,6 +270,7 @@ class Simulation:
         self.refreshes = 0
 
     def close(self) -> None:
+        self._reader.close()
         self.reads.close()
         self.policy.close()
         self.projector.close()
@@ -446,9 +448,8 @@ class Simulation:
 
     def _prices_in_force(self) -> dict[UUID, list[Decimal]]:
         """Each shop's prices as the engine's projection has them, in the market's listing order."""
-        with psycopg.connect(self.url) as conn:
-            rows = conn.execute("SELECT listing_id, price FROM analytics.current_prices WHERE shop_id = ANY(%s)",
-                                [[s.shop_id for s in self.shops]]).fetchall()
+        rows = self._reader.execute("SELECT listing_id, price FROM analytics.current_prices WHERE shop_id = ANY(%s)",
+                                    [[s.shop_id for s in self.shops]]).fetchall()
         price = dict(rows)
         return {s.shop_id: [price[i] for i in s.listing_ids] for s in self.shops}
 
