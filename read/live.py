@@ -20,9 +20,11 @@ from uuid import UUID
 import orjson
 import psycopg
 from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
 import codec
 from codec.plain import describe_event
+from domain.facts import ObservationBatch, SalesBatch
 from read.pool import ReadPool
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,20 @@ MAX_DATA_BYTES = 4096  # a batch of 10,000 observations is announced, not shippe
 QUEUE_LIMIT = 1000     # events waiting for one slow client before it is dropped (it resumes by position)
 BACKLOG_LIMIT = 5000   # events a reconnecting client may catch up on; beyond that it reloads its page
 
-_ROWS = ("SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, i.shop_id"
-         " FROM pricing_events e JOIN event_index i ON i.notification_id = e.notification_id"
-         " WHERE e.notification_id > %s {shops} ORDER BY e.notification_id LIMIT %s")
+# Not streamed: a batch's lines (10,000 per batch: its one Received event announces them) and anything
+# of an account (logins, grants: never a dashboard's business, whatever shop they may name).
+QUIET = [get_topic(t) for t in (ObservationBatch.CompetitorPriceObserved, SalesBatch.Sold, SalesBatch.Returned)]
+_QUIET_SQL = "(e.topic = ANY(%(quiet)s) OR e.topic LIKE 'domain.account:%%')"
+# The listener reads every row (so that its position passes the quiet ones) but no quiet event's bytes.
+_FOLLOW = ("SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,"
+           f" CASE WHEN {_QUIET_SQL} THEN NULL ELSE e.state END, i.shop_id"
+           " FROM pricing_events e JOIN event_index i ON i.notification_id = e.notification_id"
+           " WHERE e.notification_id > %(after)s ORDER BY e.notification_id LIMIT %(limit)s")
+_BACKLOG = ("SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, i.shop_id"
+            " FROM pricing_events e JOIN event_index i ON i.notification_id = e.notification_id"
+            f" WHERE e.notification_id > %(after)s AND NOT {_QUIET_SQL}"
+            " AND i.shop_id IN (SELECT shop_id FROM shop_directory WHERE tenant_id = %(tenant)s) {shops}"
+            " ORDER BY e.notification_id LIMIT %(limit)s")
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a set holds them
@@ -120,15 +133,15 @@ class LiveFeed:
     def backlog(self, subscriber: Subscriber, after: int, upto: int | None = None) -> list[tuple[int, bytes]] | None:
         """The subscriber's events after `after` (up to `upto`), from the log; None when more than
         BACKLOG_LIMIT are missing (the page had better reload than replay them)."""
-        shops = "AND i.shop_id IN (SELECT shop_id FROM shop_directory WHERE tenant_id = %s)"
-        params: list = [after, subscriber.tenant_id]
+        params = {"after": after, "quiet": QUIET, "tenant": subscriber.tenant_id, "limit": BACKLOG_LIMIT + 1}
+        shops = ""
         if subscriber.shops is not None:
-            shops += " AND i.shop_id = ANY(%s)"
-            params.append([UUID(s) for s in subscriber.shops])
+            shops += " AND i.shop_id = ANY(%(shops)s)"
+            params["shops"] = [UUID(s) for s in subscriber.shops]
         if upto is not None:
-            shops += " AND e.notification_id <= %s"
-            params.append(upto)
-        rows = self.pool.rows(_ROWS.format(shops=shops), [*params, BACKLOG_LIMIT + 1])
+            shops += " AND e.notification_id <= %(upto)s"
+            params["upto"] = upto
+        rows = self.pool.rows(_BACKLOG.format(shops=shops), params)
         if len(rows) > BACKLOG_LIMIT:
             return None
         return [(position, sse_message(position, event)) for position, _, event in map(describe, rows)]
@@ -161,8 +174,11 @@ class LiveFeed:
                     pass
 
     def _read_page(self, conn: psycopg.Connection) -> int:
-        rows = conn.execute(_ROWS.format(shops=""), [self.position, PAGE], binary=True).fetchall()
+        rows = conn.execute(_FOLLOW, {"after": self.position, "quiet": QUIET, "limit": PAGE}, binary=True).fetchall()
         for row in rows:
+            if row[4] is None:  # quiet: passed over
+                self.position = row[0]
+                continue
             position, shop_id, event = describe(row)
             with self._lock:  # with the fan-out's: a new subscriber's `since` is exact
                 self.position, self.events_seen = position, self.events_seen + 1

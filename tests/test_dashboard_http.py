@@ -231,3 +231,22 @@ def test_a_client_that_missed_too_much_is_told_to_reload(base_url, api, shop, te
         api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": price, "currency": "GBP"})
     first, then = sse_events(base_url, {**tenant, "Last-Event-ID": ready["id"]}, 2)
     assert first["event"] == "reload" and then["event"] == "ready"
+
+
+def test_a_batch_is_announced_once_and_account_events_never_stream(base_url, api, shop, tenant):
+    listing = api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec()]}).json()["listings"][0]["listing_id"]
+    now = datetime.now(timezone.utc).isoformat()
+
+    def facts_then_a_price():
+        api.post(f"/shops/{shop}/observations", json={"observations": [
+            {"listing_id": listing, "competitor": f"c{i}", "price": "19.00", "currency": "GBP", "observed_at": now}
+            for i in range(50)]}).raise_for_status()
+        api.post(f"/shops/{shop}/sales", json={"sales": [
+            {"listing_id": listing, "quantity": 1, "unit_price": "20.00", "currency": "GBP", "order_id": f"o{i}",
+             "transaction_id": f"t{i}", "sold_at": now} for i in range(20)]}).raise_for_status()
+        httpx.post(f"{base_url}/auth/login", json={"tenant": tenant.tenant_id, "username": tenant.username,
+                                                    "password": "wrong"})  # an account event
+        api.put(f"/shops/{shop}/listings/{listing}/price", json={"price": "21.00", "currency": "GBP"})
+
+    got = open_stream_then(base_url, tenant, 3, facts_then_a_price)
+    assert [e["data"]["type"] for e in got] == ["ObservationBatch.Received", "SalesBatch.Received", "Listing.PriceChanged"]
