@@ -67,6 +67,8 @@ TABLES: dict[str, tuple[str, str]] = {
                                      " unused again in the copy, so everyone logs in anew"),
     "public.refresh_tokens": (RESET, "as token_families"),
     "public.mfa_challenges": (RESET, "minutes-long second-factor challenges"),
+    "public.password_resets": (RESET, "one-time reset tokens: an admin issues a new one"),
+    "public.unknown_logins_suppressed": (RESTORED, "unknown-username failures over budget, not yet in the log"),
     "public.pricing_snapshots": (REBUILT, "a cache of aggregate state, retaken as aggregates grow"),
     "public.schema_migrations": (MIGRATION, "written by the migrations the restore applies; the manifest names them"),
     "streams.policy_positions": (RESTORED, "the policies' positions: consistent with the log in the snapshot,"

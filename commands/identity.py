@@ -26,13 +26,16 @@ from commands.core import WriteCore
 from commands.credentials import Secrets
 from domain.errors import Conflict, NotFound
 from domain.account import Account, AccountKind, Action, FailureReason, Grants, normalize_username
-from domain.errors import DomainError, InvalidValue
+from domain.errors import DomainError, InvalidValue, InvariantViolated
 from domain.meta import Actor, ActorKind
+from domain.security import TenantSecurity, tenant_security_id
 
 REFRESH_TOKEN_TTL = timedelta(days=14)
 SESSION_MAX_AGE = timedelta(days=30)      # refreshing cannot keep a session alive longer
 MFA_CHALLENGE_TTL = timedelta(minutes=5)
 MFA_CHALLENGE_ATTEMPTS = 5
+PASSWORD_RESET_TTL = timedelta(hours=24)
+ANONYMOUS = Actor("anonymous", ActorKind.USER)  # who fails a login naming no account
 
 Statement = tuple[str, Any]
 
@@ -266,6 +269,7 @@ class Identity:
         found = self._password_of(tenant_id, normalize_username(username))
         if found is None:
             credentials.waste_a_verify(password)
+            self._record_unknown_username(tenant_id, username, client)
             raise LoginRefused
         account_id, stored_hash = found
         account = self.core.repository.get(account_id)
@@ -510,7 +514,8 @@ class Identity:
         rows = self._rows(
             "SELECT a.account_id, a.tenant_id, a.kind, " + _ROLES_OF_A +
             " FROM accounts a JOIN token_families f ON f.account_id = a.account_id"
-            " WHERE a.account_id = %s AND f.family_id = %s AND f.revoked_at IS NULL AND f.expires_at > now()",
+            " WHERE a.account_id = %s AND f.family_id = %s AND f.revoked_at IS NULL AND f.expires_at > now()"
+            " AND a.disabled_at IS NULL",
             [account_id, family_id])
         if not rows:
             return None
@@ -522,7 +527,7 @@ class Identity:
         rows = self._rows(
             "SELECT a.account_id, a.tenant_id, a.kind, k.key_id, k.scopes, k.shops, " + _ROLES_OF_A +
             " FROM api_keys k JOIN accounts a ON a.account_id = k.account_id"
-            " WHERE k.key_digest = %s AND k.revoked_at IS NULL", [self.secrets.digest(key)])
+            " WHERE k.key_digest = %s AND k.revoked_at IS NULL AND a.disabled_at IS NULL", [self.secrets.digest(key)])
         if not rows:
             return None
         r = rows[0]
@@ -533,6 +538,119 @@ class Identity:
     def describe_self(self, principal: Principal) -> dict:
         account = self.core.repository.get(UUID(principal.account_id))
         return {**describe_account(account), "via": principal.via}
+
+    # -- disabling an account, and the password reset an admin issues ------------------------
+    def disable_account(self, ctx: CommandContext, account_id: UUID, reason: str) -> Result:
+        """Its logins are refused and its sessions and API keys stop with this transaction."""
+        if str(account_id) == ctx.actor.id:
+            raise InvariantViolated("account_id", "an admin cannot disable their own account")
+
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            if not account.disable(self._meta(ctx, reason=reason)):
+                return Decision([], describe_account(account))
+            return Decision([account], describe_account(account), statements=[
+                ("UPDATE accounts SET disabled_at = now() WHERE account_id = %s", [account.id]),
+                ("UPDATE token_families SET revoked_at = now(), revoked_reason = 'account_disabled'"
+                 " WHERE account_id = %s AND revoked_at IS NULL", [account.id]),
+                ("UPDATE password_resets SET used_at = now() WHERE account_id = %s AND used_at IS NULL", [account.id]),
+                ("DELETE FROM mfa_challenges WHERE account_id = %s", [account.id])])
+
+        return self.core.execute(ctx, "disable_account", {"account": str(account_id), "reason": reason}, decide)
+
+    def enable_account(self, ctx: CommandContext, account_id: UUID) -> Result:
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            if not account.enable(self._meta(ctx)):
+                return Decision([], describe_account(account))
+            return Decision([account], describe_account(account), statements=[
+                ("UPDATE accounts SET disabled_at = NULL WHERE account_id = %s", [account.id])])
+
+        return self.core.execute(ctx, "enable_account", {"account": str(account_id)}, decide)
+
+    def issue_password_reset(self, ctx: CommandContext, account_id: UUID) -> Result:
+        """A one-time token that sets a new password (shown once; a newer one replaces it)."""
+        token, expires_at = credentials.new_token("pr"), _now() + PASSWORD_RESET_TTL
+
+        def decide() -> Decision:
+            account = self.tenant_account(ctx, account_id)
+            account.issue_password_reset(expires_at, self._meta(ctx))
+            return Decision([account], {"account_id": str(account.id), "reset_token": token,
+                                        "expires_at": expires_at.isoformat()}, created=True, statements=[
+                ("UPDATE password_resets SET used_at = now() WHERE account_id = %s AND used_at IS NULL", [account.id]),
+                ("INSERT INTO password_resets (token_digest, account_id, expires_at) VALUES (%s, %s, %s)",
+                 [self.secrets.digest(token), account.id, expires_at])])
+
+        # The answer carries the token: it must never be kept in command_log for a replay.
+        return self.core.execute(replace(ctx, idempotency_key=None), "issue_password_reset", {}, decide)
+
+    def password_reset_account(self, token: str) -> Account:
+        """The account a live reset token is for (TokenRefused: unknown, spent or expired)."""
+        rows = self._rows("SELECT account_id FROM password_resets WHERE token_digest = %s AND used_at IS NULL"
+                          " AND expires_at > now()", [self.secrets.digest(token)])
+        if not rows:
+            raise TokenRefused
+        return self.core.repository.get(rows[0]["account_id"])
+
+    def reset_password(self, token: str, new_password: str) -> None:
+        """Spend the token (once, whoever races), set the password, end every session."""
+        new_hash = credentials.hash_password(new_password)
+        claimed = self._rows("UPDATE password_resets SET used_at = now() WHERE token_digest = %s"
+                             " AND used_at IS NULL AND expires_at > now() RETURNING account_id",
+                             [self.secrets.digest(token)], commit=True)
+        if not claimed:
+            raise TokenRefused
+        account_id = claimed[0]["account_id"]
+
+        def decide() -> Decision:
+            account = self.core.repository.get(account_id)
+            try:
+                account.reset_password(self._meta(self._as_account(account)))
+            except DomainError:
+                raise TokenRefused from None
+            return Decision([account], {}, statements=[
+                ("UPDATE password_credentials SET hash = %s, changed_at = now() WHERE account_id = %s",
+                 [new_hash, account_id]),
+                ("UPDATE token_families SET revoked_at = now(), revoked_reason = 'password_reset'"
+                 " WHERE account_id = %s AND revoked_at IS NULL", [account_id])])
+
+        self.core.execute(self._as_account(self.core.repository.get(account_id)), "reset_password", {}, decide)
+
+    # -- failed logins naming no account: the tenant's security stream ------------------------
+    def _record_unknown_username(self, tenant_id: str, username: str, client: str) -> None:
+        """On the tenant's stream within its per-minute budget; past it, counted for the next
+        recorded one. A tenant with no account gets no stream: anyone could name new tenants."""
+        if not self._rows("SELECT 1 FROM accounts WHERE tenant_id = %s LIMIT 1", [tenant_id]):
+            return
+        ctx = CommandContext(actor=ANONYMOUS, tenant_id=tenant_id)
+
+        def decide() -> Decision:
+            meta = self._meta(ctx)
+            stream = self._security_stream(tenant_id) or TenantSecurity(tenant_id=tenant_id, meta=meta)
+            if not stream.may_record(meta.occurred_at):
+                return Decision([], {}, statements=[
+                    ("INSERT INTO unknown_logins_suppressed AS s (tenant_id, attempts) VALUES (%s, 1)"
+                     " ON CONFLICT (tenant_id) DO UPDATE SET attempts = s.attempts + 1", [tenant_id])])
+            rows = self._rows("SELECT attempts FROM unknown_logins_suppressed WHERE tenant_id = %s", [tenant_id])
+            suppressed = rows[0]["attempts"] if rows else 0
+            stream.unknown_username(username, client, suppressed, meta)
+            return Decision([stream], {}, statements=[
+                ("UPDATE unknown_logins_suppressed SET attempts = attempts - %s, since = now() WHERE tenant_id = %s",
+                 [suppressed, tenant_id])])
+
+        self.core.execute(ctx, "unknown_username_login", {}, decide)
+
+    def _security_stream(self, tenant_id: str) -> TenantSecurity | None:
+        try:
+            return self.core.repository.get(tenant_security_id(tenant_id))
+        except AggregateNotFoundError:
+            return None
+
+    def security_stream(self, ctx: CommandContext, after_version: int = 0, limit: int = 100) -> dict:
+        """The tenant's failed logins naming no account (and how many were over budget), oldest first."""
+        pending = self._rows("SELECT attempts FROM unknown_logins_suppressed WHERE tenant_id = %s", [ctx.tenant_id])
+        return {**self._events_page(tenant_security_id(ctx.tenant_id), after_version, limit),
+                "not_yet_recorded": pending[0]["attempts"] if pending else 0}
 
     # -- the security view ------------------------------------------------------------------
     def security_report(self, ctx: CommandContext, days: int = 7) -> dict:
@@ -574,14 +692,18 @@ class Identity:
                         limit: int = 100) -> dict:
         """An account's events (logins, failures, locks, roles, MFA, sessions, keys), oldest first."""
         self.tenant_account(ctx, account_id)
+        return {"account_id": str(account_id), **self._events_page(account_id, after_version, limit)}
+
+    def _events_page(self, aggregate_id: UUID, after_version: int, limit: int) -> dict:
+        """A page of one aggregate's events, oldest first, described as every history shows them."""
         rows = self._rows("SELECT notification_id, originator_version, topic, state FROM pricing_events"
                           " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version"
-                          " LIMIT %s", [account_id, after_version, limit + 1])
+                          " LIMIT %s", [aggregate_id, after_version, limit + 1])
         events = [describe_event(self.core.mapper.to_domain_event(StoredEvent(
-            account_id, r["originator_version"], r["topic"], bytes(r["state"]))), r["notification_id"])
+            aggregate_id, r["originator_version"], r["topic"], bytes(r["state"]))), r["notification_id"])
             for r in rows[:limit]]
-        return {"account_id": str(account_id), "events": events,
-                "next_after_version": events[-1]["version"] if events else after_version, "more": len(rows) > limit}
+        return {"events": events, "next_after_version": events[-1]["version"] if events else after_version,
+                "more": len(rows) > limit}
 
     # -- helpers ----------------------------------------------------------------------------
     def _meta(self, ctx: CommandContext, reason: str = ""):
@@ -622,10 +744,13 @@ class Identity:
             return None
         return self.secrets.decrypt(bytes(rows[0]["secret_encrypted"]), account_id.bytes).decode()
 
-    def _rows(self, sql: str, params) -> list[dict]:
+    def _rows(self, sql: str, params, commit: bool = False) -> list[dict]:
         with self.core.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
             curs.execute(sql, params)
-            return curs.fetchall() if curs.description else []
+            found = curs.fetchall() if curs.description else []
+            if commit:
+                conn.commit()
+            return found
 
     def _run(self, statements: list[Statement]) -> None:
         if statements:
@@ -668,4 +793,4 @@ def describe_account(account: Account) -> dict:
     return {"account_id": str(account.id), "tenant_id": account.tenant_id, "username": account.username,
             "kind": account.kind, "roles": dict(account.roles), "mfa": account.mfa,
             "locked_until": account.locked_until and account.locked_until.isoformat(),
-            "api_keys": sorted(account.api_keys), "version": account.version}
+            "api_keys": sorted(account.api_keys), "disabled": account.disabled, "version": account.version}

@@ -175,6 +175,7 @@ class FailureReason(str, Enum):
     BAD_MFA_CODE = "bad_mfa_code"
     MFA_CODE_REPLAYED = "mfa_code_replayed"
     BAD_RECOVERY_CODE = "bad_recovery_code"
+    DISABLED = "disabled"           # right or wrong secret, an admin disabled the account
 
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{2,63}$")
@@ -196,15 +197,20 @@ class Action(str, Enum):
 
 class Account(Aggregate):
     """v2 (snapshots): failures are counted per client (`client_failures`) and in a row
-    (`consecutive_failures`); clients that logged in are remembered (`known_clients`)."""
+    (`consecutive_failures`); clients that logged in are remembered (`known_clients`).
+    v3: an admin may disable the account (`disabled`)."""
 
-    class_version = 2
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict) -> None:
         state["consecutive_failures"] = len(state.pop("recent_failures", None) or ())
         state["client_failures"] = {}
         state["known_clients"] = {}
+
+    @staticmethod
+    def upcast_v2_v3(state: dict) -> None:
+        state["disabled"] = False
 
     @event("Registered")
     def __init__(self, account_id: UUID, tenant_id: str, username: str, kind: str, meta: EventMeta):
@@ -219,6 +225,7 @@ class Account(Aggregate):
         self.locked_until: datetime | None = None      # locked against unknown clients until then
         self.locks_since_success = 0                   # the back-off exponent
         self.api_keys: dict[str, list[str]] = {}       # live key id -> scopes
+        self.disabled = False                          # by an admin: no login, session or key works
 
     @staticmethod
     def create_id(account_id: UUID, **_) -> UUID:
@@ -340,7 +347,9 @@ class Account(Aggregate):
 
     def refusal(self, client: str, now: datetime) -> FailureReason | None:
         """Why an attempt from `client` is refused before its secret is even checked (None: it
-        is not): the account is locked against clients it does not know, or this client waits."""
+        is not): the account is disabled, locked against clients it does not know, or this client waits."""
+        if self.disabled:
+            return FailureReason.DISABLED
         if self.is_locked(now) and not self.knows(client, now):
             return FailureReason.LOCKED
         if self.retry_after(client, now) > timedelta(0):
@@ -429,6 +438,52 @@ class Account(Aggregate):
         self.consecutive_failures = 0
         self.client_failures = {}
 
+    # -- disabling, and a password reset an admin issues ------------------------------------
+    def disable(self, meta: EventMeta) -> bool:
+        """Nothing of the account works any more: logins are refused, its sessions and keys stop
+        (the command side revokes them in the same transaction). Returns False if it already was."""
+        if self.disabled:
+            return False
+        self._disabled(meta=meta)
+        return True
+
+    @event("Disabled")
+    def _disabled(self, meta: EventMeta) -> None:
+        self.disabled = True
+
+    def enable(self, meta: EventMeta) -> bool:
+        """Logins work again and API keys not revoked meanwhile; ended sessions stay ended."""
+        if not self.disabled:
+            return False
+        self._enabled(meta=meta)
+        return True
+
+    @event("Enabled")
+    def _enabled(self, meta: EventMeta) -> None:
+        self.disabled = False
+
+    def issue_password_reset(self, expires_at: datetime, meta: EventMeta) -> None:
+        """An admin hands the person a one-time token to set a new password (the token itself
+        is kept hashed elsewhere; a newer one replaces it)."""
+        self._require_person("password")
+        if self.disabled:
+            raise InvariantViolated("account_id", "the account is disabled; enable it first")
+        self._password_reset_issued(expires_at=expires_at, meta=meta)
+
+    @event("PasswordResetIssued")
+    def _password_reset_issued(self, expires_at: datetime, meta: EventMeta) -> None:
+        pass
+
+    def reset_password(self, meta: EventMeta) -> None:
+        """The person used a reset token: a new password, every session ended."""
+        if self.disabled:
+            raise InvariantViolated("token", "the account is disabled")
+        self._password_reset(meta=meta)
+
+    @event("PasswordReset")
+    def _password_reset(self, meta: EventMeta) -> None:
+        pass
+
     # -- sessions and keys ----------------------------------------------------------------
     def revoke_token_family(self, family_id: str, reason: str, meta: EventMeta) -> None:
         """A session ends: logout, or a refresh token was used twice (someone else has it)."""
@@ -467,7 +522,7 @@ class Account(Aggregate):
             raise InvariantViolated(field, "service accounts use API keys, not passwords or MFA")
 
 
-REFUSED_BEFORE_CHECK = frozenset({FailureReason.LOCKED, FailureReason.THROTTLED})
+REFUSED_BEFORE_CHECK = frozenset({FailureReason.LOCKED, FailureReason.THROTTLED, FailureReason.DISABLED})
 REFUSED_BEFORE_CHECK_VALUES = frozenset(r.value for r in REFUSED_BEFORE_CHECK)
 
 

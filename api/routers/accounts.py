@@ -13,9 +13,9 @@ from api.auth import requires
 from api.deps import Context, Engine
 from api.passwords import check_password
 from api.routing import resource_router
-from api.schemas import (Account, AccountHistory, AccountList, ApiKeyIssued, ApiKeyList, ApiKeyRevoked,
-                         SecurityReport, answer)
-from commands.models import QueryInt, Username
+from api.schemas import (ACCOUNT, EVENT, WHEN, Account, AccountHistory, AccountList, Answer, ApiKeyIssued, ApiKeyList,
+                         ApiKeyRevoked, AuditEvent, SecurityReport, answer, example)
+from commands.models import QueryInt, Username, text
 from commands.identity import describe_account
 from domain.account import API_KEY_SCOPES, Role
 
@@ -64,6 +64,31 @@ class ApiKeyIn(Body):
     model_config = ConfigDict(json_schema_extra={"examples": [{"scopes": ["facts:write", "shops:read"], "shops": None}]})
 
 
+class DisableIn(Body):
+    reason: text(500, description="Why: the next person to look needs to know")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "left the company"}]})
+
+
+class PasswordResetIssued(Answer):
+    model_config = example({"account_id": ACCOUNT, "reset_token": "pr_Zk3vQ1u9yTt0bW8rM2nH6cXe4sJ7aLdF5gP0iKqR2oU",
+                            "expires_at": WHEN})
+    account_id: UUID
+    reset_token: str = Field(description="Give it to the person: shown this once; sets one password within 24 h")
+    expires_at: str
+
+
+class UnknownLogins(Answer):
+    model_config = example({"events": [{**EVENT, "type": "TenantSecurity.UnknownUsernameLogin",
+                                        "topic": "domain.security:TenantSecurity.UnknownUsernameLogin",
+                                        "data": {"username": "bob", "client": "203.0.113.9", "suppressed_before": 0}}],
+                            "next_after_version": 2, "more": False, "not_yet_recorded": 0})
+    events: list[AuditEvent] = Field(description="Oldest first; `suppressed_before`: attempts over budget before this one")
+    next_after_version: int
+    more: bool
+    not_yet_recorded: int = Field(description="Attempts over the per-minute budget since the last recorded one")
+
+
 def _roles(grants: list[RoleGrantIn]) -> dict[str, list[str] | None]:
     return {g.role: None if g.shops is None else [str(s) for s in g.shops] for g in grants}
 
@@ -108,6 +133,24 @@ async def reset_mfa(account_id: UUID, ctx: Context, engine: Engine, response: Re
     return await answer(response, engine.identity.reset_mfa, ctx, account_id)
 
 
+@router.post("/accounts/{account_id}/disable", response_model=Account,
+             summary="Disable an account: logins refused, its sessions and API keys stop at once", dependencies=[MANAGE])
+async def disable(account_id: UUID, body: DisableIn, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.identity.disable_account, ctx, account_id, body.reason)
+
+
+@router.post("/accounts/{account_id}/enable", response_model=Account,
+             summary="Enable a disabled account (its ended sessions stay ended)", dependencies=[MANAGE])
+async def enable(account_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.identity.enable_account, ctx, account_id)
+
+
+@router.post("/accounts/{account_id}/password-reset", status_code=201, response_model=PasswordResetIssued,
+             summary="Issue a one-time password reset token for a person (shown once)", dependencies=[MANAGE])
+async def issue_password_reset(account_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.identity.issue_password_reset, ctx, account_id)
+
+
 @router.post("/accounts/{account_id}/api-keys", status_code=201, response_model=ApiKeyIssued,
              summary="Issue an API key for a service account (shown once, stored hashed)", dependencies=[MANAGE])
 async def issue_api_key(account_id: UUID, body: ApiKeyIn, ctx: Context, engine: Engine, response: Response):
@@ -133,6 +176,15 @@ def account_history(account_id: UUID, ctx: Context, engine: Engine,
                     after_version: Annotated[QueryInt, Query(ge=0, le=2**63 - 1)] = 0,
                     limit: Annotated[QueryInt, Query(ge=1, le=1000)] = 100) -> dict:
     return engine.identity.account_history(ctx, account_id, after_version, limit)
+
+
+@router.get("/security/unknown-logins", response_model=UnknownLogins,
+            summary="Failed logins naming no account of the tenant (the tenant's security stream)",
+            dependencies=[requires("security:read", tenant_wide=True)])
+def unknown_logins(ctx: Context, engine: Engine,
+                   after_version: Annotated[QueryInt, Query(ge=0, le=2**63 - 1)] = 0,
+                   limit: Annotated[QueryInt, Query(ge=1, le=1000)] = 100) -> dict:
+    return engine.identity.security_stream(ctx, after_version, limit)
 
 
 @router.get("/security/logins", response_model=SecurityReport, summary="Failed logins per account and day, and lockouts",

@@ -77,6 +77,14 @@ class PasswordChangeIn(Body):
         {"current_password": "a long passphrase of words", "new_password": "another long passphrase"}]})
 
 
+class PasswordResetIn(Body):
+    token: text(200)
+    new_password: Secret
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"token": "pr_Zk3vQ1u9yTt0bW8rM2nH6cXe4sJ7aLdF5gP0iKqR2oU", "new_password": "a new long passphrase"}]})
+
+
 class CodeIn(Body):
     code: TotpCode
 
@@ -164,6 +172,21 @@ def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine
     with _within_budget():
         return engine.identity.change_password(ctx, caller.session_id, body.current_password, body.new_password,
                                       client_address(request)).body
+
+
+@router.post("/password/reset", response_model=PasswordChanged,
+             summary="Set a new password with the one-time token an admin issued (every session ends)",
+             dependencies=[PUBLIC, rate_limited("login")],
+             responses={401: {"description": "The token is unknown, spent or expired"},
+                        429: {"description": "Too many attempts; see Retry-After"}})
+def reset_password(body: PasswordResetIn, engine: Engine) -> dict:
+    try:
+        account = engine.identity.password_reset_account(body.token)
+        check_password(body.new_password, account.username, field="new_password")
+        engine.identity.reset_password(body.token, body.new_password)
+    except TokenRefused:
+        raise unauthorized("the reset token is not valid") from None
+    return {"changed": True}
 
 
 @router.post("/mfa/enroll", response_model=MfaEnrollment, summary="Start TOTP enrollment: scan the QR code (or enter the secret) in an app",
