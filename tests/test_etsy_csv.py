@@ -5,12 +5,17 @@ naming the line and column, and nothing is written."""
 from __future__ import annotations
 
 import csv
-import json
 import io
+import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +31,7 @@ from domain.listing import Listing
 from domain.meta import Actor
 from domain.orders import OrderBatch
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 ITEMS, ORDERS = DATA / "EtsySoldOrderItems2026.csv", DATA / "EtsySoldOrders2026.csv"
 LISTINGS, FEED = DATA / "EtsyListingsDownload.csv", DATA / "competitor_prices.csv"
@@ -194,31 +200,6 @@ def test_a_bom_a_crlf_file_and_header_spelling_variants_read_alike(engine, selle
     assert run(engine, seller, "etsy-order-items", data).recorded == 1
 
 
-def test_a_file_larger_than_a_chunk_is_resumable(engine, seller, count_events):
-    """Chunks of 10,000 lines are single commands; a run stopped after its first chunk resumes."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(ITEM_HEADER.strip().split(","))
-    for t in range(12_000):
-        writer.writerow(["11/20/26", "Mug", f"buyer{t // 3 % 50}", 1, "24.00", "GBP", f"T{t}", "1234567890", f"O{t // 3}", ""])
-    data = out.getvalue().encode()
-    ctx, shop = seller
-    facts = MarketplaceFacts(engine.core, engine.listings)
-    importer = KINDS["etsy-order-items"](facts, ctx, shop, data, "big.csv", pseudonyms=Pseudonyms(engine.identity.secrets))
-
-    def stop_after_first_chunk(done, total):
-        raise KeyboardInterrupt
-
-    importer.progress = stop_after_first_chunk
-    with pytest.raises(KeyboardInterrupt):
-        importer.run()
-    assert len(events_of(engine, shop, SalesBatch.Sold)) == 10_000
-    summary = run(engine, seller, "etsy-order-items", data)
-    assert (summary.already_recorded, summary.recorded) == (10_000, 2_000)
-    assert len({e.transaction_id for e in events_of(engine, shop, SalesBatch.Sold)}) == 12_000
-    assert len({e.order_id for e in events_of(engine, shop, OrderBatch.OrderRecorded)}) == 4_000
-
-
 def test_the_command_line_imports_a_file_and_names_invalid_lines(engine, seller, database_url, monkeypatch, capsys,
                                                                  tmp_path):
     from api.cli import main as cli
@@ -265,3 +246,37 @@ def test_any_text_a_csv_writer_writes_reads_back_with_the_line_each_record_start
         line = out.getvalue().count("\n") + 1
     table = read_table(out.getvalue().encode(), LISTINGS_FORMAT)
     assert [(n, r["sku"], r["title"]) for n, r in table.rows] == [(n, sku, title) for n, (title, sku) in zip(starts, rows)]
+
+
+def test_an_import_killed_mid_file_resumes_with_nothing_lost_or_doubled(engine, seller, database_url, tmp_path):
+    """`etsypro import` killed with SIGKILL once its first chunk is in: a chunk is all or nothing, and
+    the rerun records exactly the rest."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(ITEM_HEADER.strip().split(","))
+    for t in range(14_000):
+        writer.writerow(["11/21/26", "Mug", f"b{t // 2 % 40}", 1, "24.00", "GBP", f"K{t}", "1234567890", f"KO{t // 2}", ""])
+    path = tmp_path / "big.csv"
+    path.write_text(out.getvalue())
+    shop = str(seller[1])
+    env = {**os.environ, "ETSYPRO_DATABASE_URL": database_url, "ETSYPRO_SECRET_KEY": "k" * 40}
+    command = [sys.executable, "-c", "import sys; from api.cli import main; sys.exit(main())",
+               "import", "etsy-order-items", str(path), "--shop", shop]
+
+    def sold() -> int:
+        with psycopg.connect(database_url) as conn:
+            return conn.execute("SELECT count(*) FROM reservations WHERE shop_id = %s AND kind = 'sale_transaction'",
+                                [shop]).fetchone()[0]
+
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while sold() < 10_000 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert sold() % 10_000 == 0, "a chunk was half-written"
+    assert subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    transactions = [e.transaction_id for e in events_of(engine, seller[1], SalesBatch.Sold)]
+    assert len(transactions) == len(set(transactions)) and len([t for t in transactions if t.startswith("K")]) == 14_000
+    orders = [e.order_id for e in events_of(engine, seller[1], OrderBatch.OrderRecorded) if e.order_id.startswith("KO")]
+    assert len(orders) == len(set(orders)) == 7_000
