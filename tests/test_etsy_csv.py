@@ -274,7 +274,7 @@ def test_an_import_killed_mid_file_resumes_with_nothing_lost_or_doubled(engine, 
         time.sleep(0.05)
     process.kill()
     process.wait()
-    assert sold() % 10_000 == 0, "a chunk was half-written"
+    assert sold() in (10_000, 14_000), "a chunk was half-written"  # 14,000: it finished before the kill
     assert subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     transactions = [e.transaction_id for e in events_of(engine, seller[1], SalesBatch.Sold)]
     assert len(transactions) == len(set(transactions)) and len([t for t in transactions if t.startswith("K")]) == 14_000
