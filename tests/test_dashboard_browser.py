@@ -324,6 +324,10 @@ def test_the_board_sorts_and_filters_by_keyboard_at_phone_width(phone, world):
     expect(phone.locator("#board-count")).to_have_text("0 shown")
     phone.select_option("#board-source", "")
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+    phone.locator(f"#board-body tr[data-id='{world.listings[2]}'] a").focus()
+    phone.keyboard.press("Enter")  # a listing opens from the keyboard, and the focus moves to it
+    expect(phone.locator("#changes")).to_be_visible()
+    assert phone.evaluate("document.activeElement.id") == "main"
 
 
 def test_an_auditor_filters_the_timeline_reads_a_history_and_verifies_the_chain(page, world, accounts):

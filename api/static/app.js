@@ -192,7 +192,8 @@ async function route() {
     return await boardPage(main, shop, chosen);
   } catch (e) { failed(e); }
 }
-window.addEventListener("hashchange", route);
+// On navigation the focus moves to the new page's content (keyboard and screen-reader users start there).
+window.addEventListener("hashchange", () => route().then(() => $("#main").focus({ preventScroll: true })));
 
 async function chooseShop(shop) {
   if (state.shop !== shop) {
