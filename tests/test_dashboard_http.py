@@ -250,3 +250,15 @@ def test_a_batch_is_announced_once_and_account_events_never_stream(base_url, api
 
     got = open_stream_then(base_url, tenant, 3, facts_then_a_price)
     assert [e["data"]["type"] for e in got] == ["ObservationBatch.Received", "SalesBatch.Received", "Listing.PriceChanged"]
+
+
+def test_health_counts_the_callers_tenant_only(base_url, api, shop, tenant, accounts):
+    stranger = accounts.new("seller")
+
+    def health():
+        assert api.get("/dashboard/health").json()["live_streams"] == 1  # ours, not the stranger's
+        assert httpx.get(f"{base_url}/dashboard/health", headers=stranger).json()["live_streams"] == 0
+        api.post(f"/shops/{shop}/listings", json={"listings": [listing_spec()]})  # an event ends the reader
+
+    open_stream_then(base_url, tenant, 1, health)
+    assert api.get("/dashboard/health").json()["last_event_at"] is not None

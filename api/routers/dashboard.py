@@ -88,13 +88,14 @@ def price_board(shop_id: UUID, ctx: Context, reads: Reads) -> dict:
 
 @router.get("/dashboard/health", dependencies=[ANALYTICS])
 def health(request: Request, ctx: Context, reads: Reads) -> dict:
-    """When the caller's shops last had an event (the projections' and policy's lag: /analytics/lag)."""
+    """When the caller's shops last had an event, and the tenant's open streams in this process (the
+    projections' and policy's lag: /analytics/lag). Nothing of other tenants, not even a count."""
     shops = [UUID(s) for s in ctx.shops] if ctx.shops is not None else reads.shops.shops_of(ctx.tenant_id)
     rows = reads.pool.rows("SELECT max(i.recorded_at), max(i.notification_id) FROM event_index i"
                            " WHERE i.shop_id = ANY(%s)", [shops])
     last_at, last_position = rows[0]
     return {"last_event_at": last_at.isoformat() if last_at else None, "last_position": last_position,
-            "live_streams": len(request.app.state.live.subscribers)}
+            "live_streams": sum(1 for s in list(request.app.state.live.subscribers) if s.tenant_id == ctx.tenant_id)}
 
 
 @router.get("/events", dependencies=[READ])
