@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import PUBLIC, requires
@@ -21,6 +21,7 @@ from api.problems import responses_for
 from api.routing import resource_router
 from api.schemas import Money, Timestamp, answer
 from commands.marketplace import Marketplace
+from commands.models import QueryInt, integer
 from domain.marketplace import EtsyRefused, EtsyUnavailable, GrantRefused
 from read import marketplace as reads_of
 from streams.etsy_client import EtsyApp, EtsyClient
@@ -40,18 +41,19 @@ def marketplace_of(engine) -> Marketplace:
 
 
 def etsy_app(request: Request) -> EtsyApp:
+    """Called in the routes' bodies, after their input is validated (an invalid request is a 422 either way)."""
     app = getattr(request.app.state, "etsy", None) or EtsySettings().app()
     if app is None:
         raise HTTPException(503, "no Etsy app is configured (ETSYPRO_ETSY_KEYSTRING and ETSYPRO_ETSY_SHARED_SECRET)")
     return app
 
 
-App = Annotated[EtsyApp, Depends(etsy_app)]
+EtsyShopId = integer(ge=1, le=2**63 - 1, description="The seller's Etsy shop id")
 
 
 class ConnectEtsy(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"etsy_shop_id": 12345678}]})
-    etsy_shop_id: int = Field(ge=1, le=2**63 - 1, description="The seller's Etsy shop id")
+    etsy_shop_id: EtsyShopId
 
 
 class ConnectStarted(BaseModel):
@@ -132,11 +134,12 @@ class SyncDone(BaseModel):
 
 @router.post("/connect", response_model=ConnectStarted, summary="Start connecting the shop to Etsy (OAuth 2.0 + PKCE)",
              dependencies=[requires("prices:write")], responses=responses_for([503], UNCONFIGURED))
-def connect(shop_id: UUID, cmd: ConnectEtsy, ctx: Context, engine: Engine, app: App) -> dict:
+def connect(shop_id: UUID, cmd: ConnectEtsy, ctx: Context, engine: Engine, request: Request) -> dict:
     """Answers the URL of Etsy's consent page. The PKCE verifier and the state stay on the server
     (single use, 10 minutes); Etsy sends the seller back to the callback, which finishes the connection.
 
     **Changes:** nothing yet: the EtsyConnection.Connected event is appended by the callback."""
+    app = etsy_app(request)
     return marketplace_of(engine).start_connect(ctx, shop_id, cmd.etsy_shop_id, app.keystring, app.redirect_uri,
                                                 app.authorize_url)
 
@@ -160,14 +163,14 @@ def status(shop_id: UUID, reads: Reads) -> dict:
 
 @router.get("/queue", response_model=list[QueuedPush], summary="Prices waiting to go to Etsy",
             dependencies=[requires("shops:read")])
-def queue(shop_id: UUID, reads: Reads, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+def queue(shop_id: UUID, reads: Reads, limit: Annotated[QueryInt, Query(ge=1, le=1000)] = 100) -> list[dict]:
     """One row per listing: its newest accepted price not yet at Etsy, next try first."""
     return reads_of.queue(reads.pool, shop_id, limit)
 
 
 @router.get("/drifts", response_model=list[Drift], summary="Prices changed at Etsy outside the engine",
             dependencies=[requires("shops:read")])
-def drifts(shop_id: UUID, reads: Reads, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+def drifts(shop_id: UUID, reads: Reads, limit: Annotated[QueryInt, Query(ge=1, le=1000)] = 100) -> list[dict]:
     """Each price the sync saw at Etsy that the engine had not pushed, newest first: whether it
     became the listing's price (a Listing.PriceChanged with source marketplace) or the guardrails refused it."""
     return reads_of.drifts(reads.pool, shop_id, limit)
@@ -178,14 +181,14 @@ def drifts(shop_id: UUID, reads: Reads, limit: Annotated[int, Query(ge=1, le=100
              responses=responses_for([409, 502, 503], {409: "Etsy refused the shop's grant: the seller must connect again",
                                                        502: "Etsy refused a call or answered what cannot be used",
                                                        **UNCONFIGURED}))
-def sync(shop_id: UUID, engine: Engine, app: App, ctx: Context) -> dict:
+def sync(shop_id: UUID, engine: Engine, ctx: Context, request: Request) -> dict:
     """Reads the shop's active listings (registering new ones, recording drift) and the receipts
     modified since the last sync (sales and returns, each transaction once).
 
     **Changes:** Listing.Registered, SalesBatch.Sold/Returned, Listing.PriceChanged (source marketplace)."""
     marketplace = marketplace_of(engine)
     marketplace.connection(ctx, shop_id)  # the caller's shop, connected
-    client = EtsyClient(app)
+    client = EtsyClient(etsy_app(request))
     try:
         return asdict(EtsySync(marketplace, client, engine.core.conninfo).sync_shop(shop_id))
     except GrantRefused as e:
@@ -197,10 +200,10 @@ def sync(shop_id: UUID, engine: Engine, app: App, ctx: Context) -> dict:
 
 
 @callbacks.get("/marketplace/etsy/callback", dependencies=[PUBLIC], include_in_schema=False)
-async def callback(request: Request, engine: Engine, app: App, response: Response,
+async def callback(request: Request, engine: Engine, response: Response,
                    code: Annotated[str, Query(max_length=2000)], state: Annotated[str, Query(max_length=200)]) -> dict:
     """Where Etsy sends the seller's browser back: the state (single use) names the started connect."""
-    client = EtsyClient(app)
+    client = EtsyClient(etsy_app(request))
     try:
         exchange = lambda code, verifier, redirect_uri: token_answer(client.exchange_code(code, verifier, redirect_uri))  # noqa: E731
         return await answer(response, marketplace_of(engine).finish_connect, state, code, exchange, client.shop_owner)
