@@ -16,7 +16,7 @@ from typing import Callable, Literal
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from commands import experiment_models as em
 from commands import models
@@ -38,6 +38,9 @@ UPSERT = ("INSERT INTO rollback_guards (shop_id, metric, level, periods, enabled
 
 
 class ConfigureGuard(Command):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"metric": "revenue", "level": 80, "periods": 3, "enabled": True, "reason": "roll back what loses money"}]})
+
     metric: Literal["units", "revenue"] = Field("revenue", description="What is compared per day with the forecast")
     level: Literal[80, 95] = Field(80, description="The forecast interval whose lower end is the threshold")
     periods: integer(ge=1, le=MAX_PERIODS) = Field(3, description="Consecutive days below it that trip the guard")
