@@ -92,6 +92,26 @@ def test_a_superseded_change_is_skipped(world, etsy_api, etsy_engine, etsy_serve
     assert outcomes(etsy_engine, listing, first) == [] and outcomes(etsy_engine, listing, last) == ["Started", "Pushed"]
 
 
+def test_a_push_of_an_older_change_in_flight_never_wins_over_a_newer_one(world, etsy_api, etsy_engine, etsy_server, fake):
+    etsy_id = world["listings"][0].listing_id
+    listing = world["links"][etsy_id]
+    older = set_price(etsy_api, world["shop"], listing, "23.00")
+    PushQueue(etsy_engine.core.conninfo).catch_up()
+    pusher = pusher_of(etsy_engine, etsy_server[1])
+    try:
+        in_flight = [row for row in pusher.due() if str(row["listing_id"]) == listing]
+        newer = set_price(etsy_api, world["shop"], listing, "24.50")  # accepted while the older one is on its way
+        PushQueue(etsy_engine.core.conninfo).catch_up()
+        assert pusher.push(in_flight[0]) == "pushed" and fake.price_of(etsy_id) == Decimal("23.00")
+        queued = etsy_api.get(f"/shops/{world['shop']}/marketplace/etsy/queue").json()
+        assert [q["version"] for q in queued] == [newer]  # recording the older push left the newer queued
+        pusher.step()
+    finally:
+        pusher.close()
+    assert fake.price_of(etsy_id) == Decimal("24.50")
+    assert outcomes(etsy_engine, listing, older) == outcomes(etsy_engine, listing, newer) == ["Started", "Pushed"]
+
+
 def test_an_answer_of_unexpected_shape_is_a_recorded_failure_and_nothing_is_half_written(world, etsy_api, etsy_engine,
                                                                                          etsy_server, fake):
     etsy_id = world["listings"][1].listing_id
