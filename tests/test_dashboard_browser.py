@@ -360,3 +360,21 @@ def test_a_live_update_of_the_listing_keeps_what_was_being_typed(page, world):
     assert f"version {version + 1}" in page.inner_text("#listing-state")
     assert page.input_value("#new-price") == "31.5"
     assert page.evaluate("document.activeElement.id") == "new-price"
+
+
+def test_demand_panels_are_hidden_before_the_models_run_and_shown_after(page, world, database_url):
+    from read.model_runs import refresh
+
+    listing = world.listings[0]
+    seller_signs_in(page, world)
+    page.goto(f"{world.url}/#/shop/{world.shop}/listing/{listing}")
+    expect(page.locator("#changes")).to_be_visible()
+    assert page.locator("#elasticity, #forecast, #recommendation").count() == 0  # hidden, not broken
+    refresh(database_url, world.shop, processes=1)
+    page.reload()
+    expect(page.locator("#elasticity")).to_be_visible()
+    assert "price" in page.inner_text("#elasticity")  # one price all month: refused, saying what it needs
+    expect(page.locator("#forecast svg")).to_be_visible()
+    page.click("#nav-shop")
+    expect(page.locator("#automation-state")).to_be_visible()
+    expect(page.locator(".legend")).to_contain_text("Revenue forecast, 95% interval")

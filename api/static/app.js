@@ -448,14 +448,15 @@ function demandPanels(elasticity, forecast, recommendation) {
 // -- the shop ---------------------------------------------------------------------------------
 async function shopPage(main, shop) {
   const since = new Date(Date.now() - 90 * 864e5).toISOString();
-  const [automation, sales, byListing, board, rules, changes, experiments] = await Promise.all([
+  const [automation, sales, byListing, board, rules, changes, experiments, forecast] = await Promise.all([
     getJSON(`/shops/${shop}/automation`),
     getJSON(`/shops/${shop}/analytics/sales-by-shop?bucket=day&since=${encodeURIComponent(since)}&limit=1000`),
     getJSON(`/shops/${shop}/analytics/sales-by-listing?bucket=day&since=${encodeURIComponent(since)}&limit=100000`),
     getJSON(`/shops/${shop}/board`),
     getJSON(`/shops/${shop}/rules`),
     getJSON(`/shops/${shop}/analytics/price-changes?since=${encodeURIComponent(since)}&limit=5000`),
-    maybeJSON(`/shops/${shop}/experiments`)]);
+    maybeJSON(`/shops/${shop}/experiments`),
+    maybeJSON(`/shops/${shop}/forecast?horizon=30`)]);
   // Profit at today's costs: each day's revenue less its units at the listing's current cost (no cost: left out).
   const costs = new Map(board.listings.map((l) => [l.listing_id, l.cost == null ? null : Number(l.cost)]));
   const profit = new Map();
@@ -468,6 +469,11 @@ async function shopPage(main, shop) {
     { kind: "line", axis: "left", color: "#1f5fbf", label: `Revenue per day (${state.currency})`, points: sales.items.map((s) => ({ t: new Date(s.bucket), y: +s.revenue })) },
     { kind: "line", axis: "left", color: "#7a3db8", label: `Profit per day at current costs (${state.currency})`, points: [...profit].map(([b, y]) => ({ t: new Date(b), y })) },
     { kind: "bars", axis: "right", color: "#1b7f3b", label: "Units per day", points: sales.items.map((s) => ({ t: new Date(s.bucket), y: +s.units })) }];
+  // The shop's own forecast (not a sum of listings'), when the demand models have run: 95% band and expectation.
+  const ahead = forecast?.forecast?.points || [];
+  if (ahead.length) series.unshift(
+    { kind: "band", axis: "left", color: "#1f5fbf", label: "Revenue forecast, 95% interval", points: ahead.map((d) => ({ t: new Date(d.day), lo: +d.revenue_95.lower, hi: +d.revenue_95.upper })) },
+    { kind: "line", axis: "left", color: "#6b8fd6", label: `Expected revenue (${forecast.forecast.model})`, points: ahead.map((d) => ({ t: new Date(d.day), y: +d.revenue })) });
   const byRule = {};
   for (const c of changes.items) if (c.source === "rule") byRule[c.rule || "?"] = (byRule[c.rule || "?"] || 0) + 1;
   const stopped = !automation.running;
@@ -479,8 +485,9 @@ async function shopPage(main, shop) {
       state.writesOn(shop) ? (stopped
         ? h("button", { type: "button", id: "resume", class: "primary", onclick: () => switchAutomation(shop, "resume") }, "Resume automated repricing")
         : h("button", { type: "button", id: "emergency-stop", class: "danger", onclick: () => switchAutomation(shop, "stop") }, "Emergency stop")) : null),
-    h("h2", {}, "Revenue and units (last 90 days)"),
-    sales.items.length ? [timeChart(series, { title: "Revenue and units per day" }), legend(series)] : h("p", { class: "muted" }, "No sales recorded in the last 90 days."),
+    h("h2", {}, "Revenue, profit and units (last 90 days, and 30 ahead when forecast)"),
+    sales.items.length || ahead.length ? [timeChart(series, { title: "Revenue, profit and units per day, with the forecast", now: ahead.length ? new Date() : null }), legend(series)]
+      : h("p", { class: "muted" }, "No sales recorded in the last 90 days."),
     h("h2", {}, "Rule activity (last 90 days)"),
     h("table", { id: "rules" }, h("thead", {}, h("tr", {}, ["Rule", "Version", "State", "Automated changes"].map((c) => h("th", {}, c)))),
       h("tbody", {}, rules.rules.map((r) => h("tr", {}, h("td", {}, r.name), h("td", {}, r.version), h("td", {}, r.retired ? "retired" : "active"),
