@@ -193,8 +193,8 @@ def backup(conninfo: str, path: Path, progress: Callable[[int, int], None] | Non
 
 
 def _estimated_rows(conn: psycopg.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(sum(greatest(reltuples, 0)), 0) FROM pg_class"
-                            " WHERE oid = ANY(%s::regclass[])", [restored_tables()]).fetchone()[0])
+    return int(conn.execute("SELECT coalesce(sum(greatest(reltuples, 0)), 0) FROM pg_class WHERE oid IN"
+                            " (SELECT to_regclass(t) FROM unnest(%s::text[]) t)", [restored_tables()]).fetchone()[0])
 
 
 def _write(conn: psycopg.Connection, out: BinaryIO, estimate: int, progress) -> dict:
@@ -432,8 +432,9 @@ def restore(conninfo: str, path: Path, progress=None, checking=None, rebuilding=
 
 # -- the command line --------------------------------------------------------------------------
 def backup_command(args) -> int:
-    from api.cli import _migrated_url
     from api.progress import Progress
+    from api.server import database_url
+    from api.settings import Settings
 
     path = Path(args.file)
     if path.exists() and not args.overwrite:
@@ -441,10 +442,15 @@ def backup_command(args) -> int:
         return 1
     try:
         with Progress("backing up", unit="rows") as shown:
-            manifest = backup(_migrated_url(), path, shown.update)
+            # The database as it is: a backup never migrates it (the manifest records its schema).
+            manifest = backup(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), path,
+                              shown.update)
     except BackupRefused as e:
         print(f"refused: {e}", file=sys.stderr)
         return 1
+    except psycopg.Error as e:  # unreachable, or never migrated
+        print(f"cannot back up: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
     head = manifest["chain_head"]
     rows = sum(s["rows"] for s in manifest["tables"])
     print(f"backed up {len(manifest['tables'])} tables ({rows:,} rows; {head['events']:,} events, chain head"

@@ -21,8 +21,8 @@ from psycopg import sql
 import codec
 import migrations
 from api.app import create_app
-from api.backup import (END, MAGIC, PROJECTION_TABLES, TRAILER, BackupRefused, read_manifest, restore_tables,
-                        restored_tables, unclassified)
+from api.backup import (END, MAGIC, PROJECTION_TABLES, TRAILER, BackupRefused, backup, read_manifest, restore,
+                        restore_tables, restored_tables, unclassified)
 from api.database import create_database, drop_database
 from api.server import running
 from commands.engine import PricingEngine
@@ -235,3 +235,16 @@ def test_a_freshly_migrated_target_is_accepted(drill, new_database):
 def test_every_table_of_the_schema_has_a_backup_decision(drill):
     with psycopg.connect(drill["source"]) as conn:
         assert unclassified(conn) == [], "decide in api/backup.py TABLES: restored, rebuilt or reset"
+
+
+def test_a_backup_of_an_older_schema_restores_and_is_migrated_to_this_releases(empty_database, tmp_path):
+    source, target = empty_database(), empty_database()
+    migrations.apply(source, log=lambda *_: None, up_to=700)
+    manifest = backup(source, tmp_path / "old")
+    assert manifest["schema"]["version"] == 700
+    assert "public.experiments" not in [s["table"] for s in manifest["tables"]]  # a later migration's table
+    done = restore(target, tmp_path / "old")
+    assert done.verified.ok and done.migrated and done.migrated[-1].startswith(f"{migrations.available()[-1].version:04d}")
+    with psycopg.connect(target) as conn:
+        versions = [v for v, in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == [m.version for m in migrations.available()]
