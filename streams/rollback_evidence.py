@@ -42,12 +42,11 @@ _OBSERVED = """
 
 @dataclass(frozen=True, slots=True)
 class Automated:
-    """A listing's automated changes since its last other price change (versions in order)."""
+    """A listing's automated changes since its last other price change, in version order:
+    (version, recorded at, occurred at) each."""
 
     listing_id: UUID
-    versions: tuple[int, ...]
-    first_recorded_at: datetime
-    first_occurred_at: datetime
+    changes: tuple[tuple[int, datetime, datetime], ...]
 
 
 def watched(conn: psycopg.Connection) -> list[tuple[UUID, GuardSettings]]:
@@ -60,30 +59,37 @@ def automated_changes(conn: psycopg.Connection, shop_id: UUID) -> list[Automated
     for listing_id, version, recorded_at, occurred_at in conn.execute(
             _TRAILING, {"shop": shop_id, "automated": list(AUTOMATED_SOURCES)}):
         found.setdefault(listing_id, []).append((version, recorded_at, occurred_at))
-    return [Automated(listing_id, tuple(v for v, _, _ in rows), rows[0][1], rows[0][2])
-            for listing_id, rows in found.items()]
+    return [Automated(listing_id, tuple(rows)) for listing_id, rows in found.items()]
 
 
-def evidence(conn: psycopg.Connection, shop_id: UUID, settings: GuardSettings, changes: Automated,
+def evidence(conn: psycopg.Connection, shop_id: UUID, settings: GuardSettings, automated: Automated,
              today: date) -> Evidence | None:
-    """The breach of `settings` after `changes`, or None (no forecast before them, or no breach yet)."""
-    row = conn.execute(_FORECAST_BEFORE, [changes.listing_id, shop_id, changes.first_recorded_at]).fetchone()
-    if row is None:
-        return None
-    run_id, answer = row
-    first = changes.first_occurred_at.date() + timedelta(days=1)
-    periods = forecast_periods(answer, settings, first, today - timedelta(days=1))
+    """The breach of `settings` after the automated changes, or None (no forecast before any of them,
+    or no breach yet). The changes are judged from the earliest one whose forecast is still kept
+    (read/model_runs.py keeps forecasts 7 days): a long run of automated changes is judged from
+    where the record allows, and only the changes from there on are rolled back."""
+    for i, (version, recorded_at, occurred_at) in enumerate(automated.changes):
+        row = conn.execute(_FORECAST_BEFORE, [automated.listing_id, shop_id, recorded_at]).fetchone()
+        if row is not None:
+            versions = tuple(v for v, _, _ in automated.changes[i:])
+            return _breach(conn, shop_id, settings, automated.listing_id, versions, occurred_at.date(), row, today)
+    return None
+
+
+def _breach(conn: psycopg.Connection, shop_id: UUID, settings: GuardSettings, listing_id: UUID,
+            versions: tuple[int, ...], changed_on: date, forecast: tuple, today: date) -> Evidence | None:
+    run_id, answer = forecast
+    periods = forecast_periods(answer, settings, changed_on + timedelta(days=1), today - timedelta(days=1))
     if len(periods) < settings.periods:
         return None
     observed = {day: (units, revenue) for day, units, revenue in
-                conn.execute(_OBSERVED, [changes.listing_id, shop_id, periods[0][0], periods[-1][0]])}
+                conn.execute(_OBSERVED, [listing_id, shop_id, periods[0][0], periods[-1][0]])}
     column = 0 if settings.metric == "units" else 1
     compared = [Period(day, Decimal(observed.get(day, (0, 0))[column]), lower, mean) for day, lower, mean in periods]
     run = breach(compared, settings.periods)
     if run is None:
         return None
-    return Evidence(shop_id, changes.listing_id, changes.versions, changes.versions[0] - 1, str(run_id), settings,
-                    tuple(run))
+    return Evidence(shop_id, listing_id, versions, versions[0] - 1, str(run_id), settings, tuple(run))
 
 
 def forecast_periods(answer: dict, settings: GuardSettings, first: date, last: date) -> list[tuple[date, Decimal, Decimal]]:

@@ -214,3 +214,35 @@ def test_the_settings_route_checks_tenant_and_role_and_names_the_field(api, shop
         with httpx.Client(base_url=str(api.base_url), headers=who, timeout=60) as client:
             assert client.get(url).status_code == read
             assert client.put(url, json={"periods": 2}).status_code == write
+
+
+def test_changes_made_before_any_forecast_are_judged_from_the_first_one_a_forecast_covers(world):
+    """A rule's change before the first refresh has no forecast to be judged against; its next change
+    does: that one alone is judged and rolled back, to the first change's price."""
+    w = world
+    w.clock.at(w.start + timedelta(days=HISTORY - 14), 9)
+    rule = UUID(w.engine.rules.define_rule(w.ctx, w.shop, rm.DefineRule(name="fixed", kind="fixed", amount="19.00")).body["rule_id"])
+    w.engine.rules.assign_rule(w.ctx, w.shop, rm.AssignRule(rule_id=rule, listing_ids=[w.listing]))
+    w.projector.catch_up()
+    w.policy.catch_up()
+    for t in range(HISTORY):
+        sell(w, t, Decimal("20.00") if t < HISTORY - 14 else Decimal("19.00"))
+    w.projector.catch_up()
+    model_runs.refresh(w.url, w.shop, today=w.start + timedelta(days=HISTORY))
+    w.guards.configure(w.ctx, w.shop, ConfigureGuard(metric="revenue", level=80, periods=2))
+    w.clock.at(w.start + timedelta(days=HISTORY), 9)
+    w.engine.rules.revise_rule(w.ctx, w.shop, rule, rm.ReviseRule(name="fixed", kind="fixed", amount="11.40"))
+    w.projector.catch_up()
+    w.policy.catch_up()
+    first, second = [e for e in price_events(w) if e.meta.source == "rule"]
+    assert (first.price.amount, second.price.amount) == (Decimal("19.00"), Decimal("11.40"))
+    trips = []
+    for t in range(HISTORY, HISTORY + 5):
+        sell(w, t, w.engine.core.repository.get(w.listing).price.amount)
+        w.projector.catch_up()
+        w.clock.at(w.start + timedelta(days=t + 1), 2)
+        trips += w.follower.check()
+    [trip] = trips
+    assert trip["evidence"]["changes"] == [second.originator_version]
+    assert trip["rollback"]["compensates"] == [second.originator_version]
+    assert w.engine.core.repository.get(w.listing).price.amount == Decimal("19.00")
