@@ -92,14 +92,14 @@ class RuleAsDict(SlotsAsDict):
     type = Rule
     name = "rule"
     tuples = ("include", "exclude")
-    added = ("max_run_age_hours",)
+    added = ("max_run_age_hours", "days")
 
 
 class AutomationAsDict(SlotsAsDict):
     type = Automation
     name = "automation"
     tuples = ("clamps", "reasons", "observations")
-    added = ("model_run", "experiment")
+    added = ("model_run", "experiment", "inputs")
 
 
 class RecommendationRunAsDict(SlotsAsDict):

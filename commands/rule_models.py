@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field
 
 from commands.models import Amount, Command, Currency, Reason, Text, Version, integer, text
 from domain.listing import MAX_COOLDOWN_MINUTES
-from domain.rules import DEFAULT_MAX_AGE_MINUTES, DEFAULT_MAX_RUN_AGE_HOURS, MAX_LIST, MAX_RUN_AGE_HOURS
+from domain.rules import DEFAULT_MAX_AGE_MINUTES, DEFAULT_MAX_RUN_AGE_HOURS, MAX_LIST, MAX_RUN_AGE_HOURS, MAX_STALE_DAYS
 
 MAX_ASSIGN = 1000  # listings per assignment command: each is loaded and saved in one transaction
 
@@ -32,11 +32,14 @@ class RuleSpec(Command):
     direction); cost_plus takes percent (the target margin, as a share of the price); fixed takes
     amount (the price); match_lowest, match_median and optimise_profit take neither.
     optimise_profit follows the listing's latest recommendation model run (no older than
-    `max_run_age_hours`), within the same guardrails, limits and stops as every automated change."""
+    `max_run_age_hours`), within the same guardrails, limits and stops as every automated change.
+    stock_runway (percent: the step up) raises the price while the stock on hand runs out before its
+    restock at the forecast rate; stale_listing (percent: the step down, `days`) lowers it after
+    `days` days without a sale (domain/velocity.py)."""
 
     name: Text
     kind: Literal["beat_lowest", "match_lowest", "match_median", "offset_from_average", "cost_plus", "fixed",
-                  "optimise_profit"]
+                  "optimise_profit", "stock_runway", "stale_listing"]
     amount: Amount | None = None
     percent: Amount | None = None
     direction: Literal["above", "below"] | None = None
@@ -50,7 +53,9 @@ class RuleSpec(Command):
     below_floor: Literal["hold_at_floor", "ignore_competitor"] = "hold_at_floor"
     max_run_age_hours: integer(ge=1, le=MAX_RUN_AGE_HOURS) | None = Field(
         None, description=f"optimise_profit only: hold when the latest model run is older than this"
-                          f" (default {DEFAULT_MAX_RUN_AGE_HOURS})")
+                          f" (default {DEFAULT_MAX_RUN_AGE_HOURS}); stock_runway: the forecast run")
+    days: integer(ge=1, le=MAX_STALE_DAYS) | None = Field(
+        None, description="stale_listing only: days without a sale before a step down")
     reason: Reason = ""
 
 

@@ -28,6 +28,7 @@ from domain.listing import CHANGED, INACTIVE, REFUSED, Listing, Verdict, describ
 from domain.meta import Actor, ActorKind, Source
 from domain.pricing_rule import PricingRule, describe_rule
 from domain.rules import CompetitorPrice, Proposal, RecommendationRun, Rule, evaluate
+from domain.velocity import Velocity
 from domain.shop import Shop
 
 POLICY_ACTOR = Actor("repricing-policy", ActorKind.POLICY)
@@ -89,7 +90,7 @@ def rule_from(spec: m.RuleSpec, shop_currency: str) -> Rule:
                        direction=spec.direction, rounding=spec.rounding, include=spec.include,
                        exclude=spec.exclude, max_age_minutes=spec.max_age_minutes,
                        no_competition=spec.no_competition, below_floor=spec.below_floor,
-                       max_run_age_hours=spec.max_run_age_hours)
+                       max_run_age_hours=spec.max_run_age_hours, days=spec.days)
 
 
 class Rules:
@@ -244,9 +245,11 @@ class Rules:
 
     def reprice_listing(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID,
                         observations: Sequence[CompetitorPrice], cause: str,
-                        now: datetime | None = None, run: RecommendationRun | None = None) -> RepriceResult:
+                        now: datetime | None = None, run: RecommendationRun | None = None,
+                        velocity: Velocity | None = None) -> RepriceResult:
         """Evaluate the listing's rule on `observations` (and `run`, its latest recommendation model
-        run, which optimise_profit follows) and let the listing decide.
+        run, which optimise_profit follows; `velocity`, its stock, forecast and last sale, which
+        stock_runway and stale_listing read) and let the listing decide.
 
         Idempotent per cause: (listing, cause) is reserved in the same transaction as the change
         or refusal it produced, so a redelivered cause finds it and does nothing, even if the
@@ -257,12 +260,13 @@ class Rules:
         self.core.shop_facts(ctx, shop_id)
         try:
             with self.core.writers.hold([listing_id]):  # this process's other writers of the listing wait
-                return self._reprice(ctx, shop_id, listing_id, observations, cause, now, run)
+                return self._reprice(ctx, shop_id, listing_id, observations, cause, now, run, velocity)
         except WriterBusy:
             raise Conflict("too much concurrent activity on this listing; retry") from None
 
     def _reprice(self, ctx: CommandContext, shop_id: UUID, listing_id: UUID, observations: Sequence[CompetitorPrice],
-                 cause: str, now: datetime | None, run: RecommendationRun | None) -> RepriceResult:
+                 cause: str, now: datetime | None, run: RecommendationRun | None,
+                 velocity: Velocity | None = None) -> RepriceResult:
         for _ in range(REPRICE_RETRIES):
             listing = self.core.listing(ctx, shop_id, listing_id)
             rule = self._assigned_rule(listing)
@@ -282,7 +286,7 @@ class Rules:
             stopped = stop_reason(shop.automation_stop, switch.stopped_by if switch else None)
             meta = ctx.meta(shop_id, Source.RULE, f"rule {rule.name!r} v{rule.rule_version}: {rule.rule.describe()}",
                             occurred_at=now or datetime.now(timezone.utc))
-            proposal = evaluate(rule.rule, listing.pricing_facts(), observations, meta.occurred_at, run)
+            proposal = evaluate(rule.rule, listing.pricing_facts(), observations, meta.occurred_at, run, velocity)
             previous = listing.price
             verdict = listing.reprice(proposal, rule.id, rule.rule_version, cause, meta, stopped)
             result = self._reprice_result(listing, rule, cause, previous, verdict, proposal)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from uuid import UUID
 
@@ -17,6 +17,19 @@ from domain.rules import ListingFacts, Proposal, RecommendationRun
 STATUSES = ("active", "inactive", "draft", "sold_out")
 DAY = timedelta(hours=24)
 MAX_COOLDOWN_MINUTES = 7 * 24 * 60
+MAX_STOCK = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class StockCount:
+    """The stock on hand counted at `counted_at` (business time) and the next restock, if known.
+    Sales after the count reduce it on the read side (streams/velocity.py): the count is a fact
+    recorded once, the sales are their own facts, and stock on hand is count minus net units sold since."""
+
+    quantity: int
+    restock_on: date | None
+    counted_at: datetime
+    version: int  # the listing's version of the StockCounted event
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +109,7 @@ class Automation:
     observations: tuple[str, ...] = ()  # refs of the observations the proposal used
     model_run: RecommendationRun | None = None  # the model run the proposal followed (optimise_profit)
     experiment: str | None = None     # "<experiment id>/<period>": a switchback experiment's period price (no rule)
+    inputs: dict | None = None        # what a velocity rule read: forecast run, stock, days without sale (as text)
 
 
 CHANGED, UNCHANGED, HELD, REFUSED = "changed", "unchanged", "held", "refused"
@@ -117,6 +131,7 @@ class Listing(Aggregate):
     # Defaults for state added after the first events were stored: snapshots taken before then
     # lack these attributes, and instances fall back to these (immutable) class values.
     rule_id = None            # the pricing rule assigned to this listing, if any
+    stock = None              # the latest StockCount, if stock was ever counted
     automated_at = ()         # times (business time) of automated changes in the last 24 hours
     last_automated_at = None
 
@@ -242,7 +257,8 @@ class Listing(Aggregate):
             return verdict
         meta = replace(meta, causation_id=cause)
         automation = Automation(rule_id, rule_version, cause, verdict.proposed, verdict.clamps,
-                                tuple(proposal.reasons), tuple(proposal.used), proposal.model_run)
+                                tuple(proposal.reasons), tuple(proposal.used), proposal.model_run,
+                                inputs=proposal.inputs)
         if verdict.outcome == CHANGED:
             self._price_changed(price=verdict.price, previous=self.price, meta=meta, rule=str(rule_id),
                                 compensates=[], automation=automation)
@@ -349,6 +365,25 @@ class Listing(Aggregate):
     def _rule_unassigned(self, rule_id: UUID, meta: EventMeta) -> None:
         self.rule_id = None
 
+    # -- stock ------------------------------------------------------------------------------
+    def count_stock(self, quantity: int, restock_on: date | None, meta: EventMeta) -> None:
+        """Record the stock on hand now and the next restock. Always an event, even with the same
+        figures: a recount restarts the sales that count against it."""
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 <= quantity <= MAX_STOCK:
+            raise InvalidValue("quantity", f"must be a whole number of units from 0 to {MAX_STOCK}")
+        if restock_on is not None:
+            if not isinstance(restock_on, date) or isinstance(restock_on, datetime):
+                raise InvalidValue("restock_on", "must be a calendar day (YYYY-MM-DD)")
+            if restock_on < meta.occurred_at.date():
+                raise InvalidValue("restock_on", f"{restock_on} is before the count ({meta.occurred_at.date()})")
+        self._stock_counted(quantity=quantity, restock_on=None if restock_on is None else restock_on.isoformat(),
+                            meta=meta)
+
+    @event("StockCounted")
+    def _stock_counted(self, quantity: int, restock_on: str | None, meta: EventMeta) -> None:
+        restock = None if restock_on is None else date.fromisoformat(restock_on)
+        self.stock = StockCount(quantity, restock, meta.occurred_at, self.version + 1)
+
     # -- guardrails ------------------------------------------------------------------------
     def set_guardrails(self, guardrails: Guardrails, meta: EventMeta) -> bool:
         guardrails.check(self.currency)
@@ -399,4 +434,13 @@ def describe_automation(listing: Listing) -> dict:
         "automated_floor": _amount(g.automated_floor()),
         "last_automated_change_at": None if last is None else last.isoformat(),
     }
+
+
+def describe_stock(listing: Listing) -> dict:
+    """A listing's last stock count (None figures: never counted)."""
+    s = listing.stock
+    return {"listing_id": str(listing.id), "version": listing.version,
+            "quantity": None if s is None else s.quantity,
+            "restock_on": None if s is None or s.restock_on is None else s.restock_on.isoformat(),
+            "counted_at": None if s is None else s.counted_at.isoformat()}
 

@@ -78,4 +78,5 @@ def describe_rule(rule: PricingRule) -> dict:
         "rounding": r.rounding, "include": list(r.include), "exclude": list(r.exclude),
         "max_age_minutes": r.max_age_minutes, "no_competition": r.no_competition, "below_floor": r.below_floor,
         "modified_at": rule.modified_on.isoformat(),
+        **({} if r.days is None else {"days": r.days}),  # stale_listing only
     }

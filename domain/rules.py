@@ -14,10 +14,13 @@ from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Dec
 from enum import Enum
 from functools import lru_cache
 from statistics import median
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from domain.errors import DomainError, InvalidValue
 from domain.money import CURRENCY_DECIMALS, Money, check_currency, minor_unit, parse_amount
+
+if TYPE_CHECKING:
+    from domain.velocity import Velocity
 
 
 class Kind(str, Enum):
@@ -28,6 +31,8 @@ class Kind(str, Enum):
     COST_PLUS = "cost_plus"                      # cost at a target margin (`percent` of the price)
     FIXED = "fixed"                              # `amount` is the price
     OPTIMISE_PROFIT = "optimise_profit"          # the latest recommendation model run's price
+    STOCK_RUNWAY = "stock_runway"                # up `percent` when stock runs out before restock (forecast)
+    STALE_LISTING = "stale_listing"              # down `percent` when nothing sold for `days`
 
 
 class Rounding(str, Enum):
@@ -47,6 +52,8 @@ class BelowFloor(str, Enum):
     IGNORE_COMPETITOR = "ignore_competitor"  # leave competitors priced below our floor out
 
 
+VELOCITY = frozenset({Kind.STOCK_RUNWAY, Kind.STALE_LISTING})  # read stock, forecast and sales (Velocity)
+MAX_STALE_DAYS = 365
 COMPETITIVE = frozenset({Kind.BEAT_LOWEST, Kind.MATCH_LOWEST, Kind.MATCH_MEDIAN, Kind.OFFSET_FROM_AVERAGE})
 DEFAULT_MAX_AGE_MINUTES = 24 * 60
 DEFAULT_MAX_RUN_AGE_HOURS = 48   # runs are refreshed daily: one missed refresh still leaves a usable run
@@ -69,14 +76,16 @@ class Rule:
     max_age_minutes: int | None = DEFAULT_MAX_AGE_MINUTES  # observations older are ignored; None: any age
     no_competition: str = NoCompetition.HOLD.value
     below_floor: str = BelowFloor.HOLD_AT_FLOOR.value
-    max_run_age_hours: int | None = None  # optimise_profit only: older model runs are stale (set by define)
+    max_run_age_hours: int | None = None  # optimise_profit, stock_runway: older model runs are stale (set by define)
+    days: int | None = None         # stale_listing only: days without a sale before a step down
 
     @classmethod
     def define(cls, kind: object, currency: object, amount: object = None, percent: object = None,
                direction: object = None, rounding: object = Rounding.NONE.value, include: Iterable[str] = (),
                exclude: Iterable[str] = (), max_age_minutes: object = DEFAULT_MAX_AGE_MINUTES,
                no_competition: object = NoCompetition.HOLD.value,
-               below_floor: object = BelowFloor.HOLD_AT_FLOOR.value, max_run_age_hours: object = None) -> Rule:
+               below_floor: object = BelowFloor.HOLD_AT_FLOOR.value, max_run_age_hours: object = None,
+               days: object = None) -> Rule:
         """A validated rule from user input; refusals name the offending field."""
         kind = _choice(Kind, kind, "kind")
         currency = check_currency(currency)
@@ -91,6 +100,7 @@ class Rule:
             no_competition=_choice(NoCompetition, no_competition, "no_competition").value,
             below_floor=_choice(BelowFloor, below_floor, "below_floor").value,
             max_run_age_hours=_max_run_age(kind, max_run_age_hours),
+            days=_stale_days(kind, days),
         )
         rule._check_parameters(kind)
         if rule.rounding in (Rounding.CHARM_99.value, Rounding.CHARM_95.value) and CURRENCY_DECIMALS[currency] < 2:
@@ -99,7 +109,8 @@ class Rule:
 
     def _check_parameters(self, kind: Kind) -> None:
         wants = {Kind.BEAT_LOWEST: "amount|percent", Kind.OFFSET_FROM_AVERAGE: "amount|percent",
-                 Kind.COST_PLUS: "percent", Kind.FIXED: "amount"}.get(kind, "")  # optimise_profit: neither
+                 Kind.COST_PLUS: "percent", Kind.FIXED: "amount", Kind.STOCK_RUNWAY: "percent",
+                 Kind.STALE_LISTING: "percent"}.get(kind, "")  # optimise_profit: neither
         given = [name for name in ("amount", "percent") if getattr(self, name) is not None]
         if wants == "amount|percent" and len(given) != 1:
             raise InvalidValue("amount" if not given else "percent", f"{kind.value} needs exactly one of amount or percent")
@@ -112,6 +123,8 @@ class Rule:
             raise InvalidValue("amount", "must be greater than zero" if kind == Kind.FIXED else "must not be negative")
         if self.percent is not None and not (0 <= self.percent < 100):
             raise InvalidValue("percent", "must be at least 0 and below 100")
+        if kind in VELOCITY and self.percent == 0:
+            raise InvalidValue("percent", f"{kind.value} moves the price by a step: must be above 0")
         if (kind == Kind.OFFSET_FROM_AVERAGE) != (self.direction is not None):
             raise InvalidValue("direction", "offset_from_average needs direction 'above' or 'below'"
                                if kind == Kind.OFFSET_FROM_AVERAGE else f"{kind.value} takes no direction")
@@ -122,6 +135,11 @@ class Rule:
     def follows_model_runs(self) -> bool:
         """Proposes from the listing's latest model run, not from competitor prices."""
         return self.kind == Kind.OPTIMISE_PROFIT.value
+
+    @property
+    def reads_velocity(self) -> bool:
+        """Proposes from stock, the demand forecast and sales (a Velocity), not from competitor prices."""
+        return self.kind in (Kind.STOCK_RUNWAY.value, Kind.STALE_LISTING.value)
 
     def describe(self) -> str:
         """One line a seller recognises: 'beat lowest by 5%, charm .99'."""
@@ -135,6 +153,9 @@ class Rule:
             Kind.FIXED.value: f"fixed at {by}",
             Kind.OPTIMISE_PROFIT.value: f"optimise profit: the price of the latest recommendation model run "
                                         f"(at most {self.max_run_age_hours} h old)",
+            Kind.STOCK_RUNWAY.value: f"raise by {self.percent}% while stock runs out before restock at the "
+                                     f"forecast rate (forecast at most {self.max_run_age_hours} h old)",
+            Kind.STALE_LISTING.value: f"lower by {self.percent}% after {self.days} days without a sale",
         }[self.kind]
         return text if self.rounding == Rounding.NONE.value else f"{text}, rounded to {self.rounding}"
 
@@ -225,13 +246,15 @@ class Proposal:
     reasons: tuple[str, ...]           # the steps, in order, in words
     used: tuple[str, ...] = ()         # refs of the observations the price was computed from
     model_run: RecommendationRun | None = None  # the model run the proposal read (optimise_profit)
+    inputs: dict | None = None         # the figures a velocity rule read, as text (domain/velocity.py)
 
 
 # -- evaluation --------------------------------------------------------------------------------
 def evaluate(rule: Rule, listing: ListingFacts, observations: Iterable[CompetitorPrice], now: datetime,
-             run: RecommendationRun | None = None) -> Proposal:
+             run: RecommendationRun | None = None, velocity: Velocity | None = None) -> Proposal:
     """The price `rule` proposes for `listing` at `now`, and why. `run`: the listing's latest
-    recommendation model run (what optimise_profit reads; the other kinds ignore it)."""
+    recommendation model run (what optimise_profit reads); `velocity`: its stock, forecast and last
+    sale (what stock_runway and stale_listing read). The other kinds ignore both."""
     currency = listing.price.currency
     if rule.currency != currency:
         return Proposal(None, (f"rule is in {rule.currency} but the listing is in {currency}: holding",))
@@ -242,6 +265,9 @@ def evaluate(rule: Rule, listing: ListingFacts, observations: Iterable[Competito
         return _cost_plus(rule, listing)
     if kind == Kind.OPTIMISE_PROFIT:
         return _optimise_profit(rule, listing, run, now)
+    if kind in VELOCITY:
+        from domain.velocity import propose  # the velocity maths builds on this module's _finish
+        return propose(rule, listing, velocity, now)
     return _competitive(rule, kind, listing, observations, now)
 
 
@@ -450,14 +476,25 @@ def _elasticity(value: object, field: str) -> Decimal:
 
 
 def _max_run_age(kind: Kind, value: object) -> int | None:
-    if kind != Kind.OPTIMISE_PROFIT:
+    if kind not in (Kind.OPTIMISE_PROFIT, Kind.STOCK_RUNWAY):
         if value is not None:
-            raise InvalidValue("max_run_age_hours", f"{kind.value} reads no model run: only optimise_profit takes it")
+            raise InvalidValue("max_run_age_hours", f"{kind.value} reads no model run: only optimise_profit "
+                                                    "and stock_runway take it")
         return None
     if value is None:
         return DEFAULT_MAX_RUN_AGE_HOURS
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RUN_AGE_HOURS:
         raise InvalidValue("max_run_age_hours", f"must be a whole number of hours from 1 to {MAX_RUN_AGE_HOURS}")
+    return value
+
+
+def _stale_days(kind: Kind, value: object) -> int | None:
+    if kind != Kind.STALE_LISTING:
+        if value is not None:
+            raise InvalidValue("days", f"{kind.value} takes no days: only stale_listing counts days without a sale")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_STALE_DAYS:
+        raise InvalidValue("days", f"stale_listing needs a whole number of days from 1 to {MAX_STALE_DAYS}")
     return value
 
 

@@ -91,6 +91,7 @@ class _History:
             "reasons": list(automation.reasons),
             "observations": [self._observation(ref) for ref in automation.observations],
             "model_run": None if automation.model_run is None else automation.model_run.describe(),
+            "inputs": getattr(automation, "inputs", None),  # a velocity rule's stock, forecast run, last sale
             "guardrails_then": _guardrails(self.guardrails.get(version - 1)),
         }
 
@@ -251,6 +252,9 @@ def _automation_text(a: dict, currency: str, pad: str) -> list[str]:
         for o in a["observations"]:
             lines.append(f"{pad}  {o['competitor']} at {o['price']} {currency}, seen {o['observed_at']} "
                          f"(event {o['ref']})" if o.get("found") else f"{pad}  {o['ref']} (not found)")
+    if a.get("inputs"):
+        shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in a["inputs"].items() if v is not None)
+        lines.append(f"{pad}read: {shown}")
     if a["reasons"]:
         lines.append(f"{pad}the rule's steps:")
         lines.extend(f"{pad}  - {r}" for r in a["reasons"])

@@ -75,6 +75,8 @@ from projections.observations import PositionedObservation, Wanted, latest, newe
 from projections.projector import follow_log, keep_following
 from streams import wire
 from streams.optimise import RunSource, latest_runs
+from streams.velocity import VelocitySource, velocities
+from domain.velocity import Velocity
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,7 @@ class Inputs:
 
     observations: list[CompetitorPrice]
     run: RecommendationRun | None = None
+    velocity: Velocity | None = None  # stock_runway, stale_listing: stock, forecast, last sale
 
 
 @dataclass
@@ -206,9 +209,11 @@ class RepricingPolicy:
     def __init__(self, rules: Rules, conninfo: str, *, page_size: int = DEFAULT_PAGE,
                  on_result: Callable[[Trigger, RepriceResult], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 projector_timeout: float | None = None, pause: float = 0.0, runs: RunSource = latest_runs):
+                 projector_timeout: float | None = None, pause: float = 0.0, runs: RunSource = latest_runs,
+                 velocities: VelocitySource = velocities):
         self.rules = rules
         self.runs = runs  # the latest recommendation model run of listings under optimise-profit rules
+        self.velocities = velocities  # stock, forecast and last sale of listings under velocity rules
         self.pause = pause  # seconds to let commits gather after a partial page (follow_log)
         self.conninfo = conninfo
         self.page_size = page_size
@@ -369,7 +374,7 @@ class RepricingPolicy:
         """An optimise-profit listing whose latest trigger is an observation is acted on for its
         latest other trigger of the batch (assignment, revision), or not at all."""
         rules = {rule_id: self._rule(rule_id) for rule_id in {r for t, r in work if t.observed}}
-        followers = {t.listing_id for t, r in work if t.observed and _follows_model_runs(rules[r])}
+        followers = {t.listing_id for t, r in work if t.observed and _ignores_observations(rules[r])}
         if not followers:
             return work
         others = plan.latest_per_listing(rule_listings, observations=False)
@@ -417,6 +422,9 @@ class RepricingPolicy:
         rules = {rule_id: self._rule(rule_id) for rule_id in {r for _, r in work}}
         followers = [t.listing_id for t, rule_id in work if _follows_model_runs(rules[rule_id])]
         inputs = {listing_id: Inputs([], run) for listing_id, run in self._runs_of(cur, followers).items()}
+        readers = [t.listing_id for t, rule_id in work if _reads_velocity(rules[rule_id])]
+        found = self.velocities(cur, readers) if readers else {}
+        inputs |= {listing_id: Inputs([], velocity=found.get(listing_id)) for listing_id in readers}
         work = [(t, rule_id) for t, rule_id in work if t.listing_id not in inputs]
         if not work:
             return inputs
@@ -464,7 +472,7 @@ class RepricingPolicy:
         try:
             ctx = self.rules.automation_context(trigger.shop_id, trigger.cause, trigger.correlation_id)
             result = self.rules.reprice_listing(ctx, trigger.shop_id, trigger.listing_id, inputs.observations,
-                                                trigger.cause, now=now, run=inputs.run)
+                                                trigger.cause, now=now, run=inputs.run, velocity=inputs.velocity)
         except Exception as e:  # noqa: BLE001
             if parking.is_transient(e, RETRIED):
                 raise  # a busy listing or the database: retry the batch (changes made are kept)
@@ -553,30 +561,37 @@ class RunsActedOn:
 
 
 def act_on_new_runs(rules: Rules, conninfo: str, shop_id: UUID | None = None, *, runs: RunSource = latest_runs,
-                    now: datetime | None = None) -> RunsActedOn:
+                    now: datetime | None = None, velocity_of: VelocitySource = velocities) -> RunsActedOn:
     """Reprice each listing under an optimise-profit rule (in `shop_id`, or all shops) for its
     latest recommendation model run, with cause `model_run:<run id>`: exactly once per run, however
     often this is called (reprice_listing reserves (listing, cause)). Model runs are derived data,
     not events, so the refresh job (or `serve`, after its scheduled refresh) calls this; a listing
-    whose rule the policy has not seen assigned yet gets the same run when the policy reaches it."""
+    whose rule the policy has not seen assigned yet gets the same run when the policy reaches it.
+    Listings under stock_runway and stale_listing rules are evaluated once per forecast run the
+    same way (cause `model_run:<forecast run id>`): the daily refresh is their daily look."""
     now = now or datetime.now(timezone.utc)
     with psycopg.connect(conninfo, application_name=APPLICATION_NAME, context=reading_adapters()) as conn:
         followers = _model_followers(rules, conn, shop_id)
         latest_of = runs(conn.cursor(), [listing_id for listing_id, _ in followers]) if followers else {}
+        readers = _model_followers(rules, conn, shop_id, _reads_velocity)
+        velocity = velocity_of(conn.cursor(), [listing_id for listing_id, _ in readers]) if readers else {}
     due = [(listing_id, shop, latest_of[listing_id]) for listing_id, shop in followers if listing_id in latest_of]
+    due += [(listing_id, shop, velocity[listing_id]) for listing_id, shop in readers
+            if listing_id in velocity and velocity[listing_id].forecast is not None]
     done = set()
     for shop in {shop for _, shop, _ in due}:
-        done |= rules.acted_on(shop, [(listing_id, model_run_cause(run.run_id)) for listing_id, s, run in due if s == shop])
+        done |= rules.acted_on(shop, [(listing_id, _run_cause(run)) for listing_id, s, run in due if s == shop])
     results, failed = [], []
     for listing_id, shop, run in due:
-        cause = model_run_cause(run.run_id)
+        cause = _run_cause(run)
         if (listing_id, cause) in done:
             continue
         try:
             ctx = rules.automation_context(shop, cause)
-            results.append(rules.reprice_listing(ctx, shop, listing_id, [], cause, now=now, run=run))
+            inputs = {"velocity": run} if isinstance(run, Velocity) else {"run": run}
+            results.append(rules.reprice_listing(ctx, shop, listing_id, [], cause, now=now, **inputs))
         except Exception as error:  # noqa: BLE001 - one listing's failure must not hold up the others
-            log.error("repricing: model run %s of listing %s: %s", run.run_id, listing_id, parking.describe(error))
+            log.error("repricing: %s of listing %s: %s", cause, listing_id, parking.describe(error))
             failed.append((listing_id, parking.describe(error)))
     return RunsActedOn(results, failed, len(done))
 
@@ -595,12 +610,14 @@ def tend_experiments(experiments: Experiments, now: datetime) -> list[dict]:
     return results
 
 
-def _model_followers(rules: Rules, conn, shop_id: UUID | None) -> list[tuple[UUID, UUID]]:
-    """(listing, shop) of the listings whose assigned rule follows model runs, as the policy's index knows them."""
+def _model_followers(rules: Rules, conn, shop_id: UUID | None, which=None) -> list[tuple[UUID, UUID]]:
+    """(listing, shop) of the listings whose assigned rule follows model runs (or is `which`), as the
+    policy's index knows them."""
+    which = which or _follows_model_runs
     rows = conn.execute("SELECT listing_id, shop_id, rule_id FROM streams.repricing_listings"
                         " WHERE rule_id IS NOT NULL AND (%(shop)s::uuid IS NULL OR shop_id = %(shop)s)"
                         " ORDER BY listing_id", {"shop": shop_id}).fetchall()
-    kinds = {rule_id: _follows_model_runs(rules.rule(rule_id)) for rule_id in {r for _, _, r in rows}}
+    kinds = {rule_id: which(rules.rule(rule_id)) for rule_id in {r for _, _, r in rows}}
     return [(listing_id, shop) for listing_id, shop, rule_id in rows if kinds[rule_id]]
 
 
@@ -613,6 +630,19 @@ def _failure(trigger: Trigger, events: dict[int, object], error: BaseException) 
 
 def _follows_model_runs(rule: PricingRule | None) -> bool:
     return rule is not None and rule.rule.follows_model_runs
+
+
+def _reads_velocity(rule: PricingRule | None) -> bool:
+    return rule is not None and rule.rule.reads_velocity
+
+
+def _ignores_observations(rule: PricingRule | None) -> bool:
+    return _follows_model_runs(rule) or _reads_velocity(rule)
+
+
+def _run_cause(run: RecommendationRun | Velocity) -> str:
+    """A recommendation run's cause, or a velocity listing's: its forecast run (one look per refresh)."""
+    return model_run_cause(run.forecast.run_id if isinstance(run, Velocity) else run.run_id)
 
 
 def _since(rule: PricingRule | None, now: datetime) -> datetime | None:
