@@ -14,9 +14,13 @@ Every strategy gets its own shop in one fresh database, with the same history (H
 sales at three price levels, so the demand models have something to fit). Each simulated day:
 rivals react to our prices in force and are observed (record_observations), the projector and the
 repricing policy catch up (its clock is the simulated one), the day's sales are recorded
-(record_sales, sold_at in simulated time), and every seventh day the optimiser's shop is refreshed
+(record_sales, sold_at in simulated time), and every seventh day the optimisers' shops are refreshed
 (`read.model_runs.refresh` with today = the simulated day) and repriced on its new runs
 (`act_on_new_runs`). Prices in force are read back from the engine's projection, never assumed.
+Optimiser plus experiments first runs a switchback (-10 %, 0, +10 %, a day per arm, 4 balanced
+cycles) that the policy's `tend_experiments` applies at the simulated time, concludes it from the
+read side's analysis, then hands the shop to the optimise-profit rule, whose refreshes prefer the
+experimental elasticities. The scratch database runs with synchronous_commit off (relax_durability).
 
 Business time cannot run ahead of the server's clock (commands/models.py), so the simulated days
 are the last `history + days` days before today. Commands take their business time from a
