@@ -23,7 +23,7 @@ EVENT_LOGGER = "etsypro.event"
 # Field names whose values never reach a log, whatever they hold.
 SECRET_NAMES = re.compile(r"pass|secret|token|totp|code|authorization|cookie|key$|credential", re.IGNORECASE)
 # Credentials by shape: JWTs, our prefixed tokens (commands/credentials.py new_token), bearer values.
-SECRET_SHAPES = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*|\b(?:rt|ek|mfa)_[\w-]{16,}|(?i:bearer)\s+\S+")
+SECRET_SHAPES = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*|\b(?:rt|ek|mfa|pr)_[\w-]{16,}|(?i:bearer)\s+\S+")
 MASK = "[redacted]"
 # The LogRecord attributes every record has: whatever else a record carries came in `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName",
@@ -31,7 +31,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"m
 
 
 # Every SECRET_SHAPES match contains one of these, lowercased: lines without any (nearly all) skip the regex.
-_SHAPE_HINTS = ("eyj", "rt_", "ek_", "mfa_", "bearer")
+_SHAPE_HINTS = ("eyj", "rt_", "ek_", "mfa_", "pr_", "bearer")
 
 
 def redact(text: str) -> str:

@@ -135,6 +135,7 @@ def test_notable_events_get_a_line_of_their_own(logged_url, accounts, captured):
     ("refresh rt_ddONZc_1WNR71F5VfTScoayFci7_tIdyN_9obfZ_E84 spent", "refresh  spent"),
     ("key ek_AbCdEfGhIjKlMnOpQrStUv used", "key  used"),
     ("challenge mfa_0123456789abcdefghij", "challenge "),
+    ("reset pr_Zk3vQ1u9yTt0bW8rM2nH6cXe4sJ7aLdF5gP0iKqR2oU issued", "reset  issued"),
     ("route /shops/{shop_id} 200", "route /shops/{shop_id} 200"),  # nothing secret: unchanged
 ])
 def test_credentials_are_masked_by_shape(text, kept):
