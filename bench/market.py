@@ -52,13 +52,16 @@ from commands import experiment_models as em
 from commands import rule_models as rm
 from commands.clocked import ClockedContext
 from commands.engine import PricingEngine
+from commands.rollback_guard import ConfigureGuard, RollbackGuards
 from domain.experiment import COMPLETED
+from domain.rollback_guard import GuardSettings
 from domain.meta import Actor
 from projections.projector import Projector
 from read import model_runs
 from read.experiments import ExperimentReader
 from read.side import ReadSide
 from streams.repricing import RepricingPolicy, act_on_new_runs, tend_experiments
+from streams.rollback_guard import RollbackGuardFollower
 
 HOLD, BEAT_LOWEST, OPTIMISER, OPTIMISER_EXPERIMENTS = "hold", "beat_lowest", "optimiser", "optimiser_experiments"
 STRATEGIES = (HOLD, BEAT_LOWEST, OPTIMISER)
@@ -253,7 +256,7 @@ class Simulation:
     """One market, one shop per strategy, one fresh database (`url`), stepped day by day."""
 
     def __init__(self, url: str, market: Market, strategies: Sequence[str] = STRATEGIES,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, guard: GuardSettings | None = None):
         unknown = [s for s in strategies if s not in ALL_STRATEGIES]
         if unknown or not strategies:
             raise ValueError(f"strategies must be some of {', '.join(ALL_STRATEGIES)}; not {unknown}")
@@ -268,6 +271,10 @@ class Simulation:
         self.reads = ReadSide(url, pool_size=1)
         self._reader = psycopg.connect(url, autocommit=True)  # the prices in force, twice a simulated day
         self.experiments: dict[UUID, UUID] = {}  # shop -> its running experiment (optimiser_experiments)
+        self.guard = guard  # the rollback guard's settings on every automated shop (None: no guard)
+        self.guards = RollbackGuards(self.engine.core, self.engine.rules, self.engine.rollbacks)
+        self.follower = RollbackGuardFollower(self.guards, url, self.clock, business_clock=True)
+        self.trips: dict[str, int] = {}
         self.ctx = ClockedContext(actor=Actor("simulator"), tenant_id=f"sim-{market.seed}", clock=self.clock)
         self.costs = [money(c) for c in market.cost]
         self.shops: list[Shop] = []
@@ -315,6 +322,8 @@ class Simulation:
                 self._sell(shop, t, [money(p) for p in prices], units)
 
     def start_strategies(self) -> None:
+        # The first refresh comes before any automated change: the guard judges changes by the forecast made before them.
+        self._refresh(HISTORY_DAYS)
         self.clock.at(self.day(HISTORY_DAYS), 0)
         self.projector.catch_up()  # the prices in force, for the experiments' arms
         for shop in self.shops:
@@ -324,9 +333,13 @@ class Simulation:
                 self._assign(shop, rm.DefineRule(name="optimise profit", kind="optimise_profit"))
             elif shop.strategy == OPTIMISER_EXPERIMENTS:
                 self._start_experiment(shop)
+            if self.guard is not None and shop.strategy != HOLD:
+                g = self.guard
+                self.guards.configure(self.ctx, shop.shop_id, ConfigureGuard(metric=g.metric, level=g.level,
+                                                                             periods=g.periods))
+                self.trips[shop.strategy] = 0
         self.projector.catch_up()
         self.policy.catch_up()
-        self._refresh(HISTORY_DAYS)
 
     # -- one simulated day ---------------------------------------------------------------------
     def run(self) -> dict:
@@ -367,10 +380,14 @@ class Simulation:
             shop.ledger.book(prices, units, self.costs)
         if (d + 1) % REFRESH_EVERY_DAYS == 0:
             self._refresh(t + 1)
+        if self.guard is not None:
+            self._guard(t)
 
     def _refresh(self, t: int) -> None:
-        """The optimiser's week: refit on the days before day t, then reprice on the new runs."""
-        shops = [s for s in self.shops if s.strategy in OPTIMISERS]
+        """The week's refresh of the optimisers' shops (and, with the guard, every automated shop: the
+        guard reads their forecasts): refit on the days before day t, then reprice on the new runs."""
+        refreshed = OPTIMISERS if self.guard is None else (BEAT_LOWEST, *OPTIMISERS)
+        shops = [s for s in self.shops if s.strategy in refreshed]
         if not shops:
             return
         self.projector.catch_up()
@@ -379,6 +396,15 @@ class Simulation:
             self.clock.at(self.day(t - 1), 23)
             act_on_new_runs(self.engine.rules, self.url, shop.shop_id, now=self.clock())
         self.refreshes += 1
+
+    def _guard(self, t: int) -> None:
+        """The rollback guard's check the next night (day t complete), at the simulated time."""
+        self.projector.catch_up()
+        self.clock.at(self.day(t + 1), 1)
+        strategy_of = {listing: s.strategy for s in self.shops for listing in s.listing_ids}
+        for trip in self.follower.check():
+            strategy = strategy_of[UUID(trip["evidence"]["listing_id"])]
+            self.trips[strategy] += 1
 
     # -- optimiser plus experiments -----------------------------------------------------------
     def _start_experiment(self, shop: Shop) -> None:
@@ -461,7 +487,8 @@ class Simulation:
     def result(self) -> dict:
         oracle = simulate_fixed(self.market, oracle_prices(self.market))
         return score(self.market, oracle, [s.ledger for s in self.shops]) | {
-            "shops": {s.strategy: str(s.shop_id) for s in self.shops}, "refreshes": self.refreshes}
+            "shops": {s.strategy: str(s.shop_id) for s in self.shops}, "refreshes": self.refreshes,
+            **({} if self.guard is None else {"guard": self.guard.as_dict(), "guard_trips": self.trips})}
 
 
 def score(market: Market, oracle: Ledger, ledgers: Sequence[Ledger]) -> dict:
@@ -483,10 +510,10 @@ def score(market: Market, oracle: Ledger, ledgers: Sequence[Ledger]) -> dict:
 
 
 def simulate(url: str, days: int, listings: int, seed: int, strategies: Sequence[str] = STRATEGIES,
-             progress: Callable[[int, int], None] | None = None) -> dict:
+             progress: Callable[[int, int], None] | None = None, guard: GuardSettings | None = None) -> dict:
     """Run the market of `seed` through the engine in the database at `url` (fresh and migrated)."""
     market = draw_market(seed, listings, days)
-    simulation = Simulation(url, market, strategies, progress)
+    simulation = Simulation(url, market, strategies, progress, guard)
     try:
         return simulation.run()
     finally:
@@ -499,8 +526,9 @@ def lines(result: dict, seconds: float | None = None) -> list[str]:
            f"  {'oracle':<14} profit {result['oracle']['profit']:>12}  revenue {result['oracle']['revenue']:>12}"]
     for name, s in result["strategies"].items():
         pct = "n/a" if s["oracle_profit_ratio"] is None else f"{100 * s['oracle_profit_ratio']:.1f}%"
+        trips = result.get("guard_trips", {}).get(name)
         out.append(f"  {name:<14} profit {s['profit']:>12}  revenue {s['revenue']:>12}  {pct:>6} of oracle profit,"
-                   f" regret {s['regret']}")
+                   f" regret {s['regret']}" + ("" if trips is None else f", rollback guard tripped {trips}x"))
     return out
 
 

@@ -1,7 +1,8 @@
 """The market simulator: a tiny market (20 days, 5 listings) driven through the real engine on a
 simulated clock. What the strategies earned is what the engine recorded; each strategy acts as it
 should (hold never reprices, the rule and the optimiser do, at simulated times); the oracle's fixed
-price is the best fixed price in expectation; a seed is one market, and one result."""
+price is the best fixed price in expectation; a seed is one market, and one result; with the rollback
+guard on, every automated shop is watched and every trip is a rollback."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from bench.market import (ALL_STRATEGIES, BEAT_LOWEST, EXPERIMENT_CYCLES, EXPERIMENT_ARMS, HISTORY_DAYS, HOLD,
                           OPTIMISER, OPTIMISER_EXPERIMENTS, draw_market, expected_profits, oracle_prices, simulate,
                           Simulation)
+from domain.rollback_guard import GuardSettings
 
 DAYS, LISTINGS = 20, 5
 
@@ -106,3 +108,21 @@ def test_unknown_strategies_are_refused_before_anything_is_connected():
     for strategies in (("nonsense",), ()):
         with pytest.raises(ValueError):
             Simulation("host=/nonexistent", draw_market(1, 2, 3), strategies)
+
+
+def test_with_the_guard_every_automated_shop_is_watched_and_every_trip_is_a_rollback(new_database):
+    url = new_database()
+    simulation = Simulation(url, draw_market(5, 3, 9), (HOLD, BEAT_LOWEST, OPTIMISER), guard=GuardSettings(periods=1))
+    try:
+        result = simulation.run()
+    finally:
+        simulation.close()
+    assert set(result["guard_trips"]) == {BEAT_LOWEST, OPTIMISER} and result["guard"]["periods"] == 1
+    with psycopg.connect(url) as conn:
+        watched = conn.execute("SELECT count(*) FROM rollback_guards WHERE enabled").fetchone()[0]
+        rollbacks = conn.execute("SELECT count(*) FROM analytics.price_changes WHERE source = 'rollback'").fetchone()[0]
+        first_forecast, first_automated = conn.execute(
+            "SELECT (SELECT min(created_at) FROM analytics.model_runs WHERE kind = 'forecast'),"
+            " (SELECT min(recorded_at) FROM analytics.price_changes WHERE source = 'rule')").fetchone()
+    assert watched == 2 and rollbacks == sum(result["guard_trips"].values())
+    assert first_forecast < first_automated  # each automated change has a forecast to be judged against
