@@ -12,6 +12,8 @@ from api.routers import accounts, analytics, audit, demand, facts, listings, rep
 from api.routers import imports
 from api.routers import dashboard
 from api.routers import experiments
+from api.routers import rollback_guard
+from api.routers import stock
 from api.routers import marketplace
 from api.routers import auth as auth_routes
 from commands.engine import PricingEngine
@@ -108,7 +110,7 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
     openapi.install(app)
     # The busiest routes first, since routes are tried in order; no two overlap, so order changes no meaning.
     for module in (listings, facts, auth_routes, accounts, shops, rollbacks, audit, analytics, rules, repricing, demand, imports,
-                   experiments):
+                   experiments, rollback_guard, stock):
         app.include_router(module.router)
     app.include_router(marketplace.router)  # a shop's Etsy connection
     app.include_router(marketplace.callbacks)

@@ -118,8 +118,14 @@ def audit_verify(args) -> int:
     from api.server import database_url
     from read.side import ReadSide
 
-    reads = ReadSide(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    url = database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr))
+    reads = ReadSide(url, pool_size=1)
     try:
+        if args.against:  # the signed head first (api/checkpoints.py), then the whole chain
+            from api.checkpoints import anchored
+
+            if (refused := anchored(args, url)) is not None:
+                return refused
         with Progress("verifying the chain", unit="positions") as progress:
             report = reads.audit.verify_chain(args.from_position,
                                               progress=lambda checked, position, last: progress.update(position, last))
@@ -384,6 +390,32 @@ def reprice(args) -> int:
     return 0
 
 
+def rollback_guard(args) -> int:
+    """Run the rollback guard's follower (streams/rollback_guard.py): once, or on a schedule."""
+    import json
+    import signal
+    import threading
+
+    from commands.rollback_guard import RollbackGuards
+    from streams.rollback_guard import RollbackGuardFollower
+
+    url, engine = _migrated_engine()
+    follower = RollbackGuardFollower(RollbackGuards(engine.core, engine.rules, engine.rollbacks), url)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        if args.once:
+            trips = follower.check()
+            print(json.dumps(trips, indent=2, default=str))
+            return 0 if all("failed" not in t for t in trips) else 1
+        print(f"rollback guard: checking every {args.every:g} s (Ctrl-C to stop)", file=sys.stderr)
+        follower.run(stop, args.every)
+    finally:
+        engine.close()
+    return 0
+
+
 def _reprice_from_kafka(args) -> int:
     """The policy as a faust worker on the relay's repricing topic (exits on SIGINT/SIGTERM)."""
     from streams.repricing_worker import run
@@ -600,6 +632,47 @@ def bench_analyze(args) -> int:
     return run(args)
 
 
+def bench_experiments(args) -> int:
+    from bench.experiments import main as run
+
+    return run(args)
+
+
+def bench_ui(args) -> int:
+    from bench.ui import main as run
+
+    return run(args)
+
+
+def bench_simulate(args) -> int:
+    from bench.simulate import main as run
+
+    return run(args)
+
+
+def simulate_market(args) -> int:
+    """The market simulator (bench/market.py): strategies through the engine in a scratch database."""
+    import json
+    import time
+
+    from bench.common import fresh_database
+    from bench.market import STRATEGIES, lines, simulate
+    from domain.rollback_guard import GuardSettings
+
+    strategies = tuple(dict.fromkeys(args.strategy or STRATEGIES))
+    with fresh_database("etsypro_sim") as (url, _), Progress("simulated days", args.days, unit="days") as progress:
+        started = time.monotonic()
+        guard = None if args.guard is None else GuardSettings(periods=args.guard).check()
+        result = simulate(url, args.days, args.listings, args.seed, strategies, progress.update, guard)
+        seconds = time.monotonic() - started
+    result |= {"seconds": round(seconds, 1), "simulated_days_per_s": round(args.days / seconds, 3)}
+    print("\n".join(lines(result, seconds)))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=2)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etsypro", description="EtsyPro Pricing engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -671,6 +744,41 @@ def parser() -> argparse.ArgumentParser:
     bz.add_argument("--listings", type=_count, help="listings of the synthetic shop whose reads are timed (default 20)")
     bz.add_argument("--retail-url", help="a database holding the imported shared shop: also time its whole refresh")
     bz.set_defaults(func=bench_analyze)
+    bx = benches.add_parser("experiments", parents=[as_json], help="switchback experiments: A/A false positives "
+                            "(fixed horizon, mSPRT with peeking), A/B interval coverage and power vs the promise")
+    bx.add_argument("--aa-runs", type=_count, default=1000, help="A/A simulations (default 1000)")
+    bx.add_argument("--ab-runs", type=_count, default=500, help="A/B simulations (default 500)")
+    bx.set_defaults(func=bench_experiments)
+    bu = benches.add_parser("ui", parents=[as_json], help="dashboard: board first paint (1,000 listings, headless Chromium),"
+                            " event-to-page latency with 100 SSE clients, server memory per client")
+    bu.add_argument("--listings", type=_count, help="listings on the board (default 1000)")
+    bu.add_argument("--clients", type=_count, help="open SSE clients (default 100)")
+    bu.add_argument("--changes", type=_count, help="price changes timed (default 40)")
+    bu.set_defaults(func=bench_ui)
+    rg = sub.add_parser("rollback-guard", help="roll back automated changes whose listings fall below the forecast's"
+                        " lower bound for the shop's configured days, and stop their automation")
+    rg.add_argument("--once", action="store_true", help="check once, print the trips as JSON and exit")
+    rg.add_argument("--every", type=float, default=3600.0, help="seconds between checks (default 3600)")
+    rg.set_defaults(func=rollback_guard)
+    market = argparse.ArgumentParser(add_help=False)  # the simulated market's size (simulate, bench simulate)
+    market.add_argument("--days", type=_count, default=180)
+    market.add_argument("--listings", type=_count, default=50)
+    bsim = benches.add_parser("simulate", parents=[as_json, market], help="market simulator: the optimiser against"
+                              " the oracle over seeds, simulated days per second")
+    bsim.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    bsim.add_argument("--optimiser-only", action="store_true", help="also time a run of the optimiser's shop alone")
+    bsim.add_argument("--strategies", nargs="+", choices=["hold", "beat_lowest", "optimiser", "optimiser_experiments"],
+                      help="default: hold, beat_lowest, optimiser")
+    bsim.set_defaults(func=bench_simulate)
+    sm = sub.add_parser("simulate", help="simulate a market through the engine (a scratch database, dropped after):"
+                        " each strategy's profit and revenue against the oracle, and the regret", parents=[market])
+    sm.add_argument("--seed", type=int, default=1)
+    sm.add_argument("--strategy", action="append", choices=["hold", "beat_lowest", "optimiser", "optimiser_experiments"],
+                    help="repeat for several (default: hold, beat_lowest, optimiser)")
+    sm.add_argument("--guard", type=_count, metavar="DAYS", help="run the rollback guard on the automated shops: "
+                    "revenue below the forecast's 80%% lower bound for DAYS consecutive days rolls back")
+    sm.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
+    sm.set_defaults(func=simulate_market)
 
     kafka = {"type": _bootstrap, "default": os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
              "required": not os.environ.get("ETSYPRO_KAFKA_BOOTSTRAP"),
@@ -750,6 +858,12 @@ def parser() -> argparse.ArgumentParser:
     v = audits.add_parser("verify", help="recompute the hash chain; exit 1 naming the first bad position")
     v.add_argument("--from-position", type=_position, help="start here, trusting the stored hash just before it")
     v.set_defaults(func=audit_verify)
+    from api.checkpoints import add_parsers as add_checkpoints
+
+    add_checkpoints(audits, v)  # audit keygen|checkpoint, verify --against
+    from api.audit_cli import add_parsers as add_audit_reads
+
+    add_audit_reads(audits)  # audit history|events|export
 
     imp = sub.add_parser("import", help="import external data through the command handlers")
     sources = imp.add_subparsers(dest="source", required=True)  # one add_parser per data source
@@ -760,6 +874,16 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--limit", type=_count, help="import only the first N sale lines of the file")
     o.add_argument("--rejects", type=Path, help="CSV of set-aside lines (default $ETSYPRO_DATA_DIR/online_retail.rejects.csv)")
     o.set_defaults(func=import_online_retail)
+    from api.csv_imports import add_feed_parser, add_parsers as add_csv_imports
+
+    add_csv_imports(sources)  # etsy-order-items, etsy-orders, etsy-listings, competitor-prices
+    add_feed_parser(sub)  # etsypro feed: the competitor price feed on Kafka
+    from api.etsy import add_parsers as add_etsy
+
+    add_etsy(sub, benches, as_json)  # etsy push|sync, fake-etsy, bench etsy
+    from api.backup import add_parsers as add_backup
+
+    add_backup(sub)  # etsypro backup|restore
     return p
 
 
@@ -768,6 +892,10 @@ def main(argv: list[str] | None = None) -> int:
 
     exit_cleanly_on_signals()  # before anything starts the embedded PostgreSQL
     args = parser().parse_args(argv)
+    if args.command in ("project", "reprice", "relay"):  # long-running followers log as serve does
+        from api import logs
+
+        logs.configure(Settings.from_env().log_format)
     try:
         return args.func(args) or 0
     except Terminated as stop:

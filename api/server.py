@@ -22,7 +22,7 @@ from prometheus_client import multiprocess
 
 import migrations
 import codec
-from api import logs
+from api import checkpoints, logs
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
 from api.observability import Observability
@@ -64,6 +64,8 @@ def build(settings: Settings, log=print):
     app.state.analyzer = refresher(settings, url, engine)
     if app.state.analyzer is not None:
         _alongside(app, app.state.analyzer)
+    if (publisher := checkpoints.scheduled(settings, url)) is not None:  # signed chain heads (ETSYPRO_CHECKPOINT_KEY)
+        _alongside(app, InBackground(publisher, "checkpoints"))
     return engine, app
 
 
@@ -127,7 +129,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     migrations.apply(url, log=log)
     metrics_dir = tempfile.mkdtemp(prefix="etsypro-metrics-")  # the workers' counters, summed by /metrics
     os.environ.update(PROMETHEUS_MULTIPROC_DIR=metrics_dir, ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off",
-                      ETSYPRO_REPRICING="off", ETSYPRO_ANALYZE_EVERY_HOURS="0")
+                      ETSYPRO_REPRICING="off", ETSYPRO_ANALYZE_EVERY_HOURS="0", ETSYPRO_CHECKPOINT_KEY="")
     # The projector decodes with the codec; only the repricing policy issues commands, so only it needs the engine.
     engine = PricingEngine(url, pool_size=2) if settings.repricing == "inprocess" else None
     running_followers = [InBackground(follower, name).start() for follower, name in
@@ -136,6 +138,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     analyzer = refresher(settings, url, engine)  # in the parent, like the followers: the workers' env says 0
     if analyzer is not None:
         running_followers.append(analyzer.start())
+    if (publisher := checkpoints.scheduled(settings, url)) is not None:  # in the parent too: the workers' env unsets the key
+        running_followers.append(InBackground(publisher, "checkpoints").start())
     try:
         if HAND_OVER:
             Workers(host, port, workers, settings.access_log, log).run()

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     metrics: bool = True            # on | off: count into GET /metrics (api/metrics.py)
     metrics_token: str | None = None  # scrapers send it as a bearer token; unset: loopback clients only
     ready_lag_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)  # /health/ready fails past this follower lag
+    checkpoint_key: Path | None = None  # Ed25519 private key file: serve publishes signed chain heads (api/checkpoints.py)
+    checkpoint_dir: Path | None = None  # where they go; unset: data_dir/checkpoints
+    checkpoint_minutes: float = Field(60.0, gt=0, allow_inf_nan=False)  # how often
     analyze_every_hours: float = Field(24.0, ge=0, le=8784, allow_inf_nan=False)  # serve refits the demand models; 0: never
 
     @field_validator("access_log", "metrics", mode="before")
