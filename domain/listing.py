@@ -237,7 +237,8 @@ class Listing(Aggregate):
     def pricing_facts(self) -> ListingFacts:
         """What a rule may know: price, cost, and the bounds automated changes respect."""
         g = self.guardrails
-        return ListingFacts(price=self.price, floor=g.automated_floor(), ceiling=g.ceiling, cost=g.cost)
+        return ListingFacts(price=self.price, floor=g.automated_floor(), ceiling=g.ceiling, cost=g.cost,
+                            last_automated_at=self.last_automated_at)
 
     def reprice(self, proposal: Proposal, rule_id: UUID, rule_version: int, cause: str, meta: EventMeta,
                 stopped: str | None = None) -> Verdict:

@@ -169,6 +169,7 @@ class ListingFacts:
     floor: Money | None = None
     ceiling: Money | None = None
     cost: Money | None = None
+    last_automated_at: datetime | None = None  # the last automated change (stale_listing restarts its clock)
 
 
 @dataclass(frozen=True, slots=True)

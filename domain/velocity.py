@@ -10,8 +10,9 @@ Pure: the caller passes what the listing's stock, demand forecast and sales say 
   and intermittent sellers' upper bounds are several times their mean, so the upper bound would
   raise on noise. The 80 % upper bound is still cited, so a seller sees how close the call was.
 - stale_listing lowers the price by `percent`, towards the floor and never below it, when the
-  listing has sold nothing for `days` days (since its last day with units sold, or since it was
-  listed when it never sold).
+  listing has sold nothing for `days` days: counted from the latest of its last day with units
+  sold, the day it was listed, and the day of its last automated change. So each step down waits
+  another `days` days without a sale: a slow decay towards the floor, not a step per evaluation.
 Both hold, saying why, when an input is missing, and cite what they read in `Proposal.inputs`.
 """
 
@@ -117,12 +118,21 @@ def propose(rule: Rule, listing: ListingFacts, velocity: Velocity | None, now: d
     else:
         proposal = _stale_listing(rule, listing, velocity, now)
         inputs["days_without_sale"] = str(days_without_sale(velocity, now))
+        inputs["stale_since"] = str(stale_since(velocity, listing))
     return replace(proposal, inputs=inputs)
 
 
 def days_without_sale(velocity: Velocity, now: datetime) -> int:
     """Whole days since the last day with a sale (or since listing), not counting today."""
     return max((now.date() - (velocity.last_sale_on or velocity.listed_on)).days, 0)
+
+
+def stale_since(velocity: Velocity, listing: ListingFacts) -> date:
+    """Where stale_listing's clock starts: the last sale, the listing, or the last automated change."""
+    days = [velocity.last_sale_on or velocity.listed_on]
+    if listing.last_automated_at is not None:
+        days.append(listing.last_automated_at.date())
+    return max(days)
 
 
 def _stock_runway(rule: Rule, listing: ListingFacts, v: Velocity, now: datetime) -> Proposal:
@@ -144,11 +154,14 @@ def _stock_runway(rule: Rule, listing: ListingFacts, v: Velocity, now: datetime)
 
 
 def _stale_listing(rule: Rule, listing: ListingFacts, v: Velocity, now: datetime) -> Proposal:
-    idle = days_without_sale(v, now)
     since = f"last sale on {v.last_sale_on}" if v.last_sale_on else f"no sale since it was listed on {v.listed_on}"
-    steps = [f"{since}: {idle} day(s) without a sale"]
+    steps = [f"{since}: {days_without_sale(v, now)} day(s) without a sale"]
+    start = stale_since(v, listing)
+    if start > (v.last_sale_on or v.listed_on):
+        steps.append(f"the last automated change was on {start}: counting from then")
+    idle = max((now.date() - start).days, 0)
     if idle < rule.days:
-        return Proposal(None, (*steps, f"the rule waits for {rule.days} days without a sale: holding"))
+        return Proposal(None, (*steps, f"{idle} day(s) counted; the rule waits for {rule.days}: holding"))
     return _step(rule, listing, steps, up=False)
 
 

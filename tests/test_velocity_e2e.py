@@ -165,14 +165,19 @@ def test_both_kinds_change_prices_through_the_policy_and_explain_says_why(world)
     assert "stock on hand 20 (counted 30" in text and f"read: forecast run {runs[w.a]}" in text
     assert "no sale since it was listed" in as_text(explain(w.reads.aggregates, w.ctx, w.shop, w.b))
 
-    # The next refresh: one more look each, once however often it is acted on.
+    # The next day's refresh: one more look each, a change once however often it is acted on; the
+    # stale listing's clock restarted at its step, so it waits another 14 days without a sale.
     second = write_forecast(w, 2.0, [w.a, w.b])
     for _ in range(2):
         acted = act_on_new_runs(w.engine.rules, w.url, w.shop, now=w.now + timedelta(days=1))
-    assert (acted.results, acted.failed, acted.already) == ([], [], 2)
+    assert ([(r.listing_id, r.outcome) for r in acted.results], acted.failed, acted.already) == (
+        [(str(w.b), "held")], [], 1)
+    assert "1 day(s) counted; the rule waits for 14: holding" in acted.results[0].reasons
     assert [str(c.price.amount) for c in automated(w, w.a)] == ["21.00", "22.05"]
-    assert [str(c.price.amount) for c in automated(w, w.b)] == ["18.00", "16.20"]
     assert automated(w, w.a)[-1].meta.causation_id == f"model_run:{second[w.a]}"
+    write_forecast(w, 2.0, [w.a, w.b])
+    act_on_new_runs(w.engine.rules, w.url, w.shop, now=w.now + timedelta(days=15))
+    assert [str(c.price.amount) for c in automated(w, w.b)] == ["18.00", "16.20"]
 
 
 def test_stops_and_guardrails_hold_velocity_rules_like_every_rule(world):

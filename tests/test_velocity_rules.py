@@ -5,6 +5,7 @@ saying why when an input is missing. No database."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from uuid import uuid4
@@ -100,7 +101,7 @@ def test_charm_rounding_that_would_undo_a_raise_holds():
 @pytest.mark.parametrize("last_sale_ago, listing, price, reason", [
     (20, facts(), "18.00", "20 day(s) without a sale"),
     (14, facts(), "18.00", "14 day(s) without a sale"),
-    (13, facts(), None, "waits for 14 days"),
+    (13, facts(), None, "the rule waits for 14"),
     (None, facts(), "18.00", "no sale since it was listed"),  # listed 200 days ago, never sold
     (30, facts(floor="19.00"), "19.00", "held at the floor"),
     (30, facts(floor="20.00"), None, "at the floor"),
@@ -114,6 +115,18 @@ def test_stale_listing_lowers_only_after_n_days_without_a_sale(last_sale_ago, li
     assert proposal.inputs["days_without_sale"] == str(days_without_sale(velocity, NOW))
 
 
+@pytest.mark.parametrize("stepped_ago, price, reason", [
+    (5, None, "5 day(s) counted; the rule waits for 14"),     # 30 days without a sale, but a step 5 days ago
+    (14, "18.00", "counting from then"),
+    (40, "18.00", "30 day(s) without a sale"),                # a step before the last sale: the sale counts
+])
+def test_each_step_down_waits_another_n_days_without_a_sale(stepped_ago, price, reason):
+    listing = replace(facts(), last_automated_at=NOW - timedelta(days=stepped_ago))
+    proposal = evaluate(STALE, listing, [], NOW, velocity=stocked(last_sale_on=TODAY - timedelta(days=30)))
+    assert (None if proposal.price is None else str(proposal.price.amount)) == price
+    assert any(reason in step for step in proposal.reasons), proposal.reasons
+
+
 # -- properties: never the wrong way, never outside the band ----------------------------------------
 prices = st.decimals("1.00", "500.00", places=2)
 percents = st.decimals("0.01", "99.99", places=2)
@@ -123,11 +136,13 @@ percents = st.decimals("0.01", "99.99", places=2)
 @given(price=prices, low=st.decimals("0", "1", places=2), high=st.decimals("1", "3", places=2), percent=percents,
        per_day=st.decimals("0", "20", places=1), counted=st.integers(0, 500), sold=st.integers(-5, 500),
        restock_in=st.integers(-3, 400), last_sale_ago=st.none() | st.integers(0, 400), days=st.integers(1, 365),
+       stepped_ago=st.none() | st.integers(0, 400),
        rounding=st.sampled_from(["none", ".99", ".95", "whole"]), kind=st.sampled_from(["stock_runway", "stale_listing"]))
 def test_a_velocity_rule_never_moves_the_wrong_way_or_outside_floor_and_ceiling(
-        price, low, high, percent, per_day, counted, sold, restock_in, last_sale_ago, days, rounding, kind):
+        price, low, high, percent, per_day, counted, sold, restock_in, last_sale_ago, days, stepped_ago, rounding, kind):
     floor, ceiling = (price * low).quantize(Decimal("0.01")), (price * high).quantize(Decimal("0.01"))
-    listing = ListingFacts(gbp(str(price)), gbp(str(floor)) if floor > 0 else None, gbp(str(ceiling)))
+    listing = ListingFacts(gbp(str(price)), gbp(str(floor)) if floor > 0 else None, gbp(str(ceiling)),
+                           last_automated_at=None if stepped_ago is None else NOW - timedelta(days=stepped_ago))
     rule = Rule.define(kind, "GBP", percent=percent, rounding=rounding, days=days if kind == "stale_listing" else None)
     velocity = stocked(counted=counted, sold=sold, restock_in=restock_in, run=forecast(str(per_day)),
                        last_sale_on=None if last_sale_ago is None else TODAY - timedelta(days=last_sale_ago))
@@ -141,7 +156,7 @@ def test_a_velocity_rule_never_moves_the_wrong_way_or_outside_floor_and_ceiling(
     if kind == "stock_runway":
         assert restock_in > 0 and counted - sold > 0 and per_day * restock_in > counted - sold
     else:
-        assert days_without_sale(velocity, NOW) >= days
+        assert days_without_sale(velocity, NOW) >= days and (stepped_ago is None or stepped_ago >= days)
 
 
 # -- definitions -----------------------------------------------------------------------------------
