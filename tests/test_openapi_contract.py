@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from html.parser import HTMLParser
+from uuid import UUID
 
 import httpx
 import orjson
@@ -23,6 +24,7 @@ from openapi_spec_validator import validate
 
 import codec
 from conftest import listing_spec, openapi_document
+from etsy_world import sample_marketplace_routes
 from read.model_runs import refresh
 
 JSON_TYPES = {"application/json", "application/problem+json"}
@@ -167,6 +169,56 @@ class Recorder:
         self.answers.append((method, template, response))
 
 
+def play_experiments(api: httpx.Client, shop: str, unknown: str, engine) -> None:
+    """Every experiment route: one experiment stopped and abandoned, one run through its horizon
+    (hourly periods that began hours ago, started by the policy's step) and concluded."""
+    from datetime import datetime, timedelta, timezone
+
+    from commands.experiments import Experiments
+
+    def ok(response: httpx.Response) -> dict:
+        assert response.is_success, f"{response.request.method} {response.request.url}: {response.text[:300]}"
+        return response.json()
+
+    def caught_up() -> None:
+        deadline = time.monotonic() + 30
+        while any(p["events_behind"] for p in ok(api.get("/analytics/lag"))["projections"]):
+            assert time.monotonic() < deadline, "the projector did not catch up"
+            time.sleep(0.05)
+
+    spec = listing_spec(9, price="30.00", floor="20.00", ceiling="50.00", cost="9.00")
+    jug = ok(api.post(f"/shops/{shop}/listings", json={"listings": [spec]}))["listings"][0]["listing_id"]
+    today = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+    ok(api.post(f"/shops/{shop}/sales", json={"sales": [
+        {"listing_id": jug, "quantity": 3 + day % 4, "unit_price": "30.00", "currency": "GBP", "order_id": f"j{day}",
+         "transaction_id": f"j-{uuid.uuid4().hex}", "sold_at": (today - timedelta(days=day)).isoformat()}
+        for day in range(1, 22)]}))
+    caught_up()
+    arms = [{"name": "control", "kind": "relative", "value": "0"}, {"name": "plus-10", "kind": "relative", "value": "10"}]
+    design = {"name": "jug +10%", "listing_ids": [jug], "arms": arms, "period_hours": 24, "metric": "profit", "mde": "0.5"}
+    running = ok(api.post(f"/shops/{shop}/experiments", json=design))["experiment_id"]
+    api.post(f"/shops/{shop}/experiments", json={**design, "listing_ids": [unknown]})
+    api.get(f"/shops/{shop}/experiments")
+    api.get(f"/shops/{unknown}/experiments")
+    api.get(f"/shops/{shop}/experiments/{running}")
+    api.get(f"/shops/{shop}/experiments/{unknown}")
+    api.get(f"/shops/{shop}/experiments/{running}/analysis")
+    api.get(f"/shops/{shop}/experiments/{unknown}/analysis")
+    api.post(f"/shops/{shop}/experiments/{running}/conclude", json={})  # before the horizon: 422
+    ok(api.post(f"/shops/{shop}/experiments/{running}/stop", json={"reason": "enough"}))
+    api.post(f"/shops/{shop}/experiments/{running}/stop", json={})
+    ok(api.post(f"/shops/{shop}/experiments/{running}/abandon", json={}))
+    api.post(f"/shops/{shop}/experiments/{running}/abandon", json={})
+    starts = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    both_moved = [{"name": "plus-5", "kind": "relative", "value": "5"}, {"name": "plus-10", "kind": "relative", "value": "10"}]
+    hourly = ok(api.post(f"/shops/{shop}/experiments", json={**design, "name": "hourly", "period_hours": 1, "arms": both_moved,
+                                                              "horizon_cycles": 2, "starts_at": starts.isoformat()}))
+    for period in range(5):
+        Experiments(engine.core).tend(UUID(hourly["experiment_id"]), starts + timedelta(hours=period, minutes=1))
+    caught_up()
+    ok(api.post(f"/shops/{shop}/experiments/{hourly['experiment_id']}/conclude", json={"reason": "horizon reached"}))
+
+
 def check_answer(document: dict, method: str, template: str, response: httpx.Response) -> list[str]:
     where = f"{method} {template} -> {response.status_code}"
     answers = document["paths"][template][method.lower()]["responses"]
@@ -281,6 +333,20 @@ def play(api: httpx.Client, admin, accounts) -> None:
         {"listing_id": listing, "quantity": 2, "unit_price": "23.00", "currency": "GBP", "order_id": "o-1",
          "transaction_id": f"t-{uuid.uuid4().hex}", "sold_at": now}]}))
     api.post(f"/shops/{shop}/sales", json={"sales": "none"})
+    csv = {"Content-Type": "text/csv"}
+    ok(api.post(f"/shops/{shop}/imports/competitor-prices", headers=csv,
+                content=f"listing_id,competitor,price,currency,observed_at\n{listing},etsy:shop/Rival,19.50,GBP,{now}\n"))
+    api.post(f"/shops/{shop}/imports/competitor-prices", headers=csv, content="listing_id,price\n")
+    ok(api.post(f"/shops/{shop}/imports/etsy-listings", headers=csv, content="TITLE,PRICE,SKU\nOak board,45.00,CSV-OAK\n"))
+    api.post(f"/shops/{shop}/imports/etsy-listings", headers=csv, content="TITLE,PRICE,SKU\nOak board,cheap,CSV-ASH\n")
+    ok(api.post(f"/shops/{shop}/imports/etsy-orders", headers=csv,
+                content="Sale Date,Order ID,Order Value,Buyer\n11/28/26,csv-o-1,24.00,adal\n"))
+    api.post(f"/shops/{shop}/imports/etsy-orders", headers=csv, content="Sale Date,Order ID\n")
+    ok(api.post(f"/shops/{shop}/imports/etsy-order-items", headers=csv,
+                content="Sale Date,Buyer,Quantity,Price,Transaction ID,Listing ID,Order ID,SKU\n"
+                        f"11/28/26,adal,1,23.00,csv-t-{uuid.uuid4().hex},ext-1,csv-o-2,SKU-1\n"))
+    api.post(f"/shops/{shop}/imports/etsy-order-items", headers=csv, content="Sale Date,Quantity\n")
+    sample_marketplace_routes(api, shop)
 
     # rollback
     ok(api.post(f"/shops/{shop}/listings/{listing}/rollback", json={"to_version": 1, "reason": "undo"}))
@@ -309,6 +375,8 @@ def play(api: httpx.Client, admin, accounts) -> None:
     api.get(f"/shops/{shop}/listings/{unknown}/automation")
     ok(api.put(f"/shops/{shop}/listings/{listing}/automation", json={"max_step_percent": "10", "max_daily_changes": 6}))
     api.put(f"/shops/{shop}/listings/{listing}/automation", json={"max_daily_changes": -1})
+    ok(api.put(f"/shops/{shop}/listings/{listing}/stock", json={"quantity": 5, "restock_on": None}))
+    api.put(f"/shops/{shop}/listings/{listing}/stock", json={"quantity": -1})
     ok(api.delete(f"/shops/{shop}/listings/{listing}/rule", params={"reason": "enough"}))
     api.delete(f"/shops/{shop}/listings/{unknown}/rule")
     ok(api.post(f"/shops/{shop}/rules/{rule}/retire", json={"reason": "season over"}))
@@ -349,9 +417,19 @@ def play(api: httpx.Client, admin, accounts) -> None:
     for extra in ({}, {"format": "csv"}, {"format": "parquet"}, {"cursor": "forged"}):
         api.get(f"/shops/{shop}/analytics/elasticities", params=extra)
 
+    # price experiments (tests/test_experiments_http.py): a listing with three weeks of sales, for the power calculation
+    play_experiments(api, shop, unknown, accounts.engine)
+    # the rollback guard's settings
+    ok(api.get(f"/shops/{shop}/rollback-guard"))
+    api.get(f"/shops/{unknown}/rollback-guard")
+    ok(api.put(f"/shops/{shop}/rollback-guard", json={"metric": "revenue", "level": 80, "periods": 3}))
+    api.put(f"/shops/{shop}/rollback-guard", json={"periods": 0})
+
     # audit
     api.get(f"/aggregates/{listing}/history", params={"limit": 2})
     api.get(f"/aggregates/{unknown}/history")
+    api.get(f"/aggregates/{listing}/state", params={"version": 1})
+    api.get(f"/aggregates/{listing}/state", params={"version": 99})
     api.get("/audit/events", params={"limit": 3})
     api.get("/audit/events", params={"after": "-"})
     api.get("/audit/export", params={"from": 1})
@@ -387,6 +465,20 @@ def play(api: httpx.Client, admin, accounts) -> None:
     api.get(f"/security/accounts/{person}/events", params={"limit": 0})
     api.get("/security/logins")
     api.get("/security/logins", params={"days": 0})
+    leaver = ok(api.post("/accounts", json={"username": f"cy-{uuid.uuid4().hex[:8]}", "password": "a long passphrase of words",
+                                            "roles": []}))["account_id"]
+    reset = ok(api.post(f"/accounts/{leaver}/password-reset"))["reset_token"]
+    api.post(f"/accounts/{unknown}/password-reset")
+    api.post("/auth/password/reset", json={"token": reset, "new_password": "password123"}, headers=anonymous)
+    ok(api.post("/auth/password/reset", json={"token": reset, "new_password": "a reset long passphrase"}, headers=anonymous))
+    api.post("/auth/password/reset", json={"token": reset, "new_password": "a reset long passphrase"}, headers=anonymous)
+    ok(api.post(f"/accounts/{leaver}/disable", json={"reason": "contract"}))
+    api.post(f"/accounts/{leaver}/disable", json={})
+    ok(api.post(f"/accounts/{leaver}/enable"))
+    api.post(f"/accounts/{unknown}/enable")
+    api.post("/auth/login", json={"tenant": admin.tenant_id, "username": "nobody-here", "password": "x"}, headers=anonymous)
+    api.get("/security/unknown-logins")
+    api.get("/security/unknown-logins", params={"limit": 0})
 
     # one's own account: log in as the person created above
     tenant = admin.tenant_id

@@ -21,7 +21,7 @@ from api.server import running
 from conftest import listing_spec, openapi_document
 
 # Routes anyone may call: they are how credentials are obtained.
-PUBLIC = {("POST", "/auth/login"), ("POST", "/auth/login/mfa"), ("POST", "/auth/token")}
+PUBLIC = {("POST", "/auth/login"), ("POST", "/auth/login/mfa"), ("POST", "/auth/token"), ("POST", "/auth/password/reset")}
 # Routes about the caller's own account: any valid credentials may use them.
 OWN_ACCOUNT = re.compile(r"^/auth/")
 WRITE = {"POST", "PUT", "PATCH", "DELETE"}
