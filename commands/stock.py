@@ -2,7 +2,7 @@
 
 The count is a fact the seller records (PUT .../stock); sales after it are their own facts
 (SalesBatch), so the stock on hand is the count less the net units sold since, worked out where
-it is read (streams/velocity.py) rather than by rewriting the count on every sale.
+it is read (projections/velocity.py) rather than by rewriting the count on every sale.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ MAX_STOCK = 10_000_000
 @dataclass(frozen=True, slots=True)
 class StockCount:
     """The stock on hand counted at `counted_at` (business time) and the next restock, if known.
-    Sales after the count reduce it on the read side (streams/velocity.py): the count is a fact
+    Sales after the count reduce it on the read side (projections/velocity.py): the count is a fact
     recorded once, the sales are their own facts, and stock on hand is count minus net units sold since."""
 
     quantity: int

@@ -20,6 +20,8 @@ from domain.errors import DomainError, NotFound
 from domain.listing import INACTIVE, Listing
 from domain.pricing_rule import describe_rule
 from domain.rules import CompetitorPrice, RecommendationRun, Rule, evaluate
+from domain.velocity import Velocity
+from projections.velocity import velocities
 from read import model_runs
 from read.aggregates import AggregateReader
 from read.pool import ReadPool
@@ -73,6 +75,8 @@ def dry_run(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID, tried: T
     rule = tried.rule
     if rule.follows_model_runs:
         seen, latest = {}, (runs or stored_runs(aggregates.pool, shop_id))([x.id for x in listings])
+    elif rule.reads_velocity:
+        seen, latest = {}, _velocities(aggregates.pool, [x.id for x in listings])
     else:
         since = None if rule.max_age_minutes is None else now - timedelta(minutes=rule.max_age_minutes)
         seen, latest = observations([(x.id, since) for x in listings]), {}
@@ -116,9 +120,17 @@ def stored_runs(pool: ReadPool, shop_id: UUID) -> RunSource:
     return fetch
 
 
+def _velocities(pool: ReadPool, listing_ids: list[UUID]) -> dict[UUID, Velocity]:
+    """Stock, sales since the count, last sale and forecast run of the listings (stock_runway, stale_listing)."""
+    with pool.connection() as conn:
+        return velocities(conn.cursor(), listing_ids)
+
+
 def _judged(listing: Listing, rule: Rule, rule_id: str | None, observations: list[CompetitorPrice],
-            now: datetime, stopped: str | None, run: RecommendationRun | None) -> dict:
-    proposal = evaluate(rule, listing.pricing_facts(), observations, now, run)
+            now: datetime, stopped: str | None, run: RecommendationRun | Velocity | None) -> dict:
+    velocity = run if isinstance(run, Velocity) else None
+    run = None if velocity is not None else run
+    proposal = evaluate(rule, listing.pricing_facts(), observations, now, run, velocity)
     verdict = listing.judge(proposal, now, stopped)
     outcome = INACTIVE if listing.status != "active" else verdict.outcome
     money = lambda v: None if v is None else str(v.amount)  # noqa: E731
@@ -130,6 +142,7 @@ def _judged(listing: Listing, rule: Rule, rule_id: str | None, observations: lis
         "uses_this_rule": rule_id is not None and listing.rule_id is not None and str(listing.rule_id) == rule_id,
         "proposed": money(proposal.price), "reasons": list(proposal.reasons), "observations": list(proposal.used),
         "model_run": None if proposal.model_run is None else proposal.model_run.describe(),
+        **({} if proposal.inputs is None else {"inputs": proposal.inputs}),  # a velocity rule's stock, forecast, sales
         "outcome": outcome, "price_after": money(verdict.price) if outcome != INACTIVE else money(listing.price),
         "clamps": list(verdict.clamps), "refusal": verdict.refusal,
         "guardrails": {"floor": money(g.floor), "ceiling": money(g.ceiling), "cost": money(g.cost),

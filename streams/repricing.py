@@ -75,7 +75,7 @@ from projections.observations import PositionedObservation, Wanted, latest, newe
 from projections.projector import follow_log, keep_following
 from streams import wire
 from streams.optimise import RunSource, latest_runs
-from streams.velocity import VelocitySource, velocities
+from projections.velocity import VelocitySource, velocities
 from domain.velocity import Velocity
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,11 @@ from conftest import listing_spec
 from domain.listing import Listing
 from domain.meta import Actor
 from projections.projector import Projector
+from read.dry_run import ListingPage, dry_run, saved_rule
 from read.explain import as_text, explain
 from read.side import ReadSide
 from streams.repricing import RepricingPolicy, act_on_new_runs
-from streams.velocity import velocities
+from projections.velocity import velocities
 from test_commands_http import assert_problem
 
 
@@ -147,6 +148,11 @@ def test_both_kinds_change_prices_through_the_policy_and_explain_says_why(world)
     seen = velocities(psycopg.connect(w.url).cursor(), [w.a, w.b])
     assert (seen[w.a].stock, seen[w.a].restock_on, seen[w.a].last_sale_on) == (20, restock, before_count.date())
     assert (seen[w.b].counted, seen[w.b].last_sale_on) == (None, None)
+    tried = saved_rule(w.reads.aggregates, w.ctx, w.shop, w.runway, None)
+    dry = dry_run(w.reads.aggregates, w.ctx, w.shop, tried, ListingPage([w.a, w.b]), lambda wanted: {}, now=w.now)
+    assert [(x["outcome"], x["price_after"]) for x in dry["listings"]] == [("changed", "21.00"), ("held", "20.00")]
+    assert dry["listings"][0]["inputs"]["forecast_run"] == runs[w.a]
+    assert "no stock count recorded" in dry["listings"][1]["reasons"][0]
 
     w.engine.rules.assign_rule(w.ctx, w.shop, m.AssignRule(rule_id=w.runway, listing_ids=[w.a]))
     w.engine.rules.assign_rule(w.ctx, w.shop, m.AssignRule(rule_id=w.stale, listing_ids=[w.b]))

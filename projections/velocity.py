@@ -1,5 +1,6 @@
 """What the velocity rules (stock_runway, stale_listing: domain/velocity.py) read, for many listings
-in two queries, as streams/optimise.py does for optimise_profit:
+in two queries, as streams/optimise.py does for optimise_profit. Here, beside projections/observations.py,
+because both the repricing policy (streams/) and the dry run (read/) read it:
 
 1. from the event log: each listing's latest Listing.StockCounted and its Registered event (when it
    was listed: the stale clock's start if it never sold);
