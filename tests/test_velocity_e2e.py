@@ -200,3 +200,19 @@ def test_stops_and_guardrails_hold_velocity_rules_like_every_rule(world):
     assert len(refused) == 2 and all("checking stock" in e.reason for e in refused)
     assert automated(w, w.a) == automated(w, w.b) == []
     assert refused[0].automation.inputs["stock_on_hand"] == "1"
+
+
+# -- the rule kinds over HTTP ------------------------------------------------------------------------
+def test_the_kinds_are_defined_over_http_and_their_fields_belong_to_them(api, shop):
+    stale = api.post(f"/shops/{shop}/rules", json={"name": "stale", "kind": "stale_listing", "percent": "10", "days": 14})
+    assert stale.status_code == 201, stale.text
+    assert (stale.json()["summary"], stale.json()["days"]) == ("lower by 10% after 14 days without a sale", 14)
+    runway = api.post(f"/shops/{shop}/rules", json={"name": "runway", "kind": "stock_runway", "percent": "5",
+                                                    "max_run_age_hours": 24})
+    assert runway.status_code == 201 and "days" not in runway.json(), runway.text
+    for body, field in [({"kind": "stale_listing", "percent": "10", "days": "14"}, "days"),
+                        ({"kind": "stale_listing", "percent": "10"}, "days"),
+                        ({"kind": "stock_runway", "percent": "5", "days": 3}, "days"),
+                        ({"kind": "stock_runway"}, "percent"),
+                        ({"kind": "stock_runway", "percent": "NaN"}, "percent")]:
+        assert_problem(api.post(f"/shops/{shop}/rules", json={"name": "bad", **body}), 422, field)
