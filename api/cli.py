@@ -396,11 +396,10 @@ def rollback_guard(args) -> int:
     import signal
     import threading
 
-    from commands.rollback_guard import RollbackGuards
     from streams.rollback_guard import RollbackGuardFollower
 
     url, engine = _migrated_engine()
-    follower = RollbackGuardFollower(RollbackGuards(engine.core, engine.rules, engine.rollbacks), url)
+    follower = RollbackGuardFollower(engine.guards, url)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

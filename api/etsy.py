@@ -71,12 +71,11 @@ def _app_or_exit() -> EtsyApp:
 
 def push(args) -> int:
     """Follow the log into the push queue and drain it to Etsy until stopped (SIGTERM/SIGINT)."""
-    from api.routers.marketplace import marketplace_of
     from streams.etsy_push import EtsyPusher, PushQueue
 
     app, engine = _app_or_exit(), _engine()
     queue = PushQueue(engine.core.conninfo)
-    pusher = EtsyPusher(marketplace_of(engine), _client(app), engine.core.conninfo)
+    pusher = EtsyPusher(engine.marketplace, _client(app), engine.core.conninfo)
     stop = threading.Event()
     follower = threading.Thread(target=queue.run, args=(stop,), daemon=True, name="etsy-queue")
     follower.start()
@@ -101,12 +100,11 @@ def push(args) -> int:
 
 def sync(args) -> int:
     """Sync one shop (--shop) or every connected one, once or every --every seconds."""
-    from api.routers.marketplace import marketplace_of
     from domain.marketplace import EtsyRefused, EtsyUnavailable
     from streams.etsy_sync import EtsySync
 
     app, engine = _app_or_exit(), _engine()
-    marketplace = marketplace_of(engine)
+    marketplace = engine.marketplace
     client = _client(app)
     syncer = EtsySync(marketplace, client, engine.core.conninfo)
     failed = 0
@@ -191,7 +189,6 @@ def demo(app, engine, http, shop: str) -> dict:
     from fake_etsy import FakeEtsy, create_app
     from streams.etsy_client import EtsyClient
     from streams.etsy_push import EtsyPusher, PushQueue
-    from api.routers.marketplace import marketplace_of
 
     fake = FakeEtsy()
     etsy_shop = fake.add_shop("GBP")
@@ -212,7 +209,7 @@ def demo(app, engine, http, shop: str) -> dict:
         _ok(http.put(f"/shops/{shop}/listings/{jug}/price", json={"price": "38.00", "currency": "GBP",
                                                                     "reason": "pushed to Etsy by the demo"}))
         PushQueue(engine.core.conninfo).catch_up()
-        pusher = EtsyPusher(marketplace_of(engine), EtsyClient(app.state.etsy), engine.core.conninfo)
+        pusher = EtsyPusher(engine.marketplace, EtsyClient(app.state.etsy), engine.core.conninfo)
         try:
             pusher.step()
         finally:

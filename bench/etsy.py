@@ -20,7 +20,6 @@ from bench.common import fresh_database, note, print_table, rate, show
 from commands import models
 from commands.context import CommandContext
 from commands.engine import PricingEngine
-from commands.marketplace import Marketplace
 from domain.meta import Actor
 from fake_etsy import FakeEtsy, FakeEtsyConfig, create_app
 from streams.etsy_client import Budget, EtsyApp, EtsyClient
@@ -39,7 +38,7 @@ def main(as_json: bool = False, seconds: float = 8.0, per_second: int = 40) -> i
         engine.identity.use_secret_key("bench-etsy-" + "k" * 32)
         app = EtsyApp(fake.config.keystring, fake.config.shared_secret, fake_url, f"{fake_url}/oauth/connect",
                       "http://127.0.0.1:1/callback")
-        marketplace = Marketplace(engine.core, engine.listings, lambda: engine.identity.secrets)
+        marketplace = engine.marketplace
         client = EtsyClient(app, Budget(per_second=per_second))
         try:
             shop, etsy_shop = _connected_shop(engine, marketplace, fake, client, listings)

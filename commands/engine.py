@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 from commands.core import WriteCore
+from commands.experiments import Experiments
 from commands.identity import Identity
 from commands.listings import Listings
+from commands.marketplace import Marketplace
 from commands.rollback import Rollbacks
+from commands.rollback_guard import RollbackGuards
 from commands.rules import Rules
 
 
@@ -20,6 +23,9 @@ class PricingEngine:
         self.listings = Listings(self.core, self.identity)
         self.rules = Rules(self.core)
         self.rollbacks = Rollbacks(self.core)
+        self.experiments = Experiments(self.core)
+        self.guards = RollbackGuards(self.core, self.rules, self.rollbacks)
+        self.marketplace = Marketplace(self.core, self.listings, lambda: self.identity.secrets)
 
     def close(self) -> None:
         self.core.close()

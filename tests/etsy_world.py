@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from api.app import create_app
-from api.routers.marketplace import marketplace_of
 from api.server import running
 from commands.engine import PricingEngine
 from conftest import Accounts, listing_spec
@@ -150,5 +149,5 @@ def sample_marketplace_routes(api: httpx.Client, shop: str) -> None:
 
 
 __all__ = ["fake", "fake_url", "etsy_engine", "etsy_server", "etsy_accounts", "seller", "etsy_api", "client_of",
-           "open_shop", "connect", "etsy_shop_with_listings", "etsypro", "marketplace_of", "listing_spec", "SECRET_KEY",
+           "open_shop", "connect", "etsy_shop_with_listings", "etsypro", "listing_spec", "SECRET_KEY",
            "etsy_in_environment", "sample_marketplace_routes"]

@@ -15,7 +15,7 @@ from domain.marketplace import EtsyConnection, GrantRefused, connection_id, s256
 from streams.etsy_grant import ShopSession
 from api.app import create_app
 from api.server import running
-from etsy_world import client_of, connect, marketplace_of, open_shop, sample_marketplace_routes
+from etsy_world import client_of, connect, open_shop, sample_marketplace_routes
 
 pytest_plugins = ["etsy_world"]  # its fixtures: fake, fake_url, etsy_engine, etsy_server, etsy_api, seller...
 
@@ -57,7 +57,7 @@ def test_connect_round_trip_stores_tokens_encrypted_and_never_in_events(etsy_api
     shop = open_shop(etsy_api)
     etsy_shop, finished = connect(etsy_api, fake, shop)
     assert finished.json()["status"] == "connected" and finished.json()["etsy_shop_id"] == etsy_shop.shop_id
-    grant = marketplace_of(etsy_engine).grant(uuid.UUID(shop))
+    grant = etsy_engine.marketplace.grant(uuid.UUID(shop))
     assert grant.access_token in fake.access and grant.refresh_token in fake.refresh
     with psycopg.connect(etsy_engine.core.conninfo) as conn:
         raw = conn.execute("SELECT access_encrypted, refresh_encrypted FROM marketplace.etsy_grants WHERE shop_id = %s",
@@ -81,7 +81,7 @@ def test_a_state_is_single_use_and_a_tampered_challenge_connects_nothing(etsy_ap
     state = parse_qs(urlparse(url).query)["state"][0]
     again = httpx.get(f"{etsy_api.base_url}/marketplace/etsy/callback", params={"code": "x", "state": state})
     assert again.status_code == 422 and again.json()["field"] == "state"
-    assert marketplace_of(etsy_engine).grant(uuid.UUID(shop)) is None
+    assert etsy_engine.marketplace.grant(uuid.UUID(shop)) is None
 
 
 def test_another_sellers_etsy_shop_is_refused_at_the_callback(etsy_api, etsy_engine, fake):
@@ -91,13 +91,13 @@ def test_another_sellers_etsy_shop_is_refused_at_the_callback(etsy_api, etsy_eng
     started = etsy_api.post(f"/shops/{shop}/marketplace/etsy/connect", json={"etsy_shop_id": theirs.shop_id}).json()
     callback = httpx.get(httpx.get(started["authorize_url"]).headers["location"])
     assert callback.status_code == 422 and callback.json()["field"] == "etsy_shop_id", callback.text
-    assert marketplace_of(etsy_engine).grant(uuid.UUID(shop)) is None
+    assert etsy_engine.marketplace.grant(uuid.UUID(shop)) is None
 
 
 def test_refresh_rotates_and_the_old_refresh_token_is_refused(etsy_api, etsy_engine, etsy_server, fake, fake_url):
     shop = open_shop(etsy_api)
     connect(etsy_api, fake, shop)
-    marketplace = marketplace_of(etsy_engine)
+    marketplace = etsy_engine.marketplace
     before = marketplace.grant(uuid.UUID(shop))
     client = client_of(etsy_server[1])
     session = ShopSession(marketplace, client, uuid.UUID(shop), margin=timedelta(hours=2))  # every call refreshes first
@@ -116,7 +116,7 @@ def test_a_password_change_at_etsy_is_recorded_as_a_revoked_grant_and_pauses(ets
     shop = open_shop(etsy_api)
     etsy_shop, _ = connect(etsy_api, fake, shop)
     fake.password_changed(etsy_shop.user_id)
-    marketplace = marketplace_of(etsy_engine)
+    marketplace = etsy_engine.marketplace
     client = client_of(etsy_server[1])
     session = ShopSession(marketplace, client, uuid.UUID(shop))
     with pytest.raises(GrantRefused):
@@ -136,7 +136,7 @@ def test_disconnect_forgets_the_tokens(etsy_api, etsy_engine, fake):
     connect(etsy_api, fake, shop)
     answer = etsy_api.post(f"/shops/{shop}/marketplace/etsy/disconnect")
     assert answer.status_code == 200 and answer.json()["status"] == "disconnected"
-    grant = marketplace_of(etsy_engine).grant(uuid.UUID(shop))
+    grant = etsy_engine.marketplace.grant(uuid.UUID(shop))
     assert grant.status == "disconnected" and grant.access_token is None and grant.refresh_token is None
 
 

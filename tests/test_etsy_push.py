@@ -17,7 +17,7 @@ import pytest
 from domain.marketplace import EtsyPush, push_id
 from streams.etsy_client import SharedPace
 from streams.etsy_push import EtsyPusher, PushQueue
-from etsy_world import client_of, connect, etsy_shop_with_listings, etsypro, marketplace_of, open_shop
+from etsy_world import client_of, connect, etsy_shop_with_listings, etsypro, open_shop
 
 pytest_plugins = ["etsy_world"]
 
@@ -48,7 +48,7 @@ def set_price(api, shop: str, listing: str, price: str) -> int:
 
 
 def pusher_of(engine, etsy_app, **budget) -> EtsyPusher:
-    return EtsyPusher(marketplace_of(engine), client_of(etsy_app, **budget), engine.core.conninfo)
+    return EtsyPusher(engine.marketplace, client_of(etsy_app, **budget), engine.core.conninfo)
 
 
 def drain(engine, etsy_app) -> EtsyPusher:
@@ -140,7 +140,7 @@ def test_a_5xx_is_retried_later_and_recorded(world, etsy_api, etsy_engine, etsy_
 
 def test_a_429_storm_is_backed_off_and_no_call_goes_over_the_budget(world, etsy_engine, etsy_server, fake):
     client = client_of(etsy_server[1], backoff_base_s=0.02)
-    token = marketplace_of(etsy_engine).grant(uuid.UUID(world["shop"])).access_token
+    token = etsy_engine.marketplace.grant(uuid.UUID(world["shop"])).access_token
     etsy_id = world["listings"][0].listing_id
     client.inventory(token, etsy_id)  # the headers tell the limit (the pace is 200 a second from here)
     since = time.time()
@@ -216,7 +216,7 @@ def settle(engine, shop: str, timeout: float = 40.0) -> None:
 def test_two_workers_sharing_the_budget_in_redis_never_go_over_it(world, etsy_engine, etsy_server, fake):
     key = f"test-{uuid.uuid4().hex}"
     clients = [client_of(etsy_server[1], per_second=12, shared=SharedPace("redis://127.0.0.1:6379", key)) for _ in range(2)]
-    token = marketplace_of(etsy_engine).grant(uuid.UUID(world["shop"])).access_token
+    token = etsy_engine.marketplace.grant(uuid.UUID(world["shop"])).access_token
     etsy_id = world["listings"][0].listing_id
     fake.config.per_second, over = 12, fake.over_limit_calls()
     try:

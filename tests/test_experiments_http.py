@@ -15,7 +15,6 @@ import pytest
 from api.app import create_app
 from api.server import running
 from commands.engine import PricingEngine
-from commands.experiments import Experiments
 from streams.repricing import RepricingPolicy, tend_experiments
 from tests.conftest import Accounts, listing_spec, price_changes
 from read.model_runs import refresh
@@ -119,7 +118,7 @@ def test_an_experiment_runs_its_periods_pauses_on_a_manual_change_and_ends(api, 
     assert "one experiment per listing" in overlapping.json()["detail"]
 
     # The policy starts each period when it is due: the listings' prices are the arm's, source experiment.
-    experiments, starts = Experiments(engine.core), datetime.fromisoformat(x["starts_at"])
+    experiments, starts = engine.experiments, datetime.fromisoformat(x["starts_at"])
     for period in range(2):
         at = starts + timedelta(hours=24 * period, minutes=1)
         [result] = [r for r in tend_experiments(experiments, at) if r["experiment_id"] == x["experiment_id"]]
@@ -172,7 +171,7 @@ def test_the_emergency_stop_refuses_a_period_and_the_record_says_why(api, world)
     assert api.post(f"/shops/{shop}/automation/stop", json={"reason": "incident"}).status_code == 200
     try:
         starts = datetime.fromisoformat(x["starts_at"])
-        result = Experiments(engine.core).tend(UUID(x["experiment_id"]), starts + timedelta(minutes=1))
+        result = engine.experiments.tend(UUID(x["experiment_id"]), starts + timedelta(minutes=1))
         assert result["listings"][listing].startswith("refused: ") and "incident" in result["listings"][listing]
         assert api.get(f"/shops/{shop}/listings/{listing}").json()["price"] == "20.00"
         refused = [e for e in engine.core.events.get(UUID(listing)) if type(e).__name__ == "AutomatedChangeRefused"]
@@ -207,7 +206,7 @@ def test_a_concluded_experiment_gives_the_demand_models_an_elasticity_they_prefe
                   arms=[{"name": "control", "kind": "relative", "value": "0"},
                         {"name": "plus-20", "kind": "relative", "value": "20"}])
     x = api.post(f"/shops/{shop}/experiments", json=body).json()
-    experiments, sales = Experiments(engine.core), []
+    experiments, sales = engine.experiments, []
     for period, arm in enumerate(x["schedule"]):
         at = starts + timedelta(hours=period, minutes=1)
         assert experiments.tend(UUID(x["experiment_id"]), at)["outcome"] == "period_started"
@@ -276,7 +275,7 @@ def test_an_msprt_experiment_answers_a_verdict_at_any_look_and_says_so(api, worl
                   cuped=True, horizon_cycles=20, starts_at=starts.isoformat(), arms=arms)
     x = api.post(f"/shops/{shop}/experiments", json=body).json()
     for period in range(4):
-        Experiments(engine.core).tend(UUID(x["experiment_id"]), starts + timedelta(hours=period, minutes=1))
+        engine.experiments.tend(UUID(x["experiment_id"]), starts + timedelta(hours=period, minutes=1))
     project(world["url"])
     found = api.get(f"/shops/{shop}/experiments/{x['experiment_id']}/analysis").json()
     assert found["mode"] == "msprt" and "every look" in found["peeking"]

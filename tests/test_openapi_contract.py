@@ -174,8 +174,6 @@ def play_experiments(api: httpx.Client, shop: str, unknown: str, engine) -> None
     (hourly periods that began hours ago, started by the policy's step) and concluded."""
     from datetime import datetime, timedelta, timezone
 
-    from commands.experiments import Experiments
-
     def ok(response: httpx.Response) -> dict:
         assert response.is_success, f"{response.request.method} {response.request.url}: {response.text[:300]}"
         return response.json()
@@ -214,7 +212,7 @@ def play_experiments(api: httpx.Client, shop: str, unknown: str, engine) -> None
     hourly = ok(api.post(f"/shops/{shop}/experiments", json={**design, "name": "hourly", "period_hours": 1, "arms": both_moved,
                                                               "horizon_cycles": 2, "starts_at": starts.isoformat()}))
     for period in range(5):
-        Experiments(engine.core).tend(UUID(hourly["experiment_id"]), starts + timedelta(hours=period, minutes=1))
+        engine.experiments.tend(UUID(hourly["experiment_id"]), starts + timedelta(hours=period, minutes=1))
     caught_up()
     ok(api.post(f"/shops/{shop}/experiments/{hourly['experiment_id']}/conclude", json={"reason": "horizon reached"}))
 
@@ -377,6 +375,8 @@ def play(api: httpx.Client, admin, accounts) -> None:
     api.put(f"/shops/{shop}/listings/{listing}/automation", json={"max_daily_changes": -1})
     ok(api.put(f"/shops/{shop}/listings/{listing}/stock", json={"quantity": 5, "restock_on": None}))
     api.put(f"/shops/{shop}/listings/{listing}/stock", json={"quantity": -1})
+    api.get(f"/shops/{shop}/listings/{listing}/stock")
+    api.get(f"/shops/{shop}/listings/{unknown}/stock")
     ok(api.delete(f"/shops/{shop}/listings/{listing}/rule", params={"reason": "enough"}))
     api.delete(f"/shops/{shop}/listings/{unknown}/rule")
     ok(api.post(f"/shops/{shop}/rules/{rule}/retire", json={"reason": "season over"}))

@@ -22,7 +22,7 @@ from commands import models
 from commands import rule_models as rm
 from commands.clocked import ClockedContext
 from commands.engine import PricingEngine
-from commands.rollback_guard import ConfigureGuard, RollbackGuards
+from commands.rollback_guard import ConfigureGuard
 from domain.errors import DomainError
 from domain.listing import Listing
 from domain.meta import Actor
@@ -88,7 +88,7 @@ def world(new_database):
         "floor": "5.00", "ceiling": "40.00", "cost": "4.00"}]})).body["listings"][0]["listing_id"])
     projector, reads = Projector(url, codec.to_domain_event), ReadSide(url, pool_size=1)
     policy = RepricingPolicy(engine.rules, url, clock=clock)
-    guards = RollbackGuards(engine.core, engine.rules, engine.rollbacks)
+    guards = engine.guards
     w = SimpleNamespace(url=url, engine=engine, ctx=ctx, shop=shop, listing=listing, clock=clock, start=start,
                         projector=projector, reads=reads, policy=policy, guards=guards,
                         follower=RollbackGuardFollower(guards, url, clock, business_clock=True),
@@ -181,7 +181,7 @@ def test_a_forty_percent_cut_on_an_inelastic_product_is_rolled_back_within_the_c
     with psycopg.connect(w.url) as conn:
         count = lambda: conn.execute("SELECT count(*) FROM pricing_events").fetchone()[0]  # noqa: E731
         before = count()
-        fresh = RollbackGuardFollower(RollbackGuards(w.engine.core, w.engine.rules, w.engine.rollbacks), w.url, w.clock)
+        fresh = RollbackGuardFollower(w.engine.guards, w.url, w.clock)
         assert fresh.check() == []
         again = w.guards.trip(_evidence_of(tripped, w, periods))
         assert again["rollback"]["compensates"] == [cut.originator_version]

@@ -16,7 +16,6 @@ from api.deps import Context, Engine, Reads
 from api.routing import resource_router
 from api.schemas import LISTING, SHOP, WHEN, Answer, Money, Timestamp, answer, example
 from commands import experiment_models as m
-from commands.experiments import Experiments
 from domain.experiment import describe_experiment
 from read.experiments import ExperimentReader
 
@@ -113,7 +112,7 @@ async def create_experiment(shop_id: UUID, cmd: m.CreateExperiment, ctx: Context
                             response: Response):
     now = datetime.now(timezone.utc)
     pre_period = await run_in_threadpool(_pre_period, reads, ctx, shop_id, cmd, (cmd.starts_at or now).date())
-    return await answer(response, Experiments(engine.core).create, ctx, shop_id, cmd, pre_period, now)
+    return await answer(response, engine.experiments.create, ctx, shop_id, cmd, pre_period, now)
 
 
 def _pre_period(reads, ctx, shop_id: UUID, cmd: m.CreateExperiment, before) -> list[float]:
@@ -146,14 +145,14 @@ def analysis(shop_id: UUID, experiment_id: UUID, ctx: Context, reads: Reads) -> 
              summary="Stop switching: the listings still at an arm's price go back to their base price")
 async def stop_experiment(shop_id: UUID, experiment_id: UUID, cmd: m.EndExperiment, ctx: Context, engine: Engine,
                           response: Response):
-    return await answer(response, Experiments(engine.core).stop, ctx, shop_id, experiment_id, cmd)
+    return await answer(response, engine.experiments.stop, ctx, shop_id, experiment_id, cmd)
 
 
 @router.post(BASE + "/{experiment_id}/abandon", response_model=ExperimentEnded, dependencies=[WRITE],
              summary="Abandon: end it and conclude nothing")
 async def abandon_experiment(shop_id: UUID, experiment_id: UUID, cmd: m.EndExperiment, ctx: Context, engine: Engine,
                              response: Response):
-    return await answer(response, Experiments(engine.core).abandon, ctx, shop_id, experiment_id, cmd)
+    return await answer(response, engine.experiments.abandon, ctx, shop_id, experiment_id, cmd)
 
 
 @router.post(BASE + "/{experiment_id}/conclude", response_model=ExperimentEnded, dependencies=[WRITE],
@@ -163,5 +162,5 @@ async def conclude_experiment(shop_id: UUID, experiment_id: UUID, cmd: m.Conclud
     found = await run_in_threadpool(_reader(reads).analysis, ctx, shop_id, experiment_id)
     conclusion = {k: found[k] for k in ("mode", "verdict", "cycles_complete", "cycles_planned", "arms",
                                         "elasticities", "randomisation", "metric")}
-    return await answer(response, Experiments(engine.core).conclude, ctx, shop_id, experiment_id, cmd, conclusion,
+    return await answer(response, engine.experiments.conclude, ctx, shop_id, experiment_id, cmd, conclusion,
                         found["verdict_allowed"])

@@ -20,7 +20,6 @@ from api.deps import Context, Engine, Reads
 from api.problems import responses_for
 from api.routing import resource_router
 from api.schemas import Money, Timestamp, answer
-from commands.marketplace import Marketplace
 from commands.models import QueryInt, integer
 from domain.marketplace import EtsyRefused, EtsyUnavailable, GrantRefused
 from read import marketplace as reads_of
@@ -34,10 +33,6 @@ callbacks = APIRouter()
 SHOP = "0b9d6b9a-4c2b-4c55-9b7e-2f1f4b7e9a10"
 LISTING = "5b0f1c4e-2d7a-4f43-9b1e-6c2d8f0a7e11"
 WHEN = "2026-12-07T21:00:00+00:00"
-
-
-def marketplace_of(engine) -> Marketplace:
-    return Marketplace(engine.core, engine.listings, lambda: engine.identity.secrets)
 
 
 def etsy_app(request: Request) -> EtsyApp:
@@ -140,7 +135,7 @@ def connect(shop_id: UUID, cmd: ConnectEtsy, ctx: Context, engine: Engine, reque
 
     **Changes:** nothing yet: the EtsyConnection.Connected event is appended by the callback."""
     app = etsy_app(request)
-    return marketplace_of(engine).start_connect(ctx, shop_id, cmd.etsy_shop_id, app.keystring, app.redirect_uri,
+    return engine.marketplace.start_connect(ctx, shop_id, cmd.etsy_shop_id, app.keystring, app.redirect_uri,
                                                 app.authorize_url)
 
 
@@ -150,7 +145,7 @@ async def disconnect(shop_id: UUID, ctx: Context, engine: Engine, response: Resp
     """Forgets the tokens; sync and push stop for the shop until it connects again.
 
     **Changes:** appends EtsyConnection.Disconnected (nothing when already disconnected)."""
-    return await answer(response, marketplace_of(engine).disconnect, ctx, shop_id)
+    return await answer(response, engine.marketplace.disconnect, ctx, shop_id)
 
 
 @router.get("", response_model=EtsyStatus, summary="The Etsy connection: grant, push queue, budget, sync",
@@ -186,7 +181,7 @@ def sync(shop_id: UUID, engine: Engine, ctx: Context, request: Request) -> dict:
     modified since the last sync (sales and returns, each transaction once).
 
     **Changes:** Listing.Registered, SalesBatch.Sold/Returned, Listing.PriceChanged (source marketplace)."""
-    marketplace = marketplace_of(engine)
+    marketplace = engine.marketplace
     marketplace.connection(ctx, shop_id)  # the caller's shop, connected
     client = EtsyClient(etsy_app(request))
     try:
@@ -206,6 +201,6 @@ async def callback(request: Request, engine: Engine, response: Response,
     client = EtsyClient(etsy_app(request))
     try:
         exchange = lambda code, verifier, redirect_uri: token_answer(client.exchange_code(code, verifier, redirect_uri))  # noqa: E731
-        return await answer(response, marketplace_of(engine).finish_connect, state, code, exchange, client.shop_owner)
+        return await answer(response, engine.marketplace.finish_connect, state, code, exchange, client.shop_owner)
     finally:
         client.close()

@@ -39,7 +39,7 @@ class GuardChanged(GuardAnswer):
 
 
 def _guards(engine) -> RollbackGuards:
-    return RollbackGuards(engine.core, engine.rules, engine.rollbacks)
+    return engine.guards
 
 
 @router.get(BASE, response_model=GuardAnswer, dependencies=[READ],
