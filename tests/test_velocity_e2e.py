@@ -43,6 +43,10 @@ def test_a_count_is_recorded_and_answered(api, shop, listing, engine):
     assert (again.json()["quantity"], again.json()["restock_on"], again.json()["version"]) == (0, None, body["version"] + 1)
     counted = [e for e in engine.core.events.get(UUID(listing)) if isinstance(e, Listing.StockCounted)]
     assert [(e.quantity, e.restock_on) for e in counted] == [(12, restock), (0, None)]
+    now = api.get(f"/shops/{shop}/listings/{listing}/stock")
+    assert now.status_code == 200, now.text
+    assert {k: now.json()[k] for k in ("quantity", "sold_since_count", "on_hand")} == {
+        "quantity": 0, "sold_since_count": 0, "on_hand": 0}
 
 
 @pytest.mark.parametrize("body, field", [
@@ -75,6 +79,7 @@ def test_another_tenants_listing_and_a_reader_are_refused(api, shop, listing, ac
         assert_problem(stranger.put(f"/shops/{shop}/listings/{listing}/stock", json={"quantity": 1}), 404)
         own = stranger.post("/shops", json={"name": "Other", "currency": "GBP"}).json()["shop_id"]
         assert_problem(stranger.put(f"/shops/{own}/listings/{listing}/stock", json={"quantity": 1}), 404)
+        assert_problem(stranger.get(f"/shops/{shop}/listings/{listing}/stock"), 404)
     with httpx.Client(base_url=base_url, headers=accounts.new("analyst", tenant.tenant_id), timeout=30) as reader:
         assert_problem(reader.put(f"/shops/{shop}/listings/{listing}/stock", json={"quantity": 1}), 403)
     assert_problem(api.put(f"/shops/{shop}/listings/{uuid4()}/stock", json={"quantity": 1}), 404)
