@@ -14,6 +14,7 @@ from commands.marketplace import Marketplace
 from commands.rollback import Rollbacks
 from commands.rollback_guard import RollbackGuards
 from commands.rules import Rules
+from commands.stock import Stock
 
 
 class PricingEngine:
@@ -24,6 +25,7 @@ class PricingEngine:
         self.rules = Rules(self.core)
         self.rollbacks = Rollbacks(self.core)
         self.experiments = Experiments(self.core)
+        self.stock = Stock(self.core)
         self.guards = RollbackGuards(self.core, self.rules, self.rollbacks)
         self.marketplace = Marketplace(self.core, self.listings, lambda: self.identity.secrets)
 

@@ -19,7 +19,7 @@ from commands import models
 from commands import rule_models as m
 from commands.context import CommandContext
 from commands.engine import PricingEngine
-from commands.stock import CountStock, Stock
+from commands.stock import CountStock
 from conftest import listing_spec
 from domain.listing import Listing
 from domain.meta import Actor
@@ -144,7 +144,7 @@ def test_both_kinds_change_prices_through_the_policy_and_explain_says_why(world)
     w = world
     restock = w.now.date() + timedelta(days=20)
     before_count = datetime.now(timezone.utc) - timedelta(hours=1)
-    Stock(w.engine.core).count_stock(w.ctx, w.shop, w.a, CountStock(quantity=30, restock_on=restock))
+    w.engine.stock.count_stock(w.ctx, w.shop, w.a, CountStock(quantity=30, restock_on=restock))
     sell(w, w.a, 4, before_count)                          # before the count: already in it
     sell(w, w.a, 12, datetime.now(timezone.utc))          # after it: 18 left
     sell(w, w.a, -2, datetime.now(timezone.utc))          # a return puts 2 back: 20 on hand
@@ -193,7 +193,7 @@ def test_both_kinds_change_prices_through_the_policy_and_explain_says_why(world)
 
 def test_stops_and_guardrails_hold_velocity_rules_like_every_rule(world):
     w = world
-    Stock(w.engine.core).count_stock(w.ctx, w.shop, w.a, CountStock(quantity=1, restock_on=w.now.date() + timedelta(days=9)))
+    w.engine.stock.count_stock(w.ctx, w.shop, w.a, CountStock(quantity=1, restock_on=w.now.date() + timedelta(days=9)))
     write_forecast(w, 3.0, [w.a, w.b])
     w.engine.rules.stop_shop_automation(w.ctx, w.shop, m.StopAutomation(reason="checking stock"))
     w.engine.rules.assign_rule(w.ctx, w.shop, m.AssignRule(rule_id=w.runway, listing_ids=[w.a]))

@@ -12,7 +12,7 @@ from api.auth import requires
 from api.deps import Context, Engine, Reads
 from api.routing import resource_router
 from api.schemas import Answer, answer, example
-from commands.stock import CountStock, Stock
+from commands.stock import CountStock
 from read.stock import stock_of
 
 router = resource_router(prefix="/shops/{shop_id}", tags=["facts"])
@@ -37,7 +37,7 @@ async def count_stock(shop_id: UUID, listing_id: UUID, cmd: CountStock, ctx: Con
     the stock the `stock_runway` rule sees (returns put units back).
 
     **Changes:** appends a `Listing.StockCounted` event (every count, even an unchanged one)."""
-    return await answer(response, Stock(engine.core).count_stock, ctx, shop_id, listing_id, cmd)
+    return await answer(response, engine.stock.count_stock, ctx, shop_id, listing_id, cmd)
 
 
 class StockNow(StockCounted):
