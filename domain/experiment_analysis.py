@@ -271,19 +271,53 @@ class ExperimentalElasticity:
 
 
 def elasticity_from_arms(units: np.ndarray, prices: list[float]) -> ExperimentalElasticity | None:
-    """The slope of log mean units on log price across the arms (cycles x arms of units per day),
-    weighted by each arm's precision; the interval by the delta method. None when an arm sold
-    nothing or the arms share one price (no slope to read)."""
+    """The elasticity read off the arms (cycles x arms of units per day): a Poisson regression of units
+    on log price with a level per cycle, so a busy week moves every arm alike and only the contrast
+    within cycles counts; the interval from how that contrast varies between cycles (cluster-robust
+    by cycle) with Student t on cycles - 1 degrees of freedom: four cycles give a wide, honest
+    interval. None when an arm sold nothing, the arms share one price, or fewer than two cycles sold."""
     n = len(units)
     logs_p = np.log(np.asarray(prices, dtype=float))
     means = units.mean(axis=0) if n else np.zeros(len(prices))
     if n < 2 or np.any(means <= 0) or np.ptp(logs_p) == 0:
         return None
-    variances = np.maximum(units.var(axis=0, ddof=1) / n / means ** 2, 1e-12)  # var of log mean
-    w = 1 / variances
-    x_bar = float((w * logs_p).sum() / w.sum())
-    sxx = float((w * (logs_p - x_bar) ** 2).sum())
-    slope = float((w * (logs_p - x_bar) * np.log(means)).sum() / sxx)
-    se = math.sqrt(1 / sxx)
-    z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))
-    return ExperimentalElasticity(slope, slope - z * se, slope + z * se, n, float(means[0]), math.sqrt(variances[0]))
+    sold = units[units.sum(axis=1) > 0]      # a cycle without sales says nothing within itself
+    cycles = len(sold)
+    if cycles < 2:
+        return None
+    slope, se = _within_cycle_slope(sold, logs_p - logs_p.mean())
+    if not (math.isfinite(slope) and math.isfinite(se)):
+        return None
+    t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, cycles - 1))
+    control_log_se = math.sqrt(max(units[:, 0].var(ddof=1) / n / means[0] ** 2, 1e-12))
+    return ExperimentalElasticity(slope, slope - t * se, slope + t * se, n, float(means[0]), control_log_se)
+
+
+def _within_cycle_slope(units: np.ndarray, centred_log_price: np.ndarray) -> tuple[float, float]:
+    """Poisson fixed-effects slope and its cluster-robust standard error (by cycle, with the
+    small-sample factor G/(G-1)). The cycle levels are profiled out: for a given slope each cycle's
+    level is its total over its expected total, so only the slope is searched (Newton's method)."""
+    x = np.broadcast_to(centred_log_price, units.shape)
+    totals = units.sum(axis=1, keepdims=True)
+    slope = 0.0
+    for _ in range(50):
+        weights = np.exp(slope * x)
+        share = weights / weights.sum(axis=1, keepdims=True)
+        expected = totals * share
+        x_bar = (share * x).sum(axis=1, keepdims=True)
+        score = float(((units - expected) * x).sum())
+        information = float((totals * share * (x - x_bar) ** 2).sum())
+        if information <= 0:
+            return math.nan, math.nan
+        step = score / information
+        slope += step
+        if abs(step) < 1e-10:
+            break
+    weights = np.exp(slope * x)
+    share = weights / weights.sum(axis=1, keepdims=True)
+    x_bar = (share * x).sum(axis=1, keepdims=True)
+    cycle_scores = ((units - totals * share) * (x - x_bar)).sum(axis=1)
+    information = float((totals * share * (x - x_bar) ** 2).sum())
+    groups = len(units)
+    variance = groups / (groups - 1) * float((cycle_scores ** 2).sum()) / information ** 2
+    return slope, math.sqrt(variance)
