@@ -108,6 +108,23 @@ def test_the_experimental_elasticity_finds_the_true_one(truth):
     assert elasticity_from_arms(np.zeros((5, 2)), prices) is None
 
 
+def test_a_short_switchback_has_an_interval_as_wide_as_its_four_cycles():
+    # weekday effects, demand shocks and NB noise, one day per arm: the interval must still hold the
+    # truth about 95% of the time (the bench runs thousands of these)
+    weekday, truth, prices, covered = (0.95, 0.85, 0.85, 0.95, 1.05, 1.25, 1.10), -1.8, [18.0, 20.0, 22.0], []
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        units, day = np.zeros((4, 3)), 0
+        for cycle in range(4):
+            for arm in rng.permutation(3):
+                mu = 6 * (prices[arm] / 20) ** truth * weekday[day % 7] * np.exp(rng.normal(0, 0.15))
+                units[cycle, arm], day = rng.poisson(rng.gamma(2, mu / 2)), day + 1
+        found = elasticity_from_arms(units, prices)
+        if found is not None:
+            covered.append(found.low <= truth <= found.high)
+    assert len(covered) > 280 and 0.89 <= np.mean(covered) <= 0.99
+
+
 @given(values=st.lists(st.floats(0, 100, allow_nan=False), min_size=8, max_size=40), shift=st.floats(-50, 50),
        seed=st.integers(0, 1000))
 @settings(max_examples=60, deadline=None)
