@@ -747,6 +747,9 @@ def parser() -> argparse.ArgumentParser:
                             "(fixed horizon, mSPRT with peeking), A/B interval coverage and power vs the promise")
     bx.add_argument("--aa-runs", type=_count, default=1000, help="A/A simulations (default 1000)")
     bx.add_argument("--ab-runs", type=_count, default=500, help="A/B simulations (default 500)")
+    from bench.options import market_options
+
+    market_options(bx)  # the simulated market behind optimizer_oracle_ratio and simulated_days_per_s
     bx.set_defaults(func=bench_experiments)
     bu = benches.add_parser("ui", parents=[as_json], help="dashboard: board first paint (1,000 listings, headless Chromium),"
                             " event-to-page latency with 100 SSE clients, server memory per client")

@@ -27,6 +27,7 @@ import time
 import numpy as np
 from scipy import stats
 
+from bench.options import market_options
 from domain.experiment_analysis import (FIXED, Period, always_valid_p, analyse, balanced_schedule, mixing_variance, plan_power,
                                         truncated_msprt_p)
 
@@ -121,15 +122,29 @@ def _share(flags) -> float:
     return sum(flags) / len(flags)
 
 
+def market(seeds: list[int], days: int, listings: int) -> dict:
+    """The optimiser's shop alone through the engine (bench/simulate.py): its oracle ratio and speed."""
+    from bench.market import OPTIMISER
+    from bench.simulate import figures
+
+    found = figures(days, listings, seeds, strategies=(OPTIMISER,))
+    return {"optimizer_oracle_ratio": found["optimizer_oracle_ratio"],
+            "optimizer_majority_at_90": found["optimizer_majority_at_90"],
+            "simulated_days_per_s": found["simulated_days_per_s"], "market": found}
+
+
 def main(args) -> int:
     started = time.perf_counter()
     figures = {**aa(args.aa_runs), **ab(args.ab_runs), "alpha": ALPHA, "seconds": 0.0}
+    if args.market_seeds:
+        figures |= market(args.market_seeds, args.market_days, args.market_listings)
     figures["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(figures))
     else:
         for name, value in figures.items():
-            print(f"{name:40s} {value:.4g}" if isinstance(value, float) else f"{name:40s} {value}")
+            if name != "market":
+                print(f"{name:40s} {value:.4g}" if isinstance(value, float) else f"{name:40s} {value}")
     return 0
 
 
@@ -138,6 +153,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true")
     p.add_argument("--aa-runs", type=int, default=1000)
     p.add_argument("--ab-runs", type=int, default=500)
+    market_options(p)
     return p.parse_args(argv)
 
 
