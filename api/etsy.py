@@ -147,7 +147,7 @@ def fake(args) -> int:
 def bench(args) -> int:
     from bench.etsy import main as run
 
-    return run(as_json=args.json, seconds=args.seconds, per_second=args.per_second)
+    return run(as_json=args.json, seconds=args.seconds, per_second=args.per_second, csv_lines=args.csv_lines)
 
 
 def add_parsers(sub, benches, as_json) -> None:
@@ -171,9 +171,10 @@ def add_parsers(sub, benches, as_json) -> None:
     f.add_argument("--listings", type=int, default=12)
     f.add_argument("--currency", default="GBP")
     f.set_defaults(func=fake)
-    b = benches.add_parser("etsy", parents=[as_json], help="push_per_s at the fake Etsy's rate limit, sync_receipts_per_s")
+    b = benches.add_parser("etsy", parents=[as_json], help="push_per_s at the fake Etsy's rate limit, sync_receipts_per_s, csv_import_lines_per_s")
     b.add_argument("--seconds", type=float, default=8.0, help="how long the push runs")
     b.add_argument("--per-second", type=int, default=40, help="the fake's rate limit")
+    b.add_argument("--csv-lines", type=int, default=100_000, help="order-item lines of the CSV import (0: skip it)")
     b.set_defaults(func=bench)
 
 

@@ -4,6 +4,8 @@
   push_rate_used: the calls made per second over the fake's x-limit-per-second (target >= 95 %),
   with the calls the fake answered 429 for being over budget (target 0).
 - sync_receipts_per_s: receipts read from Etsy and recorded as sales (first sync of a shop).
+- csv_import_lines_per_s: a seller's EtsySoldOrderItems export through the command handlers, beside
+  raw COPY of the same file (bench/etsy_csv.py; --csv-lines 0 skips it).
 A fresh database and an in-process fake over real HTTP; one shop.
 """
 
@@ -30,7 +32,7 @@ from streams.etsy_sync import EtsySync, SyncReport
 RECEIPTS = 3000
 
 
-def main(as_json: bool = False, seconds: float = 8.0, per_second: int = 40) -> int:
+def main(as_json: bool = False, seconds: float = 8.0, per_second: int = 40, csv_lines: int = 100_000) -> int:
     listings = int(per_second / 2 * seconds * 1.5) + 10  # more than can be pushed in the time: the queue stays full
     fake = FakeEtsy(FakeEtsyConfig(per_second=per_second, per_day=10**7))
     with fresh_database("etsypro_bench_etsy") as (url, where), running(create_app(fake)) as fake_url:
@@ -48,6 +50,10 @@ def main(as_json: bool = False, seconds: float = 8.0, per_second: int = 40) -> i
             client.close()
             engine.close()
     figures = {"database": where, "fake_limit_per_second": per_second, **push_figures, **sync_figures}
+    if csv_lines:
+        from bench.etsy_csv import measure
+
+        figures |= {key: value for key, value in measure(csv_lines).items() if key.startswith("csv_")}
     return show(figures, as_json, report)
 
 
@@ -121,4 +127,7 @@ def report(f: dict) -> None:
         ("push_rate_used", f"{f['push_rate_used']:.1%}", "calls per whole second over the fake's limit (target >= 95 %)"),
         ("over_budget_calls", f"{f['over_budget_calls']}", "calls the fake answered 429 as over the budget"),
         ("sync_receipts_per_s", f"{f['sync_receipts_per_s']}", f"receipts synced in as sales ({f['sync_receipts']} receipts)"),
-    ])
+    ] + ([("csv_import_lines_per_s", f"{f['csv_import_lines_per_s']:,.0f}",
+           f"order items through the handlers; raw COPY {f['csv_copy_lines_per_s']:,.0f}/s "
+           f"(ratio {f['csv_import_vs_copy']:.3f}); target {f['csv_import_target_lines_per_s']:,}")]
+         if "csv_import_lines_per_s" in f else []))
