@@ -32,6 +32,7 @@ from commands.engine import PricingEngine
 from projections.projector import InBackground, Projector, tune_gc
 from read.model_runs import ScheduledRefresh
 from streams.repricing import RepricingPolicy, act_on_new_runs
+from streams.rollback_guard import RollbackGuardFollower
 
 
 def database_url(settings: Settings, log=print) -> str:
@@ -66,6 +67,9 @@ def build(settings: Settings, log=print):
         _alongside(app, app.state.analyzer)
     if (publisher := checkpoints.scheduled(settings, url)) is not None:  # signed chain heads (ETSYPRO_CHECKPOINT_KEY)
         _alongside(app, InBackground(publisher, "checkpoints"))
+    app.state.rollback_guard = rollback_guard(settings, url, engine)
+    if app.state.rollback_guard is not None:
+        _alongside(app, app.state.rollback_guard)
     return engine, app
 
 
@@ -78,6 +82,15 @@ def refresher(settings: Settings, url: str, engine: PricingEngine | None) -> InB
     acts = settings.repricing == "inprocess" and engine is not None
     after = (lambda _summary: act_on_new_runs(engine.rules, url)) if acts else None
     return InBackground(ScheduledRefresh(url, settings.analyze_every_hours, after=after), "analyze")
+
+
+def rollback_guard(settings: Settings, url: str, engine: PricingEngine | None) -> InBackground | None:
+    """The rollback guard's scheduled check (ETSYPRO_ROLLBACK_GUARD_EVERY_MINUTES; 0: none), not started.
+    It issues commands, so it runs where the repricing policy does (else `etsypro rollback-guard`)."""
+    if settings.rollback_guard_every_minutes <= 0 or settings.repricing != "inprocess" or engine is None:
+        return None
+    follower = RollbackGuardFollower(engine.guards, url, every_seconds=settings.rollback_guard_every_minutes * 60)
+    return InBackground(follower, "rollback-guard")
 
 
 def _alongside(app, background: InBackground) -> None:
@@ -140,6 +153,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
         running_followers.append(analyzer.start())
     if (publisher := checkpoints.scheduled(settings, url)) is not None:  # in the parent too: the workers' env unsets the key
         running_followers.append(InBackground(publisher, "checkpoints").start())
+    if (guard := rollback_guard(settings, url, engine)) is not None:  # beside the policy, in the parent
+        running_followers.append(guard.start())
     try:
         if HAND_OVER:
             Workers(host, port, workers, settings.access_log, log).run()

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     checkpoint_key: Path | None = None  # Ed25519 private key file: serve publishes signed chain heads (api/checkpoints.py)
     checkpoint_dir: Path | None = None  # where they go; unset: data_dir/checkpoints
     checkpoint_minutes: float = Field(60.0, gt=0, allow_inf_nan=False)  # how often
+    rollback_guard_every_minutes: float = Field(60.0, ge=0, le=10080, allow_inf_nan=False)  # serve runs the guard; 0: never
     analyze_every_hours: float = Field(24.0, ge=0, le=8784, allow_inf_nan=False)  # serve refits the demand models; 0: never
 
     @field_validator("access_log", "metrics", mode="before")

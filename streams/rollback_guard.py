@@ -31,9 +31,11 @@ CHECK_EVERY_SECONDS = 3600.0
 
 class RollbackGuardFollower:
     def __init__(self, guards: RollbackGuards, conninfo: str,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), *, business_clock: bool = False):
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), *, business_clock: bool = False,
+                 every_seconds: float = CHECK_EVERY_SECONDS):
         self.guards, self.conninfo, self.clock = guards, conninfo, clock
         self.business_clock = business_clock  # record the trips at the clock's time (a simulated clock)
+        self.every_seconds = every_seconds
 
     def check(self, shop_id=None) -> list[dict]:
         """Judge every watched shop (or one) now; returns the trips made."""
@@ -56,11 +58,14 @@ class RollbackGuardFollower:
                 trips.append({"evidence": evidence.as_dict(), "failed": repr(error)})
         return trips
 
-    def run(self, stop: threading.Event, every_seconds: float = CHECK_EVERY_SECONDS) -> None:
-        """Check on a schedule until `stop` is set."""
+    def run(self, stop: threading.Event, every_seconds: float | None = None) -> None:
+        """Check on a schedule (every_seconds, default the follower's) until `stop` is set."""
         while not stop.is_set():
             try:
                 self.check()
             except psycopg.Error as error:
                 log.warning("rollback guard: check failed (%s); trying again at the next", error)
-            stop.wait(every_seconds)
+            stop.wait(every_seconds or self.every_seconds)
+
+    def close(self) -> None:
+        """Nothing to release: each check opens and closes its own connection."""

@@ -5,6 +5,7 @@ Real PostgreSQL, the real refresh, policy and projector, on a simulated clock.""
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -16,6 +17,8 @@ import psycopg
 import pytest
 
 import codec
+from api.server import build, running
+from api.settings import Settings
 from bench.market import Clock
 from commands import experiment_models as em
 from commands import models
@@ -246,3 +249,34 @@ def test_changes_made_before_any_forecast_are_judged_from_the_first_one_a_foreca
     assert trip["evidence"]["changes"] == [second.originator_version]
     assert trip["rollback"]["compensates"] == [second.originator_version]
     assert w.engine.core.repository.get(w.listing).price.amount == Decimal("19.00")
+
+
+def test_serve_runs_the_guard_beside_the_policy_and_it_rolls_back_a_breach(world, tmp_path):
+    w = world
+    for t in range(HISTORY):
+        sell(w, t, Decimal("20.00"))
+    w.projector.catch_up()
+    model_runs.refresh(w.url, w.shop, today=w.start + timedelta(days=HISTORY))
+    w.guards.configure(w.ctx, w.shop, ConfigureGuard(metric="revenue", level=80, periods=3))
+    bad_rule(w)
+    for t in range(HISTORY, HISTORY + 4):  # days at the cut price, below the forecast, until the real yesterday
+        sell(w, t, Decimal("12.00"))
+    settings = Settings.from_env({"ETSYPRO_DATABASE_URL": w.url, "ETSYPRO_DATA_DIR": str(tmp_path), "ETSYPRO_POOL_SIZE": "1",
+                                  "ETSYPRO_ANALYZE_EVERY_HOURS": "0", "ETSYPRO_ROLLBACK_GUARD_EVERY_MINUTES": "0.01"})
+    engine, app = build(settings, log=lambda *_: None)
+    try:
+        with running(app):
+            deadline = time.monotonic() + 60
+            while engine.core.repository.get(w.listing).price.amount != Decimal("20.00"):
+                assert time.monotonic() < deadline, "serve's rollback guard did not roll the cut back"
+                time.sleep(0.2)
+        assert not app.state.rollback_guard._thread.is_alive()  # stopped with the app
+    finally:
+        engine.close()
+    assert w.engine.core.repository.get(w.listing).rule_id is None  # automation stopped for it
+    for off in ({"ETSYPRO_ROLLBACK_GUARD_EVERY_MINUTES": "0"}, {"ETSYPRO_REPRICING": "off"}):
+        quiet = Settings.from_env({"ETSYPRO_DATABASE_URL": w.url, "ETSYPRO_DATA_DIR": str(tmp_path),
+                                   "ETSYPRO_POOL_SIZE": "1", "ETSYPRO_ANALYZE_EVERY_HOURS": "0", **off})
+        engine, app = build(quiet, log=lambda *_: None)
+        engine.close()
+        assert app.state.rollback_guard is None
