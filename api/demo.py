@@ -194,4 +194,5 @@ def print_sign_in(admin_file: Path) -> None:
     print("\nSign in to the demo shop as its admin: `./dev serve` (same ETSYPRO_DATA_DIR / ETSYPRO_DATABASE_URL),")
     print(f"  then POST /auth/login {{\"tenant\": \"{admin['tenant']}\", \"username\": \"{admin['username']}\","
           f" \"password\": <the password in {admin_file}>}}")
-    print("  and send the access_token it answers as `Authorization: Bearer <token>` (http://127.0.0.1:8000/docs)")
+    print("  and send the access_token it answers as `Authorization: Bearer <token>` (http://127.0.0.1:8000/docs);"
+          " or open the dashboard at http://127.0.0.1:8000/ and sign in there with the same three")
