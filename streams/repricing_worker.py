@@ -55,7 +55,7 @@ from domain.errors import Conflict
 from commands.rules import RepriceResult, Rules
 from projections import parking
 from streams import wire
-from streams.repricing import EVENT_TOPICS, LogEvent, RepricingPolicy
+from streams.repricing import EVENT_TOPICS, EXPERIMENT_CHECK_SECONDS, LogEvent, RepricingPolicy
 from streams.sink import retry_batch
 from streams.workers import WorkerConfig, new_app, record_of, run_app
 
@@ -199,6 +199,11 @@ def create_app(config: WorkerConfig, rules: Rules) -> faust.App:
                     await stream.ack(event)
         finally:
             stop.set()  # the agent is stopped: a wait for the projector in the thread ends too
+
+    # Experiment periods are time, not events: tended on a timer, as the log-following policy does in its loop.
+    @app.timer(EXPERIMENT_CHECK_SECONDS)
+    async def tend_experiments():
+        await asyncio.to_thread(repricing.policy.tend_experiments_when_due)
 
     return app
 
