@@ -5,19 +5,24 @@
     ETSYPRO_ETSY_API_URL        default https://api.etsy.com (the fake's URL in tests and the demo)
     ETSYPRO_ETSY_AUTHORIZE_URL  default https://www.etsy.com/oauth/connect
     ETSYPRO_ETSY_REDIRECT_URI   where Etsy sends the seller back: <this API>/marketplace/etsy/callback
+    ETSYPRO_ETSY_SYNC_EVERY_MINUTES  how often `serve` syncs every connected shop (default 15; 0: never)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
 from uuid import UUID
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.etsy_client import ETSY_API, ETSY_AUTHORIZE, EtsyApp
+
+log = logging.getLogger(__name__)
 
 
 class EtsySettings(BaseSettings):
@@ -28,6 +33,7 @@ class EtsySettings(BaseSettings):
     api_url: str = ETSY_API
     authorize_url: str | None = None
     redirect_uri: str = "http://127.0.0.1:8000/marketplace/etsy/callback"
+    sync_every_minutes: float = Field(15.0, ge=0, le=10080, allow_inf_nan=False)
 
     def app(self) -> EtsyApp | None:
         if not (self.keystring and self.shared_secret):
@@ -67,6 +73,48 @@ def _app_or_exit() -> EtsyApp:
               file=sys.stderr)
         raise SystemExit(2)
     return app
+
+
+class ScheduledSync:
+    """Every connected shop synced every `every_s` seconds until stopped: how `serve` runs the sync."""
+
+    def __init__(self, engine, client, every_s: float):
+        from streams.etsy_sync import EtsySync
+
+        self.marketplace, self.client, self.every_s = engine.marketplace, client, every_s
+        self.syncer = EtsySync(engine.marketplace, client, engine.core.conninfo)
+
+    def run(self, stop: threading.Event) -> None:
+        from domain.marketplace import EtsyRefused, EtsyUnavailable
+
+        while not stop.is_set():
+            for shop in self.marketplace.connected_shops():
+                try:
+                    self.syncer.sync_shop(shop)
+                except (EtsyRefused, EtsyUnavailable) as e:  # recorded on the shop (last_error); the next round retries
+                    log.warning("etsy sync of %s: %s", shop, e)
+            stop.wait(self.every_s)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def in_serve(engine) -> list:
+    """The Etsy connection's followers for `serve`, where the repricing policy runs, when an Etsy app is
+    configured (none else): the push queue, the pusher and the scheduled sync, as InBackground, not started."""
+    from projections.projector import InBackground
+    from streams.etsy_push import EtsyPusher, PushQueue
+
+    settings = EtsySettings()
+    app = settings.app()
+    if app is None:
+        return []
+    url = engine.core.conninfo
+    workers = [InBackground(PushQueue(url), "etsy-queue"),
+               InBackground(EtsyPusher(engine.marketplace, _client(app), url), "etsy-push")]
+    if settings.sync_every_minutes > 0:
+        workers.append(InBackground(ScheduledSync(engine, _client(app), settings.sync_every_minutes * 60), "etsy-sync"))
+    return workers
 
 
 def push(args) -> int:

@@ -22,7 +22,7 @@ from prometheus_client import multiprocess
 
 import migrations
 import codec
-from api import checkpoints, logs
+from api import checkpoints, etsy, logs
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
 from api.observability import Observability
@@ -67,6 +67,9 @@ def build(settings: Settings, log=print):
         _alongside(app, app.state.analyzer)
     if (publisher := checkpoints.scheduled(settings, url)) is not None:  # signed chain heads (ETSYPRO_CHECKPOINT_KEY)
         _alongside(app, InBackground(publisher, "checkpoints"))
+    app.state.etsy_workers = etsy.in_serve(engine) if settings.repricing == "inprocess" else []
+    for worker in app.state.etsy_workers:  # pushes prices to Etsy and syncs connected shops (ETSYPRO_ETSY_*)
+        _alongside(app, worker)
     app.state.rollback_guard = rollback_guard(settings, url, engine)
     if app.state.rollback_guard is not None:
         _alongside(app, app.state.rollback_guard)
@@ -155,6 +158,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
         running_followers.append(InBackground(publisher, "checkpoints").start())
     if (guard := rollback_guard(settings, url, engine)) is not None:  # beside the policy, in the parent
         running_followers.append(guard.start())
+    if engine is not None:  # the Etsy push and sync beside the policy, in the parent
+        running_followers += [worker.start() for worker in etsy.in_serve(engine)]
     try:
         if HAND_OVER:
             Workers(host, port, workers, settings.access_log, log).run()

@@ -4,6 +4,7 @@ within the budget, and kill -9 of the pusher at random points loses and doubles 
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -11,13 +12,17 @@ import time
 import uuid
 from decimal import Decimal
 
+import httpx
 import psycopg
 import pytest
 
+from api.server import build, running
+from api.settings import Settings
+from conftest import Accounts
 from domain.marketplace import EtsyPush, push_id
 from streams.etsy_client import SharedPace
 from streams.etsy_push import EtsyPusher, PushQueue
-from etsy_world import client_of, connect, etsy_shop_with_listings, etsypro, open_shop
+from etsy_world import SECRET_KEY, client_of, connect, etsy_in_environment, etsy_shop_with_listings, etsypro, open_shop
 
 pytest_plugins = ["etsy_world"]
 
@@ -247,3 +252,38 @@ def test_a_spent_daily_quota_pauses_pushes_as_retries(world, etsy_api, etsy_engi
         pusher.close()
     assert pusher.stats.retrying == 1 and fake.price_of(etsy_id) == Decimal("20.00")
     assert outcomes(etsy_engine, world["links"][etsy_id], version) == ["Started", "Retrying"]
+
+
+def test_serve_syncs_and_pushes_in_process_when_an_etsy_app_is_configured(new_database, tmp_path):
+    url = new_database()
+    with etsy_in_environment("http://127.0.0.1:1") as fake:  # the callback's address once the server has one
+        os.environ["ETSYPRO_ETSY_SYNC_EVERY_MINUTES"] = "0.005"
+        try:
+            settings = Settings.from_env({"ETSYPRO_DATABASE_URL": url, "ETSYPRO_DATA_DIR": str(tmp_path),
+                                          "ETSYPRO_POOL_SIZE": "2", "ETSYPRO_ANALYZE_EVERY_HOURS": "0",
+                                          "ETSYPRO_SECRET_KEY": SECRET_KEY})
+            engine, app = build(settings, log=lambda *_: None)
+        finally:
+            del os.environ["ETSYPRO_ETSY_SYNC_EVERY_MINUTES"]
+        assert [w._thread.name for w in app.state.etsy_workers] == ["etsy-queue", "etsy-push", "etsy-sync"]
+        try:
+            with running(app) as base, httpx.Client(base_url=base, headers=Accounts(engine).new("seller"),
+                                                    timeout=60) as api:
+                os.environ["ETSYPRO_ETSY_REDIRECT_URI"] = f"{base}/marketplace/etsy/callback"
+                shop = open_shop(api)
+                etsy_shop, [mug] = etsy_shop_with_listings(fake, 1)
+                connect(api, fake, shop, etsy_shop)
+                deadline = time.monotonic() + 60
+                while not (links := linked(engine, shop)):  # the scheduled sync registers the Etsy listing
+                    assert time.monotonic() < deadline, "serve did not sync the connected shop"
+                    time.sleep(0.1)
+                set_price(api, shop, links[mug.listing_id], "27.50")
+                while fake.price_of(mug.listing_id) != Decimal("27.50"):  # the in-process pusher sends it
+                    assert time.monotonic() < deadline, "serve did not push the price"
+                    time.sleep(0.1)
+            assert not any(w._thread.is_alive() for w in app.state.etsy_workers)  # stopped with the app
+        finally:
+            engine.close()
+    engine, app = build(settings, log=lambda *_: None)  # no Etsy app configured: none
+    engine.close()
+    assert app.state.etsy_workers == []
