@@ -655,7 +655,8 @@ def simulate_market(args) -> int:
     import time
 
     from bench.common import fresh_database
-    from bench.market import STRATEGIES, lines, simulate
+    from bench.market import lines, simulate
+    from bench.options import STRATEGIES
     from domain.rollback_guard import GuardSettings
 
     strategies = tuple(dict.fromkeys(args.strategy or STRATEGIES))
@@ -762,21 +763,18 @@ def parser() -> argparse.ArgumentParser:
     rg.add_argument("--once", action="store_true", help="check once, print the trips as JSON and exit")
     rg.add_argument("--every", type=float, default=3600.0, help="seconds between checks (default 3600)")
     rg.set_defaults(func=rollback_guard)
-    market = argparse.ArgumentParser(add_help=False)  # the simulated market's size (simulate, bench simulate)
-    market.add_argument("--days", type=_count, default=180)
-    market.add_argument("--listings", type=_count, default=50)
-    bsim = benches.add_parser("simulate", parents=[as_json, market], help="market simulator: the optimiser against"
+    from bench.options import ALL_STRATEGIES, STRATEGIES, market_size, simulate_options
+
+    bsim = benches.add_parser("simulate", parents=[as_json], help="market simulator: the optimiser against"
                               " the oracle over seeds, simulated days per second")
-    bsim.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    bsim.add_argument("--optimiser-only", action="store_true", help="also time a run of the optimiser's shop alone")
-    bsim.add_argument("--strategies", nargs="+", choices=["hold", "beat_lowest", "optimiser", "optimiser_experiments"],
-                      help="default: hold, beat_lowest, optimiser")
+    simulate_options(bsim)
     bsim.set_defaults(func=bench_simulate)
     sm = sub.add_parser("simulate", help="simulate a market through the engine (a scratch database, dropped after):"
-                        " each strategy's profit and revenue against the oracle, and the regret", parents=[market])
+                        " each strategy's profit and revenue against the oracle, and the regret")
+    market_size(sm)
     sm.add_argument("--seed", type=int, default=1)
-    sm.add_argument("--strategy", action="append", choices=["hold", "beat_lowest", "optimiser", "optimiser_experiments"],
-                    help="repeat for several (default: hold, beat_lowest, optimiser)")
+    sm.add_argument("--strategy", action="append", choices=ALL_STRATEGIES,
+                    help=f"repeat for several (default: {', '.join(STRATEGIES)})")
     sm.add_argument("--guard", type=_count, metavar="DAYS", help="run the rollback guard on the automated shops: "
                     "revenue below the forecast's 80%% lower bound for DAYS consecutive days rolls back")
     sm.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")

@@ -124,7 +124,7 @@ def _share(flags) -> float:
 
 def market(seeds: list[int], days: int, listings: int) -> dict:
     """The optimiser's shop alone through the engine (bench/simulate.py): its oracle ratio and speed."""
-    from bench.market import OPTIMISER
+    from bench.options import OPTIMISER
     from bench.simulate import figures
 
     found = figures(days, listings, seeds, strategies=(OPTIMISER,))

@@ -47,12 +47,14 @@ from scipy.stats import nbinom
 
 import codec
 from bench.demand_shops import WEEKDAY_SHAPE
+from bench.options import (ALL_STRATEGIES, BEAT_LOWEST, HOLD, OPTIMISER,  # noqa: F401 - the names tests use
+                           OPTIMISER_EXPERIMENTS, STRATEGIES)
 from commands import models
 from commands import experiment_models as em
 from commands import rule_models as rm
 from commands.clocked import ClockedContext
 from commands.engine import PricingEngine
-from commands.rollback_guard import ConfigureGuard, RollbackGuards
+from commands.rollback_guard import ConfigureGuard
 from domain.experiment import COMPLETED
 from domain.rollback_guard import GuardSettings
 from domain.meta import Actor
@@ -63,9 +65,6 @@ from read.side import ReadSide
 from streams.repricing import RepricingPolicy, act_on_new_runs, tend_experiments
 from streams.rollback_guard import RollbackGuardFollower
 
-HOLD, BEAT_LOWEST, OPTIMISER, OPTIMISER_EXPERIMENTS = "hold", "beat_lowest", "optimiser", "optimiser_experiments"
-STRATEGIES = (HOLD, BEAT_LOWEST, OPTIMISER)
-ALL_STRATEGIES = (*STRATEGIES, OPTIMISER_EXPERIMENTS)
 OPTIMISERS = (OPTIMISER, OPTIMISER_EXPERIMENTS)
 EXPERIMENT_ARMS = (("control", "0"), ("minus-10", "-10"), ("plus-10", "10"))
 EXPERIMENT_CYCLES = 4                # cycles of one day per arm: 12 days of switchbacks
@@ -272,7 +271,7 @@ class Simulation:
         self._reader = psycopg.connect(url, autocommit=True)  # the prices in force, twice a simulated day
         self.experiments: dict[UUID, UUID] = {}  # shop -> its running experiment (optimiser_experiments)
         self.guard = guard  # the rollback guard's settings on every automated shop (None: no guard)
-        self.guards = RollbackGuards(self.engine.core, self.engine.rules, self.engine.rollbacks)
+        self.guards = self.engine.guards
         self.follower = RollbackGuardFollower(self.guards, url, self.clock, business_clock=True)
         self.trips: dict[str, int] = {}
         self.ctx = ClockedContext(actor=Actor("simulator"), tenant_id=f"sim-{market.seed}", clock=self.clock)

@@ -17,7 +17,8 @@ import sys
 import time
 
 from bench.common import fresh_database, note, print_table, show
-from bench.market import ALL_STRATEGIES, OPTIMISER, STRATEGIES, simulate
+from bench.market import simulate
+from bench.options import OPTIMISER, STRATEGIES, simulate_options
 
 TARGET_RATIO = 0.9
 
@@ -71,15 +72,8 @@ def main(args: argparse.Namespace) -> int:
     return show(f, args.json, report)
 
 
-def arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--days", type=int, default=180)
-    p.add_argument("--listings", type=int, default=50)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--optimiser-only", action="store_true", help="also time a run of the optimiser's shop alone")
-    p.add_argument("--strategies", nargs="+", choices=ALL_STRATEGIES, help="default: hold, beat_lowest, optimiser")
-    p.add_argument("--json", action="store_true")
-    return p
-
-
 if __name__ == "__main__":
-    sys.exit(main(arguments(argparse.ArgumentParser(prog="bench.simulate")).parse_args()))
+    parser = argparse.ArgumentParser(prog="bench.simulate")
+    simulate_options(parser)
+    parser.add_argument("--json", action="store_true")
+    sys.exit(main(parser.parse_args()))
