@@ -26,7 +26,7 @@ class PricingEngine:
         self.rollbacks = Rollbacks(self.core)
         self.experiments = Experiments(self.core)
         self.stock = Stock(self.core)
-        self.guards = RollbackGuards(self.core, self.rules, self.rollbacks)
+        self.guards = RollbackGuards(self.core, self.rules, self.rollbacks, self.experiments)
         self.marketplace = Marketplace(self.core, self.listings, lambda: self.identity.secrets)
 
     def close(self) -> None:

@@ -54,8 +54,8 @@ def guard_cause(evidence: Evidence) -> str:
 
 
 class RollbackGuards:
-    def __init__(self, core: WriteCore, rules: Rules, rollbacks: Rollbacks):
-        self.core, self.rules, self.rollbacks = core, rules, rollbacks
+    def __init__(self, core: WriteCore, rules: Rules, rollbacks: Rollbacks, experiments: Experiments):
+        self.core, self.rules, self.rollbacks, self.experiments = core, rules, rollbacks, experiments
 
     def configure(self, ctx: CommandContext, shop_id: UUID, cmd: ConfigureGuard) -> Result:
         self.core.shop_facts(ctx, shop_id)  # tenancy: another tenant's shop is not found
@@ -103,10 +103,9 @@ class RollbackGuards:
                 rule_id=None, listing_ids=[listing_id], reason=summary)).body
         rolled = self.rollbacks.rollback_listing(keyed("rollback"), shop_id, listing_id, models.RollbackListing(
             to_version=evidence.restore_version, reason=summary)).body
-        experiments = Experiments(self.core)
-        experiment = experiments.experiment_of(listing_id)
+        experiment = self.experiments.experiment_of(listing_id)
         if experiment is not None:  # after the rollback, so the compensation is ours (the experiment pauses on it anyway)
-            stopped = experiments.stop(keyed("stop-experiment"), shop_id, experiment, em.EndExperiment(reason=summary)).body
+            stopped = self.experiments.stop(keyed("stop-experiment"), shop_id, experiment, em.EndExperiment(reason=summary)).body
         return {"evidence": evidence.as_dict(), "trip": recorded, "stopped": stopped, "rollback": rolled}
 
     def _record(self, ctx: CommandContext, evidence: Evidence, summary: str) -> dict:
