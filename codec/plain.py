@@ -29,16 +29,16 @@ def describe_event(domain_event, notification_id: int | None = None) -> dict:
         "type": type(domain_event).__qualname__,
         "topic": get_topic(type(domain_event)),
         "recorded_at": domain_event.timestamp.isoformat(),
-        "meta": _plain(fields.get("meta")),
-        "data": {name: _plain(value) for name, value in fields.items() if name not in _HEADER_FIELDS},
+        "meta": plain(fields.get("meta")),
+        "data": {name: plain(value) for name, value in fields.items() if name not in _HEADER_FIELDS},
     }
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     # Money, EventMeta and Guardrails are dataclasses of plain values: one rule covers them all,
     # giving Money as {"amount": "12.50", "currency": "GBP"} (amounts stay exact decimal strings).
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (UUID, Decimal)):
         return str(value)
     if isinstance(value, datetime):
@@ -46,7 +46,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):  # an aggregate's state may hold sets (an account's grants)
+        return sorted((plain(v) for v in value), key=str)
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return value

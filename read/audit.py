@@ -178,7 +178,7 @@ class AuditHistory:
     # -- one aggregate --------------------------------------------------------------------
     def aggregate_history(self, reader: AuditReader, aggregate_id: UUID, after_version: int = 0,
                           limit: int = 100) -> dict:
-        self._check_aggregate_owner(reader, aggregate_id)
+        self.check_aggregate_owner(reader, aggregate_id)
         rows = self.pool.rows(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM pricing_events"
             " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version LIMIT %s",
@@ -188,7 +188,7 @@ class AuditHistory:
                 "next_after_version": events[-1]["version"] if events else after_version,
                 "more": len(rows) > limit}
 
-    def _check_aggregate_owner(self, reader: AuditReader, aggregate_id: UUID) -> None:
+    def check_aggregate_owner(self, reader: AuditReader, aggregate_id: UUID) -> None:
         """Every event names its shop; the caller's tenant must own the aggregate's shop. An
         account (no shop) is readable only with `reader.accounts`; else it looks unknown."""
         ctx = reader.ctx

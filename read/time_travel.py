@@ -4,12 +4,12 @@ log by read/aggregates.py under the history's tenancy rule (read/audit.py)."""
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from codec.plain import _plain as plain_scalar
+from codec.plain import plain
 from domain.errors import DomainError, NotFound
 from domain.history import version_at
 from read.aggregates import AggregateReader
@@ -26,7 +26,7 @@ class TimeTravel:
               at: datetime | None = None) -> dict:
         """The aggregate at `version`, or at moment `at`, or now; NotFound naming the field when it
         had no such version or did not exist yet."""
-        self.audit._check_aggregate_owner(reader, aggregate_id)  # the history's tenancy, before any reading
+        self.audit.check_aggregate_owner(reader, aggregate_id)  # the history's tenancy, before any reading
         events = self.aggregates.events(aggregate_id)
         latest = events[-1].originator_version
         if at is not None:
@@ -38,27 +38,13 @@ class TimeTravel:
         if version is not None and version > latest:
             raise NotFound(f"the aggregate has no version {version} (latest is {latest})", field="version")
         upto = events[:version] if version is not None else events
-        aggregate = None
-        for event in upto:
-            aggregate = event.mutate(aggregate)
+        aggregate = functools.reduce(lambda state, event: event.mutate(state), upto, None)
         return {"aggregate_id": str(aggregate_id), "type": type(aggregate).__qualname__,
                 "version": upto[-1].originator_version, "latest_version": latest,
                 "recorded_at": upto[-1].timestamp.isoformat(), "state": plain_state(aggregate)}
 
 
 def plain_state(aggregate) -> dict[str, Any]:
-    """The aggregate's attributes as JSON-friendly data (the events' conversion, sets sorted)."""
-    return {name.lstrip("_"): _plain(value) for name, value in vars(aggregate).items() if name not in _NOT_STATE}
+    """The aggregate's attributes as JSON-friendly data (the events' conversion)."""
+    return {name.lstrip("_"): plain(value) for name, value in vars(aggregate).items() if name not in _NOT_STATE}
 
-
-def _plain(value: Any) -> Any:
-    """codec/plain.py's conversion, reaching into sets (an account's grants hold frozensets)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (set, frozenset)):
-        return sorted((_plain(v) for v in value), key=str)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return plain_scalar(value)  # UUID, Decimal, datetime, Enum: exactly as events show them
