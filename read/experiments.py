@@ -16,10 +16,9 @@ from uuid import UUID
 import polars as pl
 
 from domain.demand.elasticity import Baseline, Diagnostics, Estimate
-from domain.errors import NotFound
 from domain.experiment import Experiment, describe_experiment
 from domain.experiment_analysis import (Period, PowerPlan, analyse, cycle_matrix, elasticity_from_arms)
-from read.aggregates import fold
+from read.aggregates import AggregateReader, fold
 from read.demand import daily_demand
 from read.pool import ReadPool
 from read.shops import ShopDirectory, Viewer
@@ -28,27 +27,24 @@ PRE_DAYS = 56                     # the pre-period: the power calculation's and 
 SETTLE = timedelta(minutes=15)    # the policy starts a period within seconds of its start: its change may trail it
 
 
+# A shop's experiments replayed from the log in one query (the experiments table is their index).
+_SHOP_EXPERIMENTS = ("SELECT e.originator_id, e.originator_version, e.topic, e.state FROM experiments x"
+                     " JOIN pricing_events e ON e.originator_id = x.experiment_id WHERE x.shop_id = %s ORDER BY 1, 2")
+
+
 class ExperimentReader:
     def __init__(self, pool: ReadPool, shops: ShopDirectory):
         self.pool, self.shops = pool, shops
+        self.aggregates = AggregateReader(pool, shops)
 
     # -- the experiments ---------------------------------------------------------------------
     def of_shop(self, viewer: Viewer, shop_id: UUID) -> list[dict]:
         self.shops.facts(viewer, shop_id)
-        found = fold(self.pool.rows(
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM experiments x"
-            " JOIN pricing_events e ON e.originator_id = x.experiment_id WHERE x.shop_id = %s ORDER BY 1, 2",
-            [shop_id]))
+        found = fold(self.pool.rows(_SHOP_EXPERIMENTS, [shop_id]))
         return [describe_experiment(x) for x in found.values() if isinstance(x, Experiment) and x.shop_id == shop_id]
 
     def experiment(self, viewer: Viewer, shop_id: UUID, experiment_id: UUID) -> Experiment:
-        self.shops.facts(viewer, shop_id)
-        found = fold(self.pool.rows("SELECT originator_id, originator_version, topic, state FROM pricing_events"
-                                    " WHERE originator_id = %s ORDER BY originator_version", [experiment_id]))
-        x = found.get(experiment_id)
-        if not isinstance(x, Experiment) or x.shop_id != shop_id:
-            raise NotFound("experiment not found")
-        return x
+        return self.aggregates.in_shop(viewer, shop_id, experiment_id, Experiment, "experiment")
 
     # -- the pre-period ------------------------------------------------------------------------
     def pre_period(self, viewer: Viewer, shop_id: UUID, listings: dict[UUID, Decimal | None], metric: str,
@@ -94,10 +90,7 @@ class ExperimentReader:
 def concluded_elasticities(conn, shop_id: UUID) -> dict[str, dict]:
     """listing -> its entry of the analysis' elasticities (plus experiment_id) from the shop's latest
     concluded experiment that measured one for it: what the demand models prefer to their observational estimate."""
-    found = fold(conn.execute(
-        "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM experiments x"
-        " JOIN pricing_events e ON e.originator_id = x.experiment_id WHERE x.shop_id = %s ORDER BY 1, 2",
-        [shop_id]).fetchall())
+    found = fold(conn.execute(_SHOP_EXPERIMENTS, [shop_id]).fetchall())
     concluded = sorted((x for x in found.values() if isinstance(x, Experiment) and x.conclusion),
                        key=lambda x: x.ended_at)
     measured = {}
