@@ -146,12 +146,13 @@ def test_both_kinds_change_prices_through_the_policy_and_explain_says_why(world)
     before_count = datetime.now(timezone.utc) - timedelta(hours=1)
     w.engine.stock.count_stock(w.ctx, w.shop, w.a, CountStock(quantity=30, restock_on=restock))
     sell(w, w.a, 4, before_count)                          # before the count: already in it
-    sell(w, w.a, 12, datetime.now(timezone.utc))          # after it: 18 left
+    last_sold = datetime.now(timezone.utc)
+    sell(w, w.a, 12, last_sold)                            # after it: 18 left
     sell(w, w.a, -2, datetime.now(timezone.utc))          # a return puts 2 back: 20 on hand
     runs = write_forecast(w, 2.0, [w.a, w.b])              # 40 wanted over the 20 days to the restock
     w.projector.catch_up()
     seen = velocities(psycopg.connect(w.url).cursor(), [w.a, w.b])
-    assert (seen[w.a].stock, seen[w.a].restock_on, seen[w.a].last_sale_on) == (20, restock, before_count.date())
+    assert (seen[w.a].stock, seen[w.a].restock_on, seen[w.a].last_sale_on) == (20, restock, last_sold.date())
     assert (seen[w.b].counted, seen[w.b].last_sale_on) == (None, None)
     tried = saved_rule(w.reads.aggregates, w.ctx, w.shop, w.runway, None)
     dry = dry_run(w.reads.aggregates, w.ctx, w.shop, tried, ListingPage([w.a, w.b]), lambda wanted: {}, now=w.now)
