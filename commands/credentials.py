@@ -86,6 +86,11 @@ class Secrets:
         return self._derive(b"opaque-secret digest")
 
     @cached_property
+    def subject_wrapping_key(self) -> bytes:
+        """Wraps the per-subject keys of personal data (commands/personal.py, migrations/0960)."""
+        return self._derive(b"subject-key aes-gcm wrap")
+
+    @cached_property
     def cursor_key(self) -> bytes:
         """Signs paging cursors: a client can hand back only a cursor the server gave it."""
         return self._derive(b"paging-cursor hmac")

@@ -1,0 +1,173 @@
+"""Personal data inside events, sealed per data subject (crypto-shredding).
+
+A sealed value is a string `sealed:v1:<subject id hex>:<base64url(nonce | AES-256-GCM ciphertext)>`,
+encrypted under the subject's own key with the subject id as associated data. The key lives
+outside the log (commands/personal.py); erasing the subject deletes it, and every value sealed
+under it then reads as ERASED wherever it is shown. The log itself never changes, so its hash
+chain (which covers the stored ciphertext) still verifies.
+
+Pure: no I/O. The command side gives domain methods a `Sealer` for the subject concerned; readers
+give `reveal` the subjects' keys they found (None for an erased subject).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+from typing import Any, Iterable, Mapping, Protocol
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.domain import Aggregate, event
+
+from domain.meta import EventMeta
+
+PREFIX = "sealed:v1:"
+ERASED = "[erased]"    # shown instead of a value whose subject was erased
+SEALED = "[sealed]"    # shown by a reader that was given no key to open values with
+KEY_BYTES = 32
+_SEALED = re.compile(r"^sealed:v1:([0-9a-f]{32}):([A-Za-z0-9_-]+={0,2})$")
+
+
+class SubjectKind:
+    ACCOUNT = "account"  # a person's or a service's account: username, client addresses
+    BUYER = "buyer"      # a marketplace buyer of a shop, known by a random id in the log
+    REASON = "reason"    # the free text of one command, owned by the account that wrote it
+    ALL = (ACCOUNT, BUYER, REASON)
+
+
+class Sealer(Protocol):
+    """What a domain method is given to keep personal data out of the log in the clear."""
+
+    subject_id: UUID
+
+    def seal(self, plaintext: str) -> str: ...
+
+    def fingerprint(self, plaintext: str) -> str: ...
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(PREFIX) and _SEALED.match(value) is not None
+
+
+def subject_of(value: str) -> UUID | None:
+    matched = _SEALED.match(value) if isinstance(value, str) else None
+    return UUID(matched.group(1)) if matched else None
+
+
+class SubjectSealer:
+    """A subject's key at work: seals (random nonce) and fingerprints (keyed, deterministic: the
+    same text gives the same fingerprint under the same key, and nothing once the key is gone)."""
+
+    __slots__ = ("subject_id", "_key", "_aead")
+
+    def __init__(self, subject_id: UUID, key: bytes):
+        self.subject_id, self._key, self._aead = subject_id, key, AESGCM(key)
+
+    def seal(self, plaintext: str) -> str:
+        nonce = os.urandom(12)
+        sealed = nonce + self._aead.encrypt(nonce, plaintext.encode(), self.subject_id.bytes)
+        return f"{PREFIX}{self.subject_id.hex}:{base64.urlsafe_b64encode(sealed).decode()}"
+
+    def open(self, value: str) -> str | None:
+        """The plaintext of a value sealed under this key (None: not one of this subject's)."""
+        matched = _SEALED.match(value)
+        if matched is None or matched.group(1) != self.subject_id.hex:
+            return None
+        raw = base64.urlsafe_b64decode(matched.group(2))
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], self.subject_id.bytes).decode()
+        except (InvalidTag, ValueError):
+            return None
+
+    def fingerprint(self, plaintext: str) -> str:
+        return "fp:" + hmac.new(self._key, b"fingerprint\x00" + plaintext.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def new_subject_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def wrap_key(wrapping_key: bytes, subject_id: UUID, key: bytes) -> bytes:
+    """A subject key encrypted under the server's wrapping key, bound to its subject id."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(wrapping_key).encrypt(nonce, key, subject_id.bytes)
+
+
+def unwrap_key(wrapping_key: bytes, subject_id: UUID, wrapped: bytes) -> bytes:
+    return AESGCM(wrapping_key).decrypt(wrapped[:12], wrapped[12:], subject_id.bytes)
+
+
+def sealed_subjects(value: Any) -> set[UUID]:
+    """Every subject whose sealed values appear anywhere in this JSON-like value."""
+    found: set[UUID] = set()
+    _walk(value, lambda s: found.add(subject_of(s)) if is_sealed(s) else None)
+    return found
+
+
+def reveal(value: Any, keys: Mapping[UUID, SubjectSealer | None] | None) -> Any:
+    """The value with each sealed string opened: its plaintext, ERASED when its subject's key is
+    gone (None in `keys`), SEALED when no keys were given at all (a reader without the server key)."""
+    def opened(s: str) -> str:
+        if keys is None:
+            return SEALED
+        sealer = keys.get(subject_of(s))
+        plain = sealer.open(s) if sealer is not None else None
+        return ERASED if plain is None else plain
+
+    return _map(value, lambda s: opened(s) if is_sealed(s) else s)
+
+
+def _walk(value: Any, visit) -> None:
+    if isinstance(value, str):
+        visit(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _walk(k, visit)
+            _walk(v, visit)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            _walk(v, visit)
+
+
+def _map(value: Any, change) -> Any:
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {change(k) if isinstance(k, str) else k: _map(v, change) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(v, change) for v in value)
+    return value
+
+
+# -- the tombstone --------------------------------------------------------------------------
+def privacy_stream_id(tenant_id: str) -> UUID:
+    """A tenant's privacy stream: derived, so every process finds the same aggregate."""
+    return uuid5(NAMESPACE_URL, f"https://etsypro.dev/privacy/tenant/{tenant_id}")
+
+
+class Privacy(Aggregate):
+    """A tenant's record of erasures: which subject (id and kind) was erased, never what it held."""
+
+    @event("Opened")
+    def __init__(self, tenant_id: str, meta: EventMeta):
+        self.tenant_id = tenant_id
+        self.erased: int = 0
+
+    @staticmethod
+    def create_id(tenant_id: str, meta: EventMeta) -> UUID:
+        return privacy_stream_id(tenant_id)
+
+    def erase(self, subjects: Iterable[tuple[UUID, str]], meta: EventMeta) -> None:
+        for subject_id, kind in subjects:
+            if kind not in SubjectKind.ALL:
+                raise ValueError(f"unknown subject kind {kind!r}")
+            self._subject_erased(subject_id=subject_id, kind=kind, meta=meta)
+
+    @event("SubjectErased")
+    def _subject_erased(self, subject_id: UUID, kind: str, meta: EventMeta) -> None:
+        self.erased += 1
