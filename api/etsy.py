@@ -57,13 +57,23 @@ def _engine():
     return engine
 
 
-def _client(app: EtsyApp):
-    """The app's client; its budget shared through Redis by every worker when ETSYPRO_REDIS_URL is set."""
+_budgets: dict[tuple[str, str], object] = {}
+_budgets_lock = threading.Lock()
+
+
+def app_client(app: EtsyApp):
+    """A client of the app whose calls take from the app's one budget in this process (the pusher,
+    the sync and the routes together), shared through Redis by every worker when ETSYPRO_REDIS_URL is set."""
     from api.settings import Settings
     from streams.etsy_client import Budget, EtsyClient, SharedPace
 
-    redis = Settings.from_env().redis_url
-    return EtsyClient(app, Budget(shared=SharedPace(redis, app.keystring) if redis else None))
+    with _budgets_lock:
+        budget = _budgets.get((app.keystring, app.api_url))
+        if budget is None:
+            redis = Settings.from_env().redis_url
+            budget = _budgets[app.keystring, app.api_url] = Budget(
+                shared=SharedPace(redis, app.keystring) if redis else None)
+    return EtsyClient(app, budget)
 
 
 def _app_or_exit() -> EtsyApp:
@@ -111,9 +121,9 @@ def in_serve(engine) -> list:
         return []
     url = engine.core.conninfo
     workers = [InBackground(PushQueue(url), "etsy-queue"),
-               InBackground(EtsyPusher(engine.marketplace, _client(app), url), "etsy-push")]
+               InBackground(EtsyPusher(engine.marketplace, app_client(app), url), "etsy-push")]
     if settings.sync_every_minutes > 0:
-        workers.append(InBackground(ScheduledSync(engine, _client(app), settings.sync_every_minutes * 60), "etsy-sync"))
+        workers.append(InBackground(ScheduledSync(engine, app_client(app), settings.sync_every_minutes * 60), "etsy-sync"))
     return workers
 
 
@@ -123,7 +133,7 @@ def push(args) -> int:
 
     app, engine = _app_or_exit(), _engine()
     queue = PushQueue(engine.core.conninfo)
-    pusher = EtsyPusher(engine.marketplace, _client(app), engine.core.conninfo)
+    pusher = EtsyPusher(engine.marketplace, app_client(app), engine.core.conninfo)
     stop = threading.Event()
     follower = threading.Thread(target=queue.run, args=(stop,), daemon=True, name="etsy-queue")
     follower.start()
@@ -153,7 +163,7 @@ def sync(args) -> int:
 
     app, engine = _app_or_exit(), _engine()
     marketplace = engine.marketplace
-    client = _client(app)
+    client = app_client(app)
     syncer = EtsySync(marketplace, client, engine.core.conninfo)
     failed = 0
     try:
@@ -236,7 +246,6 @@ def demo(app, engine, http, shop: str) -> dict:
 
     from api.server import running
     from fake_etsy import FakeEtsy, create_app
-    from streams.etsy_client import EtsyClient
     from streams.etsy_push import EtsyPusher, PushQueue
 
     fake = FakeEtsy()
@@ -258,7 +267,7 @@ def demo(app, engine, http, shop: str) -> dict:
         _ok(http.put(f"/shops/{shop}/listings/{jug}/price", json={"price": "38.00", "currency": "GBP",
                                                                     "reason": "pushed to Etsy by the demo"}))
         PushQueue(engine.core.conninfo).catch_up()
-        pusher = EtsyPusher(engine.marketplace, EtsyClient(app.state.etsy), engine.core.conninfo)
+        pusher = EtsyPusher(engine.marketplace, app_client(app.state.etsy), engine.core.conninfo)
         try:
             pusher.step()
         finally:

@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 
+from api.etsy import app_client
 from api.server import build, running
 from api.settings import Settings
 from conftest import Accounts
@@ -240,6 +241,31 @@ def test_two_workers_sharing_the_budget_in_redis_never_go_over_it(world, etsy_en
             c.close()
 
 
+def test_every_client_of_one_app_in_a_process_takes_from_one_budget(world, etsy_engine, etsy_server, fake):
+    """The pusher, the scheduled sync and the routes of one serve (no Redis needed) never go over Etsy's limit together."""
+    clients = [app_client(etsy_server[1]) for _ in range(3)]
+    assert clients[0].budget is clients[1].budget is clients[2].budget
+    token = etsy_engine.marketplace.grant(uuid.UUID(world["shop"])).access_token
+    etsy_id = world["listings"][0].listing_id
+    time.sleep(1.0)  # the fixture's calls fill the fake's current second
+    fake.config.per_second, over = 12, fake.over_limit_calls()
+    try:
+        clients[0].inventory(token, etsy_id)  # the headers tell the limit
+        started_at = time.time()
+        threads = [threading.Thread(target=lambda c=c: [c.inventory(token, etsy_id) for _ in range(12)]) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert fake.over_limit_calls() == over and clients[0].budget.throttled == 0
+        assert max(calls_per_second(fake, started_at).values()) <= 12  # 36 calls between them
+        assert time.time() - started_at > 2.5
+    finally:
+        fake.config.per_second = 200
+        for c in clients:
+            c.close()
+
+
 def test_a_spent_daily_quota_pauses_pushes_as_retries(world, etsy_api, etsy_engine, etsy_server, fake):
     etsy_id = world["listings"][0].listing_id
     version = set_price(etsy_api, world["shop"], world["links"][etsy_id], "26.00")
@@ -266,6 +292,7 @@ def test_serve_syncs_and_pushes_in_process_when_an_etsy_app_is_configured(new_da
         finally:
             del os.environ["ETSYPRO_ETSY_SYNC_EVERY_MINUTES"]
         assert [w._thread.name for w in app.state.etsy_workers] == ["etsy-queue", "etsy-push", "etsy-sync"]
+        assert app.state.etsy_workers[1].follower.client.budget is app.state.etsy_workers[2].follower.client.budget
         try:
             with running(app) as base, httpx.Client(base_url=base, headers=Accounts(engine).new("seller"),
                                                     timeout=60) as api:

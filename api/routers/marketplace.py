@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import PUBLIC, requires
-from api.etsy import EtsySettings
+from api.etsy import EtsySettings, app_client
 from api.deps import Context, Engine, Reads
 from api.problems import responses_for
 from api.routing import resource_router
@@ -23,7 +23,7 @@ from api.schemas import Money, Timestamp, answer
 from commands.models import QueryInt, integer
 from domain.marketplace import EtsyRefused, EtsyUnavailable, GrantRefused
 from read import marketplace as reads_of
-from streams.etsy_client import EtsyApp, EtsyClient
+from streams.etsy_client import EtsyApp
 from streams.etsy_grant import token_answer
 from streams.etsy_sync import EtsySync
 
@@ -183,7 +183,7 @@ def sync(shop_id: UUID, engine: Engine, ctx: Context, request: Request) -> dict:
     **Changes:** Listing.Registered, SalesBatch.Sold/Returned, Listing.PriceChanged (source marketplace)."""
     marketplace = engine.marketplace
     marketplace.connection(ctx, shop_id)  # the caller's shop, connected
-    client = EtsyClient(etsy_app(request))
+    client = app_client(etsy_app(request))
     try:
         return asdict(EtsySync(marketplace, client, engine.core.conninfo).sync_shop(shop_id))
     except GrantRefused as e:
@@ -198,7 +198,7 @@ def sync(shop_id: UUID, engine: Engine, ctx: Context, request: Request) -> dict:
 async def callback(request: Request, engine: Engine, response: Response,
                    code: Annotated[str, Query(max_length=2000)], state: Annotated[str, Query(max_length=200)]) -> dict:
     """Where Etsy sends the seller's browser back: the state (single use) names the started connect."""
-    client = EtsyClient(etsy_app(request))
+    client = app_client(etsy_app(request))
     try:
         exchange = lambda code, verifier, redirect_uri: token_answer(client.exchange_code(code, verifier, redirect_uri))  # noqa: E731
         return await answer(response, engine.marketplace.finish_connect, state, code, exchange, client.shop_owner)
