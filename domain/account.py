@@ -19,6 +19,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidValue, InvariantViolated
 from domain.meta import EventMeta
+from domain.personal import Sealer
 
 
 # -- roles and what they allow --------------------------------------------------------------
@@ -186,6 +187,21 @@ def normalize_username(username: str) -> str:
     return username.strip().lower()
 
 
+def valid_username(username: str) -> str:
+    username = normalize_username(username)
+    if not USERNAME.match(username):
+        raise InvalidValue("username", "3-64 characters: lower-case letters, digits and ._@+- "
+                                       "(starting with a letter or digit)")
+    return username
+
+
+def sealed_client(address: str, sealer: Sealer) -> tuple[str, str]:
+    """(the client as the account's events record it, its address sealed): a fingerprint of its
+    budget key under the account's key, which compares like the key itself while the account's
+    key exists and links to nobody once it is erased."""
+    return sealer.fingerprint(client_key(address)), sealer.seal(address)
+
+
 class Action(str, Enum):
     """What a failed secret was for: every check of a password or a code shares one budget."""
 
@@ -234,13 +250,14 @@ class Account(Aggregate):
 
     @classmethod
     def register(cls, tenant_id: str, username: str, kind: AccountKind | str, meta: EventMeta,
-                 account_id: UUID | None = None) -> Account:
-        username = normalize_username(username)
-        if not USERNAME.match(username):
-            raise InvalidValue("username", "3-64 characters: lower-case letters, digits and ._@+- "
-                                           "(starting with a letter or digit)")
+                 account_id: UUID | None = None, sealer: Sealer | None = None) -> Account:
+        """Given the sealer of the account's subject (whose id is the account's), the username
+        enters the log sealed: erasing the key leaves no readable username in events or snapshots."""
+        username = valid_username(username)
         if not tenant_id:
             raise InvalidValue("tenant_id", "must not be blank")
+        if sealer is not None:
+            account_id, username = sealer.subject_id, sealer.seal(username)
         return cls(account_id=account_id or uuid4(), tenant_id=tenant_id, username=username,
                    kind=AccountKind(kind).value, meta=meta)
 
@@ -366,13 +383,14 @@ class Account(Aggregate):
     def _recent_failures_of(self, key: str, now: datetime) -> list[datetime]:
         return [t for t in self.client_failures.get(key, ()) if now - t < CLIENT_MEMORY]
 
-    def login_succeeded(self, method: str, client: str, meta: EventMeta) -> None:
+    def login_succeeded(self, method: str, client: str, meta: EventMeta, address: str | None = None) -> None:
+        """`client`: its fingerprint (sealed_client); `address`: sealed."""
         if self.refusal(client, meta.occurred_at) is not None:
             raise InvariantViolated("username", "the account is locked")
-        self._login_succeeded(method=method, client=client, meta=meta)
+        self._login_succeeded(method=method, client=client, meta=meta, address=address)
 
     @event("LoginSucceeded")
-    def _login_succeeded(self, method: str, client: str, meta: EventMeta) -> None:
+    def _login_succeeded(self, method: str, client: str, meta: EventMeta, address: str | None = None) -> None:
         key, now = client_key(client), meta.occurred_at
         self.consecutive_failures = 0
         self.locks_since_success = 0
@@ -382,14 +400,14 @@ class Account(Aggregate):
         self.known_clients[key] = now
 
     def login_failed(self, reason: FailureReason | str, client: str, meta: EventMeta,
-                     action: Action | str = Action.LOGIN) -> bool:
+                     action: Action | str = Action.LOGIN, address: str | None = None) -> bool:
         """Record a failed check of a secret (a login, or a password or code confirmed while signed
         in: one budget). An attempt the account refused anyway is recorded as `locked` or
         `throttled` and counts for nothing. The ACCOUNT_CEILING-th failure in a row locks the
         account against unknown clients; returns True when this one did."""
         now = meta.occurred_at
         reason = self.refusal(client, now) or FailureReason(reason)
-        self._login_failed(reason=reason.value, client=client, action=Action(action).value, meta=meta)
+        self._login_failed(reason=reason.value, client=client, action=Action(action).value, meta=meta, address=address)
         if reason in REFUSED_BEFORE_CHECK or self.is_locked(now) or self.consecutive_failures < ACCOUNT_CEILING:
             return False
         self._locked(until=now + lock_duration(self.locks_since_success), failures=self.consecutive_failures,
@@ -397,20 +415,27 @@ class Account(Aggregate):
         return True
 
     class LoginFailed(Aggregate.Event):
-        """v2 adds `action`: what the secret was for (v1 events were all logins)."""
+        """v2 adds `action`: what the secret was for (v1 events were all logins). v3 adds `address`:
+        the client's address sealed, `client` being its fingerprint (v2 events hold the address)."""
 
         reason: str
         client: str
         action: str
+        address: str | None
         meta: EventMeta
-        class_version = 2
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict) -> None:
             state["action"] = Action.LOGIN.value
 
+        @staticmethod
+        def upcast_v2_v3(state: dict) -> None:
+            state["address"] = None
+
     @event(LoginFailed)
-    def _login_failed(self, reason: str, client: str, meta: EventMeta, action: str = Action.LOGIN.value) -> None:
+    def _login_failed(self, reason: str, client: str, meta: EventMeta, action: str = Action.LOGIN.value,
+                      address: str | None = None) -> None:
         if reason in REFUSED_BEFORE_CHECK_VALUES:
             return  # refused attempts neither extend a wait nor a lock: the owner can still get back in
         now, key = meta.occurred_at, client_key(client)

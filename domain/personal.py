@@ -17,9 +17,11 @@ import hashlib
 import hmac
 import os
 import re
-from typing import Any, Iterable, Mapping, Protocol
+import threading
+from typing import Any, Callable, Iterable, Mapping, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.domain import Aggregate, event
@@ -37,7 +39,8 @@ class SubjectKind:
     ACCOUNT = "account"  # a person's or a service's account: username, client addresses
     BUYER = "buyer"      # a marketplace buyer of a shop, known by a random id in the log
     REASON = "reason"    # the free text of one command, owned by the account that wrote it
-    ALL = (ACCOUNT, BUYER, REASON)
+    ATTEMPT = "attempt"  # a failed login naming no account: the username typed and the client's address
+    ALL = (ACCOUNT, BUYER, REASON, ATTEMPT)
 
 
 class Sealer(Protocol):
@@ -120,6 +123,46 @@ def reveal(value: Any, keys: Mapping[UUID, SubjectSealer | None] | None) -> Any:
         return ERASED if plain is None else plain
 
     return _map(value, lambda s: opened(s) if is_sealed(s) else s)
+
+
+class KeyRing:
+    """Subjects' sealers by id, unwrapped from the keys `fetch` finds (one call per batch of ids,
+    the I/O its owner supplies), cached for `cache_seconds` (0: not cached): an erasure in this
+    process forgets at once, one in another process is seen within that time."""
+
+    def __init__(self, fetch: Callable[[list[UUID]], Mapping[UUID, bytes]], wrapping_key: Callable[[], bytes | None],
+                 cache_seconds: float = 0):
+        self._fetch, self._wrapping_key = fetch, wrapping_key
+        self._cache: TTLCache = TTLCache(maxsize=20_000 if cache_seconds else 1, ttl=cache_seconds or 1e-9)
+        self._lock = threading.Lock()
+
+    def keys(self, subject_ids: Iterable[UUID]) -> dict[UUID, SubjectSealer | None] | None:
+        """Sealers of these subjects (None: erased); None for all when there is no wrapping key."""
+        wrapping_key = self._wrapping_key()
+        if wrapping_key is None:
+            return None
+        wanted = set(subject_ids)
+        with self._lock:
+            found = {s: self._cache[s] for s in wanted if s in self._cache}
+        missing = sorted(wanted - found.keys())
+        if missing:
+            wrapped = self._fetch(missing)
+            loaded = {s: SubjectSealer(s, unwrap_key(wrapping_key, s, wrapped[s])) if s in wrapped else None
+                      for s in missing}
+            with self._lock:
+                self._cache.update(loaded)
+            found.update(loaded)
+        return found
+
+    def reveal(self, value: Any) -> Any:
+        """`value` (events as described, an aggregate's state) with its sealed strings opened."""
+        subjects = sealed_subjects(value)
+        return reveal(value, self.keys(subjects)) if subjects else value
+
+    def forget(self, subject_ids: Iterable[UUID]) -> None:
+        with self._lock:
+            for s in subject_ids:
+                self._cache.pop(s, None)
 
 
 def _walk(value: Any, visit) -> None:

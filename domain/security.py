@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.account import USERNAME, normalize_username
 from domain.meta import EventMeta
+from domain.personal import Sealer
 
 UNKNOWN_LOGINS_PER_MINUTE = 20
 WINDOW = timedelta(minutes=1)
@@ -49,12 +50,17 @@ class TenantSecurity(Aggregate):
     def _window_over(self, now: datetime) -> bool:
         return self.window_start is None or now - self.window_start >= WINDOW
 
-    def unknown_username(self, attempted: str, client: str, suppressed_before: int, meta: EventMeta) -> bool:
+    def unknown_username(self, attempted: str, client: str, suppressed_before: int, meta: EventMeta,
+                         sealer: Sealer | None = None) -> bool:
         """Record a failed login naming no account of the tenant, if the minute's budget allows
-        (False: over budget, the caller counts it for the next recorded one)."""
+        (False: over budget, the caller counts it for the next recorded one). Given the sealer of
+        the attempt's own subject, the username typed and the client's address enter the log sealed."""
         if not self.may_record(meta.occurred_at):
             return False
-        self._unknown_username_login(username=shown_username(attempted), client=client,
+        username = shown_username(attempted)
+        if sealer is not None:
+            username, client = username and sealer.seal(username), sealer.seal(client)
+        self._unknown_username_login(username=username, client=client,
                                      suppressed_before=suppressed_before, meta=meta)
         return True
 

@@ -6,11 +6,13 @@
 CREATE TABLE subject_keys (
     subject_id uuid PRIMARY KEY,
     tenant_id text NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('account', 'buyer', 'reason')),
+    kind text NOT NULL CHECK (kind IN ('account', 'buyer', 'reason', 'attempt')),
     owner uuid,                 -- the account that wrote a reason: erasing the account erases it too
-    lookup bytea,               -- keyed hash that finds a buyer's subject again (shop + name)
+    lookup bytea,               -- keyed hash that finds a buyer's subject again (shop + name), or the
+                                -- attempts (failed logins naming no account) that named a username
     wrapped_key bytea NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX subject_keys_lookup ON subject_keys (tenant_id, kind, lookup) WHERE lookup IS NOT NULL;
+CREATE UNIQUE INDEX subject_keys_buyer ON subject_keys (tenant_id, lookup) WHERE kind = 'buyer';
+CREATE INDEX subject_keys_lookup ON subject_keys (tenant_id, kind, lookup) WHERE kind <> 'buyer';
 CREATE INDEX subject_keys_owner ON subject_keys (owner) WHERE owner IS NOT NULL;

@@ -22,6 +22,7 @@ from psycopg.rows import tuple_row
 import codec
 from domain.errors import NotFound
 from domain.account import Grants
+from domain.personal import KeyRing
 from codec.plain import describe_event
 from read.pool import ReadPool
 from read.shops import ShopDirectory, Viewer
@@ -170,10 +171,22 @@ def reads_account_events(grants: Grants) -> bool:
 
 
 class AuditHistory:
-    """Reading history, never writing it: on the read side's own pool, tenancy by its shop directory."""
+    """Reading history, never writing it: on the read side's own pool, tenancy by its shop directory.
+    Personal data sealed in events is shown opened, or as erased (domain/personal.py), once the
+    API gave the key that unwraps subjects' keys (use_wrapping_key); before that, as sealed."""
 
     def __init__(self, pool: ReadPool, shops: ShopDirectory):
         self.pool, self.shops = pool, shops
+        self._wrapping_key: bytes | None = None
+        self.personal = KeyRing(self._wrapped_keys, lambda: self._wrapping_key)
+
+    def use_wrapping_key(self, key: bytes | None) -> None:
+        """Secrets.subject_wrapping_key of the server's ETSYPRO_SECRET_KEY."""
+        self._wrapping_key = key
+
+    def _wrapped_keys(self, subject_ids: list[UUID]) -> dict[UUID, bytes]:
+        rows = self.pool.rows("SELECT subject_id, wrapped_key FROM subject_keys WHERE subject_id = ANY(%s)", [subject_ids])
+        return {subject_id: bytes(wrapped) for subject_id, wrapped in rows}
 
     # -- one aggregate --------------------------------------------------------------------
     def aggregate_history(self, reader: AuditReader, aggregate_id: UUID, after_version: int = 0,
@@ -183,7 +196,7 @@ class AuditHistory:
             "SELECT notification_id, originator_id, originator_version, topic, state FROM pricing_events"
             " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version LIMIT %s",
             [aggregate_id, after_version, limit + 1])
-        events = [self._describe_row(row) for row in rows[:limit]]
+        events = self._described(rows[:limit])
         return {"aggregate_id": str(aggregate_id), "events": events,
                 "next_after_version": events[-1]["version"] if events else after_version,
                 "more": len(rows) > limit}
@@ -213,7 +226,7 @@ class AuditHistory:
         """A page of the caller's tenant's events in commit order, after position `after`."""
         self._check_shop_filter(reader.ctx, filters)
         rows = self._log_rows(reader, after, limit + 1, filters, to)
-        events = [self._describe_row(row) for row in rows[:limit]]
+        events = self._described(rows[:limit])
         return {"events": events, "next_after": events[-1]["position"] if events else after,
                 "more": len(rows) > limit}
 
@@ -233,8 +246,7 @@ class AuditHistory:
             after = start - 1
             while after < stop:
                 rows = self._log_rows(reader, after, EXPORT_PAGE, filters, stop)
-                for row in rows:
-                    yield self._describe_row(row)
+                yield from self._described(rows)
                 if len(rows) < EXPORT_PAGE:
                     return
                 after = rows[-1][0]
@@ -264,6 +276,10 @@ class AuditHistory:
         sql = _LOG_PAGE.format(conditions=conditions, shops=shops, accounts=accounts)
         return self.pool.rows(sql, {**params, "after": after, "to": NO_END if to is None else to,
                                  "limit": limit, "tenant": ctx.tenant_id})
+
+    def _described(self, rows: list[tuple]) -> list[dict]:
+        """Rows as events are shown, personal data opened (one key query for the lot)."""
+        return self.personal.reveal([self._describe_row(row) for row in rows])
 
     def _describe_row(self, row: tuple) -> dict:
         notification_id, originator_id, version, topic, state = row

@@ -41,7 +41,8 @@ class TimeTravel:
         aggregate = functools.reduce(lambda state, event: event.mutate(state), upto, None)
         return {"aggregate_id": str(aggregate_id), "type": type(aggregate).__qualname__,
                 "version": upto[-1].originator_version, "latest_version": latest,
-                "recorded_at": upto[-1].timestamp.isoformat(), "state": plain_state(aggregate)}
+                "recorded_at": upto[-1].timestamp.isoformat(),
+                "state": self.audit.personal.reveal(plain_state(aggregate))}  # an account's username, opened or erased
 
 
 def plain_state(aggregate) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from api.routing import resource_router
 from api.schemas import (ACCOUNT, EVENT, WHEN, Account, AccountHistory, AccountList, Answer, ApiKeyIssued, ApiKeyList,
                          ApiKeyRevoked, AuditEvent, SecurityReport, answer, example)
 from commands.models import QueryInt, Username, text
-from commands.identity import describe_account
 from domain.account import API_KEY_SCOPES, Role
 
 router = resource_router(tags=["accounts"])
@@ -89,6 +88,17 @@ class UnknownLogins(Answer):
     not_yet_recorded: int = Field(description="Attempts over the per-minute budget since the last recorded one")
 
 
+class ErasedSubject(Answer):
+    subject_id: UUID
+    kind: Literal["account", "buyer", "reason", "attempt"]
+
+
+class Erased(Answer):
+    model_config = example({"erased": [{"subject_id": ACCOUNT, "kind": "account"}]})
+    erased: list[ErasedSubject] = Field(description="Each subject whose key was deleted, with its tombstone recorded "
+                                                    "(the tenant's Privacy stream, SubjectErased)")
+
+
 def _roles(grants: list[RoleGrantIn]) -> dict[str, list[str] | None]:
     return {g.role: None if g.shops is None else [str(s) for s in g.shops] for g in grants}
 
@@ -107,7 +117,7 @@ def list_accounts(ctx: Context, engine: Engine) -> dict:
 
 @router.get("/accounts/{account_id}", response_model=Account, summary="An account: roles, MFA, lock, API keys", dependencies=[MANAGE])
 def get_account(account_id: UUID, ctx: Context, engine: Engine) -> dict:
-    return describe_account(engine.identity.tenant_account(ctx, account_id))
+    return engine.identity.describe(engine.identity.tenant_account(ctx, account_id))
 
 
 @router.post("/accounts/{account_id}/roles", response_model=Account, summary="Grant a role (over shops, or the whole tenant)",
@@ -137,6 +147,14 @@ async def reset_mfa(account_id: UUID, ctx: Context, engine: Engine, response: Re
              summary="Disable an account: logins refused, its sessions and API keys stop at once", dependencies=[MANAGE])
 async def disable(account_id: UUID, body: DisableIn, ctx: Context, engine: Engine, response: Response):
     return await answer(response, engine.identity.disable_account, ctx, account_id, body.reason)
+
+
+@router.post("/accounts/{account_id}/erase", response_model=Erased,
+             summary="Erase a person's data (crypto-shredding): the account's key, the reasons it wrote and failed "
+                     "logins naming it become unreadable everywhere; the account is disabled; history stays and "
+                     "verifies", dependencies=[MANAGE])
+async def erase(account_id: UUID, ctx: Context, engine: Engine, response: Response):
+    return await answer(response, engine.identity.erase_account, ctx, account_id)
 
 
 @router.post("/accounts/{account_id}/enable", response_model=Account,

@@ -1,0 +1,182 @@
+"""The vault of personal-data keys (crypto-shredding, issue 16 item 5): one key per data subject in
+`subject_keys` (migrations/0960), wrapped under a key derived from ETSYPRO_SECRET_KEY.
+
+- Accounts: the account id is its subject; its username and its clients' addresses are sealed
+  under its key in its events, and erasing it erases every reason it wrote too.
+- Buyers of a shop: the log knows a buyer only by a random subject id; the vault finds it again
+  by a keyed hash of (shop, name). Erasing deletes that row: the id then links to nobody.
+- Reasons: a command's free text is sealed under a subject of its own (one per command), owned
+  by the account that sent it.
+
+Erasing deletes the key rows and appends a SubjectErased event (the tombstone) to the tenant's
+Privacy stream in one transaction. Keys are cached per process for KEY_CACHE_SECONDS (logins look
+up their account's key); this process's erasures invalidate its cache at once, other processes'
+are seen within that time. Readers (read/audit.py) do not cache: one query per page of events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any, Callable, Iterable
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
+
+from eventsourcing.application import AggregateNotFoundError
+from psycopg.rows import dict_row
+
+from commands.context import CommandContext, Decision, Result
+from commands.core import WriteCore
+from commands.credentials import Secrets
+from domain.personal import KeyRing, Privacy, SubjectKind, SubjectSealer, new_subject_key, privacy_stream_id, unwrap_key, wrap_key
+
+INSERT_KEY = ("INSERT INTO subject_keys (subject_id, tenant_id, kind, owner, lookup, wrapped_key)"
+              " VALUES (%s, %s, %s, %s, %s, %s)")
+Statement = tuple[str, Any]
+KEY_CACHE_SECONDS = 5
+
+
+def reason_subject_id(tenant_id: str, command_id: str) -> UUID:
+    """A command's reason subject: derived from the command id, so a retried command seals under
+    the same key and the CLI finds it from the id the events carry (meta.command_id)."""
+    return uuid5(NAMESPACE_URL, f"https://etsypro.dev/privacy/reason/{tenant_id}/{command_id}")
+
+
+def rewrap(old: Secrets, new: Secrets, subject_id: UUID, wrapped: bytes) -> bytes:
+    """A subject key wrapped under `new` instead of `old` (ETSYPRO_SECRET_KEY rotation)."""
+    return wrap_key(new.subject_wrapping_key, subject_id, unwrap_key(old.subject_wrapping_key, subject_id, wrapped))
+
+
+class Vault:
+    def __init__(self, core: WriteCore, secrets: Callable[[], Secrets]):
+        self.core, self._secrets = core, secrets
+        self.ring = KeyRing(self._wrapped_keys, lambda: self._secrets().subject_wrapping_key, KEY_CACHE_SECONDS)
+
+    # -- keys -----------------------------------------------------------------------------
+    def new_subject(self, tenant_id: str, kind: str, subject_id: UUID | None = None, owner: UUID | None = None,
+                    lookup: bytes | None = None) -> tuple[SubjectSealer, Statement]:
+        """A fresh subject's sealer and the row that keeps its key: commit it with the events using it."""
+        subject_id = subject_id or uuid4()
+        key = new_subject_key()
+        row = (INSERT_KEY, [subject_id, tenant_id, kind, owner, lookup, self._wrap(subject_id, key)])
+        return SubjectSealer(subject_id, key), row
+
+    def sealer(self, subject_id: UUID) -> SubjectSealer | None:
+        """The subject's sealer; None once it was erased (or for values stored before sealing)."""
+        return self.keys([subject_id])[subject_id]
+
+    def keys(self, subject_ids: Iterable[UUID]) -> dict[UUID, SubjectSealer | None]:
+        return self.ring.keys(subject_ids)
+
+    def reveal(self, value: Any) -> Any:
+        """`value` (an event as described, an aggregate's state) with its sealed strings opened or ERASED."""
+        return self.ring.reveal(value)
+
+    def _wrapped_keys(self, subject_ids: list[UUID]) -> dict[UUID, bytes]:
+        rows = self._rows("SELECT subject_id, wrapped_key FROM subject_keys WHERE subject_id = ANY(%s)", [subject_ids])
+        return {r["subject_id"]: bytes(r["wrapped_key"]) for r in rows}
+
+    def reason_sealer(self, tenant_id: str, command_id: str, owner: UUID | None) -> SubjectSealer:
+        """The key a command's reason is sealed under, made on first use."""
+        return self.ensure(tenant_id, SubjectKind.REASON, reason_subject_id(tenant_id, command_id), owner)
+
+    def ensure(self, tenant_id: str, kind: str, subject_id: UUID, owner: UUID | None = None) -> SubjectSealer:
+        """The subject's sealer, its key made now if it has none (committed at once: a key whose
+        command then fails seals nothing, and goes with its subject's or owner's erasure)."""
+        if (sealer := self.sealer(subject_id)) is not None:
+            return sealer
+        _, (sql, params) = self.new_subject(tenant_id, kind, subject_id, owner)
+        self._rows(sql + " ON CONFLICT (subject_id) DO NOTHING", params, commit=True)
+        self._forget([subject_id])
+        return self.sealer(subject_id)
+
+    # -- buyers -----------------------------------------------------------------------------
+    def buyers(self, tenant_id: str, shop_id: UUID, names: Iterable[str]) -> dict[str, str]:
+        """name -> the buyer's subject id (hex) in this shop, made for names not seen before:
+        one query to find them and one to add the new ones, whatever the number of names."""
+        by_lookup = {self._buyer_lookup(shop_id, n): n for n in set(names)}
+        found = self._buyer_subjects(tenant_id, list(by_lookup))
+        new = [lookup for lookup in by_lookup if lookup not in found]
+        if new:
+            rows = [self.new_subject(tenant_id, SubjectKind.BUYER, lookup=lookup)[1][1] for lookup in new]
+            self._rows("INSERT INTO subject_keys (subject_id, tenant_id, kind, owner, lookup, wrapped_key)"
+                       " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::uuid[], %s::bytea[], %s::bytea[])"
+                       " ON CONFLICT DO NOTHING", [list(column) for column in zip(*rows)], commit=True)
+            found.update(self._buyer_subjects(tenant_id, new))  # a concurrent import may have won a name
+        return {name: found[lookup].hex for lookup, name in by_lookup.items()}
+
+    def buyer_subject(self, tenant_id: str, shop_id: UUID, name: str) -> UUID | None:
+        lookup = self._buyer_lookup(shop_id, name)
+        return self._buyer_subjects(tenant_id, [lookup]).get(lookup)
+
+    def _buyer_subjects(self, tenant_id: str, lookups: list[bytes]) -> dict[bytes, UUID]:
+        rows = self._rows("SELECT k.lookup, k.subject_id FROM unnest(%s::bytea[]) AS wanted(lookup)"
+                          " JOIN subject_keys k ON k.tenant_id = %s AND k.kind = 'buyer' AND k.lookup = wanted.lookup",
+                          [lookups, tenant_id])
+        return {bytes(r["lookup"]): r["subject_id"] for r in rows}
+
+    def _buyer_lookup(self, shop_id: UUID, name: str) -> bytes:
+        return self._lookup(f"buyer\x00{shop_id}\x00{name}")
+
+    def attempt_lookup(self, tenant_id: str, username: str | None) -> bytes | None:
+        """Finds the failed logins that named `username` when its account is erased."""
+        return None if username is None else self._lookup(f"attempt\x00{tenant_id}\x00{username}")
+
+    def attempts_naming(self, tenant_id: str, username: str) -> list[UUID]:
+        return [r["subject_id"] for r in self._rows(
+            "SELECT subject_id FROM subject_keys WHERE tenant_id = %s AND kind = 'attempt' AND lookup = %s",
+            [tenant_id, self.attempt_lookup(tenant_id, username)])]
+
+    def _lookup(self, text: str) -> bytes:
+        # Keyed: without the server key, a table of lookups cannot be matched against guessed names.
+        return hmac.new(self._secrets().subject_wrapping_key, text.encode(), hashlib.sha256).digest()
+
+    # -- erasing ------------------------------------------------------------------------------
+    def erase(self, ctx: CommandContext, subjects: list[tuple[UUID, str]], name: str, command: dict,
+              more: Callable[[], tuple[list, list[Statement]]] = lambda: ([], [])) -> Result:
+        """Delete the subjects' keys and record their tombstones in one transaction, with what
+        `more` decides besides (aggregates with pending events, lookup rows to clear)."""
+        ids = [s for s, _ in subjects]
+
+        def decide() -> Decision:
+            meta = ctx.meta(None)
+            privacy = self._privacy(ctx.tenant_id) or Privacy(tenant_id=ctx.tenant_id, meta=meta)
+            privacy.erase(subjects, meta)
+            aggregates, statements = more()
+            return Decision([privacy, *aggregates], {"erased": [{"subject_id": str(s), "kind": k} for s, k in subjects]},
+                            statements=[*statements, ("DELETE FROM subject_keys WHERE subject_id = ANY(%s)", [ids])])
+
+        try:
+            return self.core.execute(ctx, name, command, decide)
+        finally:
+            self._forget(ids)
+
+    def owned_reasons(self, owner: UUID) -> list[UUID]:
+        return [r["subject_id"] for r in self._rows(
+            "SELECT subject_id FROM subject_keys WHERE owner = %s AND kind = 'reason'", [owner])]
+
+    def subject_kind(self, tenant_id: str, subject_id: UUID) -> str | None:
+        rows = self._rows("SELECT kind FROM subject_keys WHERE subject_id = %s AND tenant_id = %s", [subject_id, tenant_id])
+        return rows[0]["kind"] if rows else None
+
+    def _privacy(self, tenant_id: str) -> Privacy | None:
+        try:
+            return self.core.repository.get(privacy_stream_id(tenant_id))
+        except AggregateNotFoundError:
+            return None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _wrap(self, subject_id: UUID, key: bytes) -> bytes:
+        return wrap_key(self._secrets().subject_wrapping_key, subject_id, key)
+
+    def _forget(self, subject_ids: Iterable[UUID]) -> None:
+        self.ring.forget(subject_ids)
+
+    def _rows(self, sql: str, params, commit: bool = False) -> list[dict]:
+        with self.core.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+            curs.execute(sql, params)
+            found = curs.fetchall() if curs.description else []
+            if commit:
+                conn.commit()
+            return found
+
+

@@ -1,0 +1,201 @@
+"""Erasure in an immutable log (issue 16 item 5, crypto-shredding): personal data enters events
+sealed under its subject's key; erasing deletes the key and records a tombstone. After that the
+subject's data is unreadable anywhere (events, every table, history, log, export, time travel)
+while the chain still verifies and everything else keeps working."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from uuid import UUID
+
+import httpx
+import psycopg
+import pytest
+
+from api.app import create_app
+from api.auth import AuthSettings, trusted_proxies
+from api.server import running
+from commands.identity import LoginRefused
+from domain.personal import ERASED, SEALED, SubjectSealer, is_sealed, new_subject_key, reveal, subject_of
+from tests.conftest import verify_chain
+from tests.test_auth import bearer, client_ip, from_client, login, make_person, tokens
+
+
+@pytest.fixture(scope="module")
+def base_url(engine):
+    """The API as serve builds it: its readers open sealed values with the server's key; 127.0.0.1
+    is a trusted proxy, so X-Forwarded-For names each login's client."""
+    app = create_app(engine, auth_settings=AuthSettings(trusted_proxies=trusted_proxies("127.0.0.1")))
+    app.state.reads.audit.use_wrapping_key(engine.identity.secrets.subject_wrapping_key)
+    with running(app) as url:
+        yield url
+
+
+@pytest.fixture
+def http(base_url):
+    def new_address(request: httpx.Request) -> None:
+        request.headers.setdefault("X-Forwarded-For", client_ip())
+
+    with httpx.Client(base_url=base_url, timeout=60, event_hooks={"request": [new_address]}) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(accounts):
+    return accounts.new("admin")
+
+
+def everywhere(database_url, text: str) -> dict[str, int]:
+    """Rows of every table of ours (events, views, lookups) whose text holds `text`."""
+    found = {}
+    with psycopg.connect(database_url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN"
+            " ('pg_catalog', 'information_schema')")]
+        for table in tables:
+            n = conn.execute(f"SELECT count(*) FROM {table} t WHERE strpos(t::text, %s) > 0"
+                             " OR strpos(encode(convert_to(t::text, 'UTF8'), 'escape'), %s) > 0", [text, text]).fetchone()[0]
+            if n:
+                found[table] = n
+        events = conn.execute("SELECT count(*) FROM pricing_events WHERE strpos(convert_from(state, 'UTF8'), %s) > 0",
+                              [text]).fetchone()[0]
+    if events:
+        found["pricing_events.state"] = events
+    return found
+
+
+def shown(http, admin, account_id: str) -> str:
+    """Every answer that shows the account's events or state, as one text."""
+    answers = [http.get(f"/security/accounts/{account_id}/events", headers=admin, params={"limit": 1000}),
+               http.get(f"/aggregates/{account_id}/history", headers=admin, params={"limit": 1000}),
+               http.get(f"/aggregates/{account_id}/state", headers=admin),
+               http.get("/audit/events", headers=admin, params={"limit": 1000}),
+               http.get("/audit/export", headers=admin),
+               http.get(f"/accounts/{account_id}", headers=admin),
+               http.get("/accounts", headers=admin)]
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+    return "\n".join(a.text for a in answers)
+
+
+# -- the sealed-value format: pure ------------------------------------------------------------
+@pytest.mark.parametrize("text", ["ada", "Ada Lovelace (adal)", "203.0.113.9", "é ✓ \n ünïcode", ""])
+def test_a_sealed_value_opens_under_its_key_only_and_reads_erased_without_it(text):
+    subject, other = uuid.uuid4(), uuid.uuid4()
+    sealer = SubjectSealer(subject, new_subject_key())
+    sealed = sealer.seal(text)
+    assert is_sealed(sealed) and subject_of(sealed) == subject and (not text or text not in sealed)
+    assert sealer.seal(text) != sealed  # a fresh nonce each time: equal values do not show as equal
+    value = {"data": {"username": sealed, "items": [sealed, "plain"]}}
+    assert reveal(value, {subject: sealer}) == {"data": {"username": text, "items": [text, "plain"]}}
+    assert reveal(value, {subject: None}) == {"data": {"username": ERASED, "items": [ERASED, "plain"]}}
+    assert reveal(value, None)["data"]["username"] == SEALED  # a reader given no key
+    assert reveal(value, {subject: SubjectSealer(subject, new_subject_key())})["data"]["username"] == ERASED
+    moved = sealed.replace(subject.hex, other.hex)  # copied under another subject: does not open
+    assert reveal(moved, {other: SubjectSealer(other, sealer._key)}) == ERASED
+
+
+def test_a_fingerprint_is_stable_under_one_key_and_differs_under_another():
+    one, two = (SubjectSealer(uuid.uuid4(), new_subject_key()) for _ in range(2))
+    assert one.fingerprint("203.0.113.9") == one.fingerprint("203.0.113.9") != one.fingerprint("203.0.113.10")
+    assert one.fingerprint("203.0.113.9") != two.fingerprint("203.0.113.9")
+
+
+# -- accounts ---------------------------------------------------------------------------------
+def test_usernames_and_client_addresses_enter_the_log_sealed(http, admin, database_url):
+    person = make_person(http, admin)
+    address = client_ip()
+    assert login(http, person, "not the password", client=address).status_code == 401
+    assert login(http, person, client=address).status_code == 200
+    assert everywhere(database_url, address) == {}
+    assert set(everywhere(database_url, person["username"])) == {"public.accounts"}  # the login lookup alone
+    history = http.get(f"/security/accounts/{person['account_id']}/events", headers=admin).json()["events"]
+    registered, failed, succeeded = history[0], *[e for e in history if e["type"].startswith("Account.Login")]
+    assert registered["data"]["username"] == person["username"]
+    assert failed["data"]["address"] == succeeded["data"]["address"] == address
+    assert failed["data"]["client"] == succeeded["data"]["client"] != address  # one client, by its fingerprint
+
+
+def test_erasing_an_account_leaves_its_data_readable_nowhere_and_the_chain_whole(http, admin, engine, database_url):
+    person = make_person(http, admin)
+    address = client_ip()
+    session = tokens(http, person)
+    assert login(http, person, "not the password", client=address).status_code == 401
+    reason = f"Ada Lovelace asked for a break {uuid.uuid4().hex[:6]}"
+    other = make_person(http, admin)
+    assert http.post(f"/accounts/{other['account_id']}/disable", headers=bearer(session["access_token"]),
+                     json={"reason": reason}).status_code == 403  # a seller may not; an admin may:
+    assert http.post(f"/accounts/{other['account_id']}/disable", headers=admin, json={"reason": reason}).status_code == 200
+    assert person["username"] in shown(http, admin, person["account_id"]) and reason in shown(http, admin, other["account_id"])
+
+    erased = http.post(f"/accounts/{person['account_id']}/erase", headers=admin)
+    assert erased.status_code == 200, erased.text
+    assert {"subject_id": person["account_id"], "kind": "account"} in erased.json()["erased"]
+
+    text = shown(http, admin, person["account_id"])
+    assert person["username"] not in text and address not in text and ERASED in text
+    assert everywhere(database_url, person["username"]) == {} and everywhere(database_url, address) == {}
+    assert http.get("/auth/me", headers=bearer(session["access_token"])).status_code == 401  # its session ended
+    assert login(http, person).status_code == 401
+    with pytest.raises(LoginRefused):
+        engine.identity.login(person["username"], person["password"], address, admin.tenant_id)
+    assert verify_chain(engine).ok
+    # The tombstone names the subject, and nothing of what it held.
+    with psycopg.connect(database_url) as conn:
+        tombstones = [json.loads(bytes(s)) for s, in conn.execute(
+            "SELECT state FROM pricing_events WHERE topic = 'domain.personal:Privacy.SubjectErased'")]
+    assert {"subject_id": {"_type_": "uuid_hex", "_data_": UUID(person["account_id"]).hex}, "kind": "account"} in [
+        {k: t[k] for k in ("subject_id", "kind")} for t in tombstones]
+
+
+def test_erasing_the_admin_who_wrote_a_reason_erases_the_reason(http, admin, accounts, database_url):
+    second_admin = make_person(http, admin, role="admin", shops=None)
+    second = bearer(tokens(http, second_admin)["access_token"])
+    target = make_person(http, admin)
+    reason = f"Grace Hopper's request {uuid.uuid4().hex[:6]}"
+    assert http.post(f"/accounts/{target['account_id']}/disable", headers=second, json={"reason": reason}).status_code == 200
+    assert reason in shown(http, admin, target["account_id"])
+    erased = http.post(f"/accounts/{second_admin['account_id']}/erase", headers=admin)
+    assert erased.status_code == 200, erased.text
+    assert [e["kind"] for e in erased.json()["erased"]] == ["account", "reason"]
+    assert reason not in shown(http, admin, target["account_id"]) and everywhere(database_url, reason) == {}
+
+
+@pytest.mark.parametrize("whose", ["another tenant's", "unknown", "own"])
+def test_erase_refuses_what_the_admin_may_not_erase_and_changes_nothing(http, admin, accounts, count_events, whose):
+    stranger = accounts.new("seller")
+    target = {"another tenant's": stranger.account_id, "unknown": str(uuid.uuid4()), "own": admin.account_id}[whose]
+    before = count_events()
+    answer = http.post(f"/accounts/{target}/erase", headers=admin)
+    assert answer.status_code == (422 if whose == "own" else 404), answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert count_events() == before
+    if whose == "another tenant's":
+        assert http.get("/auth/me", headers=stranger).status_code == 200
+
+
+def test_only_admins_erase(http, admin, accounts):
+    target = make_person(http, admin)
+    for role in ("seller", "auditor", "analyst"):
+        assert http.post(f"/accounts/{target['account_id']}/erase", headers=accounts.new(role, admin.tenant_id)).status_code == 403
+    assert tokens(http, target)  # still there
+
+
+def test_failed_logins_naming_an_account_that_is_later_erased_are_erased_with_it(http, admin, database_url):
+    username = f"p-{uuid.uuid4().hex[:10]}"
+    address = client_ip()
+    refused = http.post("/auth/login", headers=from_client(address),
+                        json={"tenant": admin.tenant_id, "username": username, "password": "whatever it is"})
+    assert refused.status_code == 401
+    assert everywhere(database_url, username) == {} and everywhere(database_url, address) == {}
+    # The attempt named a username no account had; an account that takes it later:
+    created = http.post("/accounts", headers=admin, json={"username": username, "password": "a long passphrase indeed",
+                                                          "roles": [{"role": "analyst", "shops": None}]})
+    assert created.status_code == 201, created.text
+    stream = http.get("/security/unknown-logins", headers=admin).json()["events"]
+    assert any(e["data"].get("username") == username for e in stream)
+    assert http.post(f"/accounts/{created.json()['account_id']}/erase", headers=admin).status_code == 200
+    stream = http.get("/security/unknown-logins", headers=admin).json()["events"]
+    assert not any(e["data"].get("username") == username or e["data"].get("client") == address for e in stream)
+    assert everywhere(database_url, username) == {}
