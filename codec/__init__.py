@@ -22,10 +22,11 @@ from eventsourcing.persistence import (DatetimeAsISO, DecimalAsStr, JSONTranscod
                                        Transcoding, UUIDAsHex)
 from eventsourcing.utils import get_topic
 
-from domain.facts import ObservationBatch
+from domain.facts import ObservationBatch, SalesBatch
 from domain.listing import Automation, Guardrails
 from domain.meta import EventMeta
 from domain.money import Money
+from domain.orders import OrderBatch
 from domain.rules import RecommendationRun, Rule
 
 
@@ -111,34 +112,64 @@ TRANSCODINGS = (MoneyAsDict(), EventMetaAsDict(), GuardrailsAsDict(), RuleAsDict
                 RecommendationRunAsDict())
 
 
-# -- the mapper, with a direct path for the event recorded 10,000 at a time --------------------
+# -- the mapper, with direct paths for the events recorded 10,000 at a time ------------------
 class PricingMapper(Mapper):
-    """The library's mapper, except that competitor observations are written by one string
-    template instead of the JSON encoder walking nested dicts with per-object callbacks (most of
-    a batch's encoding time). The bytes are exactly those the library's transcoder writes
-    (tests/test_transcodings.py holds it to that), so every reader decodes them the ordinary way."""
+    """The library's mapper, except that the facts recorded in bulk (competitor observations,
+    sales and returns, orders) are written by string templates instead of the JSON encoder
+    walking nested dicts with per-object callbacks (most of a batch's encoding time). The bytes
+    are exactly those the library's transcoder writes (tests/test_transcodings.py holds each
+    template to that), so every reader decodes them the ordinary way."""
 
     def to_stored_event(self, domain_event) -> StoredEvent:
-        if type(domain_event) is not ObservationBatch.CompetitorPriceObserved or self.compressor or self.cipher:
+        template = _TEMPLATES.get(type(domain_event))
+        if template is None or self.compressor or self.cipher:
             return super().to_stored_event(domain_event)
-        return StoredEvent(domain_event.originator_id, domain_event.originator_version, _OBSERVED_TOPIC,
-                           _observed_json(domain_event))
+        topic, encode = template
+        return StoredEvent(domain_event.originator_id, domain_event.originator_version, topic, encode(domain_event))
 
 
-_OBSERVED_TOPIC = get_topic(ObservationBatch.CompetitorPriceObserved)
 _PLAIN_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # the transcoder's settings
 
 
+# Each writes the transcoder's output for one event, field order included. What a batch shares
+# (its time, the meta's provenance, listing ids, sources, days) is encoded once and cached.
 def _observed_json(e) -> bytes:
-    """The transcoder's output for one CompetitorPriceObserved, field order included. What a batch
-    shares (its time, the meta's provenance, listing ids, sources) is encoded once and cached."""
-    m, price = e.meta, e.price
     return (f'{{"timestamp":{_datetime_json(e.timestamp)},"listing_id":{_uuid_json(e.listing_id)},'
-            f'"competitor":{encode_basestring(e.competitor)},'
-            f'"price":{{"_type_":"{MoneyAsDict.name}","_data_":["{price.amount}",{_json_str(price.currency)}]}},'
-            f'"source":{_json_str(e.source)},"meta":{{"_type_":"{EventMetaAsDict.name}","_data_":'
-            f'{_meta_head(*_provenance(m))}'
-            f'"occurred_at":{_iso_json(m.occurred_at)}}}}}}}').encode()
+            f'"competitor":{encode_basestring(e.competitor)},"price":{_money_json(e.price)},'
+            f'"source":{_json_str(e.source)},{_meta_json(e.meta)}}}').encode()
+
+
+def _sale_json(e) -> bytes:
+    """SalesBatch.Sold and .Returned."""
+    return (f'{{"timestamp":{_datetime_json(e.timestamp)},"listing_id":{_uuid_json(e.listing_id)},'
+            f'"quantity":{int.__repr__(e.quantity)},"unit_price":{_money_json(e.unit_price)},'
+            f'"order_id":{encode_basestring(e.order_id)},"transaction_id":{encode_basestring(e.transaction_id)},'
+            f'{_meta_json(e.meta)}}}').encode()
+
+
+def _order_json(e) -> bytes:
+    """OrderBatch.OrderRecorded."""
+    totals = ",".join(f"{encode_basestring(name)}:{_money_json(money)}" for name, money in e.totals.items())
+    return (f'{{"timestamp":{_datetime_json(e.timestamp)},"order_id":{encode_basestring(e.order_id)},'
+            f'"buyer":{_optional_str(e.buyer)},"items":{_optional_int(e.items)},"status":{_optional_str(e.status)},'
+            f'"totals":{{{totals}}},{_meta_json(e.meta)}}}').encode()
+
+
+def _money_json(money: Money) -> str:
+    return f'{{"_type_":"{MoneyAsDict.name}","_data_":["{money.amount}",{_json_str(money.currency)}]}}'
+
+
+def _meta_json(m: EventMeta) -> str:
+    return (f'"meta":{{"_type_":"{EventMetaAsDict.name}","_data_":{_meta_head(*_provenance(m))}'
+            f'"occurred_at":{_moment_json(m.occurred_at)}}}}}')
+
+
+def _optional_str(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def _optional_int(value: int | None) -> str:
+    return "null" if value is None else int.__repr__(value)
 
 
 def _iso_json(value) -> str:
@@ -146,8 +177,9 @@ def _iso_json(value) -> str:
 
 
 _datetime_json = lru_cache(maxsize=64)(_iso_json)  # a batch's events share its timestamp
+_moment_json = lru_cache(maxsize=4096)(_iso_json)  # business times: sales share their days
 # The string encoder of ensure_ascii=False; cached for the few values a batch repeats (sources,
-# currencies), not for competitor references, which rarely repeat (a miss costs 2.5x a call).
+# currencies), not for competitor references or ids, which rarely repeat (a miss costs 2.5x a call).
 _json_str = lru_cache(maxsize=4096)(encode_basestring)
 
 
@@ -165,6 +197,11 @@ _provenance = attrgetter(*_PROVENANCE_FIELDS)
 def _meta_head(*provenance) -> str:
     """Every meta field before occurred_at (the same for a whole batch), as `{"shop_id":...,`."""
     return _PLAIN_JSON.encode(dict(zip(_PROVENANCE_FIELDS, provenance, strict=True)))[:-1] + ","
+
+
+_TEMPLATES = {cls: (get_topic(cls), encode) for cls, encode in (
+    (ObservationBatch.CompetitorPriceObserved, _observed_json), (SalesBatch.Sold, _sale_json),
+    (SalesBatch.Returned, _sale_json), (OrderBatch.OrderRecorded, _order_json))}
 
 
 def transcoder() -> Transcoder:
