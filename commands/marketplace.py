@@ -109,10 +109,10 @@ class Marketplace:
         """The callback: the state is spent whatever happens next; the code is exchanged with the
         verifier; the Etsy shop named at the start must be the granting seller's; the connection
         event and the encrypted tokens commit together."""
-        started = self._rows("UPDATE marketplace.etsy_pkce SET used_at = now() WHERE state_digest = %s"
+        started = self._rows("UPDATE marketplace.etsy_pkce SET used_at = now() WHERE state_digest = ANY(%s)"
                              " AND used_at IS NULL AND expires_at > now()"
                              " RETURNING shop_id, tenant_id, actor_id, verifier_encrypted, redirect_uri, etsy_shop_id",
-                             [self.secrets.digest(state)])
+                             [self.secrets.digests(state)])
         if not started:
             raise InvalidValue("state", "unknown, already used or expired: start the connection again")
         row = started[0]
