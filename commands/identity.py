@@ -24,11 +24,14 @@ from codec.plain import describe_event
 from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
 from commands.credentials import Secrets
+from commands.personal import Vault
 from domain.errors import Conflict, NotFound
-from domain.account import Account, AccountKind, Action, FailureReason, Grants, normalize_username
+from domain.account import (Account, AccountKind, Action, FailureReason, Grants, normalize_username, sealed_client,
+                            valid_username)
 from domain.errors import DomainError, InvalidValue, InvariantViolated
 from domain.meta import Actor, ActorKind
-from domain.security import TenantSecurity, tenant_security_id
+from domain.personal import ERASED, SubjectKind, SubjectSealer, is_sealed
+from domain.security import TenantSecurity, shown_username, tenant_security_id
 
 REFRESH_TOKEN_TTL = timedelta(days=14)
 SESSION_MAX_AGE = timedelta(days=30)      # refreshing cannot keep a session alive longer
@@ -114,6 +117,7 @@ class Identity:
     def __init__(self, core: WriteCore, secrets: Secrets | None = None):
         self.core = core
         self.secrets = secrets or Secrets.ephemeral()  # api/server.py installs the configured key
+        self.vault = Vault(core, lambda: self.secrets)  # personal data's keys (crypto-shredding)
 
     def use_secret_key(self, secret: str | bytes, previous: str | bytes | None = None) -> None:
         """The server key, and during a rotation the one being retired (Secrets)."""
@@ -129,19 +133,22 @@ class Identity:
         account_id = uuid4()
 
         def decide() -> Decision:
-            account = Account.register(ctx.tenant_id, username, kind, self._meta(ctx), account_id)
-            if self._account_id_by_username(ctx.tenant_id, account.username) is not None:
+            sealer, key_row = self.vault.new_subject(ctx.tenant_id, SubjectKind.ACCOUNT, account_id)
+            account = Account.register(ctx.tenant_id, username, kind, self._meta(ctx), sealer=sealer)
+            plain = valid_username(username)  # kept in the clear only in the accounts table, for logins
+            if self._account_id_by_username(ctx.tenant_id, plain) is not None:
                 raise Conflict("this username is taken in this tenant", field="username")
             for role, shops in roles.items():
                 self._refuse_foreign_shops(ctx, shops)
                 account.grant_role(role, shops, self._meta(ctx))
-            statements = [("INSERT INTO accounts (account_id, tenant_id, username, kind) VALUES (%s, %s, %s, %s)",
-                           [account.id, account.tenant_id, account.username, account.kind]),
+            statements = [key_row,
+                          ("INSERT INTO accounts (account_id, tenant_id, username, kind) VALUES (%s, %s, %s, %s)",
+                           [account.id, account.tenant_id, plain, account.kind]),
                           *_role_rows(account)]
             if password_hash is not None:
                 statements.append(("INSERT INTO password_credentials (account_id, hash) VALUES (%s, %s)",
                                    [account.id, password_hash]))
-            return Decision([account], describe_account(account), created=True, statements=statements)
+            return Decision([account], describe_account(account, plain), created=True, statements=statements)
 
         # The password is neither part of the hashed command nor of the stored answer.
         command = {"username": username, "kind": kind.value, "roles": roles}
@@ -160,7 +167,7 @@ class Identity:
             account = self.tenant_account(ctx, account_id)
             self._refuse_foreign_shops(ctx, shops)
             changed = change(account, self._meta(ctx))
-            return Decision([account] if changed else [], describe_account(account),
+            return Decision([account] if changed else [], self.describe(account),
                             statements=_role_rows(account) if changed else [])
 
         return self.core.execute(ctx, name, {"account": str(account_id), "role": role, "shops": shops}, decide)
@@ -169,7 +176,7 @@ class Identity:
         def decide() -> Decision:
             account = self.tenant_account(ctx, account_id)
             changed = account.unlock(self._meta(ctx))
-            return Decision([account] if changed else [], describe_account(account))
+            return Decision([account] if changed else [], self.describe(account))
 
         return self.core.execute(ctx, "unlock_account", {"account": str(account_id)}, decide)
 
@@ -178,7 +185,7 @@ class Identity:
         def decide() -> Decision:
             account = self.tenant_account(ctx, account_id)
             changed = account.disable_mfa(self._meta(ctx, reason="reset by an admin"))
-            return Decision([account] if changed else [], describe_account(account), statements=_mfa_removed(account.id))
+            return Decision([account] if changed else [], self.describe(account), statements=_mfa_removed(account.id))
 
         return self.core.execute(ctx, "reset_mfa", {"account": str(account_id)}, decide)
 
@@ -202,6 +209,13 @@ class Identity:
                 self.core.shop_facts(ctx, UUID(str(shop)))
             except (NotFound, ValueError):
                 raise DomainError(f"shops[{i}]", "no such shop in this tenant") from None
+
+    def describe(self, account: Account) -> dict:
+        return describe_account(account, self.username_of(account))
+
+    def username_of(self, account: Account) -> str:
+        """The account's username as its event holds it, opened (ERASED once the account was erased)."""
+        return self.vault.reveal(account.username)
 
     def tenant_account(self, ctx: CommandContext, account_id: UUID) -> Account:
         """An account of the caller's tenant; others' accounts do not exist for the caller."""
@@ -318,11 +332,11 @@ class Identity:
         confirming one): the account's budget for this client decides whether the secret is even
         checked (if not, `instead` spends the same time), and every refusal or mismatch is a
         LoginFailed event on the account. Raises SecretRefused."""
-        now = _now()
-        if (refused := account.refusal(client, now)) is not None:
+        now, (who, _) = _now(), self._client(account, client)
+        if (refused := account.refusal(who, now)) is not None:
             instead()
             self._record_failure(account, refused, client, action)
-            raise SecretRefused(account.retry_after(client, now))
+            raise SecretRefused(account.retry_after(who, now))
         failure = check()
         if failure is not None:
             self._record_failure(account, failure, client, action)
@@ -342,9 +356,11 @@ class Identity:
                         action: Action = Action.LOGIN) -> None:
         loaded = [account]  # the caller's copy first; a retry after a lost race reloads
 
+        who, address = self._client(account, client)
+
         def decide() -> Decision:
             current = loaded.pop() if loaded else self.core.repository.get(account.id)
-            current.login_failed(reason, client, self._meta(self._as_account(current)), action)
+            current.login_failed(reason, who, self._meta(self._as_account(current)), action, address)
             return Decision([current], {})
 
         self.core.execute(self._as_account(account), "login_failed", {}, decide)
@@ -353,12 +369,13 @@ class Identity:
         family_id, token = uuid4(), credentials.new_token("rt")
         now = _now()
         loaded = [account]  # the caller's copy first; a retry after a lost race reloads
+        who, address = self._client(account, client)
 
         def decide() -> Decision:
             current = loaded.pop() if loaded else self.core.repository.get(account.id)
-            if current.refusal(client, now) is not None:  # refused between the secret's check and now
+            if current.refusal(who, now) is not None:  # refused between the secret's check and now
                 raise LoginRefused
-            current.login_succeeded(method, client, self._meta(self._as_account(current)))
+            current.login_succeeded(method, who, self._meta(self._as_account(current)), address)
             return Decision([current], {}, statements=[
                 *statements,
                 ("INSERT INTO token_families (family_id, account_id, expires_at) VALUES (%s, %s, %s)",
@@ -367,6 +384,18 @@ class Identity:
 
         self.core.execute(self._as_account(account), "login", {}, decide)
         return Session(str(account.id), account.tenant_id, str(family_id), token)
+
+    def _client(self, account: Account, address: str) -> tuple[str, str]:
+        """(the client as the account's events record it, its address sealed): sealed_client
+        under the account's key. An account from before sealing gets its key now; an erased
+        account has none and refuses every secret."""
+        sealer = self.vault.sealer(account.id)
+        if sealer is None and is_sealed(account.username):
+            raise SecretRefused()
+        return sealed_client(address, sealer or self._late_key(account))
+
+    def _late_key(self, account: Account) -> SubjectSealer:
+        return self.vault.ensure(account.tenant_id, SubjectKind.ACCOUNT, account.id)
 
     def _new_challenge(self, account_id: UUID) -> MfaChallenge:
         challenge = credentials.new_token("mfa")
@@ -468,7 +497,7 @@ class Identity:
                 ("INSERT INTO totp_credentials (account_id, secret_encrypted) VALUES (%s, %s)", [account.id, encrypted])])
 
         self.core.execute(replace(ctx, idempotency_key=None), "enroll_mfa", {}, decide)
-        username = self.tenant_account(ctx, UUID(ctx.actor.id)).username
+        username = self.username_of(self.tenant_account(ctx, UUID(ctx.actor.id)))
         return secret, credentials.totp_uri(secret, username)
 
     def confirm_mfa(self, ctx: CommandContext, code: str, client: str) -> list[str]:
@@ -541,7 +570,7 @@ class Identity:
 
     def describe_self(self, principal: Principal) -> dict:
         account = self.core.repository.get(UUID(principal.account_id))
-        return {**describe_account(account), "via": principal.via}
+        return {**self.describe(account), "via": principal.via}
 
     # -- disabling an account, and the password reset an admin issues ------------------------
     def disable_account(self, ctx: CommandContext, account_id: UUID, reason: str) -> Result:
@@ -551,23 +580,46 @@ class Identity:
 
         def decide() -> Decision:
             account = self.tenant_account(ctx, account_id)
-            if not account.disable(self._meta(ctx, reason=reason)):
-                return Decision([], describe_account(account))
-            return Decision([account], describe_account(account), statements=[
-                ("UPDATE accounts SET disabled_at = now() WHERE account_id = %s", [account.id]),
-                ("UPDATE token_families SET revoked_at = now(), revoked_reason = 'account_disabled'"
-                 " WHERE account_id = %s AND revoked_at IS NULL", [account.id]),
-                ("UPDATE password_resets SET used_at = now() WHERE account_id = %s AND used_at IS NULL", [account.id]),
-                ("DELETE FROM mfa_challenges WHERE account_id = %s", [account.id])])
+            if not account.disable(self._meta(ctx, reason=self._sealed_reason(ctx, reason))):
+                return Decision([], self.describe(account))
+            return Decision([account], self.describe(account), statements=_stopped(account.id))
 
         return self.core.execute(ctx, "disable_account", {"account": str(account_id), "reason": reason}, decide)
+
+    def erase_account(self, ctx: CommandContext, account_id: UUID) -> Result:
+        """Crypto-shred a person (or service): the account's key and the keys of the reasons it
+        wrote and of failed logins naming its username are deleted, a SubjectErased tombstone is
+        recorded for each, and the account is disabled, its credentials deleted and its username
+        in the lookup table replaced, all in one transaction. Its events stay; what they held of
+        the person reads as erased. Another tenant's account is not found."""
+        if str(account_id) == ctx.actor.id:
+            raise InvariantViolated("account_id", "an admin cannot erase their own account")
+        account = self.tenant_account(ctx, account_id)
+        username = self.username_of(account)
+        subjects = [(account.id, SubjectKind.ACCOUNT),
+                    *((s, SubjectKind.REASON) for s in self.vault.owned_reasons(account.id)),
+                    *((s, SubjectKind.ATTEMPT) for s in self.vault.attempts_naming(ctx.tenant_id, username))]
+
+        def more() -> tuple[list, list[Statement]]:
+            current = self.tenant_account(ctx, account_id)
+            disabled = current.disable(self._meta(ctx))
+            return [current] if disabled else [], [*_stopped(current.id), *_erased(current.id)]
+
+        return self.vault.erase(ctx, subjects, "erase_account", {"account": str(account_id)}, more)
+
+    def _sealed_reason(self, ctx: CommandContext, reason: str) -> str:
+        """A person's free text, sealed under the command's reason subject (owned by its author)."""
+        if not reason:
+            return reason
+        owner = UUID(ctx.actor.id) if _is_uuid(ctx.actor.id) else None
+        return self.vault.reason_sealer(ctx.tenant_id, ctx.command_id, owner).seal(reason)
 
     def enable_account(self, ctx: CommandContext, account_id: UUID) -> Result:
         def decide() -> Decision:
             account = self.tenant_account(ctx, account_id)
             if not account.enable(self._meta(ctx)):
-                return Decision([], describe_account(account))
-            return Decision([account], describe_account(account), statements=[
+                return Decision([], self.describe(account))
+            return Decision([account], self.describe(account), statements=[
                 ("UPDATE accounts SET disabled_at = NULL WHERE account_id = %s", [account.id])])
 
         return self.core.execute(ctx, "enable_account", {"account": str(account_id)}, decide)
@@ -637,8 +689,11 @@ class Identity:
                      " ON CONFLICT (tenant_id) DO UPDATE SET attempts = s.attempts + 1", [tenant_id])])
             rows = self._rows("SELECT attempts FROM unknown_logins_suppressed WHERE tenant_id = %s", [tenant_id])
             suppressed = rows[0]["attempts"] if rows else 0
-            stream.unknown_username(username, client, suppressed, meta)
+            sealer, key_row = self.vault.new_subject(tenant_id, SubjectKind.ATTEMPT,
+                                                     lookup=self.vault.attempt_lookup(tenant_id, shown_username(username)))
+            stream.unknown_username(username, client, suppressed, meta, sealer)
             return Decision([stream], {}, statements=[
+                key_row,
                 ("UPDATE unknown_logins_suppressed SET attempts = attempts - %s, since = now() WHERE tenant_id = %s",
                  [suppressed, tenant_id])])
 
@@ -703,9 +758,9 @@ class Identity:
         rows = self._rows("SELECT notification_id, originator_version, topic, state FROM pricing_events"
                           " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version"
                           " LIMIT %s", [aggregate_id, after_version, limit + 1])
-        events = [describe_event(self.core.mapper.to_domain_event(StoredEvent(
+        events = self.vault.reveal([describe_event(self.core.mapper.to_domain_event(StoredEvent(
             aggregate_id, r["originator_version"], r["topic"], bytes(r["state"]))), r["notification_id"])
-            for r in rows[:limit]]
+            for r in rows[:limit]])
         return {"events": events, "next_after_version": events[-1]["version"] if events else after_version,
                 "more": len(rows) > limit}
 
@@ -780,6 +835,33 @@ def _role_rows(account: Account) -> list[Statement]:
     return rows
 
 
+def _stopped(account_id: UUID) -> list[Statement]:
+    """A disabled account's rows: its sessions end, its reset tokens and MFA challenges are spent."""
+    return [("UPDATE accounts SET disabled_at = coalesce(disabled_at, now()) WHERE account_id = %s", [account_id]),
+            ("UPDATE token_families SET revoked_at = now(), revoked_reason = 'account_disabled'"
+             " WHERE account_id = %s AND revoked_at IS NULL", [account_id]),
+            ("UPDATE password_resets SET used_at = now() WHERE account_id = %s AND used_at IS NULL", [account_id]),
+            ("DELETE FROM mfa_challenges WHERE account_id = %s", [account_id])]
+
+
+def _erased(account_id: UUID) -> list[Statement]:
+    """An erased account's rows outside the log: no username to log in with, no credentials, no
+    snapshot (snapshots are derived, and rebuilt from the events when needed)."""
+    return [("UPDATE accounts SET username = %s WHERE account_id = %s", [f"{ERASED} {account_id}", account_id]),
+            ("DELETE FROM password_credentials WHERE account_id = %s", [account_id]),
+            *_mfa_removed(account_id),
+            ("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE account_id = %s", [account_id]),
+            ("DELETE FROM pricing_snapshots WHERE originator_id = %s", [account_id])]
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _mfa_removed(account_id: UUID) -> list[Statement]:
     return [("DELETE FROM recovery_codes WHERE account_id = %s", [account_id]),
             ("DELETE FROM totp_credentials WHERE account_id = %s", [account_id])]
@@ -793,8 +875,9 @@ def _refresh_token_row(digest: bytes, family_id, now: datetime, family_expires: 
             [digest, family_id, expires])
 
 
-def describe_account(account: Account) -> dict:
-    return {"account_id": str(account.id), "tenant_id": account.tenant_id, "username": account.username,
+def describe_account(account: Account, username: str) -> dict:
+    """The account as answers show it, with its username opened (Identity.describe)."""
+    return {"account_id": str(account.id), "tenant_id": account.tenant_id, "username": username,
             "kind": account.kind, "roles": dict(account.roles), "mfa": account.mfa,
             "locked_until": account.locked_until and account.locked_until.isoformat(),
             "api_keys": sorted(account.api_keys), "disabled": account.disabled, "version": account.version}
