@@ -37,7 +37,7 @@ def add_parsers(sources) -> None:
 def import_csv(args) -> int:
     """Exit 0 when imported, 1 naming every invalid line (nothing written) or why the file cannot be read."""
     from api.cli import _migrated_engine
-    from api.server import secret_key
+    from api.server import use_server_keys
     from commands.context import CommandContext
     from commands.csv_files import FileRefused
     from commands.etsy_import import KINDS, InvalidLines
@@ -53,7 +53,7 @@ def import_csv(args) -> int:
         return 1
     _, engine = _migrated_engine(pool_size=2)
     try:
-        engine.identity.use_secret_key(secret_key(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)))
+        use_server_keys(engine, Settings.from_env(), log=lambda m: print(m, file=sys.stderr))
         shop = engine.core.repository.get(args.shop) if engine.core.recorder.select_events(args.shop, limit=1) else None
         if not isinstance(shop, Shop):
             print(f"import failed: no shop {args.shop}", file=sys.stderr)

@@ -45,7 +45,7 @@ class EtsySettings(BaseSettings):
 def _engine():
     """A migrated engine with the server's secret key (the tokens are encrypted under it)."""
     import migrations
-    from api.server import database_url, secret_key
+    from api.server import database_url, use_server_keys
     from api.settings import Settings
     from commands.engine import PricingEngine
 
@@ -53,7 +53,7 @@ def _engine():
     url = database_url(settings, lambda *_: None)
     migrations.apply(url, log=lambda *_: None)
     engine = PricingEngine(url, pool_size=2)
-    engine.identity.use_secret_key(secret_key(settings, lambda *_: None))
+    use_server_keys(engine, settings, lambda *_: None)
     return engine
 
 

@@ -50,7 +50,7 @@ def build(settings: Settings, log=print):
     url = database_url(settings, log)
     migrations.apply(url, log=log)
     engine = PricingEngine(url, pool_size=settings.pool_size)
-    engine.identity.use_secret_key(secret_key(settings, log), previous_secret_key(settings))
+    use_server_keys(engine, settings, log)
     auth_settings = AuthSettings(access_token_ttl=timedelta(minutes=settings.access_token_minutes),
                                  login_per_minute=settings.login_per_minute,
                                  principal_cache_s=settings.principal_cache_ms / 1000,
@@ -350,6 +350,11 @@ def secret_key(settings: Settings, log=print) -> str:
             f.write(secrets.token_urlsafe(48))
         log(f"ETSYPRO_SECRET_KEY is not set: created a key in {path}; set the variable in production")
     return path.read_text().strip()
+
+
+def use_server_keys(engine: PricingEngine, settings: Settings, log=print) -> None:
+    """What every process holding the engine does: the server key, and during a rotation the previous one."""
+    engine.identity.use_secret_key(secret_key(settings, log), previous_secret_key(settings))
 
 
 def previous_secret_key(settings: Settings) -> str | None:
