@@ -6,9 +6,7 @@ redelivered): the identity is reserved with the batch, in its transaction."""
 from __future__ import annotations
 
 import hashlib
-import hmac
-import re
-from typing import Annotated
+from typing import Annotated, Iterable
 from uuid import UUID
 
 from pydantic import Field
@@ -19,6 +17,7 @@ from commands.core import WriteCore
 from commands.credentials import Secrets
 from commands.listings import Listings, _amounts
 from commands.persistence import Reservation
+from commands.personal import Vault, buyer_name
 from domain.errors import DomainError
 from domain.facts import Observation, ObservationBatch
 from domain.money import Money
@@ -26,25 +25,23 @@ from domain.orders import TOTALS, Order, OrderBatch
 
 ORDER = "marketplace_order"  # reservation kinds
 OBSERVATION = "feed_observation"
-BUYER_KEY_PURPOSE = "buyer pseudonyms v1"
-_USERNAME_IN_PARENS = re.compile(r"\(([^()\s]+)\)\s*$")
 
 
 class Pseudonyms:
-    """A buyer's keyed pseudonym: HMAC-SHA256 under a key derived from the server secret, per shop,
-    so the log can tell a returning customer without holding who it is, and a table of
-    pseudonyms cannot be matched against guessed usernames without the server key, nor across shops."""
+    """A buyer's pseudonym: the random id of the buyer's data subject in the shop's tenant
+    (commands/personal.py), found again by a keyed hash of (shop, name), so the log can tell a
+    returning customer without holding who it is, and nothing links across shops. Erasing the
+    buyer (`etsypro erase buyer`) deletes the subject: the id in the events then links to nobody."""
 
     def __init__(self, secrets: Secrets):
-        self._key = secrets.digest(BUYER_KEY_PURPOSE)  # a sub-key: HMAC under the digest key
+        self._secrets = secrets
 
-    def of(self, shop_id: UUID, buyer: str) -> str | None:
-        """Of the buyer's username: 'Ada Lovelace (adal)', as some exports write it, is 'adal'."""
-        named = _USERNAME_IN_PARENS.search(buyer)
-        name = (named.group(1) if named else buyer).strip().casefold()
-        if not name:
-            return None
-        return hmac.new(self._key, f"{shop_id}\x00{name}".encode(), hashlib.sha256).hexdigest()[:32]
+    def of_many(self, core: WriteCore, tenant_id: str, shop_id: UUID, buyers: Iterable[str]) -> dict[str, str | None]:
+        """Each buyer (as the file writes it) -> its pseudonym (None for a blank one): one query
+        for the lot, and one more to add the buyers not seen before."""
+        names = {buyer: buyer_name(buyer) for buyer in set(buyers)}
+        ids = Vault(core, lambda: self._secrets).buyers(tenant_id, shop_id, {n for n in names.values() if n})
+        return {buyer: ids[name] if name else None for buyer, name in names.items()}
 
 
 @models.line

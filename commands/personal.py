@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any, Callable, Iterable
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -27,12 +28,20 @@ from psycopg.rows import dict_row
 from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
 from commands.credentials import Secrets
+from domain.errors import NotFound
 from domain.personal import KeyRing, Privacy, SubjectKind, SubjectSealer, new_subject_key, privacy_stream_id, unwrap_key, wrap_key
 
 INSERT_KEY = ("INSERT INTO subject_keys (subject_id, tenant_id, kind, owner, lookup, wrapped_key)"
               " VALUES (%s, %s, %s, %s, %s, %s)")
 Statement = tuple[str, Any]
 KEY_CACHE_SECONDS = 5
+_USERNAME_IN_PARENS = re.compile(r"\(([^()\s]+)\)\s*$")
+
+
+def buyer_name(buyer: str) -> str:
+    """Whom a buyer cell names: 'Ada Lovelace (adal)', as some exports write it, is 'adal'."""
+    named = _USERNAME_IN_PARENS.search(buyer)
+    return (named.group(1) if named else buyer).strip().casefold()
 
 
 def reason_subject_id(tenant_id: str, command_id: str) -> UUID:
@@ -149,6 +158,21 @@ class Vault:
             return self.core.execute(ctx, name, command, decide)
         finally:
             self._forget(ids)
+
+    def erase_buyer(self, ctx: CommandContext, shop_id: UUID, buyer: str) -> Result:
+        """A shop's buyer, as its files name them: the pseudonym in its orders then links to nobody."""
+        self.core.shop_facts(ctx, shop_id)  # another tenant's shop is not found
+        subject = self.buyer_subject(ctx.tenant_id, shop_id, buyer_name(buyer))
+        if subject is None:
+            raise NotFound("no such buyer in this shop (or already erased)", field="buyer")
+        return self.erase(ctx, [(subject, SubjectKind.BUYER)], "erase_buyer", {"shop": str(shop_id), "buyer": subject.hex})
+
+    def erase_reason(self, ctx: CommandContext, command_id: str) -> Result:
+        """One command's free-text reason (the command id its events carry in meta.command_id)."""
+        subject = reason_subject_id(ctx.tenant_id, command_id)
+        if self.subject_kind(ctx.tenant_id, subject) != SubjectKind.REASON:
+            raise NotFound("no reason of this command in this tenant (or already erased)", field="command_id")
+        return self.erase(ctx, [(subject, SubjectKind.REASON)], "erase_reason", {"command": command_id})
 
     def owned_reasons(self, owner: UUID) -> list[UUID]:
         return [r["subject_id"] for r in self._rows(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from argparse import Namespace
 from uuid import UUID
 
 import httpx
@@ -15,11 +16,22 @@ import pytest
 
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
+from api.erase_cli import erase
 from api.server import running
+from commands.context import CommandContext
 from commands.identity import LoginRefused
+from commands.marketplace_facts import Pseudonyms
+from domain.errors import NotFound
+from domain.meta import Actor
+from domain.orders import OrderBatch
 from domain.personal import ERASED, SEALED, SubjectSealer, is_sealed, new_subject_key, reveal, subject_of
 from tests.conftest import verify_chain
 from tests.test_auth import bearer, client_ip, from_client, login, make_person, tokens
+from tests import test_etsy_csv
+from tests.test_etsy_csv import ITEMS, LISTINGS, events_of, run
+
+seller = test_etsy_csv.seller  # a tenant's context and its GBP shop with the listings tests/data's files sell
+
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +211,106 @@ def test_failed_logins_naming_an_account_that_is_later_erased_are_erased_with_it
     stream = http.get("/security/unknown-logins", headers=admin).json()["events"]
     assert not any(e["data"].get("username") == username or e["data"].get("client") == address for e in stream)
     assert everywhere(database_url, username) == {}
+
+
+# -- buyers of a shop ---------------------------------------------------------------------------
+def subject_exists(database_url, subject_hex: str) -> bool:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT count(*) FROM subject_keys WHERE subject_id = %s", [UUID(subject_hex)]).fetchone()[0] == 1
+
+
+def test_buyers_are_random_subject_ids_found_again_in_one_batch(engine, database_url):
+    tenant, shop, other = f"t-{uuid.uuid4().hex[:8]}", uuid.uuid4(), uuid.uuid4()
+    pseudonyms = Pseudonyms(engine.identity.secrets)
+    names = [f"buyer{i}" for i in range(10_000)] + ["Ada Lovelace (adal)", " ADAL ", "   "]
+    with QueryCounter(engine) as first:
+        ids = pseudonyms.of_many(engine.core, tenant, shop, names)
+    with QueryCounter(engine) as again:
+        assert pseudonyms.of_many(engine.core, tenant, shop, names) == ids
+    assert first.queries <= 3 and again.queries == 1  # per batch, not per buyer
+    assert ids["Ada Lovelace (adal)"] == ids[" ADAL "] and ids["   "] is None
+    assert len(set(ids.values()) - {None}) == 10_001 and all(len(i) == 32 for i in ids.values() if i)
+    assert pseudonyms.of_many(engine.core, tenant, other, ["adal"])["adal"] != ids[" ADAL "]  # not linkable across shops
+    assert everywhere(database_url, "buyer9999") == {}
+
+
+def test_erasing_a_buyer_unlinks_its_orders_and_refuses_other_tenants_and_unknown_buyers(engine, seller, database_url,
+                                                                                        count_events):
+    ctx, shop = seller
+    run(engine, (ctx, shop), "etsy-listings", LISTINGS)
+    run(engine, (ctx, shop), "etsy-order-items", ITEMS)
+    orders = {e.order_id: e.buyer for e in events_of(engine, shop, OrderBatch.OrderRecorded)}
+    ada = orders["3011220001"]
+    assert ada == orders["3011220004"] and subject_exists(database_url, ada)
+
+    before = count_events()
+    stranger = CommandContext(actor=Actor("someone"), tenant_id=f"t-{uuid.uuid4().hex[:8]}")
+    for refused in (lambda: engine.identity.vault.erase_buyer(stranger, shop, "adal"),
+                    lambda: engine.identity.vault.erase_buyer(ctx, shop, "nobody-bought-this")):
+        with pytest.raises(NotFound):
+            refused()
+    assert count_events() == before and subject_exists(database_url, ada)
+
+    erased = erase(engine, Namespace(erase="buyer", shop=shop, buyer="Ada Lovelace (adal)"))
+    assert erased.body == {"erased": [{"subject_id": str(UUID(ada)), "kind": "buyer"}]}
+    assert not subject_exists(database_url, ada) and subject_exists(database_url, orders["3011220002"])
+    again = Pseudonyms(engine.identity.secrets).of_many(engine.core, ctx.tenant_id, shop, ["adal"])["adal"]
+    assert again != ada  # a later order of the same name is a new subject: nothing leads back to the old orders
+    assert verify_chain(engine).ok
+
+
+# -- reasons ------------------------------------------------------------------------------------
+def test_erasing_one_reason_by_its_command_id(http, admin, engine, accounts, database_url, count_events):
+    target = make_person(http, admin)
+    reason = f"asked by Charles Babbage {uuid.uuid4().hex[:6]}"
+    assert http.post(f"/accounts/{target['account_id']}/disable", headers=admin, json={"reason": reason}).status_code == 200
+    assert everywhere(database_url, reason) == {}  # sealed in the event from the start
+    disabled = [e for e in engine.identity.account_history(
+        CommandContext(actor=Actor(admin.account_id), tenant_id=admin.tenant_id), UUID(target["account_id"]))["events"]
+        if e["type"] == "Account.Disabled"][0]
+    assert disabled["meta"]["reason"] == reason
+    command_id = disabled["meta"]["command_id"]
+
+    stranger, before = accounts.new("admin"), count_events()
+    with pytest.raises(NotFound):  # another tenant's command id is unknown to this tenant
+        erase(engine, Namespace(erase="reason", command_id=command_id, tenant=stranger.tenant_id))
+    assert count_events() == before
+    erase(engine, Namespace(erase="reason", command_id=command_id, tenant=admin.tenant_id))
+    text = shown(http, admin, target["account_id"])
+    assert reason not in text and ERASED in text
+    with pytest.raises(NotFound):  # erased already
+        erase(engine, Namespace(erase="reason", command_id=command_id, tenant=admin.tenant_id))
+
+
+def test_the_cli_erases_an_account_as_the_api_does(http, admin, engine, database_url):
+    person = make_person(http, admin)
+    erased = erase(engine, Namespace(erase="account", account_id=UUID(person["account_id"])))
+    assert erased.body["erased"][0] == {"subject_id": person["account_id"], "kind": "account"}
+    assert everywhere(database_url, person["username"]) == {}
+    with pytest.raises(NotFound):
+        erase(engine, Namespace(erase="account", account_id=uuid.uuid4()))
+
+
+class QueryCounter:
+    """Statements the engine's connections execute inside the block (psycopg's trace hook)."""
+
+    def __init__(self, engine):
+        self.engine, self.queries = engine, 0
+
+    def __enter__(self):
+        import psycopg as pg
+
+        self._execute = pg.Cursor.execute
+        counter = self
+
+        def counted(cursor, *args, **kwargs):
+            counter.queries += 1
+            return counter._execute(cursor, *args, **kwargs)
+
+        pg.Cursor.execute = counted
+        return self
+
+    def __exit__(self, *exc):
+        import psycopg as pg
+
+        pg.Cursor.execute = self._execute
