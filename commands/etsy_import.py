@@ -154,9 +154,15 @@ class CsvImport:
         self.caller, self.shop_id, self.data = caller, shop_id, data
         self.skip_invalid, self.pseudonyms, self.progress = skip_invalid, pseudonyms, progress
         self.summary = CsvSummary(self.kind, file_name, hashlib.sha256(data).hexdigest(), shop_id)
+        self.buyer_ids: dict[str, str | None] = {}  # a buyer as the file writes it -> its pseudonym
         self.currency = ""
         self._days: dict[str, datetime | str] = {}
         self._counting = threading.Lock()
+
+    def find_buyers(self, buyers) -> None:
+        """The pseudonyms of a chunk's buyers, in one batch (commands/marketplace_facts.py Pseudonyms)."""
+        if self.pseudonyms:
+            self.buyer_ids = self.pseudonyms.of_many(self.core, self.caller.tenant_id, self.shop_id, buyers)
 
     # -- the run --------------------------------------------------------------------------
     def run(self, table: Table | None = None) -> CsvSummary:
@@ -378,14 +384,14 @@ class OrderItemsImport(CsvImport):
         by_sku = self.resolve(LISTING_SKU, {r.get("sku", "").strip() for _, r in table.rows} - {""})
         pending, seen, orders = Pending(), {}, {}
         self.buyers: dict[int, str | None] = {}  # line -> the buyer's pseudonym
+        self.find_buyers(r.get("buyer", "") for _, r in table.rows)
         for line, row in table.rows:
             try:
                 sale = self._sale(table, line, row, by_listing, by_sku)
                 self._same_order(orders, table, line, row, sale)
                 if self.once(seen, table, line, sale["transaction_id"], "transaction_id", tuple(sale.values())):
                     pending.add(sale, line, sale["transaction_id"])
-                    if self.pseudonyms:
-                        self.buyers[line] = self.pseudonyms.of(self.shop_id, row.get("buyer", ""))
+                    self.buyers[line] = self.buyer_ids.get(row.get("buyer", ""))
             except _Skip:
                 continue
         return pending
@@ -473,6 +479,7 @@ class OrdersImport(CsvImport):
                      "order_total": "order_total"}
 
     def parse(self, table: Table) -> Pending:
+        self.find_buyers(_buyer_of(r) for _, r in table.rows)
         return self.each_once(table, self._order, "order_id")
 
     def _order(self, table: Table, line: int, row: dict[str, str]) -> dict:
@@ -480,8 +487,7 @@ class OrdersImport(CsvImport):
         totals = {name: self.value(table, line, row, name, optional_amount) for name in TOTALS}
         items = self.value(table, line, row, "items", lambda t: whole_number(t) if t.strip() else None)
         currency = self.same_currency(table, line, row)
-        who = row.get("buyer", "").strip() or row.get("buyer_user_id", "").strip()
-        buyer = self.pseudonyms.of(self.shop_id, who) if self.pseudonyms and who else None
+        buyer = self.buyer_ids.get(_buyer_of(row))
         status = row.get("status", "").strip() or None
         return {"order_id": row["order_id"].strip(), "buyer": buyer, "items": items, "placed_at": placed_at,
                 "status": status, "currency": currency, **totals}
@@ -638,3 +644,7 @@ class CompetitorPricesImport(CsvImport):
 
 KINDS: dict[str, type[CsvImport]] = {c.kind: c for c in (OrderItemsImport, OrdersImport, ListingsImport,
                                                          CompetitorPricesImport)}
+
+
+def _buyer_of(row: dict[str, str]) -> str:
+    return row.get("buyer", "").strip() or row.get("buyer_user_id", "").strip()
