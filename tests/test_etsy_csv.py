@@ -93,17 +93,6 @@ def test_order_items_become_sales_once_and_buyers_only_pseudonyms(engine, seller
     assert len(events_of(engine, seller[1], SalesBatch.Sold)) == 5
 
 
-def test_pseudonyms_are_keyed_per_server_key_and_shop(engine):
-    from commands.credentials import Secrets
-
-    shop, other = uuid.uuid4(), uuid.uuid4()
-    one, two = Pseudonyms(Secrets("k" * 40)), Pseudonyms(Secrets("j" * 40))
-    assert one.of(shop, "adal") == one.of(shop, " ADAL ") == one.of(shop, "Ada Lovelace (adal)")
-    assert one.of(shop, "adal") != two.of(shop, "adal")  # not a plain hash: guesses need the server key
-    assert one.of(shop, "adal") != one.of(other, "adal")  # nor linkable across shops
-    assert one.of(shop, "  ") is None
-
-
 def test_orders_keep_totals_and_an_older_export_names_its_columns_differently(engine, seller):
     summary = run(engine, seller, "etsy-orders", ORDERS)
     assert (summary.recorded, summary.invalid) == (3, 0)
