@@ -9,7 +9,7 @@ event, a command_log row, a log line or an error message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 from uuid import UUID, uuid4
@@ -24,7 +24,7 @@ from codec.plain import describe_event
 from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
 from commands.credentials import Secrets
-from commands.personal import Vault
+from commands.personal import SealingContext, Vault, seal_reason
 from domain.errors import Conflict, NotFound
 from domain.account import (Account, AccountKind, Action, FailureReason, Grants, normalize_username, sealed_client,
                             valid_username)
@@ -82,6 +82,7 @@ class Principal:
     grants: Grants
     session_id: str        # the token family (login session) or the API key id
     via: str               # "token" | "api_key"
+    sealing: Any = field(default=None, compare=False, repr=False)  # the vault, when reasons are sealed
 
     def may_see(self, shop_id) -> bool:
         """The tenancy check needs no CommandContext: the edge asks the principal itself."""
@@ -89,8 +90,10 @@ class Principal:
 
     def context(self, **kwargs) -> CommandContext:
         actor_kind = ActorKind.SERVICE if self.kind == AccountKind.SERVICE.value else ActorKind.USER
-        return CommandContext(actor=Actor(self.account_id, actor_kind), tenant_id=self.tenant_id,
-                              shops=self.grants.shops, **kwargs)
+        common = {"actor": Actor(self.account_id, actor_kind), "tenant_id": self.tenant_id, "shops": self.grants.shops}
+        if self.sealing is not None:  # a person's free text, erasable with its author (commands/personal.py)
+            return SealingContext(**common, **kwargs, vault=self.sealing)
+        return CommandContext(**common, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class Identity:
         self.core = core
         self.secrets = secrets or Secrets.ephemeral()  # api/server.py installs the configured key
         self.vault = Vault(core, lambda: self.secrets)  # personal data's keys (crypto-shredding)
+        # Callers' free-text reasons sealed in every command's events. Off until every reader of
+        # reasons opens them (/tmp/prompts/shred.shared.patch); the admin's disable reason always is.
+        self.seal_reasons = False
 
     def use_secret_key(self, secret: str | bytes, previous: str | bytes | None = None) -> None:
         """The server key, and during a rotation the one being retired (Secrets)."""
@@ -551,7 +557,7 @@ class Identity:
             return None
         r = rows[0]
         return Principal(str(r["account_id"]), r["tenant_id"], r["kind"], Grants.of_roles(r["roles"]),
-                         str(family_id), "token")
+                         str(family_id), "token", self._sealing())
 
     def principal_for_api_key(self, key: str) -> Principal | None:
         digests = self.secrets.digests(key)
@@ -566,7 +572,11 @@ class Identity:
             self._run([("UPDATE api_keys SET key_digest = %s WHERE key_id = %s", [digests[0], r["key_id"]])])
         shops = None if r["shops"] is None else [str(s) for s in r["shops"]]
         grants = Grants.of_roles(r["roles"]).narrowed(r["scopes"], shops)
-        return Principal(str(r["account_id"]), r["tenant_id"], r["kind"], grants, str(r["key_id"]), "api_key")
+        return Principal(str(r["account_id"]), r["tenant_id"], r["kind"], grants, str(r["key_id"]), "api_key",
+                         self._sealing())
+
+    def _sealing(self) -> Vault | None:
+        return self.vault if self.seal_reasons else None
 
     def describe_self(self, principal: Principal) -> dict:
         account = self.core.repository.get(UUID(principal.account_id))
@@ -580,7 +590,7 @@ class Identity:
 
         def decide() -> Decision:
             account = self.tenant_account(ctx, account_id)
-            if not account.disable(self._meta(ctx, reason=self._sealed_reason(ctx, reason))):
+            if not account.disable(self._meta(ctx, reason=seal_reason(self.vault, ctx, reason))):
                 return Decision([], self.describe(account))
             return Decision([account], self.describe(account), statements=_stopped(account.id))
 
@@ -607,12 +617,6 @@ class Identity:
 
         return self.vault.erase(ctx, subjects, "erase_account", {"account": str(account_id)}, more)
 
-    def _sealed_reason(self, ctx: CommandContext, reason: str) -> str:
-        """A person's free text, sealed under the command's reason subject (owned by its author)."""
-        if not reason:
-            return reason
-        owner = UUID(ctx.actor.id) if _is_uuid(ctx.actor.id) else None
-        return self.vault.reason_sealer(ctx.tenant_id, ctx.command_id, owner).seal(reason)
 
     def enable_account(self, ctx: CommandContext, account_id: UUID) -> Result:
         def decide() -> Decision:
@@ -852,14 +856,6 @@ def _erased(account_id: UUID) -> list[Statement]:
             *_mfa_removed(account_id),
             ("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE account_id = %s", [account_id]),
             ("DELETE FROM pricing_snapshots WHERE originator_id = %s", [account_id])]
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _mfa_removed(account_id: UUID) -> list[Statement]:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Iterable
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
@@ -29,7 +31,9 @@ from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
 from commands.credentials import Secrets
 from domain.errors import NotFound
-from domain.personal import KeyRing, Privacy, SubjectKind, SubjectSealer, new_subject_key, privacy_stream_id, unwrap_key, wrap_key
+from domain.meta import EventMeta, Source
+from domain.personal import (KeyRing, Privacy, SubjectKind, SubjectSealer, is_sealed, new_subject_key, privacy_stream_id,
+                             unwrap_key, wrap_key)
 
 INSERT_KEY = ("INSERT INTO subject_keys (subject_id, tenant_id, kind, owner, lookup, wrapped_key)"
               " VALUES (%s, %s, %s, %s, %s, %s)")
@@ -48,6 +52,38 @@ def reason_subject_id(tenant_id: str, command_id: str) -> UUID:
     """A command's reason subject: derived from the command id, so a retried command seals under
     the same key and the CLI finds it from the id the events carry (meta.command_id)."""
     return uuid5(NAMESPACE_URL, f"https://etsypro.dev/privacy/reason/{tenant_id}/{command_id}")
+
+
+def seal_reason(vault: Vault, ctx: CommandContext, reason: str) -> str:
+    """A person's free text, sealed under the command's reason subject (owned by its author).
+    The empty reason stays as it is: no key for nothing."""
+    if not reason or is_sealed(reason):
+        return reason
+    owner = _uuid_or_none(ctx.actor.id)
+    return vault.reason_sealer(ctx.tenant_id, ctx.command_id, owner).seal(reason)
+
+
+def _uuid_or_none(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class SealingContext(CommandContext):
+    """A command context whose events' reasons are sealed (Identity gives it to people and
+    services calling the API). One seal per command and text, however many events share the meta:
+    a 10,000-observation batch seals once."""
+
+    vault: Any = field(default=None, compare=False, repr=False)
+    _sealed: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def meta(self, shop_id, source: Source | str = Source.MANUAL, reason: str = "",
+             occurred_at: datetime | None = None) -> EventMeta:
+        if reason and reason not in self._sealed:
+            self._sealed[reason] = seal_reason(self.vault, self, reason)
+        return super().meta(shop_id, source, self._sealed.get(reason, reason), occurred_at)
 
 
 def rewrap(old: Secrets, new: Secrets, subject_id: UUID, wrapped: bytes) -> bytes:
@@ -89,12 +125,12 @@ class Vault:
         return self.ensure(tenant_id, SubjectKind.REASON, reason_subject_id(tenant_id, command_id), owner)
 
     def ensure(self, tenant_id: str, kind: str, subject_id: UUID, owner: UUID | None = None) -> SubjectSealer:
-        """The subject's sealer, its key made now if it has none (committed at once: a key whose
-        command then fails seals nothing, and goes with its subject's or owner's erasure)."""
-        if (sealer := self.sealer(subject_id)) is not None:
+        """The subject's sealer, its key made now if it has none: one round trip for a new subject
+        (committed at once: a key whose command then fails seals nothing, and goes with its
+        subject's or owner's erasure); a subject that has a key (a retried command) keeps it."""
+        sealer, (sql, params) = self.new_subject(tenant_id, kind, subject_id, owner)
+        if self._rows(sql + " ON CONFLICT (subject_id) DO NOTHING RETURNING 1", params, commit=True):
             return sealer
-        _, (sql, params) = self.new_subject(tenant_id, kind, subject_id, owner)
-        self._rows(sql + " ON CONFLICT (subject_id) DO NOTHING", params, commit=True)
         self._forget([subject_id])
         return self.sealer(subject_id)
 

@@ -32,7 +32,9 @@ PREFIX = "sealed:v1:"
 ERASED = "[erased]"    # shown instead of a value whose subject was erased
 SEALED = "[sealed]"    # shown by a reader that was given no key to open values with
 KEY_BYTES = 32
-_SEALED = re.compile(r"^sealed:v1:([0-9a-f]{32}):([A-Za-z0-9_-]+={0,2})$")
+_TOKEN = r"sealed:v1:([0-9a-f]{32}):([A-Za-z0-9_-]+={0,2})"
+_SEALED = re.compile(f"^{_TOKEN}$")
+_SEALED_IN = re.compile(_TOKEN)  # a sealed value quoted inside other text (a reason that repeats an earlier one)
 
 
 class SubjectKind:
@@ -108,21 +110,21 @@ def unwrap_key(wrapping_key: bytes, subject_id: UUID, wrapped: bytes) -> bytes:
 def sealed_subjects(value: Any) -> set[UUID]:
     """Every subject whose sealed values appear anywhere in this JSON-like value."""
     found: set[UUID] = set()
-    _walk(value, lambda s: found.add(subject_of(s)) if is_sealed(s) else None)
+    _walk(value, lambda s: found.update(UUID(m.group(1)) for m in _SEALED_IN.finditer(s)) if PREFIX in s else None)
     return found
 
 
 def reveal(value: Any, keys: Mapping[UUID, SubjectSealer | None] | None) -> Any:
     """The value with each sealed string opened: its plaintext, ERASED when its subject's key is
     gone (None in `keys`), SEALED when no keys were given at all (a reader without the server key)."""
-    def opened(s: str) -> str:
+    def opened(token: re.Match) -> str:
         if keys is None:
             return SEALED
-        sealer = keys.get(subject_of(s))
-        plain = sealer.open(s) if sealer is not None else None
+        sealer = keys.get(UUID(token.group(1)))
+        plain = sealer.open(token.group(0)) if sealer is not None else None
         return ERASED if plain is None else plain
 
-    return _map(value, lambda s: opened(s) if is_sealed(s) else s)
+    return _map(value, lambda s: _SEALED_IN.sub(opened, s) if PREFIX in s else s)
 
 
 class KeyRing:

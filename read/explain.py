@@ -22,6 +22,7 @@ from domain.errors import NotFound
 from domain.pricing_rule import describe_rule
 from domain.facts import ObservationBatch, parse_observation_ref
 from domain.listing import Guardrails, Listing
+from domain.personal import KeyRing
 from domain.rollback_guard import RollbackGuard, guard_id
 from read.aggregates import AggregateReader
 from read.shops import Viewer
@@ -30,7 +31,9 @@ GUARD_CAUSE = "rollback_guard:"  # the causation id of the rollback guard's comm
 MAX_CHAIN = 50  # rollbacks of rollbacks...: a readable report stops somewhere
 
 
-def explain(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID, listing_id: UUID) -> dict:
+def explain(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID, listing_id: UUID,
+            personal: KeyRing | None = None) -> dict:
+    """`personal` (AuditHistory.personal) opens reasons people wrote, or shows them erased."""
     listing = aggregates.listing(viewer, shop_id, listing_id)  # tenancy: others' listings are not found
     history = _History(aggregates, viewer, shop_id, listing_id)
     chain, version = [], listing.last_price_change or 1
@@ -38,12 +41,13 @@ def explain(aggregates: AggregateReader, viewer: Viewer, shop_id: UUID, listing_
         step = history.change(version)
         chain.append(step)
         version = step.pop("_restores_from", None)
-    return {
+    report = {
         "listing_id": str(listing.id), "shop_id": str(shop_id), "sku": listing.sku, "title": listing.title,
         "status": listing.status, "version": listing.version, "price": str(listing.price.amount),
         "currency": listing.currency, "rule_id": None if listing.rule_id is None else str(listing.rule_id),
         "chain": chain, "positions": history.positions_note,
     }
+    return personal.reveal(report) if personal is not None else report
 
 
 class _History:

@@ -14,6 +14,7 @@ import httpx
 import psycopg
 import pytest
 
+import codec
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
 from api.erase_cli import erase
@@ -25,7 +26,11 @@ from domain.errors import NotFound
 from domain.meta import Actor
 from domain.orders import OrderBatch
 from domain.personal import ERASED, SEALED, SubjectSealer, is_sealed, new_subject_key, reveal, subject_of
-from tests.conftest import verify_chain
+from projections.price_changes import PriceChanges
+from projections.projector import Projector
+from read.explain import explain
+from read.side import ReadSide
+from tests.conftest import listing_spec, verify_chain
 from tests.test_auth import bearer, client_ip, from_client, login, make_person, tokens
 from tests import test_etsy_csv
 from tests.test_etsy_csv import ITEMS, LISTINGS, events_of, run
@@ -314,3 +319,63 @@ class QueryCounter:
         import psycopg as pg
 
         pg.Cursor.execute = self._execute
+
+
+# -- reasons people write, sealed in every command (Identity.seal_reasons) -----------------------
+@pytest.fixture
+def sealing_reasons(engine):
+    engine.identity.seal_reasons = True
+    yield
+    engine.identity.seal_reasons = False
+
+
+def test_a_sellers_reasons_are_sealed_and_erased_with_the_seller_in_events_views_and_explain(
+        sealing_reasons, http, admin, engine, database_url):
+    seller = make_person(http, admin, role="seller", shops=None)
+    as_seller = bearer(tokens(http, seller)["access_token"])
+    shop = http.post("/shops", headers=as_seller, json={"name": "Hedgerow", "currency": "GBP"}).json()["shop_id"]
+    listing = http.post(f"/shops/{shop}/listings", headers=as_seller,
+                        json={"listings": [listing_spec()]}).json()["listings"][0]["listing_id"]
+    reason = f"Ada Lovelace asked for it {uuid.uuid4().hex[:6]}"
+    changed = http.put(f"/shops/{shop}/listings/{listing}/price", headers=as_seller,
+                       json={"price": "22.00", "currency": "GBP", "reason": reason})
+    assert changed.status_code == 200, changed.text
+    assert everywhere(database_url, reason) == {}
+    assert reason in http.get(f"/aggregates/{listing}/history", headers=admin).text
+    viewer = CommandContext(actor=Actor(admin.account_id), tenant_id=admin.tenant_id)
+    reads = ReadSide(engine.core.conninfo, pool_size=1)
+    reads.audit.use_wrapping_key(engine.identity.secrets.subject_wrapping_key)
+    try:
+        assert explain(reads.aggregates, viewer, UUID(shop), UUID(listing), reads.audit.personal)["chain"][0]["reason"] == reason
+        project(database_url)
+        assert view_reason(database_url, listing).startswith("sealed:v1:")  # as the event holds it
+
+        assert http.post(f"/accounts/{seller['account_id']}/erase", headers=admin).status_code == 200
+        assert explain(reads.aggregates, viewer, UUID(shop), UUID(listing), reads.audit.personal)["chain"][0]["reason"] == ERASED
+    finally:
+        reads.close()
+    history = http.get(f"/aggregates/{listing}/history", headers=admin).text
+    assert reason not in history and ERASED in history
+    project(database_url)
+    assert view_reason(database_url, listing) == ERASED
+    assert verify_chain(engine).ok
+
+
+def project(database_url) -> None:
+    Projector(database_url, codec.to_domain_event, [PriceChanges()]).catch_up()
+
+
+def view_reason(database_url, listing: str) -> str:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT reason FROM analytics.price_changes WHERE listing_id = %s AND kind = 'changed'",
+                            [listing]).fetchone()[0]
+
+
+def test_a_batch_seals_its_reason_once(sealing_reasons, engine):
+    from commands.personal import SealingContext
+
+    ctx = SealingContext(actor=Actor(str(uuid.uuid4())), tenant_id=f"t-{uuid.uuid4().hex[:8]}", vault=engine.identity.vault)
+    with QueryCounter(engine) as counted:
+        metas = [ctx.meta(None, reason="Ada's batch") for _ in range(1000)]
+    assert counted.queries == 1 and len({m.reason for m in metas}) == 1 and is_sealed(metas[0].reason)
+    assert ctx.meta(None).reason == ""  # the empty reason: no key, nothing sealed
