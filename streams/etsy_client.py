@@ -92,6 +92,7 @@ class Budget:
     throttled: int = 0           # 429s received
     waited_s: float = 0.0
     _next_at: float = 0.0
+    _last_at: float = 0.0        # the last slot given
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _random: random.Random = field(default_factory=random.Random)
 
@@ -128,7 +129,7 @@ class Budget:
         if self.shared is not None:
             return self.shared.reserve(self.interval)
         at = max(now, self._next_at)
-        self._next_at = at + self.interval
+        self._last_at, self._next_at = at, at + self.interval
         return at - now
 
     def told(self, headers: httpx.Headers) -> None:
@@ -136,7 +137,11 @@ class Budget:
         with self._lock:
             self.storms = 0
             if "x-limit-per-second" in headers:
-                self.per_second = max(int(headers["x-limit-per-second"]), 1)
+                limit = max(int(headers["x-limit-per-second"]), 1)
+                if limit < self.per_second:  # the next slot was spaced for the old limit: space it for the new
+                    self.per_second = limit
+                    self._next_at = max(self._next_at, self._last_at + self.interval)
+                self.per_second = limit
                 self.remaining_this_second = int(headers.get("x-remaining-this-second", self.per_second))
                 if self.remaining_this_second <= 0:
                     now = self.clock()
