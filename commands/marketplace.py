@@ -26,6 +26,7 @@ from commands.listings import Listings
 from domain.errors import Conflict, DomainError, InvalidValue, NotFound
 from domain.marketplace import (FAILED, PUSHED, RETRYING, SCOPES, EtsyConnection, EtsyPush, EtsyRefused,
                                 connection_id, push_id, s256)
+from domain.listing import MAX_TITLE
 from domain.meta import Actor, ActorKind, Source
 from domain.money import Money
 
@@ -109,10 +110,10 @@ class Marketplace:
         """The callback: the state is spent whatever happens next; the code is exchanged with the
         verifier; the Etsy shop named at the start must be the granting seller's; the connection
         event and the encrypted tokens commit together."""
-        started = self._rows("UPDATE marketplace.etsy_pkce SET used_at = now() WHERE state_digest = ANY(%s)"
+        started = self._rows("UPDATE marketplace.etsy_pkce SET used_at = now() WHERE state_digest = %s"
                              " AND used_at IS NULL AND expires_at > now()"
                              " RETURNING shop_id, tenant_id, actor_id, verifier_encrypted, redirect_uri, etsy_shop_id",
-                             [self.secrets.digests(state)])
+                             [self.secrets.digest(state)])
         if not started:
             raise InvalidValue("state", "unknown, already used or expired: start the connection again")
         row = started[0]
@@ -293,21 +294,23 @@ class Marketplace:
         return self.core.execute(ctx, "etsy_push_outcome", {}, decide, serial=[push_id(listing_id, version)]).body["recorded"]
 
     # -- sync in ----------------------------------------------------------------------------
-    def link_listings(self, shop_id: UUID, found: list[dict]) -> dict[int, UUID]:
+    def link_listings(self, shop_id: UUID, found: list[dict]) -> tuple[dict[int, UUID], set[int]]:
         """Each Etsy listing ({etsy_listing_id, sku, title, state, price: Money}) as an engine listing:
-        the unknown registered (external id = Etsy's listing id), every one linked; returns the links."""
+        the unknown registered (external id = Etsy's listing id), every one linked; returns the links
+        and the Etsy ids registered now."""
         ctx = self._service_context(shop_id)
         _, currency = self.core.shop_facts(ctx, shop_id)
         external = [str(x["etsy_listing_id"]) for x in found]
         known = self.core.recorder.reserved(shop_id, "external_id", external)
         taken_skus = self.core.recorder.reserved(shop_id, "sku", [x["sku"] for x in found if x["sku"]])
         new = [x for x in found if str(x["etsy_listing_id"]) not in known and x["price"].currency == currency]
+        registered = {x["etsy_listing_id"] for x in new}
         if new:
             specs, skus = [], set()
             for x in new:
                 sku = x["sku"] if x["sku"] and x["sku"] not in taken_skus and x["sku"] not in skus else f"etsy-{x['etsy_listing_id']}"
                 skus.add(sku)
-                specs.append(models.ListingSpec(external_id=str(x["etsy_listing_id"]), sku=sku, title=x["title"][:500] or sku,
+                specs.append(models.ListingSpec(external_id=str(x["etsy_listing_id"]), sku=sku, title=x["title"][:MAX_TITLE] or sku,
                                                 price=x["price"].amount, currency=currency, status=_status(x["state"])))
             for start in range(0, len(specs), 500):
                 self.listings.register_listings(ctx, shop_id, models.RegisterListings(
@@ -324,7 +327,19 @@ class Marketplace:
                      [x["title"] for x in found if x["etsy_listing_id"] in links],
                      [x["state"] for x in found if x["etsy_listing_id"] in links],
                      [x["price"].amount for x in found if x["etsy_listing_id"] in links]])])
-        return links
+        return links, registered
+
+    def describe(self, shop_id: UUID, listing_id: UUID, title: str, state: str) -> bool:
+        """The title and state Etsy shows, as the listing's (Listing.Described); False when unchanged."""
+        ctx = self._service_context(shop_id)
+
+        def decide() -> Decision:
+            listing = self.core.listing(ctx, shop_id, listing_id)
+            meta = ctx.meta(shop_id, Source.MARKETPLACE, reason="described at Etsy")
+            changed = listing.describe((title.strip() or listing.title)[:MAX_TITLE], _status(state), meta)
+            return Decision([listing] if changed else [], {"changed": changed})
+
+        return self.core.execute(ctx, "etsy_describe", {}, decide, serial=[listing_id]).body["changed"]
 
     def record_sales(self, shop_id: UUID, lines: list[models.SaleIn]) -> int:
         """Sales and returns from Etsy's receipts, idempotent on the transaction id: lines whose id is
@@ -357,14 +372,15 @@ class Marketplace:
                 connection = self._connection(shop_id)
                 connection.drift_refused(listing_id, etsy_price, engine_price, e.detail, meta)
                 applied, refusal, changed = False, e.detail, [connection]
-            statements = [("INSERT INTO marketplace.etsy_drifts (shop_id, listing_id, etsy_listing_id, etsy_price,"
-                           " engine_price, currency, applied, refusal) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                           [shop_id, listing_id, etsy_listing_id, etsy_price.amount, engine_price.amount,
-                            etsy_price.currency, refusal is None, refusal]),
-                          ("UPDATE marketplace.etsy_listings SET etsy_price = %s,"
+            outcome = "applied" if applied else ("unchanged" if refusal is None else "refused")
+            statements = [("UPDATE marketplace.etsy_listings SET etsy_price = %s,"
                            " pushed_version = greatest(pushed_version, %s) WHERE listing_id = %s",
                            [etsy_price.amount, listing.version, listing_id])]
-            outcome = "applied" if applied else ("unchanged" if refusal is None else "refused")
+            if outcome != "unchanged":  # Etsy shows the engine's price: no drift to report
+                statements.append(("INSERT INTO marketplace.etsy_drifts (shop_id, listing_id, etsy_listing_id, etsy_price,"
+                                   " engine_price, currency, applied, refusal) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                                   [shop_id, listing_id, etsy_listing_id, etsy_price.amount, engine_price.amount,
+                                    etsy_price.currency, refusal is None, refusal]))
             return Decision(changed if (applied or refusal) else [], {"outcome": outcome}, statements=statements)
 
         return self.core.execute(ctx, "etsy_drift", {}, decide, serial=[listing_id]).body["outcome"]

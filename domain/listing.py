@@ -15,6 +15,7 @@ from domain.money import Money, minor_unit
 from domain.rules import ListingFacts, Proposal, RecommendationRun
 
 STATUSES = ("active", "inactive", "draft", "sold_out")
+MAX_TITLE = 500
 DAY = timedelta(hours=24)
 MAX_COOLDOWN_MINUTES = 7 * 24 * 60
 MAX_STOCK = 10_000_000
@@ -384,6 +385,22 @@ class Listing(Aggregate):
     def _stock_counted(self, quantity: int, restock_on: str | None, meta: EventMeta) -> None:
         restock = None if restock_on is None else date.fromisoformat(restock_on)
         self.stock = StockCount(quantity, restock, meta.occurred_at, self.version + 1)
+
+    # -- what the marketplace shows -----------------------------------------------------------
+    def describe(self, title: str, status: str, meta: EventMeta) -> bool:
+        """The title and status the marketplace now shows. Returns False when both are unchanged."""
+        if status not in STATUSES:
+            raise InvalidValue("status", f"must be one of {', '.join(STATUSES)}")
+        if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
+            raise InvalidValue("title", f"must be 1 to {MAX_TITLE} characters")
+        if (title, status) == (self.title, self.status):
+            return False
+        self._described(title=title, status=status, meta=meta)
+        return True
+
+    @event("Described")
+    def _described(self, title: str, status: str, meta: EventMeta) -> None:
+        self.title, self.status = title, status
 
     # -- guardrails ------------------------------------------------------------------------
     def set_guardrails(self, guardrails: Guardrails, meta: EventMeta) -> bool:

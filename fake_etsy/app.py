@@ -180,6 +180,13 @@ class FakeEtsy:
                     offering["price"] = money(price, listing.currency)
             listing.last_modified = int(time.time())
 
+    def describe_at_etsy(self, listing_id: int, title: str | None = None, state: str | None = None) -> None:
+        """The seller renames the listing or takes it off sale (state inactive, sold_out) in Etsy's pages."""
+        with self.lock:
+            listing = self.listings[listing_id]
+            listing.title, listing.state = title or listing.title, state or listing.state
+            listing.last_modified = int(time.time())
+
     def price_of(self, listing_id: int) -> Decimal:
         """The listing's price: its first product's first offering (every product, when priced alike)."""
         with self.lock:

@@ -1,7 +1,7 @@
-"""Projection `price_board`: every shop, and the current price (and guardrails) of every listing.
+"""Projection `price_board`: every shop, and the current price, guardrails, title and status of every listing.
 
 Current state only moves forward: the price columns change only for a price event of a higher
-listing version than the one that set them, the guardrail columns likewise. So events of one
+listing version than the one that set them, the guardrail and title/status columns likewise. So events of one
 listing applied twice, or a stale event redelivered after newer ones, change nothing.
 """
 
@@ -49,6 +49,14 @@ STATEMENTS = Statements({
         FROM unnest(%s::uuid[], %s::bigint[], %s::numeric[], %s::numeric[], %s::numeric[], %s::timestamptz[],
                     %s::bigint[]) AS u(listing_id, version, floor, ceiling, cost, recorded, pos)
         WHERE c.listing_id = u.listing_id AND c.guardrails_version < u.version""",
+    "described": """
+        UPDATE {current_prices} AS c
+        SET title = u.title, status = u.status, details_version = u.version,
+            version = greatest(c.version, u.version), updated_at = greatest(c.updated_at, u.recorded),
+            log_position = greatest(c.log_position, u.pos)
+        FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::timestamptz[], %s::bigint[])
+             AS u(listing_id, version, title, status, recorded, pos)
+        WHERE c.listing_id = u.listing_id AND c.details_version < u.version""",
 })
 
 
@@ -59,10 +67,10 @@ def _amount(money):
 class PriceBoard:
     name = "price_board"
     tables = ("shops", "current_prices")
-    event_types = (Shop.Opened, Listing.Registered, Listing.PriceChanged, Listing.GuardrailsSet)
+    event_types = (Shop.Opened, Listing.Registered, Listing.PriceChanged, Listing.GuardrailsSet, Listing.Described)
 
     def apply(self, cur: Cursor, events: Sequence[Positioned], tables: Tables = LIVE) -> None:
-        shops, registered, prices, guardrails = [], [], {}, {}
+        shops, registered, prices, guardrails, described = [], [], {}, {}, {}
         for pos, e in of_types(events, self.event_types):
             kind = type(e)
             if kind is Listing.PriceChanged:
@@ -73,6 +81,8 @@ class PriceBoard:
                 g = e.guardrails
                 guardrails[e.originator_id] = (e.originator_id, e.originator_version, _amount(g.floor),
                                                _amount(g.ceiling), _amount(g.cost), e.timestamp, pos)
+            elif kind is Listing.Described:
+                described[e.originator_id] = (e.originator_id, e.originator_version, e.title, e.status, e.timestamp, pos)
             elif kind is Listing.Registered:
                 g = e.guardrails
                 registered.append((e.originator_id, e.shop_id, e.external_id, e.sku, e.title, e.status,
@@ -84,6 +94,6 @@ class PriceBoard:
                               e.meta.occurred_at, pos))
         # Registrations first: later events of the same batch update the rows they create.
         for key, rows in (("shops", shops), ("registered", registered), ("price", list(prices.values())),
-                          ("guardrails", list(guardrails.values()))):
+                          ("guardrails", list(guardrails.values())), ("described", list(described.values()))):
             if rows:
                 cur.execute(STATEMENTS.get(key, tables), columns(rows))

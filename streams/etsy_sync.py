@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime, timezone
 from decimal import Decimal
 from uuid import UUID
@@ -42,6 +43,19 @@ class SyncReport:
     receipts: int = 0
     sales: int = 0
     unlinked: int = 0  # transactions of listings the engine does not know (not active at Etsy)
+    described: int = 0  # listings whose title or state changed at Etsy
+
+
+LISTED_STATES = ("active", "inactive", "sold_out")  # states Etsy lists a shop's listings by
+
+
+class Known(NamedTuple):
+    """A linked listing as the last sync saw it at Etsy."""
+
+    price: Decimal | None
+    waiting: bool  # a push of ours is queued
+    title: str
+    state: str
 
 
 class EtsySync:
@@ -61,39 +75,71 @@ class EtsySync:
 
     # -- listings -------------------------------------------------------------------------
     def sync_listings(self, shop_id: UUID, session: ShopSession, report: SyncReport) -> None:
+        """Active listings register or update engine listings; inactive and sold-out ones update those
+        already linked (a listing taken off sale at Etsy becomes inactive here), none is registered."""
         etsy_shop = session.grant().etsy_shop_id
-        offset = 0
-        while True:
-            page = session.call(lambda token: self.client.shop_listings(token, etsy_shop, offset))
-            found = [_listing(x, f"results[{i}]") for i, x in enumerate(_results(page))]
-            before = self._known_prices(shop_id)
-            links = self.marketplace.link_listings(shop_id, found)
-            report.listings += len(found)
-            report.registered += sum(1 for x in found if x["etsy_listing_id"] in links and links[x["etsy_listing_id"]] not in before)
-            report.drifts += self._drifts(shop_id, found, links, before)
-            offset += len(found)
-            if len(found) < PAGE_LIMIT or offset >= page.get("count", 0):
-                break
+        for state in LISTED_STATES:
+            offset = 0
+            while True:
+                page = session.call(lambda token: self.client.shop_listings(token, etsy_shop, offset, state))
+                results = _results(page)
+                found = [_listing(x, f"results[{i}]") for i, x in enumerate(results)]
+                if state != "active":
+                    linked = self._links(shop_id)
+                    found = [x for x in found if x["etsy_listing_id"] in linked]
+                self._take_listings(shop_id, found, report)
+                offset += len(results)
+                if len(results) < PAGE_LIMIT or offset >= page.get("count", 0):
+                    break
         self._note(shop_id, "listings_synced_at = now(), last_error = NULL", [])
 
-    def _known_prices(self, shop_id: UUID) -> dict[UUID, tuple[Decimal | None, bool]]:
-        """Each linked listing's price at Etsy by our knowledge, and whether a push of ours waits."""
-        with psycopg.connect(self.conninfo) as conn:
-            rows = conn.execute("SELECT l.listing_id, l.etsy_price, q.listing_id IS NOT NULL FROM marketplace.etsy_listings l"
-                                " LEFT JOIN marketplace.etsy_push_queue q USING (listing_id) WHERE l.shop_id = %s",
-                                [shop_id]).fetchall()
-        return {listing_id: (price, waiting) for listing_id, price, waiting in rows}
+    def _take_listings(self, shop_id: UUID, found: list[dict], report: SyncReport) -> None:
+        if not found:
+            return
+        before = self._known(shop_id)
+        links, registered = self.marketplace.link_listings(shop_id, found)
+        report.listings += len(found)
+        report.registered += len(registered)
+        report.drifts += self._drifts(shop_id, found, links, registered, before)
+        report.described += self._describe(shop_id, found, links, registered, before)
 
-    def _drifts(self, shop_id: UUID, found: list[dict], links: dict[int, UUID], before: dict) -> int:
+    def _known(self, shop_id: UUID) -> dict[UUID, Known]:
+        """Each linked listing as the last sync saw it at Etsy, and whether a push of ours waits."""
+        with psycopg.connect(self.conninfo) as conn:
+            rows = conn.execute("SELECT l.listing_id, l.etsy_price, q.listing_id IS NOT NULL, l.title, l.state"
+                                " FROM marketplace.etsy_listings l LEFT JOIN marketplace.etsy_push_queue q USING (listing_id)"
+                                " WHERE l.shop_id = %s", [shop_id]).fetchall()
+        return {listing_id: Known(price, waiting, title, state) for listing_id, price, waiting, title, state in rows}
+
+    @staticmethod
+    def _adopted(x: dict, links: dict[int, UUID], registered: set[int], before: dict) -> bool:
+        """An engine listing (registered before the shop was connected) linked to Etsy's by this sync."""
+        return x["etsy_listing_id"] in links and x["etsy_listing_id"] not in registered and links[x["etsy_listing_id"]] not in before
+
+    def _drifts(self, shop_id: UUID, found: list[dict], links: dict[int, UUID], registered: set[int], before: dict) -> int:
+        """Prices Etsy shows that the engine did not push; for a listing linked now, a price that differs from its own."""
         drifts = 0
         for x in found:
             listing_id = links.get(x["etsy_listing_id"])
-            known, waiting = before.get(listing_id, (None, False))
-            if listing_id is None or known is None or waiting or x["price"].amount == known:
+            known = before.get(listing_id)
+            if listing_id is None or (known is None and not self._adopted(x, links, registered, before)):
+                continue
+            if known is not None and (known.price is None or known.waiting or x["price"].amount == known.price):
                 continue
             outcome = self.marketplace.drift(shop_id, listing_id, x["etsy_listing_id"], x["price"])
             drifts += outcome != "unchanged"
         return drifts
+
+    def _describe(self, shop_id: UUID, found: list[dict], links: dict[int, UUID], registered: set[int], before: dict) -> int:
+        """Titles and states changed at Etsy since the last sync (or differing from an adopted listing's)."""
+        described = 0
+        for x in found:
+            listing_id = links.get(x["etsy_listing_id"])
+            known = before.get(listing_id)
+            changed = known is not None and (x["title"], x["state"]) != (known.title, known.state)
+            if changed or self._adopted(x, links, registered, before):
+                described += self.marketplace.describe(shop_id, listing_id, x["title"], x["state"])
+        return described
 
     # -- receipts -------------------------------------------------------------------------
     def sync_receipts(self, shop_id: UUID, session: ShopSession, report: SyncReport) -> None:

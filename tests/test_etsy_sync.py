@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from domain.listing import Listing
+from test_demand_http import project
 from etsy_world import connect, etsy_shop_with_listings, etsypro, open_shop
 
 pytest_plugins = ["etsy_world"]
@@ -45,7 +46,8 @@ def test_receipts_become_sales_once_and_cancellations_returns(synced_shop, etsy_
     shop, etsy_shop, listings = synced_shop
     first = fake.add_receipt(etsy_shop.shop_id, [(listings[0].listing_id, 2, Decimal("20.00")),
                                                  (listings[1].listing_id, 1, Decimal("20.00"))])
-    assert sync(etsy_api, shop) | {} == {"listings": 3, "registered": 3, "drifts": 0, "receipts": 1, "sales": 2, "unlinked": 0}
+    assert sync(etsy_api, shop) | {} == {"listings": 3, "registered": 3, "drifts": 0, "described": 0,
+                                               "receipts": 1, "sales": 2, "unlinked": 0}
     assert sync(etsy_api, shop)["sales"] == 0  # read again from the inclusive cursor: nothing doubled
     fake.cancel_receipt(etsy_shop.shop_id, first["receipt_id"])
     assert sync(etsy_api, shop)["sales"] == 2  # the two returns
@@ -67,6 +69,61 @@ def test_a_price_changed_at_etsy_is_drift_with_source_marketplace(synced_shop, e
     assert change.meta.source == "marketplace"
     assert sync(etsy_api, shop)["drifts"] == 0  # seen once, recorded once
     assert etsy_api.get(f"/shops/{shop}/marketplace/etsy/queue").json() == []  # not pushed back to Etsy
+
+
+def board_row(engine, listing: str) -> tuple:
+    with psycopg.connect(engine.core.conninfo) as conn:
+        return conn.execute("SELECT title, status FROM analytics.current_prices WHERE listing_id = %s", [listing]).fetchone()
+
+
+def test_a_title_or_state_changed_at_etsy_is_described_once_and_shown(synced_shop, etsy_api, etsy_engine, fake,
+                                                                      database_url):
+    shop, _, listings = synced_shop
+    sync(etsy_api, shop)
+    links = {etsy: str(listing) for etsy, listing in linked_of(etsy_engine, shop).items()}
+    fake.describe_at_etsy(listings[0].listing_id, title="Mug, now glazed")
+    fake.describe_at_etsy(listings[1].listing_id, state="inactive")
+    fake.describe_at_etsy(listings[2].listing_id, state="sold_out")
+    assert sync(etsy_api, shop)["described"] == 3
+    assert sync(etsy_api, shop)["described"] == 0  # seen once, recorded once
+    shown = {etsy: etsy_api.get(f"/shops/{shop}/listings/{listing}").json() for etsy, listing in links.items()}
+    assert [(shown[x.listing_id]["title"], shown[x.listing_id]["status"]) for x in listings] == [
+        ("Mug, now glazed", "active"), ("Mug 1", "inactive"), ("Mug 2", "sold_out")]
+    described = [e for e in etsy_engine.core.events.get(uuid.UUID(links[listings[1].listing_id]))
+                 if isinstance(e, Listing.Described)]
+    assert [(e.status, e.meta.source) for e in described] == [("inactive", "marketplace")]
+    project(database_url)
+    assert [board_row(etsy_engine, links[x.listing_id]) for x in listings] == [
+        ("Mug, now glazed", "active"), ("Mug 1", "inactive"), ("Mug 2", "sold_out")]
+    fake.describe_at_etsy(listings[1].listing_id, state="active")  # back on sale
+    assert sync(etsy_api, shop)["described"] == 1
+
+
+def test_a_listing_registered_before_connecting_is_adopted_with_etsys_price_and_title(etsy_api, etsy_engine, fake):
+    """A listing the seller registered with Etsy's listing id as its external id is linked, not
+    registered again; where its price or title differ from Etsy's, Etsy's (what buyers see) become its own."""
+    shop = open_shop(etsy_api)
+    etsy_shop, [same, other] = etsy_shop_with_listings(fake, 2)
+    mine = [{"external_id": str(x.listing_id), "sku": f"OWN-{i}", "title": title, "price": price, "currency": "GBP",
+             "floor": "10.00", "ceiling": "40.00"}
+            for i, (x, title, price) in enumerate([(same, "Mug 0", "20.00"), (other, "Old name", "25.00")])]
+    registered = etsy_api.post(f"/shops/{shop}/listings", json={"listings": mine})
+    assert registered.status_code == 201, registered.text
+    connect(etsy_api, fake, shop, etsy_shop)
+    assert sync(etsy_api, shop).items() >= {"listings": 2, "registered": 0, "drifts": 1, "described": 1}.items()
+    links = linked_of(etsy_engine, shop)
+    assert {str(links[x.listing_id]) for x in (same, other)} == {x["listing_id"] for x in registered.json()["listings"]}
+    adopted = etsy_api.get(f"/shops/{shop}/listings/{links[other.listing_id]}").json()
+    assert (adopted["price"], adopted["title"]) == ("20.00", "Mug 1")
+    assert [(d["etsy_price"], d["engine_price"]) for d in etsy_api.get(f"/shops/{shop}/marketplace/etsy/drifts").json()] == [
+        ("20.00", "25.00")]
+    assert sync(etsy_api, shop).items() >= {"registered": 0, "drifts": 0, "described": 0}.items()
+
+
+def linked_of(engine, shop: str) -> dict:
+    with psycopg.connect(engine.core.conninfo) as conn:
+        return dict(conn.execute("SELECT etsy_listing_id, listing_id FROM marketplace.etsy_listings WHERE shop_id = %s",
+                                 [shop]).fetchall())
 
 
 def test_a_page_of_unexpected_shape_is_refused_whole(synced_shop, etsy_api, etsy_engine, fake):

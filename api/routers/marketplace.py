@@ -118,13 +118,14 @@ class Drift(BaseModel):
 
 class SyncDone(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "listings": 40, "registered": 3, "drifts": 1, "receipts": 12, "sales": 15, "unlinked": 0}]})
+        "listings": 40, "registered": 3, "drifts": 1, "described": 2, "receipts": 12, "sales": 15, "unlinked": 0}]})
     listings: int
-    registered: int
-    drifts: int
+    registered: int = Field(description="Etsy listings new to the engine, registered as listings")
+    drifts: int = Field(description="Prices Etsy shows that the engine did not push (see /drifts)")
+    described: int = Field(description="Listings whose title or state changed at Etsy (Listing.Described)")
     receipts: int
     sales: int
-    unlinked: int
+    unlinked: int = Field(description="Transactions of listings the engine does not know")
 
 
 @router.post("/connect", response_model=ConnectStarted, summary="Start connecting the shop to Etsy (OAuth 2.0 + PKCE)",
@@ -180,7 +181,7 @@ def sync(shop_id: UUID, engine: Engine, ctx: Context, request: Request) -> dict:
     """Reads the shop's active listings (registering new ones, recording drift) and the receipts
     modified since the last sync (sales and returns, each transaction once).
 
-    **Changes:** Listing.Registered, SalesBatch.Sold/Returned, Listing.PriceChanged (source marketplace)."""
+    **Changes:** Listing.Registered, Listing.Described, SalesBatch.Sold/Returned, Listing.PriceChanged (source marketplace)."""
     marketplace = engine.marketplace
     marketplace.connection(ctx, shop_id)  # the caller's shop, connected
     client = app_client(etsy_app(request))
