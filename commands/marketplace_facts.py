@@ -34,13 +34,15 @@ class Pseudonyms:
     buyer (`etsypro erase buyer`) deletes the subject: the id in the events then links to nobody."""
 
     def __init__(self, secrets: Secrets):
-        self._secrets = secrets
+        self._secrets, self._vault = secrets, None
 
     def of_many(self, core: WriteCore, tenant_id: str, shop_id: UUID, buyers: Iterable[str]) -> dict[str, str | None]:
         """Each buyer (as the file writes it) -> its pseudonym (None for a blank one): one query
         for the lot, and one more to add the buyers not seen before."""
         names = {buyer: buyer_name(buyer) for buyer in set(buyers)}
-        ids = Vault(core, lambda: self._secrets).buyers(tenant_id, shop_id, {n for n in names.values() if n})
+        if self._vault is None or self._vault.core is not core:  # one vault: its tenant lookup keys are cached
+            self._vault = Vault(core, lambda: self._secrets)
+        ids = self._vault.buyers(tenant_id, shop_id, {n for n in names.values() if n})
         return {buyer: ids[name] if name else None for buyer, name in names.items()}
 
 

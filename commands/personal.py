@@ -16,8 +16,6 @@ are seen within that time. Readers (read/audit.py) do not cache: one query per p
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,11 +27,11 @@ from psycopg.rows import dict_row
 
 from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
-from commands.credentials import Secrets
+from commands.credentials import SUBJECT_WRAPPING, Secrets
 from domain.errors import NotFound
 from domain.meta import EventMeta, Source
-from domain.personal import (KeyRing, Privacy, SubjectKind, SubjectSealer, is_sealed, new_subject_key, privacy_stream_id,
-                             unwrap_key, wrap_key)
+from domain.personal import (KeyRing, Privacy, SubjectKind, SubjectSealer, is_sealed, lookup_subject_id, new_subject_key,
+                             privacy_stream_id)
 
 INSERT_KEY = ("INSERT INTO subject_keys (subject_id, tenant_id, kind, owner, lookup, wrapped_key)"
               " VALUES (%s, %s, %s, %s, %s, %s)")
@@ -86,15 +84,10 @@ class SealingContext(CommandContext):
         return super().meta(shop_id, source, self._sealed.get(reason, reason), occurred_at)
 
 
-def rewrap(old: Secrets, new: Secrets, subject_id: UUID, wrapped: bytes) -> bytes:
-    """A subject key wrapped under `new` instead of `old` (ETSYPRO_SECRET_KEY rotation)."""
-    return wrap_key(new.subject_wrapping_key, subject_id, unwrap_key(old.subject_wrapping_key, subject_id, wrapped))
-
-
 class Vault:
     def __init__(self, core: WriteCore, secrets: Callable[[], Secrets]):
         self.core, self._secrets = core, secrets
-        self.ring = KeyRing(self._wrapped_keys, lambda: self._secrets().subject_wrapping_key, KEY_CACHE_SECONDS)
+        self.ring = KeyRing(self._wrapped_keys, lambda: self.unwrap, KEY_CACHE_SECONDS)
 
     # -- keys -----------------------------------------------------------------------------
     def new_subject(self, tenant_id: str, kind: str, subject_id: UUID | None = None, owner: UUID | None = None,
@@ -130,6 +123,7 @@ class Vault:
         subject's or owner's erasure); a subject that has a key (a retried command) keeps it."""
         sealer, (sql, params) = self.new_subject(tenant_id, kind, subject_id, owner)
         if self._rows(sql + " ON CONFLICT (subject_id) DO NOTHING RETURNING 1", params, commit=True):
+            self.ring.remember(sealer)
             return sealer
         self._forget([subject_id])
         return self.sealer(subject_id)
@@ -138,19 +132,23 @@ class Vault:
     def buyers(self, tenant_id: str, shop_id: UUID, names: Iterable[str]) -> dict[str, str]:
         """name -> the buyer's subject id (hex) in this shop, made for names not seen before:
         one query to find them and one to add the new ones, whatever the number of names."""
-        by_lookup = {self._buyer_lookup(shop_id, n): n for n in set(names)}
+        key = self._lookup_key(tenant_id)
+        by_lookup = {key.fingerprint(f"buyer\x00{shop_id}\x00{n}").encode(): n for n in set(names)}
         found = self._buyer_subjects(tenant_id, list(by_lookup))
         new = [lookup for lookup in by_lookup if lookup not in found]
         if new:
             rows = [self.new_subject(tenant_id, SubjectKind.BUYER, lookup=lookup)[1][1] for lookup in new]
-            self._rows("INSERT INTO subject_keys (subject_id, tenant_id, kind, owner, lookup, wrapped_key)"
-                       " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::uuid[], %s::bytea[], %s::bytea[])"
-                       " ON CONFLICT DO NOTHING", [list(column) for column in zip(*rows)], commit=True)
-            found.update(self._buyer_subjects(tenant_id, new))  # a concurrent import may have won a name
+            added = self._rows("INSERT INTO subject_keys (subject_id, tenant_id, kind, owner, lookup, wrapped_key)"
+                               " SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::uuid[], %s::bytea[],"
+                               " %s::bytea[]) ON CONFLICT DO NOTHING RETURNING lookup, subject_id",
+                               [list(column) for column in zip(*rows)], commit=True)
+            found.update({bytes(r["lookup"]): r["subject_id"] for r in added})
+            if lost := [lookup for lookup in new if lookup not in found]:  # a concurrent import won these names
+                found.update(self._buyer_subjects(tenant_id, lost))
         return {name: found[lookup].hex for lookup, name in by_lookup.items()}
 
     def buyer_subject(self, tenant_id: str, shop_id: UUID, name: str) -> UUID | None:
-        lookup = self._buyer_lookup(shop_id, name)
+        lookup = self._buyer_lookup(tenant_id, shop_id, name)
         return self._buyer_subjects(tenant_id, [lookup]).get(lookup)
 
     def _buyer_subjects(self, tenant_id: str, lookups: list[bytes]) -> dict[bytes, UUID]:
@@ -159,21 +157,23 @@ class Vault:
                           [lookups, tenant_id])
         return {bytes(r["lookup"]): r["subject_id"] for r in rows}
 
-    def _buyer_lookup(self, shop_id: UUID, name: str) -> bytes:
-        return self._lookup(f"buyer\x00{shop_id}\x00{name}")
+    def _buyer_lookup(self, tenant_id: str, shop_id: UUID, name: str) -> bytes:
+        return self._lookup_key(tenant_id).fingerprint(f"buyer\x00{shop_id}\x00{name}").encode()
 
     def attempt_lookup(self, tenant_id: str, username: str | None) -> bytes | None:
         """Finds the failed logins that named `username` when its account is erased."""
-        return None if username is None else self._lookup(f"attempt\x00{tenant_id}\x00{username}")
+        return None if username is None else self._lookup_key(tenant_id).fingerprint(f"attempt\x00{username}").encode()
 
     def attempts_naming(self, tenant_id: str, username: str) -> list[UUID]:
         return [r["subject_id"] for r in self._rows(
             "SELECT subject_id FROM subject_keys WHERE tenant_id = %s AND kind = 'attempt' AND lookup = %s",
             [tenant_id, self.attempt_lookup(tenant_id, username)])]
 
-    def _lookup(self, text: str) -> bytes:
-        # Keyed: without the server key, a table of lookups cannot be matched against guessed names.
-        return hmac.new(self._secrets().subject_wrapping_key, text.encode(), hashlib.sha256).digest()
+    def _lookup_key(self, tenant_id: str) -> SubjectSealer:
+        # Lookups are keyed by the tenant's lookup key: a table of them cannot be matched against
+        # guessed names without the server key that unwraps it, and a rotation re-wraps, not re-keys, it.
+        subject = lookup_subject_id(tenant_id)
+        return self.sealer(subject) or self.ensure(tenant_id, SubjectKind.LOOKUP, subject)
 
     # -- erasing ------------------------------------------------------------------------------
     def erase(self, ctx: CommandContext, subjects: list[tuple[UUID, str]], name: str, command: dict,
@@ -226,7 +226,12 @@ class Vault:
 
     # -- helpers ------------------------------------------------------------------------------
     def _wrap(self, subject_id: UUID, key: bytes) -> bytes:
-        return wrap_key(self._secrets().subject_wrapping_key, subject_id, key)
+        return self._secrets().encrypt(key, subject_id.bytes, SUBJECT_WRAPPING)
+
+    def unwrap(self, subject_id: UUID, wrapped: bytes) -> bytes:
+        """A subject's key (under the current server key, else the previous during a rotation);
+        what AuditHistory.use_unwrap is given."""
+        return self._secrets().decrypt(wrapped, subject_id.bytes, SUBJECT_WRAPPING)
 
     def _forget(self, subject_ids: Iterable[UUID]) -> None:
         self.ring.forget(subject_ids)

@@ -43,6 +43,7 @@ class SubjectKind:
     REASON = "reason"    # the free text of one command, owned by the account that wrote it
     ATTEMPT = "attempt"  # a failed login naming no account: the username typed and the client's address
     ALL = (ACCOUNT, BUYER, REASON, ATTEMPT)
+    LOOKUP = "lookup"    # not a person: the tenant's key for lookup hashes (never erased)
 
 
 class Sealer(Protocol):
@@ -97,16 +98,6 @@ def new_subject_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
-def wrap_key(wrapping_key: bytes, subject_id: UUID, key: bytes) -> bytes:
-    """A subject key encrypted under the server's wrapping key, bound to its subject id."""
-    nonce = os.urandom(12)
-    return nonce + AESGCM(wrapping_key).encrypt(nonce, key, subject_id.bytes)
-
-
-def unwrap_key(wrapping_key: bytes, subject_id: UUID, wrapped: bytes) -> bytes:
-    return AESGCM(wrapping_key).decrypt(wrapped[:12], wrapped[12:], subject_id.bytes)
-
-
 def sealed_subjects(value: Any) -> set[UUID]:
     """Every subject whose sealed values appear anywhere in this JSON-like value."""
     found: set[UUID] = set()
@@ -127,21 +118,25 @@ def reveal(value: Any, keys: Mapping[UUID, SubjectSealer | None] | None) -> Any:
     return _map(value, lambda s: _SEALED_IN.sub(opened, s) if PREFIX in s else s)
 
 
-class KeyRing:
-    """Subjects' sealers by id, unwrapped from the keys `fetch` finds (one call per batch of ids,
-    the I/O its owner supplies), cached for `cache_seconds` (0: not cached): an erasure in this
-    process forgets at once, one in another process is seen within that time."""
+Unwrap = Callable[[UUID, bytes], bytes]  # (subject id, wrapped key) -> the subject's key
 
-    def __init__(self, fetch: Callable[[list[UUID]], Mapping[UUID, bytes]], wrapping_key: Callable[[], bytes | None],
+
+class KeyRing:
+    """Subjects' sealers by id, from the wrapped keys `fetch` finds (one call per batch of ids,
+    the I/O its owner supplies) and `unwrap` opens (None: no server key, values show SEALED),
+    cached for `cache_seconds` (0: not cached): an erasure in this process forgets at once, one
+    in another process is seen within that time."""
+
+    def __init__(self, fetch: Callable[[list[UUID]], Mapping[UUID, bytes]], unwrap: Callable[[], Unwrap | None],
                  cache_seconds: float = 0):
-        self._fetch, self._wrapping_key = fetch, wrapping_key
+        self._fetch, self._unwrap = fetch, unwrap
         self._cache: TTLCache = TTLCache(maxsize=20_000 if cache_seconds else 1, ttl=cache_seconds or 1e-9)
         self._lock = threading.Lock()
 
     def keys(self, subject_ids: Iterable[UUID]) -> dict[UUID, SubjectSealer | None] | None:
         """Sealers of these subjects (None: erased); None for all when there is no wrapping key."""
-        wrapping_key = self._wrapping_key()
-        if wrapping_key is None:
+        unwrap = self._unwrap()
+        if unwrap is None:
             return None
         wanted = set(subject_ids)
         with self._lock:
@@ -149,8 +144,7 @@ class KeyRing:
         missing = sorted(wanted - found.keys())
         if missing:
             wrapped = self._fetch(missing)
-            loaded = {s: SubjectSealer(s, unwrap_key(wrapping_key, s, wrapped[s])) if s in wrapped else None
-                      for s in missing}
+            loaded = {s: SubjectSealer(s, unwrap(s, wrapped[s])) if s in wrapped else None for s in missing}
             with self._lock:
                 self._cache.update(loaded)
             found.update(loaded)
@@ -160,6 +154,11 @@ class KeyRing:
         """`value` (events as described, an aggregate's state) with its sealed strings opened."""
         subjects = sealed_subjects(value)
         return reveal(value, self.keys(subjects)) if subjects else value
+
+    def remember(self, sealer: SubjectSealer) -> None:
+        """A key its owner just made (and committed)."""
+        with self._lock:
+            self._cache[sealer.subject_id] = sealer
 
     def forget(self, subject_ids: Iterable[UUID]) -> None:
         with self._lock:
@@ -190,6 +189,12 @@ def _map(value: Any, change) -> Any:
 
 
 # -- the tombstone --------------------------------------------------------------------------
+def lookup_subject_id(tenant_id: str) -> UUID:
+    """The tenant's lookup key's row: lookup hashes survive a server key rotation (the row is
+    re-wrapped like any subject key; hashes keyed by the server key itself would all change)."""
+    return uuid5(NAMESPACE_URL, f"https://etsypro.dev/privacy/lookup/{tenant_id}")
+
+
 def privacy_stream_id(tenant_id: str) -> UUID:
     """A tenant's privacy stream: derived, so every process finds the same aggregate."""
     return uuid5(NAMESPACE_URL, f"https://etsypro.dev/privacy/tenant/{tenant_id}")

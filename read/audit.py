@@ -22,7 +22,7 @@ from psycopg.rows import tuple_row
 import codec
 from domain.errors import NotFound
 from domain.account import Grants
-from domain.personal import KeyRing
+from domain.personal import KeyRing, Unwrap
 from codec.plain import describe_event
 from read.pool import ReadPool
 from read.shops import ShopDirectory, Viewer
@@ -173,16 +173,16 @@ def reads_account_events(grants: Grants) -> bool:
 class AuditHistory:
     """Reading history, never writing it: on the read side's own pool, tenancy by its shop directory.
     Personal data sealed in events is shown opened, or as erased (domain/personal.py), once the
-    API gave the key that unwraps subjects' keys (use_wrapping_key); before that, as sealed."""
+    API gave what unwraps subjects' keys (use_unwrap); before that, as sealed."""
 
     def __init__(self, pool: ReadPool, shops: ShopDirectory):
         self.pool, self.shops = pool, shops
-        self._wrapping_key: bytes | None = None
-        self.personal = KeyRing(self._wrapped_keys, lambda: self._wrapping_key)
+        self._unwrap: Unwrap | None = None
+        self.personal = KeyRing(self._wrapped_keys, lambda: self._unwrap)
 
-    def use_wrapping_key(self, key: bytes | None) -> None:
-        """Secrets.subject_wrapping_key of the server's ETSYPRO_SECRET_KEY."""
-        self._wrapping_key = key
+    def use_unwrap(self, unwrap: Unwrap | None) -> None:
+        """The write side's Vault.unwrap (the server key; readers never build the write side)."""
+        self._unwrap = unwrap
 
     def _wrapped_keys(self, subject_ids: list[UUID]) -> dict[UUID, bytes]:
         rows = self.pool.rows("SELECT subject_id, wrapped_key FROM subject_keys WHERE subject_id = ANY(%s)", [subject_ids])

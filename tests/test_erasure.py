@@ -44,7 +44,7 @@ def base_url(engine):
     """The API as serve builds it: its readers open sealed values with the server's key; 127.0.0.1
     is a trusted proxy, so X-Forwarded-For names each login's client."""
     app = create_app(engine, auth_settings=AuthSettings(trusted_proxies=trusted_proxies("127.0.0.1")))
-    app.state.reads.audit.use_wrapping_key(engine.identity.secrets.subject_wrapping_key)
+    app.state.reads.audit.use_unwrap(engine.identity.vault.unwrap)
     with running(app) as url:
         yield url
 
@@ -232,7 +232,7 @@ def test_buyers_are_random_subject_ids_found_again_in_one_batch(engine, database
         ids = pseudonyms.of_many(engine.core, tenant, shop, names)
     with QueryCounter(engine) as again:
         assert pseudonyms.of_many(engine.core, tenant, shop, names) == ids
-    assert first.queries <= 3 and again.queries == 1  # per batch, not per buyer
+    assert first.queries <= 5 and again.queries == 1  # per batch, not per buyer (a new tenant's first: its lookup key)
     assert ids["Ada Lovelace (adal)"] == ids[" ADAL "] and ids["   "] is None
     assert len(set(ids.values()) - {None}) == 10_001 and all(len(i) == 32 for i in ids.values() if i)
     assert pseudonyms.of_many(engine.core, tenant, other, ["adal"])["adal"] != ids[" ADAL "]  # not linkable across shops
@@ -344,7 +344,7 @@ def test_a_sellers_reasons_are_sealed_and_erased_with_the_seller_in_events_views
     assert reason in http.get(f"/aggregates/{listing}/history", headers=admin).text
     viewer = CommandContext(actor=Actor(admin.account_id), tenant_id=admin.tenant_id)
     reads = ReadSide(engine.core.conninfo, pool_size=1)
-    reads.audit.use_wrapping_key(engine.identity.secrets.subject_wrapping_key)
+    reads.audit.use_unwrap(engine.identity.vault.unwrap)
     try:
         assert explain(reads.aggregates, viewer, UUID(shop), UUID(listing), reads.audit.personal)["chain"][0]["reason"] == reason
         project(database_url)
