@@ -31,11 +31,13 @@ from projections.projector import Projector
 from read.explain import explain
 from read.side import ReadSide
 from tests.conftest import listing_spec, verify_chain
+from tests import test_auth_secrets
 from tests.test_auth import bearer, client_ip, from_client, login, make_person, tokens
 from tests import test_etsy_csv
 from tests.test_etsy_csv import ITEMS, LISTINGS, events_of, run
 
 seller = test_etsy_csv.seller  # a tenant's context and its GBP shop with the listings tests/data's files sell
+logged_server = test_auth_secrets.logged_server  # a server of its own keeping every log line
 
 
 
@@ -379,3 +381,18 @@ def test_a_batch_seals_its_reason_once(sealing_reasons, engine):
         metas = [ctx.meta(None, reason="Ada's batch") for _ in range(1000)]
     assert counted.queries == 1 and len({m.reason for m in metas}) == 1 and is_sealed(metas[0].reason)
     assert ctx.meta(None).reason == ""  # the empty reason: no key, nothing sealed
+
+
+def test_log_lines_of_an_erasure_flow_carry_no_username_address_or_reason(logged_server, accounts):
+    url, logs = logged_server
+    admin = accounts.new("admin")
+    with httpx.Client(base_url=url, timeout=60) as client:
+        person, address = make_person(client, admin), client_ip()
+        assert login(client, person, "not the password", client=address).status_code == 401
+        assert login(client, person, client=address).status_code == 200
+        reason = f"Ada Lovelace's request {uuid.uuid4().hex[:6]}"
+        assert client.post(f"/accounts/{person['account_id']}/disable", headers=admin, json={"reason": reason}).status_code == 200
+        assert client.post(f"/accounts/{person['account_id']}/erase", headers=admin).status_code == 200
+    text = "\n".join(logs.lines)
+    assert "/erase" in text and "/auth/login" in text  # the scan has material
+    assert not [x for x in (person["username"], person["password"], reason, address) if x in text]
