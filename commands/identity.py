@@ -24,7 +24,7 @@ from codec.plain import describe_event
 from commands.context import CommandContext, Decision, Result
 from commands.core import WriteCore
 from commands.credentials import Secrets
-from commands.personal import SealingContext, Vault, seal_reason
+from commands.personal import SealingContext, Vault, rows_of, seal_reason
 from domain.errors import Conflict, NotFound
 from domain.account import (Account, AccountKind, Action, FailureReason, Grants, normalize_username, sealed_client,
                             valid_username)
@@ -808,12 +808,7 @@ class Identity:
         return self.secrets.decrypt(bytes(rows[0]["secret_encrypted"]), account_id.bytes).decode()
 
     def _rows(self, sql: str, params, commit: bool = False) -> list[dict]:
-        with self.core.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
-            curs.execute(sql, params)
-            found = curs.fetchall() if curs.description else []
-            if commit:
-                conn.commit()
-            return found
+        return rows_of(self.core, sql, params, commit)
 
     def _run(self, statements: list[Statement]) -> None:
         if statements:

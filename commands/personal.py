@@ -237,11 +237,16 @@ class Vault:
         self.ring.forget(subject_ids)
 
     def _rows(self, sql: str, params, commit: bool = False) -> list[dict]:
-        with self.core.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
-            curs.execute(sql, params)
-            found = curs.fetchall() if curs.description else []
-            if commit:
-                conn.commit()
-            return found
+        return rows_of(self.core, sql, params, commit)
+
+
+def rows_of(core: WriteCore, sql: str, params, commit: bool = False) -> list[dict]:
+    """One statement on the write side's pool, outside any command's transaction."""
+    with core.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=dict_row) as curs:
+        curs.execute(sql, params)
+        found = curs.fetchall() if curs.description else []
+        if commit:
+            conn.commit()
+        return found
 
 

@@ -31,7 +31,7 @@ from projections.projector import Projector
 from read.explain import explain
 from read.side import ReadSide
 from tests.conftest import listing_spec, verify_chain
-from tests import test_auth_secrets
+from tests import test_auth, test_auth_secrets
 from tests.test_auth import bearer, client_ip, from_client, login, make_person, tokens
 from tests import test_etsy_csv
 from tests.test_etsy_csv import ITEMS, LISTINGS, events_of, run
@@ -51,18 +51,8 @@ def base_url(engine):
         yield url
 
 
-@pytest.fixture
-def http(base_url):
-    def new_address(request: httpx.Request) -> None:
-        request.headers.setdefault("X-Forwarded-For", client_ip())
-
-    with httpx.Client(base_url=base_url, timeout=60, event_hooks={"request": [new_address]}) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(accounts):
-    return accounts.new("admin")
+# test_auth's: each request from an address of its own (on this module's server), and an admin.
+http, admin = test_auth.http, test_auth.admin
 
 
 def everywhere(database_url, text: str) -> dict[str, int]:
