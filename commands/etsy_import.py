@@ -29,7 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable
+from functools import partial
+from itertools import zip_longest
+from typing import Callable, Iterator
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -50,6 +52,7 @@ from domain.money import Money
 from domain.orders import TOTALS, OrderBatch
 
 CHUNK = models.MAX_BATCH
+WRITERS = 2  # order items: commands in flight at once
 MAX_PROBLEMS = 1000  # reported per run; the count is always exact
 SALE, LISTING_SKU = "sale_transaction", "sku"  # the engine's own reservation kinds
 
@@ -168,6 +171,12 @@ class Pending:
         self.keys.pop(index)
         return self.lines.pop(index)
 
+    def chunks(self) -> Iterator[tuple[int, Pending]]:
+        """(number, chunk) of CHUNK items each (the last fewer), in order: one command each."""
+        for number, start in enumerate(range(0, len(self.items), CHUNK)):
+            yield number, Pending(self.items[start:start + CHUNK], self.lines[start:start + CHUNK],
+                                  self.keys[start:start + CHUNK])
+
 
 class CsvImport:
     """One run over one file. Subclasses parse their format's lines and send their command."""
@@ -215,15 +224,16 @@ class CsvImport:
         return self.summary
 
     def write(self, pending: Pending) -> None:
-        total = len(pending.items)
-        for number, start in enumerate(range(0, total, CHUNK)):
-            chunk = Pending(pending.items[start:start + CHUNK], pending.lines[start:start + CHUNK],
-                            pending.keys[start:start + CHUNK])
-            recorded, held = self.send_new(number, chunk)
-            self.summary.recorded += recorded
-            self.summary.already_recorded += held
+        done = 0
+        for number, chunk in pending.chunks():
+            self._sent_chunk(*self.send_new(number, chunk))
+            done += len(chunk.items)
             if self.progress:
-                self.progress(min(start + CHUNK, total), total)
+                self.progress(done, len(pending.items))
+
+    def _sent_chunk(self, recorded: int, held: int) -> None:
+        self.summary.recorded += recorded
+        self.summary.already_recorded += held
 
     def send_new(self, number: int, chunk: Pending, reservation: str | None = None, list_name: str | None = None,
                  send: Callable[[CommandContext, list], Result] | None = None) -> tuple[int, int]:
@@ -315,9 +325,7 @@ class CsvImport:
         """The lines as the command model makes them (pydantic, as the REST route validates them), one
         call per chunk; each line it refuses is set aside naming its column."""
         valid = Pending()
-        for start in range(0, len(pending.items), CHUNK):
-            chunk = Pending(pending.items[start:start + CHUNK], pending.lines[start:start + CHUNK],
-                            pending.keys[start:start + CHUNK])
+        for _, chunk in pending.chunks():
             while chunk.items:
                 try:
                     command = self.batch(chunk.items)
@@ -483,20 +491,30 @@ class OrderItemsImport(CsvImport):
         return self.listings.record_sales(ctx, self.shop_id, batch)
 
     def write(self, pending: Pending) -> None:
-        """Sales and orders (independent facts, each idempotent) sent side by side: one thread's
-        command waits on the database while the other's is built."""
-        with ThreadPoolExecutor(1, thread_name_prefix="csv-orders") as pool:
-            orders = pool.submit(self._write_orders, self.orders(pending))
-            super().write(pending)
-            self.summary.orders_recorded = orders.result()
-
-    def _write_orders(self, orders: Pending) -> int:
-        recorded = 0  # an order the shop knew before is no news: not counted as already recorded
-        for number, start in enumerate(range(0, len(orders.items), CHUNK)):
-            chunk = Pending(orders.items[start:start + CHUNK], orders.lines[start:start + CHUNK],
-                            orders.keys[start:start + CHUNK])
-            recorded += self.send_new(number, chunk, ORDER, "orders", self._record_orders)[0]
-        return recorded
+        """Sales and orders (independent facts, each idempotent) in commands of a chunk each, WRITERS
+        of them in flight: one is built while another's waits on the database. The first that fails
+        stops those not started; those committed stay (a rerun sends only the rest)."""
+        sales = [(c, partial(self.send_new, n, c)) for n, c in pending.chunks()]
+        orders = [(None, partial(self.send_new, n, c, ORDER, "orders", self._record_orders))
+                  for n, c in self.orders(pending).chunks()]
+        jobs = [job for pair in zip_longest(sales, orders) for job in pair if job]  # mixed: neither waits for the other
+        done = 0
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="csv-writer") as pool:
+            futures = [(sales_chunk, pool.submit(send)) for sales_chunk, send in jobs]
+            try:
+                for sales_chunk, future in futures:  # in order, so that progress only moves forward
+                    recorded, held = future.result()
+                    if sales_chunk is None:  # an order the shop knew before is no news: not counted as already recorded
+                        self.summary.orders_recorded += recorded
+                        continue
+                    self._sent_chunk(recorded, held)
+                    done += len(sales_chunk.items)
+                    if self.progress:
+                        self.progress(done, len(pending.items))
+            except BaseException:
+                for _, future in futures:
+                    future.cancel()
+                raise
 
     def _record_orders(self, ctx: CommandContext, items: list) -> Result:
         return self.facts.record_orders(ctx, self.shop_id, RecordOrders(orders=items, reason=IMPORT_REASON))

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commands import models
+from commands import etsy_import, models
 from commands.context import CommandContext
 from commands.csv_files import LISTINGS as LISTINGS_FORMAT
 from commands.csv_files import FileRefused, read_table
@@ -206,6 +206,24 @@ def test_the_command_line_imports_a_file_and_names_invalid_lines(engine, seller,
     assert (summary["recorded"], summary["invalid"]) == (4, 1)  # TOWEL-LINEN has no listing in this shop
     assert cli(["import", "etsy-orders", str(tmp_path / "missing.csv"), "--shop", shop]) == 1
     assert cli(["import", "etsy-orders", str(ORDERS), "--shop", str(uuid.uuid4())]) == 1
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
+def test_chunks_written_side_by_side_report_progress_in_order_and_record_each_fact_once(engine, seller, monkeypatch,
+                                                                                         chunk):
+    monkeypatch.setattr(etsy_import, "CHUNK", chunk)
+    lines = [GOOD.replace("3011229999", f"p{n // 2}").format(t=f"p{n}") for n in range(7)]
+    ctx, shop = seller
+    importer = KINDS["etsy-order-items"](MarketplaceFacts(engine.core, engine.listings), ctx, shop,
+                                         (ITEM_HEADER + "".join(lines)).encode(), "file.csv",
+                                         pseudonyms=Pseudonyms(engine.identity.secrets))
+    seen = []
+    importer.progress = lambda done, total: seen.append((done, total))
+    summary = importer.run()
+    assert seen == [(min(n + chunk, 7), 7) for n in range(0, 7, chunk)]
+    assert (summary.recorded, summary.orders_recorded, summary.chunks_recorded) == (7, 4, -(-7 // chunk) + -(-4 // chunk))
+    assert sorted(e.transaction_id for e in events_of(engine, shop, SalesBatch.Sold)) == [f"p{n}" for n in range(7)]
+    assert sorted(e.order_id for e in events_of(engine, shop, OrderBatch.OrderRecorded)) == [f"p{n}" for n in range(4)]
 
 
 def test_overlapping_exports_record_their_union_once(engine, seller):
