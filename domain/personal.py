@@ -69,10 +69,11 @@ class SubjectSealer:
     """A subject's key at work: seals (random nonce) and fingerprints (keyed, deterministic: the
     same text gives the same fingerprint under the same key, and nothing once the key is gone)."""
 
-    __slots__ = ("subject_id", "_key", "_aead")
+    __slots__ = ("subject_id", "_key", "_aead", "_keyed")
 
     def __init__(self, subject_id: UUID, key: bytes):
         self.subject_id, self._key, self._aead = subject_id, key, AESGCM(key)
+        self._keyed = hmac.new(key, b"fingerprint\x00", hashlib.sha256)  # copied per fingerprint: 10,000 a batch
 
     def seal(self, plaintext: str) -> str:
         nonce = os.urandom(12)
@@ -91,7 +92,9 @@ class SubjectSealer:
             return None
 
     def fingerprint(self, plaintext: str) -> str:
-        return "fp:" + hmac.new(self._key, b"fingerprint\x00" + plaintext.encode(), hashlib.sha256).hexdigest()[:32]
+        keyed = self._keyed.copy()
+        keyed.update(plaintext.encode())
+        return "fp:" + keyed.hexdigest()[:32]
 
 
 def new_subject_key() -> bytes:

@@ -8,7 +8,7 @@ CREATE TABLE subject_keys (
     tenant_id text NOT NULL,
     kind text NOT NULL CHECK (kind IN ('account', 'buyer', 'reason', 'attempt', 'lookup')),  -- lookup: a tenant's key for lookup hashes
     owner uuid,                 -- the account that wrote a reason: erasing the account erases it too
-    lookup bytea,               -- keyed hash that finds a buyer's subject again (shop + name), or the
+    lookup text,                -- keyed hash that finds a buyer's subject again (shop + name), or the
                                 -- attempts (failed logins naming no account) that named a username
     wrapped_key bytea NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
