@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from projections.base import Projection
 from projections.competitor_prices import CompetitorPrices
+from projections.customers import Customers
 from projections.demand_daily import DemandDaily
 from projections.price_board import PriceBoard
 from projections.price_changes import PriceChanges
 from projections.sales import Sales
 
-ALL: tuple[Projection, ...] = (PriceBoard(), PriceChanges(), CompetitorPrices(), Sales(), DemandDaily())
+ALL: tuple[Projection, ...] = (PriceBoard(), PriceChanges(), CompetitorPrices(), Sales(), DemandDaily(), Customers())
 
 
 def by_name(name: str) -> Projection:

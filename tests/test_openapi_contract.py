@@ -404,6 +404,8 @@ def play(api: httpx.Client, admin, accounts) -> None:
         api.get(url, params={**extra, "format": "parquet"})
         api.get(url, params={**extra, "cursor": "forged"})
     api.get("/analytics/lag")
+    ok(api.get(f"/shops/{shop}/customers"))
+    api.get(f"/shops/{shop}/customers", params={"since": "yesterday"})
 
     # demand models, once refreshed (they are fitted off the request path)
     refresh(accounts.engine.core.conninfo, shop, processes=1)

@@ -4,15 +4,17 @@ docs/views.md; the same tables and functions are there for analysts who use SQL 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import Query, Request
+from pydantic import Field
 from fastapi.responses import JSONResponse, Response
 
 from api.auth import requires
 from api.deps import Context, Engine, Reads
-from api.schemas import AnalyticsPage, Lag
+from api.schemas import AnalyticsPage, Answer, Lag, example
 from domain.errors import NotFound
 from commands.models import QueryInt, QueryTime
 from read.side import ReadSide
@@ -20,6 +22,7 @@ from domain.errors import InvalidValue
 from projections import export, queries
 from projections.lag import parked, tenant_lag
 from projections.registry import ALL
+from read.customers import repeat_customers
 
 from api.routing import resource_router
 
@@ -111,6 +114,38 @@ def _register(view: queries.View) -> None:
 
 for _view in queries.VIEWS.values():
     _register(_view)
+
+
+class RepeatCustomers(Answer):
+    model_config = example({"orders": 120, "orders_with_buyer": 118, "buyers": 97, "repeat_buyers": 15,
+                            "orders_from_repeat_buyers": 36, "repeat_order_share": 0.3051, "revenue_with_buyer": "3540.00",
+                            "revenue_from_repeat_buyers": "1180.00", "repeat_revenue_share": 0.3333, "currency": "GBP",
+                            "buyers_by_orders": {"1": 82, "2": 11, "3": 3, "4+": 1},
+                            "first_order_at": "2026-01-03T10:12:00Z", "last_order_at": "2026-12-06T18:40:00Z"})
+    orders: int
+    orders_with_buyer: int = Field(description="Orders whose buyer is known (as a pseudonym; erased buyers' are not)")
+    buyers: int = Field(description="Distinct buyers (pseudonyms) of those orders")
+    repeat_buyers: int = Field(description="Buyers with more than one order in the period")
+    orders_from_repeat_buyers: int
+    repeat_order_share: float | None = Field(description="orders_from_repeat_buyers / orders_with_buyer")
+    revenue_with_buyer: str | None = Field(description="Order totals of orders with a buyer (decimal); null: no totals known")
+    revenue_from_repeat_buyers: str | None
+    repeat_revenue_share: float | None
+    currency: str | None
+    buyers_by_orders: dict[str, int] = Field(description="Buyers by their number of orders: 1, 2, 3, 4 or more")
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+
+
+@router.get("/shops/{shop_id}/customers", response_model=RepeatCustomers, dependencies=[requires(ANALYTICS_READ)],
+            summary="Repeat customers: orders and revenue from buyers who ordered more than once (buyers are pseudonyms)")
+def customers(shop_id: UUID, ctx: Context, reads: Reads, since: SinceQuery = None, until: UntilQuery = None) -> dict:
+    """From the `customers` view (analytics.shop_orders): orders recorded from Etsy's CSV
+    exports (`etsypro import etsy-orders|etsy-order-items` or the upload routes), each buyer only as a pseudonym."""
+    reads.shops.facts(ctx, shop_id)  # the tenancy check: others' shops are 404
+    if since is not None and until is not None and since >= until:
+        raise InvalidValue("until", "must be after since")
+    return repeat_customers(reads.pool, shop_id, since, until)
 
 
 @router.get("/analytics/lag", summary="How far the projections and the repricing policy are behind on your shops'"
