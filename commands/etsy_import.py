@@ -237,11 +237,15 @@ class CsvImport:
 
     def send_new(self, number: int, chunk: Pending, reservation: str | None = None, list_name: str | None = None,
                  send: Callable[[CommandContext, list], Result] | None = None) -> tuple[int, int]:
-        """Sends the chunk's items the shop does not hold yet: (how many it recorded, how many it held)."""
+        """Sends the chunk's items the shop does not hold yet: (how many it recorded, how many it held).
+        All are sent first without a look (which would cost a lookup of every key): the engine
+        refuses an identity the shop holds, and a rerun of this file replays its commands."""
         reservation, list_name = reservation or self.reservation, list_name or self.list_name
         send = send or (lambda ctx, items: self.command(ctx, self.batch(items)))
-        for _ in range(3):  # a concurrent import may take an identity between the look and the send
-            held = self.facts.recorded(self.shop_id, reservation, chunk.keys)
+        held: set[str] = set()
+        for attempt in range(4):  # a concurrent import may take an identity between a look and the send
+            if attempt:
+                held = self.facts.recorded(self.shop_id, reservation, chunk.keys)
             new = [i for i, key in enumerate(chunk.keys) if key not in held]
             if not new:
                 return 0, len(chunk.keys)
@@ -256,6 +260,8 @@ class CsvImport:
                     raise
                 continue  # taken meanwhile: look again
             self._count(result)
+            if result.replayed:  # recorded by an earlier run of this file, not by this one
+                return 0, len(chunk.keys)
             if reservation == self.reservation:
                 self.sent(items)
             return len(items), len(chunk.keys) - len(items)
