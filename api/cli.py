@@ -13,6 +13,10 @@ from api.settings import Settings
 
 
 def serve(args) -> int:
+    if args.workers > 1:  # before prometheus_client is imported: then this parent's counters are files the workers sum too
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="etsypro-metrics-")
     from api.server import serve as run
 
     from api.lifecycle import Terminated

@@ -22,7 +22,7 @@ from prometheus_client import multiprocess
 
 import migrations
 import codec
-from api import checkpoints, etsy, logs
+from api import checkpoints, etsy, logs, metrics
 from api.app import create_app
 from api.auth import AuthSettings, trusted_proxies
 from api.observability import Observability
@@ -143,11 +143,15 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1, log=print)
     logs.configure(settings.log_format)
     url = database_url(settings, log)
     migrations.apply(url, log=log)
-    metrics_dir = tempfile.mkdtemp(prefix="etsypro-metrics-")  # the workers' counters, summed by /metrics
+    # The workers' counters (and this parent's: its policy's commands), summed by /metrics; `etsypro serve`
+    # makes the directory before prometheus_client is first imported, which is when it picks file-backed values.
+    metrics_dir = os.environ.get(metrics.MULTIPROC_ENV) or tempfile.mkdtemp(prefix="etsypro-metrics-")
     os.environ.update(PROMETHEUS_MULTIPROC_DIR=metrics_dir, ETSYPRO_DATABASE_URL=url, ETSYPRO_SECRET_KEY=secret_key(settings, log), ETSYPRO_PROJECTOR="off",
                       ETSYPRO_REPRICING="off", ETSYPRO_ANALYZE_EVERY_HOURS="0", ETSYPRO_CHECKPOINT_KEY="")
     # The projector decodes with the codec; only the repricing policy issues commands, so only it needs the engine.
     engine = PricingEngine(url, pool_size=2) if settings.repricing == "inprocess" else None
+    if engine is not None:
+        metrics.instrument(engine)
     running_followers = [InBackground(follower, name).start() for follower, name in
                          zip(followers(settings, url, engine), ("projector", "repricing"))
                          if follower is not None]

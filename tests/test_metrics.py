@@ -27,6 +27,7 @@ from commands.engine import PricingEngine
 from conftest import ROOT, Accounts, listing_spec
 from domain.account import ACCOUNT_CEILING, FailureReason
 from projections.registry import ALL
+from test_repricing_e2e import assign, define, observe, register
 
 
 def scrape(base: str, **kwargs) -> dict[tuple, float]:
@@ -156,6 +157,7 @@ def test_two_workers_count_into_one_exposition(new_database):
             answer = httpx.post(f"{base}/shops", headers=seller, json={"name": f"Shop {n}", "currency": "GBP"})
             assert answer.status_code == 201, answer.text
             shops.append(answer.json()["shop_id"])
+        repriced_by_the_parents_policy(base, seller, shops[0])
         scrapes = [scrape(base) for _ in range(4)]  # answered by both workers
     finally:
         server.terminate()
@@ -164,8 +166,22 @@ def test_two_workers_count_into_one_exposition(new_database):
         assert moved(before, after, "etsypro_commands_total", command="open_shop", outcome="done") == 6
         assert moved(before, after, "etsypro_http_requests_total", route="/shops", method="POST") == 6
         assert moved(before, after, "etsypro_events_total", type="Shop.Opened") == 6
+        assert moved(before, after, "etsypro_events_total", type="Listing.PriceChanged") == 1  # the policy's, in the parent
     pids = {dict(labels).get("pid") for (name, labels) in scrapes[-1] if name == "etsypro_pool_connections"}
     assert pids == {None}  # summed over the workers, not one series per process
+
+
+def repriced_by_the_parents_policy(base: str, seller, shop: str) -> None:
+    """A listing under 'beat the lowest by 5%' and a competitor at 15.00: the repricing policy (in
+    serve's parent process) sets 14.25."""
+    with httpx.Client(base_url=base, headers=seller, timeout=30) as api:
+        [listing] = register(api, shop, 1)
+        assign(api, shop, define(api, shop)["rule_id"], [listing])
+        observe(api, shop, (listing, "rival", "15.00"))
+        deadline = time.monotonic() + 30
+        while api.get(f"/shops/{shop}/listings/{listing}").json()["price"] != "14.25":
+            assert time.monotonic() < deadline, "the policy did not reprice"
+            time.sleep(0.1)
 
 
 def wait_until_up(base: str, timeout: float = 60) -> None:
