@@ -223,21 +223,16 @@ def whole_number(text: str) -> int:
     return int(cleaned)
 
 
+def optional_whole_number(text: str) -> int | None:
+    return whole_number(text) if text.strip() else None
+
+
 _DATE_FORMATS = ("%m/%d/%y", "%m/%d/%Y", "%Y-%m-%d")  # Etsy writes 12/31/23; older files 12/31/2023
 
 
-def sale_day(text: str, cache: dict[str, datetime | str]) -> datetime:
+def sale_day(text: str) -> datetime:
     """An Etsy sale date (a day, no time) as noon UTC of that day: the export gives no time, and
     noon keeps the day the same in every time zone within ±11 hours."""
-    known = cache.get(text)
-    if known is None:
-        known = cache[text] = _parse_day(text)
-    if isinstance(known, str):
-        raise BadValue(known)
-    return known
-
-
-def _parse_day(text: str) -> datetime | str:
     cleaned = text.strip()
     for fmt in _DATE_FORMATS:
         try:
@@ -245,7 +240,7 @@ def _parse_day(text: str) -> datetime | str:
         except ValueError:
             continue
         return datetime.combine(day, time(12), timezone.utc)
-    return f"not a date: {text[:40]!r} (expected MM/DD/YY, MM/DD/YYYY or YYYY-MM-DD)"
+    raise BadValue(f"not a date: {text[:40]!r} (expected MM/DD/YY, MM/DD/YYYY or YYYY-MM-DD)")
 
 
 def moment(text: str) -> datetime:

@@ -25,10 +25,10 @@ import gc
 import hashlib
 import threading
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from functools import partial
 from itertools import zip_longest
 from typing import Callable, Iterator
@@ -39,8 +39,8 @@ from pydantic import ValidationError
 from commands import models
 from commands.context import CommandContext, Result
 from commands.csv_files import (COMPETITOR_PRICES, LISTING_REFERENCES, LISTINGS, ORDER_ITEMS, ORDERS, BadValue,
-                                FileRefused, Format, LineProblem, Table, amount, moment, optional_amount, read_table, sale_day,
-                                whole_number)
+                                FileRefused, Format, LineProblem, Table, amount, moment, optional_amount,
+                                optional_whole_number, read_table, sale_day, whole_number)
 from commands.importer import _refused_item
 from commands.listings import sale_lines
 from commands.marketplace_facts import (OBSERVATION, ORDER, MarketplaceFacts, Pseudonyms, RecordOrders,
@@ -55,6 +55,7 @@ CHUNK = models.MAX_BATCH
 WRITERS = 2  # order items: commands in flight at once
 MAX_PROBLEMS = 1000  # reported per run; the count is always exact
 SALE, LISTING_SKU = "sale_transaction", "sku"  # the engine's own reservation kinds
+_UNSEEN = object()
 
 
 class _PausedCollector:
@@ -195,7 +196,7 @@ class CsvImport:
         self.summary = CsvSummary(self.kind, file_name, hashlib.sha256(data).hexdigest(), shop_id)
         self.buyer_ids: dict[str, str | None] = {}  # a buyer as the file writes it -> its pseudonym
         self.currency = ""
-        self._days: dict[str, datetime | str] = {}
+        self._parsed: dict[str, dict[str, object]] = defaultdict(dict)  # column -> text -> value or BadValue
         self._counting = threading.Lock()
 
     def find_buyers(self, buyers) -> None:
@@ -321,11 +322,19 @@ class CsvImport:
     FIELD_COLUMNS: dict[str, str] = {}  # a command field -> the column it is read from
 
     def value(self, table: Table, line: int, row: dict[str, str], name: str, parse: Callable):
-        try:
-            return parse(row.get(name, ""))
-        except BadValue as e:
-            self.summary.problem(line, table.header(name), str(e))
-            raise _Skip from None
+        """The column's text parsed, each distinct text once: a file repeats its prices, quantities and days."""
+        text, parsed = row.get(name, ""), self._parsed[name]
+        known = parsed.get(text, _UNSEEN)
+        if known is _UNSEEN:
+            try:
+                known = parse(text)
+            except BadValue as e:
+                known = e
+            parsed[text] = known
+        if isinstance(known, BadValue):
+            self.summary.problem(line, table.header(name), str(known))
+            raise _Skip
+        return known
 
     def validated(self, pending: Pending, table: Table) -> Pending:
         """The lines as the command model makes them (pydantic, as the REST route validates them), one
@@ -465,7 +474,7 @@ class OrderItemsImport(CsvImport):
             raise _Skip
         quantity = self.value(table, line, row, "quantity", whole_number)
         price = self.value(table, line, row, "price", amount)
-        sold_at = self.value(table, line, row, "sale_date", lambda t: sale_day(t, self._days))
+        sold_at = self.value(table, line, row, "sale_date", sale_day)
         currency = self.same_currency(table, line, row)
         return {"listing_id": listing, "quantity": quantity, "unit_price": price, "currency": currency,
                 "order_id": row["order_id"].strip(), "transaction_id": row["transaction_id"].strip(),
@@ -541,9 +550,9 @@ class OrdersImport(CsvImport):
         return self.each_once(table, self._order, "order_id")
 
     def _order(self, table: Table, line: int, row: dict[str, str]) -> dict:
-        placed_at = self.value(table, line, row, "sale_date", lambda t: sale_day(t, self._days))
+        placed_at = self.value(table, line, row, "sale_date", sale_day)
         totals = {name: self.value(table, line, row, name, optional_amount) for name in TOTALS}
-        items = self.value(table, line, row, "items", lambda t: whole_number(t) if t.strip() else None)
+        items = self.value(table, line, row, "items", optional_whole_number)
         currency = self.same_currency(table, line, row)
         buyer = self.buyer_ids.get(_buyer_of(row))
         status = row.get("status", "").strip() or None
@@ -574,7 +583,7 @@ class ListingsImport(CsvImport):
 
     def _spec(self, table: Table, line: int, row: dict[str, str]) -> dict:
         price = self.value(table, line, row, "price", amount)
-        quantity = self.value(table, line, row, "quantity", lambda t: whole_number(t) if t.strip() else None)
+        quantity = self.value(table, line, row, "quantity", optional_whole_number)
         currency = self.same_currency(table, line, row)
         sku = row["sku"].strip()
         if not sku:
