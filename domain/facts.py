@@ -73,6 +73,19 @@ class FactBatch(Aggregate):
         return events
 
     @staticmethod
+    def meta_at(meta: EventMeta) -> Callable[[datetime], EventMeta]:
+        """meta.at(moment), one object per moment: a batch's facts share a few days (sales, orders),
+        and an EventMeta is immutable, so its events may share it."""
+        known: dict[datetime, EventMeta] = {}
+
+        def at(moment: datetime) -> EventMeta:
+            found = known.get(moment)
+            if found is None:
+                found = known[moment] = meta.at(moment)
+            return found
+        return at
+
+    @staticmethod
     def check_facts(facts: list, field: str, currency: str, money_of: Callable[[object], Money]) -> None:
         """A batch holds at least one fact, each in the shop's currency."""
         if not facts:
@@ -127,12 +140,12 @@ class SalesBatch(FactBatch):
         batch = cls(shop_id=shop_id, size=len(lines), meta=meta)
         # Triggered directly, as ObservationBatch does (an @event method's argument mapping cost most
         # of a 10,000-line batch); all are recorded at the batch's time (its first event's timestamp).
-        trigger, recorded_at = batch.trigger_event, batch.created_on
+        trigger, recorded_at, meta_at = batch.trigger_event, batch.created_on, cls.meta_at(meta)
         for line in lines:
             sold = line.quantity > 0
             trigger(cls.Sold if sold else cls.Returned, timestamp=recorded_at, listing_id=line.listing_id,
                     quantity=line.quantity if sold else -line.quantity, unit_price=line.unit_price,
-                    order_id=line.order_id, transaction_id=line.transaction_id, meta=meta.at(line.sold_at))
+                    order_id=line.order_id, transaction_id=line.transaction_id, meta=meta_at(line.sold_at))
         return batch
 
     class SaleFact(Aggregate.Event):

@@ -46,10 +46,10 @@ class OrderBatch(FactBatch):
         batch = cls(shop_id=shop_id, size=len(orders), meta=meta)
         # Triggered directly, as ObservationBatch does: an @event method's argument mapping costs
         # most of a 10,000-order batch; all are recorded at the batch's time.
-        recorded, recorded_at = batch.trigger_event, batch.created_on
+        recorded, recorded_at, meta_at = batch.trigger_event, batch.created_on, cls.meta_at(meta)
         for order in orders:
             recorded(cls.OrderRecorded, timestamp=recorded_at, order_id=order.order_id, buyer=order.buyer,
-                     items=order.items, status=order.status, totals=order.totals, meta=meta.at(order.placed_at))
+                     items=order.items, status=order.status, totals=order.totals, meta=meta_at(order.placed_at))
         return batch
 
     class OrderRecorded(Aggregate.Event):
