@@ -391,6 +391,12 @@ class Identity:
         self.core.execute(self._as_account(account), "login", {}, decide)
         return Session(str(account.id), account.tenant_id, str(family_id), token)
 
+    def _refuse_erased(self, account_id: UUID) -> None:
+        """An erased account stays erased: no second erasure, no enabling (create a new account)."""
+        if self._rows("SELECT 1 FROM accounts WHERE account_id = %s AND username = %s",
+                      [account_id, _erased_username(account_id)]):
+            raise InvariantViolated("account_id", "the account was erased")
+
     def _client(self, account: Account, address: str) -> tuple[str, str]:
         """(the client as the account's events record it, its address sealed): sealed_client
         under the account's key. An account from before sealing gets its key now; an erased
@@ -605,6 +611,7 @@ class Identity:
         if str(account_id) == ctx.actor.id:
             raise InvariantViolated("account_id", "an admin cannot erase their own account")
         account = self.tenant_account(ctx, account_id)
+        self._refuse_erased(account.id)
         username = self.username_of(account)
         subjects = [(account.id, SubjectKind.ACCOUNT),
                     *((s, SubjectKind.REASON) for s in self.vault.owned_reasons(account.id)),
@@ -621,6 +628,7 @@ class Identity:
     def enable_account(self, ctx: CommandContext, account_id: UUID) -> Result:
         def decide() -> Decision:
             account = self.tenant_account(ctx, account_id)
+            self._refuse_erased(account.id)
             if not account.enable(self._meta(ctx)):
                 return Decision([], self.describe(account))
             return Decision([account], self.describe(account), statements=[
@@ -834,6 +842,10 @@ def _role_rows(account: Account) -> list[Statement]:
     return rows
 
 
+def _erased_username(account_id: UUID) -> str:
+    return f"{ERASED} {account_id}"
+
+
 def _stopped(account_id: UUID) -> list[Statement]:
     """A disabled account's rows: its sessions end, its reset tokens and MFA challenges are spent."""
     return [("UPDATE accounts SET disabled_at = coalesce(disabled_at, now()) WHERE account_id = %s", [account_id]),
@@ -846,7 +858,7 @@ def _stopped(account_id: UUID) -> list[Statement]:
 def _erased(account_id: UUID) -> list[Statement]:
     """An erased account's rows outside the log: no username to log in with, no credentials, no
     snapshot (snapshots are derived, and rebuilt from the events when needed)."""
-    return [("UPDATE accounts SET username = %s WHERE account_id = %s", [f"{ERASED} {account_id}", account_id]),
+    return [("UPDATE accounts SET username = %s WHERE account_id = %s", [_erased_username(account_id), account_id]),
             ("DELETE FROM password_credentials WHERE account_id = %s", [account_id]),
             *_mfa_removed(account_id),
             ("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE account_id = %s", [account_id]),

@@ -386,3 +386,14 @@ def test_log_lines_of_an_erasure_flow_carry_no_username_address_or_reason(logged
     text = "\n".join(logs.lines)
     assert "/erase" in text and "/auth/login" in text  # the scan has material
     assert not [x for x in (person["username"], person["password"], reason, address) if x in text]
+
+
+def test_an_erased_account_is_neither_erased_again_nor_enabled(http, admin, count_events):
+    person = make_person(http, admin)
+    assert http.post(f"/accounts/{person['account_id']}/erase", headers=admin).status_code == 200
+    before = count_events()
+    for action in ("erase", "enable"):
+        refused = http.post(f"/accounts/{person['account_id']}/{action}", headers=admin)
+        assert refused.status_code == 422 and refused.json()["field"] == "account_id", refused.text
+    assert count_events() == before
+    assert http.get(f"/accounts/{person['account_id']}", headers=admin).json()["disabled"] is True
