@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 import migrations
+from projections.registry import ALL
 
 MAGIC = b"ETSYPRO-BACKUP\n"
 END = b"ETSYPRO-BACKUP-END\n"
@@ -68,6 +69,9 @@ TABLES: dict[str, tuple[str, str]] = {
     "public.refresh_tokens": (RESET, "as token_families"),
     "public.mfa_challenges": (RESET, "minutes-long second-factor challenges"),
     "public.password_resets": (RESET, "one-time reset tokens: an admin issues a new one"),
+    "public.subject_keys": (RESTORED, "each data subject's key, wrapped under ETSYPRO_SECRET_KEY: personal data in"
+                                      " events opens only with it. A subject erased after the backup has its key back:"
+                                      " erase it again (docs/operations.md, Erasure)"),
     "public.unknown_logins_suppressed": (RESTORED, "unknown-username failures over budget, not yet in the log"),
     "public.pricing_snapshots": (REBUILT, "a cache of aggregate state, retaken as aggregates grow"),
     "public.schema_migrations": (MIGRATION, "written by the migrations the restore applies; the manifest names them"),
@@ -91,10 +95,7 @@ TABLES: dict[str, tuple[str, str]] = {
     "analytics.projection_tracking": (REBUILT, "set by the rebuild"),
     "analytics.timescale_settings": (MIGRATION, "written by its migration"),
 }
-PROJECTION_TABLES = ("analytics.shops", "analytics.current_prices", "analytics.price_changes",
-                     "analytics.competitor_observations", "analytics.competitor_price_histogram", "analytics.sales",
-                     "analytics.sales_by_listing_hour", "analytics.sales_by_shop_hour", "analytics.demand_lines",
-                     "analytics.demand_daily")
+PROJECTION_TABLES = tuple(f"analytics.{table}" for projection in ALL for table in projection.tables)
 TABLES.update({t: (REBUILT, "a projection: replayed from the log (projections/rebuild.py)") for t in PROJECTION_TABLES})
 
 # Rows of a restored table that are kept (default: all).
