@@ -363,7 +363,7 @@ def use_server_keys(engine: PricingEngine, settings: Settings, log=print) -> Non
 
 def previous_secret_key(settings: Settings) -> str | None:
     """ETSYPRO_SECRET_KEY_PREVIOUS: the key being retired while a rotation runs (docs/operations.md)."""
-    return getattr(settings, "secret_key_previous", None)  # a Settings without the field: no rotation
+    return settings.secret_key_previous
 
 
 def free_port() -> int:

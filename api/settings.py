@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     pool_size: int = 10             # database connections per process
     max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
     secret_key: str | None = None   # 32+ chars; unset: a key file created once in data_dir
+    secret_key_previous: str | None = None  # the key being retired during a rotation (docs/operations.md)
     access_token_minutes: int = 10
     login_per_minute: int = 10      # login attempts per client address
     projector: Literal["inprocess", "off"] = "inprocess"  # off: `etsypro project` runs it instead
