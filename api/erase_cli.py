@@ -32,12 +32,12 @@ def add_parsers(sub) -> None:
 
 def erase_command(args) -> int:
     from api.cli import _migrated_engine
-    from api.server import secret_key
+    from api.server import use_server_keys
     from domain.errors import CommandRefused, DomainError
 
     _, engine = _migrated_engine(pool_size=2)
     try:
-        engine.identity.use_secret_key(secret_key(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)))
+        use_server_keys(engine, Settings.from_env(), log=lambda m: print(m, file=sys.stderr))  # and the previous one
         result = erase(engine, args)
     except (DomainError, CommandRefused) as e:
         print(f"erase refused, nothing changed: {e}", file=sys.stderr)
