@@ -161,7 +161,7 @@ def _money_json(money: Money) -> str:
 
 def _meta_json(m: EventMeta) -> str:
     return (f'"meta":{{"_type_":"{EventMetaAsDict.name}","_data_":{_meta_head(*_provenance(m))}'
-            f'"occurred_at":{_moment_json(m.occurred_at)}}}}}')
+            f'"occurred_at":{_moment_json(m.occurred_at, m.occurred_at.utcoffset())}}}}}')
 
 
 def _optional_str(value: str | None) -> str:
@@ -176,8 +176,14 @@ def _iso_json(value) -> str:
     return f'{{"_type_":"{DatetimeAsISO.name}","_data_":"{value.isoformat()}"}}'
 
 
-_datetime_json = lru_cache(maxsize=64)(_iso_json)  # a batch's events share its timestamp
-_moment_json = lru_cache(maxsize=4096)(_iso_json)  # business times: sales share their days
+_datetime_json = lru_cache(maxsize=64)(_iso_json)  # a batch's events share its timestamp (always UTC)
+
+
+@lru_cache(maxsize=4096)
+def _moment_json(value, offset) -> str:
+    """A business time (sales share their days), cached by instant and offset: the same instant
+    at another offset is an equal datetime but writes other text."""
+    return _iso_json(value)
 # The string encoder of ensure_ascii=False; cached for the few values a batch repeats (sources,
 # currencies), not for competitor references or ids, which rarely repeat (a miss costs 2.5x a call).
 _json_str = lru_cache(maxsize=4096)(encode_basestring)

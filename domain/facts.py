@@ -75,13 +75,14 @@ class FactBatch(Aggregate):
     @staticmethod
     def meta_at(meta: EventMeta) -> Callable[[datetime], EventMeta]:
         """meta.at(moment), one object per moment: a batch's facts share a few days (sales, orders),
-        and an EventMeta is immutable, so its events may share it."""
-        known: dict[datetime, EventMeta] = {}
+        and an EventMeta is immutable, so its events may share it. Keyed by the moment's zone too:
+        the same instant in another zone is an equal datetime, but the fact said it otherwise."""
+        known: dict[tuple, EventMeta] = {}
 
         def at(moment: datetime) -> EventMeta:
-            found = known.get(moment)
+            found = known.get((moment, moment.tzinfo))
             if found is None:
-                found = known[moment] = meta.at(moment)
+                found = known[moment, moment.tzinfo] = meta.at(moment)
             return found
         return at
 

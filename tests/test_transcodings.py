@@ -78,3 +78,17 @@ def _mappers() -> tuple[PricingMapper, Mapper]:
     for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), *TRANSCODINGS):
         transcoder.register(transcoding)
     return PricingMapper(transcoder), Mapper(transcoder)
+
+
+def test_one_instant_at_two_offsets_is_stored_at_each_its_own():
+    """The same instant at another offset is an equal datetime but other text: caches keyed by the
+    instant alone wrote one sale's day at the other's offset (found by the property test above)."""
+    utc = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
+    india = utc.astimezone(timezone(timedelta(hours=5, minutes=30)))
+    meta = EventMeta(None, "a", "user", "import", "", "c", "c", None, utc)
+    lines = [SaleLine(uuid4(), 1, Money(Decimal("1.00"), "GBP"), "o", f"t{i}", moment)
+             for i, moment in enumerate((utc, india, utc, india))]
+    fast, library = _mappers()
+    sold = SalesBatch.record(uuid4(), "GBP", lines, meta).collect_events()[1:]
+    assert [e.meta.occurred_at.utcoffset() for e in sold] == [line.sold_at.utcoffset() for line in lines]
+    assert [fast.to_stored_event(e) for e in sold] == [library.to_stored_event(e) for e in sold]
