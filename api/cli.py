@@ -899,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
 
     exit_cleanly_on_signals()  # before anything starts the embedded PostgreSQL
     args = parser().parse_args(argv)
-    if args.command in ("project", "reprice", "relay"):  # long-running followers log as serve does
+    if args.command in ("project", "reprice", "relay", "worker", "feed", "rollback-guard"):  # long-running: log as serve does
         from api import logs
 
         logs.configure(Settings.from_env().log_format)

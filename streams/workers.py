@@ -128,7 +128,10 @@ def run_app(config: WorkerConfig, topics: Sequence[str], make_app: Callable[[], 
     # Create the topics before subscribing: Tansu (and Kafka with auto-create on) would otherwise
     # create them on first sight with its default partition count.
     loop.run_until_complete(wire.ensure_topics(config.bootstrap_servers, topics, config.partitions))
-    faust.Worker(make_app(), loglevel=loglevel, loop=loop).execute_from_commandline()
+    for name in ("faust", "mode", "aiokafka"):  # their chatter at the asked level; ours stays at the root's
+        logging.getLogger(name).setLevel(loglevel.upper())
+    # override_logging=False: the process's logging stays as `etsypro` configured it (ETSYPRO_LOG_FORMAT).
+    faust.Worker(make_app(), loglevel=loglevel, loop=loop, override_logging=False).execute_from_commandline()
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -484,6 +485,24 @@ def test_worker_seeks_back_when_the_group_offsets_ran_ahead_of_the_views(new_dat
         assert_views_equal(url, in_process_reference(url, engine))
     finally:
         engine.close()
+
+
+@needs_broker
+def test_a_worker_logs_in_the_format_the_server_uses(new_database, broker, tmp_path, monkeypatch):
+    """ETSYPRO_LOG_FORMAT=json: every line a worker writes, faust's own included, is a JSON record."""
+    url, _ = populated(new_database, observations=50)
+    monkeypatch.setenv("ETSYPRO_LOG_FORMAT", "json")
+    log = tmp_path / "worker.log"
+    worker = etsypro(url, broker, tmp_path, log.name, "worker", "--loglevel", "info")
+    try:
+        wait_for(lambda: any('"faust' in line or '"mode' in line for line in log.read_text().splitlines()), 90,
+                 "the worker's first lines", worker, log)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # a line that is not JSON fails here, naming it
+    assert {r["logger"].split(".")[0] for r in records} & {"faust", "mode"}, records[:5]
 
 
 def test_a_failing_batch_is_retried_with_back_off_never_skipped():

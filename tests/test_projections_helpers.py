@@ -15,6 +15,7 @@ import psycopg
 from commands import models
 from commands.context import CommandContext
 from commands.engine import PricingEngine
+from commands.marketplace_facts import MarketplaceFacts, RecordOrders
 from domain.meta import Actor
 from projections.registry import ALL
 
@@ -28,6 +29,7 @@ class Shop:
     listings: list[UUID]
     ctx: CommandContext
     sales_seq: int = 0
+    orders_seq: int = 0
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Written:
     sale_lines: int = 0
     units: int = 0
     revenue: Decimal = Decimal(0)
+    orders: int = 0
 
 
 def context(tenant: str, actor: str = "pytest") -> CommandContext:
@@ -80,6 +83,19 @@ def sell(engine: PricingEngine, shop: Shop, n: int, rng: random.Random, written:
     written.sale_lines += n
 
 
+def order(engine: PricingEngine, shop: Shop, n: int, rng: random.Random, written: Written) -> None:
+    """Marketplace orders from a few buyers (pseudonyms), so that some buyers come back."""
+    orders = []
+    for _ in range(n):
+        shop.orders_seq += 1
+        orders.append({"order_id": f"r{shop.orders_seq}", "buyer": f"{rng.randrange(8):032x}", "items": rng.randint(1, 3),
+                       "placed_at": (START + timedelta(minutes=rng.randrange(60 * 24 * 21))).isoformat(),
+                       "currency": "GBP", "order_total": f"{rng.randrange(1000, 9000) / 100:.2f}"})
+    MarketplaceFacts(engine.core, engine.listings).record_orders(shop.ctx, shop.shop_id, RecordOrders.model_validate(
+        {"orders": orders}))
+    written.orders += n
+
+
 def reprice(engine: PricingEngine, shop: Shop, rng: random.Random) -> None:
     listing = rng.choice(shop.listings)
     engine.listings.set_price(shop.ctx, shop.shop_id, listing, models.SetPrice(
@@ -95,6 +111,7 @@ def populate(engine: PricingEngine, tenant: str, rng: random.Random, written: Wr
     for r in range(rounds):
         observe(engine, shop, observations, rng, written)
         sell(engine, shop, sales, rng, written)
+        order(engine, shop, 5, rng, written)
         for _ in range(3):
             reprice(engine, shop, rng)
         engine.listings.bulk_set_prices(shop.ctx, shop.shop_id, models.BulkSetPrices.model_validate({
@@ -148,6 +165,8 @@ INVARIANTS = {
         _events("domain.facts:ObservationBatch.CompetitorPriceObserved")),
     "sale facts are exactly the sale and return events": _differences(
         "SELECT log_position FROM analytics.sales", _events("domain.facts:SalesBatch.Sold", "domain.facts:SalesBatch.Returned")),
+    "order rows are exactly the order events": _differences(
+        "SELECT log_position FROM analytics.shop_orders", _events("domain.orders:OrderBatch.OrderRecorded")),
     "price change rows are exactly the listing price events": _differences(
         "SELECT log_position FROM analytics.price_changes",
         _events("domain.listing:Listing.Registered", "domain.listing:Listing.PriceChanged")),
