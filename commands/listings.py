@@ -196,15 +196,17 @@ class Listings:
 
         def decide() -> Decision:
             self._refuse_unknown_listings(shop_id, [s.listing_id for s in cmd.sales], "sales[{}].listing_id")
-            seen: dict[str, int] = {}
-            for i, s in enumerate(cmd.sales):
-                if s.transaction_id in seen:
-                    raise DomainError(f"sales[{i}].transaction_id", f"also appears at sales[{seen[s.transaction_id]}]")
-                seen[s.transaction_id] = i
-            self._refuse_taken(shop_id, "sale_transaction", [s.transaction_id for s in cmd.sales], "sales[{}].transaction_id")
+            transactions = [s.transaction_id for s in cmd.sales]
+            if len(set(transactions)) < len(transactions):  # named only when there is one: a batch has 10,000
+                seen: dict[str, int] = {}
+                for i, transaction in enumerate(transactions):
+                    if transaction in seen:
+                        raise DomainError(f"sales[{i}].transaction_id", f"also appears at sales[{seen[transaction]}]")
+                    seen[transaction] = i
+            self._refuse_taken(shop_id, "sale_transaction", transactions, "sales[{}].transaction_id")
             lines = sale_lines(cmd.sales)
             batch = SalesBatch.record(shop_id, currency, lines, ctx.meta(shop_id, cmd.source, cmd.reason))
-            reservations = [Reservation(shop_id, "sale_transaction", s.transaction_id, batch.id) for s in cmd.sales]
+            reservations = [Reservation(shop_id, "sale_transaction", t, batch.id) for t in transactions]
             return Decision([batch], {"batch_id": str(batch.id), "recorded": len(lines)}, created=True,
                             reservations=reservations)
 

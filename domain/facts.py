@@ -67,6 +67,15 @@ class FactBatch(Aggregate):
         self.shop_id = shop_id
         self.size = size
 
+    def record_facts(self, event: Callable[[UUID, int, datetime, object], Aggregate.Event], facts: list) -> None:
+        """One event per fact, made by event(batch id, version, the batch's time, fact): what
+        trigger_event does for each, less its per-event copying and checks, a third of a 10,000-fact
+        batch's cost (a fact changes no state of its batch: its apply is a no-op). All are recorded
+        at the batch's time (its first event's timestamp)."""
+        first, at, batch_id = self.version + 1, self.created_on, self.id
+        self._pending_events.extend(event(batch_id, version, at, fact) for version, fact in enumerate(facts, first))
+        self.version, self.modified_on = first + len(facts) - 1, at
+
     def collect_events(self) -> list:
         """In one pass: the library pops its pending list one event at a time, quadratic in a batch."""
         events, self._pending_events = self._pending_events, []
@@ -138,15 +147,14 @@ class SalesBatch(FactBatch):
     @classmethod
     def record(cls, shop_id: UUID, currency: str, lines: list[SaleLine], meta: EventMeta) -> SalesBatch:
         cls.check(currency, lines)
-        batch = cls(shop_id=shop_id, size=len(lines), meta=meta)
-        # Triggered directly, as ObservationBatch does (an @event method's argument mapping cost most
-        # of a 10,000-line batch); all are recorded at the batch's time (its first event's timestamp).
-        trigger, recorded_at, meta_at = batch.trigger_event, batch.created_on, cls.meta_at(meta)
-        for line in lines:
-            sold = line.quantity > 0
-            trigger(cls.Sold if sold else cls.Returned, timestamp=recorded_at, listing_id=line.listing_id,
-                    quantity=line.quantity if sold else -line.quantity, unit_price=line.unit_price,
-                    order_id=line.order_id, transaction_id=line.transaction_id, meta=meta_at(line.sold_at))
+        batch, meta_at = cls(shop_id=shop_id, size=len(lines), meta=meta), cls.meta_at(meta)
+
+        def event(batch_id: UUID, version: int, at: datetime, line: SaleLine) -> SalesBatch.SaleFact:
+            sold = line.quantity > 0  # positional: the order of SaleFact's fields, after the library's three
+            return (cls.Sold if sold else cls.Returned)(
+                batch_id, version, at, line.listing_id, line.quantity if sold else -line.quantity, line.unit_price,
+                line.order_id, line.transaction_id, meta_at(line.sold_at))
+        batch.record_facts(event, lines)
         return batch
 
     class SaleFact(Aggregate.Event):
