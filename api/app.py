@@ -103,6 +103,7 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
     )
     app.state.engine = engine
     app.state.reads = ReadSide(engine.core.conninfo)  # its own pool: readers never borrow the writers'
+    app.state.reads.audit.use_unwrap(engine.identity.vault.unwrap)  # personal data opened (commands/personal.py)
     app.state.projector = None  # api/server.py sets the in-process projector (ETSYPRO_PROJECTOR)
     app.state.repricing = None  # ... and the in-process repricing policy (ETSYPRO_REPRICING)
     auth.install(app, auth_settings)

@@ -25,9 +25,15 @@ from read.time_travel import TimeTravel
 
 
 def _reads() -> ReadSide:
-    from api.server import database_url
+    """The read side, opening personal data with the server's keys (the current, and the previous during a rotation)."""
+    from api.server import database_url, previous_secret_key, secret_key
+    from commands.credentials import SUBJECT_WRAPPING, Secrets
 
-    return ReadSide(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    settings = Settings.from_env()
+    reads = ReadSide(database_url(settings, log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    secrets = Secrets(secret_key(settings, log=lambda m: print(m, file=sys.stderr)), previous_secret_key(settings))
+    reads.audit.use_unwrap(lambda subject, wrapped: secrets.decrypt(wrapped, subject.bytes, SUBJECT_WRAPPING))
+    return reads
 
 
 def operator(tenant_id: str) -> AuditReader:

@@ -888,6 +888,9 @@ def parser() -> argparse.ArgumentParser:
     from api.backup import add_parsers as add_backup
 
     add_backup(sub)  # etsypro backup|restore
+    from api.erase_cli import add_parsers as add_erase
+
+    add_erase(sub)  # etsypro erase account|buyer|reason
     from api.rotation_cli import add_parsers as add_rotation
 
     add_rotation(sub)  # etsypro rotate-secret

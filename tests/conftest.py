@@ -85,9 +85,13 @@ def count_events(database_url):
     return count
 
 
+SUITE_SECRET_KEY = "suite-server-key-" + "s" * 32
+
+
 @pytest.fixture(scope="session")
 def engine(database_url) -> PricingEngine:
     engine = PricingEngine(database_url, pool_size=3)  # and as many again when busy
+    engine.identity.use_secret_key(SUITE_SECRET_KEY)  # a command-line run in a test opens what the server sealed
     yield engine
     engine.close()
 

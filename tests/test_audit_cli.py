@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from api.cli import main
-from tests.conftest import listing_spec
+from tests.conftest import SUITE_SECRET_KEY, listing_spec
 from tests.test_rules_http import assert_problem, define
 
 
@@ -47,6 +47,7 @@ def rest(world):
 def etsypro(database_url, monkeypatch, capsys):
     """etsypro(*args) -> (exit code, stdout, stderr), in this process against the suite's database."""
     monkeypatch.setenv("ETSYPRO_DATABASE_URL", database_url)
+    monkeypatch.setenv("ETSYPRO_SECRET_KEY", SUITE_SECRET_KEY)  # personal data opens as the server opens it
 
     def run(*args: str) -> tuple[int, str, str]:
         code = main(list(args))

@@ -91,7 +91,8 @@ def test_routes_confirming_a_secret_share_the_logins_budget_and_events(proxied_u
     assert login(proxied_url, who, guesser).status_code == 401  # one budget: logging in from it waits too
 
     recorded = failures(database_url, who["account_id"])
-    assert [(f["action"], f["client"]) for f in recorded][:CLIENT_FREE_FAILURES] == [(action, guesser)] * CLIENT_FREE_FAILURES
+    assert [f["action"] for f in recorded][:CLIENT_FREE_FAILURES] == [action] * CLIENT_FREE_FAILURES
+    assert len({f["client"] for f in recorded[:CLIENT_FREE_FAILURES]}) == 1 and guesser not in json.dumps(recorded)
     assert [f["reason"] for f in recorded[CLIENT_FREE_FAILURES:]] == ["throttled"] * 3
     assert all(who["password"] not in json.dumps(f) for f in recorded)  # secrets never enter the log
     assert call(owner, right(who, secret)).status_code == 200  # the owner's client is not slowed
@@ -125,7 +126,7 @@ def test_an_accounts_throttling_state_survives_its_snapshot(engine, accounts):
     replayed = engine.core.repository.get(account_id, version=restored.version)
     for name in ("client_failures", "known_clients", "consecutive_failures", "locked_until"):
         assert getattr(restored, name) == getattr(replayed, name), name
-    assert "pytest" in restored.known_clients
+    assert engine.identity._client(live, "pytest")[0] in restored.known_clients
 
 
 # -- which address is the client's --------------------------------------------------------------

@@ -478,6 +478,8 @@ def play(api: httpx.Client, admin, accounts) -> None:
     api.post(f"/accounts/{leaver}/disable", json={})
     ok(api.post(f"/accounts/{leaver}/enable"))
     api.post(f"/accounts/{unknown}/enable")
+    ok(api.post(f"/accounts/{leaver}/erase"))
+    api.post(f"/accounts/{unknown}/erase")
     api.post("/auth/login", json={"tenant": admin.tenant_id, "username": "nobody-here", "password": "x"}, headers=anonymous)
     api.get("/security/unknown-logins")
     api.get("/security/unknown-logins", params={"limit": 0})

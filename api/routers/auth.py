@@ -182,7 +182,7 @@ def change_password(body: PasswordChangeIn, caller: Caller, ctx: Context, engine
 def reset_password(body: PasswordResetIn, engine: Engine) -> dict:
     try:
         account = engine.identity.password_reset_account(body.token)
-        check_password(body.new_password, account.username, field="new_password")
+        check_password(body.new_password, engine.identity.username_of(account), field="new_password")
         engine.identity.reset_password(body.token, body.new_password)
     except TokenRefused:
         raise unauthorized("the reset token is not valid") from None
