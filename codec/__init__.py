@@ -184,6 +184,8 @@ def _moment_json(value, offset) -> str:
     """A business time (sales share their days), cached by instant and offset: the same instant
     at another offset is an equal datetime but writes other text."""
     return _iso_json(value)
+
+
 # The string encoder of ensure_ascii=False; cached for the few values a batch repeats (sources,
 # currencies), not for competitor references or ids, which rarely repeat (a miss costs 2.5x a call).
 _json_str = lru_cache(maxsize=4096)(encode_basestring)
