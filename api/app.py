@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import auth, observability, openapi, problems
+from api.revealing import RevealSealed
 from api.routers import accounts, analytics, audit, demand, facts, listings, repricing, rollbacks, rules, shops
 from api.routers import imports
 from api.routers import dashboard
@@ -104,6 +105,7 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
     app.state.engine = engine
     app.state.reads = ReadSide(engine.core.conninfo)  # its own pool: readers never borrow the writers'
     app.state.reads.audit.use_unwrap(engine.identity.vault.unwrap)  # personal data opened (commands/personal.py)
+    engine.identity.seal_reasons = True  # what people write as reasons is sealed per command (erasable)
     app.state.projector = None  # api/server.py sets the in-process projector (ETSYPRO_PROJECTOR)
     app.state.repricing = None  # ... and the in-process repricing policy (ETSYPRO_REPRICING)
     auth.install(app, auth_settings)
@@ -117,6 +119,7 @@ def create_app(engine: PricingEngine, max_body_bytes: int = 8 * 1024 * 1024,
     app.include_router(marketplace.callbacks)
     dashboard.install(app)  # the page at /, its assets and live stream
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(RevealSealed, reveal=engine.identity.vault.reveal)  # reasons and names people wrote, opened
     # Health, metrics and request logs; its middleware is added last, so it is outermost: it sees 413s too.
     observability.install(app, observed or observability.Observability())
     return app

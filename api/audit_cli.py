@@ -24,7 +24,7 @@ from read.side import ReadSide
 from read.time_travel import TimeTravel
 
 
-def _reads() -> ReadSide:
+def read_side() -> ReadSide:
     """The read side, opening personal data with the server's keys (the current, and the previous during a rotation)."""
     from api.server import database_url, previous_secret_key, secret_key
     from commands.credentials import SUBJECT_WRAPPING, Secrets
@@ -77,7 +77,7 @@ def log_filter(args) -> LogFilter:
 
 # -- the commands --------------------------------------------------------------------------
 def history_command(args) -> int:
-    reads = _reads()
+    reads = read_side()
     try:
         tenant = args.tenant or tenant_of(reads, args.aggregate)
         if tenant is None:
@@ -92,7 +92,7 @@ def history_command(args) -> int:
 
 
 def events_command(args) -> int:
-    reads = _reads()
+    reads = read_side()
     try:
         page = reads.audit.audit_events(operator(args.tenant), args.after, args.limit, log_filter(args))
     except (DomainError, CommandRefused) as e:
@@ -111,7 +111,7 @@ def export_command(args) -> int:
     """GET /audit/export's NDJSON, byte for byte, into FILE (written whole, then renamed)."""
     if args.to is not None and args.to < args.from_:
         return _refused("to: must not be before from")
-    reads, path = _reads(), Path(args.file)
+    reads, path = read_side(), Path(args.file)
     partial, written = path.with_name(path.name + ".partial"), 0
     try:
         stop, events = reads.audit.export_events(operator(args.tenant), args.from_, args.to, log_filter(args))

@@ -445,14 +445,13 @@ def explain(args) -> int:
     import json
     from uuid import UUID
 
-    from api.server import database_url
+    from api.audit_cli import read_side
     from commands.context import CommandContext
     from domain.listing import Listing
     from domain.meta import Actor, ActorKind
     from read.explain import as_text, explain as explain_listing
-    from read.side import ReadSide
 
-    reads = ReadSide(database_url(Settings.from_env(), log=lambda m: print(m, file=sys.stderr)), pool_size=1)
+    reads = read_side()  # reasons people wrote, opened with the server's keys
     try:
         try:
             listing = reads.aggregates.replay(UUID(args.listing))
@@ -466,7 +465,7 @@ def explain(args) -> int:
             print(f"listing {args.listing} not found in tenant {args.tenant}", file=sys.stderr)
             return 1
         ctx = CommandContext(actor=Actor("cli:explain", ActorKind.SERVICE), tenant_id=tenant)
-        report = explain_listing(reads.aggregates, ctx, listing.shop_id, listing.id)
+        report = explain_listing(reads.aggregates, ctx, listing.shop_id, listing.id, reads.audit.personal)
     finally:
         reads.close()
     print(json.dumps(report, indent=2) if args.json else as_text(report))

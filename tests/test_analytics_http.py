@@ -167,12 +167,12 @@ def database_rows(database_url: str, view: str, shop: str, params: dict) -> list
 @pytest.mark.parametrize("view,params", [
     ("prices", {}), ("price-changes", {}), ("competitor-observations", {}), ("competitor-bands", {"bucket": "day"}),
     ("sales", {}), ("sales-by-listing", {"bucket": "hour"}), ("sales-by-shop", {"bucket": "day"})])
-def test_exports_parse_back_to_the_same_rows(api, trading_shop, database_url, view, params):
+def test_exports_parse_back_to_the_same_rows(api, trading_shop, database_url, view, params, engine):
     shop = trading_shop[0]
     url = f"/shops/{shop}/analytics/{view}"
     page = api.get(url, params={**params, "limit": 1000}).json()
     columns, types = page["columns"], page["types"]
-    expected = database_rows(database_url, view, shop, params)
+    expected = engine.identity.vault.reveal(database_rows(database_url, view, shop, params))  # reasons open
     assert len(expected) > 0
     assert typed(page["items"], columns, types) == expected
 

@@ -108,7 +108,7 @@ class TestSetPrice:
                                    "currency": "GBP"}
         change = list(engine.core.events.get(UUID(listing)))[-1]
         assert (str(change.price.amount), str(change.previous.amount), change.rule) == ("24.50", "20.00", "beat-lowest")
-        assert (change.meta.actor_id, change.meta.source, change.meta.reason) == (
+        assert (change.meta.actor_id, change.meta.source, engine.identity.vault.reveal(change.meta.reason)) == (
             tenant.account_id, "experiment", "winter sale")
 
     def test_the_same_price_again_changes_nothing_and_writes_nothing(self, api, shop, listing, count_events):

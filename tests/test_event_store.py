@@ -148,10 +148,10 @@ def test_facts_carry_business_time_apart_from_recorded_time(history):
     assert all(e.timestamp > e.meta.occurred_at for e in facts)
 
 
-def test_sources_and_reasons_are_the_ones_the_client_gave(history):
+def test_sources_and_reasons_are_the_ones_the_client_gave(history, engine):
     _, events = history
     changes = [e for _, e in events if type(e).__qualname__ == "Listing.PriceChanged"]
-    assert [(e.meta.source, e.meta.reason) for e in changes] == [
+    assert [(e.meta.source, engine.identity.vault.reveal(e.meta.reason)) for e in changes] == [
         ("manual", "why not"), ("experiment", ""), ("rollback", "undo"), ("rollback", "")]
     assert [e.compensates for e in changes] == [[], [], [2], [2]]
 

@@ -45,7 +45,7 @@ def assert_compensation(engine, listing, version: int, price: str, compensates: 
     assert last.originator_version == version
     assert str(last.price.amount) == price
     assert last.compensates == compensates
-    assert (last.meta.source, last.meta.reason) == ("rollback", reason)
+    assert (last.meta.source, engine.identity.vault.reveal(last.meta.reason)) == ("rollback", reason)  # sealed in the log
 
 
 # -- one listing ----------------------------------------------------------------------------------

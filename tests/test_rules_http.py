@@ -272,7 +272,8 @@ class TestReprice:
         shop, listing, _, _ = automated
         api.post(f"/shops/{shop}/automation/stop", json={"reason": "holiday sale"})
         refused = reprice(engine, automated, "observation:a/1", "15.00")
-        assert refused.outcome == "refused" and "holiday sale" in refused.refusal and refused.price == "20.00"
+        assert refused.outcome == "refused" and "holiday sale" in engine.identity.vault.reveal(refused.refusal)
+        assert refused.price == "20.00"
         event = list(engine.core.events.get(listing))[-1]
         assert isinstance(event, Listing.AutomatedChangeRefused) and event.automation.cause == "observation:a/1"
         assert reprice(engine, automated, "observation:a/1", "15.00").outcome == DUPLICATE

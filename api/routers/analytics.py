@@ -4,6 +4,7 @@ docs/views.md; the same tables and functions are there for analysts who use SQL 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -59,17 +60,18 @@ SUMMARIES = {
 }
 
 
-def answer(reads: ReadSide, cursor_key: bytes, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | None = None,
+def answer(reads: ReadSide, engine, ctx, shop_id: UUID, view: str, fmt: str, listing_id: UUID | None = None,
            **filters) -> Response:
     reads.shops.facts(ctx, shop_id)  # the tenancy check (also made by requires()): others' shops are 404
     if listing_id is not None and not reads.shops.has_listing(shop_id, listing_id):
         raise NotFound("listing not found in this shop", field="listing_id")
     try:
-        q = queries.query(view, shop_id, listing_id=listing_id, cursor_key=cursor_key, **filters)
+        q = queries.query(view, shop_id, listing_id=listing_id, cursor_key=engine.identity.secrets.cursor_key, **filters)
     except queries.InvalidQuery as e:
         raise InvalidValue(e.field, e.detail) from None
     with reads.pool.connection() as conn:
         result = queries.run(conn, q)
+    result = replace(result, rows=engine.identity.vault.reveal(result.rows))  # reasons people wrote, opened (files too)
     headers = {"X-Next-Cursor": result.next_cursor} if result.next_cursor else {}
     if fmt == "json":
         return JSONResponse({"view": view, "columns": list(result.columns), "types": list(result.types),
@@ -89,25 +91,25 @@ def _register(view: queries.View) -> None:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine, bucket: BucketQuery,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(reads, engine.identity.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
+            return answer(reads, engine, ctx, shop_id, view.name, format, listing_id, bucket=bucket,
                           since=since, until=until, limit=limit, cursor=cursor)
     elif view.bucketed:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine, bucket: BucketQuery,
                      since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(reads, engine.identity.secrets.cursor_key, ctx, shop_id, view.name, format, bucket=bucket,
+            return answer(reads, engine, ctx, shop_id, view.name, format, bucket=bucket,
                           since=since, until=until, limit=limit, cursor=cursor)
     elif view.time_column:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine,
                      listing_id: ListingQuery = None, since: SinceQuery = None, until: UntilQuery = None,
                      limit: LimitQuery = 100, cursor: CursorQuery = None, format: FormatQuery = "json"):
-            return answer(reads, engine.identity.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id,
+            return answer(reads, engine, ctx, shop_id, view.name, format, listing_id,
                           since=since, until=until, limit=limit, cursor=cursor)
     else:
         def endpoint(shop_id: UUID, ctx: Context, reads: Reads, engine: Engine,
                      listing_id: ListingQuery = None, limit: LimitQuery = 100, cursor: CursorQuery = None,
                      format: FormatQuery = "json"):
-            return answer(reads, engine.identity.secrets.cursor_key, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
+            return answer(reads, engine, ctx, shop_id, view.name, format, listing_id, limit=limit, cursor=cursor)
     endpoint.__name__ = f"analytics_{view.name.replace('-', '_')}"
     router.add_api_route(path, endpoint, methods=["GET"], **options)
 
