@@ -192,11 +192,15 @@ def _migrated_url() -> str:
 
 
 def _migrated_engine(pool_size: int = 1):
-    """(database url, the write application) on the configured (or embedded) database, migrated."""
+    """(database url, the write application) on the configured (or embedded) database, migrated,
+    with the server's keys: what it seals (a username, a reason) the server must open."""
+    from api.server import use_server_keys
     from commands.engine import PricingEngine
 
     url = _migrated_url()
-    return url, PricingEngine(url, pool_size=pool_size)
+    engine = PricingEngine(url, pool_size=pool_size)
+    use_server_keys(engine, Settings.from_env(), log=lambda m: print(m, file=sys.stderr))
+    return url, engine
 
 
 # -- the read side: projector, rebuild, lag -------------------------------------------------

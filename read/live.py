@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 from uuid import UUID
 
 import orjson
@@ -99,8 +99,10 @@ def describe(row: tuple) -> tuple[int, str | None, dict]:
 class LiveFeed:
     """The process's one follower of the log for dashboards; started by the first subscriber."""
 
-    def __init__(self, conninfo: str, pool: ReadPool, idle_timeout: float = 1.0):
+    def __init__(self, conninfo: str, pool: ReadPool, idle_timeout: float = 1.0,
+                 reveal: Callable[[dict], dict] = lambda event: event):
         self.conninfo, self.pool, self.idle_timeout = conninfo, pool, idle_timeout
+        self.reveal = reveal  # personal data sealed in events (a reason someone wrote), opened for the page
         self.subscribers: set[Subscriber] = set()
         self.position = 0
         self.last_event_at: str | None = None
@@ -184,7 +186,7 @@ class LiveFeed:
                 self.position, self.events_seen = position, self.events_seen + 1
             self.last_event_at = event["recorded_at"]
             if shop_id is not None:
-                self._fan_out(self._tenant_of(conn, shop_id), shop_id, position, sse_message(position, event))
+                self._fan_out(self._tenant_of(conn, shop_id), shop_id, position, sse_message(position, self.reveal(event)))
         return len(rows)
 
     def _fan_out(self, tenant_id: str | None, shop_id: str, position: int, message: bytes) -> None:

@@ -14,11 +14,11 @@ import pytest
 from api.app import create_app
 from api.server import running
 from commands.engine import PricingEngine
-from conftest import ROOT
+from conftest import ROOT, SUITE_SECRET_KEY
 
 
 def etsypro(url: str, *args: str, stdin: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ETSYPRO_DATABASE_URL": url}
+    env = {**os.environ, "ETSYPRO_DATABASE_URL": url, "ETSYPRO_SECRET_KEY": SUITE_SECRET_KEY}  # the server's key
     return subprocess.run([sys.executable, "-m", "api.cli", *args], input=stdin, env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
@@ -40,6 +40,7 @@ def test_the_first_admin_comes_from_the_cli_and_creates_a_seller(new_database):
     assert weak.returncode == 1 and "too common" in weak.stderr
 
     engine = PricingEngine(url, pool_size=2)
+    engine.identity.use_secret_key(SUITE_SECRET_KEY)  # the key the CLI sealed the username under
     try:
         with running(create_app(engine)) as base_url, httpx.Client(base_url=base_url) as http:
             answer = http.post("/auth/login", json={"tenant": "acme", "username": "root", "password": passphrase})

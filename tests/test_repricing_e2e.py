@@ -206,7 +206,8 @@ def test_a_stop_refuses_and_a_resume_lets_changes_through_again(live, api, ruled
     live.settle()
     assert board(api, shop)[a]["price"] == "20.00"
     [refused] = automated_events(live.engine, a)
-    assert isinstance(refused, Listing.AutomatedChangeRefused) and "supplier feed broken" in refused.reason
+    assert isinstance(refused, Listing.AutomatedChangeRefused)
+    assert "supplier feed broken" in live.engine.identity.vault.reveal(refused.reason)  # the stop's reason, sealed
 
     assert api.post(f"/shops/{shop}/automation/resume", json={"reason": "feed fixed"}).status_code == 200
     observe(api, shop, (a, "etsy:rival-1", "16.00"))

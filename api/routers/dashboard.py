@@ -45,7 +45,8 @@ READ, ANALYTICS = requires("shops:read"), requires("analytics:read")
 
 def install(app: FastAPI) -> None:
     """The routes, the assets under /ui, and the process's live feed (closed with the app)."""
-    app.state.live = LiveFeed(app.state.engine.core.conninfo, app.state.reads.pool)
+    app.state.live = LiveFeed(app.state.engine.core.conninfo, app.state.reads.pool,
+                              reveal=app.state.reads.audit.personal.reveal)  # reasons people wrote, opened
     _FEEDS.add(app.state.live)
     _end_streams_on_exit()
     app.include_router(router)
