@@ -28,6 +28,7 @@ import pytest
 import codec
 from api.cli import main as cli
 from commands.engine import PricingEngine
+from conftest import SUITE_SECRET_KEY
 from commands.importer import catalogue, local_time
 from domain.facts import SalesBatch
 from domain.listing import Listing
@@ -207,7 +208,8 @@ def test_first_20000_lines_match_polars_line_by_line_and_per_code_and_day(new_da
 @pytest.mark.slow
 def test_killed_mid_way_then_rerun_records_every_line_exactly_once(new_database, tmp_path):
     url, limit = new_database(), 50_000
-    env = {**os.environ, "ETSYPRO_DATABASE_URL": url, "ETSYPRO_DATA_DIR": str(tmp_path)}
+    env = {**os.environ, "ETSYPRO_DATABASE_URL": url, "ETSYPRO_DATA_DIR": str(tmp_path),
+           "ETSYPRO_SECRET_KEY": SUITE_SECRET_KEY}  # as a server has it: stderr is the progress alone
     command = [sys.executable, "-m", "api.cli", "import", "online-retail", "--limit", str(limit),
                "--tenant", "kill-test"]  # default path: ../shared/data from the project root
 
