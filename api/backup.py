@@ -87,6 +87,7 @@ TABLES: dict[str, tuple[str, str]] = {
     "marketplace.etsy_push_queue": (RESTORED, "prices waiting for Etsy, committed with the pusher's position"),
     "marketplace.etsy_sync": (RESTORED, "the sync's cursors"),
     "marketplace.etsy_drifts": (RESTORED, "drift seen at Etsy, written with its event"),
+    "marketplace.competitor_watches": (RESTORED, "which Etsy listings each listing's competitors are (the seller's setting)"),
     "marketplace.etsy_pkce": (RESET, "minutes-long connect attempts"),
     "marketplace.etsy_budget": (RESET, "Etsy's rate headers, re-read on the next call"),
     "analytics.model_runs": (RESTORED, "which model justified which price: a refit later sees another window"),

@@ -238,7 +238,7 @@ class Marketplace:
 
     def record_revoked(self, shop_id: UUID, answer: str) -> None:
         """Etsy refused the grant: recorded once as an event; push and sync pause until reconnect."""
-        ctx = self._service_context(shop_id)
+        ctx = self.service_context(shop_id)
 
         def decide() -> Decision:
             connection = self._connection(shop_id)
@@ -251,7 +251,7 @@ class Marketplace:
 
         self.core.execute(ctx, "etsy_grant_revoked", {"shop": str(shop_id)}, decide)
 
-    def _service_context(self, shop_id: UUID, cause: str | None = None) -> CommandContext:
+    def service_context(self, shop_id: UUID, cause: str | None = None) -> CommandContext:
         try:
             shop = self.core.repository.get(shop_id)
         except AggregateNotFoundError:
@@ -264,7 +264,7 @@ class Marketplace:
         """Record a push's outcome with its effect on the queue in one transaction: pushed or failed
         take the row off the queue (unless a newer change replaced it meanwhile); retrying counts the
         attempt and sets the next try. False when that push already has its outcome (a redelivery)."""
-        ctx = self._service_context(shop_id, cause=f"{listing_id}/{version}")
+        ctx = self.service_context(shop_id, cause=f"{listing_id}/{version}")
 
         def decide() -> Decision:
             meta = ctx.meta(shop_id, reason=f"Etsy push: {outcome}")
@@ -298,7 +298,7 @@ class Marketplace:
         """Each Etsy listing ({etsy_listing_id, sku, title, state, price: Money}) as an engine listing:
         the unknown registered (external id = Etsy's listing id), every one linked; returns the links
         and the Etsy ids registered now."""
-        ctx = self._service_context(shop_id)
+        ctx = self.service_context(shop_id)
         _, currency = self.core.shop_facts(ctx, shop_id)
         external = [str(x["etsy_listing_id"]) for x in found]
         known = self.core.recorder.reserved(shop_id, "external_id", external)
@@ -331,7 +331,7 @@ class Marketplace:
 
     def describe(self, shop_id: UUID, listing_id: UUID, title: str, state: str) -> bool:
         """The title and state Etsy shows, as the listing's (Listing.Described); False when unchanged."""
-        ctx = self._service_context(shop_id)
+        ctx = self.service_context(shop_id)
 
         def decide() -> Decision:
             listing = self.core.listing(ctx, shop_id, listing_id)
@@ -346,7 +346,7 @@ class Marketplace:
         already recorded are left out (a sync read again after a crash doubles nothing)."""
         if not lines:
             return 0
-        ctx = self._service_context(shop_id)
+        ctx = self.service_context(shop_id)
         done = self.core.recorder.reserved(shop_id, "sale_transaction", [x.transaction_id for x in lines])
         new = list({x.transaction_id: x for x in lines if x.transaction_id not in done}.values())
         for start in range(0, len(new), SALES_PER_COMMAND):
@@ -359,7 +359,7 @@ class Marketplace:
     def drift(self, shop_id: UUID, listing_id: UUID, etsy_listing_id: int, etsy_price: Money) -> str:
         """A price seen at Etsy that the engine did not push: the listing's price becomes it (source
         marketplace) within its guardrails, else the refusal is recorded; a drift row either way."""
-        ctx = self._service_context(shop_id)
+        ctx = self.service_context(shop_id)
 
         def decide() -> Decision:
             listing = self.core.listing(ctx, shop_id, listing_id)

@@ -38,6 +38,9 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 SPEC = json.loads(Path(__file__).with_name("etsy_v3_subset.json").read_text())
 LISTINGS_PATH = "/v3/application/shops/{shop_id}/listings/active"
+ACTIVE_PATH = "/v3/application/listings/active"  # findAllListingsActive: every shop's, API key only
+BATCH_PATH = "/v3/application/listings/batch"  # getListingsByListingIds (newer than the document): <= 100 ids
+BATCH_MAX = 100
 INVENTORY_PATH = "/v3/application/listings/{listing_id}/inventory"
 RECEIPTS_PATH = "/v3/application/shops/{shop_id}/receipts"
 SHOP_PATH = "/v3/application/shops/{shop_id}"
@@ -190,8 +193,7 @@ class FakeEtsy:
     def price_of(self, listing_id: int) -> Decimal:
         """The listing's price: its first product's first offering (every product, when priced alike)."""
         with self.lock:
-            offering = self.listings[listing_id].inventory["products"][0]["offerings"][0]["price"]
-            return Decimal(offering["amount"]) / offering["divisor"]
+            return self._price_of(self.listings[listing_id])
 
     def add_receipt(self, shop_id: int, lines: list[tuple[int, int, Decimal]], status: str = "Paid",
                     at: int | None = None) -> dict:
@@ -306,8 +308,9 @@ class FakeEtsy:
                              "expires_in": int(self.config.access_ttl_s) or 1, "refresh_token": refresh})
 
     # -- the gate every API call passes --------------------------------------------------
-    def admit(self, request: Request) -> tuple[int | None, Response | None, dict]:
-        """(the caller's user id, a refusal or None, rate-limit headers). Counts the call."""
+    def admit(self, request: Request, public: bool = False) -> tuple[int | None, Response | None, dict]:
+        """(the caller's user id, a refusal or None, rate-limit headers). Counts the call. A public
+        call (others' listings) needs the API key alone."""
         key = request.headers.get("x-api-key", "")
         keystring, _, secret = key.partition(":")
         if keystring != self.config.keystring:
@@ -320,12 +323,12 @@ class FakeEtsy:
                 return None, refused, headers
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             grant = self.access.get(token) if scheme.lower() == "bearer" else None
-            if grant is None or grant.expires_at < time.time():
+            if not public and (grant is None or grant.expires_at < time.time()):
                 return None, error(401, "invalid_token", headers), headers
             if self._fail_next > 0 or (self.config.error_rate and self._random.random() < self.config.error_rate):
                 self._fail_next = max(self._fail_next - 1, 0)
                 return None, error(503, "temporarily unavailable", headers), headers
-            return grant.user_id, None, headers
+            return grant.user_id if grant else None, None, headers
 
     def _spend(self, request: Request) -> tuple[Response | None, dict]:
         now = time.time()
@@ -362,6 +365,37 @@ class FakeEtsy:
             found = sorted((x for x in shop.listings.values() if x.state == state), key=lambda x: x.listing_id)
             results = [self._listing_answer(x, "Inventory" in query.get("includes", "")) for x in found[page[1]:page[1] + page[0]]]
         return 200, {"count": len(found), "results": results}
+
+    def active_listings(self, query: dict) -> tuple[int, dict]:
+        """Every shop's active listings whose title holds all the keywords, by creation or price."""
+        page = self._page(ACTIVE_PATH, query)
+        if isinstance(page, str):
+            return 400, {"error": page}
+        words = query.get("keywords", "").casefold().split()
+        by_price = query.get("sort_on", "created") == "price"
+        descending = query.get("sort_order", "desc") in ("desc", "descending", "down")
+        with self.lock:
+            found = [x for x in self.listings.values()
+                     if x.state == "active" and all(w in x.title.casefold() for w in words)]
+            found.sort(key=(lambda x: self._price_of(x)) if by_price else (lambda x: x.listing_id), reverse=descending)
+            results = [self._listing_answer(x, False) for x in found[page[1]:page[1] + page[0]]]
+        return 200, {"count": len(found), "results": results}
+
+    def listings_batch(self, query: dict) -> tuple[int, dict]:
+        try:
+            ids = [int(x) for x in query.get("listing_ids", "").split(",") if x.strip()]
+        except ValueError:
+            return 400, {"error": "listing_ids must be integers, comma-separated"}
+        if not 1 <= len(ids) <= BATCH_MAX:
+            return 400, {"error": f"listing_ids must name 1 to {BATCH_MAX} listings"}
+        with self.lock:
+            results = [self._listing_answer(self.listings[i], False) for i in ids if i in self.listings]
+        return 200, {"count": len(results), "results": results}
+
+    @staticmethod
+    def _price_of(listing: FakeListing) -> Decimal:
+        price = listing.inventory["products"][0]["offerings"][0]["price"]
+        return Decimal(price["amount"]) / price["divisor"]
 
     def _listing_answer(self, listing: FakeListing, with_inventory: bool) -> dict:
         offering = listing.inventory["products"][0]["offerings"][0]
@@ -486,8 +520,8 @@ def create_app(fake: FakeEtsy) -> FastAPI:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))  # form-encoded, as OAuth's token endpoint takes
         return fake.token({k: v[-1] for k, v in form.items()})
 
-    async def gated(request: Request, act):
-        user_id, refused, headers = fake.admit(request)
+    async def gated(request: Request, act, public: bool = False):
+        user_id, refused, headers = fake.admit(request, public)
         if refused is not None:
             return refused
         status, body = act(user_id)
@@ -497,6 +531,14 @@ def create_app(fake: FakeEtsy) -> FastAPI:
     @app.get(LISTINGS_PATH)
     async def shop_listings(shop_id: int, request: Request):
         return await gated(request, lambda user: fake.shop_listings(user, shop_id, dict(request.query_params)))
+
+    @app.get(ACTIVE_PATH)
+    async def active_listings(request: Request):
+        return await gated(request, lambda _: fake.active_listings(dict(request.query_params)), public=True)
+
+    @app.get(BATCH_PATH)
+    async def listings_batch(request: Request):
+        return await gated(request, lambda _: fake.listings_batch(dict(request.query_params)), public=True)
 
     @app.get(SHOP_PATH)
     async def shop(shop_id: int, request: Request):

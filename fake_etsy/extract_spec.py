@@ -16,6 +16,7 @@ OPERATIONS = {  # path -> methods the fake serves
     "/v3/application/listings/{listing_id}/inventory": ["get", "put"],
     "/v3/application/shops/{shop_id}/receipts": ["get"],
     "/v3/application/shops/{shop_id}": ["get"],
+    "/v3/application/listings/active": ["get"],  # findAllListingsActive: others' listings, API key only
 }
 SCHEMAS = ["Money", "ShopListing", "ShopListings", "ListingInventory", "ListingInventoryProduct",
            "ListingInventoryProductOffering", "ShopReceipt", "ShopReceipts", "ShopReceiptTransaction",

@@ -209,13 +209,14 @@ class EtsyClient:
         return body
 
     # -- the API -------------------------------------------------------------------------
-    def call(self, method: str, path: str, token: str, params: dict | None = None, json=None):
-        """One call within the budget; 429s are waited out (up to max_429 in a row)."""
+    def call(self, method: str, path: str, token: str | None, params: dict | None = None, json=None):
+        """One call within the budget; 429s are waited out (up to max_429 in a row). Without a
+        token: a public call (others' listings), on the API key alone."""
+        headers = {"authorization": f"Bearer {token}"} if token else {}
         for _ in range(self.max_429):
             self.budget.take()
             try:
-                response = self.http.request(method, path, params=params, json=json,
-                                             headers={"authorization": f"Bearer {token}"})
+                response = self.http.request(method, path, params=params, json=json, headers=headers)
             except httpx.HTTPError as e:
                 raise EtsyUnavailable(None, f"{type(e).__name__}: {e}") from None
             if response.status_code == 429:
@@ -235,6 +236,15 @@ class EtsyClient:
     def shop_listings(self, token: str, etsy_shop_id: int, offset: int, state: str = "active") -> dict:
         return self.call("GET", f"/v3/application/shops/{etsy_shop_id}/listings", token,
                          {"state": state, "limit": PAGE_LIMIT, "offset": offset, "includes": "Inventory"})
+
+    def active_listings(self, keywords: str, limit: int) -> dict:
+        """Others' active listings matching all the keywords (findAllListingsActive), by relevance as Etsy sorts them."""
+        return self.call("GET", "/v3/application/listings/active", None, {"keywords": keywords, "limit": limit})
+
+    def listings_batch(self, listing_ids: list[int]) -> dict:
+        """Up to 100 listings by id (getListingsByListingIds)."""
+        return self.call("GET", "/v3/application/listings/batch", None,
+                         {"listing_ids": ",".join(str(i) for i in listing_ids)})
 
     def inventory(self, token: str, listing_id: int) -> dict:
         return self.call("GET", f"/v3/application/listings/{listing_id}/inventory", token)

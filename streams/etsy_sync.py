@@ -44,6 +44,7 @@ class SyncReport:
     sales: int = 0
     unlinked: int = 0  # transactions of listings the engine does not know (not active at Etsy)
     described: int = 0  # listings whose title or state changed at Etsy
+    competitor_prices: int = 0  # prices recorded by the shop's competitor watches
 
 
 LISTED_STATES = ("active", "inactive", "sold_out")  # states Etsy lists a shop's listings by
@@ -68,10 +69,16 @@ class EtsySync:
         try:
             self.sync_listings(shop_id, session, report)
             self.sync_receipts(shop_id, session, report)
+            report.competitor_prices = self._watcher().poll_shop(shop_id, set(self._links(shop_id)))
         except EtsyRefused as e:  # GrantRefused included: recorded by the session
             self._note(shop_id, "last_error = %s", [str(e)[:500]])
             raise
         return report
+
+    def _watcher(self):
+        from streams.competitor_watch import CompetitorWatcher  # it reads Etsy's answers with this module's readers
+
+        return CompetitorWatcher(self.marketplace, self.client)
 
     # -- listings -------------------------------------------------------------------------
     def sync_listings(self, shop_id: UUID, session: ShopSession, report: SyncReport) -> None:

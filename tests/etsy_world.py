@@ -142,6 +142,15 @@ def sample_marketplace_routes(api: httpx.Client, shop: str) -> None:
     api.post(base + "/sync")  # 404: not connected
     api.post(base + "/disconnect")  # 404: not connected
     api.post(base + "/connect", json={"etsy_shop_id": 0})  # 422
+    spec = listing_spec(0, external_id=f"watched-{uuid.uuid4().hex[:8]}", sku=f"W-{uuid.uuid4().hex[:8]}")
+    listing = api.post(f"/shops/{shop}/listings", json={"listings": [spec]}).json()["listings"][0]["listing_id"]
+    api.put(f"{base}/watches/{listing}", json={"keywords": "speckled mug"})
+    api.put(f"{base}/watches/{listing}", json={})  # 422
+    for path in (f"/watches/{listing}", "/watches"):
+        api.get(base + path)
+        api.get(f"/shops/{uuid.uuid4()}/marketplace/etsy{path}")  # 404
+    api.delete(f"{base}/watches/{listing}")
+    api.delete(f"{base}/watches/{listing}")  # 404: no watch any more
     with etsy_in_environment(str(api.base_url).rstrip("/")) as fake:
         connect(api, fake, shop)
         api.post(base + "/sync")

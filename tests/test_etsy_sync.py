@@ -47,7 +47,7 @@ def test_receipts_become_sales_once_and_cancellations_returns(synced_shop, etsy_
     first = fake.add_receipt(etsy_shop.shop_id, [(listings[0].listing_id, 2, Decimal("20.00")),
                                                  (listings[1].listing_id, 1, Decimal("20.00"))])
     assert sync(etsy_api, shop) | {} == {"listings": 3, "registered": 3, "drifts": 0, "described": 0,
-                                               "receipts": 1, "sales": 2, "unlinked": 0}
+                                               "receipts": 1, "sales": 2, "unlinked": 0, "competitor_prices": 0}
     assert sync(etsy_api, shop)["sales"] == 0  # read again from the inclusive cursor: nothing doubled
     fake.cancel_receipt(etsy_shop.shop_id, first["receipt_id"])
     assert sync(etsy_api, shop)["sales"] == 2  # the two returns

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OURS = ("domain", "codec", "commands", "read", "projections", "streams", "api", "bench", "migrations")
 # The policies: the only modules of streams/ that issue commands.
 POLICIES = {"streams.repricing", "streams.repricing_worker", "streams.parked",
-            "streams.etsy_grant", "streams.etsy_push", "streams.etsy_sync",
-            "streams.rollback_guard"}  # the Etsy push and sync record outcomes
+            "streams.etsy_grant", "streams.etsy_push", "streams.etsy_sync", "streams.competitor_watch",
+            "streams.rollback_guard"}  # the Etsy push and sync record outcomes, the watches observations
 
 MAY_IMPORT = {
     "domain": {"domain"},

@@ -8,6 +8,7 @@ when set (tests), else the ETSYPRO_ETSY_* settings (api/etsy.py), read at each u
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -20,6 +21,7 @@ from api.deps import Context, Engine, Reads
 from api.problems import responses_for
 from api.routing import resource_router
 from api.schemas import Money, Timestamp, answer
+from commands.competitor_watch import CompetitorWatches, WatchCompetitors
 from commands.models import QueryInt, integer
 from domain.marketplace import EtsyRefused, EtsyUnavailable, GrantRefused
 from read import marketplace as reads_of
@@ -118,7 +120,8 @@ class Drift(BaseModel):
 
 class SyncDone(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "listings": 40, "registered": 3, "drifts": 1, "described": 2, "receipts": 12, "sales": 15, "unlinked": 0}]})
+        "listings": 40, "registered": 3, "drifts": 1, "described": 2, "receipts": 12, "sales": 15, "unlinked": 0,
+        "competitor_prices": 24}]})
     listings: int
     registered: int = Field(description="Etsy listings new to the engine, registered as listings")
     drifts: int = Field(description="Prices Etsy shows that the engine did not push (see /drifts)")
@@ -126,6 +129,22 @@ class SyncDone(BaseModel):
     receipts: int
     sales: int
     unlinked: int = Field(description="Transactions of listings the engine does not know")
+    competitor_prices: int = Field(description="Prices the shop's competitor watches recorded (observations, source etsy-watch)")
+
+
+class Watch(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "listing_id": LISTING, "shop_id": SHOP, "etsy_listing_ids": None, "keywords": "speckled stoneware mug",
+        "max_results": 20, "created_at": WHEN, "polled_at": WHEN, "last_seen": 17, "last_error": None}]})
+    listing_id: UUID
+    shop_id: UUID
+    etsy_listing_ids: list[int] | None
+    keywords: str | None
+    max_results: int
+    created_at: datetime
+    polled_at: datetime | None = Field(description="The last poll (each sync polls every watch of the shop)")
+    last_seen: int | None = Field(description="Competitor prices the last poll recorded")
+    last_error: str | None = Field(description="Why Etsy's answer to the last poll could not be used")
 
 
 @router.post("/connect", response_model=ConnectStarted, summary="Start connecting the shop to Etsy (OAuth 2.0 + PKCE)",
@@ -205,3 +224,33 @@ async def callback(request: Request, engine: Engine, response: Response,
         return await answer(response, engine.marketplace.finish_connect, state, code, exchange, client.shop_owner)
     finally:
         client.close()
+
+
+@router.put("/watches/{listing_id}", response_model=Watch, dependencies=[requires("prices:write")],
+            summary="Watch a listing's competitors at Etsy: named listings, or a keyword search")
+def watch(shop_id: UUID, listing_id: UUID, cmd: WatchCompetitors, ctx: Context, engine: Engine) -> dict:
+    """Each sync (scheduled, `etsypro etsy sync` or `POST .../sync`) polls the watch within the app's
+    call budget through Etsy's public listing endpoints (getListingsByListingIds or findAllListingsActive,
+    never page scraping) and records each active competitor's price in the shop's currency as an
+    observation, leaving out the shop's own Etsy listings. Replaces the listing's watch.
+
+    **Changes:** nothing in the log now; each poll appends ObservationBatch.CompetitorPriceObserved (source etsy-watch)."""
+    return CompetitorWatches(engine.core).watch(ctx, shop_id, listing_id, cmd)
+
+
+@router.get("/watches/{listing_id}", response_model=Watch, dependencies=[requires("shops:read")],
+            summary="A listing's competitor watch and its last poll")
+def watch_of(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine) -> dict:
+    return CompetitorWatches(engine.core).watch_of(ctx, shop_id, listing_id)
+
+
+@router.get("/watches", response_model=list[Watch], dependencies=[requires("shops:read")],
+            summary="The shop's competitor watches")
+def watches(shop_id: UUID, ctx: Context, engine: Engine) -> list[dict]:
+    return CompetitorWatches(engine.core).watches_of(ctx, shop_id)
+
+
+@router.delete("/watches/{listing_id}", response_model=Watch, dependencies=[requires("prices:write")],
+               summary="Stop watching a listing's competitors (answers the watch as it was)")
+def unwatch(shop_id: UUID, listing_id: UUID, ctx: Context, engine: Engine) -> dict:
+    return CompetitorWatches(engine.core).unwatch(ctx, shop_id, listing_id)
