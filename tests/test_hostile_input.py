@@ -778,6 +778,8 @@ def test_every_read_of_a_shop_survives_times_python_cannot_hold(world, engine, s
     failures = []
     urls = read_urls(engine, shop, listing)
     assert any("competitor-bands" in u for u in urls) and any("explain" in u for u in urls)
+    watched = world.client.put(f"/shops/{shop}/marketplace/etsy/watches/{listing}", json={"keywords": "mug"}, headers=me)
+    assert watched.status_code == 200, watched.text  # so that the watch's read has something to answer
     for url in urls:
         response = world.client.get(url, headers=me)
         if response.status_code != 200:
