@@ -12,10 +12,11 @@ from uuid import UUID
 
 from commands import models
 from commands.competitor_watch import CompetitorWatches
+from commands.context import CommandContext
 from commands.marketplace import Marketplace
 from domain.marketplace import EtsyRefused
 from streams.etsy_client import EtsyClient
-from streams.etsy_sync import _listing, _results  # Etsy's answers, read strictly as the sync reads them
+from streams.etsy_sync import page_results, read_listing  # Etsy's answers, read strictly as the sync reads them
 
 SOURCE = "etsy-watch"
 
@@ -27,10 +28,15 @@ class CompetitorWatcher:
 
     def poll_shop(self, shop_id: UUID, own: set[int]) -> int:
         """Every watch of the shop once; `own`: the shop's Etsy listing ids. Answers the prices recorded."""
+        watches = self.watches.rows(shop_id)
+        if not watches:
+            return 0
+        ctx = self.marketplace.service_context(shop_id)
+        _, currency = self.marketplace.core.shop_facts(ctx, shop_id)
         recorded = 0
-        for watch in self.watches.rows(shop_id):
+        for watch in watches:
             try:
-                seen = self._poll(shop_id, watch, own)
+                seen = self._poll(ctx, shop_id, currency, watch, own)
             except EtsyRefused as e:  # this watch's answer could not be used: noted, the others go on
                 self.watches.polled(watch["listing_id"], None, str(e))
                 continue
@@ -38,14 +44,12 @@ class CompetitorWatcher:
             recorded += seen
         return recorded
 
-    def _poll(self, shop_id: UUID, watch: dict, own: set[int]) -> int:
+    def _poll(self, ctx: CommandContext, shop_id: UUID, currency: str, watch: dict, own: set[int]) -> int:
         if watch["etsy_listing_ids"] is not None:
             page = self.client.listings_batch(list(watch["etsy_listing_ids"]))
         else:
             page = self.client.active_listings(watch["keywords"], watch["max_results"])
-        found = [_listing(x, f"results[{i}]") for i, x in enumerate(_results(page))]
-        ctx = self.marketplace.service_context(shop_id)
-        _, currency = self.marketplace.core.shop_facts(ctx, shop_id)
+        found = [read_listing(x, f"results[{i}]") for i, x in enumerate(page_results(page))]
         now = datetime.now(timezone.utc)
         seen = [{"listing_id": watch["listing_id"], "competitor": f"etsy:{x['etsy_listing_id']}",
                  "price": x["price"].amount, "currency": currency, "observed_at": now, "source": SOURCE}

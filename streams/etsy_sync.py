@@ -89,8 +89,8 @@ class EtsySync:
             offset = 0
             while True:
                 page = session.call(lambda token: self.client.shop_listings(token, etsy_shop, offset, state))
-                results = _results(page)
-                found = [_listing(x, f"results[{i}]") for i, x in enumerate(results)]
+                results = page_results(page)
+                found = [read_listing(x, f"results[{i}]") for i, x in enumerate(results)]
                 if state != "active":
                     linked = self._links(shop_id)
                     found = [x for x in found if x["etsy_listing_id"] in linked]
@@ -154,7 +154,7 @@ class EtsySync:
         since, offset = self._cursor(shop_id), 0
         while True:
             page = session.call(lambda token: self.client.receipts(token, etsy_shop, since, offset))
-            receipts = [_receipt(r, f"results[{i}]") for i, r in enumerate(_results(page))]
+            receipts = [_receipt(r, f"results[{i}]") for i, r in enumerate(page_results(page))]
             links = self._links(shop_id)
             lines, unlinked = _sale_lines(receipts, links)
             report.sales += self.marketplace.record_sales(shop_id, lines)
@@ -189,7 +189,7 @@ class EtsySync:
 
 
 # -- Etsy's answers, read strictly: a page that does not fit is refused whole ----------------
-def _results(page: dict) -> list:
+def page_results(page: dict) -> list:
     results = page.get("results")
     if not isinstance(results, list):
         raise EtsyRefused(200, f"a page without a results array: {str(page)[:300]}")
@@ -203,7 +203,7 @@ def _field(value: dict, name: str, kind: type, where: str):
     return found
 
 
-def _listing(value, where: str) -> dict:
+def read_listing(value, where: str) -> dict:
     try:
         price = price_of_inventory(value["inventory"]) if isinstance(value, dict) and "inventory" in value \
             else etsy_money(value.get("price") if isinstance(value, dict) else None, f"{where}.price")
