@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -85,7 +86,9 @@ def test_order_items_become_sales_once_and_buyers_only_pseudonyms(engine, seller
     # Ada bought twice (orders 0001 and 0004, her name cased differently): one pseudonym, not hers.
     assert orders["3011220001"].buyer == orders["3011220004"].buyer != orders["3011220002"].buyer
     assert all(len(o.buyer) == 32 for o in orders.values())
-    stored = b"".join(n.state for n in engine.core.recorder.select_notifications(1, 10**6))
+    # Sealed values (random ciphertext of other tests' reasons and usernames) may hold any short word by chance.
+    stored = re.sub(rb"sealed:v1:[0-9a-f]+:[A-Za-z0-9_=-]+", b"",
+                    b"".join(n.state for n in engine.core.recorder.select_notifications(1, 10**6)))
     assert not [word for word in PERSONAL if word.encode() in stored]
 
     again = run(engine, seller, "etsy-order-items", ITEMS)  # a rerun, or an overlapping export
